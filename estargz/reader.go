@@ -1,0 +1,239 @@
+package estargz
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
+)
+
+// DefaultMaxTOCSize caps the uncompressed TOC JSON: 256 MiB, room for about
+// a million entries at ~250 bytes each.
+const DefaultMaxTOCSize = 256 << 20
+
+// OpenOption configures Open.
+type OpenOption func(*openConfig)
+
+type openConfig struct {
+	tocDigest  digest.Digest
+	unverified bool
+	maxTOCSize int64
+}
+
+// WithTOCDigest makes Open verify the TOC JSON against d, the value of the
+// layer's TOCJSONDigestAnnotation.
+func WithTOCDigest(d digest.Digest) OpenOption {
+	return func(c *openConfig) { c.tocDigest = d }
+}
+
+// WithoutTOCVerification lets Open accept a TOC no digest vouches for. Chunks
+// are still verified against the TOC; use it only for blobs from a trusted
+// source (one this process wrote) or for inspection.
+func WithoutTOCVerification() OpenOption {
+	return func(c *openConfig) { c.unverified = true }
+}
+
+// WithMaxTOCSize caps the uncompressed TOC JSON (DefaultMaxTOCSize).
+func WithMaxTOCSize(n int64) OpenOption {
+	return func(c *openConfig) { c.maxTOCSize = n }
+}
+
+// Reader is an opened, validated eStargz blob.
+type Reader struct {
+	sr        *io.SectionReader
+	toc       *TOC
+	tocDigest digest.Digest
+	footer    int
+	byName    map[string]int
+}
+
+// Open reads the footer and TOC of the blob in sr, verifies and validates the
+// TOC, and returns a Reader. It reads only the blob's tail.
+func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
+	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.tocDigest == "" && !cfg.unverified {
+		return nil, ErrNoTOCDigest
+	}
+	if cfg.tocDigest != "" {
+		if err := cfg.tocDigest.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, cfg.tocDigest, err)
+		}
+	}
+	size := sr.Size()
+	tail := make([]byte, min(size, FooterSize))
+	if _, err := sr.ReadAt(tail, size-int64(len(tail))); err != nil {
+		return nil, fmt.Errorf("estargz: reading footer: %w", err)
+	}
+	tocOff, footerSize, err := ParseFooter(tail)
+	if err != nil {
+		return nil, err
+	}
+	tocEnd := size - int64(footerSize)
+	if tocOff >= tocEnd {
+		return nil, fmt.Errorf("%w: footer: TOC offset %d outside the %d-byte blob", ErrFormat, tocOff, size)
+	}
+	tocJSON, err := ReadTOCMember(io.NewSectionReader(sr, tocOff, tocEnd-tocOff), cfg.maxTOCSize)
+	if err != nil {
+		return nil, err
+	}
+	r, err := parseTOC(tocJSON, tocOff, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.sr, r.footer = sr, footerSize
+	return r, nil
+}
+
+// ReadTOCMember decompresses the TOC gzip member in r and returns the TOC
+// JSON, reading at most maxSize bytes of it.
+func ReadTOCMember(r io.Reader, maxSize int64) ([]byte, error) {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: TOC: gzip: %v", ErrFormat, err)
+	}
+	zr.Multistream(false)
+	tr := tar.NewReader(zr)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("%w: TOC: tar: %v", ErrFormat, err)
+	}
+	if h.Name != TOCTarName || (h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA) {
+		return nil, fmt.Errorf("%w: TOC: tar entry %q, want %q", ErrFormat, h.Name, TOCTarName)
+	}
+	if h.Size > maxSize {
+		return nil, fmt.Errorf("%w: TOC is %d bytes, cap %d", ErrTooLarge, h.Size, maxSize)
+	}
+	b := make([]byte, h.Size)
+	if _, err := io.ReadFull(tr, b); err != nil {
+		return nil, fmt.Errorf("%w: TOC: reading %d bytes: %v", ErrFormat, h.Size, err)
+	}
+	return b, nil
+}
+
+func parseTOC(tocJSON []byte, tocOff int64, cfg openConfig) (*Reader, error) {
+	got := digest.SHA256.FromBytes(tocJSON)
+	if cfg.tocDigest != "" && got != cfg.tocDigest {
+		return nil, fmt.Errorf("%w: TOC digest %s, annotation says %s", ErrVerify, got, cfg.tocDigest)
+	}
+	var j jsonTOC
+	if err := json.Unmarshal(tocJSON, &j); err != nil {
+		return nil, fmt.Errorf("%w: TOC JSON: %v", ErrFormat, err)
+	}
+	toc, err := buildTOC(&j, tocOff)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{toc: toc, tocDigest: got, byName: make(map[string]int, len(toc.Entries))}
+	for i := range toc.Entries {
+		r.byName[toc.Entries[i].Name] = i
+	}
+	return r, nil
+}
+
+// TOC returns the validated TOC. Callers must not modify it.
+func (r *Reader) TOC() *TOC { return r.toc }
+
+// TOCDigest is the sha256 of the TOC JSON.
+func (r *Reader) TOCDigest() digest.Digest { return r.tocDigest }
+
+// Lookup returns the entry with the given name (cleaned as tar names are).
+func (r *Reader) Lookup(name string) (*Entry, error) {
+	n, err := cleanName(name)
+	if err != nil {
+		return nil, err
+	}
+	i, ok := r.byName[n]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return &r.toc.Entries[i], nil
+}
+
+// ReadChunk fetches c's compressed range from the blob, verifies it and
+// returns the chunk's bytes (in dst's backing array when it has room).
+func (r *Reader) ReadChunk(ctx context.Context, c *Chunk, dst []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.decodeFrom(dst, io.NewSectionReader(r.sr, c.Offset, c.CompressedSize()))
+}
+
+// OpenFile returns a verified reader of a regular file's content. A
+// hardlink opens its target.
+func (r *Reader) OpenFile(name string) (*File, error) {
+	e, err := r.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if e.Type == TypeHardlink {
+		if e, err = r.Lookup(e.LinkName); err != nil {
+			return nil, err
+		}
+	}
+	if e.Type != TypeReg {
+		return nil, fmt.Errorf("%w: %q is a %s, not a regular file", ErrFormat, name, e.Type)
+	}
+	return &File{r: r, e: e}, nil
+}
+
+// File reads a regular file's content chunk by chunk, verifying each chunk.
+type File struct {
+	r *Reader
+	e *Entry
+}
+
+var _ io.ReaderAt = (*File)(nil)
+
+// Size is the file's size.
+func (f *File) Size() int64 { return f.e.Size }
+
+// ReadAt implements io.ReaderAt.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	return f.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext reads len(p) bytes at off, like io.ReaderAt, fetching and
+// verifying every chunk it touches.
+func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("estargz: negative offset %d", off)
+	}
+	n := 0
+	var buf []byte
+	for n < len(p) && off < f.e.Size {
+		c := f.e.ChunkAt(off)
+		data, err := f.r.ReadChunk(ctx, c, buf)
+		if err != nil {
+			return n, err
+		}
+		buf = data
+		m := copy(p[n:], data[off-c.FileOffset:])
+		n += m
+		off += int64(m)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// ChunkAt returns the chunk holding file offset off (0 <= off < Size).
+func (e *Entry) ChunkAt(off int64) *Chunk {
+	lo, hi := 0, len(e.Chunks)
+	for lo+1 < hi {
+		mid := (lo + hi) / 2
+		if e.Chunks[mid].FileOffset <= off {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return &e.Chunks[lo]
+}
