@@ -25,7 +25,9 @@ func convert(t testing.TB, tarball []byte, opts ...estargz.ConvertOption) ([]byt
 	return out.Bytes(), res
 }
 
-func sectionOf(b []byte) *io.SectionReader { return io.NewSectionReader(bytes.NewReader(b), 0, int64(len(b))) }
+func sectionOf(b []byte) *io.SectionReader {
+	return io.NewSectionReader(bytes.NewReader(b), 0, int64(len(b)))
+}
 
 // gunzipAll decompresses every member of a blob.
 func gunzipAll(t testing.TB, blob []byte) []byte {

@@ -107,7 +107,13 @@ func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
 		if !ok || target == name {
 			return fmt.Errorf("%w: hardlink to %q, which no earlier entry names", ErrFormat, je.LinkName)
 		}
-		if t := &b.toc.Entries[ti]; t.Type == TypeDir || t.Type == TypeHardlink {
+		t := &b.toc.Entries[ti]
+		if t.Type == TypeHardlink {
+			// a link to a link names the same file; earlier links are
+			// already resolved, so one hop reaches it
+			target, t = t.LinkName, &b.toc.Entries[b.byName[t.LinkName]]
+		}
+		if t.Type == TypeDir || target == name {
 			return fmt.Errorf("%w: hardlink to %q, a %s", ErrFormat, je.LinkName, t.Type)
 		}
 		e.LinkName = target

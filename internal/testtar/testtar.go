@@ -88,7 +88,7 @@ func Synthetic(bigSize int) []byte {
 	add(tar.Header{Typeflag: tar.TypeFifo, Name: "dev/fifo", Mode: 0o644}, nil)
 	dir("x/", 0o755)
 	add(tar.Header{Typeflag: tar.TypeReg, Name: "x/with-xattrs", Mode: 0o644, PAXRecords: map[string]string{
-		"SCHILY.xattr.user.comment":       "hello",
+		"SCHILY.xattr.user.comment":        "hello",
 		"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00",
 	}}, []byte("xattrs"))
 	deep := "deep"
