@@ -67,6 +67,9 @@ func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
 		}
 	}
 	size := sr.Size()
+	if size < LegacyFooterSize {
+		return nil, fmt.Errorf("%w: blob is %d bytes, smaller than a footer", ErrFormat, size)
+	}
 	tail := make([]byte, min(size, FooterSize))
 	if _, err := sr.ReadAt(tail, size-int64(len(tail))); err != nil {
 		return nil, fmt.Errorf("estargz: reading footer: %w", err)

@@ -10,6 +10,12 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// MaxChunkSpan caps how far into its gzip member a chunk may end
+// (InnerOffset+Size). Decoding a chunk decompresses that much, so the cap
+// bounds the memory and time a hostile TOC can make a read cost. The
+// reference tools write chunks of at most a few MiB (4 MiB by default).
+const MaxChunkSpan = 64 << 20
+
 // cleanName turns a tar or TOC name into the clean relative form used by
 // Entry.Name ("" for the root). It rejects absolute names, ".." elements and
 // NUL bytes rather than silently rewriting them.
@@ -206,7 +212,10 @@ func (b *tocBuilder) addChunk(je *jsonEntry, tocOffset int64) error {
 	if size <= 0 || size > f.Size-je.ChunkOffset {
 		return fmt.Errorf("%w: chunk size %d at file offset %d of a %d-byte file", ErrFormat, je.ChunkSize, je.ChunkOffset, f.Size)
 	}
-	if je.Offset < 0 || je.Offset >= tocOffset || je.InnerOffset < 0 {
+	if je.InnerOffset < 0 || je.InnerOffset > MaxChunkSpan-size {
+		return fmt.Errorf("%w: chunk spans %d+%d uncompressed bytes of its member, cap %d", ErrTooLarge, je.InnerOffset, size, int64(MaxChunkSpan))
+	}
+	if je.Offset < 0 || je.Offset >= tocOffset {
 		return fmt.Errorf("%w: chunk offset %d (inner %d) outside the blob's data [0, %d)", ErrFormat, je.Offset, je.InnerOffset, tocOffset)
 	}
 	d, err := digest.Parse(je.ChunkDigest)
