@@ -243,6 +243,7 @@ func (w *writer) compressLoop() {
 	defer w.wg.Done()
 	var zw *gzip.Writer
 	for j := range w.jobs {
+		j.out.Grow(j.raw.Len()/2 + 64) // typical output; it grows if needed
 		if zw == nil {
 			zw, j.err = gzip.NewWriterLevel(j.out, w.cfg.level)
 		} else {
@@ -428,6 +429,7 @@ func (w *writer) addContent(ent *jsonEntry, content io.Reader) error {
 			return err
 		}
 		size := min(w.cfg.chunkSize, ent.Size-written)
+		w.cur.Grow(int(size)) // one allocation, not a doubling series
 		if c != ent {
 			w.toc = append(w.toc, c)
 		}

@@ -1,0 +1,102 @@
+// Command lazysnap is the lazysnap binary: the snapshotter daemon and the
+// tools around it. Each subcommand is thin wiring over a library package.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"convert", "convert an OCI image (layout directory or archive) to eStargz", runConvert},
+		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+			_, err := fmt.Fprintln(stdout, "lazysnap", version)
+			return err
+		}},
+		{"serve", "run the snapshotter daemon (not yet available)", notYet},
+		{"pull", "lazily pull an image through containerd (not yet available)", notYet},
+		{"status", "show layers, fetch progress and cache use (not yet available)", notYet},
+	}
+}
+
+// errUsage makes main print usage and exit 2.
+type errUsage struct{ msg string }
+
+func (e errUsage) Error() string { return e.msg }
+
+func notYet(context.Context, []string, io.Writer, io.Writer) error {
+	return fmt.Errorf("not yet available in this version")
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: lazysnap COMMAND [flags] [args]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'lazysnap COMMAND -h' for a command's flags.")
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	ctx = withLogger(ctx, logger)
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		if u, ok := err.(errUsage); ok {
+			fmt.Fprintf(stderr, "lazysnap %s: %s\n", c.name, u.msg)
+			return 2
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "lazysnap %s: %v\n", c.name, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "lazysnap: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+type loggerKey struct{}
+
+func withLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+// logger returns the context's logger.
+func logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}

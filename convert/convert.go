@@ -1,0 +1,359 @@
+package convert
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Docker media types, converted to their OCI equivalents on the way.
+const (
+	dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	dockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerConfig       = "application/vnd.docker.container.image.v1+json"
+	dockerLayerGzip    = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	dockerLayerForeign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+	maxJSONBlob        = 16 << 20
+)
+
+// Options configures a conversion.
+type Options struct {
+	// ChunkSize and CompressionLevel are passed to estargz.Convert (zero:
+	// its defaults).
+	ChunkSize        int64
+	CompressionLevel int
+	// Prioritized files are placed first in every layer that has them.
+	Prioritized []string
+	// TempDir holds decompressed layers during conversion (default: the
+	// destination's parent directory, so that blobs can be renamed in).
+	TempDir string
+	// Progress, if set, is called after each layer.
+	Progress func(LayerReport)
+}
+
+// LayerReport describes one converted layer.
+type LayerReport struct {
+	From, To   ocispec.Descriptor
+	Result     *estargz.Result // nil if the layer was kept as it was
+	KeptReason string          // why a layer was not converted
+}
+
+// Report describes a conversion.
+type Report struct {
+	Layers    []LayerReport
+	Manifests int
+}
+
+// Image converts the OCI image layout (a directory, or a tar archive of one)
+// at src into dst (a directory, or a path ending in ".tar" for an archive).
+// dst may be src's directory.
+func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) {
+	srcDir, cleanup, err := openSource(src, opts.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	dstDir, archive := dst, strings.HasSuffix(dst, ".tar")
+	if archive {
+		if dstDir, err = os.MkdirTemp(filepath.Dir(dst), ".lazysnap-convert-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dstDir)
+	}
+	if opts.TempDir == "" {
+		opts.TempDir = dstDir
+	}
+	c := &converter{ctx: ctx, src: layout{srcDir}, dst: layout{dstDir}, opts: opts, report: &Report{}, done: map[digest.Digest]convertedLayer{}}
+	if err := os.MkdirAll(dstDir, 0o755); err != nil {
+		return nil, err
+	}
+	idx, err := c.src.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	out := *idx
+	out.Manifests = nil
+	for _, m := range idx.Manifests {
+		nm, err := c.convertDesc(m)
+		if err != nil {
+			return nil, err
+		}
+		out.Manifests = append(out.Manifests, nm)
+	}
+	if err := c.dst.writeIndex(&out); err != nil {
+		return nil, err
+	}
+	if archive {
+		if err := writeArchive(dstDir, dst); err != nil {
+			return nil, err
+		}
+	}
+	return c.report, nil
+}
+
+func openSource(src, tempDir string) (dir string, cleanup func(), err error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrLayout, err)
+	}
+	if fi.IsDir() {
+		return src, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp(tempDir, "lazysnap-src-")
+	if err != nil {
+		return "", nil, err
+	}
+	if err := extractArchive(src, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
+}
+
+type converter struct {
+	ctx      context.Context
+	src, dst layout
+	opts     Options
+	report   *Report
+	done     map[digest.Digest]convertedLayer // by source digest
+}
+
+// convertDesc converts what an index entry points at, keeping the entry's
+// annotations and platform.
+func (c *converter) convertDesc(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	var nd ocispec.Descriptor
+	var err error
+	switch d.MediaType {
+	case ocispec.MediaTypeImageIndex, dockerManifestList:
+		nd, err = c.convertIndex(d)
+	case ocispec.MediaTypeImageManifest, dockerManifest:
+		nd, err = c.convertManifest(d)
+	default:
+		if err := c.src.copyBlob(c.dst, d.Digest); err != nil {
+			return d, err
+		}
+		return d, nil
+	}
+	if err != nil {
+		return d, err
+	}
+	nd.Annotations, nd.Platform, nd.ArtifactType = d.Annotations, d.Platform, d.ArtifactType
+	return nd, nil
+}
+
+func (c *converter) convertIndex(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	b, err := c.src.readBlob(d, maxJSONBlob)
+	if err != nil {
+		return d, err
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return d, fmt.Errorf("%w: index %s: %v", ErrLayout, d.Digest, err)
+	}
+	for i, m := range idx.Manifests {
+		if idx.Manifests[i], err = c.convertDesc(m); err != nil {
+			return d, err
+		}
+	}
+	idx.MediaType = ocispec.MediaTypeImageIndex
+	idx.SchemaVersion = 2
+	nb, err := json.Marshal(&idx)
+	if err != nil {
+		return d, err
+	}
+	return c.dst.writeBlob(ocispec.MediaTypeImageIndex, nb)
+}
+
+func (c *converter) convertManifest(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	b, err := c.src.readBlob(d, maxJSONBlob)
+	if err != nil {
+		return d, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return d, fmt.Errorf("%w: manifest %s: %v", ErrLayout, d.Digest, err)
+	}
+	cfgBytes, err := c.src.readBlob(m.Config, maxJSONBlob)
+	if err != nil {
+		return d, err
+	}
+	var cfg map[string]json.RawMessage
+	if err := json.Unmarshal(cfgBytes, &cfg); err != nil {
+		return d, fmt.Errorf("%w: config %s: %v", ErrLayout, m.Config.Digest, err)
+	}
+	var rootfs ocispec.RootFS
+	if err := json.Unmarshal(cfg["rootfs"], &rootfs); err != nil || len(rootfs.DiffIDs) != len(m.Layers) {
+		return d, fmt.Errorf("%w: config %s: rootfs.diff_ids do not match the %d layers", ErrLayout, m.Config.Digest, len(m.Layers))
+	}
+	for i, l := range m.Layers {
+		nl, diffID, err := c.convertLayer(l, rootfs.DiffIDs[i])
+		if err != nil {
+			return d, fmt.Errorf("convert: layer %d (%s): %w", i, l.Digest, err)
+		}
+		m.Layers[i], rootfs.DiffIDs[i] = nl, diffID
+	}
+	if cfg["rootfs"], err = json.Marshal(&rootfs); err != nil {
+		return d, err
+	}
+	nc, err := json.Marshal(cfg)
+	if err != nil {
+		return d, err
+	}
+	if m.Config, err = c.dst.writeBlob(ocispec.MediaTypeImageConfig, nc); err != nil {
+		return d, err
+	}
+	m.MediaType, m.SchemaVersion = ocispec.MediaTypeImageManifest, 2
+	nb, err := json.Marshal(&m)
+	if err != nil {
+		return d, err
+	}
+	c.report.Manifests++
+	return c.dst.writeBlob(ocispec.MediaTypeImageManifest, nb)
+}
+
+// convertLayer converts one layer and returns its descriptor and diffID.
+func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (ocispec.Descriptor, digest.Digest, error) {
+	if cl, ok := c.done[l.Digest]; ok { // a layer shared by several manifests
+		return cl.desc, cl.diffID, nil
+	}
+	keep := func(reason string) (ocispec.Descriptor, digest.Digest, error) {
+		c.record(LayerReport{From: l, To: l, KeptReason: reason})
+		return l, diffID, c.src.copyBlob(c.dst, l.Digest)
+	}
+	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok {
+		return keep("already eStargz")
+	}
+	var decompress func(io.Reader) (io.ReadCloser, error)
+	switch l.MediaType {
+	case ocispec.MediaTypeImageLayerGzip, dockerLayerGzip:
+		decompress = func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }
+	case ocispec.MediaTypeImageLayerZstd:
+		decompress = func(r io.Reader) (io.ReadCloser, error) {
+			zr, err := zstd.NewReader(r)
+			if err != nil {
+				return nil, err
+			}
+			return zr.IOReadCloser(), nil
+		}
+	case ocispec.MediaTypeImageLayer:
+		decompress = func(r io.Reader) (io.ReadCloser, error) { return io.NopCloser(r), nil }
+	case dockerLayerForeign, ocispec.MediaTypeImageLayerNonDistributableGzip: //nolint:staticcheck // still seen in the wild
+		return keep("foreign layer")
+	default:
+		return keep("media type " + l.MediaType)
+	}
+	tarFile, err := c.decompressLayer(l, diffID, decompress)
+	if err != nil {
+		return l, "", err
+	}
+	defer os.Remove(tarFile.Name())
+	defer tarFile.Close()
+	st, err := tarFile.Stat()
+	if err != nil {
+		return l, "", err
+	}
+	blobFile, err := os.CreateTemp(c.opts.TempDir, ".estargz-")
+	if err != nil {
+		return l, "", err
+	}
+	defer os.Remove(blobFile.Name())
+	var eopts []estargz.ConvertOption
+	if c.opts.ChunkSize > 0 {
+		eopts = append(eopts, estargz.WithChunkSize(c.opts.ChunkSize))
+	}
+	if c.opts.CompressionLevel > 0 {
+		eopts = append(eopts, estargz.WithCompressionLevel(c.opts.CompressionLevel))
+	}
+	if len(c.opts.Prioritized) > 0 {
+		eopts = append(eopts, estargz.WithPrioritizedFiles(c.opts.Prioritized))
+	}
+	res, err := estargz.Convert(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), eopts...)
+	if cerr := blobFile.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return l, "", err
+	}
+	if err := c.dst.adoptBlob(blobFile.Name(), res.Digest); err != nil {
+		return l, "", err
+	}
+	nd := ocispec.Descriptor{
+		MediaType: ocispec.MediaTypeImageLayerGzip,
+		Digest:    res.Digest,
+		Size:      res.Size,
+		Annotations: map[string]string{
+			estargz.TOCJSONDigestAnnotation:    res.TOCDigest.String(),
+			estargz.UncompressedSizeAnnotation: strconv.FormatInt(res.UncompressedSize, 10),
+		},
+	}
+	for k, v := range l.Annotations {
+		if _, ok := nd.Annotations[k]; !ok {
+			nd.Annotations[k] = v
+		}
+	}
+	c.done[l.Digest] = convertedLayer{nd, res.DiffID}
+	c.record(LayerReport{From: l, To: nd, Result: res})
+	return nd, res.DiffID, nil
+}
+
+type convertedLayer struct {
+	desc   ocispec.Descriptor
+	diffID digest.Digest
+}
+
+func (c *converter) record(r LayerReport) {
+	c.report.Layers = append(c.report.Layers, r)
+	if c.opts.Progress != nil {
+		c.opts.Progress(r)
+	}
+}
+
+// decompressLayer writes the layer's tar to a temp file, verifying the
+// compressed digest and the config's diffID on the way.
+func (c *converter) decompressLayer(l ocispec.Descriptor, diffID digest.Digest, decompress func(io.Reader) (io.ReadCloser, error)) (*os.File, error) {
+	in, err := os.Open(c.src.blobPath(l.Digest))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrLayout, err)
+	}
+	defer in.Close()
+	blobHash := l.Digest.Algorithm().Digester()
+	zr, err := decompress(io.TeeReader(in, blobHash.Hash()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: decompressing: %v", ErrLayout, err)
+	}
+	defer zr.Close()
+	out, err := os.CreateTemp(c.opts.TempDir, ".layer-tar-")
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*os.File, error) {
+		out.Close()
+		os.Remove(out.Name())
+		return nil, err
+	}
+	tarHash := digest.SHA256.Digester()
+	if _, err := io.Copy(io.MultiWriter(out, tarHash.Hash()), zr); err != nil {
+		return fail(fmt.Errorf("%w: decompressing: %v", ErrLayout, err))
+	}
+	if _, err := io.Copy(io.Discard, io.TeeReader(in, blobHash.Hash())); err != nil {
+		return fail(err)
+	}
+	if blobHash.Digest() != l.Digest {
+		return fail(fmt.Errorf("%w: blob does not match digest %s", ErrLayout, l.Digest))
+	}
+	if diffID != "" && tarHash.Digest() != diffID {
+		return fail(fmt.Errorf("%w: uncompressed layer is %s, config says %s", ErrLayout, tarHash.Digest(), diffID))
+	}
+	return out, nil
+}
