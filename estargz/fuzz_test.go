@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/estargz"
-		"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/go-digest"
 )
 
 // Seeds live in testdata/fuzz/<FuzzName>/ (go test's corpus format) and are

@@ -1,0 +1,59 @@
+# lazysnap — see README.md. Two commands matter to a new user:
+#   make demo   installs what is missing, builds, and runs the demo end to end
+#   make test   runs the whole test suite
+
+GO        ?= go
+BIN       := bin/lazysnap
+ROOTFS    ?= /var/tmp/lazysnap-rootfs
+ROOTFS_TAR := $(ROOTFS)/bookworm.tar
+FUZZTIME  ?= 10s
+PKGS      := ./...
+
+.PHONY: all build test unit fuzz demo bench lint deps rootfs clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/lazysnap
+
+# The whole suite: vet, every package's tests (real registry, containerd and
+# FUSE where the machine has them), then a short run of every fuzzer.
+test: lint unit fuzz
+
+unit:
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+# Fuzzers: go test runs one fuzzer per invocation.
+fuzz:
+	@set -e; for f in FuzzParseFooter FuzzTOC FuzzOpen; do \
+		echo "fuzz estargz $$f for $(FUZZTIME)"; \
+		$(GO) test ./estargz -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+	done
+	@set -e; for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./estargz/' | xargs -r -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "fuzz $$pkg $$f for $(FUZZTIME)"; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+deps:
+	./scripts/deps.sh
+
+rootfs: $(ROOTFS_TAR)
+
+$(ROOTFS_TAR):
+	./scripts/rootfs.sh $(ROOTFS)
+
+demo: deps build rootfs
+	./scripts/demo.sh $(BIN) $(ROOTFS_TAR)
+
+bench: build rootfs
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test ./benchmarks -run '^$$' -bench . -benchtime 3x -timeout 60m
+
+clean:
+	rm -rf bin

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lazysnap's tests and demo use, if missing.
+set -euo pipefail
+pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo debootstrap)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
