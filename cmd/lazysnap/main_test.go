@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/lazysnap/lazysnap/internal/testtar"
+)
+
+func TestRun(t *testing.T) {
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	if _, err := testimage.Layout(src, "example.com/x:1", testtar.Synthetic(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	prio := filepath.Join(tmp, "prio")
+	os.WriteFile(prio, []byte("# comment\netc/hostname\n\n"), 0o644)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "no args", args: nil, code: 2, stderr: "usage:"},
+		{name: "help", args: []string{"help"}, code: 0, stderr: "commands:"},
+		{name: "unknown", args: []string{"frobnicate"}, code: 2, stderr: `unknown command "frobnicate"`},
+		{name: "version", args: []string{"version"}, code: 0, stdout: "lazysnap dev"},
+		{name: "not yet", args: []string{"serve"}, code: 1, stderr: "not yet available"},
+		{name: "convert one arg", args: []string{"convert", src}, code: 2, stderr: "want SRC and DST"},
+		{name: "convert bad flag", args: []string{"convert", "-level", "x", src, "y"}, code: 2, stderr: "invalid value"},
+		{name: "convert missing src", args: []string{"convert", filepath.Join(tmp, "nope"), filepath.Join(tmp, "o")}, code: 1, stderr: "invalid OCI image layout"},
+		{name: "convert", args: []string{"convert", "-prioritized-files", prio, src, filepath.Join(tmp, "out.tar")}, code: 0, stdout: "converted 1 of 1 layers in 1 manifests"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stdout.String(), tc.stdout) || !strings.Contains(stderr.String(), tc.stderr) {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout.String(), stderr.String())
+			}
+		})
+	}
+	if fi, err := os.Stat(filepath.Join(tmp, "out.tar")); err != nil || fi.Size() == 0 {
+		t.Fatalf("convert wrote no archive: %v", err)
+	}
+}
