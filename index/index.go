@@ -111,7 +111,9 @@ func (x *Index) Attr(ino Ino) Attr {
 // IsDir reports whether ino is a directory.
 func (x *Index) IsDir(ino Ino) bool { return x.nodes[ino].mode&syscall.S_IFMT == syscall.S_IFDIR }
 
-func (x *Index) name(d *dirent) string { return string(x.names[d.nameOff : d.nameOff+uint32(d.nameLen)]) }
+func (x *Index) name(d *dirent) string {
+	return string(x.names[d.nameOff : d.nameOff+uint32(d.nameLen)])
+}
 
 // entries returns dir's entries, sorted by name (none for a non-directory).
 func (x *Index) entries(dir Ino) []dirent {
