@@ -233,3 +233,13 @@ func newDev(major, minor int) uint32 {
 func (x *Index) String() string {
 	return fmt.Sprintf("index: %d inodes, %d entries, %d chunks", len(x.nodes), len(x.dirents), len(x.chunks))
 }
+
+// ChunkID numbers a regular file's i-th chunk among all chunks of the layer
+// (0 <= ChunkID < TotalChunks), for per-chunk state kept outside the index.
+func (x *Index) ChunkID(ino Ino, i int) int { return int(x.nodes[ino].first) + i }
+
+// TotalChunks is the number of chunks in the layer.
+func (x *Index) TotalChunks() int { return len(x.chunks) }
+
+// IsRegular reports whether ino is a regular file.
+func (x *Index) IsRegular(ino Ino) bool { return x.nodes[ino].mode&syscall.S_IFMT == syscall.S_IFREG }

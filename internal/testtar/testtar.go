@@ -88,8 +88,9 @@ func Synthetic(bigSize int) []byte {
 	add(tar.Header{Typeflag: tar.TypeFifo, Name: "dev/fifo", Mode: 0o644}, nil)
 	dir("x/", 0o755)
 	add(tar.Header{Typeflag: tar.TypeReg, Name: "x/with-xattrs", Mode: 0o644, PAXRecords: map[string]string{
-		"SCHILY.xattr.user.comment":        "hello",
-		"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00",
+		"SCHILY.xattr.user.comment": "hello",
+		// a valid VFS_CAP_REVISION_2 value granting cap_net_bind_service
+		"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x04\x00\x00" + strings.Repeat("\x00", 12),
 	}}, []byte("xattrs"))
 	deep := "deep"
 	for i := 0; i < 30; i++ {

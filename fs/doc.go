@@ -1,0 +1,37 @@
+// Package fs is the FUSE filesystem of one eStargz layer, read-only, whose
+// file contents are fetched on first read.
+//
+// # Concepts
+//
+// A Layer joins an index.Index (the layer's TOC) to a BlobReader (the
+// compressed blob, usually the fetcher behind a consumer-defined interface)
+// and a content directory on local disk. A file's data is a list of chunks;
+// each chunk is fetched as a compressed range, decompressed and verified
+// (estargz.Chunk.Decode), then written at its file offset into a sparse
+// per-file content file, and marked present. Reads are served from the
+// content files (spliced by the kernel); once every chunk of a file is
+// present, new opens are handed to the kernel through FUSE passthrough where
+// it supports that, so cached reads run at local-disk speed.
+//
+// Prefetch fetches the prioritized range of the blob (up to the prefetch
+// landmark) first; background fetch then fetches every remaining chunk in
+// blob order in large spans at bounded concurrency, pausing whenever an
+// on-demand read is waiting. Sequential reads of a file are detected and the
+// next chunks fetched ahead, in parallel range requests.
+//
+// # Errors
+//
+// Nothing unverified is ever served: a chunk that fails verification is
+// invalidated in the BlobReader and fetched once more, then the read fails
+// with EIO. Errors reach the kernel through one mapper (Errno): a cancelled
+// read is EINTR, a missing name ENOENT, anything else EIO. The package does
+// not log; Options.OnError receives every fetch error with the layer and
+// range it concerns, for the caller to log and count.
+//
+// # Concurrency
+//
+// Fetches are deduplicated per chunk: concurrent readers of a cold chunk
+// cause one fetch, which runs detached from any one reader, so a reader that
+// is interrupted (EINTR) does not fail the others. A Layer is safe for
+// concurrent use and serves one mount.
+package fs

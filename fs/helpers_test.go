@@ -1,0 +1,112 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/index"
+)
+
+// memBlob serves a blob from memory, counting reads, with faults on demand.
+type memBlob struct {
+	data     []byte
+	requests atomic.Int64
+	bytes    atomic.Int64
+	mu       sync.Mutex
+	fail     error // returned by every read while set
+	corrupt  bool  // flip a byte of every read while set
+	gate     chan struct{}
+}
+
+func (b *memBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	b.requests.Add(1)
+	b.mu.Lock()
+	fail, corrupt, gate := b.fail, b.corrupt, b.gate
+	b.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	if off < 0 || off+n > int64(len(b.data)) {
+		return nil, errors.New("range outside blob")
+	}
+	b.bytes.Add(n)
+	out := bytes.Clone(b.data[off : off+n])
+	if corrupt && n > 20 {
+		out[n/2] ^= 0xff
+	}
+	return out, nil
+}
+
+func (b *memBlob) set(fn func(b *memBlob)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fn(b)
+}
+
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	_, err := os.Stat("/dev/fuse")
+	if err == nil && os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("LAZYSNAP_REQUIRE_INTEGRATION") != "" {
+		t.Fatalf("FUSE mounts need root and /dev/fuse: %v", err)
+	}
+	t.Skip("FUSE mounts need root and /dev/fuse")
+}
+
+// layerOf converts a tar and prepares a layer over it.
+func layerOf(t testing.TB, tarball []byte, opts lfs.Options, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob) {
+	t.Helper()
+	var out bytes.Buffer
+	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), convOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := &memBlob{data: out.Bytes()}
+	r, err := estargz.Open(io.NewSectionReader(bytes.NewReader(blob.data), 0, int64(len(blob.data))), estargz.WithTOCDigest(res.TOCDigest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := index.Build(r.TOC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ContentDir == "" {
+		opts.ContentDir = t.TempDir()
+	}
+	l, err := lfs.NewLayer(x, blob, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, blob
+}
+
+// mount mounts l on a new temp dir until the test ends.
+func mount(t testing.TB, l *lfs.Layer) (string, *lfs.Mount) {
+	t.Helper()
+	requireFUSE(t)
+	dir := t.TempDir()
+	m, err := l.Mount(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Unmount() })
+	return dir, m
+}
