@@ -21,14 +21,15 @@ type node struct {
 }
 
 var (
-	_ gofs.NodeLookuper    = (*node)(nil)
-	_ gofs.NodeReaddirer   = (*node)(nil)
-	_ gofs.NodeGetattrer   = (*node)(nil)
-	_ gofs.NodeReadlinker  = (*node)(nil)
-	_ gofs.NodeOpener      = (*node)(nil)
-	_ gofs.NodeGetxattrer  = (*node)(nil)
-	_ gofs.NodeListxattrer = (*node)(nil)
-	_ gofs.NodeStatfser    = (*node)(nil)
+	_ gofs.NodeLookuper       = (*node)(nil)
+	_ gofs.NodeReaddirer      = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
+	_ gofs.NodeGetattrer      = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeGetxattrer     = (*node)(nil)
+	_ gofs.NodeListxattrer    = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
 )
 
 // The kernel may cache everything: a layer never changes.
@@ -69,13 +70,47 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	return n.NewInode(ctx, child, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: uint64(ino) + 1}), 0
 }
 
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+func (n *node) dirEntries() []fuse.DirEntry {
 	ents := make([]fuse.DirEntry, 0, n.l.idx.NumEntries(n.ino))
 	n.l.idx.ReadDir(n.ino, func(name string, ino index.Ino) bool {
 		ents = append(ents, fuse.DirEntry{Name: name, Ino: uint64(ino) + 1, Mode: n.l.idx.Attr(ino).Mode & syscall.S_IFMT})
 		return true
 	})
-	return gofs.NewListDirStream(ents), 0
+	return ents
+}
+
+func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return gofs.NewListDirStream(n.dirEntries()), 0
+}
+
+// OpendirHandle lets the kernel cache directory listings (FOPEN_CACHE_DIR):
+// a layer's directories never change, so a second walk never reaches us.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{ents: n.dirEntries()}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// dirHandle is an open directory.
+type dirHandle struct {
+	ents []fuse.DirEntry
+	pos  int
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.pos >= len(d.ents) {
+		return nil, 0
+	}
+	d.pos++
+	return &d.ents[d.pos-1], 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.pos = int(min(off, uint64(len(d.ents))))
+	return 0
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
