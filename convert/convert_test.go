@@ -77,7 +77,7 @@ func TestImage(t *testing.T) {
 			if err != nil || json.Unmarshal(b, &idx) != nil || len(idx.Manifests) != 1 {
 				t.Fatalf("index.json: %v %s", err, b)
 			}
-			if idx.Manifests[0].Annotations[ocispec.AnnotationRefName] != "example.com/test:1" {
+			if a := idx.Manifests[0].Annotations; a[ocispec.AnnotationRefName] != "1" || a["io.containerd.image.name"] != "example.com/test:1" {
 				t.Errorf("ref name annotation lost: %v", idx.Manifests[0].Annotations)
 			}
 			var m ocispec.Manifest

@@ -1,0 +1,360 @@
+// Package containerd runs a private containerd daemon for integration tests
+// and builds OCI image archives that `ctr images import` accepts.
+//
+// Start writes a config.toml with its own root, state and sockets in a fresh
+// directory under /tmp, starts /usr/bin/containerd on it, and stops it and
+// cleans up after the test. Ctr and CtrRemote run the Debian ctr and
+// ctr-remote (stargz-snapshotter) clients against that daemon. Nothing here
+// touches the host's own containerd.
+//
+// The daemon needs root and the binaries installed; when they are missing the
+// test is skipped, or fails if LAZYSNAP_REQUIRE_INTEGRATION=1 (for CI jobs
+// where skipping would hide a broken environment). It is for tests only.
+package containerd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Namespace is the containerd namespace Ctr and CtrRemote work in.
+const Namespace = "lazysnap-test"
+
+// RequireEnv names the environment variable that turns every skip for a
+// missing prerequisite into a test failure when set to "1".
+const RequireEnv = "LAZYSNAP_REQUIRE_INTEGRATION"
+
+// Default binary paths, used when Options leaves them empty.
+const (
+	DefaultContainerd = "/usr/bin/containerd"
+	DefaultCtr        = "ctr"
+	DefaultCtrRemote  = "ctr-remote"
+)
+
+// Options configures Start. The zero value is usable.
+type Options struct {
+	// ExtraConfig is TOML appended verbatim to the generated config.toml,
+	// for example a proxy_plugins section for a snapshotter under test.
+	ExtraConfig string
+	// DisabledPlugins are disabled in addition to CRI and the other
+	// plugins Start always disables.
+	DisabledPlugins []string
+	// NeedCtrRemote makes Start skip (or fail) when ctr-remote is missing,
+	// before any daemon is started.
+	NeedCtrRemote bool
+	// LogLevel is containerd's log level; "info" if empty.
+	LogLevel string
+	// StartTimeout bounds how long Start waits for the socket; 30s if zero.
+	StartTimeout time.Duration
+	// CommandTimeout bounds each Ctr and CtrRemote run; 2m if zero.
+	CommandTimeout time.Duration
+	// Containerd, Ctr and CtrRemote override the binaries (DefaultContainerd,
+	// DefaultCtr, DefaultCtrRemote; bare names are looked up in PATH).
+	Containerd, Ctr, CtrRemote string
+}
+
+// Containerd is a running private daemon. Its methods are safe to call from
+// the test goroutine; the daemon is stopped by t.Cleanup.
+type Containerd struct {
+	dir        string
+	configPath string
+	logPath    string
+	address    string
+	ctr        string
+	ctrRemote  string
+	cmdTimeout time.Duration
+	cmd        *exec.Cmd
+	exited     chan struct{} // closed when cmd.Wait returns
+	waitErr    error         // cmd.Wait's result, valid once exited is closed
+}
+
+// alwaysDisabled are plugins a test daemon never needs: CRI wants a CNI
+// setup and its own state, the others want kernel features or hardware and
+// only add noise to the log. Unknown IDs are ignored by containerd.
+var alwaysDisabled = []string{
+	"io.containerd.grpc.v1.cri",
+	"io.containerd.internal.v1.opt", // would write /opt/containerd
+	"io.containerd.internal.v1.tracing",
+	"io.containerd.tracing.processor.v1.otlp",
+	"io.containerd.snapshotter.v1.aufs",
+	"io.containerd.snapshotter.v1.btrfs",
+	"io.containerd.snapshotter.v1.devmapper",
+	"io.containerd.snapshotter.v1.zfs",
+}
+
+// Unavailable skips t with reason, or fails it when RequireEnv is "1".
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	reason := fmt.Sprintf(format, args...)
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("integration prerequisite missing (%s=1): %s", RequireEnv, reason)
+	}
+	t.Skipf("integration test skipped: %s (set %s=1 to fail instead)", reason, RequireEnv)
+}
+
+// lookBinary resolves name like exec.LookPath, or skips t.
+func lookBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Unavailable(t, "%s not found: %v", name, err)
+	}
+	return p
+}
+
+// Start runs a private containerd for the duration of the test. It skips the
+// test (see Unavailable) when not root or when a binary is missing.
+func Start(t testing.TB, opts Options) *Containerd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "containerd needs root (euid %d)", os.Geteuid())
+	}
+	c := &Containerd{cmdTimeout: opts.CommandTimeout, exited: make(chan struct{})}
+	if c.cmdTimeout == 0 {
+		c.cmdTimeout = 2 * time.Minute
+	}
+	bin := lookBinary(t, orDefault(opts.Containerd, DefaultContainerd))
+	c.ctr = lookBinary(t, orDefault(opts.Ctr, DefaultCtr))
+	c.ctrRemote = orDefault(opts.CtrRemote, DefaultCtrRemote)
+	if opts.NeedCtrRemote {
+		c.ctrRemote = lookBinary(t, c.ctrRemote)
+	}
+
+	// t.TempDir is too deep for a unix socket (108 bytes) when test names
+	// are long; a short directory directly under /tmp is always fine.
+	dir, err := os.MkdirTemp("/tmp", "lsctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.dir = dir
+	c.configPath = filepath.Join(dir, "config.toml")
+	c.logPath = filepath.Join(dir, "containerd.log")
+	c.address = filepath.Join(dir, "c.sock")
+	// Registered first so it runs last, after the daemon is stopped.
+	t.Cleanup(func() {
+		c.unmountAll(t)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("containerd testenv: removing %s: %v", dir, err)
+		}
+	})
+
+	if err := os.WriteFile(c.configPath, []byte(c.config(opts)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(c.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close() // the child holds its own descriptor
+	c.cmd = exec.Command(bin, "--config", c.configPath)
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	// Own process group: a ^C to the test does not hit the daemon first,
+	// and Cleanup signals exactly this pid.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("starting containerd: %v", err)
+	}
+	go func() { c.waitErr = c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() { c.stop(t) })
+
+	timeout := opts.StartTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	if err := c.waitReady(timeout); err != nil {
+		t.Fatalf("containerd did not come up: %v\n%s", err, c.logTail(40))
+	}
+	return c
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// config returns the config.toml text.
+func (c *Containerd) config(opts Options) string {
+	disabled := append(append([]string(nil), alwaysDisabled...), opts.DisabledPlugins...)
+	quoted := make([]string, len(disabled))
+	for i, p := range disabled {
+		quoted[i] = strconv.Quote(p)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "version = 2\n")
+	fmt.Fprintf(&b, "root = %q\n", filepath.Join(c.dir, "root"))
+	fmt.Fprintf(&b, "state = %q\n", filepath.Join(c.dir, "state"))
+	fmt.Fprintf(&b, "disabled_plugins = [%s]\n\n", strings.Join(quoted, ", "))
+	fmt.Fprintf(&b, "[grpc]\n  address = %q\n\n", c.address)
+	fmt.Fprintf(&b, "[ttrpc]\n  address = %q\n\n", c.address+".ttrpc")
+	fmt.Fprintf(&b, "[debug]\n  level = %q\n", orDefault(opts.LogLevel, "info"))
+	if opts.ExtraConfig != "" {
+		fmt.Fprintf(&b, "\n%s\n", opts.ExtraConfig)
+	}
+	return b.String()
+}
+
+// waitReady polls `ctr version` until the daemon answers, exits or the
+// timeout passes.
+func (c *Containerd) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last []byte
+	for {
+		select {
+		case <-c.exited:
+			return fmt.Errorf("containerd exited: %v", c.waitErr)
+		default:
+		}
+		if _, err := os.Stat(c.address); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			out, err := exec.CommandContext(ctx, c.ctr, "--address", c.address, "version").CombinedOutput()
+			cancel()
+			if err == nil {
+				return nil
+			}
+			last = out
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer on %s after %v; last ctr output: %s", c.address, timeout, bytes.TrimSpace(last))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM to the daemon and SIGKILL if it has not exited after
+// ten seconds.
+func (c *Containerd) stop(t testing.TB) {
+	select {
+	case <-c.exited:
+		t.Logf("containerd had already exited: %v\n%s", c.waitErr, c.logTail(20))
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		t.Logf("containerd ignored SIGTERM for 10s; killing pid %d", c.cmd.Process.Pid)
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	if t.Failed() {
+		t.Logf("containerd log (%s), last lines:\n%s", c.logPath, c.logTail(40))
+	}
+}
+
+// unmountAll detaches every mount at or below the daemon's directory,
+// deepest first: snapshots a test left mounted, or the daemon's own
+// bind mounts.
+func (c *Containerd) unmountAll(t testing.TB) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Logf("containerd testenv: %v", err)
+		return
+	}
+	defer f.Close()
+	var points []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == c.dir || strings.HasPrefix(mp, c.dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, mp := range points {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			t.Logf("containerd testenv: unmount %s: %v", mp, err)
+		}
+	}
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 etc.) of mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// logTail returns up to n last lines of the daemon's log.
+func (c *Containerd) logTail(n int) string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Address is the daemon's gRPC socket path.
+func (c *Containerd) Address() string { return c.address }
+
+// LogPath is the daemon's log file (removed with the rest after the test).
+func (c *Containerd) LogPath() string { return c.logPath }
+
+// Dir is the daemon's private directory; tests may put scratch files there
+// (image archives, exports) to have them cleaned up with the daemon.
+func (c *Containerd) Dir() string { return c.dir }
+
+// Ctr runs `ctr --address ADDR --namespace lazysnap-test args...` and
+// returns its combined output.
+func (c *Containerd) Ctr(t testing.TB, args ...string) ([]byte, error) {
+	t.Helper()
+	return c.run(t, c.ctr, args)
+}
+
+// CtrRemote runs ctr-remote like Ctr. It skips the test (see Unavailable)
+// when ctr-remote is missing.
+func (c *Containerd) CtrRemote(t testing.TB, args ...string) ([]byte, error) {
+	t.Helper()
+	return c.run(t, lookBinary(t, c.ctrRemote), args)
+}
+
+func (c *Containerd) run(t testing.TB, bin string, args []string) ([]byte, error) {
+	t.Helper()
+	full := append([]string{"--address", c.address, "--namespace", Namespace}, args...)
+	t.Logf("$ %s %s", filepath.Base(bin), strings.Join(args, " "))
+	ctx, cancel := context.WithTimeout(context.Background(), c.cmdTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, full...).CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%s %s: timed out after %v: %w", filepath.Base(bin), strings.Join(args, " "), c.cmdTimeout, err)
+	} else if err != nil {
+		err = fmt.Errorf("%s %s: %w", filepath.Base(bin), strings.Join(args, " "), err)
+	}
+	return out, err
+}
