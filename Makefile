@@ -20,8 +20,8 @@ build:
 # FUSE where the machine has them), then a short run of every fuzzer.
 test: lint unit fuzz
 
-unit:
-	$(GO) test -count=1 -timeout 30m $(PKGS)
+unit: rootfs
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test -count=1 -timeout 30m $(PKGS)
 
 # Fuzzers: go test runs one fuzzer per invocation.
 fuzz:
