@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/index"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Labels the remote filesystem reads (set by containerd's CRI plugin and by
+// ctr-remote / lazysnap pull).
+const (
+	labelStargzRef    = "containerd.io/snapshot/remote/stargz.reference"
+	labelStargzDigest = "containerd.io/snapshot/remote/stargz.digest"
+	labelCRIRef       = "containerd.io/snapshot/cri.image-ref"
+	labelCRIDigest    = "containerd.io/snapshot/cri.layer-digest"
+	// containerd's unpacker copies layer annotations under
+	// "containerd.io/snapshot/" into snapshot labels, so the manifest's TOC
+	// digest annotation arrives as this label and saves a manifest fetch.
+	labelTOCDigest = "containerd.io/snapshot/stargz/toc.digest"
+)
+
+// errNotLazy marks layers that cannot be mounted lazily (no TOC digest, not
+// eStargz): the snapshotter falls back to an ordinary pull for them.
+var errNotLazy = errors.New("layer is not lazily loadable")
+
+// blob is a layer blob from the fetcher.
+type blob interface {
+	lfs.BlobReader
+	io.ReaderAt
+	Size() int64
+}
+
+// layerSource is what remoteFS needs from the fetcher.
+type layerSource interface {
+	// Layer finds the layer's descriptor, with its annotations, in the
+	// image ref names.
+	Layer(ctx context.Context, ref string, layer digest.Digest) (ocispec.Descriptor, error)
+	// Blob opens the layer blob for range reads.
+	Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error)
+}
+
+// layerRecord is kept beside a layer's content so that a restart can mount
+// it again without asking the registry for the manifest.
+type layerRecord struct {
+	Ref  string             `json:"ref"`
+	Desc ocispec.Descriptor `json:"desc"`
+}
+
+// remoteFS mounts eStargz layers: the snapshotter's FileSystem.
+type remoteFS struct {
+	src     layerSource
+	root    string // content directories live under root/content/<digest>
+	opts    lfs.Options
+	log     *slog.Logger
+	mu      sync.Mutex
+	mounted map[string]*mountedLayer // by mountpoint
+}
+
+type mountedLayer struct {
+	digest digest.Digest
+	layer  *lfs.Layer
+	mount  *lfs.Mount
+}
+
+func newRemoteFS(src layerSource, root string, opts lfs.Options, log *slog.Logger) *remoteFS {
+	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}}
+}
+
+func firstLabel(labels map[string]string, keys ...string) string {
+	for _, k := range keys {
+		if v := labels[k]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// Mount mounts the layer named by labels at mountpoint.
+func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	ref := firstLabel(labels, labelStargzRef, labelCRIRef)
+	dg, err := digest.Parse(firstLabel(labels, labelStargzDigest, labelCRIDigest))
+	if ref == "" || err != nil {
+		return fmt.Errorf("%w: no image reference or layer digest in labels", errNotLazy)
+	}
+	contentDir := filepath.Join(r.root, "content", dg.Encoded())
+	rec, err := r.record(ctx, contentDir, ref, dg, labels[labelTOCDigest])
+	if err != nil {
+		return err
+	}
+	toc := digest.Digest(rec.Desc.Annotations[estargz.TOCJSONDigestAnnotation])
+	if toc == "" {
+		return fmt.Errorf("%w: layer %s has no %s annotation", errNotLazy, dg, estargz.TOCJSONDigestAnnotation)
+	}
+	b, err := r.src.Blob(ctx, ref, rec.Desc)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", dg, err)
+	}
+	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), estargz.WithTOCDigest(toc))
+	if err != nil {
+		return fmt.Errorf("%w: layer %s: %w", errNotLazy, dg, err)
+	}
+	idx, err := index.Build(er.TOC())
+	if err != nil {
+		return fmt.Errorf("%w: layer %s: %w", errNotLazy, dg, err)
+	}
+	opts := r.opts
+	opts.Name, opts.ContentDir = dg.String(), filepath.Join(contentDir, "files")
+	opts.OnError = func(err error) { r.log.ErrorContext(ctx, "layer read failed", "layer", dg, "error", err) }
+	l, err := lfs.NewLayer(idx, b, opts)
+	if err != nil {
+		return err
+	}
+	m, err := l.Mount(mountpoint)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	l.Start()
+	r.mu.Lock()
+	r.mounted[mountpoint] = &mountedLayer{digest: dg, layer: l, mount: m}
+	r.mu.Unlock()
+	r.log.InfoContext(ctx, "layer mounted lazily", "layer", dg, "ref", ref, "entries", idx.Len(), "mountpoint", mountpoint)
+	return nil
+}
+
+// record returns the layer's descriptor: from the record beside its content
+// if a previous mount left one, else from the registry.
+func (r *remoteFS) record(ctx context.Context, dir, ref string, dg digest.Digest, toc string) (*layerRecord, error) {
+	p := filepath.Join(dir, "layer.json")
+	if b, err := os.ReadFile(p); err == nil {
+		var rec layerRecord
+		if json.Unmarshal(b, &rec) == nil && rec.Desc.Digest == dg {
+			return &rec, nil
+		}
+	}
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: dg,
+		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: toc}}
+	if toc == "" { // only the manifest knows
+		var err error
+		if desc, err = r.src.Layer(ctx, ref, dg); err != nil {
+			return nil, fmt.Errorf("layer %s of %s: %w", dg, ref, err)
+		}
+	}
+	rec := &layerRecord{Ref: ref, Desc: desc}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(rec)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// Check reports whether the layer at mountpoint is still served.
+func (r *remoteFS) Check(ctx context.Context, mountpoint string, labels map[string]string) error {
+	r.mu.Lock()
+	ml, ok := r.mounted[mountpoint]
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no layer mounted at %s", mountpoint)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mountpoint, &st); err != nil {
+		return fmt.Errorf("layer %s: %w", ml.digest, err)
+	}
+	return nil
+}
+
+// Unmount unmounts the layer at mountpoint.
+func (r *remoteFS) Unmount(ctx context.Context, mountpoint string) error {
+	r.mu.Lock()
+	ml, ok := r.mounted[mountpoint]
+	delete(r.mounted, mountpoint)
+	r.mu.Unlock()
+	if !ok {
+		// not ours (any more): make sure nothing stays mounted there
+		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		return nil
+	}
+	err := ml.mount.Unmount()
+	ml.layer.Close()
+	return err
+}
+
+// Stats returns each mounted layer's counters, by layer digest.
+func (r *remoteFS) Stats() map[digest.Digest]lfs.Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[digest.Digest]lfs.Stats{}
+	for _, ml := range r.mounted {
+		out[ml.digest] = ml.layer.Stats()
+	}
+	return out
+}
