@@ -27,8 +27,8 @@ func commands() []command {
 			_, err := fmt.Fprintln(stdout, "lazysnap", version)
 			return err
 		}},
-		{"serve", "run the snapshotter daemon (not yet available)", notYet},
-		{"pull", "lazily pull an image through containerd (not yet available)", notYet},
+		{"serve", "run the snapshotter daemon (containerd proxy plugin)", runServe},
+		{"pull", "pull an image through containerd, eStargz layers lazily", runPull},
 		{"status", "show layers, fetch progress and cache use (not yet available)", notYet},
 	}
 }

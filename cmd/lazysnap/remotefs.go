@@ -15,26 +15,10 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// Labels the remote filesystem reads (set by containerd's CRI plugin and by
-// ctr-remote / lazysnap pull).
-const (
-	labelStargzRef    = "containerd.io/snapshot/remote/stargz.reference"
-	labelStargzDigest = "containerd.io/snapshot/remote/stargz.digest"
-	labelCRIRef       = "containerd.io/snapshot/cri.image-ref"
-	labelCRIDigest    = "containerd.io/snapshot/cri.layer-digest"
-	// containerd's unpacker copies layer annotations under
-	// "containerd.io/snapshot/" into snapshot labels, so the manifest's TOC
-	// digest annotation arrives as this label and saves a manifest fetch.
-	labelTOCDigest = "containerd.io/snapshot/stargz/toc.digest"
-)
-
-// errNotLazy marks layers that cannot be mounted lazily (no TOC digest, not
-// eStargz): the snapshotter falls back to an ordinary pull for them.
-var errNotLazy = errors.New("layer is not lazily loadable")
 
 // blob is a layer blob from the fetcher.
 type blob interface {
@@ -79,46 +63,46 @@ func newRemoteFS(src layerSource, root string, opts lfs.Options, log *slog.Logge
 	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}}
 }
 
-func firstLabel(labels map[string]string, keys ...string) string {
-	for _, k := range keys {
-		if v := labels[k]; v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-// Mount mounts the layer named by labels at mountpoint.
+// Mount mounts the layer named by labels at mountpoint. Errors wrap a
+// snapshotter.Reason so that the snapshotter counts fallbacks by cause.
 func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
-	ref := firstLabel(labels, labelStargzRef, labelCRIRef)
-	dg, err := digest.Parse(firstLabel(labels, labelStargzDigest, labelCRIDigest))
-	if ref == "" || err != nil {
-		return fmt.Errorf("%w: no image reference or layer digest in labels", errNotLazy)
+	src, err := snapshotter.ParseLayerSource(labels)
+	if err != nil {
+		return err
 	}
+	// ctx is the Prepare request's: what outlives Mount must not use it
+	bg := context.WithoutCancel(ctx)
+	dg := src.Digest
 	contentDir := filepath.Join(r.root, "content", dg.Encoded())
-	rec, err := r.record(ctx, contentDir, ref, dg, labels[labelTOCDigest])
+	rec, err := r.record(ctx, contentDir, src)
 	if err != nil {
 		return err
 	}
 	toc := digest.Digest(rec.Desc.Annotations[estargz.TOCJSONDigestAnnotation])
 	if toc == "" {
-		return fmt.Errorf("%w: layer %s has no %s annotation", errNotLazy, dg, estargz.TOCJSONDigestAnnotation)
+		return fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
 	}
-	b, err := r.src.Blob(ctx, ref, rec.Desc)
+	b, err := r.src.Blob(bg, src.Ref, rec.Desc)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, err)
 	}
 	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), estargz.WithTOCDigest(toc))
+	if errors.Is(err, estargz.ErrVerify) {
+		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
+	}
+	if errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge) {
+		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
+	}
 	if err != nil {
-		return fmt.Errorf("%w: layer %s: %w", errNotLazy, dg, err)
+		return fmt.Errorf("layer %s: %w", dg, err)
 	}
 	idx, err := index.Build(er.TOC())
 	if err != nil {
-		return fmt.Errorf("%w: layer %s: %w", errNotLazy, dg, err)
+		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	}
 	opts := r.opts
 	opts.Name, opts.ContentDir = dg.String(), filepath.Join(contentDir, "files")
-	opts.OnError = func(err error) { r.log.ErrorContext(ctx, "layer read failed", "layer", dg, "error", err) }
+	opts.OnError = func(err error) { r.log.ErrorContext(bg, "layer read failed", "layer", dg, "error", err) }
 	l, err := lfs.NewLayer(idx, b, opts)
 	if err != nil {
 		return err
@@ -132,29 +116,31 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	r.mu.Lock()
 	r.mounted[mountpoint] = &mountedLayer{digest: dg, layer: l, mount: m}
 	r.mu.Unlock()
-	r.log.InfoContext(ctx, "layer mounted lazily", "layer", dg, "ref", ref, "entries", idx.Len(), "mountpoint", mountpoint)
+	r.log.InfoContext(ctx, "layer mounted lazily", "layer", dg, "ref", src.Ref, "inodes", idx.Len(), "mountpoint", mountpoint)
 	return nil
 }
 
 // record returns the layer's descriptor: from the record beside its content
 // if a previous mount left one, else from the registry.
-func (r *remoteFS) record(ctx context.Context, dir, ref string, dg digest.Digest, toc string) (*layerRecord, error) {
+func (r *remoteFS) record(ctx context.Context, dir string, src snapshotter.LayerSource) (*layerRecord, error) {
 	p := filepath.Join(dir, "layer.json")
 	if b, err := os.ReadFile(p); err == nil {
 		var rec layerRecord
-		if json.Unmarshal(b, &rec) == nil && rec.Desc.Digest == dg {
+		if json.Unmarshal(b, &rec) == nil && rec.Desc.Digest == src.Digest {
 			return &rec, nil
 		}
 	}
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: dg,
-		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: toc}}
-	if toc == "" { // only the manifest knows
+	// containerd passes the manifest's TOC digest annotation as a label;
+	// without it only the manifest knows
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
+		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}
+	if src.TOCDigest == "" {
 		var err error
-		if desc, err = r.src.Layer(ctx, ref, dg); err != nil {
-			return nil, fmt.Errorf("layer %s of %s: %w", dg, ref, err)
+		if desc, err = r.src.Layer(ctx, src.Ref, src.Digest); err != nil {
+			return nil, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
 		}
 	}
-	rec := &layerRecord{Ref: ref, Desc: desc}
+	rec := &layerRecord{Ref: src.Ref, Desc: desc}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

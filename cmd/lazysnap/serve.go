@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/pelletier/go-toml"
+	"google.golang.org/grpc"
+)
+
+// serveConfig is lazysnap serve's TOML configuration file.
+type serveConfig struct {
+	// Root holds the snapshots, the chunk cache and layer contents.
+	Root string `toml:"root"`
+	// Address is the unix socket containerd's proxy plugin connects to.
+	Address string `toml:"address"`
+	// Registry access: a containerd hosts directory (shared with
+	// containerd) and a Docker config for credentials.
+	Registry struct {
+		HostsDir     string `toml:"hosts_dir"`
+		DockerConfig string `toml:"docker_config"`
+	} `toml:"registry"`
+	Cache struct {
+		MaxBytes    int64 `toml:"max_bytes"`
+		MemoryBytes int64 `toml:"memory_bytes"`
+	} `toml:"cache"`
+	Fetch struct {
+		NoPrefetch            bool   `toml:"no_prefetch"`
+		NoBackground          bool   `toml:"no_background"`
+		BackgroundConcurrency int    `toml:"background_concurrency"`
+		ReadAhead             int    `toml:"read_ahead_chunks"`
+		Timeout               string `toml:"timeout"`
+		MaxConnsPerHost       int    `toml:"max_conns_per_host"`
+	} `toml:"fetch"`
+}
+
+func defaultServeConfig() serveConfig {
+	var c serveConfig
+	c.Root = "/var/lib/lazysnap"
+	c.Address = "/run/lazysnap/lazysnap.sock"
+	c.Registry.HostsDir = "/etc/containerd/certs.d"
+	c.Registry.DockerConfig = fetcher.DefaultDockerConfigPath()
+	return c
+}
+
+func loadServeConfig(path string) (serveConfig, error) {
+	c := defaultServeConfig()
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := toml.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "TOML configuration file")
+	root := fs.String("root", "", "root directory (overrides the config)")
+	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return errUsage{err.Error()}
+	}
+	cfg, err := loadServeConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if *root != "" {
+		cfg.Root = *root
+	}
+	if *addr != "" {
+		cfg.Address = *addr
+	}
+	var timeout time.Duration
+	if cfg.Fetch.Timeout != "" {
+		if timeout, err = time.ParseDuration(cfg.Fetch.Timeout); err != nil {
+			return fmt.Errorf("fetch.timeout: %w", err)
+		}
+	}
+	logger := logger(ctx)
+	// containerd's packages log through containerd/log; send it our way
+	ctx = log.WithLogger(ctx, log.L)
+
+	f, err := fetcher.New(fetcher.Config{
+		HostsDir:         cfg.Registry.HostsDir,
+		DockerConfigPath: cfg.Registry.DockerConfig,
+		CacheDir:         filepath.Join(cfg.Root, "cache"),
+		CacheMaxBytes:    cfg.Cache.MaxBytes,
+		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
+		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
+	})
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rfs := newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
+		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
+		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
+		FetchTimeout: timeout,
+	}, logger)
+	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), rfs)
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+
+	if err := os.MkdirAll(filepath.Dir(cfg.Address), 0o711); err != nil {
+		return err
+	}
+	if err := os.Remove(cfg.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	l, err := net.Listen("unix", cfg.Address)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	logger.InfoContext(ctx, "serving", "address", cfg.Address, "root", cfg.Root, "version", version)
+	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		logger.InfoContext(ctx, "shutting down")
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+		return nil
+	}
+}
