@@ -18,6 +18,12 @@ type node struct {
 	gofs.Inode
 	l   *Layer
 	ino index.Ino
+
+	// The kernel refuses a passthrough open while the inode has files open
+	// in cached mode (and the open fails with EIO), so passthrough waits
+	// until no cached-mode handle is open.
+	mu          sync.Mutex
+	cachedOpens int
 }
 
 var (
@@ -173,13 +179,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if !n.l.idx.IsRegular(n.ino) {
 		return nil, 0, syscall.EINVAL
 	}
-	if n.l.idx.NumChunks(n.ino) > 0 && n.l.filePresent(n.ino) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cachedOpens == 0 && n.l.idx.NumChunks(n.ino) > 0 && n.l.filePresent(n.ino) {
 		// every byte is verified and on disk: the kernel can read it directly
 		if f, err := os.Open(n.l.contentPath(n.ino)); err == nil {
 			n.l.passthrough.Add(1)
 			return &handle{n: n, passFile: f}, fuse.FOPEN_KEEP_CACHE, 0
 		}
 	}
+	n.cachedOpens++
 	return &handle{n: n}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -208,7 +217,11 @@ func (h *handle) PassthroughFd() (int, bool) {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.passFile != nil {
 		h.passFile.Close()
+		return 0
 	}
+	h.n.mu.Lock()
+	h.n.cachedOpens--
+	h.n.mu.Unlock()
 	return 0
 }
 
