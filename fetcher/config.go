@@ -1,0 +1,116 @@
+package fetcher
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config configures a Fetcher. The zero value of every field selects the
+// documented default.
+type Config struct {
+	// HostsDir is a containerd hosts directory (the layout of
+	// /etc/containerd/certs.d: <dir>/<host[:port]>/hosts.toml with server,
+	// mirrors, ca, client, skip_verify, plain-HTTP hosts). "" uses
+	// containerd's defaults (HTTPS, docker.io -> registry-1.docker.io,
+	// localhost with a port tries HTTP).
+	HostsDir string
+	// DockerConfigPath is a Docker config.json whose "auths",
+	// "credHelpers" and "credsStore" provide registry credentials. It is
+	// read on each authentication, so logins take effect without restart.
+	// "" means no credentials; see DefaultDockerConfigPath.
+	DockerConfigPath string
+
+	// CacheDir is the on-disk chunk cache directory. "" disables the disk
+	// cache. Only one Fetcher (process) may use a directory at a time.
+	CacheDir string
+	// CacheMaxBytes caps the disk cache payload (default 10 GiB).
+	CacheMaxBytes int64
+	// MemCacheMaxBytes caps the in-memory cache of small chunks (default
+	// 64 MiB; negative disables it). Chunks larger than 1/16 of it (at most
+	// 1 MiB) are not kept in memory.
+	MemCacheMaxBytes int64
+
+	// MaxConnsPerHost limits concurrent requests per registry (or blob
+	// storage) host (default 8).
+	MaxConnsPerHost int
+	// RequestTimeout bounds one attempt, including reading the body
+	// (default 60s).
+	RequestTimeout time.Duration
+	// Retries is the number of retries after a failed attempt on one host
+	// (default 3; negative means none).
+	Retries int
+	// RetryBaseDelay is the first backoff delay; it doubles per retry up
+	// to 5s, with full jitter (default 100ms).
+	RetryBaseDelay time.Duration
+
+	// CoalesceGap merges missing ranges of one ReadRanges call whose gap is
+	// at most this many bytes into one span (default 32 KiB; negative
+	// disables merging).
+	CoalesceGap int64
+	// MaxSpan bounds a merged span (default 4 MiB).
+	MaxSpan int64
+	// MaxRangesPerRequest is the largest number of spans in one multi-range
+	// request (default 32). 1 disables multi-range requests.
+	MaxRangesPerRequest int
+	// MaxDiscard is how many bytes before the wanted range the fetcher
+	// reads and discards when a server ignores a single Range header and
+	// sends the whole blob with 200 (default 64 MiB); beyond it the read
+	// fails with ErrBadResponse.
+	MaxDiscard int64
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.CacheMaxBytes == 0 {
+		c.CacheMaxBytes = 10 << 30
+	}
+	if c.MemCacheMaxBytes == 0 {
+		c.MemCacheMaxBytes = 64 << 20
+	}
+	if c.MaxConnsPerHost <= 0 {
+		c.MaxConnsPerHost = 8
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 60 * time.Second
+	}
+	if c.Retries == 0 {
+		c.Retries = 3
+	} else if c.Retries < 0 {
+		c.Retries = 0
+	}
+	if c.RetryBaseDelay <= 0 {
+		c.RetryBaseDelay = 100 * time.Millisecond
+	}
+	if c.CoalesceGap == 0 {
+		c.CoalesceGap = 32 << 10
+	} else if c.CoalesceGap < 0 {
+		c.CoalesceGap = -1
+	}
+	if c.MaxSpan <= 0 {
+		c.MaxSpan = 4 << 20
+	}
+	if c.MaxRangesPerRequest <= 0 {
+		c.MaxRangesPerRequest = 32
+	}
+	if c.MaxDiscard <= 0 {
+		c.MaxDiscard = 64 << 20
+	}
+	if c.CacheMaxBytes < 0 {
+		return c, fmt.Errorf("%w: CacheMaxBytes %d", ErrInvalid, c.CacheMaxBytes)
+	}
+	return c, nil
+}
+
+// DefaultDockerConfigPath is where the docker CLI keeps its config:
+// $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
+func DefaultDockerConfigPath() string {
+	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
+		return filepath.Join(d, "config.json")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".docker", "config.json")
+}

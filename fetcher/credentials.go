@@ -1,0 +1,156 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// dockerHubServer is the key under which the docker CLI stores Docker Hub
+// credentials.
+const dockerHubServer = "https://index.docker.io/v1/"
+
+// helperTimeout bounds one credential helper run.
+const helperTimeout = 30 * time.Second
+
+type dockerAuthEntry struct {
+	Auth          string `json:"auth"`
+	Username      string `json:"username"`
+	Password      string `json:"password"`
+	IdentityToken string `json:"identitytoken"`
+}
+
+type dockerConfigFile struct {
+	Auths       map[string]dockerAuthEntry `json:"auths"`
+	CredHelpers map[string]string          `json:"credHelpers"`
+	CredsStore  string                     `json:"credsStore"`
+}
+
+// dockerCredentials looks up registry credentials in a Docker config file
+// the way the docker CLI does: credHelpers[host], else credsStore, else
+// auths. The file is read on every call.
+type dockerCredentials struct {
+	path string
+}
+
+// credentials returns (username, secret) for a registry host as
+// containerd's authorizer expects: an empty username with a secret means
+// an identity (refresh) token. No entry yields ("", "", nil).
+func (d dockerCredentials) credentials(host string) (string, string, error) {
+	if d.path == "" {
+		return "", "", nil
+	}
+	b, err := os.ReadFile(d.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", nil
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("fetcher: docker config: %w", err)
+	}
+	var cfg dockerConfigFile
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return "", "", fmt.Errorf("fetcher: docker config %s: %w", d.path, err)
+	}
+	server := host
+	if isDockerHub(host) {
+		server = dockerHubServer
+	}
+	helper := ""
+	for k, v := range cfg.CredHelpers {
+		if normalizeServer(k) == normalizeServer(server) {
+			helper = v
+		}
+	}
+	if helper == "" {
+		helper = cfg.CredsStore
+	}
+	if helper != "" {
+		user, secret, found, err := runCredentialHelper(helper, server)
+		if err != nil {
+			return "", "", err
+		}
+		if found {
+			return user, secret, nil
+		}
+	}
+	for k, e := range cfg.Auths {
+		if normalizeServer(k) != normalizeServer(server) {
+			continue
+		}
+		user, pass := e.Username, e.Password
+		if e.Auth != "" {
+			raw, err := base64.StdEncoding.DecodeString(e.Auth)
+			if err != nil {
+				return "", "", fmt.Errorf("fetcher: docker config %s: auth for %s: %w", d.path, k, err)
+			}
+			u, p, ok := strings.Cut(string(raw), ":")
+			if !ok {
+				return "", "", fmt.Errorf("fetcher: docker config %s: auth for %s: no colon", d.path, k)
+			}
+			user, pass = u, p
+		}
+		if e.IdentityToken != "" {
+			return "", e.IdentityToken, nil
+		}
+		return user, pass, nil
+	}
+	return "", "", nil
+}
+
+// runCredentialHelper runs "docker-credential-<helper> get" with the server
+// on stdin (the docker credential helper protocol).
+func runCredentialHelper(helper, server string) (user, secret string, found bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), helperTimeout)
+	defer cancel()
+	name := "docker-credential-" + helper
+	cmd := exec.CommandContext(ctx, name, "get")
+	cmd.Stdin = strings.NewReader(server)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		out := strings.TrimSpace(stdout.String() + stderr.String())
+		if strings.Contains(out, "credentials not found") {
+			return "", "", false, nil
+		}
+		return "", "", false, fmt.Errorf("fetcher: credential helper %s for %s: %w: %s", name, server, err, out)
+	}
+	var resp struct {
+		Username string `json:"Username"`
+		Secret   string `json:"Secret"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
+		return "", "", false, fmt.Errorf("fetcher: credential helper %s for %s: bad output: %w", name, server, err)
+	}
+	if resp.Username == "<token>" {
+		return "", resp.Secret, true, nil
+	}
+	return resp.Username, resp.Secret, true, nil
+}
+
+// normalizeServer reduces a docker config key or server to a host name:
+// "https://host:5000/v1/" -> "host:5000"; Docker Hub aliases map to one key.
+func normalizeServer(s string) string {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		s = s[:i]
+	}
+	if isDockerHub(s) {
+		return "index.docker.io"
+	}
+	return s
+}
+
+func isDockerHub(host string) bool {
+	switch host {
+	case "docker.io", "index.docker.io", "registry-1.docker.io":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,69 @@
+// Package fetcher turns (image reference, layer descriptor) into a
+// verified, cached reader of byte ranges of that blob, for lazily pulled
+// eStargz layers.
+//
+// # Concepts
+//
+// A Fetcher holds the registry configuration, the connection pools and the
+// caches; one per process. Registry access goes through containerd's
+// resolver stack (remotes/docker): hosts come from a containerd hosts
+// directory (hosts.toml: server, mirrors tried first, ca, client
+// certificates, skip_verify, plain-HTTP hosts) and authentication is
+// containerd's authorizer (basic and bearer token, with credentials from a
+// Docker config file: auths, credHelpers, credsStore). Resolve and Fetch
+// (whole manifests/configs, digest-verified) use containerd's resolver and
+// fetcher as they are.
+//
+// A Blob is one blob of one repository. Its ranged reads (ReadRange,
+// ReadRanges) use the same hosts, clients and authorizers but build the
+// HTTP requests here, because containerd's fetcher only reads from an
+// offset to the end: single and multi-range GETs, with the status (206) and
+// every Content-Range checked against what was asked. Servers that ignore
+// or reject multi-range requests (200 or 416) are remembered per host and
+// get single-range requests. A single-range request answered with the
+// whole blob (200) is accepted only when the body length is the blob size;
+// the range is cut out of it. Redirects to blob storage are followed, the
+// target is remembered per blob and host, and a target that has expired
+// (400/401/403/404/410) is re-resolved through the registry transparently.
+//
+// Cache: ranges are cached per (blob digest, offset, length), on disk under
+// Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are
+// shared by every reference and image that uses the same layer, and survive
+// restarts (the index and LRU order are rebuilt from the directory on New).
+// Files are written to a temporary name and renamed; each carries a CRC-32C
+// trailer, and a truncated or corrupt file is detected on read, dropped and
+// refetched. One Fetcher owns a cache directory at a time. The disk cache
+// is capped (Config.CacheMaxBytes) with LRU eviction; small chunks are also
+// kept in a memory LRU. Cached bytes are raw blob bytes: their content
+// (e.g. eStargz chunk digests) is verified by the caller, who calls
+// Blob.Invalidate when a check fails, or uses Blob.ReadRangeVerified to do
+// both. Blob.ReadAt (io.ReaderAt) bypasses the caches.
+//
+// # Errors
+//
+// Functions return errors wrapping one of the sentinels (ErrNotFound,
+// ErrUnauthorized, ErrRangeNotSatisfied, ErrBadResponse, ErrUnavailable,
+// ErrTimeout, ErrDigestMismatch, ErrVerify, ErrInvalid; test with
+// errors.Is), usually as a *RequestError carrying the operation, host,
+// digest, range, HTTP status and number of attempts. When the caller's
+// context ends, its error (context.Canceled or DeadlineExceeded) is
+// returned. Transient failures (connection errors and resets, short
+// bodies, timeouts, 5xx, 408, 429, responses not matching the request) are
+// retried Config.Retries times per host with exponential backoff and
+// jitter, then the next configured host is tried. A response whose status,
+// Content-Range, length or blob size does not match the request is never
+// used. Bytes with correct framing but wrong content cannot be recognised
+// here: the caller's content check catches them (ReadRangeVerified, or
+// Invalidate and read again), so they are not served twice. The package
+// does not log.
+//
+// # Concurrency
+//
+// Fetcher and Blob are safe for concurrent use. Every blocking call takes
+// a context first. Requests per host are limited to Config.MaxConnsPerHost.
+// Concurrent reads of the same uncached range share one fetch: the fetch
+// runs under a context detached from the callers, so a caller that gives
+// up returns at once with its context's error while the others keep
+// waiting; the fetch is cancelled only when every caller waiting on it has
+// gone. Each attempt is bounded by Config.RequestTimeout.
+package fetcher

@@ -1,0 +1,444 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/reference"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/containerd/remotes/docker/config"
+	remoteerrors "github.com/containerd/containerd/remotes/errors"
+	"github.com/containerd/log"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sirupsen/logrus"
+)
+
+// Fetcher gives verified, cached access to registry blobs. It is safe for
+// concurrent use. Create it with New; Close releases idle connections.
+type Fetcher struct {
+	cfg      Config
+	hostsFn  docker.RegistryHosts
+	resolver remotes.Resolver
+	quiet    *log.Entry
+	disk     *diskCache
+	mem      *memCache
+	flights  flightGroup
+
+	mu      sync.Mutex
+	hosts   map[string][]docker.RegistryHost
+	clients []*http.Client
+	hstate  map[string]*hostState
+
+	hits, misses, memHits, writeErrors atomic.Int64
+}
+
+// hostState is the per-host (registry, mirror or blob storage) limiter and
+// counters.
+type hostState struct {
+	sem          chan struct{}
+	requests     atomic.Int64
+	bytes        atomic.Int64
+	noMultiRange atomic.Bool
+}
+
+// New creates a Fetcher. It opens (and scans) the disk cache.
+func New(cfg Config) (*Fetcher, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	lg := logrus.New()
+	lg.SetOutput(io.Discard)
+	lg.SetLevel(logrus.PanicLevel)
+	f := &Fetcher{
+		cfg:    cfg,
+		quiet:  logrus.NewEntry(lg),
+		mem:    newMemCache(cfg.MemCacheMaxBytes),
+		hosts:  map[string][]docker.RegistryHost{},
+		hstate: map[string]*hostState{},
+	}
+	f.disk, err = openDiskCache(cfg.CacheDir, cfg.CacheMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	opts := config.HostOptions{
+		Credentials:  dockerCredentials{path: cfg.DockerConfigPath}.credentials,
+		UpdateClient: f.updateClient,
+	}
+	if cfg.HostsDir != "" {
+		opts.HostDir = config.HostDirFromRoot(cfg.HostsDir)
+	}
+	f.hostsFn = config.ConfigureHosts(log.WithLogger(context.Background(), f.quiet), opts)
+	f.resolver = docker.NewResolver(docker.ResolverOptions{Hosts: f.registryHosts})
+	return f, nil
+}
+
+// Close closes idle connections. Blobs must not be used afterwards.
+func (f *Fetcher) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.clients {
+		c.CloseIdleConnections()
+	}
+	return nil
+}
+
+// updateClient is containerd's UpdateClient hook: it sizes the idle pool
+// and wraps the transport with the per-host limiter and counters.
+func (f *Fetcher) updateClient(c *http.Client) error {
+	if tr, ok := c.Transport.(*http.Transport); ok {
+		tr.MaxIdleConnsPerHost = f.cfg.MaxConnsPerHost * 2
+		tr.MaxIdleConns = 100
+		tr.IdleConnTimeout = 90 * time.Second
+	}
+	c.Transport = &meteredTransport{base: c.Transport, f: f}
+	f.mu.Lock()
+	f.clients = append(f.clients, c)
+	f.mu.Unlock()
+	return nil
+}
+
+// registryHosts is containerd's hosts function, memoised per registry host
+// so connection pools and the authorizer's token cache are reused.
+func (f *Fetcher) registryHosts(host string) ([]docker.RegistryHost, error) {
+	f.mu.Lock()
+	hs, ok := f.hosts[host]
+	f.mu.Unlock()
+	if ok {
+		return hs, nil
+	}
+	hs, err := f.hostsFn(host)
+	if err != nil {
+		return nil, fmt.Errorf("%w: hosts configuration for %s: %w", ErrInvalid, host, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cur, ok := f.hosts[host]; ok {
+		return cur, nil
+	}
+	f.hosts[host] = hs
+	return hs, nil
+}
+
+func (f *Fetcher) host(h string) *hostState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.hstate[h]
+	if !ok {
+		s = &hostState{sem: make(chan struct{}, f.cfg.MaxConnsPerHost)}
+		f.hstate[h] = s
+	}
+	return s
+}
+
+// quietCtx makes containerd's code, which logs through the context, silent.
+func (f *Fetcher) quietCtx(ctx context.Context) context.Context {
+	return log.WithLogger(ctx, f.quiet)
+}
+
+// HostStats are the counters of one host.
+type HostStats struct {
+	Requests int64 // HTTP requests sent (including token and redirect hops)
+	Bytes    int64 // response body bytes read
+}
+
+// Stats returns per-host request and byte counters, keyed by host[:port].
+func (f *Fetcher) Stats() map[string]HostStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]HostStats, len(f.hstate))
+	for h, s := range f.hstate {
+		out[h] = HostStats{Requests: s.requests.Load(), Bytes: s.bytes.Load()}
+	}
+	return out
+}
+
+// CacheStats describes cache usage and effectiveness.
+type CacheStats struct {
+	Bytes      int64 // disk cache bytes in use (payload and trailers)
+	Entries    int64 // disk cache entries
+	MaxBytes   int64 // disk cache cap (0 when disabled)
+	MemBytes   int64 // memory cache bytes
+	MemEntries int64 // memory cache entries
+	Hits       int64 // lookups served from memory or disk
+	MemHits    int64 // of which from memory
+	Misses     int64 // lookups that went to the network
+	Evictions  int64 // disk entries evicted for space
+	Corrupt    int64 // damaged disk entries detected and dropped
+	WriteErrs  int64 // failed disk cache writes (the read still succeeded)
+}
+
+// CacheUsage reports cache usage and counters.
+func (f *Fetcher) CacheUsage() CacheStats {
+	d := f.disk.stats()
+	mb, me, _ := f.mem.stats()
+	s := CacheStats{
+		Bytes: d.bytes, Entries: d.entries, MemBytes: mb, MemEntries: me,
+		Hits: f.hits.Load(), MemHits: f.memHits.Load(), Misses: f.misses.Load(),
+		Evictions: d.evictions, Corrupt: d.corrupt, WriteErrs: f.writeErrors.Load(),
+	}
+	if f.disk != nil {
+		s.MaxBytes = f.disk.max
+	}
+	return s
+}
+
+func (f *Fetcher) cacheGet(k chunkKey) ([]byte, bool) {
+	if b, ok := f.mem.get(k); ok {
+		f.hits.Add(1)
+		f.memHits.Add(1)
+		return b, true
+	}
+	if b, ok := f.disk.get(k); ok {
+		f.hits.Add(1)
+		f.mem.put(k, b)
+		return b, true
+	}
+	return nil, false
+}
+
+func (f *Fetcher) cachePut(k chunkKey, b []byte) {
+	f.mem.put(k, b)
+	if err := f.disk.put(k, b); err != nil {
+		f.writeErrors.Add(1)
+	}
+}
+
+// Resolve resolves an image reference to its (canonical) name and the
+// descriptor of its manifest or index, using the hosts configuration
+// (mirrors first). Retries transient failures.
+func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+	var (
+		name string
+		desc ocispec.Descriptor
+	)
+	err := f.retry(ctx, func(ctx context.Context) error {
+		var err error
+		name, desc, err = f.resolver.Resolve(f.quietCtx(ctx), ref)
+		return mapContainerdErr(err)
+	})
+	if err != nil {
+		return "", ocispec.Descriptor{}, opError("resolve "+ref, refHostname(ref), "", err)
+	}
+	return name, desc, nil
+}
+
+// Fetch opens a whole blob, manifest or index (small objects: manifests,
+// configs) named by desc in the repository of ref. The returned reader
+// verifies size and digest: its final Read returns ErrDigestMismatch when
+// the content does not match desc. Retries transient failures to open.
+func (f *Fetcher) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: descriptor digest %q: %w", ErrInvalid, desc.Digest, err)
+	}
+	var rc io.ReadCloser
+	err := f.retry(ctx, func(ctx context.Context) error {
+		fe, err := f.resolver.Fetcher(ctx, ref)
+		if err != nil {
+			return mapContainerdErr(err)
+		}
+		rc, err = fe.Fetch(f.quietCtx(ctx), desc)
+		return mapContainerdErr(err)
+	})
+	if err != nil {
+		return nil, opError("fetch "+ref, refHostname(ref), desc.Digest.String(), err)
+	}
+	return &verifyingReader{rc: rc, desc: desc, h: desc.Digest.Algorithm().Hash()}, nil
+}
+
+// opError wraps a failure of a containerd-driven operation as a
+// *RequestError (context errors are wrapped with the operation only).
+func opError(op, host, dgst string, err error) error {
+	var ae *attemptError
+	if !errors.As(err, &ae) {
+		return fmt.Errorf("fetcher: %s: %w", op, err)
+	}
+	return &RequestError{Op: op, Host: host, Digest: dgst, Status: ae.status, Kind: ae.kind, Err: ae.err}
+}
+
+func refHostname(ref string) string {
+	spec, err := reference.Parse(ref)
+	if err != nil {
+		return ""
+	}
+	return spec.Hostname()
+}
+
+// retry runs op with the configured retries and backoff while it fails
+// with a retryable error.
+func (f *Fetcher) retry(ctx context.Context, op func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if !retryable(err) || attempt > f.cfg.Retries {
+			return err
+		}
+		if err := sleepCtx(ctx, f.backoff(attempt)); err != nil {
+			return err
+		}
+	}
+}
+
+// backoff returns the delay before retry number attempt (1-based):
+// exponential from RetryBaseDelay, capped at 5s, with jitter in [d/2, d).
+func (f *Fetcher) backoff(attempt int) time.Duration {
+	d := f.cfg.RetryBaseDelay << min(attempt-1, 16)
+	d = min(d, 5*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// mapContainerdErr translates errors of containerd's resolver and fetcher
+// into this package's sentinels, keeping the cause.
+func mapContainerdErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var us remoteerrors.ErrUnexpectedStatus
+	switch {
+	case errdefs.IsNotFound(err):
+		return attemptErr(ErrNotFound, 0, err)
+	case errors.Is(err, docker.ErrInvalidAuthorization):
+		return attemptErr(ErrUnauthorized, 0, err)
+	case errors.Is(err, reference.ErrInvalid), errors.Is(err, reference.ErrObjectRequired),
+		errors.Is(err, reference.ErrHostnameRequired):
+		return attemptErr(ErrInvalid, 0, err)
+	case errors.As(err, &us):
+		k := statusError(us.StatusCode)
+		k.err = err
+		return k
+	}
+	return classifyTransport(err)
+}
+
+// verifyingReader checks size and digest of a whole-blob stream.
+type verifyingReader struct {
+	rc   io.ReadCloser
+	desc ocispec.Descriptor
+	h    hash.Hash
+	n    int64
+	err  error
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.rc.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.desc.Size > 0 && v.n > v.desc.Size {
+		v.err = fmt.Errorf("%w: %s: more than %d bytes", ErrDigestMismatch, v.desc.Digest, v.desc.Size)
+		return 0, v.err
+	}
+	if err == io.EOF {
+		got := digest.NewDigest(v.desc.Digest.Algorithm(), v.h)
+		switch {
+		case v.desc.Size > 0 && v.n != v.desc.Size:
+			v.err = fmt.Errorf("%w: %s: got %d bytes, want %d", ErrDigestMismatch, v.desc.Digest, v.n, v.desc.Size)
+		case got != v.desc.Digest:
+			v.err = fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, v.desc.Digest)
+		default:
+			v.err = io.EOF
+		}
+		return n, v.err
+	}
+	if err != nil {
+		v.err = attemptErr(ErrUnavailable, 0, err)
+		return n, v.err
+	}
+	return n, nil
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }
+
+// slotHeldKey marks a request context whose caller already holds the
+// host's concurrency slot (so the transport does not take a second one).
+type slotHeldKey struct{}
+
+// meteredTransport limits concurrent requests per host and counts requests
+// and response bytes.
+type meteredTransport struct {
+	base http.RoundTripper
+	f    *Fetcher
+}
+
+func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	hs := t.f.host(req.URL.Host)
+	release := func() {}
+	if req.Context().Value(slotHeldKey{}) == nil {
+		select {
+		case hs.sem <- struct{}{}:
+			var once sync.Once
+			release = func() { once.Do(func() { <-hs.sem }) }
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	hs.requests.Add(1)
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &meteredBody{rc: resp.Body, hs: hs, release: release}
+	return resp, nil
+}
+
+type meteredBody struct {
+	rc      io.ReadCloser
+	hs      *hostState
+	release func()
+}
+
+func (b *meteredBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.hs.bytes.Add(int64(n))
+	if err != nil {
+		b.release()
+	}
+	return n, err
+}
+
+func (b *meteredBody) Close() error {
+	b.release()
+	return b.rc.Close()
+}
+
+// Compile-time interface checks.
+var (
+	_ io.ReaderAt       = (*Blob)(nil)
+	_ io.ReadCloser     = (*verifyingReader)(nil)
+	_ http.RoundTripper = (*meteredTransport)(nil)
+	_ io.ReadCloser     = (*meteredBody)(nil)
+	_ error             = (*RequestError)(nil)
+)

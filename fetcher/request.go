@@ -1,0 +1,517 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes/docker"
+)
+
+// maxDrain is how much of an unwanted 200 body tail is read so that the
+// connection can be reused (and a pull-through cache can finish storing).
+const maxDrain = 1 << 20
+
+// maxAuthRounds bounds 401 -> authorizer -> retry rounds per attempt.
+const maxAuthRounds = 3
+
+// fetch returns the bytes of spans (sorted, disjoint), trying the pull
+// hosts in order (mirrors first), each with retries. Several spans go in
+// one multi-range request unless the first host is known not to support
+// it; a host that turns out not to support it is remembered and the spans
+// are fetched one by one.
+func (b *Blob) fetch(ctx context.Context, spans []Range) ([][]byte, error) {
+	if len(spans) > 1 && (b.f.cfg.MaxRangesPerRequest == 1 || b.f.host(b.hosts[0].Host).noMultiRange.Load()) {
+		return b.fetchEach(ctx, spans)
+	}
+	rng := rangeHeader(spans)
+	var firstErr error
+	for hi := range b.hosts {
+		var res [][]byte
+		err := b.withRetries(ctx, hi, "get", rng, func(actx context.Context) error {
+			var err error
+			res, err = b.getRanges(actx, hi, spans)
+			return err
+		})
+		if err == nil {
+			return res, nil
+		}
+		if errors.Is(err, errMultiRangeUnsupported) {
+			b.f.host(b.hosts[hi].Host).noMultiRange.Store(true)
+			return b.fetchEach(ctx, spans)
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+// fetchEach fetches spans with one request each, concurrently (bounded by
+// the per-host limit).
+func (b *Blob) fetchEach(ctx context.Context, spans []Range) ([][]byte, error) {
+	out := make([][]byte, len(spans))
+	errs := make([]error, len(spans))
+	var wg sync.WaitGroup
+	for i, s := range spans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.fetch(ctx, []Range{s})
+			if err == nil {
+				out[i] = res[0]
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// withRetries runs one operation against host hi: it takes the host's
+// concurrency slot per attempt, bounds each attempt by RequestTimeout and
+// retries retryable failures with backoff. The error is a *RequestError
+// (or the caller's context error).
+func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt func(context.Context) error) error {
+	hs := b.f.host(b.hosts[hi].Host)
+	for n := 1; ; n++ {
+		select {
+		case hs.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		actx, cancel := context.WithTimeout(context.WithValue(ctx, slotHeldKey{}, true), b.f.cfg.RequestTimeout)
+		err := attempt(actx)
+		timedOut := actx.Err() == context.DeadlineExceeded
+		cancel()
+		<-hs.sem
+		if err == nil {
+			return nil
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if errors.Is(err, errMultiRangeUnsupported) {
+			return err
+		}
+		if timedOut && !errors.Is(err, ErrTimeout) {
+			err = attemptErr(ErrTimeout, 0, err)
+		}
+		if !retryable(err) || n > b.f.cfg.Retries {
+			return b.requestError(op, hi, rng, n, err)
+		}
+		if err := sleepCtx(ctx, b.f.backoff(n)); err != nil {
+			return err
+		}
+	}
+}
+
+func (b *Blob) requestError(op string, hi int, rng string, attempts int, err error) error {
+	re := &RequestError{Op: op, Host: b.hosts[hi].Host, Digest: b.desc.Digest.String(),
+		Range: rng, Attempts: attempts, Kind: ErrUnavailable, Err: err}
+	var ae *attemptError
+	if errors.As(err, &ae) {
+		re.Kind, re.Status, re.Err = ae.kind, ae.status, ae.err
+	}
+	return re
+}
+
+// blobURL is the registry URL of the blob on host h, with containerd's
+// "ns" parameter when h is a mirror.
+func (b *Blob) blobURL(h docker.RegistryHost) string {
+	u := h.Scheme + "://" + h.Host + path.Join("/", h.Path, b.repo, "blobs", b.desc.Digest.String())
+	if isProxy(h.Host, b.refHost) {
+		u += "?" + url.Values{"ns": {b.refHost}}.Encode()
+	}
+	return u
+}
+
+// isProxy mirrors containerd's RegistryHost.isProxy.
+func isProxy(host, refHost string) bool {
+	return host != refHost && (refHost != "docker.io" || host != "registry-1.docker.io")
+}
+
+// send performs one request on host hi: it uses the cached redirect target
+// when there is one (re-resolving through the registry if that target has
+// expired), answers auth challenges through the host's containerd
+// authorizer, follows redirects and remembers where a successful one led.
+// The caller checks the status and closes the body.
+func (b *Blob) send(ctx context.Context, hi int, method, rng string) (*http.Response, error) {
+	h := b.hosts[hi]
+	loc := b.location(hi)
+	var responses []*http.Response
+	for rounds := 0; ; rounds++ {
+		u := b.blobURL(h)
+		if loc != nil {
+			u = loc.String()
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u, nil)
+		if err != nil {
+			return nil, attemptErr(ErrInvalid, 0, err)
+		}
+		for k, v := range h.Header {
+			req.Header[k] = append([]string(nil), v...)
+		}
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		req.Header.Set("Accept-Encoding", "identity")
+		if err := b.authorize(ctx, h, req); err != nil {
+			return nil, err
+		}
+		client := *h.Client
+		client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return b.authorize(ctx, h, r)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, classifyTransport(err)
+		}
+		switch {
+		case loc != nil && expiredLocation(resp.StatusCode):
+			// The storage URL the registry redirected to has expired:
+			// forget it and ask the registry again.
+			drainClose(resp)
+			b.setLocation(hi, nil)
+			loc = nil
+			continue
+		case resp.StatusCode == http.StatusUnauthorized && h.Authorizer != nil && rounds < maxAuthRounds:
+			drainClose(resp)
+			responses = append(responses, resp)
+			if err := h.Authorizer.AddResponses(ctx, responses); err != nil {
+				if errdefs.IsNotImplemented(err) {
+					return nil, attemptErr(ErrUnauthorized, resp.StatusCode, errors.New("no credentials for the registry's auth challenge"))
+				}
+				return nil, attemptErr(ErrUnauthorized, resp.StatusCode, err)
+			}
+			continue
+		}
+		if loc == nil && resp.StatusCode/100 == 2 && resp.Request.URL.String() != u {
+			b.setLocation(hi, resp.Request.URL)
+		}
+		return resp, nil
+	}
+}
+
+func (b *Blob) authorize(ctx context.Context, h docker.RegistryHost, req *http.Request) error {
+	if h.Authorizer == nil {
+		return nil
+	}
+	if err := h.Authorizer.Authorize(ctx, req); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return attemptErr(ErrUnauthorized, 0, err)
+	}
+	return nil
+}
+
+// expiredLocation: statuses with which blob storage rejects an expired or
+// revoked pre-signed URL.
+func expiredLocation(status int) bool {
+	switch status {
+	case 400, 401, 403, 404, 410:
+		return true
+	}
+	return false
+}
+
+// getRanges does one GET of spans and checks and parses the answer.
+func (b *Blob) getRanges(ctx context.Context, hi int, spans []Range) ([][]byte, error) {
+	resp, err := b.send(ctx, hi, http.MethodGet, rangeHeader(spans))
+	if err != nil {
+		return nil, err
+	}
+	// Consume the rest (e.g. a multipart closing boundary) so the
+	// connection can be reused.
+	defer drainClose(resp)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if mt == "multipart/byteranges" {
+			return b.readMultipart(resp, params["boundary"], spans)
+		}
+		return b.readSinglePart(resp, spans)
+	case http.StatusOK:
+		if len(spans) > 1 {
+			// Never download a whole blob to answer a multi-range request.
+			return nil, errMultiRangeUnsupported
+		}
+		return b.readWhole(resp, spans[0])
+	case http.StatusRequestedRangeNotSatisfiable:
+		if len(spans) > 1 {
+			return nil, errMultiRangeUnsupported
+		}
+		drainClose(resp)
+		return nil, attemptErr(ErrRangeNotSatisfied, resp.StatusCode, fmt.Errorf("blob size %d", b.size))
+	}
+	drainClose(resp)
+	return nil, statusError(resp.StatusCode)
+}
+
+// readSinglePart reads a 206 with one Content-Range. For a single range it
+// must be exactly the requested range; for a multi-range request it is
+// accepted only when that range covers all spans.
+func (b *Blob) readSinglePart(resp *http.Response, spans []Range) ([][]byte, error) {
+	cr, err := b.contentRange(resp.Header.Get("Content-Range"))
+	if err != nil {
+		return nil, err
+	}
+	first, last := spans[0], spans[len(spans)-1]
+	if len(spans) == 1 {
+		if cr != first {
+			return nil, badResponse(206, "Content-Range %q does not match requested %s", resp.Header.Get("Content-Range"), first)
+		}
+	} else if cr.Off > first.Off || cr.End() < last.End() || cr.Len > last.End()-first.Off+b.f.cfg.MaxDiscard {
+		drainClose(resp)
+		return nil, errMultiRangeUnsupported
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != cr.Len {
+		return nil, badResponse(206, "Content-Length %d for Content-Range of %d bytes", resp.ContentLength, cr.Len)
+	}
+	out := make([][]byte, len(spans))
+	if _, err := extract(resp.Body, cr, spans, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readWhole handles a 200 (Range ignored) to a single-range request: the
+// body must be the whole blob (Content-Length equal to the blob size); the
+// wanted bytes are cut out of it.
+func (b *Blob) readWhole(resp *http.Response, s Range) ([][]byte, error) {
+	if resp.ContentLength != b.size {
+		return nil, badResponse(200, "server ignored Range %s and sent %d bytes (Content-Length) for a blob of %d", s, resp.ContentLength, b.size)
+	}
+	if s.Off > b.f.cfg.MaxDiscard {
+		return nil, badResponse(200, "server ignored Range %s and sent the whole blob", s)
+	}
+	if _, err := io.CopyN(io.Discard, resp.Body, s.Off); err != nil {
+		return nil, shortBody(err)
+	}
+	buf := make([]byte, s.Len)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		return nil, shortBody(err)
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+	return [][]byte{buf}, nil
+}
+
+// readMultipart reads a multipart/byteranges body. Each part must match
+// its Content-Range in length, overlap the requested extent and be at most
+// MaxDiscard larger than it; each span must lie within one part.
+func (b *Blob) readMultipart(resp *http.Response, boundary string, spans []Range) ([][]byte, error) {
+	if boundary == "" {
+		return nil, badResponse(206, "multipart response without boundary")
+	}
+	lo, hi := spans[0].Off, spans[len(spans)-1].End()
+	out := make([][]byte, len(spans))
+	covered := 0
+	mr := multipart.NewReader(resp.Body, boundary)
+	for covered < len(spans) {
+		p, err := mr.NextRawPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, shortBody(err)
+		}
+		cr, err := b.contentRange(p.Header.Get("Content-Range"))
+		if err != nil {
+			return nil, err
+		}
+		if cr.End() <= lo || cr.Off >= hi || cr.Len > hi-lo+b.f.cfg.MaxDiscard {
+			return nil, badResponse(206, "part %s outside requested %s", cr, rangeHeader(spans))
+		}
+		n, err := extract(p, cr, spans, out)
+		if err != nil {
+			return nil, err
+		}
+		covered += n
+	}
+	if covered < len(spans) {
+		return nil, badResponse(206, "multipart response covers %d of %d ranges", covered, len(spans))
+	}
+	return out, nil
+}
+
+// extract reads exactly cr.Len bytes of a body or part that holds the blob
+// bytes cr, keeping (in out[i]) the spans that lie within cr and are not
+// yet filled and discarding the rest, then checks that nothing follows. It
+// returns how many spans it filled.
+func extract(r io.Reader, cr Range, spans []Range, out [][]byte) (int, error) {
+	pos, filled := cr.Off, 0
+	for i, s := range spans {
+		if out[i] != nil || s.Off < pos || s.End() > cr.End() {
+			continue
+		}
+		if _, err := io.CopyN(io.Discard, r, s.Off-pos); err != nil {
+			return 0, shortBody(err)
+		}
+		buf := make([]byte, s.Len)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, shortBody(err)
+		}
+		out[i] = buf
+		pos = s.End()
+		filled++
+	}
+	if _, err := io.CopyN(io.Discard, r, cr.End()-pos); err != nil {
+		return 0, shortBody(err)
+	}
+	var one [1]byte
+	if m, err := r.Read(one[:]); m > 0 {
+		return 0, badResponse(206, "body longer than its Content-Range %s", cr)
+	} else if err != nil && err != io.EOF {
+		return 0, shortBody(err)
+	}
+	return filled, nil
+}
+
+// shortBody classifies a body read error (EOF before the announced length,
+// reset, timeout) as retryable.
+func shortBody(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return classifyTransport(err)
+}
+
+// contentRange parses "bytes a-b/total" and checks total against the blob
+// size.
+func (b *Blob) contentRange(v string) (Range, error) {
+	r, total, err := parseContentRange(v)
+	if err != nil {
+		return Range{}, badResponse(206, "%v", err)
+	}
+	if total >= 0 && b.size > 0 && total != b.size {
+		return Range{}, badResponse(206, "Content-Range %q: blob size is %d", v, b.size)
+	}
+	return r, nil
+}
+
+// parseContentRange parses "bytes a-b/total" (total may be "*": -1).
+func parseContentRange(v string) (Range, int64, error) {
+	s, ok := strings.CutPrefix(v, "bytes ")
+	if !ok {
+		return Range{}, 0, fmt.Errorf("bad Content-Range %q", v)
+	}
+	rs, ts, ok := strings.Cut(s, "/")
+	if !ok {
+		return Range{}, 0, fmt.Errorf("bad Content-Range %q", v)
+	}
+	as, bs, ok := strings.Cut(rs, "-")
+	if !ok {
+		return Range{}, 0, fmt.Errorf("bad Content-Range %q", v)
+	}
+	a, err1 := strconv.ParseInt(as, 10, 64)
+	e, err2 := strconv.ParseInt(bs, 10, 64)
+	if err1 != nil || err2 != nil || a < 0 || e < a {
+		return Range{}, 0, fmt.Errorf("bad Content-Range %q", v)
+	}
+	total := int64(-1)
+	if ts != "*" {
+		t, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil || t <= e {
+			return Range{}, 0, fmt.Errorf("bad Content-Range %q", v)
+		}
+		total = t
+	}
+	return Range{Off: a, Len: e - a + 1}, total, nil
+}
+
+func rangeHeader(spans []Range) string {
+	var sb strings.Builder
+	sb.WriteString("bytes=")
+	for i, s := range spans {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, "%d-%d", s.Off, s.End()-1)
+	}
+	return sb.String()
+}
+
+// stat finds the blob size: HEAD, falling back to a one-byte ranged GET
+// when HEAD is refused or carries no length.
+func (b *Blob) stat(ctx context.Context) (int64, error) {
+	var firstErr error
+	for hi := range b.hosts {
+		var size int64
+		err := b.withRetries(ctx, hi, "head", "", func(actx context.Context) error {
+			resp, err := b.send(actx, hi, http.MethodHead, "")
+			if err != nil {
+				return err
+			}
+			drainClose(resp)
+			switch {
+			case resp.StatusCode == http.StatusOK && resp.ContentLength > 0:
+				size = resp.ContentLength
+				return nil
+			case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusUnauthorized,
+				resp.StatusCode == http.StatusForbidden, resp.StatusCode >= 500, resp.StatusCode == 429:
+				return statusError(resp.StatusCode)
+			}
+			size, err = b.statByGet(actx, hi)
+			return err
+		})
+		if err == nil {
+			return size, nil
+		}
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return 0, firstErr
+}
+
+func (b *Blob) statByGet(ctx context.Context, hi int) (int64, error) {
+	resp, err := b.send(ctx, hi, http.MethodGet, "bytes=0-0")
+	if err != nil {
+		return 0, err
+	}
+	defer drainClose(resp)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		_, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil || total < 0 {
+			return 0, badResponse(206, "no blob size in Content-Range %q", resp.Header.Get("Content-Range"))
+		}
+		return total, nil
+	case http.StatusOK:
+		if resp.ContentLength > 0 {
+			return resp.ContentLength, nil
+		}
+		return 0, badResponse(200, "no blob size")
+	}
+	return 0, statusError(resp.StatusCode)
+}
+
+func drainClose(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+}
