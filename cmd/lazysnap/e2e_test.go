@@ -1,0 +1,359 @@
+package main
+
+// End-to-end tests with the real components: the CNCF registry, containerd,
+// runc, FUSE and the lazysnap binary as containerd's proxy snapshotter.
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/convert"
+	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/lazysnap/lazysnap/internal/testimage"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// busyboxLayers returns two layers: a static busybox with a few applets,
+// and data files (a small one and a large incompressible one).
+func busyboxLayers(t *testing.T) [][]byte {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		ctrdenv.Unavailable(t, "static busybox (Debian busybox-static): %v", err)
+	}
+	var l1, l2 bytes.Buffer
+	tw := tar.NewWriter(&l1)
+	mt := time.Unix(1700000000, 0)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "bin/", Mode: 0o755, ModTime: mt})
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb)), ModTime: mt})
+	tw.Write(bb)
+	for _, applet := range []string{"sh", "cat", "sha256sum", "sleep", "ls", "wc", "head"} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: mt})
+	}
+	tw.Close()
+	big := make([]byte, 24<<20)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	tw = tar.NewWriter(&l2)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "data/", Mode: 0o755, ModTime: mt})
+	small := []byte("hello from a lazy layer\n")
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "data/small", Mode: 0o644, Size: int64(len(small)), ModTime: mt})
+	tw.Write(small)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "data/big", Mode: 0o644, Size: int64(len(big)), ModTime: mt})
+	tw.Write(big)
+	tw.Close()
+	return [][]byte{l1.Bytes(), l2.Bytes()}
+}
+
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// lazysnapBinary builds the lazysnap binary once per test run.
+func lazysnapBinary(t *testing.T) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "lazysnap-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "lazysnap")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// stack is a registry behind a counting proxy, containerd, and lazysnap.
+type stack struct {
+	reg   *registry.Registry
+	wan   *registry.WANProxy
+	ctrd  *ctrdenv.Containerd
+	dir   string // short: holds lazysnap's socket
+	hosts string
+	bin   string
+	cmd   *exec.Cmd
+}
+
+func startStack(t *testing.T, extraConfig string) *stack {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		ctrdenv.Unavailable(t, "needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		ctrdenv.Unavailable(t, "needs /dev/fuse: %v", err)
+	}
+	s := &stack{bin: lazysnapBinary(t), hosts: t.TempDir()}
+	s.reg = registry.Start(t, registry.Options{})
+	s.wan = registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{})
+	if _, err := registry.WriteHostsConfig(s.hosts, s.reg.Host, registry.Endpoint{URL: s.wan.URL}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if s.dir, err = os.MkdirTemp("/tmp", "lzs-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(s.dir) })
+	cfg := fmt.Sprintf("root = %q\naddress = %q\n[registry]\n  hosts_dir = %q\n%s", filepath.Join(s.dir, "root"), s.sock(), s.hosts, extraConfig)
+	if err := os.WriteFile(filepath.Join(s.dir, "lazysnap.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.startLazysnap(t)
+	s.ctrd = ctrdenv.Start(t, ctrdenv.Options{
+		NeedCtrRemote: true,
+		ExtraConfig:   fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock()),
+	})
+	t.Cleanup(func() {
+		// containers first, then lazysnap, then (by its own cleanup) containerd
+		s.stopLazysnap(t)
+		out, _ := exec.Command("sh", "-c", "grep -o '"+s.dir+"[^ ]*' /proc/mounts | sort -r").Output()
+		for _, m := range strings.Fields(string(out)) {
+			syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+	})
+	return s
+}
+
+func (s *stack) sock() string { return filepath.Join(s.dir, "lazysnap.sock") }
+
+func (s *stack) startLazysnap(t *testing.T) {
+	t.Helper()
+	os.Remove(s.sock())
+	s.cmd = exec.Command(s.bin, "serve", "--config", filepath.Join(s.dir, "lazysnap.toml"))
+	logf, err := os.OpenFile(filepath.Join(s.dir, "lazysnap.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(s.sock()); err == nil {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("lazysnap did not start:\n%s", s.log())
+}
+
+func (s *stack) stopLazysnap(t *testing.T) {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+	s.cmd = nil
+}
+
+func (s *stack) log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "lazysnap.log"))
+	return string(b)
+}
+
+// ctr runs ctr against the stack's containerd and fails the test on error.
+func (s *stack) ctr(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := s.ctrd.Ctr(t, args...)
+	if err != nil {
+		t.Fatalf("ctr %s: %v\n%s\nlazysnap log:\n%s", strings.Join(args, " "), err, out, s.log())
+	}
+	return string(out)
+}
+
+// pull runs `lazysnap pull` and returns its output.
+func (s *stack) pull(t *testing.T, ref string) string {
+	t.Helper()
+	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, ref)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("lazysnap pull: %v\n%s\nlazysnap log:\n%s", err, out, s.log())
+	}
+	return string(out)
+}
+
+// pushLayout pushes the image of an OCI layout directory and returns its
+// reference and total blob bytes.
+func (s *stack) pushLayout(t *testing.T, dir, repo, tag string) (string, int64) {
+	t.Helper()
+	ctx := context.Background()
+	p := s.reg.Pusher()
+	var idx ocispec.Index
+	readJSON(t, filepath.Join(dir, "index.json"), &idx)
+	md := idx.Manifests[0]
+	var m ocispec.Manifest
+	readJSON(t, filepath.Join(dir, "blobs", "sha256", md.Digest.Encoded()), &m)
+	var total int64
+	for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		b, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", d.Digest.Encoded()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.PushBlob(ctx, repo, b); err != nil {
+			t.Fatal(err)
+		}
+		total += d.Size
+	}
+	mb, err := os.ReadFile(filepath.Join(dir, "blobs", "sha256", md.Digest.Encoded()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PushManifest(ctx, repo, tag, md.MediaType, mb); err != nil {
+		t.Fatal(err)
+	}
+	return s.reg.Ref(repo, tag), total
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildImages builds the busybox image in OCI layouts: gzip (as built) and
+// eStargz (converted by lazysnap).
+func buildImages(t *testing.T) (gzipDir, esgzDir string) {
+	t.Helper()
+	tmp := t.TempDir()
+	gzipDir, esgzDir = filepath.Join(tmp, "gzip"), filepath.Join(tmp, "esgz")
+	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", busyboxLayers(t)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := convert.Image(context.Background(), gzipDir, esgzDir, convert.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return gzipDir, esgzDir
+}
+
+func TestEndToEnd(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n")
+	gzipDir, esgzDir := buildImages(t)
+
+	t.Run("lazy", func(t *testing.T) {
+		ref, size := s.pushLayout(t, esgzDir, "busybox", "esgz")
+		s.wan.Reset()
+		out := s.pull(t, ref)
+		if !strings.Contains(out, "2 of 2 layers lazy") {
+			t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
+		}
+		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "lazy1", "/bin/sh", "-c", "cat /data/small")
+		if got != "hello from a lazy layer\n" {
+			t.Fatalf("container printed %q", got)
+		}
+		st := s.wan.Stats()
+		t.Logf("lazy pull + run: %d requests, %d of %d image bytes fetched", st.Requests, st.ResponseBytes, size)
+		if st.ResponseBytes*2 >= size {
+			t.Errorf("fetched %d bytes of a %d-byte image, want well under half", st.ResponseBytes, size)
+		}
+		// every byte of the big file arrives, verified
+		sum := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "lazy2", "/bin/sh", "-c", "sha256sum /data/big | head -c 64")
+		if want := sha256Of(t, busyboxLayers(t)[1], "data/big"); sum != want {
+			t.Fatalf("sha256 of data/big in the container %q, want %q", sum, want)
+		}
+	})
+
+	t.Run("fallback for a gzip image", func(t *testing.T) {
+		ref, _ := s.pushLayout(t, gzipDir, "busybox", "gzip")
+		out := s.pull(t, ref)
+		if !strings.Contains(out, "0 of 2 layers lazy") {
+			t.Fatalf("pull: %s", out)
+		}
+		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "plain1", "/bin/sh", "-c", "cat /data/small")
+		if got != "hello from a lazy layer\n" {
+			t.Fatalf("container printed %q", got)
+		}
+		if !strings.Contains(s.log(), "missing-labels") && !strings.Contains(s.log(), "not-lazy") {
+			t.Errorf("no fallback reason logged:\n%s", s.log())
+		}
+	})
+
+	t.Run("image converted by ctr-remote", func(t *testing.T) {
+		archive, err := testimage.OCIArchive("lazysnap.test/busybox:ctr", busyboxLayers(t)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "img.tar")
+		os.WriteFile(p, archive, 0o644)
+		s.ctr(t, "images", "import", "--no-unpack", p)
+		dst := s.reg.Ref("ctrremote", "esgz")
+		if out, err := s.ctrd.CtrRemote(t, "images", "convert", "--estargz", "--oci", "lazysnap.test/busybox:ctr", dst); err != nil {
+			t.Fatalf("ctr-remote convert: %v\n%s", err, out)
+		}
+		s.ctr(t, "images", "push", "--plain-http", dst)
+		s.ctr(t, "images", "rm", dst)
+		out := s.pull(t, dst)
+		if !strings.Contains(out, "2 of 2 layers lazy") {
+			t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
+		}
+		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", dst, "ctrremote1", "/bin/sh", "-c", "cat /data/small")
+		if got != "hello from a lazy layer\n" {
+			t.Fatalf("container printed %q", got)
+		}
+	})
+
+	t.Run("restart restores lazy layers", func(t *testing.T) {
+		ref := s.reg.Ref("busybox", "esgz")
+		s.stopLazysnap(t)
+		s.startLazysnap(t)
+		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "after-restart", "/bin/sh", "-c", "cat /data/small; ls /bin | wc -l")
+		if !strings.HasPrefix(got, "hello from a lazy layer\n") {
+			t.Fatalf("container printed %q\nlazysnap log:\n%s", got, s.log())
+		}
+	})
+}
+
+func sha256Of(t *testing.T, tarball []byte, name string) string {
+	t.Helper()
+	tr := tar.NewReader(bytes.NewReader(tarball))
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s not in layer: %v", name, err)
+		}
+		if h.Name == name {
+			f := filepath.Join(t.TempDir(), "f")
+			b := new(bytes.Buffer)
+			b.ReadFrom(tr)
+			os.WriteFile(f, b.Bytes(), 0o644)
+			out, err := exec.Command("sha256sum", f).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(out[:64])
+		}
+	}
+}
