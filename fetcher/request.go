@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -427,7 +428,7 @@ func parseContentRange(v string) (Range, int64, error) {
 	}
 	a, err1 := strconv.ParseInt(as, 10, 64)
 	e, err2 := strconv.ParseInt(bs, 10, 64)
-	if err1 != nil || err2 != nil || a < 0 || e < a {
+	if err1 != nil || err2 != nil || a < 0 || e < a || e == math.MaxInt64 { // e+1 must not overflow
 		return Range{}, 0, fmt.Errorf("bad Content-Range %q", v)
 	}
 	total := int64(-1)
