@@ -56,6 +56,12 @@ func busyboxLayers(t *testing.T) [][]byte {
 	tw.Write(small)
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "data/big", Mode: 0o644, Size: int64(len(big)), ModTime: mt})
 	tw.Write(big)
+	other := big[:4<<20]
+	for i := range other {
+		other[i] ^= 0x5a
+	}
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "data/other", Mode: 0o644, Size: int64(len(other)), ModTime: mt})
+	tw.Write(other)
 	tw.Close()
 	return [][]byte{l1.Bytes(), l2.Bytes()}
 }
@@ -356,4 +362,81 @@ func sha256Of(t *testing.T, tarball []byte, name string) string {
 			return string(out[:64])
 		}
 	}
+}
+
+// TestFaults runs a container over a lazy image and breaks the registry
+// under it: reads of uncached data fail with EIO (never wrong bytes) and
+// succeed again once the registry is back, without restarting anything.
+func TestFaults(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n  timeout = \"20s\"\n")
+	_, esgzDir := buildImages(t)
+	ref, _ := s.pushLayout(t, esgzDir, "busybox", "faults")
+	if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+		t.Fatalf("pull: %s", out)
+	}
+	s.ctr(t, "run", "-d", "--snapshotter", "lazysnap", ref, "victim", "/bin/sleep", "600")
+	t.Cleanup(func() {
+		s.ctrd.Ctr(t, "tasks", "kill", "-s", "KILL", "victim")
+		time.Sleep(200 * time.Millisecond)
+		s.ctrd.Ctr(t, "tasks", "rm", "-f", "victim")
+		s.ctrd.Ctr(t, "containers", "rm", "victim")
+	})
+	want := sha256Of(t, busyboxLayers(t)[1], "data/big")
+	hash := func(id string) (string, error) {
+		out, err := s.ctrd.Ctr(t, "tasks", "exec", "--exec-id", id, "victim", "/bin/sh", "-c", "sha256sum /data/big | head -c 64")
+		return string(out), err
+	}
+
+	t.Run("registry down", func(t *testing.T) {
+		s.reg.Stop()
+		if out, _ := hash("down"); !strings.Contains(out, "Input/output error") {
+			t.Fatalf("read with the registry down: %q, want EIO", out)
+		}
+		s.reg.Restart()
+		if got, err := hash("back"); err != nil || got != want {
+			t.Fatalf("read after the registry came back: %v %q, want %s", err, got, want)
+		}
+	})
+
+	t.Run("corrupted blob", func(t *testing.T) {
+		// damage the stored data layer where data/other (its last file,
+		// not read yet) lies: the registry now serves wrong bytes
+		var m ocispec.Manifest
+		var idx ocispec.Index
+		readJSON(t, filepath.Join(esgzDir, "index.json"), &idx)
+		readJSON(t, filepath.Join(esgzDir, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
+		p := s.reg.BlobPath(m.Layers[1].Digest.String())
+		orig, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := bytes.Clone(orig)
+		for i := len(bad) * 90 / 100; i < len(bad)*95/100; i += 512 {
+			bad[i] ^= 0xff
+		}
+		if err := os.WriteFile(p, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := func(id string) string {
+			out, _ := s.ctrd.Ctr(t, "tasks", "exec", "--exec-id", id, "victim", "/bin/sh", "-c", "sha256sum /data/other | head -c 64")
+			return string(out)
+		}
+		want := sha256Of(t, busyboxLayers(t)[1], "data/other")
+		if got := sum("corrupt"); !strings.Contains(got, "Input/output error") {
+			t.Fatalf("read of corrupted data: %q, want EIO (never the wrong bytes)", got)
+		}
+		// damaged deflate data fails to decompress (ErrFormat) or, if it
+		// does, its digest (ErrVerify): either way the read is refused
+		if log := s.log(); !strings.Contains(log, "layer read failed") || !strings.Contains(log, m.Layers[1].Digest.String()) {
+			t.Errorf("no read failure naming the layer was logged:\n%s", log)
+		}
+		// cached, verified data is unaffected
+		if got, err := hash("cached"); err != nil || got != sha256Of(t, busyboxLayers(t)[1], "data/big") {
+			t.Fatalf("cached file after the damage: %v %q", err, got)
+		}
+		os.WriteFile(p, orig, 0o644)
+		if got := sum("repaired"); got != want {
+			t.Fatalf("read after repair: %q, want %s", got, want)
+		}
+	})
 }
