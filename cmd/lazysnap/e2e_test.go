@@ -23,12 +23,15 @@ import (
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // busyboxLayers returns two layers: a static busybox with a few applets,
-// and data files (a small one and a large incompressible one).
-func busyboxLayers(t *testing.T) [][]byte {
+// and data files (a small one and large incompressible ones). A variant
+// adds a file to each layer so that images of different variants share no
+// layer (containerd reuses snapshots of identical layers).
+func busyboxLayers(t *testing.T, variant ...string) [][]byte {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -43,6 +46,13 @@ func busyboxLayers(t *testing.T) [][]byte {
 	for _, applet := range []string{"sh", "cat", "sha256sum", "sleep", "ls", "wc", "head"} {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: mt})
 	}
+	addVariant := func(tw *tar.Writer, name string) {
+		if len(variant) > 0 {
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(variant[0])), ModTime: mt})
+			tw.Write([]byte(variant[0]))
+		}
+	}
+	addVariant(tw, "bin/.variant")
 	tw.Close()
 	big := make([]byte, 24<<20)
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -62,6 +72,7 @@ func busyboxLayers(t *testing.T) [][]byte {
 	}
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "data/other", Mode: 0o644, Size: int64(len(other)), ModTime: mt})
 	tw.Write(other)
+	addVariant(tw, "data/variant")
 	tw.Close()
 	return [][]byte{l1.Bytes(), l2.Bytes()}
 }
@@ -250,13 +261,13 @@ func readJSON(t *testing.T, path string, v any) {
 	}
 }
 
-// buildImages builds the busybox image in OCI layouts: gzip (as built) and
-// eStargz (converted by lazysnap).
-func buildImages(t *testing.T) (gzipDir, esgzDir string) {
+// buildImages builds the busybox image (of an optional variant) in OCI
+// layouts: gzip (as built) and eStargz (converted by lazysnap).
+func buildImages(t *testing.T, variant ...string) (gzipDir, esgzDir string) {
 	t.Helper()
 	tmp := t.TempDir()
 	gzipDir, esgzDir = filepath.Join(tmp, "gzip"), filepath.Join(tmp, "esgz")
-	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", busyboxLayers(t)...); err != nil {
+	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", busyboxLayers(t, variant...)...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := convert.Image(context.Background(), gzipDir, esgzDir, convert.Options{}); err != nil {
@@ -440,3 +451,127 @@ func TestFaults(t *testing.T) {
 		}
 	})
 }
+
+// rewriteLayout copies an OCI layout, letting edit change the manifest
+// (and add blobs) before the manifest and index are written anew.
+func rewriteLayout(t *testing.T, src string, edit func(dst string, m *ocispec.Manifest, cfg *ocispec.Image)) string {
+	t.Helper()
+	dst := t.TempDir()
+	if out, err := exec.Command("cp", "-a", src+"/.", dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	var idx ocispec.Index
+	readJSON(t, filepath.Join(dst, "index.json"), &idx)
+	var m ocispec.Manifest
+	readJSON(t, filepath.Join(dst, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
+	var cfg ocispec.Image
+	readJSON(t, filepath.Join(dst, "blobs", "sha256", m.Config.Digest.Encoded()), &cfg)
+	edit(dst, &m, &cfg)
+	put := func(mediaType string, v any) ocispec.Descriptor {
+		b, _ := json.Marshal(v)
+		d := ocispec.Descriptor{MediaType: mediaType, Digest: digestOf(b), Size: int64(len(b))}
+		os.WriteFile(filepath.Join(dst, "blobs", "sha256", d.Digest.Encoded()), b, 0o644)
+		return d
+	}
+	m.Config = put(ocispec.MediaTypeImageConfig, cfg)
+	md := put(ocispec.MediaTypeImageManifest, m)
+	md.Annotations = idx.Manifests[0].Annotations
+	idx.Manifests = []ocispec.Descriptor{md}
+	b, _ := json.Marshal(idx)
+	os.WriteFile(filepath.Join(dst, "index.json"), b, 0o644)
+	return dst
+}
+
+// TestBadImages pulls images whose eStargz layers must be refused: each
+// falls back to an ordinary pull (the tar itself is sound) with the reason
+// logged, and the daemon goes on serving lazy images.
+func TestBadImages(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n")
+	_, esgzDir := buildImages(t)
+	goodRef, _ := s.pushLayout(t, esgzDir, "busybox", "good")
+	for _, tc := range []struct {
+		name   string
+		edit   func(dst string, m *ocispec.Manifest, cfg *ocispec.Image)
+		reason string
+	}{
+		{"TOC digest does not match the annotation", func(dst string, m *ocispec.Manifest, cfg *ocispec.Image) {
+			for i := range m.Layers {
+				m.Layers[i].Annotations["containerd.io/snapshot/stargz/toc.digest"] = digestOf([]byte("another TOC")).String()
+			}
+		}, "verification"},
+		{"no TOC digest annotation", func(dst string, m *ocispec.Manifest, cfg *ocispec.Image) {
+			for i := range m.Layers {
+				delete(m.Layers[i].Annotations, "containerd.io/snapshot/stargz/toc.digest")
+			}
+		}, "not-lazy"},
+		{"footer pointing outside the blob", func(dst string, m *ocispec.Manifest, cfg *ocispec.Image) {
+			l := &m.Layers[1]
+			b, err := os.ReadFile(filepath.Join(dst, "blobs", "sha256", l.Digest.Encoded()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// the footer is an empty gzip member: replacing it with one that
+			// points past the end leaves the uncompressed tar (and diffID) as is
+			footer := []byte(fmt.Sprintf("\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x1a\x00SG\x16\x00%016xSTARGZ\x01\x00\x00\xff\xff\x00\x00\x00\x00\x00\x00\x00\x00", int64(1)<<40))
+			b = append(b[:len(b)-len(footer)], footer...)
+			l.Digest, l.Size = digestOf(b), int64(len(b))
+			os.WriteFile(filepath.Join(dst, "blobs", "sha256", l.Digest.Encoded()), b, 0o644)
+		}, "not-lazy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, variantDir := buildImages(t, tc.name)
+			dir := rewriteLayout(t, variantDir, tc.edit)
+			tag := strings.ReplaceAll(tc.name, " ", "-")
+			ref, _ := s.pushLayout(t, dir, "bad", tag)
+			out := s.pull(t, ref)
+			if !strings.Contains(out, "unpacked") {
+				t.Fatalf("pull did not fall back: %s", out)
+			}
+			if !strings.Contains(s.log(), tc.reason) {
+				t.Errorf("fallback reason %q not logged:\n%s", tc.reason, s.log())
+			}
+			got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "bad-"+fmt.Sprint(len(tag)), "/bin/sh", "-c", "cat /data/small")
+			if got != "hello from a lazy layer\n" {
+				t.Fatalf("fallback container printed %q", got)
+			}
+		})
+	}
+	// the daemon still serves lazy images
+	if out := s.pull(t, goodRef); !strings.Contains(out, "2 of 2 layers lazy") {
+		t.Fatalf("good image after bad ones: %s", out)
+	}
+}
+
+// TestManyContainers starts 8 containers from 3 lazy images at once.
+func TestManyContainers(t *testing.T) {
+	s := startStack(t, "")
+	var refs []string
+	for i := range 3 {
+		_, dir := buildImages(t, fmt.Sprint("variant ", i))
+		ref, _ := s.pushLayout(t, dir, fmt.Sprintf("many%d", i), "v1")
+		s.pull(t, ref)
+		refs = append(refs, ref)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := s.ctrd.Ctr(t, "run", "--rm", "--snapshotter", "lazysnap", refs[i%3], fmt.Sprintf("many-%d", i), "/bin/sh", "-c", "cat /data/variant; sha256sum /data/big | head -c 64")
+			if want := fmt.Sprint("variant ", i%3) + sha256Of(t, busyboxLayers(t)[1], "data/big"); err == nil && string(out) != want {
+				err = fmt.Errorf("container %d printed %q", i, out)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }

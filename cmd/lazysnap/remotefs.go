@@ -36,8 +36,9 @@ type layerSource interface {
 	Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error)
 }
 
-// layerRecord is kept beside a layer's content so that a restart can mount
-// it again without asking the registry for the manifest.
+// layerRecord is kept beside a layer's content once its TOC has been
+// verified, so that a restart can mount it again without asking the
+// registry for the manifest.
 type layerRecord struct {
 	Ref  string             `json:"ref"`
 	Desc ocispec.Descriptor `json:"desc"`
@@ -74,15 +75,15 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	bg := context.WithoutCancel(ctx)
 	dg := src.Digest
 	contentDir := filepath.Join(r.root, "content", dg.Encoded())
-	rec, err := r.record(ctx, contentDir, src)
+	desc, err := r.descriptor(ctx, contentDir, src)
 	if err != nil {
 		return err
 	}
-	toc := digest.Digest(rec.Desc.Annotations[estargz.TOCJSONDigestAnnotation])
+	toc := digest.Digest(desc.Annotations[estargz.TOCJSONDigestAnnotation])
 	if toc == "" {
 		return fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
 	}
-	b, err := r.src.Blob(bg, src.Ref, rec.Desc)
+	b, err := r.src.Blob(bg, src.Ref, desc)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, err)
 	}
@@ -95,6 +96,9 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	}
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, err)
+	}
+	if err := r.remember(contentDir, src.Ref, desc); err != nil {
+		return err
 	}
 	idx, err := index.Build(er.TOC())
 	if err != nil {
@@ -120,35 +124,35 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	return nil
 }
 
-// record returns the layer's descriptor: from the record beside its content
-// if a previous mount left one, else from the registry.
-func (r *remoteFS) record(ctx context.Context, dir string, src snapshotter.LayerSource) (*layerRecord, error) {
-	p := filepath.Join(dir, "layer.json")
-	if b, err := os.ReadFile(p); err == nil {
+// descriptor returns the layer's descriptor with its TOC digest: from the
+// labels (containerd passes the manifest's annotation), else from a record
+// a previous verified mount of this blob left, else from the manifest.
+func (r *remoteFS) descriptor(ctx context.Context, dir string, src snapshotter.LayerSource) (ocispec.Descriptor, error) {
+	if src.TOCDigest != "" {
+		return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
+			Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}, nil
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "layer.json")); err == nil {
 		var rec layerRecord
 		if json.Unmarshal(b, &rec) == nil && rec.Desc.Digest == src.Digest {
-			return &rec, nil
+			return rec.Desc, nil
 		}
 	}
-	// containerd passes the manifest's TOC digest annotation as a label;
-	// without it only the manifest knows
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
-		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}
-	if src.TOCDigest == "" {
-		var err error
-		if desc, err = r.src.Layer(ctx, src.Ref, src.Digest); err != nil {
-			return nil, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
-		}
+	desc, err := r.src.Layer(ctx, src.Ref, src.Digest)
+	if err != nil {
+		return desc, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
 	}
-	rec := &layerRecord{Ref: src.Ref, Desc: desc}
+	return desc, nil
+}
+
+// remember records a descriptor whose TOC has been verified against the
+// blob, so that a restart need not ask the registry for the manifest.
+func (r *remoteFS) remember(dir, ref string, desc ocispec.Descriptor) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return err
 	}
-	b, _ := json.Marshal(rec)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		return nil, err
-	}
-	return rec, nil
+	b, _ := json.Marshal(&layerRecord{Ref: ref, Desc: desc})
+	return os.WriteFile(filepath.Join(dir, "layer.json"), b, 0o600)
 }
 
 // Check reports whether the layer at mountpoint is still served.
