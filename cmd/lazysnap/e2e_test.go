@@ -301,6 +301,12 @@ func TestEndToEnd(t *testing.T) {
 		if want := sha256Of(t, busyboxLayers(t)[1], "data/big"); sum != want {
 			t.Fatalf("sha256 of data/big in the container %q, want %q", sum, want)
 		}
+		// Usage reports the remote layers' local bytes: data/big (24 MiB) is
+		// now held locally
+		usage := s.ctr(t, "snapshots", "--snapshotter", "lazysnap", "usage")
+		if !strings.Contains(usage, "MiB") {
+			t.Errorf("snapshot usage does not show the fetched content:\n%s", usage)
+		}
 	})
 
 	t.Run("fallback for a gzip image", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/containerd/containerd/snapshots"
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
@@ -197,4 +198,36 @@ func (r *remoteFS) Stats() map[digest.Digest]lfs.Stats {
 		out[ml.digest] = ml.layer.Stats()
 	}
 	return out
+}
+
+var _ snapshotter.Usager = (*remoteFS)(nil)
+
+// Usage reports the local disk a mounted layer takes: its verified file
+// contents (the compressed chunk cache is shared between layers and is
+// reported by the cache metrics instead).
+func (r *remoteFS) Usage(ctx context.Context, mountpoint string) (snapshots.Usage, error) {
+	r.mu.Lock()
+	ml, ok := r.mounted[mountpoint]
+	r.mu.Unlock()
+	if !ok {
+		return snapshots.Usage{}, fmt.Errorf("no layer mounted at %s", mountpoint)
+	}
+	var u snapshots.Usage
+	dir := filepath.Join(r.root, "content", ml.digest.Encoded(), "files")
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		u.Inodes++
+		u.Size += st.Blocks * 512 // allocated, not apparent: content files are sparse
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	return u, err
 }
