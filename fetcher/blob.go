@@ -198,8 +198,8 @@ func (b *Blob) ReadRangeVerified(ctx context.Context, off, n int64, verify func(
 		}
 		b.Invalidate(off, n)
 	}
-	return nil, &RequestError{Op: "verify", Digest: b.desc.Digest.String(),
-		Range: Range{off, n}.String(), Attempts: 2, Kind: ErrVerify, Err: lastErr}
+	return nil, b.f.countError(&RequestError{Op: "verify", Digest: b.desc.Digest.String(),
+		Range: Range{off, n}.String(), Attempts: 2, Kind: ErrVerify, Err: lastErr})
 }
 
 // Invalidate drops every cached range of this blob overlapping

@@ -41,6 +41,7 @@ type Fetcher struct {
 	hstate  map[string]*hostState
 
 	hits, misses, memHits, writeErrors atomic.Int64
+	errCounts                          errorCounts // see ErrorStats
 }
 
 // hostState is the per-host (registry, mirror or blob storage) limiter and
@@ -229,7 +230,7 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Desc
 		return mapContainerdErr(err)
 	})
 	if err != nil {
-		return "", ocispec.Descriptor{}, opError("resolve "+ref, refHostname(ref), "", err)
+		return "", ocispec.Descriptor{}, f.countError(opError("resolve "+ref, refHostname(ref), "", err))
 	}
 	return name, desc, nil
 }
@@ -252,7 +253,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor
 		return mapContainerdErr(err)
 	})
 	if err != nil {
-		return nil, opError("fetch "+ref, refHostname(ref), desc.Digest.String(), err)
+		return nil, f.countError(opError("fetch "+ref, refHostname(ref), desc.Digest.String(), err))
 	}
 	return &verifyingReader{rc: rc, desc: desc, h: desc.Digest.Algorithm().Hash()}, nil
 }

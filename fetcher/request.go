@@ -132,7 +132,7 @@ func (b *Blob) requestError(op string, hi int, rng string, attempts int, err err
 	if errors.As(err, &ae) {
 		re.Kind, re.Status, re.Err = ae.kind, ae.status, ae.err
 	}
-	return re
+	return b.f.countError(re)
 }
 
 // blobURL is the registry URL of the blob on host h, with containerd's

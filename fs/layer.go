@@ -50,6 +50,13 @@ type Options struct {
 	FetchTimeout time.Duration
 	// OnError, if set, receives every fetch error.
 	OnError func(error)
+	// OnReadLatency, if set, is called once for every read that had to wait
+	// for chunks to be fetched (on demand, or already in flight for
+	// prefetch, background or another reader), with how long it waited,
+	// whether the wait ended in success, an error or the reader giving up.
+	// Reads of chunks already present do not call it. It must be cheap and
+	// safe for concurrent use: it runs on the read path.
+	OnReadLatency func(time.Duration)
 }
 
 // Stats are a layer's counters.
@@ -244,6 +251,10 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	}
 	l.onDemand.Add(1)
 	defer l.onDemand.Add(-1)
+	if l.opts.OnReadLatency != nil {
+		start := time.Now()
+		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
+	}
 	if len(mine) > 0 {
 		go l.fetchSpan(mine)
 	}

@@ -29,7 +29,7 @@ func commands() []command {
 		}},
 		{"serve", "run the snapshotter daemon (containerd proxy plugin)", runServe},
 		{"pull", "pull an image through containerd, eStargz layers lazily", runPull},
-		{"status", "show layers, fetch progress and cache use (not yet available)", notYet},
+		{"status", "show layers, fetch progress and cache use of a running serve", runStatus},
 	}
 }
 
@@ -37,10 +37,6 @@ func commands() []command {
 type errUsage struct{ msg string }
 
 func (e errUsage) Error() string { return e.msg }
-
-func notYet(context.Context, []string, io.Writer, io.Writer) error {
-	return fmt.Errorf("not yet available in this version")
-}
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: lazysnap COMMAND [flags] [args]")

@@ -30,7 +30,7 @@ func TestRun(t *testing.T) {
 		{name: "help", args: []string{"help"}, code: 0, stderr: "commands:"},
 		{name: "unknown", args: []string{"frobnicate"}, code: 2, stderr: `unknown command "frobnicate"`},
 		{name: "version", args: []string{"version"}, code: 0, stdout: "lazysnap dev"},
-		{name: "not yet", args: []string{"status"}, code: 1, stderr: "not yet available"},
+		{name: "status without serve", args: []string{"status", "--address", filepath.Join(tmp, "none.sock")}, code: 1, stderr: "is lazysnap serve running?"},
 		{name: "convert one arg", args: []string{"convert", src}, code: 2, stderr: "want SRC and DST"},
 		{name: "convert bad flag", args: []string{"convert", "-level", "x", src, "y"}, code: 2, stderr: "invalid value"},
 		{name: "convert missing src", args: []string{"convert", filepath.Join(tmp, "nope"), filepath.Join(tmp, "o")}, code: 1, stderr: "invalid OCI image layout"},

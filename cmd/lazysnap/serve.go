@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,6 +28,13 @@ type serveConfig struct {
 	Root string `toml:"root"`
 	// Address is the unix socket containerd's proxy plugin connects to.
 	Address string `toml:"address"`
+	// StatusAddress is the unix socket serving GET /status (JSON) and
+	// GET /metrics over HTTP; empty means status.sock beside Address.
+	StatusAddress string `toml:"status_address"`
+	// MetricsAddress is a TCP address (such as "127.0.0.1:9119") that also
+	// serves /metrics and /status; empty, the default, serves them only on
+	// the status socket.
+	MetricsAddress string `toml:"metrics_address"`
 	// Registry access: a containerd hosts directory (shared with
 	// containerd) and a Docker config for credentials.
 	Registry struct {
@@ -77,6 +85,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "", "TOML configuration file")
 	root := fs.String("root", "", "root directory (overrides the config)")
 	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
+	metricsAddr := fs.String("metrics-address", "", "TCP address serving /metrics and /status (overrides the config)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil
@@ -92,6 +101,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *addr != "" {
 		cfg.Address = *addr
+	}
+	if *metricsAddr != "" {
+		cfg.MetricsAddress = *metricsAddr
 	}
 	var timeout time.Duration
 	if cfg.Fetch.Timeout != "" {
@@ -115,16 +127,39 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer f.Close()
-	rfs := newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
+	met := newMetrics()
+	rfs := newTrackedFS(newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
 		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
-		FetchTimeout: timeout,
-	}, logger)
+		FetchTimeout: timeout, OnReadLatency: met.observeRead,
+	}, logger))
 	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), rfs)
 	if err != nil {
 		return err
 	}
 	defer sn.Close()
+
+	// status and metrics: on the status socket, and on metrics_address
+	src := statsOf(f, rfs, sn.Stats)
+	if err := met.register(src); err != nil {
+		return err
+	}
+	ops := &http.Server{
+		Handler:           opsHandler(met, &statusServer{fs: rfs, src: src, noPrefetch: cfg.Fetch.NoPrefetch, background: !cfg.Fetch.NoBackground}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	defer ops.Close()
+	opsListeners, err := listenOps(cfg)
+	if err != nil {
+		return err
+	}
+	for _, l := range opsListeners {
+		go func() {
+			if err := ops.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.ErrorContext(ctx, "status server failed", "address", l.Addr().String(), "error", err)
+			}
+		}()
+	}
 
 	if err := os.MkdirAll(filepath.Dir(cfg.Address), 0o711); err != nil {
 		return err
@@ -140,13 +175,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	logger.InfoContext(ctx, "serving", "address", cfg.Address, "root", cfg.Root, "version", version)
+	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.statusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
 	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		logger.InfoContext(ctx, "shutting down")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		ops.Shutdown(sctx)
+		cancel()
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		select {
@@ -156,4 +194,33 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	}
+}
+
+// listenOps opens the status socket (mode 0600: status names images) and,
+// if configured, the metrics TCP address.
+func listenOps(cfg serveConfig) ([]net.Listener, error) {
+	p := cfg.statusSocket()
+	if err := os.MkdirAll(filepath.Dir(p), 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	sl, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		sl.Close()
+		return nil, err
+	}
+	if cfg.MetricsAddress == "" {
+		return []net.Listener{sl}, nil
+	}
+	ml, err := net.Listen("tcp", cfg.MetricsAddress)
+	if err != nil {
+		sl.Close()
+		return nil, fmt.Errorf("metrics_address: %w", err)
+	}
+	return []net.Listener{sl, ml}, nil
 }

@@ -1,0 +1,704 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func hexDigest(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
+
+// sampleReport is a status with a lazy image (one layer partly fetched,
+// one complete with errors) and a fallen-back image.
+func sampleReport() statusReport {
+	return statusReport{
+		Version: "dev",
+		Images: []imageStatus{
+			{Ref: "registry.example/app:1", Layers: []layerStatus{
+				{Digest: hexDigest('a'), State: stateLazy, Chunks: 80, ChunksPresent: 10, FetchedPercent: 12.5, FetchedBytes: 3<<20 + 1<<19},
+				{Digest: hexDigest('b'), State: stateComplete, Chunks: 2, ChunksPresent: 2, FetchedPercent: 100, FetchedBytes: 1536, Errors: 2},
+			}},
+			{Ref: "registry.example/plain:1", Layers: []layerStatus{
+				{Digest: hexDigest('c'), State: stateFallback, FallbackReason: "not-lazy", Error: "no TOC"},
+			}},
+		},
+		Cache: &cacheStatus{DiskBytes: 12 << 20, DiskEntries: 40, DiskMaxBytes: 10 << 30, MemoryBytes: 1 << 20,
+			MemEntries: 3, Hits: 120, MemoryHits: 20, Misses: 40},
+		Registries:     map[string]registryStatus{"registry.example": {Requests: 57, Bytes: 3<<20 + 100<<10}},
+		RegistryErrors: map[string]int64{"unavailable": 2, "timeout": 0, "not_found": 1},
+		Snapshotter:    &snapshotterStatus{RemoteMounts: 2, Fallbacks: map[string]uint64{"not-lazy": 1, "timeout": 0}},
+	}
+}
+
+const sampleTable = `IMAGE                     LAYER                FETCHED  BYTES    STATE                ERRORS
+registry.example/app:1    sha256:aaaaaaaaaaaa  12.5%    3.5 MiB  lazy                 0
+registry.example/app:1    sha256:bbbbbbbbbbbb  100.0%   1.5 KiB  complete             2
+registry.example/plain:1  sha256:cccccccccccc  -        -        fallback (not-lazy)  -
+
+cache: disk 12.0 MiB in 40 entries (limit 10.0 GiB), memory 1.0 MiB in 3 entries; 120 hits (20 from memory), 40 misses, 0 evictions
+registry registry.example: 57 requests, 3.1 MiB received
+registry errors: not_found 1, unavailable 2
+snapshotter: 2 lazy mounts, 0 restored, 0 restore failures, 0 remounts, 0 unavailable
+fallbacks: not-lazy 1
+`
+
+func TestWriteStatus(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStatus(&b, sampleReport()); err != nil {
+		t.Fatal(err)
+	}
+	if b.String() != sampleTable {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), sampleTable)
+	}
+	b.Reset()
+	if err := writeStatus(&b, statusReport{}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "IMAGE  LAYER  FETCHED  BYTES  STATE  ERRORS\n(no lazy layers)\n\n"; b.String() != want {
+		t.Fatalf("empty status:\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+func TestFormatHelpers(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB",
+		5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 2 << 40: "2.0 TiB", 5000 << 40: "5000.0 TiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	for in, want := range map[string]string{hexDigest('f'): "sha256:ffffffffffff", "sha256:abc": "sha256:abc", "": "", "nodigest": "nodigest"} {
+		if got := shortDigest(in); got != want {
+			t.Errorf("shortDigest(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := nonZero(map[string]int64{"b": 2, "a": 1, "z": 0}); got != "a 1, b 2" {
+		t.Errorf("nonZero = %q", got)
+	}
+}
+
+func TestFillLayer(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		st                     lfs.Stats
+		noPrefetch, background bool
+		state                  string
+		pct                    float64
+	}{
+		{"prefetching", lfs.Stats{Chunks: 10, ChunksPresent: 1}, false, true, statePrefetching, 10},
+		{"background", lfs.Stats{Chunks: 10, ChunksPresent: 5, PrefetchDone: true}, false, true, stateBackground, 50},
+		{"on demand only", lfs.Stats{Chunks: 3, ChunksPresent: 1, PrefetchDone: true}, false, false, stateLazy, 33.3},
+		{"prefetch off", lfs.Stats{Chunks: 10, ChunksPresent: 0}, true, false, stateLazy, 0},
+		{"complete", lfs.Stats{Chunks: 4, ChunksPresent: 4, PrefetchDone: true, BackgroundDone: true}, false, true, stateComplete, 100},
+		{"no chunks at all", lfs.Stats{PrefetchDone: true}, false, true, stateComplete, 100},
+		{"one chunk short is not 100%", lfs.Stats{Chunks: 10000, ChunksPresent: 9999, PrefetchDone: true}, false, false, stateLazy, 99.9},
+		{"one chunk is not 0%", lfs.Stats{Chunks: 10000, ChunksPresent: 1, PrefetchDone: true}, false, false, stateLazy, 0.1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ls layerStatus
+			fillLayer(&ls, mountedInfo{Stats: tc.st}, tc.noPrefetch, tc.background)
+			if ls.State != tc.state || ls.FetchedPercent != tc.pct {
+				t.Fatalf("state %q, %v%%; want %q, %v%%", ls.State, ls.FetchedPercent, tc.state, tc.pct)
+			}
+		})
+	}
+}
+
+func TestGroupImages(t *testing.T) {
+	layers := []layerStatus{
+		{Digest: "d3", ref: "b", seq: 3},
+		{Digest: "d1", ref: "a", seq: 1},
+		{Digest: "d4", ref: "a", seq: 4},
+		{Digest: "d2", ref: "b", seq: 2},
+	}
+	got := groupImages(layers)
+	var s []string
+	for _, img := range got {
+		var ds []string
+		for _, l := range img.Layers {
+			ds = append(ds, l.Digest)
+		}
+		s = append(s, img.Ref+":"+strings.Join(ds, ","))
+	}
+	if strings.Join(s, " ") != "a:d1,d4 b:d2,d3" {
+		t.Fatalf("grouped as %v", s)
+	}
+}
+
+// serveUnix serves h on a unix socket until the test ends.
+func serveUnix(t *testing.T, h http.Handler) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "lzs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := filepath.Join(dir, statusSocketName)
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return p
+}
+
+// TestStatusCommand runs `lazysnap status` against a status endpoint found
+// by socket, by URL and through serve's configuration file.
+func TestStatusCommand(t *testing.T) {
+	rep := sampleReport()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(rep)
+	})
+	sock := serveUnix(t, h)
+	cfg := filepath.Join(t.TempDir(), "lazysnap.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("address = %q\n", filepath.Join(filepath.Dir(sock), "lazysnap.sock"))), 0o644)
+	cfgExplicit := filepath.Join(t.TempDir(), "explicit.toml")
+	os.WriteFile(cfgExplicit, []byte(fmt.Sprintf("address = \"/nonexistent/lazysnap.sock\"\nstatus_address = %q\n", sock)), 0o644)
+	for _, args := range [][]string{
+		{"--address", sock},
+		{"--config", cfg},
+		{"--config", cfgExplicit},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(append([]string{"status"}, args...), &stdout, &stderr); code != 0 {
+			t.Fatalf("status %v: exit %d: %s", args, code, stderr.String())
+		}
+		if stdout.String() != sampleTable {
+			t.Fatalf("status %v printed:\n%s", args, stdout.String())
+		}
+	}
+
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"status", "--address", sock, "--json"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("status --json: exit %d: %s", code, stderr.String())
+	}
+	var got statusReport
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("status --json is not JSON: %v\n%s", err, stdout.String())
+	}
+	if len(got.Images) != 2 || got.Images[0].Layers[0].FetchedPercent != 12.5 || got.Images[1].Layers[0].FallbackReason != "not-lazy" {
+		t.Fatalf("status --json: %+v", got)
+	}
+	for _, key := range []string{`"fetched_percent": 12.5`, `"fallback_reason": "not-lazy"`, `"disk_bytes": 12582912`} {
+		if !strings.Contains(stdout.String(), key) {
+			t.Errorf("status --json lacks %s:\n%s", key, stdout.String())
+		}
+	}
+
+	// over TCP, by URL
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	defer srv.Close()
+	stdout.Reset()
+	if code := run([]string{"status", "--address", "http://" + l.Addr().String() + "/"}, &stdout, &stderr); code != 0 || stdout.String() != sampleTable {
+		t.Fatalf("status by URL: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+
+	// errors
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--address", filepath.Join(t.TempDir(), "none.sock")}, 1, "is lazysnap serve running?"},
+		{[]string{"--address", sock + "x"}, 1, "is lazysnap serve running?"},
+		{[]string{"--config", filepath.Join(t.TempDir(), "none.toml")}, 1, "no such file"},
+		{[]string{"extra"}, 2, "no arguments expected"},
+		{[]string{"--bogus"}, 2, "flag provided but not defined"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(append([]string{"status"}, tc.args...), &stdout, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
+			t.Errorf("status %v: exit %d, stderr %q; want %d, %q", tc.args, code, stderr.String(), tc.code, tc.msg)
+		}
+	}
+	bad := serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", 500) }))
+	stderr.Reset()
+	if code := run([]string{"status", "--address", bad}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "500") {
+		t.Errorf("status from a failing server: exit %d, %q", code, stderr.String())
+	}
+}
+
+// TestStatsCollector checks the metrics read from fake component counters:
+// values, labels, the merge of a layer mounted twice, and Prometheus naming
+// conventions.
+func TestStatsCollector(t *testing.T) {
+	dA, dB := digest.Digest(hexDigest('a')), digest.Digest(hexDigest('b'))
+	c := &statsCollector{src: statsSources{
+		Registries: func() map[string]fetcher.HostStats {
+			return map[string]fetcher.HostStats{"reg.example": {Requests: 7, Bytes: 1000}}
+		},
+		RegistryErrors: func() map[string]int64 { return map[string]int64{"timeout": 3, "other": 0} },
+		Cache: func() fetcher.CacheStats {
+			return fetcher.CacheStats{Bytes: 500, Entries: 5, MaxBytes: 1 << 20, MemBytes: 50, MemEntries: 1,
+				Hits: 10, MemHits: 4, Misses: 6, Evictions: 2, Corrupt: 1, WriteErrs: 1}
+		},
+		Layers: func() []mountedInfo {
+			return []mountedInfo{
+				{Mountpoint: "/m1", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 4, FetchedBytes: 400, Requests: 2, FuseReads: 9, Errors: 1, PrefetchDone: true}},
+				{Mountpoint: "/m2", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 10, FetchedBytes: 1000, Requests: 3, PassthroughOpens: 2, PrefetchDone: true, BackgroundDone: true}},
+				{Mountpoint: "/m3", Digest: dB, Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1, PrefetchDone: true, BackgroundDone: true}},
+			}
+		},
+		Snapshotter: func() snapshotter.Stats {
+			return snapshotter.Stats{RemoteMounts: 3, Fallbacks: map[snapshotter.Reason]uint64{snapshotter.ReasonNotLazy: 2, "custom": 1}, Restored: 1, Unavailable: 1}
+		},
+	}}
+	want := fmt.Sprintf(`
+# HELP lazysnap_registry_requests_total HTTP requests sent to a registry, mirror or blob storage host (token and redirect hops included).
+# TYPE lazysnap_registry_requests_total counter
+lazysnap_registry_requests_total{host="reg.example"} 7
+# HELP lazysnap_registry_bytes_total Response body bytes received from a registry, mirror or blob storage host.
+# TYPE lazysnap_registry_bytes_total counter
+lazysnap_registry_bytes_total{host="reg.example"} 1000
+# HELP lazysnap_registry_errors_total Registry operations that failed after their retries, by kind.
+# TYPE lazysnap_registry_errors_total counter
+lazysnap_registry_errors_total{kind="other"} 0
+lazysnap_registry_errors_total{kind="timeout"} 3
+# HELP lazysnap_cache_hits_total Chunk cache lookups served from the cache, by tier (memory, disk).
+# TYPE lazysnap_cache_hits_total counter
+lazysnap_cache_hits_total{tier="disk"} 6
+lazysnap_cache_hits_total{tier="memory"} 4
+# HELP lazysnap_cache_bytes Chunk cache bytes in use, by tier (memory, disk).
+# TYPE lazysnap_cache_bytes gauge
+lazysnap_cache_bytes{tier="disk"} 500
+lazysnap_cache_bytes{tier="memory"} 50
+# HELP lazysnap_layers_mounted Lazy layers mounted now.
+# TYPE lazysnap_layers_mounted gauge
+lazysnap_layers_mounted 3
+# HELP lazysnap_layer_chunks Chunks in a mounted lazy layer.
+# TYPE lazysnap_layer_chunks gauge
+lazysnap_layer_chunks{layer="%[1]s"} 20
+lazysnap_layer_chunks{layer="%[2]s"} 1
+# HELP lazysnap_layer_chunks_present Chunks of a mounted lazy layer fetched, verified and stored locally.
+# TYPE lazysnap_layer_chunks_present gauge
+lazysnap_layer_chunks_present{layer="%[1]s"} 14
+lazysnap_layer_chunks_present{layer="%[2]s"} 1
+# HELP lazysnap_layer_fetched_bytes_total Compressed bytes a mounted lazy layer received (on demand, prefetch and background).
+# TYPE lazysnap_layer_fetched_bytes_total counter
+lazysnap_layer_fetched_bytes_total{layer="%[1]s"} 1400
+lazysnap_layer_fetched_bytes_total{layer="%[2]s"} 0
+# HELP lazysnap_layer_errors_total Fetch and verification errors of a mounted lazy layer (each failed the reads waiting for it).
+# TYPE lazysnap_layer_errors_total counter
+lazysnap_layer_errors_total{layer="%[1]s"} 1
+lazysnap_layer_errors_total{layer="%[2]s"} 0
+# HELP lazysnap_layer_background_done 1 when a mounted lazy layer's background fetch has fetched every chunk.
+# TYPE lazysnap_layer_background_done gauge
+lazysnap_layer_background_done{layer="%[1]s"} 0
+lazysnap_layer_background_done{layer="%[2]s"} 1
+# HELP lazysnap_snapshotter_fallbacks_total Layers pulled the ordinary way instead of lazily, by reason.
+# TYPE lazysnap_snapshotter_fallbacks_total counter
+lazysnap_snapshotter_fallbacks_total{reason="commit-error"} 0
+lazysnap_snapshotter_fallbacks_total{reason="custom"} 1
+lazysnap_snapshotter_fallbacks_total{reason="invalid-labels"} 0
+lazysnap_snapshotter_fallbacks_total{reason="missing-labels"} 0
+lazysnap_snapshotter_fallbacks_total{reason="mount-error"} 0
+lazysnap_snapshotter_fallbacks_total{reason="not-lazy"} 2
+lazysnap_snapshotter_fallbacks_total{reason="timeout"} 0
+lazysnap_snapshotter_fallbacks_total{reason="verification"} 0
+# HELP lazysnap_snapshotter_unavailable_layers Lazy snapshots not mounted now.
+# TYPE lazysnap_snapshotter_unavailable_layers gauge
+lazysnap_snapshotter_unavailable_layers 1
+`, dA, dB)
+	names := []string{"lazysnap_registry_requests_total", "lazysnap_registry_bytes_total", "lazysnap_registry_errors_total",
+		"lazysnap_cache_hits_total", "lazysnap_cache_bytes", "lazysnap_layers_mounted", "lazysnap_layer_chunks",
+		"lazysnap_layer_chunks_present", "lazysnap_layer_fetched_bytes_total", "lazysnap_layer_errors_total",
+		"lazysnap_layer_background_done", "lazysnap_snapshotter_fallbacks_total", "lazysnap_snapshotter_unavailable_layers"}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	// the whole registry: described collectors, no duplicates, lint-clean
+	m := newMetrics()
+	if err := m.register(c.src); err != nil {
+		t.Fatal(err)
+	}
+	m.observeRead(3 * time.Millisecond)
+	m.observeRead(2 * time.Second)
+	if n := testutil.CollectAndCount(m.readLatency); n != 1 {
+		t.Fatalf("%d histograms", n)
+	}
+	problems, err = testutil.GatherAndLint(m.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "lazysnap_") {
+			t.Errorf("lint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(`
+# HELP lazysnap_build_info Always 1; the version label is lazysnap's version.
+# TYPE lazysnap_build_info gauge
+lazysnap_build_info{version="dev"} 1
+`), "lazysnap_build_info"); err != nil {
+		t.Fatal(err)
+	}
+	var _ prometheus.Collector = c
+}
+
+// TestTrackedFS: mounts are recorded by mountpoint with their image, failed
+// mounts with the reason the snapshotter counts them under.
+func TestTrackedFS(t *testing.T) {
+	tfs := newTrackedFS(newRemoteFS(failingSource{}, t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	labels := map[string]string{
+		snapshotter.LabelCRIImageRef:    "reg.example/app:1",
+		snapshotter.LabelCRILayerDigest: hexDigest('a'),
+	}
+	if err := tfs.Mount(context.Background(), "/nowhere", labels); err == nil {
+		t.Fatal("mount of a layer whose manifest cannot be read succeeded")
+	}
+	mounted, failed := tfs.records()
+	if len(mounted) != 0 || len(failed) != 1 || failed[0].reason != snapshotter.ReasonMountError ||
+		failed[0].ref != "reg.example/app:1" || failed[0].digest != digest.Digest(hexDigest('a')) {
+		t.Fatalf("records: %+v %+v", mounted, failed)
+	}
+	// the same layer failing again is one record; labels without a layer none
+	tfs.Mount(context.Background(), "/nowhere2", labels)
+	tfs.Mount(context.Background(), "/nowhere3", map[string]string{})
+	if _, failed := tfs.records(); len(failed) != 1 || failed[0].seq != 2 {
+		t.Fatalf("records after retries: %+v", failed)
+	}
+	rep := (&statusServer{fs: tfs, src: statsSources{Layers: tfs.mountedLayers}}).report(context.Background())
+	if len(rep.Images) != 1 || rep.Images[0].Ref != "reg.example/app:1" || len(rep.Images[0].Layers) != 1 ||
+		rep.Images[0].Layers[0].State != stateFallback || rep.Images[0].Layers[0].FallbackReason != "mount-error" {
+		t.Fatalf("report: %+v", rep)
+	}
+	// a layer that is not eStargz
+	tfs.remoteFS.src = failingSource{desc: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.Digest(hexDigest('a'))}}
+	tfs.Mount(context.Background(), "/nowhere4", labels)
+	if _, failed := tfs.records(); len(failed) != 1 || failed[0].reason != snapshotter.ReasonNotLazy {
+		t.Fatalf("records after a not-lazy mount: %+v", failed)
+	}
+}
+
+// failingSource is a layerSource whose manifest lookup fails, or returns
+// desc when set.
+type failingSource struct{ desc *ocispec.Descriptor }
+
+func (s failingSource) Layer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
+	if s.desc != nil {
+		return *s.desc, nil
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("%s: registry down", ref)
+}
+
+func (failingSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error) {
+	return nil, fmt.Errorf("registry down")
+}
+
+// scrape returns the samples of a text-format exposition, by series
+// (`name{labels}` as printed).
+func scrape(t *testing.T, client *http.Client, url string) map[string]float64 {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// sum adds the samples of a metric (any labels).
+func sum(samples map[string]float64, name string) (float64, bool) {
+	var total float64
+	found := false
+	for k, v := range samples {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			total += v
+			found = true
+		}
+	}
+	return total, found
+}
+
+func unixClient(sock string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+}
+
+// TestServeOps runs lazysnap serve in-process with metrics_address set: the
+// status socket and the TCP address serve /metrics and /status, and
+// `lazysnap status` finds the socket from the configuration file.
+func TestServeOps(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "lzs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := l.Addr().String()
+	l.Close()
+	cfgPath := filepath.Join(dir, "lazysnap.toml")
+	cfg := fmt.Sprintf("root = %q\naddress = %q\nmetrics_address = %q\n[registry]\n  hosts_dir = %q\n  docker_config = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), metricsAddr, filepath.Join(dir, "hosts"), filepath.Join(dir, "none.json"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var serveOut bytes.Buffer
+	go func() { done <- runServe(ctx, []string{"--config", cfgPath}, &serveOut, io.Discard) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("serve did not stop")
+		}
+	}()
+	sock := filepath.Join(dir, statusSocketName)
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(dir, "lazysnap.sock")); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve stopped: %v", err)
+		default:
+		}
+		if i > 400 {
+			t.Fatal("serve did not start")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("status socket: %v %v", fi, err)
+	}
+	for name, get := range map[string]func() map[string]float64{
+		"tcp":  func() map[string]float64 { return scrape(t, http.DefaultClient, "http://"+metricsAddr+"/metrics") },
+		"unix": func() map[string]float64 { return scrape(t, unixClient(sock), "http://lazysnap/metrics") },
+	} {
+		samples := get()
+		for series, want := range map[string]float64{
+			"lazysnap_layers_mounted":                                       0,
+			`lazysnap_snapshotter_fallbacks_total{reason="not-lazy"}`:       0,
+			"lazysnap_snapshotter_remote_mounts_total":                      0,
+			`lazysnap_cache_hits_total{tier="disk"}`:                        0,
+			`lazysnap_registry_errors_total{kind="unavailable"}`:            0,
+			"lazysnap_read_fetch_wait_seconds_count":                        0,
+			`lazysnap_build_info{version="dev"}`:                            1,
+			`lazysnap_cache_entries{tier="memory"}`:                         0,
+			"lazysnap_snapshotter_unavailable_layers":                       0,
+			"lazysnap_cache_max_bytes":                                      samples["lazysnap_cache_max_bytes"],
+			`lazysnap_read_fetch_wait_seconds_bucket{le="+Inf"}`:            0,
+			`lazysnap_snapshotter_fallbacks_total{reason="missing-labels"}`: 0,
+		} {
+			if got, ok := samples[series]; !ok || got != want {
+				t.Errorf("%s: %s = %v (present %v), want %v", name, series, got, ok, want)
+			}
+		}
+		if samples["lazysnap_cache_max_bytes"] <= 0 {
+			t.Errorf("%s: no disk cache limit", name)
+		}
+		if _, ok := sum(samples, "go_goroutines"); !ok {
+			t.Errorf("%s: no Go runtime metrics", name)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"status", "--config", cfgPath}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "(no lazy layers)") {
+		t.Fatalf("status: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"status", "--address", "http://" + metricsAddr, "--json"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("status over TCP: exit %d\n%s", code, stderr.String())
+	}
+	var rep statusReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep.Version != "dev" || rep.Cache == nil || rep.Snapshotter == nil || len(rep.Images) != 0 {
+		t.Fatalf("status over TCP: %v %+v", err, rep)
+	}
+}
+
+// TestStatusEndToEnd pulls a lazy and a plain image through containerd and
+// lazysnap (the binary), runs a container that reads a little of the lazy
+// one, then checks that `lazysnap status` and /metrics report what
+// happened: the lazy layers partly fetched, bytes and requests to the
+// registry, read waits, cache misses, the plain image's fallback reason.
+func TestStatusEndToEnd(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n")
+	gzipDir, esgzDir := buildImages(t)
+	ref, _ := s.pushLayout(t, esgzDir, "status", "esgz")
+	plainRef, _ := s.pushLayout(t, gzipDir, "status", "gzip")
+	var idx ocispec.Index
+	var m ocispec.Manifest
+	readJSON(t, filepath.Join(esgzDir, "index.json"), &idx)
+	readJSON(t, filepath.Join(esgzDir, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
+	dataLayer := m.Layers[1].Digest.String()
+
+	if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+		t.Fatalf("pull: %s", out)
+	}
+	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "status1", "/bin/sh", "-c", "cat /data/small"); got != "hello from a lazy layer\n" {
+		t.Fatalf("container printed %q", got)
+	}
+	if out := s.pull(t, plainRef); !strings.Contains(out, "0 of 2 layers lazy") {
+		t.Fatalf("pull of the gzip image: %s", out)
+	}
+
+	sock := filepath.Join(s.dir, statusSocketName)
+	out, err := exec.Command(s.bin, "status", "--address", sock, "--json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("lazysnap status --json: %v\n%s", err, out)
+	}
+	var rep statusReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("lazysnap status --json: %v\n%s", err, out)
+	}
+	t.Logf("status:\n%s", out)
+	var lazy, plain *imageStatus
+	for i := range rep.Images {
+		switch rep.Images[i].Ref {
+		case ref:
+			lazy = &rep.Images[i]
+		case plainRef:
+			plain = &rep.Images[i]
+		}
+	}
+	if lazy == nil || len(lazy.Layers) != 2 {
+		t.Fatalf("status does not list the lazy image %s with 2 layers:\n%s", ref, out)
+	}
+	var data layerStatus
+	for _, l := range lazy.Layers {
+		if l.State != stateLazy && l.State != stateComplete {
+			t.Errorf("layer %s: state %q, want lazy (background fetch is off)", l.Digest, l.State)
+		}
+		if l.Errors != 0 || l.Mountpoint == "" || l.Chunks == 0 {
+			t.Errorf("layer %+v", l)
+		}
+		if l.Digest == dataLayer {
+			data = l
+		}
+	}
+	// the container read data/small, not the 28 MB of data/big and data/other
+	if data.Digest == "" || data.FetchedPercent <= 0 || data.FetchedPercent >= 50 || data.ChunksPresent == 0 ||
+		data.FetchedBytes <= 0 || data.CacheBytes <= 0 || data.Reads == 0 || data.State != stateLazy {
+		t.Errorf("data layer %s: %+v, want partly fetched", dataLayer, data)
+	}
+	if plain == nil || len(plain.Layers) != 2 {
+		t.Fatalf("status does not list the gzip image %s's 2 layers:\n%s", plainRef, out)
+	}
+	for _, l := range plain.Layers {
+		if l.State != stateFallback || l.FallbackReason != string(snapshotter.ReasonNotLazy) || l.Error == "" {
+			t.Errorf("gzip image layer: %+v, want a not-lazy fallback", l)
+		}
+	}
+	if rep.Snapshotter == nil || rep.Snapshotter.RemoteMounts != 2 || rep.Snapshotter.Fallbacks["not-lazy"] != 2 {
+		t.Errorf("snapshotter status: %+v", rep.Snapshotter)
+	}
+
+	// the human table, with the socket found through the configuration
+	out, err = exec.Command(s.bin, "status", "--config", filepath.Join(s.dir, "lazysnap.toml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("lazysnap status: %v\n%s", err, out)
+	}
+	t.Logf("lazysnap status:\n%s", out)
+	for _, want := range []string{
+		ref + "  " + shortDigest(dataLayer) + "  " + fmt.Sprintf("%.1f%%", data.FetchedPercent),
+		plainRef, "fallback (not-lazy)", "fallbacks: not-lazy 2",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("lazysnap status lacks %q", want)
+		}
+	}
+
+	samples := scrape(t, unixClient(sock), "http://lazysnap/metrics")
+	positive := func(name string) float64 {
+		t.Helper()
+		v, ok := sum(samples, name)
+		if !ok || v <= 0 {
+			t.Errorf("%s = %v (present %v), want > 0", name, v, ok)
+		}
+		return v
+	}
+	positive("lazysnap_registry_requests_total")
+	positive("lazysnap_registry_bytes_total")
+	positive("lazysnap_cache_misses_total")
+	positive("lazysnap_read_fetch_wait_seconds_count")
+	positive("lazysnap_read_fetch_wait_seconds_sum")
+	if got := samples[fmt.Sprintf("lazysnap_layer_chunks_present{layer=%q}", dataLayer)]; got != float64(data.ChunksPresent) {
+		t.Errorf("lazysnap_layer_chunks_present of the data layer = %v, status says %d", got, data.ChunksPresent)
+	}
+	if got := samples[fmt.Sprintf("lazysnap_layer_chunks{layer=%q}", dataLayer)]; got != float64(data.Chunks) {
+		t.Errorf("lazysnap_layer_chunks of the data layer = %v, status says %d", got, data.Chunks)
+	}
+	if got := samples[fmt.Sprintf("lazysnap_layer_fetched_bytes_total{layer=%q}", dataLayer)]; got != float64(data.FetchedBytes) {
+		t.Errorf("lazysnap_layer_fetched_bytes_total of the data layer = %v, status says %d", got, data.FetchedBytes)
+	}
+	for series, want := range map[string]float64{
+		"lazysnap_layers_mounted":                                 2,
+		"lazysnap_snapshotter_remote_mounts_total":                2,
+		`lazysnap_snapshotter_fallbacks_total{reason="not-lazy"}`: 2,
+	} {
+		if samples[series] != want {
+			t.Errorf("%s = %v, want %v", series, samples[series], want)
+		}
+	}
+	if errs, _ := sum(samples, "lazysnap_layer_errors_total"); errs != 0 {
+		t.Errorf("layer errors: %v", errs)
+	}
+	// the registry bytes cover at least what the layers received
+	if reg, _ := sum(samples, "lazysnap_registry_bytes_total"); reg < float64(data.FetchedBytes) {
+		t.Errorf("registry bytes %v < the data layer's fetched bytes %d", reg, data.FetchedBytes)
+	}
+}
