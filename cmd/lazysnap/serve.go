@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
@@ -35,6 +36,10 @@ type serveConfig struct {
 	// serves /metrics and /status; empty, the default, serves them only on
 	// the status socket.
 	MetricsAddress string `toml:"metrics_address"`
+	// MemoryLimit is a soft cap on the daemon's Go heap in bytes (the Go
+	// runtime's GOMEMLIMIT); 0 leaves the runtime's default. The chunk
+	// caches are bounded separately (cache.memory_bytes, cache.max_bytes).
+	MemoryLimit int64 `toml:"memory_limit"`
 	// Registry access: a containerd hosts directory (shared with
 	// containerd) and a Docker config for credentials.
 	Registry struct {
@@ -104,6 +109,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *metricsAddr != "" {
 		cfg.MetricsAddress = *metricsAddr
+	}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
 	var timeout time.Duration
 	if cfg.Fetch.Timeout != "" {
