@@ -581,3 +581,35 @@ func TestManyContainers(t *testing.T) {
 }
 
 func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
+
+// TestTinyCache runs with a chunk cache far smaller than the image: the
+// cache evicts, and reads of data a container already has never fail.
+func TestTinyCache(t *testing.T) {
+	s := startStack(t, "[cache]\n  max_bytes = 8388608\n  memory_bytes = -1\n[fetch]\n  no_background = true\n")
+	_, esgzDir := buildImages(t, "tiny cache")
+	ref, _ := s.pushLayout(t, esgzDir, "busybox", "tiny")
+	s.pull(t, ref)
+	want := sha256Of(t, busyboxLayers(t)[1], "data/big")
+	for i := range 2 {
+		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, fmt.Sprint("tiny-", i), "/bin/sh", "-c", "sha256sum /data/big | head -c 64")
+		if got != want {
+			t.Fatalf("run %d: %q, want %s", i, got, want)
+		}
+	}
+	out, err := exec.Command(s.bin, "status", "--config", filepath.Join(s.dir, "lazysnap.toml"), "--json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v %s", err, out)
+	}
+	var st struct {
+		Cache struct {
+			DiskBytes int64 `json:"disk_bytes"`
+			Evictions int64 `json:"evictions"`
+		} `json:"cache"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if st.Cache.Evictions == 0 || st.Cache.DiskBytes > 8<<20 {
+		t.Errorf("cache: %d bytes, %d evictions; want evictions and at most 8 MiB\n%s", st.Cache.DiskBytes, st.Cache.Evictions, out)
+	}
+}
