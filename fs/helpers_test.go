@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/lazysnap/lazysnap/estargz"
@@ -107,6 +108,10 @@ func mount(t testing.TB, l *lfs.Layer) (string, *lfs.Mount) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Unmount() })
+	t.Cleanup(func() {
+		if err := m.Unmount(); err != nil {
+			syscall.Unmount(dir, syscall.MNT_DETACH) // never leave a mount behind
+		}
+	})
 	return dir, m
 }

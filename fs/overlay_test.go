@@ -117,7 +117,11 @@ func TestOverlayMatchesContainerdApplier(t *testing.T) {
 	if err := unix.Mount("overlay", merged, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(mnts, ":")); err != nil {
 		t.Fatalf("overlay mount: %v", err)
 	}
-	t.Cleanup(func() { unix.Unmount(merged, unix.MNT_DETACH) })
+	t.Cleanup(func() {
+		if unix.Unmount(merged, 0) != nil {
+			unix.Unmount(merged, unix.MNT_DETACH)
+		}
+	})
 
 	applied := t.TempDir()
 	for _, layer := range [][]byte{lower, upper} {

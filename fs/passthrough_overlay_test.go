@@ -43,7 +43,11 @@ func TestPassthroughUnderOverlay(t *testing.T) {
 	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+mnt+",upperdir="+upper+",workdir="+work); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(merged, unix.MNT_DETACH) })
+	t.Cleanup(func() {
+		if unix.Unmount(merged, 0) != nil {
+			unix.Unmount(merged, unix.MNT_DETACH)
+		}
+	})
 	for i := 0; i < 2; i++ {
 		got, err := os.ReadFile(filepath.Join(merged, "bin/busybox"))
 		if err != nil || len(got) != len(bb) {
