@@ -52,8 +52,11 @@ $(ROOTFS_TAR):
 demo: deps build rootfs
 	./scripts/demo.sh $(BIN) $(ROOTFS_TAR)
 
+# Cold starts through an emulated WAN (benchmarks/README.md); writes
+# benchmarks/results/coldstart.{md,svg,json}. LAZYSNAP_BENCH_QUICK=1: one run each.
 bench: build rootfs
-	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test ./benchmarks -run '^$$' -bench . -benchtime 3x -timeout 60m
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test ./benchmarks ./index -run '^$$' -bench . -benchtime 3x -timeout 30m
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 $(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 60m
 
 clean:
 	rm -rf bin

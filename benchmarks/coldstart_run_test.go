@@ -1,0 +1,352 @@
+package benchmarks
+
+// One cold start: a new containerd (new root) and a new snapshotter root,
+// a pull through the emulated WAN, and a container run whose first byte of
+// output is timestamped.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+)
+
+// runTimeout bounds each pull and each container run.
+const runTimeout = 15 * time.Minute
+
+// Defaults for the peer snapshotter: containerd-stargz-grpc's flags and
+// configuration, its registry mirror pointed at the emulated WAN.
+const (
+	defaultPeerArgs   = "--address {{address}} --root {{root}} --config {{config}} --log-level info"
+	defaultPeerConfig = `no_background_fetch = {{no_background}}
+
+[[resolver.host."{{registry}}".mirrors]]
+  host = "{{mirror}}"
+  insecure = true
+`
+)
+
+// runResult is one measured cold start. Times are in seconds; FirstOutput
+// and Total count from the start of the pull.
+type runResult struct {
+	Workload    string  `json:"workload"`
+	Mode        string  `json:"mode"`
+	Run         int     `json:"run"`
+	Pull        float64 `json:"pull_s"`
+	FirstOutput float64 `json:"first_output_s"`
+	Total       float64 `json:"total_s"`
+	Bytes       int64   `json:"registry_bytes"`
+	Requests    int64   `json:"registry_requests"`
+	PullBytes   int64   `json:"pull_registry_bytes"`
+	PullReqs    int64   `json:"pull_registry_requests"`
+	Kinds       string  `json:"requests_by_kind"`
+	SerialReqs  int     `json:"serial_requests"` // made while no other was in flight
+	PeakRSS     int64   `json:"peak_rss_bytes"`  // VmHWM
+	PeakOf      string  `json:"peak_of"`         // whose: the snapshotter, or containerd for overlayfs
+}
+
+// coldStart runs workload w in mode m once, from nothing. A failed pull or
+// run is returned as an error (with the snapshotter's log); a failure to
+// set up fails t.
+func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
+	v := b.images.variant(b.cfg, w, m)
+	r := runResult{Workload: w.name, Mode: m.name}
+	var d *daemon
+	var extra, snapshotter string
+	switch m.kind {
+	case "lazysnap":
+		d, snapshotter = b.startLazysnap(t, m), "lazysnap"
+	case "peer":
+		d, snapshotter = b.startPeer(t), "peer"
+	}
+	if d != nil {
+		extra = fmt.Sprintf("[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", snapshotter, d.sock)
+		t.Cleanup(d.stop) // if containerd fails to start
+	}
+	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: extra, LogLevel: "warn"})
+	if d != nil {
+		t.Cleanup(d.stop) // before containerd's cleanup
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*runTimeout)
+	defer cancel()
+	ctr := func(args ...string) []string {
+		return append([]string{"--address", ctrd.Address(), "--namespace", ctrdenv.Namespace}, args...)
+	}
+
+	var pull *exec.Cmd
+	switch {
+	case m.kind == "overlayfs":
+		pull = exec.CommandContext(ctx, "ctr", ctr("images", "pull", "--hosts-dir", b.hosts, v.ref)...)
+	case m.kind == "peer" && b.cfg.peer.pull == "rpull":
+		pull = exec.CommandContext(ctx, "ctr-remote", ctr("images", "rpull", "--snapshotter", snapshotter, "--hosts-dir", b.hosts, v.ref)...)
+	default:
+		pull = exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrdenv.Namespace,
+			"--snapshotter", snapshotter, "--hosts-dir", b.hosts, v.ref)
+	}
+	b.wan.reset()
+	start := time.Now()
+	out, err := pull.CombinedOutput()
+	pullTime := time.Since(start)
+	pst := b.wan.stats()
+	r.PullBytes, r.PullReqs = pst.Bytes, pst.Requests
+	if err != nil {
+		return r, fmt.Errorf("pull %s: %v\n%s%s", v.ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
+	}
+	if m.kind == "lazysnap" && !strings.Contains(string(out), fmt.Sprintf("%d of %d layers lazy", v.layers, v.layers)) {
+		return r, fmt.Errorf("not every layer was mounted lazily:\n%s%s", out, d.keepLog(b.cfg.logDir, t.Name()))
+	}
+
+	args := []string{"run", "--rm"}
+	if snapshotter != "" {
+		args = append(args, "--snapshotter", snapshotter)
+	}
+	args = append(append(args, v.ref, "bench-"+w.name), w.argv...)
+	first, runTime, stdout, stderr, err := timedRun(ctx, "ctr", ctr(args...)...)
+	if err != nil {
+		return r, fmt.Errorf("ctr run: %v\nstdout %q\nstderr %s%s", err, stdout, strings.TrimSpace(stderr), d.keepLog(b.cfg.logDir, t.Name()))
+	}
+	if want := b.images.expect[w.name]; stdout != want {
+		return r, fmt.Errorf("%s printed %q, want %q (stderr %s)%s", w.name, stdout, want, strings.TrimSpace(stderr), d.keepLog(b.cfg.logDir, t.Name()))
+	}
+	st := b.wan.stats()
+	r.Pull, r.FirstOutput, r.Total = pullTime.Seconds(), (pullTime + first).Seconds(), (pullTime + runTime).Seconds()
+	r.Bytes, r.Requests = st.Bytes, st.Requests
+	entries := b.wan.log()
+	r.Kinds, r.SerialReqs = summarize(entries), serialRequests(entries)
+	if b.cfg.logDir != "" {
+		os.MkdirAll(b.cfg.logDir, 0o755)
+		if err := writeLog(filepath.Join(b.cfg.logDir, strings.ReplaceAll(t.Name(), "/", "_")+".log"), entries); err != nil {
+			t.Error(err)
+		}
+	}
+	if d != nil {
+		r.PeakRSS, r.PeakOf = vmHWM(d.cmd.Process.Pid), snapshotter
+	} else if pid := pidWithArg(filepath.Join(ctrd.Dir(), "config.toml")); pid > 0 {
+		r.PeakRSS, r.PeakOf = vmHWM(pid), "containerd"
+	}
+	return r, nil
+}
+
+// timedRun runs a command and returns when its first byte of output came
+// and when it exited, both from its start, and its output.
+func timedRun(ctx context.Context, name string, args ...string) (first, total time.Duration, stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	pr, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, "", "", err
+	}
+	var errBuf, outBuf bytes.Buffer
+	cmd.Stderr = &errBuf
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, "", "", err
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, rerr := pr.Read(buf)
+		if n > 0 {
+			if first == 0 {
+				first = time.Since(start)
+			}
+			outBuf.Write(buf[:n])
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	err = cmd.Wait()
+	return first, time.Since(start), outBuf.String(), errBuf.String(), err
+}
+
+// daemon is a snapshotter process with its own short directory (the unix
+// socket path must stay under 108 bytes).
+type daemon struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd is reaped
+	dir    string
+	sock   string
+	log    string
+	once   sync.Once
+}
+
+func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
+	t.Helper()
+	dir := shortDir(t, "lzb-")
+	cfg := fmt.Sprintf("root = %q\naddress = %q\n[registry]\n  hosts_dir = %q\n[fetch]\n  no_prefetch = %t\n  no_background = %t\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), b.hosts, !m.prefetch, !b.cfg.background)
+	cfgPath := filepath.Join(dir, "lazysnap.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startDaemon(t, dir, filepath.Join(dir, "lazysnap.sock"), b.bin, "serve", "--config", cfgPath)
+}
+
+func (b *bench) startPeer(t *testing.T) *daemon {
+	t.Helper()
+	dir := shortDir(t, "lzp-")
+	vars := strings.NewReplacer(
+		"{{address}}", filepath.Join(dir, "peer.sock"),
+		"{{root}}", filepath.Join(dir, "root"),
+		"{{config}}", filepath.Join(dir, "peer.toml"),
+		"{{registry}}", b.reg.Host,
+		"{{mirror}}", b.wan.Host,
+		"{{mirror_url}}", b.wan.URL,
+		"{{hosts_dir}}", b.hosts,
+		"{{no_background}}", strconv.FormatBool(!b.cfg.background),
+	)
+	if err := os.WriteFile(filepath.Join(dir, "peer.toml"), []byte(vars.Replace(b.cfg.peer.configTemplate)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startDaemon(t, dir, filepath.Join(dir, "peer.sock"), b.cfg.peer.bin, strings.Fields(vars.Replace(b.cfg.peer.args))...)
+}
+
+func shortDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startDaemon starts bin and waits for its socket. The caller registers
+// d.stop as a cleanup.
+func startDaemon(t *testing.T, dir, sock, bin string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{dir: dir, sock: sock, log: filepath.Join(dir, "daemon.log"), exited: make(chan struct{})}
+	logf, err := os.Create(d.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("%s: %v", bin, err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case <-d.exited:
+			d.stop()
+			t.Fatalf("%s exited during start-up%s", bin, d.logTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			t.Fatalf("%s did not create %s in 30s%s", bin, sock, d.logTail())
+		}
+	}
+	return d
+}
+
+// stop stops the daemon (SIGTERM, SIGKILL after 15s), detaches whatever it
+// left mounted and removes its directory.
+func (d *daemon) stop() {
+	d.once.Do(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		unmountUnder(d.dir)
+		os.RemoveAll(d.dir)
+	})
+}
+
+// logTail is the end of the daemon's log, for failure messages.
+func (d *daemon) logTail() string {
+	if d == nil {
+		return ""
+	}
+	b, _ := os.ReadFile(d.log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return "\nsnapshotter log (end):\n" + strings.Join(lines, "\n")
+}
+
+// keepLog copies the daemon's log into dir (if set) and returns its end,
+// for a failure message.
+func (d *daemon) keepLog(dir, name string) string {
+	if d == nil {
+		return ""
+	}
+	if dir != "" {
+		if b, err := os.ReadFile(d.log); err == nil && os.MkdirAll(dir, 0o755) == nil {
+			os.WriteFile(filepath.Join(dir, strings.ReplaceAll(name, "/", "_")+".snapshotter.log"), b, 0o644)
+		}
+	}
+	return d.logTail()
+}
+
+// unmountUnder detaches every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			points = append(points, f[4])
+		}
+	}
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, p := range points {
+		syscall.Unmount(p, syscall.MNT_DETACH)
+	}
+}
+
+// vmHWM is a process's peak resident set size in bytes (0 if unknown).
+func vmHWM(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// pidWithArg finds the process one of whose arguments is arg.
+func pidWithArg(arg string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && bytes.Contains(append(b, 0), []byte("\x00"+arg+"\x00")) {
+			return pid
+		}
+	}
+	return 0
+}

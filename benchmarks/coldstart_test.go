@@ -1,0 +1,301 @@
+package benchmarks
+
+// The cold-start harness: an ordinary overlayfs pull against lazy starts
+// through lazysnap (and optionally another remote snapshotter), each run
+// with fresh containerd and snapshotter state, through an emulated WAN in
+// front of a real registry. See README.md in this directory for how to run
+// it; `make bench` runs it with the defaults.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+)
+
+// Environment variables of the cold-start harness.
+const (
+	envBench      = "LAZYSNAP_BENCH"            // "1" runs TestColdStart
+	envRTT        = "LAZYSNAP_BENCH_RTT"        // added round trip per request, e.g. "20ms"
+	envMbits      = "LAZYSNAP_BENCH_MBITS"      // shared bandwidth cap in Mbit/s
+	envRuns       = "LAZYSNAP_BENCH_RUNS"       // runs per workload and mode (median reported)
+	envQuick      = "LAZYSNAP_BENCH_QUICK"      // "1": one run each
+	envWorkloads  = "LAZYSNAP_BENCH_WORKLOADS"  // comma-separated subset of hello,imports,hash,walk
+	envModes      = "LAZYSNAP_BENCH_MODES"      // comma-separated subset of overlayfs,lazy,prioritized,peer
+	envOut        = "LAZYSNAP_BENCH_OUT"        // where coldstart.{md,svg,json} go
+	envCache      = "LAZYSNAP_BENCH_CACHE"      // where the gzip image layouts are kept between runs
+	envBackground = "LAZYSNAP_BENCH_BACKGROUND" // "1": lazy modes keep background fetch on
+	envPythonTar  = "LAZYSNAP_BENCH_PYTHON_TAR" // the rootfs tar with python3 (else mkimages.sh builds it)
+	envRootfsTar  = "LAZYSNAP_ROOTFS_TAR"       // the minbase tar; the python tar is made beside it
+	envBigMiB     = "LAZYSNAP_BENCH_BIG_MIB"    // size of the hashed file
+	envSmallFiles = "LAZYSNAP_BENCH_FILES"      // number of files of the stat walk
+	envPeer       = "LAZYSNAP_BENCH_PEER"       // binary of another remote snapshotter: adds mode "peer"
+	envPeerArgs   = "LAZYSNAP_BENCH_PEER_ARGS"  // its arguments ({{address}} {{root}} {{config}})
+	envPeerConf   = "LAZYSNAP_BENCH_PEER_CONFIG"
+	envPeerPull   = "LAZYSNAP_BENCH_PEER_PULL"  // "rpull" (ctr-remote, default) or "lazysnap"
+	envPeerImage  = "LAZYSNAP_BENCH_PEER_IMAGE" // "prioritized" (default) or "lazy": which eStargz image
+	envLogDir     = "LAZYSNAP_BENCH_LOGDIR"     // if set, every run's registry requests are written there
+)
+
+// benchConfig is the harness configuration, from the environment.
+type benchConfig struct {
+	rtt        time.Duration
+	bandwidth  int64 // bytes per second, shared by all connections
+	runs       int
+	workloads  []workload
+	modes      []mode
+	outDir     string
+	cacheDir   string
+	pythonTar  string
+	bigBytes   int64
+	smallFiles int
+	background bool
+	logDir     string
+	peer       peerConfig
+}
+
+// peerConfig describes another remote snapshotter to compare with.
+type peerConfig struct {
+	bin, args, configTemplate, pull, image string
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func loadConfig(t *testing.T) benchConfig {
+	t.Helper()
+	c := benchConfig{
+		outDir:     envOr(envOut, "results"),
+		cacheDir:   envOr(envCache, "/var/tmp/lazysnap-bench"),
+		background: os.Getenv(envBackground) == "1",
+		logDir:     os.Getenv(envLogDir),
+	}
+	var err error
+	if c.rtt, err = time.ParseDuration(envOr(envRTT, "20ms")); err != nil {
+		t.Fatalf("%s: %v", envRTT, err)
+	}
+	mbits, err := strconv.ParseFloat(envOr(envMbits, "100"), 64)
+	if err != nil || mbits <= 0 {
+		t.Fatalf("%s: want a positive number of Mbit/s", envMbits)
+	}
+	c.bandwidth = int64(mbits * 1e6 / 8)
+	defRuns := "3"
+	if os.Getenv(envQuick) == "1" {
+		defRuns = "1"
+	}
+	if c.runs, err = strconv.Atoi(envOr(envRuns, defRuns)); err != nil || c.runs < 1 {
+		t.Fatalf("%s: want a positive number", envRuns)
+	}
+	big, err := strconv.ParseInt(envOr(envBigMiB, "512"), 10, 64)
+	if err != nil || big < 1 {
+		t.Fatalf("%s: want a positive number of MiB", envBigMiB)
+	}
+	c.bigBytes = big << 20
+	if c.smallFiles, err = strconv.Atoi(envOr(envSmallFiles, "100000")); err != nil || c.smallFiles < 100 {
+		t.Fatalf("%s: want at least 100", envSmallFiles)
+	}
+	c.peer = peerConfig{
+		bin:            os.Getenv(envPeer),
+		args:           envOr(envPeerArgs, defaultPeerArgs),
+		configTemplate: defaultPeerConfig,
+		pull:           envOr(envPeerPull, "rpull"),
+		image:          envOr(envPeerImage, "prioritized"),
+	}
+	if p := os.Getenv(envPeerConf); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("%s: %v", envPeerConf, err)
+		}
+		c.peer.configTemplate = string(b)
+	}
+	defModes := "overlayfs,lazy,prioritized"
+	if c.peer.bin != "" {
+		defModes += ",peer"
+	}
+	for _, name := range strings.Split(envOr(envModes, defModes), ",") {
+		i := slices.IndexFunc(allModes(), func(m mode) bool { return m.name == name })
+		if i < 0 {
+			t.Fatalf("%s: unknown mode %q", envModes, name)
+		}
+		if name == "peer" && c.peer.bin == "" {
+			t.Fatalf("mode peer needs %s (the snapshotter's binary)", envPeer)
+		}
+		c.modes = append(c.modes, allModes()[i])
+	}
+	for _, name := range strings.Split(envOr(envWorkloads, "hello,imports,hash,walk"), ",") {
+		i := slices.IndexFunc(allWorkloads(), func(w workload) bool { return w.name == name })
+		if i < 0 {
+			t.Fatalf("%s: unknown workload %q", envWorkloads, name)
+		}
+		c.workloads = append(c.workloads, allWorkloads()[i])
+	}
+	c.pythonTar = os.Getenv(envPythonTar)
+	return c
+}
+
+// workload is one command run in a container.
+type workload struct {
+	name  string
+	title string
+	image string   // which image: "python", "hash" or "walk"
+	argv  []string // in the container
+}
+
+const (
+	// importsScript imports a typical set of standard modules.
+	importsScript = `import argparse, asyncio, base64, collections, csv, dataclasses, datetime, decimal
+import email.message, hashlib, http.client, json, logging, pathlib, random, re, shutil
+import socket, sqlite3, subprocess, tempfile, textwrap, typing, unittest, urllib.request
+import uuid, xml.etree.ElementTree, zipfile
+print("imported", len([m for m in globals() if not m.startswith("__")]), "modules")`
+	hashScript = `import hashlib
+h = hashlib.sha256()
+with open("/data/big", "rb") as f:
+    while b := f.read(1 << 20):
+        h.update(b)
+print(h.hexdigest())`
+	walkScript = `import os
+n = s = 0
+for d, _, files in os.walk("/data/tree"):
+    for f in files:
+        s += os.lstat(os.path.join(d, f)).st_size
+        n += 1
+print(n, s)`
+)
+
+func allWorkloads() []workload {
+	py := "/usr/bin/python3"
+	return []workload{
+		{"hello", `python3 -c 'print("hello")'`, "python", []string{py, "-c", `print("hello")`}},
+		{"imports", "python3 -c 'import argparse, asyncio, … (28 standard modules)'", "python", []string{py, "-c", importsScript}},
+		{"hash", "python3 -c '… hashlib.sha256 of /data/big (incompressible)'", "hash", []string{py, "-c", hashScript}},
+		{"walk", "python3 -c '… os.walk and os.lstat over /data/tree (small files)'", "walk", []string{py, "-c", walkScript}},
+	}
+}
+
+// mode is one way of pulling and starting: a snapshotter and an image.
+type mode struct {
+	name  string
+	title string
+	kind  string // "overlayfs", "lazysnap" or "peer"
+	// prefetch: lazysnap prefetches the prioritized files
+	prefetch bool
+	// prioritized: the image is converted with the workload's files first
+	prioritized bool
+}
+
+func allModes() []mode {
+	return []mode{
+		{name: "overlayfs", title: "overlayfs, ordinary pull (gzip)", kind: "overlayfs"},
+		{name: "lazy", title: "lazysnap, no prefetch (eStargz)", kind: "lazysnap"},
+		{name: "prioritized", title: "lazysnap, prioritized files prefetched", kind: "lazysnap", prefetch: true, prioritized: true},
+		{name: "peer", title: "peer remote snapshotter", kind: "peer", prioritized: true},
+	}
+}
+
+// bench is what every run shares: the binary, the registry and its WAN.
+type bench struct {
+	cfg    benchConfig
+	bin    string
+	reg    *registry.Registry
+	wan    *wan
+	hosts  string
+	images *imageSet
+}
+
+// TestColdStart is the harness. It runs only with LAZYSNAP_BENCH=1 (and as
+// root, with containerd, runc, FUSE and docker-registry installed).
+func TestColdStart(t *testing.T) {
+	if os.Getenv(envBench) != "1" {
+		t.Skipf("set %s=1 to run the cold-start benchmark (make bench)", envBench)
+	}
+	if os.Geteuid() != 0 {
+		ctrdenv.Unavailable(t, "needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		ctrdenv.Unavailable(t, "needs /dev/fuse: %v", err)
+	}
+	cfg := loadConfig(t)
+	started := time.Now()
+	b := &bench{cfg: cfg, bin: buildLazysnap(t), hosts: t.TempDir()}
+	b.images = buildImages(t, cfg)
+	t.Logf("images ready in %s", time.Since(started).Round(time.Second))
+
+	b.reg = registry.Start(t, registry.Options{})
+	b.wan = startWAN(t, b.reg.URL(), cfg.rtt, cfg.bandwidth)
+	// the WAN as server and as mirror: ctr 1.6 (Debian bookworm) ignores
+	// the server field of a hosts.toml and would go to the registry itself
+	wanEP := registry.Endpoint{URL: b.wan.URL}
+	if _, err := registry.WriteHostsConfig(b.hosts, b.reg.Host, wanEP, wanEP); err != nil {
+		t.Fatal(err)
+	}
+	b.images.push(t, b.reg)
+
+	var results []runResult
+	var failures []failure
+	for run := 1; run <= cfg.runs; run++ {
+		for _, w := range cfg.workloads {
+			for _, m := range cfg.modes {
+				name := fmt.Sprintf("%s/%s/run%d", w.name, m.name, run)
+				recorded := len(failures)
+				ok := t.Run(name, func(t *testing.T) {
+					r, err := b.coldStart(t, w, m)
+					if err != nil {
+						t.Error(err)
+						failures = append(failures, failure{Workload: w.name, Mode: m.name, Run: run, Error: firstLines(err.Error(), 3)})
+						return
+					}
+					r.Run = run
+					t.Logf("%s: pull %.2fs, first output %.2fs, total %.2fs, %.1f MB in %d requests, peak %s %.0f MiB",
+						name, r.Pull, r.FirstOutput, r.Total, float64(r.Bytes)/1e6, r.Requests, r.PeakOf, float64(r.PeakRSS)/(1<<20))
+					results = append(results, r)
+				})
+				if !ok && len(failures) == recorded {
+					failures = append(failures, failure{Workload: w.name, Mode: m.name, Run: run, Error: "set-up failed (see the test log)"})
+				}
+			}
+		}
+	}
+	rep := newReport(cfg, b.images, results)
+	rep.Failures = failures
+	rep.Elapsed = time.Since(started)
+	if err := rep.write(cfg.outDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s in %s:\n%s", filepath.Join(cfg.outDir, "coldstart.md"), rep.Elapsed.Round(time.Second), rep.markdownTable())
+}
+
+// failure is a run that did not complete.
+type failure struct {
+	Workload, Mode string
+	Run            int
+	Error          string
+}
+
+// firstLines keeps the first n lines of s.
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], " / ")
+}
+
+// buildLazysnap builds the lazysnap binary for this test.
+func buildLazysnap(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "lazysnap")
+	if out, err := exec.Command("go", "build", "-o", p, "../cmd/lazysnap").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return p
+}
