@@ -81,6 +81,7 @@ type Registry struct {
 	dir        string
 	configPath string
 	logPath    string
+	htpasswd   string // "" without auth
 	env        []string
 	client     *http.Client
 
@@ -311,6 +312,7 @@ func (r *Registry) writeFiles(opts Options) (string, error) {
 		if err := os.WriteFile(p, []byte(line+"\n"), 0o600); err != nil {
 			return "", err
 		}
+		r.htpasswd = p
 		fmt.Fprintf(&b, "auth:\n  htpasswd:\n    realm: lazysnap-test\n    path: %q\n", p)
 	}
 	if p := opts.Proxy; p != nil {
@@ -338,6 +340,33 @@ func (r *Registry) newClient() (*http.Client, error) {
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return &http.Client{Transport: tr}, nil
+}
+
+// SetCredentials replaces the htpasswd credentials of a registry started
+// with auth (a password rotation): Pusher and Username/Password use the new
+// ones at once; the registry process reads the file when it starts (the
+// distribution server 2.8 does not reload it), so the new credentials take
+// effect at the next Restart.
+func (r *Registry) SetCredentials(user, password string) error {
+	if r.htpasswd == "" {
+		return errors.New("registry: SetCredentials: started without auth")
+	}
+	if user == "" || password == "" {
+		return errors.New("registry: SetCredentials: empty user or password")
+	}
+	line, err := HtpasswdLine(user, password)
+	if err != nil {
+		return fmt.Errorf("registry: SetCredentials: %w", err)
+	}
+	tmp := r.htpasswd + ".tmp"
+	if err := os.WriteFile(tmp, []byte(line+"\n"), 0o600); err != nil {
+		return fmt.Errorf("registry: SetCredentials: %w", err)
+	}
+	if err := os.Rename(tmp, r.htpasswd); err != nil {
+		return fmt.Errorf("registry: SetCredentials: %w", err)
+	}
+	r.Username, r.Password = user, password
+	return nil
 }
 
 // HtpasswdLine returns a "user:bcrypt-hash" line for an htpasswd file.

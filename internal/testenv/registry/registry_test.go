@@ -24,15 +24,9 @@ func randBytes(seed uint64, n int) []byte {
 
 func get(t *testing.T, c *http.Client, u, user, pass, rng string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, u, nil)
+	req, err := newGet(u, user, pass, rng)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if user != "" {
-		req.SetBasicAuth(user, pass)
-	}
-	if rng != "" {
-		req.Header.Set("Range", rng)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -27,6 +28,8 @@ type WANOptions struct {
 	// Transport forwards to the target; nil uses a plain transport
 	// (set one with the target's CA for an HTTPS target).
 	Transport http.RoundTripper
+	// Faults are the fault modes in force from the start (see SetFaults).
+	Faults Faults
 }
 
 // WANStats are a WANProxy's counters.
@@ -34,17 +37,26 @@ type WANStats struct {
 	Requests      int64 // requests forwarded
 	ResponseBytes int64 // response body bytes sent to clients
 	Connections   int64 // client connections accepted
+	// Fault counters (see Faults): blob requests held by Delay,
+	// connections reset, redirects issued, expired locations refused.
+	Delayed, Resets, Redirects, Expired int64
 }
 
 // WANProxy is a loopback plain-HTTP reverse proxy in front of a registry
 // that emulates a wide-area link: added round-trip delay, an optional shared
-// bandwidth cap, and counters of requests and bytes.
+// bandwidth cap, and counters of requests and bytes. It can also inject
+// faults into blob requests (SetFaults): delays, connection resets and
+// redirects to expiring signed-URL-like locations on StorageURL.
 type WANProxy struct {
 	// Host is the proxy's "127.0.0.1:<port>"; URL is "http://" + Host.
 	Host, URL string
+	// StorageURL is "http://127.0.0.1:<port>" of the proxy's second
+	// listener, the "blob storage" that Faults.RedirectUses redirects to.
+	StorageURL string
 
 	opts     WANOptions
 	srv      *http.Server
+	storage  *http.Server
 	ln       net.Listener
 	requests atomic.Int64
 	bytes    atomic.Int64
@@ -52,6 +64,8 @@ type WANProxy struct {
 
 	bwMu   sync.Mutex
 	bwNext time.Time
+
+	faults faultState
 }
 
 // NewWANProxy starts a proxy for target ("<scheme>://<host>"). Close it
@@ -65,9 +79,16 @@ func NewWANProxy(target string, opts WANOptions) (*WANProxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	sln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	p := &WANProxy{opts: opts, ln: ln}
 	p.Host = ln.Addr().String()
 	p.URL = "http://" + p.Host
+	p.StorageURL = "http://" + sln.Addr().String()
+	p.faults.init(opts.Faults)
 	tr := opts.Transport
 	if tr == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -87,17 +108,18 @@ func NewWANProxy(target string, opts WANOptions) (*WANProxy, error) {
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
-	p.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p.requests.Add(1)
-			if err := sleepCtx(r.Context(), opts.RTT); err != nil {
-				return
-			}
-			rp.ServeHTTP(&wanWriter{ResponseWriter: w, p: p}, r)
-		}),
-		ReadHeaderTimeout: 30 * time.Second,
+	newServer := func(storage bool) *http.Server {
+		return &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				p.serve(w, r, rp, storage)
+			}),
+			ConnContext:       withConn,
+			ReadHeaderTimeout: 30 * time.Second,
+		}
 	}
+	p.srv, p.storage = newServer(false), newServer(true)
 	go func() { _ = p.srv.Serve(&wanListener{Listener: ln, p: p}) }()
+	go func() { _ = p.storage.Serve(&wanListener{Listener: sln, p: p}) }()
 	return p, nil
 }
 
@@ -114,11 +136,15 @@ func StartWANProxy(tb testing.TB, target string, opts WANOptions) *WANProxy {
 }
 
 // Close stops the proxy and its connections.
-func (p *WANProxy) Close() error { return p.srv.Close() }
+func (p *WANProxy) Close() error {
+	return errors.Join(p.srv.Close(), p.storage.Close())
+}
 
 // Stats returns the counters.
 func (p *WANProxy) Stats() WANStats {
-	return WANStats{Requests: p.requests.Load(), ResponseBytes: p.bytes.Load(), Connections: p.conns.Load()}
+	f := &p.faults
+	return WANStats{Requests: p.requests.Load(), ResponseBytes: p.bytes.Load(), Connections: p.conns.Load(),
+		Delayed: f.delayed.Load(), Resets: f.resets.Load(), Redirects: f.redirects.Load(), Expired: f.expired.Load()}
 }
 
 // Reset zeroes the counters.
@@ -126,11 +152,13 @@ func (p *WANProxy) Reset() {
 	p.requests.Store(0)
 	p.bytes.Store(0)
 	p.conns.Store(0)
+	p.faults.resetCounters()
 }
 
 // String describes the stats, for logs.
 func (s WANStats) String() string {
-	return fmt.Sprintf("%d requests, %d response bytes, %d connections", s.Requests, s.ResponseBytes, s.Connections)
+	return fmt.Sprintf("%d requests, %d response bytes, %d connections; faults: %d delayed, %d resets, %d redirects, %d expired",
+		s.Requests, s.ResponseBytes, s.Connections, s.Delayed, s.Resets, s.Redirects, s.Expired)
 }
 
 // throttle blocks until n bytes may pass the shared link.
@@ -155,6 +183,10 @@ func (p *WANProxy) throttle(n int) {
 type wanWriter struct {
 	http.ResponseWriter
 	p *WANProxy
+	// resetAfter, when >= 0, resets the connection once that many body
+	// bytes are sent; sent counts them.
+	resetAfter, sent int64
+	conn             net.Conn
 }
 
 func (w *wanWriter) Write(b []byte) (int, error) {
@@ -162,12 +194,19 @@ func (w *wanWriter) Write(b []byte) (int, error) {
 	written := 0
 	for len(b) > 0 {
 		n := min(len(b), chunk)
+		if w.resetAfter >= 0 && w.sent+int64(n) > w.resetAfter {
+			if n = int(w.resetAfter - w.sent); n == 0 {
+				w.reset()
+				return written, errInjectedReset
+			}
+		}
 		w.p.throttle(n)
 		// Count before writing so a client that has the bytes sees them
 		// counted; take back what was not written.
 		w.p.bytes.Add(int64(n))
 		m, err := w.ResponseWriter.Write(b[:n])
 		written += m
+		w.sent += int64(m)
 		w.p.bytes.Add(int64(m - n))
 		if err != nil {
 			return written, err

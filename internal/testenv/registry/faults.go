@@ -1,0 +1,225 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Faults are a WANProxy's switchable fault modes. They apply to blob
+// requests only (GET and HEAD of /v2/<name>/blobs/<digest>, and requests to
+// the storage listener), so that manifests still resolve and pushes, which
+// go to the registry directly, are unaffected. Modes combine; the zero
+// value injects nothing.
+type Faults struct {
+	// Delay holds each blob request this long before it is answered: a
+	// slow registry (the request's context still cancels the wait).
+	Delay time.Duration
+	// ResetEvery resets the client connection (TCP RST) of every Nth blob
+	// request, counted from SetFaults: 1 resets all, 0 none.
+	ResetEvery int
+	// ResetAfter is how many response body bytes are sent (and flushed)
+	// before such a reset; 0 resets before the response header, as a
+	// server that drops the connection would.
+	ResetAfter int64
+	// RedirectUses, when positive, answers blob GETs and HEADs on the
+	// proxy with 307 Temporary Redirect to a fresh signed-URL-like location
+	// on StorageURL. A location serves the blob (with the original
+	// request's Authorization) for RedirectUses requests; after that it
+	// is refused with 403 and an S3-style "Request has expired" body.
+	RedirectUses int
+	// RedirectTTL, when positive, also expires a location this long after
+	// it was issued.
+	RedirectTTL time.Duration
+}
+
+// SetFaults switches the fault modes for requests that arrive from now
+// on; the reset count restarts. Locations issued before stay valid under
+// the rules they were issued with.
+func (p *WANProxy) SetFaults(f Faults) { p.faults.set(f) }
+
+// Faults returns the fault modes in force.
+func (p *WANProxy) Faults() Faults { return *p.faults.cur.Load() }
+
+// errInjectedReset is what a wanWriter returns after resetting the
+// connection; the reverse proxy then aborts the handler.
+var errInjectedReset = errors.New("registry: wan proxy: injected connection reset")
+
+// faultState is a WANProxy's fault configuration, issued locations and
+// counters.
+type faultState struct {
+	cur atomic.Pointer[Faults]
+	seq atomic.Int64 // blob requests since SetFaults, for ResetEvery
+
+	delayed, resets, redirects, expired atomic.Int64
+
+	mu     sync.Mutex
+	signed map[string]*signedURL
+}
+
+// signedURL is a location issued by a redirect.
+type signedURL struct {
+	path, query, auth string
+	uses              int
+	expires           time.Time // zero: no time limit
+}
+
+func (s *faultState) init(f Faults) {
+	s.signed = map[string]*signedURL{}
+	s.set(f)
+}
+
+func (s *faultState) set(f Faults) {
+	s.cur.Store(&f)
+	s.seq.Store(0)
+}
+
+func (s *faultState) resetCounters() {
+	s.delayed.Store(0)
+	s.resets.Store(0)
+	s.redirects.Store(0)
+	s.expired.Store(0)
+}
+
+// serve handles one request on the proxy (storage false) or on the storage
+// listener: round-trip delay, faults, then forwarding through rp.
+func (p *WANProxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, storage bool) {
+	p.requests.Add(1)
+	if err := sleepCtx(r.Context(), p.opts.RTT); err != nil {
+		return
+	}
+	ww := &wanWriter{ResponseWriter: w, p: p, resetAfter: -1}
+	if !storage && !isBlobRequest(r) {
+		rp.ServeHTTP(ww, r)
+		return
+	}
+	fs := &p.faults
+	f := *fs.cur.Load()
+	if f.Delay > 0 {
+		fs.delayed.Add(1)
+		if err := sleepCtx(r.Context(), f.Delay); err != nil {
+			return
+		}
+	}
+	if storage && !p.redeem(w, r) {
+		return
+	}
+	if f.ResetEvery > 0 && fs.seq.Add(1)%int64(f.ResetEvery) == 0 {
+		conn, _ := r.Context().Value(connKey{}).(net.Conn)
+		if f.ResetAfter <= 0 {
+			fs.resets.Add(1)
+			resetConn(conn)
+			return
+		}
+		ww.resetAfter, ww.conn = f.ResetAfter, conn
+	}
+	if !storage && f.RedirectUses > 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		p.redirect(w, r, f)
+		return
+	}
+	rp.ServeHTTP(ww, r)
+}
+
+// isBlobRequest reports whether r is a GET or HEAD of a blob by digest
+// (not an upload).
+func isBlobRequest(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	i := strings.LastIndex(r.URL.Path, "/blobs/")
+	if !strings.HasPrefix(r.URL.Path, "/v2/") || i < 0 {
+		return false
+	}
+	rest := r.URL.Path[i+len("/blobs/"):]
+	return strings.Contains(rest, ":") && !strings.Contains(rest, "/")
+}
+
+// redirect answers r with a 307 to a new location on the storage listener.
+func (p *WANProxy) redirect(w http.ResponseWriter, r *http.Request, f Faults) {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	tok := hex.EncodeToString(b)
+	su := &signedURL{path: r.URL.Path, query: r.URL.RawQuery, auth: r.Header.Get("Authorization"), uses: f.RedirectUses}
+	if f.RedirectTTL > 0 {
+		su.expires = time.Now().Add(f.RedirectTTL)
+	}
+	fs := &p.faults
+	fs.mu.Lock()
+	fs.signed[tok] = su
+	fs.mu.Unlock()
+	fs.redirects.Add(1)
+	w.Header().Set("Location", p.StorageURL+"/signed/"+tok+"?X-Amz-Signature="+tok[:8])
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// redeem checks a storage request's location: a valid one is used once and
+// r is rewritten to the blob request it stands for; otherwise it answers
+// 403 and returns false.
+func (p *WANProxy) redeem(w http.ResponseWriter, r *http.Request) bool {
+	fs := &p.faults
+	tok, ok := strings.CutPrefix(r.URL.Path, "/signed/")
+	fs.mu.Lock()
+	su := fs.signed[tok]
+	valid := ok && su != nil && su.uses > 0 && (su.expires.IsZero() || time.Now().Before(su.expires))
+	if valid {
+		su.uses--
+	} else if su != nil {
+		delete(fs.signed, tok)
+	}
+	fs.mu.Unlock()
+	if !valid {
+		fs.expired.Add(1)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+
+			`<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>`)
+		return false
+	}
+	r.URL.Path, r.URL.RawPath, r.URL.RawQuery = su.path, "", su.query
+	if su.auth != "" {
+		r.Header.Set("Authorization", su.auth)
+	} else {
+		r.Header.Del("Authorization")
+	}
+	return true
+}
+
+// reset flushes what was written and resets the connection.
+func (w *wanWriter) reset() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	// Let the client take in the header and the bytes sent so far, so the
+	// reset lands mid-body rather than before the response.
+	time.Sleep(20 * time.Millisecond)
+	w.p.faults.resets.Add(1)
+	resetConn(w.conn)
+}
+
+type connKey struct{}
+
+// withConn is http.Server.ConnContext: it gives handlers their connection.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// resetConn closes c with SO_LINGER 0, so the peer gets a TCP RST
+// ("connection reset by peer") instead of an orderly close.
+func resetConn(c net.Conn) {
+	if wc, ok := c.(*wanConn); ok {
+		c = wc.Conn
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	if c != nil {
+		_ = c.Close()
+	}
+}
