@@ -2,6 +2,8 @@ package estargz
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,10 +20,17 @@ const DefaultMaxTOCSize = 256 << 20
 // OpenOption configures Open.
 type OpenOption func(*openConfig)
 
+// DefaultTailReadSize is how many bytes at the end of a blob Open reads
+// in its first ReadAt when it is not given the tail (WithTail): enough for
+// the footer and the whole TOC of a small layer.
+const DefaultTailReadSize = 64 << 10
+
 type openConfig struct {
 	tocDigest  digest.Digest
 	unverified bool
 	maxTOCSize int64
+	tail       []byte
+	tailSize   int64
 }
 
 // WithTOCDigest makes Open verify the TOC JSON against d, the value of the
@@ -42,6 +51,19 @@ func WithMaxTOCSize(n int64) OpenOption {
 	return func(c *openConfig) { c.maxTOCSize = n }
 }
 
+// WithTail hands Open the last len(tail) bytes of the blob, read already
+// (for example together with the blob's size), so that Open reads only
+// what lies before them, if anything. tail must hold at least the footer.
+func WithTail(tail []byte) OpenOption {
+	return func(c *openConfig) { c.tail = tail }
+}
+
+// WithTailReadSize sets how many bytes at the end of the blob Open reads
+// in its first ReadAt (DefaultTailReadSize; at least the footer is read).
+func WithTailReadSize(n int64) OpenOption {
+	return func(c *openConfig) { c.tailSize = n }
+}
+
 // Reader is an opened, validated eStargz blob.
 type Reader struct {
 	sr        *io.SectionReader
@@ -52,9 +74,14 @@ type Reader struct {
 }
 
 // Open reads the footer and TOC of the blob in sr, verifies and validates the
-// TOC, and returns a Reader. It reads only the blob's tail.
+// TOC, and returns a Reader. It reads only the blob's tail, with at most
+// two ReadAt calls: the last DefaultTailReadSize bytes (or the WithTail
+// bytes, without a call), then, when the TOC starts before those, the rest
+// of the TOC member in one piece. Each ReadAt of a remote blob is a round
+// trip; reading the compressed TOC through a small buffer would be one per
+// few KiB.
 func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
-	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize}
+	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize, tailSize: DefaultTailReadSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -70,9 +97,15 @@ func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
 	if size < LegacyFooterSize {
 		return nil, fmt.Errorf("%w: blob is %d bytes, smaller than a footer", ErrFormat, size)
 	}
-	tail := make([]byte, min(size, FooterSize))
-	if _, err := sr.ReadAt(tail, size-int64(len(tail))); err != nil {
-		return nil, fmt.Errorf("estargz: reading footer: %w", err)
+	tail := cfg.tail
+	switch {
+	case tail == nil:
+		tail = make([]byte, min(size, max(cfg.tailSize, FooterSize)))
+		if err := readFull(sr, tail, size-int64(len(tail))); err != nil {
+			return nil, fmt.Errorf("estargz: reading footer: %w", err)
+		}
+	case int64(len(tail)) > size:
+		return nil, fmt.Errorf("%w: tail of %d bytes given for a %d-byte blob", ErrFormat, len(tail), size)
 	}
 	tocOff, footerSize, err := ParseFooter(tail)
 	if err != nil {
@@ -82,7 +115,11 @@ func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
 	if tocOff >= tocEnd {
 		return nil, fmt.Errorf("%w: footer: TOC offset %d outside the %d-byte blob", ErrFormat, tocOff, size)
 	}
-	tocJSON, err := ReadTOCMember(io.NewSectionReader(sr, tocOff, tocEnd-tocOff), cfg.maxTOCSize)
+	member, err := tocRegion(sr, tail[:len(tail)-footerSize], tocOff, tocEnd, cfg.maxTOCSize)
+	if err != nil {
+		return nil, err
+	}
+	tocJSON, err := ReadTOCMember(member, cfg.maxTOCSize)
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +129,40 @@ func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
 	}
 	r.sr, r.footer = sr, footerSize
 	return r, nil
+}
+
+// tocRegion returns a reader of the blob's bytes [tocOff, tocEnd), of which
+// have (the tail without its footer) are the last ones. What is missing is
+// read with one ReadAt into memory, unless it is far larger than any TOC
+// within maxTOCSize could compress to (a member followed by junk): then it
+// is streamed through a large buffer rather than allocated.
+func tocRegion(sr *io.SectionReader, have []byte, tocOff, tocEnd, maxTOCSize int64) (io.Reader, error) {
+	haveOff := tocEnd - int64(len(have))
+	if tocOff >= haveOff {
+		return bytes.NewReader(have[tocOff-haveOff:]), nil
+	}
+	missing := haveOff - tocOff
+	// deflate's stored blocks and the tar framing add little; leave room
+	if limit := maxTOCSize + maxTOCSize/16 + 1<<20; missing > limit {
+		head := bufio.NewReaderSize(io.NewSectionReader(sr, tocOff, missing), 1<<20)
+		return io.MultiReader(head, bytes.NewReader(have)), nil
+	}
+	buf := make([]byte, missing+int64(len(have)))
+	if err := readFull(sr, buf[:missing], tocOff); err != nil {
+		return nil, fmt.Errorf("estargz: reading TOC: %w", err)
+	}
+	copy(buf[missing:], have)
+	return bytes.NewReader(buf), nil
+}
+
+// readFull is one ReadAt that must fill p; io.EOF with p filled (allowed
+// at the end of the blob) is success.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	return err
 }
 
 // ReadTOCMember decompresses the TOC gzip member in r and returns the TOC
