@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -42,6 +43,21 @@ type Blob struct {
 // are used). The size is desc.Size, or when that is 0 it is found with a
 // HEAD request, falling back to a one-byte ranged GET.
 func (f *Fetcher) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (*Blob, error) {
+	b, err := f.newBlob(ref, desc)
+	if err != nil {
+		return nil, err
+	}
+	if b.size <= 0 {
+		b.size, err = b.stat(b.scoped(ctx))
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// newBlob is Blob without finding an unknown size.
+func (f *Fetcher) newBlob(ref string, desc ocispec.Descriptor) (*Blob, error) {
 	if err := desc.Digest.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: blob digest %q: %w", ErrInvalid, desc.Digest, err)
 	}
@@ -71,13 +87,44 @@ func (f *Fetcher) Blob(ctx context.Context, ref string, desc ocispec.Descriptor)
 	if len(b.hosts) == 0 {
 		return nil, fmt.Errorf("%w: no pull hosts configured for %s", ErrInvalid, refHost)
 	}
+	return b, nil
+}
+
+// BlobWithTail is Blob plus the blob's last n bytes (all of it when it is
+// smaller), read with a single request: when desc.Size is unknown, a
+// suffix range ("bytes=-n") that answers the size too, instead of a HEAD
+// followed by a range read. Opening a remote layer (footer and TOC) then
+// costs one round trip. The tail is cached like a ReadRange of it.
+func (f *Fetcher) BlobWithTail(ctx context.Context, ref string, desc ocispec.Descriptor, n int64) (*Blob, []byte, error) {
+	if n <= 0 {
+		return nil, nil, fmt.Errorf("%w: tail of %d bytes", ErrInvalid, n)
+	}
+	b, err := f.newBlob(ref, desc)
+	if err != nil {
+		return nil, nil, err
+	}
 	if b.size <= 0 {
-		b.size, err = b.stat(b.scoped(ctx))
-		if err != nil {
-			return nil, err
+		tail, err := b.readSuffix(b.scoped(ctx), n)
+		if err == nil && tail != nil {
+			return b, tail, nil
+		}
+		if err != nil && !errors.Is(err, errSuffixUnsupported) {
+			return nil, nil, err
+		}
+		// a server that does not do suffix ranges: find the size, then
+		// read the tail as any range
+		if b.size <= 0 {
+			if b.size, err = b.stat(b.scoped(ctx)); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
-	return b, nil
+	m := min(n, b.size)
+	tail, err := b.ReadRange(ctx, b.size-m, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, tail, nil
 }
 
 // Size is the blob size in bytes.

@@ -44,6 +44,10 @@ var (
 // multi-range request, so the caller falls back to single ranges.
 var errMultiRangeUnsupported = errors.New("fetcher: multi-range not supported by server")
 
+// errSuffixUnsupported is internal: the server did not answer a suffix
+// range usefully, so the caller finds the size first.
+var errSuffixUnsupported = errors.New("fetcher: suffix range not supported by server")
+
 // RequestError describes a failed registry operation. It wraps a sentinel
 // (Kind) and the last underlying cause (Err).
 type RequestError struct {

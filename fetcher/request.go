@@ -110,7 +110,7 @@ func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt 
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
-		if errors.Is(err, errMultiRangeUnsupported) {
+		if errors.Is(err, errMultiRangeUnsupported) || errors.Is(err, errSuffixUnsupported) {
 			return err
 		}
 		if timedOut && !errors.Is(err, ErrTimeout) {
@@ -452,6 +452,77 @@ func rangeHeader(spans []Range) string {
 		fmt.Fprintf(&sb, "%d-%d", s.Off, s.End()-1)
 	}
 	return sb.String()
+}
+
+// readSuffix reads the last n bytes of a blob of unknown size with one
+// suffix-range request, sets b.size from its Content-Range and caches the
+// bytes. A server that ignores the range (200) gives the size only: then
+// the tail is nil unless the whole blob fits in n. errSuffixUnsupported
+// means the server does not serve suffix ranges usefully.
+func (b *Blob) readSuffix(ctx context.Context, n int64) ([]byte, error) {
+	rng := fmt.Sprintf("bytes=-%d", n)
+	var firstErr error
+	for hi := range b.hosts {
+		var tail []byte
+		err := b.withRetries(ctx, hi, "get", rng, func(actx context.Context) error {
+			var err error
+			tail, err = b.getSuffix(actx, hi, rng, n)
+			return err
+		})
+		if err == nil {
+			if tail != nil {
+				b.f.cachePut(b.key(Range{Off: b.size - int64(len(tail)), Len: int64(len(tail))}), tail)
+			}
+			return tail, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+func (b *Blob) getSuffix(ctx context.Context, hi int, rng string, n int64) ([]byte, error) {
+	resp, err := b.send(ctx, hi, http.MethodGet, rng)
+	if err != nil {
+		return nil, err
+	}
+	defer drainClose(resp)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		cr, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		switch {
+		case err != nil, total < 0 || cr.End() != total || cr.Len > n || (cr.Len < n && cr.Off != 0):
+			return nil, fmt.Errorf("%w: Content-Range %q for %s", errSuffixUnsupported, resp.Header.Get("Content-Range"), rng)
+		case resp.ContentLength >= 0 && resp.ContentLength != cr.Len:
+			return nil, badResponse(206, "Content-Length %d for Content-Range of %d bytes", resp.ContentLength, cr.Len)
+		}
+		buf := make([]byte, cr.Len)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			return nil, shortBody(err)
+		}
+		b.size = total
+		return buf, nil
+	case http.StatusOK:
+		if resp.ContentLength <= 0 {
+			return nil, fmt.Errorf("%w: 200 without a length for %s", errSuffixUnsupported, rng)
+		}
+		b.size = resp.ContentLength
+		if b.size > n {
+			return nil, nil // read the tail as a range, knowing the size
+		}
+		buf := make([]byte, b.size)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			return nil, shortBody(err)
+		}
+		return buf, nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		return nil, fmt.Errorf("%w: 416 for %s", errSuffixUnsupported, rng)
+	}
+	return nil, statusError(resp.StatusCode)
 }
 
 // stat finds the blob size: HEAD, falling back to a one-byte ranged GET
