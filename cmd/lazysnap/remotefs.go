@@ -84,11 +84,7 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	if toc == "" {
 		return fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
 	}
-	b, err := r.src.Blob(bg, src.Ref, desc)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", dg, err)
-	}
-	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), estargz.WithTOCDigest(toc))
+	b, er, err := openLayer(bg, r.src, src.Ref, desc, toc)
 	if errors.Is(err, estargz.ErrVerify) {
 		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
 	}

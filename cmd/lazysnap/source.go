@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 
+	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -17,8 +19,82 @@ type fetcherSource struct{ f *fetcher.Fetcher }
 
 var _ layerSource = fetcherSource{}
 
+// mountTailSize is how much of a layer's end its first request reads: the
+// footer and, for small layers, the whole TOC, so that mounting costs one
+// round trip (two when the TOC is larger: estargz.Open reads the rest of
+// it in one piece). It is kept small because bytes beyond the TOC are
+// fetched whether the container needs them or not; those are served from
+// the tail instead of being fetched again.
+const mountTailSize = 64 << 10
+
+// Blob opens the blob and reads its tail in the same request (which also
+// tells the size, when the labels did not).
 func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error) {
-	return s.f.Blob(ctx, ref, desc)
+	b, tail, err := s.f.BlobWithTail(ctx, ref, desc, mountTailSize)
+	if err != nil {
+		return nil, err
+	}
+	return &tailBlob{Blob: b, off: b.Size() - int64(len(tail)), tail: tail}, nil
+}
+
+// tailBlob is a fetcher blob whose last bytes are already in memory:
+// range reads that reach into them take those bytes instead of fetching
+// them again. The layer verifies every chunk as usual; a failed chunk in
+// the tail drops the tail (Invalidate) so that it is fetched anew.
+type tailBlob struct {
+	*fetcher.Blob
+	off int64 // where tail starts in the blob
+
+	mu   sync.Mutex
+	tail []byte // nil once invalidated
+}
+
+// Tail returns the blob's last bytes read at open (nil once dropped).
+func (t *tailBlob) Tail() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tail
+}
+
+func (t *tailBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	tail := t.Tail()
+	end := off + n
+	if tail == nil || end <= t.off || off < 0 || n <= 0 || end > t.Size() {
+		return t.Blob.ReadRange(ctx, off, n)
+	}
+	if off >= t.off {
+		return append([]byte(nil), tail[off-t.off:end-t.off]...), nil
+	}
+	head, err := t.Blob.ReadRange(ctx, off, t.off-off)
+	if err != nil {
+		return nil, err
+	}
+	return append(head, tail[:end-t.off]...), nil
+}
+
+func (t *tailBlob) Invalidate(off, n int64) {
+	if off+n > t.off {
+		t.mu.Lock()
+		t.tail = nil
+		t.mu.Unlock()
+	}
+	t.Blob.Invalidate(off, n)
+}
+
+// openLayer opens a layer blob and its TOC, verified against toc: one
+// request for the tail of the blob, and one more for the rest of the TOC
+// when it is larger than the tail.
+func openLayer(ctx context.Context, src layerSource, ref string, desc ocispec.Descriptor, toc digest.Digest) (blob, *estargz.Reader, error) {
+	b, err := src.Blob(ctx, ref, desc)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
+	if tb, ok := b.(interface{ Tail() []byte }); ok {
+		opts = append(opts, estargz.WithTail(tb.Tail()))
+	}
+	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	return b, er, err
 }
 
 // Layer resolves ref (picking this platform's manifest from an index) and

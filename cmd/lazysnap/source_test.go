@@ -1,0 +1,131 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/opencontainers/go-digest"
+)
+
+// smallFilesTar is a tar of n small files (the TOC grows with n).
+func smallFilesTar(t *testing.T, n int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for i := range n {
+		content := []byte(fmt.Sprintf("content of file %d\n", i))
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("d%02d/f%05d", i%50, i),
+			Mode: 0o644, Size: int64(len(content))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(content)
+	}
+	tw.Close()
+	return b.Bytes()
+}
+
+// pushSmallFiles converts a tar of n small files to eStargz and pushes it
+// as a one-layer image; it returns the image, the blob and its TOC digest,
+// and a fetcher that reaches the registry over plain HTTP.
+func pushSmallFiles(t *testing.T, r *registry.Registry, hosts string, n int) (registry.Image, []byte, digest.Digest, *fetcher.Fetcher) {
+	t.Helper()
+	var blob bytes.Buffer
+	res, err := estargz.Convert(context.Background(), &blob, io.NewSectionReader(bytes.NewReader(smallFilesTar(t, n)), 0, 1<<40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := r.PushImage(context.Background(), "open/"+fmt.Sprint(n), "v1", blob.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return img, blob.Bytes(), res.TOCDigest, f
+}
+
+// TestOpenLayerRequests: opening a layer (size unknown, as containerd's
+// labels leave it) costs one request when its TOC fits the tail read, two
+// when it does not, against the real registry; and reads of chunks in the
+// tail are served from it, verified.
+func TestOpenLayerRequests(t *testing.T) {
+	r := registry.Start(t, registry.Options{})
+	hosts := t.TempDir()
+	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		files     int
+		wantOpen  int64
+		tailReads bool // the last file's chunk lies in the tail
+	}{
+		{name: "small TOC", files: 20, wantOpen: 1, tailReads: true},
+		{name: "TOC larger than the tail", files: 5000, wantOpen: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img, blob, toc, f := pushSmallFiles(t, r, hosts, tc.files)
+			requests := func() int64 { return f.Stats()[r.Host].Requests }
+			desc := img.Layers[0]
+			desc.Size = 0
+			b, er, err := openLayer(context.Background(), fetcherSource{f}, img.Ref, desc, toc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := requests(); n != tc.wantOpen {
+				t.Errorf("opening took %d requests, want %d", n, tc.wantOpen)
+			}
+			if b.Size() != int64(len(blob)) {
+				t.Fatalf("size %d, want %d", b.Size(), len(blob))
+			}
+			last := fmt.Sprintf("d%02d/f%05d", (tc.files-1)%50, tc.files-1)
+			e, err := er.Lookup(last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &e.Chunks[0]
+			before := requests()
+			raw, err := b.ReadRange(context.Background(), c.Offset, c.CompressedSize())
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := c.Decode(nil, raw)
+			if err != nil {
+				t.Fatalf("chunk of %s: %v", last, err)
+			}
+			if want := fmt.Sprintf("content of file %d\n", tc.files-1); string(data) != want {
+				t.Fatalf("%s holds %q, want %q", last, data, want)
+			}
+			if got, want := requests()-before, map[bool]int64{true: 0, false: 1}[tc.tailReads]; got != want {
+				t.Errorf("reading %s took %d requests, want %d", last, got, want)
+			}
+			// bytes that fail verification are fetched anew, not taken from the tail again
+			if tb, ok := b.(*tailBlob); ok {
+				tb.Invalidate(c.Offset, c.CompressedSize())
+				before = requests()
+				if again, err := b.ReadRange(context.Background(), c.Offset, c.CompressedSize()); err != nil || !bytes.Equal(again, raw) {
+					t.Fatalf("after Invalidate: %v", err)
+				}
+				if requests() == before {
+					t.Error("after Invalidate, the range was served without a request")
+				}
+			}
+		})
+	}
+	t.Run("wrong TOC digest", func(t *testing.T) {
+		img, _, _, f := pushSmallFiles(t, r, hosts, 3)
+		if _, _, err := openLayer(context.Background(), fetcherSource{f}, img.Ref, img.Layers[0], digest.FromString("other")); !errors.Is(err, estargz.ErrVerify) {
+			t.Fatalf("open with a wrong TOC digest: %v, want ErrVerify", err)
+		}
+	})
+}
