@@ -1,0 +1,112 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/benchmarks/record"
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/opencontainers/go-digest"
+)
+
+// tarOf builds a layer of regular files (name → content).
+func tarOf(t *testing.T, files [][2]string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, f := range files {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f[0], Mode: 0o755, Size: int64(len(f[1]))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(f[1]))
+	}
+	tw.Close()
+	return b.Bytes()
+}
+
+func TestConvertRecordUsage(t *testing.T) {
+	src := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"record without a command", []string{"convert", "-record", src, "dst"}},
+		{"command without record", []string{"convert", src, "dst", "--", "/bin/true"}},
+		{"record with an empty command", []string{"convert", "-record", src, "dst", "--"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tc.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-record and a command") {
+				t.Fatalf("exit %d, want 2\nstderr: %s", code, stderr.String())
+			}
+		})
+	}
+}
+
+// TestConvertRecord: convert -record runs the command in the image,
+// writes the files it opened to DST.prioritized and puts them first in
+// the converted layer, before the prefetch landmark.
+func TestConvertRecord(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (chroot, fanotify)")
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skipf("needs a static /bin/busybox: %v", err)
+	}
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	layer := tarOf(t, [][2]string{
+		{"bin/busybox", string(bb)}, {"data/unread", "not opened\n"}, {"data/one", "one\n"},
+		{"etc/passwd", "root:x:0:0::/root:/bin/sh\n"}, {"etc/other", "x\n"},
+	})
+	if _, err := testimage.Layout(src, "lazysnap.test/record:1", layer); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(tmp, "dst")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"convert", "-record", src, dst, "--", "/bin/busybox", "cat", "/data/one"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "one\n") {
+		t.Errorf("the command's output is not on stderr: %q", stderr.String())
+	}
+	list, err := os.ReadFile(dst + ".prioritized")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"etc/passwd", "bin/busybox", "data/one"}
+	if got := strings.Fields(string(list)); !slices.Equal(got, want) {
+		t.Fatalf("recorded %q, want %q", got, want)
+	}
+	layers, err := record.Layers(dst)
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("converted layers %v: %v", layers, err)
+	}
+	f, err := os.Open(record.BlobPath(dst, layers[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := estargz.Open(io.NewSectionReader(f, 0, layers[0].Size),
+		estargz.WithTOCDigest(digest.Digest(layers[0].Annotations[estargz.TOCJSONDigestAnnotation])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range r.TOC().Entries {
+		if e.Type == estargz.TypeReg {
+			names = append(names, e.Name)
+		}
+	}
+	if got := names[:len(want)+1]; !slices.Equal(got, append(want, estargz.PrefetchLandmark)) {
+		t.Errorf("converted layer starts with %q, want %q and the landmark", got, want)
+	}
+}
