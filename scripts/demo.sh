@@ -22,6 +22,12 @@ cleanup() {
 		kill "${pids[$i]}" 2>/dev/null
 		wait "${pids[$i]}" 2>/dev/null
 	done
+	# serve's fuse manager outlives serve by design: stop it by its pid file
+	if [ -f "$work/lazysnap/fusemanager.pid" ]; then
+		fm=$(cat "$work/lazysnap/fusemanager.pid")
+		kill "$fm" 2>/dev/null
+		for _ in $(seq 100); do kill -0 "$fm" 2>/dev/null || break; sleep 0.1; done
+	fi
 	grep -o "$work[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null
 	if [ -n "${LAZYSNAP_DEMO_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }

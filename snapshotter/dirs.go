@@ -103,7 +103,7 @@ type mountStatus int
 const (
 	mountNone mountStatus = iota // nothing mounted on the path
 	mountLive                    // mounted and answering
-	mountDead                    // mounted, but stat fails (a FUSE server gone: ENOTCONN)
+	mountDead                    // mounted, but statfs fails (a FUSE server gone: ENOTCONN)
 )
 
 // mountState tells whether something is mounted exactly on mp.
@@ -115,7 +115,10 @@ func mountState(mp string) (mountStatus, error) {
 	if len(ms) == 0 {
 		return mountNone, nil
 	}
-	if _, err := os.Stat(mp); err != nil {
+	// statfs, not stat: the kernel answers stat of a FUSE root from its
+	// attribute cache even after the server is gone; statfs always asks
+	var st unix.Statfs_t
+	if err := unix.Statfs(mp, &st); err != nil {
 		return mountDead, nil
 	}
 	return mountLive, nil

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,6 +146,7 @@ func startStack(t *testing.T, extraConfig string) *stack {
 	t.Cleanup(func() {
 		// containers first, then lazysnap, then (by its own cleanup) containerd
 		s.stopLazysnap(t)
+		s.stopManager(t, syscall.SIGTERM)
 		out, _ := exec.Command("sh", "-c", "grep -o '"+s.dir+"[^ ]*' /proc/mounts | sort -r").Output()
 		for _, m := range strings.Fields(string(out)) {
 			syscall.Unmount(m, syscall.MNT_DETACH)
@@ -192,9 +194,56 @@ func (s *stack) stopLazysnap(t *testing.T) {
 	s.cmd = nil
 }
 
+// managerPID is the pid of the stack's fuse manager, 0 if none runs.
+func (s *stack) managerPID() int {
+	b, err := os.ReadFile(filepath.Join(s.dir, "root", managerPIDName))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 || !alive(pid) {
+		return 0
+	}
+	return pid
+}
+
+// alive reports whether process pid exists and is not a zombie (the
+// manager's parent, serve, may be gone, and whoever inherits it may not
+// reap it at once).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces; state follows the last ')'
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// stopManager sends sig to the stack's fuse manager and waits for it to
+// exit (it is not our child: poll), killing it after 15 s.
+func (s *stack) stopManager(t *testing.T, sig syscall.Signal) {
+	pid := s.managerPID()
+	if pid == 0 {
+		return
+	}
+	syscall.Kill(pid, sig)
+	for i := 0; i < 600; i++ {
+		if !alive(pid) {
+			return
+		}
+		if i == 599 {
+			t.Errorf("fuse manager %d did not exit on %v; killing it", pid, sig)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
 func (s *stack) log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "lazysnap.log"))
-	return string(b)
+	m, _ := os.ReadFile(filepath.Join(s.dir, "root", managerLogName))
+	return string(b) + "\n--- fuse manager:\n" + string(m)
 }
 
 // ctr runs ctr against the stack's containerd and fails the test on error.

@@ -28,6 +28,7 @@ func commands() []command {
 			return err
 		}},
 		{"serve", "run the snapshotter daemon (containerd proxy plugin)", runServe},
+		{"fuse-manager", "serve the FUSE layer mounts for serve (serve starts it)", runFuseManager},
 		{"pull", "pull an image through containerd, eStargz layers lazily", runPull},
 		{"status", "show layers, fetch progress and cache use of a running serve", runStatus},
 	}
@@ -42,7 +43,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: lazysnap COMMAND [flags] [args]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'lazysnap COMMAND -h' for a command's flags.")
 }

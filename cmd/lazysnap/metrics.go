@@ -14,13 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metrics is lazysnap serve's Prometheus registry. It is its own registry,
-// not the client library's global one. Apart from the read-latency
-// histogram, which the filesystem feeds as reads complete, every metric is
-// read from the components' own counters when scraped (statsCollector), so
-// that metrics add nothing to the hot paths.
+// metrics is a lazysnap daemon's Prometheus registry. It is its own
+// registry, not the client library's global one. Apart from the
+// read-latency histogram, which the filesystem feeds as reads complete,
+// every metric is read from the components' own counters when scraped
+// (statsCollector), so that metrics add nothing to the hot paths.
 type metrics struct {
 	reg         *prometheus.Registry
+	gatherers   prometheus.Gatherers // reg, then any added by gather
 	readLatency prometheus.Histogram
 }
 
@@ -28,7 +29,11 @@ type metrics struct {
 // millisecond) to a fetch from a slow registry that is retried (a minute).
 var readLatencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
-func newMetrics() *metrics {
+// newMetrics returns a registry with the process metrics (go_*, process_*,
+// lazysnap_build_info). daemon, when not empty, labels those, so that
+// serve can merge the metrics of a fuse manager (daemon "fuse-manager")
+// with its own: both processes have them.
+func newMetrics(daemon string) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		readLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -37,28 +42,40 @@ func newMetrics() *metrics {
 			Buckets: readLatencyBuckets,
 		}),
 	}
+	m.gatherers = prometheus.Gatherers{m.reg}
+	var proc prometheus.Registerer = m.reg
+	if daemon != "" {
+		proc = prometheus.WrapRegistererWith(prometheus.Labels{"daemon": daemon}, m.reg)
+	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "lazysnap_build_info", Help: "Always 1; the version label is lazysnap's version.",
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.readLatency, build,
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	proc.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // observeRead is the filesystem's fs.Options.OnReadLatency.
 func (m *metrics) observeRead(d time.Duration) { m.readLatency.Observe(d.Seconds()) }
 
-// register adds the components' counters, read at scrape time from src.
+// register adds the components' counters, read at scrape time from src,
+// and, where src has the layers, the read-latency histogram.
 func (m *metrics) register(src statsSources) error {
+	if src.Layers != nil {
+		if err := m.reg.Register(m.readLatency); err != nil {
+			return err
+		}
+	}
 	return m.reg.Register(&statsCollector{src: src})
 }
 
-// handler serves the registry in the Prometheus exposition formats.
+// gather adds another process's metrics (a fuse manager's) to handler's.
+func (m *metrics) gather(g prometheus.Gatherer) { m.gatherers = append(m.gatherers, g) }
+
+// handler serves the metrics in the Prometheus exposition formats.
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(m.gatherers, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
 }
 
 // mountedInfo is one mounted lazy layer.
@@ -126,15 +143,28 @@ var knownReasons = []snapshotter.Reason{
 // statsCollector turns the components' counters into metrics at scrape time.
 type statsCollector struct{ src statsSources }
 
+// Describe describes the metrics of the sources c has, so that one
+// registry can hold several statsCollectors with different sources.
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		descRegistryRequests, descRegistryBytes, descRegistryErrors,
-		descCacheHits, descCacheMisses, descCacheEvictions, descCacheCorrupt, descCacheWriteErrors,
-		descCacheBytes, descCacheEntries, descCacheMaxBytes,
-		descLayersMounted, descLayerChunks, descLayerChunksPresent, descLayerFetchedBytes, descLayerRequests,
-		descLayerReads, descLayerPassthrough, descLayerErrors, descLayerPrefetchDone, descLayerBgDone,
-		descRemoteMounts, descFallbacks, descRestored, descRestoreFailures, descRemounts, descUnavailable,
-	} {
+	var descs []*prometheus.Desc
+	if c.src.Registries != nil {
+		descs = append(descs, descRegistryRequests, descRegistryBytes)
+	}
+	if c.src.RegistryErrors != nil {
+		descs = append(descs, descRegistryErrors)
+	}
+	if c.src.Cache != nil {
+		descs = append(descs, descCacheHits, descCacheMisses, descCacheEvictions, descCacheCorrupt, descCacheWriteErrors,
+			descCacheBytes, descCacheEntries, descCacheMaxBytes)
+	}
+	if c.src.Layers != nil {
+		descs = append(descs, descLayersMounted, descLayerChunks, descLayerChunksPresent, descLayerFetchedBytes, descLayerRequests,
+			descLayerReads, descLayerPassthrough, descLayerErrors, descLayerPrefetchDone, descLayerBgDone)
+	}
+	if c.src.Snapshotter != nil {
+		descs = append(descs, descRemoteMounts, descFallbacks, descRestored, descRestoreFailures, descRemounts, descUnavailable)
+	}
+	for _, d := range descs {
 		ch <- d
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/containerd/containerd/contrib/snapshotservice"
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/pelletier/go-toml"
 	"google.golang.org/grpc"
@@ -50,6 +49,15 @@ type serveConfig struct {
 		MaxBytes    int64 `toml:"max_bytes"`
 		MemoryBytes int64 `toml:"memory_bytes"`
 	} `toml:"cache"`
+	// FuseManager: whether the FUSE mounts are served by a separate,
+	// long-lived `lazysnap fuse-manager` process (the default), so that
+	// running containers keep their files while serve restarts.
+	FuseManager struct {
+		Enable bool `toml:"enable"`
+		// Address is the manager's unix socket; empty means
+		// fusemanager.sock in the root directory.
+		Address string `toml:"address"`
+	} `toml:"fuse_manager"`
 	Fetch struct {
 		NoPrefetch            bool   `toml:"no_prefetch"`
 		NoBackground          bool   `toml:"no_background"`
@@ -66,6 +74,7 @@ func defaultServeConfig() serveConfig {
 	c.Address = "/run/lazysnap/lazysnap.sock"
 	c.Registry.HostsDir = "/etc/containerd/certs.d"
 	c.Registry.DockerConfig = fetcher.DefaultDockerConfigPath()
+	c.FuseManager.Enable = true
 	return c
 }
 
@@ -84,78 +93,100 @@ func loadServeConfig(path string) (serveConfig, error) {
 	return c, nil
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// parseDaemonFlags parses the flags of serve and fuse-manager: fs's own
+// and the two they share, --config and --root, then loads the
+// configuration with --root applied. A nil config and error means -h.
+func parseDaemonFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (*serveConfig, string, error) {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "TOML configuration file")
 	root := fs.String("root", "", "root directory (overrides the config)")
-	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
-	metricsAddr := fs.String("metrics-address", "", "TCP address serving /metrics and /status (overrides the config)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return nil
+			return nil, "", nil
 		}
-		return errUsage{err.Error()}
+		return nil, "", errUsage{err.Error()}
 	}
 	cfg, err := loadServeConfig(*cfgPath)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	if *root != "" {
 		cfg.Root = *root
 	}
+	return &cfg, *cfgPath, nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
+	metricsAddr := fs.String("metrics-address", "", "TCP address serving /metrics and /status (overrides the config)")
+	pcfg, cfgPath, err := parseDaemonFlags(fs, args, stderr)
+	if err != nil || pcfg == nil {
+		return err
+	}
+	cfg := *pcfg
 	if *addr != "" {
 		cfg.Address = *addr
 	}
 	if *metricsAddr != "" {
 		cfg.MetricsAddress = *metricsAddr
 	}
+	if _, err := cfg.fetchTimeout(); err != nil {
+		return err
+	}
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
-	}
-	var timeout time.Duration
-	if cfg.Fetch.Timeout != "" {
-		if timeout, err = time.ParseDuration(cfg.Fetch.Timeout); err != nil {
-			return fmt.Errorf("fetch.timeout: %w", err)
-		}
 	}
 	logger := logger(ctx)
 	// containerd's packages log through containerd/log; send it our way
 	ctx = log.WithLogger(ctx, log.L)
 
-	f, err := fetcher.New(fetcher.Config{
-		HostsDir:         cfg.Registry.HostsDir,
-		DockerConfigPath: cfg.Registry.DockerConfig,
-		CacheDir:         filepath.Join(cfg.Root, "cache"),
-		CacheMaxBytes:    cfg.Cache.MaxBytes,
-		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
-		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
-	})
-	if err != nil {
-		return err
+	// the layers: served here, or by a fuse manager
+	met := newMetrics("")
+	var (
+		fsys   snapshotter.FileSystem
+		status func(sn *snapshotter.Snapshotter) (statusReporter, error)
+	)
+	if cfg.FuseManager.Enable {
+		mfs := &managerFS{c: newManagerClient(cfg.managerSocket()), start: managerStarter(cfgPath, cfg.Root)}
+		if err := mfs.ensure(ctx); err != nil {
+			return err
+		}
+		if h, err := mfs.c.health(ctx); err == nil {
+			logger.InfoContext(ctx, "fuse manager", "address", mfs.c.sock, "pid", h.PID, "version", h.Version)
+			if h.Version != version {
+				logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
+			}
+		}
+		met.gather(managerGatherer{mfs.c})
+		fsys = mfs
+		status = func(sn *snapshotter.Snapshotter) (statusReporter, error) {
+			return &managerStatus{c: mfs.c, sn: sn.Stats}, met.register(statsSources{Snapshotter: sn.Stats})
+		}
+	} else {
+		ls, err := newLayerService(cfg, met, logger)
+		if err != nil {
+			return err
+		}
+		defer ls.Close()
+		fsys = ls.fs
+		status = func(sn *snapshotter.Snapshotter) (statusReporter, error) {
+			ls.status.src.Snapshotter = sn.Stats
+			return ls.status, met.register(statsSources{Snapshotter: sn.Stats})
+		}
 	}
-	defer f.Close()
-	met := newMetrics()
-	rfs := newTrackedFS(newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
-		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
-		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
-		FetchTimeout: timeout, OnReadLatency: met.observeRead,
-	}, logger))
-	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), rfs)
+	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys)
 	if err != nil {
 		return err
 	}
 	defer sn.Close()
 
 	// status and metrics: on the status socket, and on metrics_address
-	src := statsOf(f, rfs, sn.Stats)
-	if err := met.register(src); err != nil {
+	st, err := status(sn)
+	if err != nil {
 		return err
 	}
-	ops := &http.Server{
-		Handler:           opsHandler(met, &statusServer{fs: rfs, src: src, noPrefetch: cfg.Fetch.NoPrefetch, background: !cfg.Fetch.NoBackground}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	ops := &http.Server{Handler: opsHandler(met, st), ReadHeaderTimeout: 10 * time.Second}
 	defer ops.Close()
 	opsListeners, err := listenOps(cfg)
 	if err != nil {

@@ -21,7 +21,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
@@ -166,6 +165,16 @@ type statusReport struct {
 	Registries     map[string]registryStatus `json:"registries,omitempty"`
 	RegistryErrors map[string]int64          `json:"registry_errors,omitempty"`
 	Snapshotter    *snapshotterStatus        `json:"snapshotter,omitempty"`
+	FuseManager    *fuseManagerStatus        `json:"fuse_manager,omitempty"`
+}
+
+// fuseManagerStatus is the fuse manager serving the layers, when serve
+// uses one (fusemanager.go).
+type fuseManagerStatus struct {
+	Address string `json:"address"`
+	PID     int    `json:"pid,omitempty"`
+	Version string `json:"version,omitempty"`
+	Error   string `json:"error,omitempty"` // why it did not answer
 }
 
 type imageStatus struct {
@@ -280,15 +289,18 @@ func (s *statusServer) report(ctx context.Context) statusReport {
 		rep.RegistryErrors = s.src.RegistryErrors()
 	}
 	if s.src.Snapshotter != nil {
-		st := s.src.Snapshotter()
-		ss := &snapshotterStatus{RemoteMounts: st.RemoteMounts, Fallbacks: map[string]uint64{},
-			Restored: st.Restored, RestoreFailures: st.RestoreFailures, Remounts: st.Remounts, Unavailable: st.Unavailable}
-		for r, n := range st.Fallbacks {
-			ss.Fallbacks[string(r)] = n
-		}
-		rep.Snapshotter = ss
+		rep.Snapshotter = snapshotterStatusOf(s.src.Snapshotter())
 	}
 	return rep
+}
+
+func snapshotterStatusOf(st snapshotter.Stats) *snapshotterStatus {
+	ss := &snapshotterStatus{RemoteMounts: st.RemoteMounts, Fallbacks: map[string]uint64{},
+		Restored: st.Restored, RestoreFailures: st.RestoreFailures, Remounts: st.Remounts, Unavailable: st.Unavailable}
+	for r, n := range st.Fallbacks {
+		ss.Fallbacks[string(r)] = n
+	}
+	return ss
 }
 
 // fillLayer sets a mounted layer's counters and state.
@@ -340,8 +352,14 @@ func groupImages(layers []layerStatus) []imageStatus {
 	return images
 }
 
+// statusReporter assembles GET /status: a statusServer, or a
+// managerStatus when a fuse manager serves the layers.
+type statusReporter interface {
+	report(ctx context.Context) statusReport
+}
+
 // opsHandler serves /metrics and /status.
-func opsHandler(m *metrics, st *statusServer) http.Handler {
+func opsHandler(m *metrics, st statusReporter) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
@@ -481,6 +499,13 @@ func writeStatus(w io.Writer, rep statusReport) error {
 	if s := nonZero(rep.RegistryErrors); s != "" {
 		fmt.Fprintf(w, "registry errors: %s\n", s)
 	}
+	if fm := rep.FuseManager; fm != nil {
+		if fm.Error != "" {
+			fmt.Fprintf(w, "fuse manager %s: NOT ANSWERING: %s\n", fm.Address, fm.Error)
+		} else {
+			fmt.Fprintf(w, "fuse manager: pid %d, version %s, %s\n", fm.PID, fm.Version, fm.Address)
+		}
+	}
 	if sn := rep.Snapshotter; sn != nil {
 		fmt.Fprintf(w, "snapshotter: %d lazy mounts, %d restored, %d restore failures, %d remounts, %d unavailable\n",
 			sn.RemoteMounts, sn.Restored, sn.RestoreFailures, sn.Remounts, sn.Unavailable)
@@ -528,12 +553,4 @@ func humanBytes(n int64) string {
 		}
 	}
 	panic("unreachable")
-}
-
-// statsOf returns the statsSources of serve's components.
-func statsOf(f *fetcher.Fetcher, tfs *trackedFS, sn func() snapshotter.Stats) statsSources {
-	return statsSources{
-		Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage,
-		Layers: tfs.mountedLayers, Snapshotter: sn,
-	}
 }

@@ -344,7 +344,7 @@ lazysnap_snapshotter_unavailable_layers 1
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 	// the whole registry: described collectors, no duplicates, lint-clean
-	m := newMetrics()
+	m := newMetrics("")
 	if err := m.register(c.src); err != nil {
 		t.Fatal(err)
 	}
@@ -474,8 +474,22 @@ func unixClient(sock string) *http.Client {
 
 // TestServeOps runs lazysnap serve in-process with metrics_address set: the
 // status socket and the TCP address serve /metrics and /status, and
-// `lazysnap status` finds the socket from the configuration file.
+// `lazysnap status` finds the socket from the configuration file. It does
+// so with the layers served in serve's process and by a fuse manager (run
+// in this process too, so that serve finds it and starts none).
 func TestServeOps(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		manager bool
+	}{
+		{"in-process", false},
+		{"fuse manager", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testServeOps(t, tc.manager) })
+	}
+}
+
+func testServeOps(t *testing.T, manager bool) {
 	dir, err := os.MkdirTemp("/tmp", "lzs-")
 	if err != nil {
 		t.Fatal(err)
@@ -490,8 +504,34 @@ func TestServeOps(t *testing.T) {
 	cfgPath := filepath.Join(dir, "lazysnap.toml")
 	cfg := fmt.Sprintf("root = %q\naddress = %q\nmetrics_address = %q\n[registry]\n  hosts_dir = %q\n  docker_config = %q\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), metricsAddr, filepath.Join(dir, "hosts"), filepath.Join(dir, "none.json"))
+	cfg += fmt.Sprintf("[fuse_manager]\n  enable = %v\n", manager)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if manager {
+		mctx, mcancel := context.WithCancel(context.Background())
+		mdone := make(chan error, 1)
+		go func() { mdone <- runFuseManager(mctx, []string{"--config", cfgPath}, io.Discard, io.Discard) }()
+		defer func() {
+			mcancel()
+			if err := <-mdone; err != nil {
+				t.Errorf("fuse manager: %v", err)
+			}
+		}()
+		c := newManagerClient(filepath.Join(dir, "root", managerSocketName))
+		for i := 0; ; i++ {
+			h, err := c.health(context.Background())
+			if err == nil {
+				if h.PID != os.Getpid() || h.Version != version {
+					t.Fatalf("health: %+v", h)
+				}
+				break
+			}
+			if i > 400 {
+				t.Fatalf("fuse manager did not start: %v", err)
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -555,6 +595,9 @@ func TestServeOps(t *testing.T) {
 		if _, ok := sum(samples, "go_goroutines"); !ok {
 			t.Errorf("%s: no Go runtime metrics", name)
 		}
+		if _, ok := samples[`go_goroutines{daemon="fuse-manager"}`]; ok != manager {
+			t.Errorf("%s: the fuse manager's own metrics present: %v, want %v", name, ok, manager)
+		}
 	}
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"status", "--config", cfgPath}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "(no lazy layers)") {
@@ -567,6 +610,9 @@ func TestServeOps(t *testing.T) {
 	var rep statusReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep.Version != "dev" || rep.Cache == nil || rep.Snapshotter == nil || len(rep.Images) != 0 {
 		t.Fatalf("status over TCP: %v %+v", err, rep)
+	}
+	if fm := rep.FuseManager; (fm != nil) != manager || manager && (fm.PID != os.Getpid() || fm.Error != "") {
+		t.Fatalf("status: fuse manager %+v, want one: %v", fm, manager)
 	}
 }
 

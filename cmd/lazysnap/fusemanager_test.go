@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// testManager is a fuse manager's protocol served in this process over a
+// real unix socket, for a layerService over src.
+type testManager struct {
+	sock string
+	ls   *layerService
+	srv  *http.Server
+}
+
+func newTestManager(t *testing.T, src layerSource) *testManager {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "lzm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	tfs := newTrackedFS(newRemoteFS(src, dir, lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	ls := &layerService{fs: tfs, met: newMetrics("fuse-manager"), status: &statusServer{fs: tfs, src: statsSources{Layers: tfs.mountedLayers}}}
+	if err := ls.met.register(ls.status.src); err != nil {
+		t.Fatal(err)
+	}
+	m := &testManager{sock: filepath.Join(dir, managerSocketName), ls: ls}
+	m.srv = &http.Server{Handler: managerHandler(ls, dir)}
+	t.Cleanup(func() { m.srv.Close() })
+	return m
+}
+
+// serve starts listening.
+func (m *testManager) serve(t *testing.T) {
+	l, err := net.Listen("unix", m.sock)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	go m.srv.Serve(l)
+}
+
+// blockingSource's manifest lookup blocks until its context ends, and
+// reports that context's error on cancelled.
+type blockingSource struct {
+	failingSource
+	cancelled chan error
+}
+
+func (s blockingSource) Layer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
+	<-ctx.Done()
+	s.cancelled <- ctx.Err()
+	return ocispec.Descriptor{}, ctx.Err()
+}
+
+func labelsFor(dg digest.Digest) map[string]string {
+	return map[string]string{snapshotter.LabelCRIImageRef: "reg.example/app:1", snapshotter.LabelCRILayerDigest: dg.String()}
+}
+
+// TestManagerProtocol: serve's FileSystem through a fuse manager behaves as
+// the one in-process: a failed Mount's Reason survives the trip (the
+// snapshotter counts fallbacks by it), unknown mountpoints fail Check and
+// Usage, and a cancelled caller cancels the manager's Mount.
+func TestManagerProtocol(t *testing.T) {
+	notLazy := failingSource{desc: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.Digest(hexDigest('a'))}}
+	m := newTestManager(t, notLazy)
+	m.serve(t)
+	fs := &managerFS{c: newManagerClient(m.sock)}
+	ctx := context.Background()
+	mp := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		reason snapshotter.Reason
+	}{
+		{"no source labels", map[string]string{}, snapshotter.ReasonMissingLabels},
+		{"bad digest label", map[string]string{snapshotter.LabelCRIImageRef: "r/a:1", snapshotter.LabelCRILayerDigest: "sha256:zz"}, snapshotter.ReasonInvalidLabels},
+		{"layer without a TOC digest", labelsFor(digest.Digest(hexDigest('a'))), snapshotter.ReasonNotLazy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := fs.Mount(ctx, mp, tc.labels)
+			var r snapshotter.Reason
+			if !errors.As(err, &r) || r != tc.reason {
+				t.Fatalf("Mount: %v (reason %q), want reason %q", err, r, tc.reason)
+			}
+		})
+	}
+	if _, failed := m.ls.fs.records(); len(failed) != 1 || failed[0].reason != snapshotter.ReasonNotLazy {
+		t.Fatalf("the manager's failed-mount records: %+v", failed)
+	}
+	if err := fs.Check(ctx, mp, nil); err == nil || !strings.Contains(err.Error(), "no layer mounted") {
+		t.Fatalf("Check of an unknown mountpoint: %v", err)
+	}
+	if _, err := fs.Usage(ctx, mp); err == nil {
+		t.Fatal("Usage of an unknown mountpoint succeeded")
+	}
+	if err := fs.Unmount(ctx, mp); err != nil {
+		t.Fatalf("Unmount of a mountpoint with nothing mounted: %v", err)
+	}
+	if err := fs.Mount(ctx, "", nil); err == nil || !strings.Contains(err.Error(), "bad request") {
+		t.Fatalf("Mount without a mountpoint: %v", err)
+	}
+
+	t.Run("cancelled caller", func(t *testing.T) {
+		bs := blockingSource{cancelled: make(chan error, 1)}
+		bm := newTestManager(t, bs)
+		bm.serve(t)
+		bfs := &managerFS{c: newManagerClient(bm.sock)}
+		mctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		if err := bfs.Mount(mctx, t.TempDir(), labelsFor(digest.Digest(hexDigest('b')))); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Mount past its deadline: %v", err)
+		}
+		select {
+		case err := <-bs.cancelled:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("the manager's Mount ended with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the manager's Mount was not cancelled with its caller")
+		}
+	})
+}
+
+// TestManagerStart: with no manager listening, the first calls start one
+// (once, however many callers) and go through; a manager that exits at
+// start fails the call with a pointer to its log instead of a long wait.
+func TestManagerStart(t *testing.T) {
+	m := newTestManager(t, failingSource{})
+	var starts atomic.Int32
+	fs := &managerFS{c: newManagerClient(m.sock), start: func() (<-chan error, error) {
+		starts.Add(1)
+		time.AfterFunc(50*time.Millisecond, func() { m.serve(t) })
+		return make(chan error), nil
+	}}
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fs.Check(context.Background(), fmt.Sprintf("/nowhere/%d", i), nil)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "no layer mounted") {
+			t.Fatalf("Check through a started manager: %v", err)
+		}
+	}
+	if n := starts.Load(); n != 1 {
+		t.Fatalf("%d managers started, want 1", n)
+	}
+
+	dead := &managerFS{c: newManagerClient(filepath.Join(t.TempDir(), managerSocketName)), start: func() (<-chan error, error) {
+		exited := make(chan error, 1)
+		exited <- errors.New("exit status 1")
+		return exited, nil
+	}}
+	err := dead.Check(context.Background(), "/nowhere", nil)
+	if err == nil || !strings.Contains(err.Error(), managerLogName) || !notListening(err) {
+		t.Fatalf("Check with a manager that exits at start: %v", err)
+	}
+}
+
+// TestClaimSocket: a second manager refuses a socket a live one serves; a
+// stale socket file is replaced.
+func TestClaimSocket(t *testing.T) {
+	m := newTestManager(t, failingSource{})
+	m.serve(t)
+	if err := claimSocket(context.Background(), m.sock); err == nil || !strings.Contains(err.Error(), "already serves") {
+		t.Fatalf("claim of a live manager's socket: %v", err)
+	}
+	m.srv.Close()
+	if err := claimSocket(context.Background(), m.sock); err != nil {
+		t.Fatalf("claim of a stale socket: %v", err)
+	}
+	if _, err := os.Stat(m.sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale socket left: %v", err)
+	}
+}

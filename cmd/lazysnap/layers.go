@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
+)
+
+// layerService is the half of lazysnap that serves layers: registry access,
+// the FUSE mounts and their status and metrics. lazysnap serve runs it in
+// its own process when fuse_manager.enable is false, and otherwise talks to
+// a `lazysnap fuse-manager` process that runs it (fusemanager.go), so that
+// the FUSE mounts outlive a restart of serve.
+type layerService struct {
+	fetcher *fetcher.Fetcher
+	fs      *trackedFS
+	met     *metrics
+	status  *statusServer
+}
+
+// fetchTimeout is fetch.timeout, parsed.
+func (c serveConfig) fetchTimeout() (time.Duration, error) {
+	if c.Fetch.Timeout == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.Fetch.Timeout)
+	if err != nil {
+		return 0, fmt.Errorf("fetch.timeout: %w", err)
+	}
+	return d, nil
+}
+
+// newLayerService builds the layer half from cfg; its metrics go to met.
+func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerService, error) {
+	timeout, err := cfg.fetchTimeout()
+	if err != nil {
+		return nil, err
+	}
+	f, err := fetcher.New(fetcher.Config{
+		HostsDir:         cfg.Registry.HostsDir,
+		DockerConfigPath: cfg.Registry.DockerConfig,
+		CacheDir:         filepath.Join(cfg.Root, "cache"),
+		CacheMaxBytes:    cfg.Cache.MaxBytes,
+		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
+		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rfs := newTrackedFS(newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
+		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
+		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
+		FetchTimeout: timeout, OnReadLatency: met.observeRead,
+	}, log))
+	src := statsSources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.mountedLayers}
+	if err := met.register(src); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &layerService{fetcher: f, fs: rfs, met: met,
+		status: &statusServer{fs: rfs, src: src, noPrefetch: cfg.Fetch.NoPrefetch, background: !cfg.Fetch.NoBackground}}, nil
+}
+
+// unmountAll unmounts every layer, detaching those still in use.
+func (l *layerService) unmountAll(ctx context.Context) error {
+	var errs []error
+	for _, m := range l.fs.mountedLayers() {
+		if err := l.fs.Unmount(ctx, m.Mountpoint); err != nil {
+			if derr := syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH); derr != nil && !errors.Is(derr, syscall.EINVAL) {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", m.Mountpoint, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases the fetcher; mounts are left as they are.
+func (l *layerService) Close() error { return l.fetcher.Close() }

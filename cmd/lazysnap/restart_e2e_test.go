@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRestartUnderRunningContainer: a container runs from a lazy image
+// while lazysnap serve is killed (SIGKILL) and started again. The FUSE
+// mounts live in the fuse manager, so the container reads files it never
+// read before, with serve down and after it is back, byte for byte; the
+// new serve keeps the live mounts (restored, not remounted) and starts new
+// containers. When the fuse manager itself is killed, the running
+// container's layers are gone (as any FUSE server's), but serve starts a
+// new manager and new containers run again without restarting serve.
+func TestRestartUnderRunningContainer(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n")
+	_, esgzDir := buildImages(t, "restart")
+	layers := busyboxLayers(t, "restart")
+	ref, _ := s.pushLayout(t, esgzDir, "restart", "esgz")
+	if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+		t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
+	}
+	s.ctr(t, "run", "-d", "--snapshotter", "lazysnap", ref, "long", "/bin/sleep", "600")
+	t.Cleanup(func() {
+		s.ctrd.Ctr(t, "task", "kill", "-s", "KILL", "long")
+		time.Sleep(200 * time.Millisecond)
+		s.ctrd.Ctr(t, "task", "rm", "-f", "long")
+		s.ctrd.Ctr(t, "container", "rm", "long")
+	})
+	exec1 := 0
+	sum := func(path string) string {
+		t.Helper()
+		exec1++
+		return s.ctr(t, "task", "exec", "--exec-id", "sum"+string(rune('a'+exec1)), "long", "/bin/sh", "-c", "sha256sum "+path+" | head -c 64")
+	}
+	manager := s.managerPID()
+	if manager == 0 {
+		t.Fatalf("no fuse manager runs:\n%s", s.log())
+	}
+
+	// serve dies without a chance to clean up
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+	if got, want := sum("/data/other"), sha256Of(t, layers[1], "data/other"); got != want {
+		t.Fatalf("with serve down: sha256 of an unread file %q, want %q\n%s", got, want, s.log())
+	}
+
+	s.startLazysnap(t)
+	if got := s.managerPID(); got != manager {
+		t.Fatalf("fuse manager pid %d after serve's restart, want the same %d", got, manager)
+	}
+	if got, want := sum("/data/big"), sha256Of(t, layers[1], "data/big"); got != want {
+		t.Fatalf("after serve's restart: sha256 of an unread file %q, want %q", got, want)
+	}
+	if got, want := sum("/bin/busybox"), sha256Of(t, layers[0], "bin/busybox"); got != want {
+		t.Fatalf("after serve's restart: sha256 of busybox %q, want %q", got, want)
+	}
+	rep := s.status(t)
+	if sn := rep.Snapshotter; sn == nil || sn.Restored != 2 || sn.Remounts != 0 || sn.RestoreFailures != 0 {
+		t.Fatalf("after serve's restart the snapshotter reports %+v, want both layers restored as they were", rep.Snapshotter)
+	}
+	if fm := rep.FuseManager; fm == nil || fm.PID != manager || fm.Error != "" {
+		t.Fatalf("status: fuse manager %+v, want pid %d", rep.FuseManager, manager)
+	}
+	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "after-serve", "/bin/cat", "/data/small"); got != "hello from a lazy layer\n" {
+		t.Fatalf("new container after serve's restart printed %q", got)
+	}
+
+	// the fuse manager dies: serve starts another and remounts for new
+	// containers
+	s.stopManager(t, syscall.SIGKILL)
+	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "after-manager", "/bin/cat", "/data/small"); got != "hello from a lazy layer\n" {
+		t.Fatalf("new container after the fuse manager was killed printed %q\n%s", got, s.log())
+	}
+	if got := s.managerPID(); got == 0 || got == manager {
+		t.Fatalf("fuse manager pid %d after it was killed (was %d), want a new one", got, manager)
+	}
+	if sn := s.status(t).Snapshotter; sn == nil || sn.Remounts != 2 {
+		t.Fatalf("after the fuse manager was killed the snapshotter reports %+v, want both layers remounted", sn)
+	}
+}
+
+// status runs `lazysnap status --json` against the stack.
+func (s *stack) status(t *testing.T) statusReport {
+	t.Helper()
+	out, err := exec.Command(s.bin, "status", "--config", filepath.Join(s.dir, "lazysnap.toml"), "--json").Output()
+	if err != nil {
+		t.Fatalf("lazysnap status: %v\n%s", err, out)
+	}
+	var rep statusReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("lazysnap status: %v\n%s", err, out)
+	}
+	return rep
+}
