@@ -7,6 +7,11 @@
 // ctr-remote (stargz-snapshotter) clients against that daemon. Nothing here
 // touches the host's own containerd.
 //
+// Options.BinDir runs another containerd build instead, such as a
+// containerd 2.x that scripts/containerd2.sh builds into the directory
+// Containerd2Dir returns; the config is written in the version the daemon
+// reads (2 for containerd 1.x, 3 for 2.x).
+//
 // The daemon needs root and the binaries installed; when they are missing the
 // test is skipped, or fails if LAZYSNAP_REQUIRE_INTEGRATION=1 (for CI jobs
 // where skipping would hide a broken environment). It is for tests only.
@@ -38,6 +43,11 @@ const Namespace = "lazysnap-test"
 // missing prerequisite into a test failure when set to "1".
 const RequireEnv = "LAZYSNAP_REQUIRE_INTEGRATION"
 
+// Containerd2Env names the environment variable holding the directory of a
+// containerd 2.x build (containerd, ctr, containerd-shim-runc-v2); see
+// Containerd2Dir.
+const Containerd2Env = "LAZYSNAP_CONTAINERD2_DIR"
+
 // Default binary paths, used when Options leaves them empty.
 const (
 	DefaultContainerd = "/usr/bin/containerd"
@@ -65,6 +75,11 @@ type Options struct {
 	// Containerd, Ctr and CtrRemote override the binaries (DefaultContainerd,
 	// DefaultCtr, DefaultCtrRemote; bare names are looked up in PATH).
 	Containerd, Ctr, CtrRemote string
+	// BinDir, if set, is a directory holding containerd, ctr and
+	// containerd-shim-runc-v2 of another containerd build (Containerd2Dir).
+	// Its containerd and ctr are used instead of Containerd and Ctr, and the
+	// directory comes first in the daemon's PATH so that it runs its own shim.
+	BinDir string
 }
 
 // Containerd is a running private daemon. Its methods are safe to call from
@@ -76,24 +91,41 @@ type Containerd struct {
 	address    string
 	ctr        string
 	ctrRemote  string
+	major      int // containerd's major version
 	cmdTimeout time.Duration
 	cmd        *exec.Cmd
 	exited     chan struct{} // closed when cmd.Wait returns
 	waitErr    error         // cmd.Wait's result, valid once exited is closed
 }
 
-// alwaysDisabled are plugins a test daemon never needs: CRI wants a CNI
-// setup and its own state, the others want kernel features or hardware and
-// only add noise to the log. Unknown IDs are ignored by containerd.
-var alwaysDisabled = []string{
-	"io.containerd.grpc.v1.cri",
-	"io.containerd.internal.v1.opt", // would write /opt/containerd
-	"io.containerd.internal.v1.tracing",
-	"io.containerd.tracing.processor.v1.otlp",
-	"io.containerd.snapshotter.v1.aufs",
-	"io.containerd.snapshotter.v1.btrfs",
-	"io.containerd.snapshotter.v1.devmapper",
-	"io.containerd.snapshotter.v1.zfs",
+// alwaysDisabled returns the plugins a test daemon never needs: CRI wants
+// a CNI setup and its own state, the others want kernel features or hardware
+// and only add noise to the log. Unknown IDs are ignored by containerd.
+func alwaysDisabled(major int) []string {
+	ids := []string{
+		"io.containerd.grpc.v1.cri",
+		"io.containerd.internal.v1.opt", // would write /opt/containerd
+		"io.containerd.internal.v1.tracing",
+		"io.containerd.tracing.processor.v1.otlp",
+		"io.containerd.snapshotter.v1.aufs",
+		"io.containerd.snapshotter.v1.btrfs",
+		"io.containerd.snapshotter.v1.devmapper",
+		"io.containerd.snapshotter.v1.zfs",
+	}
+	if major >= 2 {
+		// containerd 2.x splits CRI into several plugins, and its NRI (on
+		// by default) would serve a socket under /var/run/nri
+		ids = append(ids,
+			"io.containerd.cri.v1.images",
+			"io.containerd.cri.v1.runtime",
+			"io.containerd.nri.v1.nri",
+			"io.containerd.podsandbox.controller.v1.podsandbox",
+			"io.containerd.snapshotter.v1.blockfile",
+			"io.containerd.snapshotter.v1.erofs",
+			"io.containerd.differ.v1.erofs",
+		)
+	}
+	return ids
 }
 
 // Unavailable skips t with reason, or fails it when RequireEnv is "1".
@@ -127,8 +159,16 @@ func Start(t testing.TB, opts Options) *Containerd {
 	if c.cmdTimeout == 0 {
 		c.cmdTimeout = 2 * time.Minute
 	}
-	bin := lookBinary(t, orDefault(opts.Containerd, DefaultContainerd))
-	c.ctr = lookBinary(t, orDefault(opts.Ctr, DefaultCtr))
+	bin, ctr := orDefault(opts.Containerd, DefaultContainerd), orDefault(opts.Ctr, DefaultCtr)
+	if opts.BinDir != "" {
+		bin, ctr = filepath.Join(opts.BinDir, "containerd"), filepath.Join(opts.BinDir, "ctr")
+	}
+	bin = lookBinary(t, bin)
+	c.ctr = lookBinary(t, ctr)
+	var err error
+	if c.major, err = majorVersion(bin); err != nil {
+		t.Fatal(err)
+	}
 	c.ctrRemote = orDefault(opts.CtrRemote, DefaultCtrRemote)
 	if opts.NeedCtrRemote {
 		c.ctrRemote = lookBinary(t, c.ctrRemote)
@@ -162,6 +202,10 @@ func Start(t testing.TB, opts Options) *Containerd {
 	defer logf.Close() // the child holds its own descriptor
 	c.cmd = exec.Command(bin, "--config", c.configPath)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	if opts.BinDir != "" {
+		// the shim is looked up in PATH
+		c.cmd.Env = append(os.Environ(), "PATH="+opts.BinDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	// Own process group: a ^C to the test does not hit the daemon first,
 	// and Cleanup signals exactly this pid.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -181,6 +225,64 @@ func Start(t testing.TB, opts Options) *Containerd {
 	return c
 }
 
+// Containerd2Dir returns the directory that Containerd2Env names, for
+// Options.BinDir, after checking that it holds containerd 2.x. Otherwise it
+// skips t, even when RequireEnv is set: CI does not build containerd 2.x.
+func Containerd2Dir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv(Containerd2Env)
+	if dir == "" {
+		t.Skipf("containerd 2.x test skipped: %s is not set (scripts/containerd2.sh builds the binaries)", Containerd2Env)
+	}
+	for _, name := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(filepath.Join(dir, name)); err != nil {
+			t.Skipf("containerd 2.x test skipped: %s=%s: %v", Containerd2Env, dir, err)
+		}
+	}
+	if major, err := majorVersion(filepath.Join(dir, "containerd")); err != nil || major < 2 {
+		t.Skipf("containerd 2.x test skipped: %s=%s holds containerd major version %d (%v)", Containerd2Env, dir, major, err)
+	}
+	return dir
+}
+
+// majorVersion runs `containerd --version` and returns the major version
+// it prints: "containerd github.com/containerd/containerd/v2 2.1.4 ..." or
+// "containerd github.com/containerd/containerd 1.6.20~ds1 ...".
+func majorVersion(bin string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("%s --version: %w", bin, err)
+	}
+	return parseMajorVersion(string(out))
+}
+
+func parseMajorVersion(out string) (int, error) {
+	f := strings.Fields(out)
+	if len(f) < 3 {
+		return 0, fmt.Errorf("unexpected containerd --version output %q", out)
+	}
+	major, _, _ := strings.Cut(strings.TrimPrefix(f[2], "v"), ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		return 0, fmt.Errorf("unexpected containerd --version output %q: %w", out, err)
+	}
+	return n, nil
+}
+
+// configVersion is the config.toml version the daemon of a major version
+// reads natively: 2 for 1.x, 3 for 2.x (which would migrate 2 on every start).
+func configVersion(major int) int {
+	if major >= 2 {
+		return 3
+	}
+	return 2
+}
+
+// Major is the daemon's major version (1 or 2).
+func (c *Containerd) Major() int { return c.major }
+
 func orDefault(s, def string) string {
 	if s == "" {
 		return def
@@ -190,13 +292,13 @@ func orDefault(s, def string) string {
 
 // config returns the config.toml text.
 func (c *Containerd) config(opts Options) string {
-	disabled := append(append([]string(nil), alwaysDisabled...), opts.DisabledPlugins...)
+	disabled := append(alwaysDisabled(c.major), opts.DisabledPlugins...)
 	quoted := make([]string, len(disabled))
 	for i, p := range disabled {
 		quoted[i] = strconv.Quote(p)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "version = 2\n")
+	fmt.Fprintf(&b, "version = %d\n", configVersion(c.major))
 	fmt.Fprintf(&b, "root = %q\n", filepath.Join(c.dir, "root"))
 	fmt.Fprintf(&b, "state = %q\n", filepath.Join(c.dir, "state"))
 	fmt.Fprintf(&b, "disabled_plugins = [%s]\n\n", strings.Join(quoted, ", "))
@@ -350,7 +452,11 @@ func (c *Containerd) run(t testing.TB, bin string, args []string) ([]byte, error
 	t.Logf("$ %s %s", filepath.Base(bin), strings.Join(args, " "))
 	ctx, cancel := context.WithTimeout(context.Background(), c.cmdTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, full...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bin, full...)
+	// ctr 2.x warns of every deprecation the daemon reports (cgroup v1
+	// here) on each run, into the output tests compare
+	cmd.Env = append(os.Environ(), "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1")
+	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%s %s: timed out after %v: %w", filepath.Base(bin), strings.Join(args, " "), c.cmdTimeout, err)
 	} else if err != nil {

@@ -15,12 +15,30 @@ import (
 )
 
 func TestStart(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		binDir func(testing.TB) string // Options.BinDir; nil: the Debian binaries
+		config string                  // in config.toml
+	}{
+		{"debian", nil, "version = 2\n"},
+		{"containerd 2", containerd.Containerd2Dir, "version = 3\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts containerd.Options
+			if tc.binDir != nil {
+				opts.BinDir = tc.binDir(t)
+			}
+			testStart(t, opts, tc.config)
+		})
+	}
+}
+
+func testStart(t *testing.T, opts containerd.Options, wantConfig string) {
 	var dir string
 	var pid int
 	t.Run("daemon", func(t *testing.T) {
-		c := containerd.Start(t, containerd.Options{
-			ExtraConfig: "[plugins.\"io.containerd.gc.v1.scheduler\"]\n  pause_threshold = 0.03\n",
-		})
+		opts.ExtraConfig = "[plugins.\"io.containerd.gc.v1.scheduler\"]\n  pause_threshold = 0.03\n"
+		c := containerd.Start(t, opts)
 		dir = c.Dir()
 		if len(c.Address()) >= 100 {
 			t.Errorf("socket path %q too long", c.Address())
@@ -45,12 +63,12 @@ func TestStart(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		for _, line := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri" {
-				t.Errorf("CRI plugin not disabled: %s", line)
+			if f := strings.Fields(line); len(f) >= 2 && (f[1] == "cri" || f[1] == "nri" || strings.HasPrefix(f[0], "io.containerd.cri.")) {
+				t.Errorf("CRI or NRI plugin not disabled: %s", line)
 			}
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "config.toml"))
-		if err != nil || !bytes.Contains(b, []byte("pause_threshold = 0.03")) {
+		if err != nil || !bytes.Contains(b, []byte("pause_threshold = 0.03")) || !bytes.HasPrefix(b, []byte(wantConfig)) {
 			t.Errorf("config.toml lacks the extra config: %v\n%s", err, b)
 		}
 		if _, err := os.Stat(c.LogPath()); err != nil {
