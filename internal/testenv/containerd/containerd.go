@@ -48,6 +48,13 @@ const RequireEnv = "LAZYSNAP_REQUIRE_INTEGRATION"
 // Containerd2Dir.
 const Containerd2Env = "LAZYSNAP_CONTAINERD2_DIR"
 
+// BinDirEnv names an environment variable that, when set, is the default
+// for Options.BinDir of every Start that names no binaries itself. A test
+// can so run helpers that start containerd with fixed options against
+// another build (t.Setenv(BinDirEnv, Containerd2Dir(t))), and a whole run
+// can use containerd 2.x: LAZYSNAP_TESTENV_CONTAINERD_DIR=DIR go test ./...
+const BinDirEnv = "LAZYSNAP_TESTENV_CONTAINERD_DIR"
+
 // Default binary paths, used when Options leaves them empty.
 const (
 	DefaultContainerd = "/usr/bin/containerd"
@@ -76,7 +83,8 @@ type Options struct {
 	// DefaultCtr, DefaultCtrRemote; bare names are looked up in PATH).
 	Containerd, Ctr, CtrRemote string
 	// BinDir, if set, is a directory holding containerd, ctr and
-	// containerd-shim-runc-v2 of another containerd build (Containerd2Dir).
+	// containerd-shim-runc-v2 of another containerd build (Containerd2Dir);
+	// BinDirEnv sets a default.
 	// Its containerd and ctr are used instead of Containerd and Ctr, and the
 	// directory comes first in the daemon's PATH so that it runs its own shim.
 	BinDir string
@@ -158,6 +166,9 @@ func Start(t testing.TB, opts Options) *Containerd {
 	c := &Containerd{cmdTimeout: opts.CommandTimeout, exited: make(chan struct{})}
 	if c.cmdTimeout == 0 {
 		c.cmdTimeout = 2 * time.Minute
+	}
+	if opts.BinDir == "" && opts.Containerd == "" && opts.Ctr == "" {
+		opts.BinDir = os.Getenv(BinDirEnv)
 	}
 	bin, ctr := orDefault(opts.Containerd, DefaultContainerd), orDefault(opts.Ctr, DefaultCtr)
 	if opts.BinDir != "" {

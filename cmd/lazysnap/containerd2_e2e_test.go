@@ -1,0 +1,163 @@
+package main
+
+// `lazysnap pull` end to end against each containerd the machine has:
+// Debian's 1.6 always, and a 2.x build when LAZYSNAP_CONTAINERD2_DIR names
+// one (scripts/containerd2.sh builds it). Checks the progress a non-terminal
+// gets, the summary, and that containers run on the pulled images.
+
+import (
+	"bytes"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+)
+
+func TestPullThroughContainerd(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		binDir func(testing.TB) string // the containerd build; nil: Debian's
+		major  int
+	}{
+		{"debian containerd 1.6", nil, 1},
+		{"containerd 2", ctrdenv.Containerd2Dir, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := ""
+			if tc.binDir != nil {
+				dir = tc.binDir(t)
+			}
+			// startStack starts containerd with fixed options: choose the
+			// build through the testenv's default
+			t.Setenv(ctrdenv.BinDirEnv, dir)
+			s := startStack(t, "[fetch]\n  no_background = true\n")
+			if got := s.ctrd.Major(); got != tc.major {
+				t.Fatalf("containerd major version %d, want %d", got, tc.major)
+			}
+			testPullProgress(t, s)
+		})
+	}
+}
+
+// progressStates returns, per layer, the states its progress lines show,
+// in order; any line that is neither progress nor summary fails t.
+func progressStates(t *testing.T, out string) map[int][]string {
+	t.Helper()
+	if strings.ContainsAny(out, "\x1b\r") {
+		t.Fatalf("plain output has terminal control characters: %q", out)
+	}
+	// layer index, short digest, size, state
+	progressLine := regexp.MustCompile(`^layer (\d+) sha256:[0-9a-f]{12} +[0-9.]+ [KMG]?i?B  (.*)$`)
+	states := map[int][]string{}
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if m := progressLine.FindStringSubmatch(line); m != nil {
+			i, _ := strconv.Atoi(m[1])
+			states[i] = append(states[i], m[2])
+		} else if !strings.HasPrefix(line, "layer ") && !strings.HasPrefix(line, "pulled ") {
+			t.Errorf("unexpected output line %q", line)
+		}
+	}
+	return states
+}
+
+// pullOut runs `lazysnap pull` with flags through hosts and returns its
+// standard output.
+func (s *stack) pullOut(t *testing.T, hosts, ref string, flags ...string) string {
+	t.Helper()
+	args := append([]string{"pull", "--address", s.ctrd.Address(), "--namespace", ctrdenv.Namespace, "--hosts-dir", hosts}, flags...)
+	var stderr bytes.Buffer
+	cmd := exec.Command(s.bin, append(args, ref)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("lazysnap pull: %v\n%s%s\nlazysnap log:\n%s", err, out, stderr.Bytes(), s.log())
+	}
+	t.Logf("$ lazysnap pull %s\n%s", strings.TrimSpace(strings.Join(flags, " ")+" "+ref), out)
+	return string(out)
+}
+
+func (s *stack) runSmall(t *testing.T, ref, id string) {
+	t.Helper()
+	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, id, "/bin/sh", "-c", "cat /data/small"); got != "hello from a lazy layer\n" {
+		t.Fatalf("container printed %q", got)
+	}
+}
+
+func testPullProgress(t *testing.T, s *stack) {
+	gzipDir, esgzDir := buildImages(t)
+
+	t.Run("lazy", func(t *testing.T) {
+		ref, _ := s.pushLayout(t, esgzDir, "progress", "esgz")
+		out := s.pullOut(t, s.hosts, ref)
+		states := progressStates(t, out)
+		for i := range 2 {
+			if got := strings.Join(states[i], ", "); got != "lazy (remote snapshot)" {
+				t.Errorf("layer %d went through %q, want only lazy (remote snapshot)\n%s", i, got, out)
+			}
+		}
+		if !strings.Contains(out, "2 of 2 layers lazy") {
+			t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
+		}
+		s.runSmall(t, ref, "progress-lazy")
+	})
+
+	t.Run("fallback through a slow link", func(t *testing.T) {
+		// 16 MiB/s: the ~28 MB data layer takes about two seconds
+		slow := registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{BandwidthBytesPerSec: 16 << 20})
+		hosts := t.TempDir()
+		if _, err := registry.WriteHostsConfig(hosts, s.reg.Host, registry.Endpoint{URL: slow.URL}); err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := s.pushLayout(t, gzipDir, "progress", "gzip")
+		out := s.pullOut(t, hosts, ref)
+		states := progressStates(t, out)
+		for i := range 2 {
+			if got := states[i]; len(got) == 0 || got[len(got)-1] != "unpacked" {
+				t.Errorf("layer %d went through %q, want to end unpacked\n%s", i, got, out)
+			}
+		}
+		// the data layer's download shows bytes arriving, in order
+		downloading := regexp.MustCompile(`^downloading [0-9.]+ [KMG]?i?B / [0-9.]+ MiB \((\d+)%\)$`)
+		last, partial := -1, 0
+		for _, st := range states[1] {
+			m := downloading.FindStringSubmatch(st)
+			if m == nil {
+				continue
+			}
+			pct, _ := strconv.Atoi(m[1])
+			if pct <= last {
+				t.Errorf("download progress went from %d%% to %d%%\n%s", last, pct, out)
+			}
+			if pct > 0 && pct < 100 {
+				partial++
+			}
+			last = pct
+		}
+		if partial == 0 {
+			t.Errorf("no partial download progress of the data layer\n%s", out)
+		}
+		if !strings.Contains(out, "0 of 2 layers lazy") {
+			t.Fatalf("pull: %s", out)
+		}
+		s.runSmall(t, ref, "progress-gzip")
+	})
+
+	t.Run("quiet", func(t *testing.T) {
+		out := s.pullOut(t, s.hosts, s.reg.Ref("progress", "esgz"), "--quiet")
+		if !regexp.MustCompile(`^pulled \S+ in \S+: 2 of 2 layers lazy\n$`).MatchString(out) {
+			t.Errorf("quiet pull printed %q, want the final line only", out)
+		}
+	})
+
+	t.Run("tty forced", func(t *testing.T) {
+		out := s.pullOut(t, s.hosts, s.reg.Ref("progress", "esgz"), "--progress", "tty")
+		live, summary, ok := strings.Cut(out, "\r\x1b[J")
+		if !ok || !strings.Contains(live, "\r\x1b[2Klayer 1 ") || !strings.Contains(summary, "2 of 2 layers lazy") || strings.Contains(summary, "\x1b") {
+			t.Errorf("tty pull: want layer lines drawn, erased, then the summary; got %q", out)
+		}
+	})
+}
