@@ -108,12 +108,12 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	if err != nil {
 		return err
 	}
+	l.Start() // prefetch need not wait for the FUSE mount
 	m, err := l.Mount(mountpoint)
 	if err != nil {
 		l.Close()
 		return err
 	}
-	l.Start()
 	r.mu.Lock()
 	r.mounted[mountpoint] = &mountedLayer{digest: dg, layer: l, mount: m}
 	r.mu.Unlock()
