@@ -143,7 +143,8 @@ func TestUpdateKeepsSourceLabels(t *testing.T) {
 }
 
 // TestCleanup checks that Cleanup removes only directories no snapshot
-// uses, detaching anything left mounted in them first.
+// uses, detaching anything left mounted in them first, then lets the
+// FileSystem free what unmounted layers left (Cleaner).
 func TestCleanup(t *testing.T) {
 	requireRoot(t)
 	ctx, _ := testCtx(t)
@@ -182,6 +183,9 @@ func TestCleanup(t *testing.T) {
 	}
 	if len(fs.Calls("Unmount")) != 0 {
 		t.Error("Cleanup unmounted a remote snapshot in use")
+	}
+	if n := len(fs.Calls("Cleanup")); n != 1 {
+		t.Errorf("the FileSystem's Cleanup called %d times, want once", n)
 	}
 	for _, key := range []string{"kept", "remote"} {
 		if _, err := sn.Stat(ctx, key); err != nil {

@@ -160,6 +160,14 @@ func (f *fakeFS) Unmount(ctx context.Context, mp string) error {
 	return unix.Unmount(mp, 0)
 }
 
+var _ snapshotter.Cleaner = (*fakeFS)(nil)
+
+// Cleanup records the call.
+func (f *fakeFS) Cleanup(ctx context.Context) error {
+	f.record("Cleanup", "", nil)
+	return nil
+}
+
 // usageFS is a fakeFS that is also a Usager.
 type usageFS struct {
 	*fakeFS

@@ -42,6 +42,14 @@ type Usager interface {
 	Usage(ctx context.Context, mountpoint string) (snapshots.Usage, error)
 }
 
+// Cleaner is an optional interface of a FileSystem: Cleanup frees the
+// local data (fetched contents, say) of layers that are not mounted now.
+// Snapshotter.Cleanup, which containerd calls after garbage collection,
+// calls it once the unused snapshot directories are gone.
+type Cleaner interface {
+	Cleanup(ctx context.Context) error
+}
+
 // Reason says why a layer was not mounted remotely but pulled the ordinary
 // way; it keys Stats.Fallbacks. A Reason is also an error, so that a
 // FileSystem can wrap one to classify its failure; FileSystems may define

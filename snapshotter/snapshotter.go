@@ -407,6 +407,11 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 		}
 		log.G(ctx).WithField("path", dir).Debug("lazysnap: removed unused snapshot directory")
 	}
+	if c, ok := s.fs.(Cleaner); ok {
+		if err := c.Cleanup(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("remote layers: %w", err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}

@@ -37,6 +37,7 @@ import (
 //	POST /check     managerRequest -> 204, or managerError
 //	POST /unmount   managerRequest -> 204, or managerError
 //	POST /usage     managerRequest -> snapshots.Usage, or managerError
+//	POST /cleanup   -> 204, or managerError
 //	GET  /status    -> statusReport (without the snapshotter's part)
 //	GET  /metrics   -> Prometheus text
 //
@@ -206,6 +207,13 @@ func managerHandler(ls *layerService, root string) http.Handler {
 		}
 		return u, nil
 	}))
+	mux.HandleFunc("POST /cleanup", func(w http.ResponseWriter, r *http.Request) {
+		if err := ls.fs.Cleanup(r.Context()); err != nil {
+			writeJSON(w, http.StatusInternalServerError, managerError{Error: err.Error()})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.Handle("GET /metrics", ls.met.handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, ls.status.report(r.Context()))

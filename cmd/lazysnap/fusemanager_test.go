@@ -197,3 +197,38 @@ func TestClaimSocket(t *testing.T) {
 		t.Fatalf("stale socket left: %v", err)
 	}
 }
+
+// TestContentCleanupSpares: Cleanup (through the manager) removes the
+// content of layers that are not mounted, spares a layer being mounted,
+// and finishes removals a crash interrupted.
+func TestContentCleanupSpares(t *testing.T) {
+	m := newTestManager(t, failingSource{})
+	m.serve(t)
+	content := filepath.Join(m.ls.fs.root, "content")
+	unused, mounting := digest.Digest(hexDigest('c')), digest.Digest(hexDigest('d'))
+	for _, d := range []string{unused.Encoded(), mounting.Encoded(), removingPrefix + hexDigest('e')[7:]} {
+		if err := os.MkdirAll(filepath.Join(content, d, "files", "usr"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.ls.fs.markMounting(mounting, 1)
+	fs := &managerFS{c: newManagerClient(m.sock)}
+	if err := fs.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(content)
+	if len(ents) != 1 || ents[0].Name() != mounting.Encoded() {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("content after Cleanup: %v, want only the layer being mounted", names)
+	}
+	m.ls.fs.markMounting(mounting, -1)
+	if err := fs.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(content); len(ents) != 0 {
+		t.Fatalf("content after the mount ended and Cleanup ran again: %d entries", len(ents))
+	}
+}

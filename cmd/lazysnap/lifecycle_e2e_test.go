@@ -2,12 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestRestartUnderRunningContainer: a container runs from a lazy image
@@ -99,4 +103,48 @@ func (s *stack) status(t *testing.T) statusReport {
 		t.Fatalf("lazysnap status: %v\n%s", err, out)
 	}
 	return rep
+}
+
+// TestContentCleanup: removing an image (containerd's garbage collection
+// removes its snapshots, then calls the snapshotter's Cleanup) frees the
+// file contents lazysnap fetched for its lazy layers, and only those: the
+// layers of an image still in use keep theirs and stay readable.
+func TestContentCleanup(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n")
+	_, goneDir := buildImages(t, "cleanup-gone")
+	_, keptDir := buildImages(t, "cleanup-kept")
+	gone, _ := s.pushLayout(t, goneDir, "cleanup", "gone")
+	kept, _ := s.pushLayout(t, keptDir, "cleanup", "kept")
+	for _, ref := range []string{gone, kept} {
+		if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+			t.Fatalf("pull %s: %s", ref, out)
+		}
+		s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "read", "/bin/sh", "-c", "cat /data/other > /dev/null")
+	}
+	content := filepath.Join(s.dir, "root", "content")
+	layersOf := func(dir string) []string {
+		var idx ocispec.Index
+		var m ocispec.Manifest
+		readJSON(t, filepath.Join(dir, "index.json"), &idx)
+		readJSON(t, filepath.Join(dir, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
+		return []string{m.Layers[0].Digest.Encoded(), m.Layers[1].Digest.Encoded()}
+	}
+	goneData, keptData := layersOf(goneDir)[1], layersOf(keptDir)[1]
+	for _, l := range []string{goneData, keptData} {
+		if _, err := os.Stat(filepath.Join(content, l, "files")); err != nil {
+			t.Fatalf("no fetched content for layer %s before removal: %v", l, err)
+		}
+	}
+
+	s.ctr(t, "images", "rm", "--sync", gone)
+	if _, err := os.Stat(filepath.Join(content, goneData)); !errors.Is(err, os.ErrNotExist) {
+		ents, _ := os.ReadDir(content)
+		t.Fatalf("content of the removed image's data layer: %v (content dir holds %d entries)\n%s", err, len(ents), s.log())
+	}
+	if _, err := os.Stat(filepath.Join(content, keptData, "files")); err != nil {
+		t.Fatalf("content of the kept image's layer: %v", err)
+	}
+	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", kept, "kept", "/bin/cat", "/data/small"); got != "hello from a lazy layer\n" {
+		t.Fatalf("kept image's container printed %q", got)
+	}
 }

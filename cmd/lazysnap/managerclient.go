@@ -120,9 +120,10 @@ type managerFS struct {
 var (
 	_ snapshotter.FileSystem = (*managerFS)(nil)
 	_ snapshotter.Usager     = (*managerFS)(nil)
+	_ snapshotter.Cleaner    = (*managerFS)(nil)
 )
 
-func (m *managerFS) call(ctx context.Context, path string, req managerRequest, out any) error {
+func (m *managerFS) call(ctx context.Context, path string, req any, out any) error {
 	err := m.c.do(ctx, http.MethodPost, path, req, out)
 	if m.start == nil || !notListening(err) {
 		return err
@@ -171,6 +172,10 @@ func (m *managerFS) Check(ctx context.Context, mountpoint string, labels map[str
 
 func (m *managerFS) Unmount(ctx context.Context, mountpoint string) error {
 	return m.call(ctx, "/unmount", managerRequest{Mountpoint: mountpoint}, nil)
+}
+
+func (m *managerFS) Cleanup(ctx context.Context) error {
+	return m.call(ctx, "/cleanup", nil, nil)
 }
 
 func (m *managerFS) Usage(ctx context.Context, mountpoint string) (snapshots.Usage, error) {

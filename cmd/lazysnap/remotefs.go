@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -47,12 +48,13 @@ type layerRecord struct {
 
 // remoteFS mounts eStargz layers: the snapshotter's FileSystem.
 type remoteFS struct {
-	src     layerSource
-	root    string // content directories live under root/content/<digest>
-	opts    lfs.Options
-	log     *slog.Logger
-	mu      sync.Mutex
-	mounted map[string]*mountedLayer // by mountpoint
+	src      layerSource
+	root     string // content directories live under root/content/<digest>
+	opts     lfs.Options
+	log      *slog.Logger
+	mu       sync.Mutex
+	mounted  map[string]*mountedLayer // by mountpoint
+	mounting map[digest.Digest]int    // Mounts in progress, by layer: Cleanup spares their content
 }
 
 type mountedLayer struct {
@@ -62,7 +64,7 @@ type mountedLayer struct {
 }
 
 func newRemoteFS(src layerSource, root string, opts lfs.Options, log *slog.Logger) *remoteFS {
-	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}}
+	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}, mounting: map[digest.Digest]int{}}
 }
 
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
@@ -75,6 +77,8 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	// ctx is the Prepare request's: what outlives Mount must not use it
 	bg := context.WithoutCancel(ctx)
 	dg := src.Digest
+	r.markMounting(dg, 1)
+	defer r.markMounting(dg, -1)
 	contentDir := filepath.Join(r.root, "content", dg.Encoded())
 	desc, err := r.descriptor(ctx, contentDir, src)
 	if err != nil {
@@ -150,6 +154,72 @@ func (r *remoteFS) remember(dir, ref string, desc ocispec.Descriptor) error {
 	}
 	b, _ := json.Marshal(&layerRecord{Ref: ref, Desc: desc})
 	return os.WriteFile(filepath.Join(dir, "layer.json"), b, 0o600)
+}
+
+func (r *remoteFS) markMounting(dg digest.Digest, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mounting[dg] += n; r.mounting[dg] <= 0 {
+		delete(r.mounting, dg)
+	}
+}
+
+var _ snapshotter.Cleaner = (*remoteFS)(nil)
+
+// removingPrefix names content directories being removed.
+const removingPrefix = ".removing-"
+
+// Cleanup removes the content directories (the verified file contents and
+// the layer record) of the layers that are neither mounted nor being
+// mounted: what the snapshots of removed images leave. Each is renamed
+// away under the lock, so that a later Mount of the layer starts afresh,
+// and removed after; a crash in between leaves a name the next Cleanup
+// removes.
+func (r *remoteFS) Cleanup(ctx context.Context) error {
+	dir := filepath.Join(r.root, "content")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var (
+		errs  []error
+		trash []string
+	)
+	r.mu.Lock()
+	used := map[string]bool{}
+	for _, ml := range r.mounted {
+		used[ml.digest.Encoded()] = true
+	}
+	for dg := range r.mounting {
+		used[dg.Encoded()] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, removingPrefix):
+			trash = append(trash, filepath.Join(dir, name))
+		case !used[name]:
+			t := filepath.Join(dir, removingPrefix+name)
+			if err := os.Rename(filepath.Join(dir, name), t); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			trash = append(trash, t)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range trash {
+		if err := os.RemoveAll(t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(trash) > 0 {
+		r.log.InfoContext(ctx, "removed the content of unmounted layers", "layers", len(trash))
+	}
+	return errors.Join(errs...)
 }
 
 // Check reports whether the layer at mountpoint is still served.
