@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -192,6 +196,73 @@ func TestNewPullRenderer(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("newPullRenderer(%q) = %s (%v), want %s", tc.mode, got, err, tc.want)
+			}
+		})
+	}
+}
+
+// openPTY opens a pseudo-terminal of the given width and returns its
+// terminal side.
+func openPTY(t *testing.T, cols uint16) *os.File {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	if err := unix.IoctlSetWinsize(int(pts.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: 24}); err != nil {
+		t.Fatal(err)
+	}
+	return pts
+}
+
+func TestTerminalWidth(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	file, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for _, tc := range []struct {
+		name     string
+		w        io.Writer
+		width    int
+		terminal bool
+		renderer string // what auto picks
+	}{
+		{"pseudo-terminal", openPTY(t, 77), 77, true, "*main.ttyRenderer"},
+		{"pipe", pw, 0, false, "*main.plainRenderer"},
+		{"file", file, 0, false, "*main.plainRenderer"},
+		{"buffer", &bytes.Buffer{}, 0, false, "*main.plainRenderer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			width, terminal := terminalWidth(tc.w)
+			if width != tc.width || terminal != tc.terminal {
+				t.Errorf("terminalWidth = %d, %v; want %d, %v", width, terminal, tc.width, tc.terminal)
+			}
+			r, err := newPullRenderer("auto", tc.w)
+			if got := fmt.Sprintf("%T", r); err != nil || got != tc.renderer {
+				t.Errorf("auto renderer %s (%v), want %s", got, err, tc.renderer)
+			}
+			if tty, ok := r.(*ttyRenderer); ok && tty.width != tc.width {
+				t.Errorf("tty renderer width %d, want %d", tty.width, tc.width)
 			}
 		})
 	}
