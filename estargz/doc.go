@@ -13,9 +13,14 @@
 // know the format can pull and unpack it as usual.
 //
 // The package is decoupled from transport: Open takes an *io.SectionReader
-// over the blob and never asks where the bytes come from. Code that fetches
-// compressed ranges itself (the fetcher and the FUSE layer) uses Chunk.Decode
-// on the bytes it fetched.
+// over the blob and never asks where the bytes come from. Since each ReadAt
+// of a remote blob is a round trip, Open makes at most two: the blob's last
+// DefaultTailReadSize bytes (footer, and the whole TOC of a small layer),
+// then the rest of the TOC member in one piece, which it decompresses from
+// memory. A caller that has the tail already (read together with the
+// blob's size) passes it with WithTail and saves the first. Code that
+// fetches compressed ranges itself (the fetcher and the FUSE layer) uses
+// Chunk.Decode on the bytes it fetched.
 //
 // # Verification
 //

@@ -25,6 +25,10 @@
 // the range is cut out of it. Redirects to blob storage are followed, the
 // target is remembered per blob and host, and a target that has expired
 // (400/401/403/404/410) is re-resolved through the registry transparently.
+// BlobWithTail opens a blob whose size the descriptor does not give with
+// one suffix-range request ("bytes=-n"), which returns the size and the
+// blob's last bytes (an eStargz footer and TOC) at once, instead of a HEAD
+// and then a range read; servers that do not do suffix ranges get those.
 //
 // Cache: ranges are cached per (blob digest, offset, length), on disk under
 // Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are
