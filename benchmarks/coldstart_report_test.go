@@ -303,9 +303,8 @@ func (r *report) markdown() string {
 	b.WriteString("\n## Reproduce\n\n```sh\nmake bench                                    # all workloads and modes, 3 runs\n" +
 		"LAZYSNAP_BENCH_QUICK=1 make bench             # one run each\n" +
 		"LAZYSNAP_BENCH_WORKLOADS=hello,imports LAZYSNAP_BENCH_RTT=50ms LAZYSNAP_BENCH_MBITS=20 make bench\n" +
-		"# prioritized files of one workload, then the optimized image, from the command line:\n" +
-		"go run ./benchmarks/cmd/lazysnap-record -o hello.list LAYOUT -- /usr/bin/python3 -c 'print(\"hello\")'\n" +
-		"bin/lazysnap convert -prioritized-files hello.list LAYOUT OUT\n```\n\nSee benchmarks/README.md for every setting.\n")
+		"# record the files of one workload and convert the image with them first (list in OUT.prioritized):\n" +
+		"bin/lazysnap convert -record LAYOUT OUT -- /usr/bin/python3 -c 'print(\"hello\")'\n```\n\nSee benchmarks/README.md for every setting.\n")
 	return b.String()
 }
 
