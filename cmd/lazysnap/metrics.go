@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"maps"
 	"net/http"
 	"time"
@@ -70,8 +71,20 @@ func (m *metrics) register(src statsSources) error {
 	return m.reg.Register(&statsCollector{src: src})
 }
 
-// gather adds another process's metrics (a fuse manager's) to handler's.
-func (m *metrics) gather(g prometheus.Gatherer) { m.gatherers = append(m.gatherers, g) }
+// gatherManager adds a fuse manager's metrics to handler's, and
+// lazysnap_fuse_manager_up, whether it answers.
+func (m *metrics) gatherManager(c *managerClient) error {
+	m.gatherers = append(m.gatherers, managerGatherer{c})
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lazysnap_fuse_manager_up",
+		Help: "1 when the fuse manager serving the FUSE mounts answers.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := c.health(ctx)
+		return b2f(err == nil)
+	}))
+}
 
 // handler serves the metrics in the Prometheus exposition formats.
 func (m *metrics) handler() http.Handler {

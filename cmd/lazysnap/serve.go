@@ -158,7 +158,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
 			}
 		}
-		met.gather(managerGatherer{mfs.c})
+		if err := met.gatherManager(mfs.c); err != nil {
+			return err
+		}
 		fsys = mfs
 		status = func(sn *snapshotter.Snapshotter) (statusReporter, error) {
 			return &managerStatus{c: mfs.c, sn: sn.Stats}, met.register(statsSources{Snapshotter: sn.Stats})

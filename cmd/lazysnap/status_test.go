@@ -598,6 +598,9 @@ func testServeOps(t *testing.T, manager bool) {
 		if _, ok := samples[`go_goroutines{daemon="fuse-manager"}`]; ok != manager {
 			t.Errorf("%s: the fuse manager's own metrics present: %v, want %v", name, ok, manager)
 		}
+		if up, ok := samples["lazysnap_fuse_manager_up"]; ok != manager || manager && up != 1 {
+			t.Errorf("%s: lazysnap_fuse_manager_up = %v (present %v), want 1 with a manager", name, up, ok)
+		}
 	}
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"status", "--config", cfgPath}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "(no lazy layers)") {
