@@ -200,15 +200,11 @@ func parseTOC(tocJSON []byte, tocOff int64, cfg openConfig) (*Reader, error) {
 	if err := json.Unmarshal(tocJSON, &j); err != nil {
 		return nil, fmt.Errorf("%w: TOC JSON: %v", ErrFormat, err)
 	}
-	toc, err := buildTOC(&j, tocOff)
+	toc, byName, err := buildTOC(&j, tocOff)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{toc: toc, tocDigest: got, byName: make(map[string]int, len(toc.Entries))}
-	for i := range toc.Entries {
-		r.byName[toc.Entries[i].Name] = i
-	}
-	return r, nil
+	return &Reader{toc: toc, tocDigest: got, byName: byName}, nil
 }
 
 // TOC returns the validated TOC. Callers must not modify it.

@@ -48,9 +48,11 @@ type tocBuilder struct {
 	curNext int64  // file offset the next chunk of cur must start at
 }
 
-func buildTOC(j *jsonTOC, tocOffset int64) (*TOC, error) {
+// buildTOC validates j and returns the TOC and the index of every entry
+// by name.
+func buildTOC(j *jsonTOC, tocOffset int64) (*TOC, map[string]int, error) {
 	if j.Version != 1 {
-		return nil, fmt.Errorf("%w: TOC version %d, want 1", ErrFormat, j.Version)
+		return nil, nil, fmt.Errorf("%w: TOC version %d, want 1", ErrFormat, j.Version)
 	}
 	b := &tocBuilder{
 		toc:    &TOC{Version: j.Version, Offset: tocOffset, Entries: make([]Entry, 0, len(j.Entries)+1)},
@@ -62,19 +64,19 @@ func buildTOC(j *jsonTOC, tocOffset int64) (*TOC, error) {
 	b.byName[""] = 0
 	for i, je := range j.Entries {
 		if je == nil {
-			return nil, fmt.Errorf("%w: TOC entry %d is null", ErrFormat, i)
+			return nil, nil, fmt.Errorf("%w: TOC entry %d is null", ErrFormat, i)
 		}
 		if err := b.add(je, tocOffset); err != nil {
-			return nil, fmt.Errorf("TOC entry %d (%q): %w", i, je.Name, err)
+			return nil, nil, fmt.Errorf("TOC entry %d (%q): %w", i, je.Name, err)
 		}
 	}
 	if err := b.finishFile(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := b.checkChunks(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return b.toc, nil
+	return b.toc, b.byName, nil
 }
 
 func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
