@@ -14,9 +14,7 @@
 // it supports that, so cached reads run at local-disk speed.
 //
 // Prefetch fetches the prioritized range of the blob (up to the prefetch
-// landmark) first, in a few requests two at a time whose sizes double from
-// about 1 MiB, so that the first files (in first-access order) arrive
-// early; background fetch then fetches every remaining chunk in
+// landmark) first; background fetch then fetches every remaining chunk in
 // blob order in large spans at bounded concurrency, pausing whenever an
 // on-demand read is waiting. Sequential reads of a file are detected and the
 // next chunks fetched ahead, in parallel range requests.

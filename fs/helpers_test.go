@@ -25,14 +25,12 @@ type memBlob struct {
 	fail     error // returned by every read while set
 	corrupt  bool  // flip a byte of every read while set
 	gate     chan struct{}
-	sizes    []int64 // of every read, in order
 }
 
 func (b *memBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
 	b.requests.Add(1)
 	b.mu.Lock()
 	fail, corrupt, gate := b.fail, b.corrupt, b.gate
-	b.sizes = append(b.sizes, n)
 	b.mu.Unlock()
 	if gate != nil {
 		select {

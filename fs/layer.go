@@ -147,14 +147,11 @@ func (l *Layer) Start() {
 	go func() {
 		defer l.wg.Done()
 		if !l.opts.NoPrefetch {
-			// the files are in first-access order: small spans first, two
-			// at a time, so that the first files arrive early, then
-			// doubling to SpanSize so that a large range is few requests
-			l.fetchAll(l.idx.PrefetchEnd, prefetchConcurrency, prefetchFirstSpan)
+			l.fetchAll(l.idx.PrefetchEnd, 4)
 		}
 		l.prefetchDone.Store(true)
 		if !l.opts.NoBackground {
-			l.fetchAll(l.idx.DataEnd, l.opts.BackgroundConcurrency, l.opts.SpanSize)
+			l.fetchAll(l.idx.DataEnd, l.opts.BackgroundConcurrency)
 			l.backgroundDone.Store(l.nPresent.Load() == int64(len(l.owner)))
 		}
 	}()
@@ -394,18 +391,10 @@ func (l *Layer) file(ino index.Ino) (*os.File, error) {
 	return f, nil
 }
 
-// The prefetch of the prioritized files makes prefetchConcurrency requests
-// at once; its first span holds about prefetchFirstSpan compressed bytes,
-// and each next one twice as many, up to SpanSize.
-const (
-	prefetchConcurrency = 2
-	prefetchFirstSpan   = 1 << 20
-)
-
 // fetchAll fetches every missing chunk that starts before end, in blob
-// order, in spans of first bytes, doubling up to SpanSize, with conc
-// requests at once, yielding to on-demand reads.
-func (l *Layer) fetchAll(end int64, conc int, first int64) {
+// order, in spans of up to SpanSize, with conc requests at once, yielding to
+// on-demand reads.
+func (l *Layer) fetchAll(end int64, conc int) {
 	ids := make([]int, 0, len(l.owner))
 	for id := range l.owner {
 		if !l.isPresent(id) {
@@ -420,17 +409,15 @@ func (l *Layer) fetchAll(end int64, conc int, first int64) {
 	sem := make(chan struct{}, conc)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	limit := min(first, l.opts.SpanSize)
 	for len(ids) > 0 && l.ctx.Err() == nil {
 		start := offset(ids[0])
 		if start >= end {
 			return
 		}
 		n := 1
-		for n < len(ids) && offset(ids[n]) < end && offset(ids[n])-start < limit {
+		for n < len(ids) && offset(ids[n]) < end && offset(ids[n])-start < l.opts.SpanSize {
 			n++
 		}
-		limit = min(2*limit, l.opts.SpanSize)
 		span := ids[:n]
 		ids = ids[n:]
 		for l.onDemand.Load() > 0 && l.ctx.Err() == nil {

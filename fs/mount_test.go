@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -295,38 +294,5 @@ func TestPrefetchFetchesPrioritizedFirst(t *testing.T) {
 	}
 	if blob.requests.Load() != before {
 		t.Errorf("prefetched file fetched again")
-	}
-}
-
-// TestPrefetchSpansGrow: a large prioritized range is fetched in a few
-// requests whose sizes double from about 1 MiB, so that the first files
-// arrive early; nothing beyond the range is fetched.
-func TestPrefetchSpansGrow(t *testing.T) {
-	tarball := testtar.Synthetic(12 << 20)
-	l, blob := layerOf(t, tarball, lfs.Options{NoBackground: true}, estargz.WithPrioritizedFiles([]string{"etc/hostname", "big"}), estargz.WithChunkSize(256<<10))
-	l.Start()
-	deadline := time.Now().Add(30 * time.Second)
-	for !l.Stats().PrefetchDone && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	blob.mu.Lock()
-	sizes := slices.Clone(blob.sizes)
-	blob.mu.Unlock()
-	var total int64
-	for _, n := range sizes {
-		total += n
-	}
-	if total < 12<<20 || total > 13<<20 {
-		t.Fatalf("prefetch fetched %d bytes for a 12 MiB file", total)
-	}
-	if len(sizes) < 3 || len(sizes) > 5 {
-		t.Fatalf("prefetch took %d requests (%v), want 3 to 5", len(sizes), sizes)
-	}
-	slices.Sort(sizes) // two run at once: the order they arrive in may vary
-	if sizes[0] > 1<<20+300<<10 {
-		t.Errorf("first span is %d bytes, want about 1 MiB", sizes[0])
-	}
-	if last := sizes[len(sizes)-1]; last > 8<<20+300<<10 || last < 2<<20 {
-		t.Errorf("largest span is %d bytes, want 2 MiB to SpanSize", last)
 	}
 }
