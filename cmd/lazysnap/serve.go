@@ -83,11 +83,13 @@ func loadServeConfig(path string) (serveConfig, error) {
 	if path == "" {
 		return c, nil
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return c, err
 	}
-	if err := toml.Unmarshal(b, &c); err != nil {
+	defer f.Close()
+	// strict: a misspelt key is an error, not a setting silently ignored
+	if err := toml.NewDecoder(f).Strict(true).Decode(&c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLoadServeConfig: keys that are not set keep their defaults, and a
+// key lazysnap does not know (a typo) or a value of the wrong type fails
+// with the file's name and the key, instead of being ignored.
+func TestLoadServeConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, toml string
+		check      func(c serveConfig) bool
+		err        string
+	}{
+		{"empty", "", func(c serveConfig) bool {
+			return c.Root == "/var/lib/lazysnap" && c.FuseManager.Enable && c.Registry.HostsDir == "/etc/containerd/certs.d"
+		}, ""},
+		{"partial table keeps the rest", "[fuse_manager]\n  address = \"/run/fm.sock\"\n", func(c serveConfig) bool {
+			return c.FuseManager.Enable && c.FuseManager.Address == "/run/fm.sock"
+		}, ""},
+		{"settings", "root = \"/x\"\n[fetch]\n  no_prefetch = true\n  timeout = \"30s\"\n[cache]\n  max_bytes = 1024\n", func(c serveConfig) bool {
+			d, err := c.fetchTimeout()
+			return c.Root == "/x" && c.Fetch.NoPrefetch && c.Cache.MaxBytes == 1024 && err == nil && d.Seconds() == 30
+		}, ""},
+		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
+		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
+		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "config"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "lazysnap.toml")
+			if err := os.WriteFile(p, []byte(tc.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := loadServeConfig(p)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), p) {
+					t.Fatalf("error %v, want one naming %q and the file", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !tc.check(c) {
+				t.Fatalf("config %+v, %v", c, err)
+			}
+		})
+	}
+}
