@@ -122,7 +122,7 @@ func TestRegistryFaultsE2E(t *testing.T) {
 		exercised func(registry.WANStats) bool
 	}{
 		{
-			// ~1000 times a loopback round trip, well within the 20 s fetch timeout
+			// thousands of loopback round trips, well within the 20 s fetch timeout
 			name:      "slow registry",
 			faults:    registry.Faults{Delay: 3 * time.Second},
 			reads:     []read{other},
