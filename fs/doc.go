@@ -24,7 +24,8 @@
 // Nothing unverified is ever served: a chunk that fails verification is
 // invalidated in the BlobReader and fetched once more, then the read fails
 // with EIO. Errors reach the kernel through one mapper (Errno): a cancelled
-// read is EINTR, a missing name ENOENT, anything else EIO. The package does
+// read is EINTR, a missing name ENOENT, anything else EIO (a failed fetch
+// too, whatever socket errno it carries). The package does
 // not log; Options.OnError receives every fetch error with the layer and
 // range it concerns, for the caller to log and count.
 //

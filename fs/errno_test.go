@@ -27,6 +27,9 @@ func TestErrno(t *testing.T) {
 		{"registry failure", errors.New("connection refused"), syscall.EIO},
 		{"verification", fmt.Errorf("chunk: %w", estargz.ErrVerify), syscall.EIO},
 		{"errno passes through", fmt.Errorf("x: %w", syscall.ENOENT), syscall.ENOENT},
+		{"socket errno of a fetch", &fetchError{fmt.Errorf("read: %w", syscall.ECONNRESET)}, syscall.EIO},
+		{"refused fetch", fmt.Errorf("wait: %w", &fetchError{fmt.Errorf("dial: %w", syscall.ECONNREFUSED)}), syscall.EIO},
+		{"cancelled fetch", &fetchError{fmt.Errorf("x: %w", context.Canceled)}, syscall.EINTR},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Errno(tc.err); got != tc.want {

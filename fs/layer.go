@@ -324,7 +324,7 @@ func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 	l.requests.Add(1)
 	b, err := l.blob.ReadRange(ctx, off, n)
 	if err != nil {
-		return nil, l.fail(fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err))
+		return nil, l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
 	}
 	if int64(len(b)) != n {
 		return nil, l.fail(fmt.Errorf("fs: layer %s: blob range %d+%d: got %d bytes", l.opts.Name, off, n, len(b)))

@@ -190,15 +190,6 @@ func TestRegistryFaultsE2E(t *testing.T) {
 					want = "EIO"
 				}
 				got := s.readSum(t, id, r.path, r.want)
-				if got == "ECONNRESET" && want == "EIO" {
-					// Known bug, reported (issue #7): fs.Errno hands the
-					// kernel any syscall.Errno in the error's chain, here
-					// the socket's ECONNRESET inside the fetcher's error,
-					// instead of EIO. Drop this allowance once fs maps
-					// registry failures to EIO.
-					t.Logf("read of %s failed with ECONNRESET, not EIO (fs passes the socket's errno through)", r.path)
-					got = "EIO"
-				}
 				if got != want {
 					t.Fatalf("read of %s under the fault: %s, want %s\nproxy: %v\nlazysnap log:\n%s", r.path, got, want, s.wan.Stats(), s.log())
 				}
