@@ -84,6 +84,15 @@ var buildOnce struct {
 	err  error
 }
 
+// TestMain removes the binary lazysnapBinary built once the tests are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildOnce.path != "" {
+		os.RemoveAll(filepath.Dir(buildOnce.path))
+	}
+	os.Exit(code)
+}
+
 // lazysnapBinary builds the lazysnap binary once per test run.
 func lazysnapBinary(t *testing.T) string {
 	buildOnce.Do(func() {
