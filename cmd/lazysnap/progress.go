@@ -265,41 +265,40 @@ func (t *pullTracker) poll(ctx context.Context, cs content.Store, sn snapshots.S
 	t.mu.Lock()
 	layers := append([]ocispec.Descriptor(nil), t.layers...)
 	config, haveConf, chain := t.config, t.haveConf, t.chain
-	fetching := make(map[digest.Digest]bool, len(t.fetching))
-	for d, f := range t.fetching {
-		fetching[d] = f
-	}
+	state := append([]pullState(nil), t.state...)
 	t.mu.Unlock()
 	if len(layers) == 0 {
 		return nil
 	}
+	// the calls to containerd, without holding up the handlers
 	if chain == nil && haveConf {
 		chain = readChain(ctx, cs, config, len(layers))
+	}
+	if len(state) != len(layers) {
+		state = make([]pullState, len(layers))
+	}
+	for i := range layers {
+		if state[i].final() || chain == nil {
+			continue
+		}
+		if info, err := sn.Stat(ctx, chain[i].String()); err == nil {
+			state[i] = pullUnpacked
+			if info.Labels[snapshotter.LabelRemote] != "" {
+				state[i] = pullLazy
+			}
+		}
 	}
 	statuses, _ := cs.ListStatuses(ctx)
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.chain = chain
-	if len(t.state) != len(layers) {
-		t.state = make([]pullState, len(layers))
-	}
+	t.chain, t.state = chain, state
 	out := make([]pullLayer, len(layers))
 	for i, l := range layers {
-		p := pullLayer{Digest: l.Digest, Size: l.Size, State: t.state[i]}
-		if !p.State.final() && chain != nil {
-			if info, err := sn.Stat(ctx, chain[i].String()); err == nil {
-				p.State = pullUnpacked
-				if info.Labels[snapshotter.LabelRemote] != "" {
-					p.State = pullLazy
-				}
-				t.state[i] = p.State
-			}
+		out[i] = pullLayer{Digest: l.Digest, Size: l.Size, State: state[i]}
+		if !state[i].final() {
+			out[i].State, out[i].Done = fetchState(l, t.fetching, statuses)
 		}
-		if !p.State.final() {
-			p.State, p.Done = fetchState(l, fetching, statuses)
-		}
-		out[i] = p
 	}
 	return out
 }
