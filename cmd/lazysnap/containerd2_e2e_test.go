@@ -7,11 +7,13 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
@@ -80,11 +82,42 @@ func (s *stack) pullOut(t *testing.T, hosts, ref string, flags ...string) string
 	return string(out)
 }
 
+// pullTTY runs `lazysnap pull` on a pseudo-terminal and returns what the
+// terminal received.
+func (s *stack) pullTTY(t *testing.T, hosts, ref string) string {
+	t.Helper()
+	ptmx, pts := openPTY(t, 100)
+	var stderr, out bytes.Buffer
+	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", ctrdenv.Namespace, "--hosts-dir", hosts, ref)
+	cmd.Stdout, cmd.Stderr = pts, &stderr
+	copied := make(chan struct{})
+	go func() { io.Copy(&out, ptmx); close(copied) }()
+	err := cmd.Run()
+	pts.Close() // the last terminal side: reads of ptmx now end
+	<-copied
+	if err != nil {
+		t.Fatalf("lazysnap pull: %v\n%q%s\nlazysnap log:\n%s", err, out.Bytes(), stderr.Bytes(), s.log())
+	}
+	return out.String()
+}
+
 func (s *stack) runSmall(t *testing.T, ref, id string) {
 	t.Helper()
 	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, id, "/bin/sh", "-c", "cat /data/small"); got != "hello from a lazy layer\n" {
 		t.Fatalf("container printed %q", got)
 	}
+}
+
+// slowHosts returns a hosts directory through which the stack's registry
+// serves 16 MiB/s: the ~28 MB data layer takes about two seconds.
+func slowHosts(t *testing.T, s *stack) string {
+	t.Helper()
+	slow := registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{BandwidthBytesPerSec: 16 << 20})
+	hosts := t.TempDir()
+	if _, err := registry.WriteHostsConfig(hosts, s.reg.Host, registry.Endpoint{URL: slow.URL}); err != nil {
+		t.Fatal(err)
+	}
+	return hosts
 }
 
 func testPullProgress(t *testing.T, s *stack) {
@@ -106,14 +139,8 @@ func testPullProgress(t *testing.T, s *stack) {
 	})
 
 	t.Run("fallback through a slow link", func(t *testing.T) {
-		// 16 MiB/s: the ~28 MB data layer takes about two seconds
-		slow := registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{BandwidthBytesPerSec: 16 << 20})
-		hosts := t.TempDir()
-		if _, err := registry.WriteHostsConfig(hosts, s.reg.Host, registry.Endpoint{URL: slow.URL}); err != nil {
-			t.Fatal(err)
-		}
 		ref, _ := s.pushLayout(t, gzipDir, "progress", "gzip")
-		out := s.pullOut(t, hosts, ref)
+		out := s.pullOut(t, slowHosts(t, s), ref)
 		states := progressStates(t, out)
 		for i := range 2 {
 			if got := states[i]; len(got) == 0 || got[len(got)-1] != "unpacked" {
@@ -144,6 +171,35 @@ func testPullProgress(t *testing.T, s *stack) {
 			t.Fatalf("pull: %s", out)
 		}
 		s.runSmall(t, ref, "progress-gzip")
+	})
+
+	t.Run("terminal, slow link", func(t *testing.T) {
+		gz, _ := buildImages(t, "tty") // layers the stack does not have yet
+		ref, _ := s.pushLayout(t, gz, "progress", "tty")
+		out := s.pullTTY(t, slowHosts(t, s), ref)
+		live, summary, ok := strings.Cut(out, "\r\x1b[J")
+		if !ok || !strings.Contains(summary, "0 of 2 layers lazy") || strings.Contains(summary, "\x1b") {
+			t.Fatalf("terminal got %q, want redrawn layer lines, erased, then the summary", out)
+		}
+		// every frame but the first starts by moving up over the last one
+		frames := strings.Count(live, "\x1b[2A") + 1
+		took := regexp.MustCompile(` in ([0-9.]+m?s):`).FindStringSubmatch(summary)
+		if took == nil {
+			t.Fatalf("no duration in the summary %q", summary)
+		}
+		d, err := time.ParseDuration(took[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d frames in %v", frames, d)
+		// one frame a tick at the most (the ticker starts a little before the
+		// clock of the summary and stops a little after), and the last
+		if max := int(d/progressInterval) + 3; frames > max || frames < 3 {
+			t.Errorf("%d frames in %v: want at least 3 (it took a while) and at most %d (10 Hz)", frames, d, max)
+		}
+		if !strings.Contains(live, "downloading") || !strings.Contains(live, "unpacked") {
+			t.Errorf("frames show no download and unpack: %q", live)
+		}
 	})
 
 	t.Run("quiet", func(t *testing.T) {

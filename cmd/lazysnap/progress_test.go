@@ -202,8 +202,9 @@ func TestNewPullRenderer(t *testing.T) {
 }
 
 // openPTY opens a pseudo-terminal of the given width and returns its
-// terminal side.
-func openPTY(t *testing.T, cols uint16) *os.File {
+// controlling side (what the terminal shows is read there) and its terminal
+// side (for the program's output).
+func openPTY(t *testing.T, cols uint16) (ptmx, pts *os.File) {
 	t.Helper()
 	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
 	if err != nil {
@@ -217,7 +218,7 @@ func openPTY(t *testing.T, cols uint16) *os.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	pts, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +226,7 @@ func openPTY(t *testing.T, cols uint16) *os.File {
 	if err := unix.IoctlSetWinsize(int(pts.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: cols, Row: 24}); err != nil {
 		t.Fatal(err)
 	}
-	return pts
+	return ptmx, pts
 }
 
 func TestTerminalWidth(t *testing.T) {
@@ -240,6 +241,7 @@ func TestTerminalWidth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer file.Close()
+	_, pts := openPTY(t, 77)
 	for _, tc := range []struct {
 		name     string
 		w        io.Writer
@@ -247,7 +249,7 @@ func TestTerminalWidth(t *testing.T) {
 		terminal bool
 		renderer string // what auto picks
 	}{
-		{"pseudo-terminal", openPTY(t, 77), 77, true, "*main.ttyRenderer"},
+		{"pseudo-terminal", pts, 77, true, "*main.ttyRenderer"},
 		{"pipe", pw, 0, false, "*main.plainRenderer"},
 		{"file", file, 0, false, "*main.plainRenderer"},
 		{"buffer", &bytes.Buffer{}, 0, false, "*main.plainRenderer"},
