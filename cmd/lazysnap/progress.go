@@ -126,16 +126,17 @@ func (r *plainRenderer) finish() error { return nil }
 // ttyRenderer redraws one line per layer in place with ANSI cursor
 // movement; finish erases them so that the summary takes their place.
 type ttyRenderer struct {
-	w     io.Writer
-	width int // columns; lines are cut to fit so that none wraps (0: unknown)
-	lines int // lines drawn by the last update
-	frame string
+	w      io.Writer
+	width  int // columns; lines are cut to fit so that none wraps (0: unknown)
+	height int // rows; a frame has fewer, or the cursor could not go back up (0: unknown)
+	lines  int // lines drawn by the last update
+	frame  string
 }
 
 func (r *ttyRenderer) update(layers []pullLayer) error {
 	var b strings.Builder
-	for i, l := range layers {
-		line := formatPullLayer(i, l)
+	lines := frameLines(layers, r.height-1)
+	for _, line := range lines {
 		if r.width > 1 && len(line) >= r.width {
 			line = line[:r.width-1]
 		}
@@ -153,8 +154,30 @@ func (r *ttyRenderer) update(layers []pullLayer) error {
 	if _, err := io.WriteString(r.w, out.String()); err != nil {
 		return err
 	}
-	r.frame, r.lines = frame, len(layers)
+	r.frame, r.lines = frame, len(lines)
 	return nil
+}
+
+// frameLines returns the lines of a frame of at most max lines (max < 1: no
+// limit). When the layers do not fit, those still in progress are shown,
+// and a last line counts the others.
+func frameLines(layers []pullLayer, max int) []string {
+	var lines []string
+	if max < 1 || len(layers) <= max {
+		for i, l := range layers {
+			lines = append(lines, formatPullLayer(i, l))
+		}
+		return lines
+	}
+	done := 0
+	for i, l := range layers {
+		if l.State.final() {
+			done++
+		} else if len(lines) < max-1 {
+			lines = append(lines, formatPullLayer(i, l))
+		}
+	}
+	return append(lines, fmt.Sprintf("and %d more layers; %d of %d done", len(layers)-len(lines), done, len(layers)))
 }
 
 func (r *ttyRenderer) finish() error {
@@ -166,35 +189,35 @@ func (r *ttyRenderer) finish() error {
 	return err
 }
 
-// terminalWidth reports whether w is a terminal, and its width in columns
-// (0 if unknown).
-func terminalWidth(w io.Writer) (int, bool) {
+// terminalSize reports whether w is a terminal, and its size in columns
+// and rows (0 if unknown).
+func terminalSize(w io.Writer) (cols, rows int, ok bool) {
 	f, ok := w.(*os.File)
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
 	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
 	if err != nil {
-		return 0, true
+		return 0, 0, true
 	}
-	return int(ws.Col), true
+	return int(ws.Col), int(ws.Row), true
 }
 
-// newPullRenderer picks the pullRenderer for mode: "tty", "plain", or "auto" (tty
-// when w is a terminal).
+// newPullRenderer picks the renderer for mode: "tty", "plain", or "auto"
+// (tty when w is a terminal).
 func newPullRenderer(mode string, w io.Writer) (pullRenderer, error) {
-	width, isTTY := terminalWidth(w)
+	width, height, isTTY := terminalSize(w)
 	switch mode {
 	case "auto":
 		if isTTY {
-			return &ttyRenderer{w: w, width: width}, nil
+			return &ttyRenderer{w: w, width: width, height: height}, nil
 		}
 		return &plainRenderer{w: w}, nil
 	case "tty":
-		return &ttyRenderer{w: w, width: width}, nil
+		return &ttyRenderer{w: w, width: width, height: height}, nil
 	case "plain":
 		return &plainRenderer{w: w}, nil
 	}

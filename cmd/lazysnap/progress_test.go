@@ -132,32 +132,43 @@ func TestTTYRenderer(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		width   int
+		height  int
 		updates [][]pullLayer
 		want    string
 	}{
-		{"nothing to draw", 80, [][]pullLayer{nil}, ""},
+		{"nothing to draw", 80, 24, [][]pullLayer{nil}, ""},
 		{"first frame, then redrawn in place",
-			80,
+			80, 24,
 			[][]pullLayer{{dl(testDigestA, 0)}, {dl(testDigestA, 50), st(testDigestB, pullLazy)}},
 			"\r\x1b[2K" + a0 + "\n" +
 				"\x1b[1A" + "\r\x1b[2K" + a50 + "\n" + "\r\x1b[2K" + bl + "\n" +
 				"\x1b[2A\r\x1b[J"},
 		{"an unchanged frame is not redrawn",
-			80,
+			80, 24,
 			[][]pullLayer{{dl(testDigestA, 0)}, {dl(testDigestA, 0)}},
 			"\r\x1b[2K" + a0 + "\n" + "\x1b[1A\r\x1b[J"},
 		{"lines are cut to the width",
-			20,
+			20, 24,
 			[][]pullLayer{{dl(testDigestA, 0)}},
 			"\r\x1b[2K" + a0[:19] + "\n" + "\x1b[1A\r\x1b[J"},
-		{"unknown width: not cut",
-			0,
+		{"more layers than rows: those in progress and a count",
+			80, 3,
+			[][]pullLayer{{st(testDigestA, pullLazy), dl(testDigestA, 0), st(testDigestB, pullUnpacked), dl(testDigestB, 50)}},
+			"\r\x1b[2K" + formatPullLayer(1, dl(testDigestA, 0)) + "\n" +
+				"\r\x1b[2Kand 3 more layers; 2 of 4 done\n" + "\x1b[2A\r\x1b[J"},
+		{"as many layers as fit",
+			80, 3,
+			[][]pullLayer{{st(testDigestA, pullLazy), dl(testDigestA, 0)}},
+			"\r\x1b[2K" + formatPullLayer(0, st(testDigestA, pullLazy)) + "\n" +
+				"\r\x1b[2K" + formatPullLayer(1, dl(testDigestA, 0)) + "\n" + "\x1b[2A\r\x1b[J"},
+		{"unknown size: neither cut nor left out",
+			0, 0,
 			[][]pullLayer{{dl(testDigestA, 0)}},
 			"\r\x1b[2K" + a0 + "\n" + "\x1b[1A\r\x1b[J"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
-			render(t, &ttyRenderer{w: &b, width: tc.width}, tc.updates)
+			render(t, &ttyRenderer{w: &b, width: tc.width, height: tc.height}, tc.updates)
 			if b.String() != tc.want {
 				t.Errorf("got  %q\nwant %q", b.String(), tc.want)
 			}
@@ -246,25 +257,26 @@ func TestTerminalWidth(t *testing.T) {
 		name     string
 		w        io.Writer
 		width    int
+		height   int
 		terminal bool
 		renderer string // what auto picks
 	}{
-		{"pseudo-terminal", pts, 77, true, "*main.ttyRenderer"},
-		{"pipe", pw, 0, false, "*main.plainRenderer"},
-		{"file", file, 0, false, "*main.plainRenderer"},
-		{"buffer", &bytes.Buffer{}, 0, false, "*main.plainRenderer"},
+		{"pseudo-terminal", pts, 77, 24, true, "*main.ttyRenderer"},
+		{"pipe", pw, 0, 0, false, "*main.plainRenderer"},
+		{"file", file, 0, 0, false, "*main.plainRenderer"},
+		{"buffer", &bytes.Buffer{}, 0, 0, false, "*main.plainRenderer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			width, terminal := terminalWidth(tc.w)
-			if width != tc.width || terminal != tc.terminal {
-				t.Errorf("terminalWidth = %d, %v; want %d, %v", width, terminal, tc.width, tc.terminal)
+			width, height, terminal := terminalSize(tc.w)
+			if width != tc.width || height != tc.height || terminal != tc.terminal {
+				t.Errorf("terminalSize = %d, %d, %v; want %d, %d, %v", width, height, terminal, tc.width, tc.height, tc.terminal)
 			}
 			r, err := newPullRenderer("auto", tc.w)
 			if got := fmt.Sprintf("%T", r); err != nil || got != tc.renderer {
 				t.Errorf("auto renderer %s (%v), want %s", got, err, tc.renderer)
 			}
-			if tty, ok := r.(*ttyRenderer); ok && tty.width != tc.width {
-				t.Errorf("tty renderer width %d, want %d", tty.width, tc.width)
+			if tty, ok := r.(*ttyRenderer); ok && (tty.width != tc.width || tty.height != tc.height) {
+				t.Errorf("tty renderer of %dx%d, want %dx%d", tty.width, tty.height, tc.width, tc.height)
 			}
 		})
 	}
