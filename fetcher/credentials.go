@@ -40,6 +40,15 @@ type dockerCredentials struct {
 	path string
 }
 
+// DockerCredentials returns a containerd docker authorizer's credentials
+// function (config.HostOptions.Credentials) that looks registry hosts up in
+// the Docker config file at path as the fetcher does: credHelpers[host],
+// else credsStore, else auths, the file read on every call. An empty path
+// or a missing file means no credentials.
+func DockerCredentials(path string) func(host string) (string, string, error) {
+	return dockerCredentials{path: path}.credentials
+}
+
 // credentials returns (username, secret) for a registry host as
 // containerd's authorizer expects: an empty username with a secret means
 // an identity (refresh) token. No entry yields ("", "", nil).

@@ -265,10 +265,11 @@ func (s *stack) ctr(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// pull runs `lazysnap pull` and returns its output.
-func (s *stack) pull(t *testing.T, ref string) string {
+// pull runs `lazysnap pull [flags] ref` and returns its output.
+func (s *stack) pull(t *testing.T, ref string, flags ...string) string {
 	t.Helper()
-	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, ref)
+	args := append([]string{"pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts}, flags...)
+	cmd := exec.Command(s.bin, append(args, ref)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("lazysnap pull: %v\n%s\nlazysnap log:\n%s", err, out, s.log())

@@ -251,11 +251,9 @@ func TestCredentialRotationE2E(t *testing.T) {
 	authStack.reg = reg
 	_, dir := buildImages(t, "credential rotation")
 	ref, _ := authStack.pushLayout(t, dir, "private/busybox", "v1")
-	// lazysnap pull has no credentials option; ctr-remote's rpull pulls
-	// with the stargz labels lazysnap also understands
-	out, err := s.ctrd.CtrRemote(t, "images", "rpull", "--snapshotter", "lazysnap", "--hosts-dir", s.hosts, "--user", "alice:first-password", ref)
-	if err != nil {
-		t.Fatalf("rpull: %v\n%s\nlazysnap log:\n%s", err, out, s.log())
+	// lazysnap pull reads the credentials from the same Docker config
+	if out := s.pull(t, ref, "--docker-config", dockerConfig); !strings.Contains(out, "2 of 2 layers lazy") {
+		t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
 	}
 	pid := s.cmd.Process.Pid
 	s.runSleeper(t, ref, "rotation")

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/config"
 	"github.com/containerd/containerd/snapshots"
+	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
@@ -30,6 +32,8 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ns := fs.String("namespace", "default", "containerd namespace")
 	sn := fs.String("snapshotter", "lazysnap", "snapshotter (the name of lazysnap's proxy plugin in containerd's config)")
 	hostsDir := fs.String("hosts-dir", "/etc/containerd/certs.d", "containerd hosts directory (mirrors, TLS, plain HTTP)")
+	dockerConfig := fs.String("docker-config", fetcher.DefaultDockerConfigPath(), "Docker config file with registry credentials (auths, credHelpers, credsStore), as lazysnap serve reads it")
+	user := fs.String("user", "", "registry credentials USER[:PASSWORD] (instead of the Docker config)")
 	quiet := fs.Bool("quiet", false, "print only the final line")
 	progress := fs.String("progress", "auto", "progress display: auto (tty on a terminal, else plain), tty (redrawn in place) or plain (a line per event)")
 	fs.Usage = func() {
@@ -59,8 +63,13 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
 	}
 	defer client.Close()
+	creds := fetcher.DockerCredentials(*dockerConfig)
+	if *user != "" {
+		name, secret, _ := strings.Cut(*user, ":")
+		creds = func(string) (string, string, error) { return name, secret, nil }
+	}
 	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(*hostsDir)}),
+		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(*hostsDir), Credentials: creds}),
 	})
 	tracker := newPullTracker()
 	snaps := client.SnapshotService(*sn)
