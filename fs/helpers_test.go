@@ -74,6 +74,12 @@ func requireFUSE(t testing.TB) {
 // layerOf converts a tar and prepares a layer over it.
 func layerOf(t testing.TB, tarball []byte, opts lfs.Options, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob) {
 	t.Helper()
+	return layerOver(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b }, convOpts...)
+}
+
+// layerOver is layerOf with the layer reading through wrap(blob).
+func layerOver(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*memBlob) lfs.BlobReader, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob) {
+	t.Helper()
 	var out bytes.Buffer
 	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), convOpts...)
 	if err != nil {
@@ -91,7 +97,7 @@ func layerOf(t testing.TB, tarball []byte, opts lfs.Options, convOpts ...estargz
 	if opts.ContentDir == "" {
 		opts.ContentDir = t.TempDir()
 	}
-	l, err := lfs.NewLayer(x, blob, opts)
+	l, err := lfs.NewLayer(x, wrap(blob), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,4 +120,35 @@ func mount(t testing.TB, l *lfs.Layer) (string, *lfs.Mount) {
 		}
 	})
 	return dir, m
+}
+
+// streamBlob is a memBlob that streams ranges: it hands over the first
+// half of each, closes halfway (once), waits for hold to be closed, then
+// sends the rest, or fails with failAfterHalf.
+type streamBlob struct {
+	*memBlob
+	halfway, hold chan struct{}
+	once          sync.Once
+	failAfterHalf error
+}
+
+func (b *streamBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte)) error {
+	data, err := b.ReadRange(ctx, off, n)
+	if err != nil {
+		return err
+	}
+	fn(data[:n/2])
+	b.once.Do(func() { close(b.halfway) })
+	if b.hold != nil {
+		select {
+		case <-b.hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if b.failAfterHalf != nil {
+		return b.failAfterHalf
+	}
+	fn(data[n/2:])
+	return nil
 }

@@ -22,6 +22,14 @@ type BlobReader interface {
 	ReadRange(ctx context.Context, off, n int64) ([]byte, error)
 }
 
+// RangeStreamer is implemented by BlobReaders that can hand over a range
+// while it arrives: fn gets its bytes in order, each once, in pieces valid
+// during the call. Prefetch and background spans then make their first
+// chunks available before the last have come.
+type RangeStreamer interface {
+	StreamRange(ctx context.Context, off, n int64, fn func(p []byte)) error
+}
+
 // Invalidator is implemented by caching BlobReaders: the layer calls it when
 // bytes it read fail verification, so that the next read fetches them anew.
 type Invalidator interface {
@@ -308,6 +316,10 @@ func (l *Layer) fetchSpan(ids []int) {
 		}
 		hi = max(hi, chunks[k].End)
 	}
+	if rs, ok := l.blob.(RangeStreamer); ok && len(ids) > 1 {
+		l.streamSpan(ctx, rs, ids, chunks, lo, hi)
+		return
+	}
 	raw, err := l.read(ctx, lo, hi-lo)
 	for k, id := range ids {
 		if err == nil {
@@ -317,6 +329,37 @@ func (l *Layer) fetchSpan(ids []int) {
 			continue
 		}
 		l.complete(id, err)
+	}
+}
+
+// streamSpan is fetchSpan over a RangeStreamer: each chunk is verified,
+// stored and completed as soon as its last byte has arrived.
+func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, ids []int, chunks []estargz.Chunk, lo, hi int64) {
+	order := make([]int, len(ids)) // by chunk end
+	for k := range order {
+		order[k] = k
+	}
+	sort.Slice(order, func(i, j int) bool { return chunks[order[i]].End < chunks[order[j]].End })
+	buf := make([]byte, 0, hi-lo)
+	next := 0
+	l.requests.Add(1)
+	err := rs.StreamRange(ctx, lo, hi-lo, func(p []byte) {
+		buf = append(buf, p...)
+		for ; next < len(order) && chunks[order[next]].End-lo <= int64(len(buf)); next++ {
+			k := order[next]
+			c := &chunks[k]
+			l.complete(ids[k], l.store(ctx, ids[k], c, buf[c.Offset-lo:c.End-lo]))
+		}
+	})
+	l.fetched.Add(int64(len(buf)))
+	if err == nil && next < len(order) {
+		err = fmt.Errorf("stream ended after %d of %d bytes", len(buf), hi-lo)
+	}
+	if next < len(order) {
+		err = l.fail(fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err))
+	}
+	for ; next < len(order); next++ {
+		l.complete(ids[order[next]], err)
 	}
 }
 

@@ -296,3 +296,51 @@ func TestPrefetchFetchesPrioritizedFirst(t *testing.T) {
 		t.Errorf("prefetched file fetched again")
 	}
 }
+
+// TestPrefetchStreams: with a BlobReader that streams, the prefetched
+// chunks whose bytes have arrived are present (verified, stored) before
+// the rest of the span has come; a stream that fails leaves those and
+// fails only the others.
+func TestPrefetchStreams(t *testing.T) {
+	tarball := testtar.Synthetic(2 << 20)
+	prio := []string{"etc/hostname", "usr/bin/tool", "big"}
+	for _, tc := range []struct {
+		name string
+		fail error
+	}{
+		{name: "complete"},
+		{name: "fails half-way", fail: errors.New("connection reset")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			halfway, hold := make(chan struct{}), make(chan struct{})
+			l, _ := layerOver(t, tarball, lfs.Options{NoBackground: true}, func(b *memBlob) lfs.BlobReader {
+				return &streamBlob{memBlob: b, halfway: halfway, hold: hold, failAfterHalf: tc.fail}
+			}, estargz.WithPrioritizedFiles(prio), estargz.WithChunkSize(64<<10))
+			l.Start()
+			deadline := time.Now().Add(10 * time.Second)
+			select {
+			case <-halfway:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the prefetch did not stream")
+			}
+			half := l.Stats().ChunksPresent
+			if half == 0 || l.Stats().PrefetchDone {
+				t.Fatalf("no chunk present while the span is half-way: %+v", l.Stats())
+			}
+			close(hold)
+			for !l.Stats().PrefetchDone && time.Now().Before(deadline) {
+				time.Sleep(2 * time.Millisecond)
+			}
+			st := l.Stats()
+			if st.Requests != 1 {
+				t.Errorf("prefetch made %d requests, want 1", st.Requests)
+			}
+			if tc.fail == nil && (st.ChunksPresent <= half || st.Errors != 0) {
+				t.Errorf("after the stream: %+v (half-way %d)", st, half)
+			}
+			if tc.fail != nil && (st.ChunksPresent != half || st.Errors != 1) {
+				t.Errorf("after the failed stream: %+v, want the %d chunks of its first half and one error", st, half)
+			}
+		})
+	}
+}
