@@ -72,6 +72,20 @@ func (t *tailBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) 
 	return append(head, tail[:end-t.off]...), nil
 }
 
+// StreamRange streams what lies before the tail; a range that reaches into
+// the tail is read with ReadRange, which takes those bytes from memory.
+func (t *tailBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte)) error {
+	if t.Tail() == nil || off+n <= t.off {
+		return t.Blob.StreamRange(ctx, off, n, fn)
+	}
+	data, err := t.ReadRange(ctx, off, n)
+	if err != nil {
+		return err
+	}
+	fn(data)
+	return nil
+}
+
 func (t *tailBlob) Invalidate(off, n int64) {
 	if off+n > t.off {
 		t.mu.Lock()

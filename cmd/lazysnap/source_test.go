@@ -111,6 +111,14 @@ func TestOpenLayerRequests(t *testing.T) {
 			}
 			// bytes that fail verification are fetched anew, not taken from the tail again
 			if tb, ok := b.(*tailBlob); ok {
+				before = requests()
+				var streamed []byte
+				if err := tb.StreamRange(context.Background(), c.Offset, c.CompressedSize(), func(p []byte) { streamed = append(streamed, p...) }); err != nil || !bytes.Equal(streamed, raw) {
+					t.Fatalf("StreamRange: %v", err)
+				}
+				if got := requests() - before; got != 0 {
+					t.Errorf("streaming %s again took %d requests, want 0 (from the tail or the cache)", last, got)
+				}
 				tb.Invalidate(c.Offset, c.CompressedSize())
 				before = requests()
 				if again, err := b.ReadRange(context.Background(), c.Offset, c.CompressedSize()); err != nil || !bytes.Equal(again, raw) {
