@@ -14,7 +14,11 @@
 // it supports that, so cached reads run at local-disk speed.
 //
 // Prefetch fetches the prioritized range of the blob (up to the prefetch
-// landmark) first; background fetch then fetches every remaining chunk in
+// landmark) first, in as few requests as SpanSize allows; when the
+// BlobReader is a RangeStreamer, each chunk of a span is verified, stored
+// and made available as soon as its bytes have arrived, so that the first
+// files (prioritized files are in first-access order) can be read while
+// the rest is still coming; background fetch then fetches every remaining chunk in
 // blob order in large spans at bounded concurrency, pausing whenever an
 // on-demand read is waiting. Sequential reads of a file are detected and the
 // next chunks fetched ahead, in parallel range requests.
