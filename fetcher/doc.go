@@ -29,6 +29,9 @@
 // one suffix-range request ("bytes=-n"), which returns the size and the
 // blob's last bytes (an eStargz footer and TOC) at once, instead of a HEAD
 // and then a range read; servers that do not do suffix ranges get those.
+// StreamRange hands a range to the caller while it arrives (a retry
+// resumes after the bytes already handed over), for large prefetch spans
+// whose first chunks are wanted before the last.
 //
 // Cache: ranges are cached per (blob digest, offset, length), on disk under
 // Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are
