@@ -9,14 +9,15 @@ import (
 // streamPiece is the most StreamRange hands over at once.
 const streamPiece = 64 << 10
 
-// StreamRange reads the n bytes at off like ReadRange, but hands them to
-// fn in order while they arrive, in pieces of up to 64 KiB, so that a
-// caller can use the start of a large range before its end has come. A
-// failed attempt is retried (with the usual backoff, then on the next
-// host) from the first byte fn has not had: fn sees every byte once. The
-// whole range is cached at the end; a cached range is one call of fn.
-// Concurrent calls for the same range are not merged (ReadRange does
-// that). The slices passed to fn are valid only during the call.
+// StreamRange reads the n bytes at off like ReadRange, but calls fn while
+// they arrive, every 64 KiB or so, with the bytes received so far (a
+// prefix of the range that grows from call to call), so that a caller can
+// use the start of a large range before its end has come. A failed
+// attempt is retried (with the usual backoff, then on the next host) from
+// the first byte not yet received. The whole range is cached at the end;
+// a cached range is one call of fn. Concurrent calls for the same range
+// are not merged (ReadRange does that). fn must not keep or modify the
+// slice.
 func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte)) error {
 	r := Range{Off: off, Len: n}
 	if err := b.check(r); err != nil {
@@ -32,7 +33,7 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 	buf := make([]byte, 0, n)
 	deliver := func(p []byte) {
 		buf = append(buf, p...)
-		fn(p)
+		fn(buf)
 	}
 	var firstErr error
 	for hi := range b.hosts {

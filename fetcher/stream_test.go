@@ -45,17 +45,20 @@ func TestStreamRange(t *testing.T) {
 			s := newFakeRegistry(t, data, tc.hook)
 			f := newTestFetcher(t, Config{CacheDir: t.TempDir()})
 			b := mustBlob(t, f, s.ref(), s.desc())
-			var got bytes.Buffer
+			var got []byte
 			calls := 0
 			err := b.StreamRange(context.Background(), off, n, func(p []byte) {
 				calls++
-				got.Write(p)
+				if len(p) <= len(got) || !bytes.Equal(p, data[off:off+len(p)]) {
+					t.Errorf("call %d: %d bytes after %d, or not the range's start", calls, len(p), len(got))
+				}
+				got = append(got[:0], p...)
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got.Bytes(), data[off:off+n]) {
-				t.Fatalf("streamed %d bytes, not the range's", got.Len())
+			if !bytes.Equal(got, data[off:off+n]) {
+				t.Fatalf("streamed %d bytes, not the range's", len(got))
 			}
 			if calls < n/streamPiece {
 				t.Errorf("%d pieces, want at least %d", calls, n/streamPiece)

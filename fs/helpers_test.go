@@ -123,7 +123,7 @@ func mount(t testing.TB, l *lfs.Layer) (string, *lfs.Mount) {
 }
 
 // streamBlob is a memBlob that streams ranges: it hands over the first
-// half of each, closes halfway (once), waits for hold to be closed, then
+// half of each (the prefix received so far), closes halfway (once), waits for hold to be closed, then
 // sends the rest, or fails with failAfterHalf.
 type streamBlob struct {
 	*memBlob
@@ -149,6 +149,6 @@ func (b *streamBlob) StreamRange(ctx context.Context, off, n int64, fn func([]by
 	if b.failAfterHalf != nil {
 		return b.failAfterHalf
 	}
-	fn(data[n/2:])
+	fn(data)
 	return nil
 }

@@ -23,9 +23,10 @@ type BlobReader interface {
 }
 
 // RangeStreamer is implemented by BlobReaders that can hand over a range
-// while it arrives: fn gets its bytes in order, each once, in pieces valid
-// during the call. Prefetch and background spans then make their first
-// chunks available before the last have come.
+// while it arrives: fn is called repeatedly with the bytes of the range
+// received so far (a growing prefix, valid during the call). Prefetch and
+// background spans then make their first chunks available before the last
+// have come.
 type RangeStreamer interface {
 	StreamRange(ctx context.Context, off, n int64, fn func(p []byte)) error
 }
@@ -340,20 +341,20 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, ids []int, chu
 		order[k] = k
 	}
 	sort.Slice(order, func(i, j int) bool { return chunks[order[i]].End < chunks[order[j]].End })
-	buf := make([]byte, 0, hi-lo)
 	next := 0
+	var got int64
 	l.requests.Add(1)
-	err := rs.StreamRange(ctx, lo, hi-lo, func(p []byte) {
-		buf = append(buf, p...)
-		for ; next < len(order) && chunks[order[next]].End-lo <= int64(len(buf)); next++ {
+	err := rs.StreamRange(ctx, lo, hi-lo, func(buf []byte) {
+		got = int64(len(buf))
+		for ; next < len(order) && chunks[order[next]].End-lo <= got; next++ {
 			k := order[next]
 			c := &chunks[k]
 			l.complete(ids[k], l.store(ctx, ids[k], c, buf[c.Offset-lo:c.End-lo]))
 		}
 	})
-	l.fetched.Add(int64(len(buf)))
+	l.fetched.Add(got)
 	if err == nil && next < len(order) {
-		err = fmt.Errorf("stream ended after %d of %d bytes", len(buf), hi-lo)
+		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
 	if next < len(order) {
 		err = l.fail(fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err))

@@ -113,7 +113,7 @@ func TestOpenLayerRequests(t *testing.T) {
 			if tb, ok := b.(*tailBlob); ok {
 				before = requests()
 				var streamed []byte
-				if err := tb.StreamRange(context.Background(), c.Offset, c.CompressedSize(), func(p []byte) { streamed = append(streamed, p...) }); err != nil || !bytes.Equal(streamed, raw) {
+				if err := tb.StreamRange(context.Background(), c.Offset, c.CompressedSize(), func(p []byte) { streamed = append(streamed[:0], p...) }); err != nil || !bytes.Equal(streamed, raw) {
 					t.Fatalf("StreamRange: %v", err)
 				}
 				if got := requests() - before; got != 0 {
