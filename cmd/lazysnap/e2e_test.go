@@ -180,11 +180,30 @@ func (s *stack) startLazysnap(t *testing.T) {
 	}
 	for i := 0; i < 200; i++ {
 		if _, err := os.Stat(s.sock()); err == nil {
+			s.waitConnected(t)
 			return
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatalf("lazysnap did not start:\n%s", s.log())
+}
+
+// waitConnected waits until containerd reaches lazysnap again after a
+// restart: its connection to a proxy plugin retries with a backoff (up to
+// a few seconds), failing calls as unavailable until then.
+func (s *stack) waitConnected(t *testing.T) {
+	if s.ctrd == nil {
+		return // the first start: containerd is not up yet
+	}
+	var out []byte
+	var err error
+	for i := 0; i < 100; i++ {
+		if out, err = s.ctrd.Ctr(t, "snapshots", "--snapshotter", "lazysnap", "ls"); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("containerd does not reach lazysnap after its restart: %v\n%s", err, out)
 }
 
 func (s *stack) stopLazysnap(t *testing.T) {
