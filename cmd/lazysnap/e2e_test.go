@@ -469,13 +469,7 @@ func TestFaults(t *testing.T) {
 	if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
 		t.Fatalf("pull: %s", out)
 	}
-	s.ctr(t, "run", "-d", "--snapshotter", "lazysnap", ref, "victim", "/bin/sleep", "600")
-	t.Cleanup(func() {
-		s.ctrd.Ctr(t, "tasks", "kill", "-s", "KILL", "victim")
-		time.Sleep(200 * time.Millisecond)
-		s.ctrd.Ctr(t, "tasks", "rm", "-f", "victim")
-		s.ctrd.Ctr(t, "containers", "rm", "victim")
-	})
+	s.runSleeper(t, ref, "victim")
 	want := sha256Of(t, busyboxLayers(t)[1], "data/big")
 	hash := func(id string) (string, error) {
 		out, err := s.ctrd.Ctr(t, "tasks", "exec", "--exec-id", id, "victim", "/bin/sh", "-c", "sha256sum /data/big | head -c 64")
