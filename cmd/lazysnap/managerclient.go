@@ -128,35 +128,36 @@ func (m *managerFS) call(ctx context.Context, path string, req any, out any) err
 	if m.start == nil || !notListening(err) {
 		return err
 	}
-	if serr := m.ensure(ctx); serr != nil {
+	if _, serr := m.ensure(ctx); serr != nil {
 		return fmt.Errorf("%w; starting a fuse manager: %w", err, serr)
 	}
 	return m.c.do(ctx, http.MethodPost, path, req, out)
 }
 
-// ensure starts a manager unless one answers, and waits until it does.
-func (m *managerFS) ensure(ctx context.Context) error {
+// ensure starts a manager unless one answers, waits until it does, and
+// returns what it says of itself.
+func (m *managerFS) ensure(ctx context.Context) (managerHealth, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, err := m.c.health(ctx); err == nil {
-		return nil
+	if h, err := m.c.health(ctx); err == nil {
+		return h, nil
 	}
 	exited, err := m.start()
 	if err != nil {
-		return err
+		return managerHealth{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		_, err := m.c.health(ctx)
+		h, err := m.c.health(ctx)
 		if err == nil {
-			return nil
+			return h, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("fuse manager did not answer: %w", err)
+			return managerHealth{}, fmt.Errorf("fuse manager did not answer: %w", err)
 		case xerr := <-exited:
-			return fmt.Errorf("fuse manager exited at start (%v): see %s", xerr, managerLogName)
+			return managerHealth{}, fmt.Errorf("fuse manager exited at start (%v): see %s", xerr, managerLogName)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

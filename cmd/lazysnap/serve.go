@@ -146,38 +146,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// the layers: served here, or by a fuse manager
 	met := newMetrics("")
 	var (
-		fsys   snapshotter.FileSystem
-		status func(sn *snapshotter.Snapshotter) (statusReporter, error)
+		fsys    snapshotter.FileSystem
+		manager *managerClient // nil: in-process
+		ls      *layerService  // nil: by the manager
 	)
 	if cfg.FuseManager.Enable {
 		mfs := &managerFS{c: newManagerClient(cfg.managerSocket()), start: managerStarter(cfgPath, cfg.Root)}
-		if err := mfs.ensure(ctx); err != nil {
+		h, err := mfs.ensure(ctx)
+		if err != nil {
 			return err
 		}
-		if h, err := mfs.c.health(ctx); err == nil {
-			logger.InfoContext(ctx, "fuse manager", "address", mfs.c.sock, "pid", h.PID, "version", h.Version)
-			if h.Version != version {
-				logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
-			}
+		logger.InfoContext(ctx, "fuse manager", "address", mfs.c.sock, "pid", h.PID, "version", h.Version)
+		if h.Version != version {
+			logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
 		}
 		if err := met.gatherManager(mfs.c); err != nil {
 			return err
 		}
-		fsys = mfs
-		status = func(sn *snapshotter.Snapshotter) (statusReporter, error) {
-			return &managerStatus{c: mfs.c, sn: sn.Stats}, met.register(statsSources{Snapshotter: sn.Stats})
-		}
+		fsys, manager = mfs, mfs.c
 	} else {
-		ls, err := newLayerService(cfg, met, logger)
-		if err != nil {
+		if ls, err = newLayerService(cfg, met, logger); err != nil {
 			return err
 		}
 		defer ls.Close()
 		fsys = ls.fs
-		status = func(sn *snapshotter.Snapshotter) (statusReporter, error) {
-			ls.status.src.Snapshotter = sn.Stats
-			return ls.status, met.register(statsSources{Snapshotter: sn.Stats})
-		}
 	}
 	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys)
 	if err != nil {
@@ -186,9 +178,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer sn.Close()
 
 	// status and metrics: on the status socket, and on metrics_address
-	st, err := status(sn)
-	if err != nil {
+	if err := met.register(statsSources{Snapshotter: sn.Stats}); err != nil {
 		return err
+	}
+	var st statusReporter = &managerStatus{c: manager, sn: sn.Stats}
+	if ls != nil {
+		ls.status.src.Snapshotter = sn.Stats
+		st = ls.status
 	}
 	ops := &http.Server{Handler: opsHandler(met, st), ReadHeaderTimeout: 10 * time.Second}
 	defer ops.Close()
