@@ -55,7 +55,7 @@ const managerSocketName = "fusemanager.sock"
 const managerPIDName = "fusemanager.pid"
 
 // managerLogName is the file in the root directory its output goes to
-// when serve starts it.
+// when serve starts it (rotated: logrotate.go).
 const managerLogName = "fusemanager.log"
 
 // managerRequest is the body of mount, check, unmount and usage.
@@ -90,11 +90,25 @@ func (c serveConfig) managerSocket() string {
 // runFuseManager is `lazysnap fuse-manager`: serve starts it; operators
 // may run it themselves (a service of its own) before serve.
 func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	pcfg, _, err := parseDaemonFlags(flag.NewFlagSet("fuse-manager", flag.ContinueOnError), args, stderr)
+	fs := flag.NewFlagSet("fuse-manager", flag.ContinueOnError)
+	logPath := fs.String("log-file", "", "make this file stdout and stderr, rotated at 16 MiB keeping 3 (serve passes <root>/"+managerLogName+")")
+	pcfg, _, err := parseDaemonFlags(fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err
 	}
 	cfg := *pcfg
+	if *logPath != "" {
+		lf := &logFile{path: *logPath, max: managerLogMaxBytes, keep: managerLogKeep, fds: []int{1, 2}}
+		if _, err := lf.rotate(); err != nil {
+			return err
+		}
+		if err := lf.open(); err != nil {
+			return err
+		}
+		go lf.run(ctx, managerLogCheck, func(err error) {
+			logger(ctx).ErrorContext(ctx, "rotating the log file", "path", *logPath, "error", err)
+		})
+	}
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}

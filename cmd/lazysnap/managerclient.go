@@ -188,7 +188,8 @@ func (m *managerFS) Usage(ctx context.Context, mountpoint string) (snapshots.Usa
 // managerStarter returns the function that starts `lazysnap fuse-manager`
 // for serve: this executable, with serve's configuration file and root, in
 // a session of its own (so that it outlives serve and its terminal), its
-// output appended to fusemanager.log in the root directory.
+// output appended to fusemanager.log in the root directory, which the
+// manager rotates.
 func managerStarter(cfgPath, root string) func() (<-chan error, error) {
 	return func() (<-chan error, error) {
 		exe, err := os.Executable()
@@ -199,7 +200,8 @@ func managerStarter(cfgPath, root string) func() (<-chan error, error) {
 		if root, err = filepath.Abs(root); err != nil {
 			return nil, err
 		}
-		args := []string{"fuse-manager", "--root", root}
+		logPath := filepath.Join(root, managerLogName)
+		args := []string{"fuse-manager", "--root", root, "--log-file", logPath}
 		if cfgPath != "" {
 			p, err := filepath.Abs(cfgPath)
 			if err != nil {
@@ -210,7 +212,8 @@ func managerStarter(cfgPath, root string) func() (<-chan error, error) {
 		if err := os.MkdirAll(root, 0o700); err != nil {
 			return nil, err
 		}
-		logf, err := os.OpenFile(filepath.Join(root, managerLogName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		// until the manager has opened --log-file itself (a bad flag, say)
+		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, err
 		}
