@@ -17,7 +17,7 @@ import (
 )
 
 // tarOf builds a layer of regular files (name → content).
-func tarOf(t *testing.T, files [][2]string) []byte {
+func tarOf(t testing.TB, files [][2]string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)

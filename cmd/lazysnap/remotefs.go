@@ -55,6 +55,7 @@ type remoteFS struct {
 	mu       sync.Mutex
 	mounted  map[string]*mountedLayer // by mountpoint
 	mounting map[digest.Digest]int    // Mounts in progress, by layer: Cleanup spares their content
+	warm     *warmer                  // opens the layers above one being mounted
 }
 
 type mountedLayer struct {
@@ -64,7 +65,7 @@ type mountedLayer struct {
 }
 
 func newRemoteFS(src layerSource, root string, opts lfs.Options, log *slog.Logger) *remoteFS {
-	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}, mounting: map[digest.Digest]int{}}
+	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}, mounting: map[digest.Digest]int{}, warm: newWarmer(src)}
 }
 
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
@@ -79,24 +80,11 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	dg := src.Digest
 	r.markMounting(dg, 1)
 	defer r.markMounting(dg, -1)
+	r.warm.start(src, r.busy)
 	contentDir := filepath.Join(r.root, "content", dg.Encoded())
-	desc, err := r.descriptor(ctx, contentDir, src)
+	desc, b, er, err := r.open(ctx, contentDir, src)
 	if err != nil {
 		return err
-	}
-	toc := digest.Digest(desc.Annotations[estargz.TOCJSONDigestAnnotation])
-	if toc == "" {
-		return fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
-	}
-	b, er, err := openLayer(bg, r.src, src.Ref, desc, toc)
-	if errors.Is(err, estargz.ErrVerify) {
-		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
-	}
-	if errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge) {
-		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
-	}
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", dg, err)
 	}
 	if err := r.remember(contentDir, src.Ref, desc); err != nil {
 		return err
@@ -123,6 +111,49 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	r.mu.Unlock()
 	r.log.InfoContext(ctx, "layer mounted lazily", "layer", dg, "ref", src.Ref, "inodes", idx.Len(), "mountpoint", mountpoint)
 	return nil
+}
+
+// open opens the layer's blob and verified TOC: the warmer's, when it
+// opened the layer ahead, else here.
+func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.LayerSource) (ocispec.Descriptor, blob, *estargz.Reader, error) {
+	dg := src.Digest
+	if wl := r.warm.take(ctx, dg, src.TOCDigest); wl != nil {
+		return wl.desc, wl.b, wl.er, nil
+	}
+	desc, err := r.descriptor(ctx, contentDir, src)
+	if err != nil {
+		return desc, nil, nil, err
+	}
+	toc := digest.Digest(desc.Annotations[estargz.TOCJSONDigestAnnotation])
+	if toc == "" {
+		return desc, nil, nil, fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
+	}
+	// ctx is the Prepare request's; the blob outlives it
+	b, er, err := openLayer(context.WithoutCancel(ctx), r.src, src.Ref, desc, toc)
+	switch {
+	case errors.Is(err, estargz.ErrVerify):
+		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
+	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge):
+		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
+	case err != nil:
+		return desc, nil, nil, fmt.Errorf("layer %s: %w", dg, err)
+	}
+	return desc, b, er, nil
+}
+
+// busy reports whether layer dg is mounted or being mounted.
+func (r *remoteFS) busy(dg digest.Digest) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mounting[dg] > 0 {
+		return true
+	}
+	for _, ml := range r.mounted {
+		if ml.digest == dg {
+			return true
+		}
+	}
+	return false
 }
 
 // descriptor returns the layer's descriptor with its TOC digest: from the

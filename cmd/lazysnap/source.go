@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
@@ -15,9 +16,35 @@ import (
 )
 
 // fetcherSource is the layerSource of a real registry.
-type fetcherSource struct{ f *fetcher.Fetcher }
+type fetcherSource struct {
+	f         *fetcher.Fetcher
+	manifests *manifestMemo
+}
 
 var _ layerSource = fetcherSource{}
+
+func newFetcherSource(f *fetcher.Fetcher) fetcherSource {
+	return fetcherSource{f: f, manifests: &manifestMemo{m: map[string]*manifestLayers{}}}
+}
+
+// manifestTTL is how long a resolved image's layer list is reused: long
+// enough for the Mounts of one pull (the warmer asks for every layer of
+// the image at once), short enough that a moved tag is seen on the next.
+const manifestTTL = 30 * time.Second
+
+// manifestMemo shares one resolution of an image's manifest between the
+// lookups of its layers made at about the same time.
+type manifestMemo struct {
+	mu sync.Mutex
+	m  map[string]*manifestLayers // by reference
+}
+
+type manifestLayers struct {
+	done   chan struct{}
+	at     time.Time
+	layers []ocispec.Descriptor
+	err    error
+}
 
 // mountTailSize is how much of a layer's end its first request reads: the
 // footer and, for small layers, the whole TOC, so that mounting costs one
@@ -112,11 +139,67 @@ func openLayer(ctx context.Context, src layerSource, ref string, desc ocispec.De
 }
 
 // Layer resolves ref (picking this platform's manifest from an index) and
-// returns the descriptor of layer dg with its annotations.
+// returns the descriptor of layer dg with its annotations. Lookups of one
+// ref within manifestTTL share a resolution; a failed one is not kept.
 func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
-	_, desc, err := s.f.Resolve(ctx, ref)
+	layers, err := s.layers(ctx, ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err
+	}
+	for _, l := range layers {
+		if l.Digest == dg {
+			return l, nil
+		}
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
+}
+
+func (s fetcherSource) layers(ctx context.Context, ref string) ([]ocispec.Descriptor, error) {
+	if s.manifests == nil {
+		return s.resolveLayers(ctx, ref)
+	}
+	mm := s.manifests
+	mm.mu.Lock()
+	e := mm.m[ref]
+	if e == nil || (isDone(e.done) && (e.err != nil || time.Since(e.at) > manifestTTL)) {
+		for k, old := range mm.m { // forget the expired ones
+			if isDone(old.done) && time.Since(old.at) > manifestTTL {
+				delete(mm.m, k)
+			}
+		}
+		e = &manifestLayers{done: make(chan struct{})}
+		mm.m[ref] = e
+		go func() {
+			// not the caller's ctx: others may wait for this resolution
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			e.layers, e.err = s.resolveLayers(rctx, ref)
+			e.at = time.Now()
+			close(e.done)
+		}()
+	}
+	mm.mu.Unlock()
+	select {
+	case <-e.done:
+		return e.layers, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func isDone(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s fetcherSource) resolveLayers(ctx context.Context, ref string) ([]ocispec.Descriptor, error) {
+	_, desc, err := s.f.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
 	}
 	for range 4 { // an index of indexes is allowed, but not forever
 		var doc struct {
@@ -125,19 +208,14 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 			Layers    []ocispec.Descriptor `json:"layers"`
 		}
 		if err := s.fetchJSON(ctx, ref, desc, &doc); err != nil {
-			return ocispec.Descriptor{}, err
+			return nil, err
 		}
 		if len(doc.Manifests) == 0 {
-			for _, l := range doc.Layers {
-				if l.Digest == dg {
-					return l, nil
-				}
-			}
-			return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
+			return doc.Layers, nil
 		}
 		desc = pickPlatform(doc.Manifests)
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("%s: nested indexes too deep", ref)
+	return nil, fmt.Errorf("%s: nested indexes too deep", ref)
 }
 
 func pickPlatform(ms []ocispec.Descriptor) ocispec.Descriptor {

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// pushLazyImage pushes an image of n eStargz layers, each holding the file
+// "layer<i>", with the TOC digests annotated in the manifest as lazysnap
+// convert writes them.
+func pushLazyImage(t testing.TB, r *registry.Registry, repo string, n int) (ref string, layers []ocispec.Descriptor) {
+	t.Helper()
+	ctx := context.Background()
+	p := r.Pusher()
+	for i := range n {
+		var blob bytes.Buffer
+		tarb := tarOf(t, [][2]string{{fmt.Sprintf("layer%d", i), strings.Repeat(fmt.Sprintf("content of layer %d\n", i), 100)}})
+		res, err := estargz.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarb), 0, int64(len(tarb))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := p.PushBlob(ctx, repo, blob.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.MediaType = ocispec.MediaTypeImageLayerGzip
+		d.Annotations = map[string]string{estargz.TOCJSONDigestAnnotation: res.TOCDigest.String()}
+		layers = append(layers, d)
+	}
+	cfg, err := p.PushBlob(ctx, repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: layers})
+	if _, err := p.PushManifest(ctx, repo, "v1", ocispec.MediaTypeImageManifest, m); err != nil {
+		t.Fatal(err)
+	}
+	return r.Ref(repo, "v1"), layers
+}
+
+// layerLabels are the labels containerd's CRI plugin gives layer i of
+// layers: its digest and TOC digest, and the digests of it and the layers
+// above it.
+func layerLabels(ref string, layers []ocispec.Descriptor, i int) map[string]string {
+	var above []string
+	for _, l := range layers[i:] {
+		above = append(above, l.Digest.String())
+	}
+	return map[string]string{
+		snapshotter.LabelCRIImageRef:    ref,
+		snapshotter.LabelCRILayerDigest: layers[i].Digest.String(),
+		snapshotter.LabelCRIImageLayers: strings.Join(above, ","),
+		snapshotter.LabelTOCDigest:      layers[i].Annotations[estargz.TOCJSONDigestAnnotation],
+	}
+}
+
+// TestWarmNeighbours: mounting an image's first layer opens the layers
+// above it in the background, sharing one manifest resolution, so that
+// their Mounts send nothing to the registry; the files they serve are
+// right; and a warmed layer is used only when its TOC digest is the one
+// the Mount's labels carry.
+func TestWarmNeighbours(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("needs /dev/fuse: %v", err)
+	}
+	r := registry.Start(t, registry.Options{})
+	hosts := t.TempDir()
+	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
+		t.Fatal(err)
+	}
+	newFS := func(t *testing.T) (*remoteFS, *fetcher.Fetcher) {
+		f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		rfs := newRemoteFS(newFetcherSource(f), t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return rfs, f
+	}
+	mount := func(t *testing.T, rfs *remoteFS, labels map[string]string) (string, error) {
+		mp := t.TempDir()
+		err := rfs.Mount(context.Background(), mp, labels)
+		if err == nil {
+			t.Cleanup(func() { rfs.Unmount(context.Background(), mp) })
+		}
+		return mp, err
+	}
+	waitWarm := func(rfs *remoteFS) {
+		rfs.warm.mu.Lock()
+		var pending []*warmLayer
+		for _, wl := range rfs.warm.m {
+			pending = append(pending, wl)
+		}
+		rfs.warm.mu.Unlock()
+		for _, wl := range pending {
+			<-wl.done
+		}
+	}
+
+	t.Run("layers above the first mount without requests", func(t *testing.T) {
+		ref, layers := pushLazyImage(t, r, "warm/four", 4)
+		rfs, f := newFS(t)
+		requests := func() int64 { return f.Stats()[r.Host].Requests }
+		if _, err := mount(t, rfs, layerLabels(ref, layers, 0)); err != nil {
+			t.Fatal(err)
+		}
+		waitWarm(rfs)
+		// the first layer's tail, one manifest resolution (HEAD and GET)
+		// shared by the three warmed layers, and their tails
+		if got, want := requests(), int64(1+2+3); got != want {
+			t.Errorf("first mount and warming took %d requests, want %d", got, want)
+		}
+		before := requests()
+		var mps []string
+		for i := 1; i < len(layers); i++ {
+			mp, err := mount(t, rfs, layerLabels(ref, layers, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mps = append(mps, mp)
+		}
+		if got := requests() - before; got != 0 {
+			t.Errorf("mounting the warmed layers took %d requests, want 0", got)
+		}
+		for i, mp := range mps {
+			b, err := os.ReadFile(filepath.Join(mp, fmt.Sprintf("layer%d", i+1)))
+			if want := strings.Repeat(fmt.Sprintf("content of layer %d\n", i+1), 100); err != nil || string(b) != want {
+				t.Errorf("layer %d serves %q, %v", i+1, b, err)
+			}
+		}
+		if rfs.warm.mu.Lock(); len(rfs.warm.m) != 0 {
+			t.Errorf("warm entries left after every layer mounted: %d", len(rfs.warm.m))
+		}
+		rfs.warm.mu.Unlock()
+	})
+
+	t.Run("warmed TOC not matching the labels is not used", func(t *testing.T) {
+		ref, layers := pushLazyImage(t, r, "warm/two", 2)
+		rfs, _ := newFS(t)
+		if _, err := mount(t, rfs, layerLabels(ref, layers, 0)); err != nil {
+			t.Fatal(err)
+		}
+		waitWarm(rfs)
+		labels := layerLabels(ref, layers, 1)
+		labels[snapshotter.LabelTOCDigest] = digest.FromString("another TOC").String()
+		_, err := mount(t, rfs, labels)
+		var reason snapshotter.Reason
+		if !errors.As(err, &reason) || reason != snapshotter.ReasonVerification {
+			t.Fatalf("mount with a TOC digest the blob does not have: %v, want a verification failure", err)
+		}
+	})
+}
+
+// BenchmarkMountImageWAN mounts the 8 layers of an image one after
+// another, as containerd prepares them, through a link adding 20 ms per
+// request, with and without the warmer; fresh state every iteration.
+//
+//	go test ./cmd/lazysnap -run '^$' -bench MountImageWAN -benchtime 5x
+func BenchmarkMountImageWAN(b *testing.B) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		b.Skipf("needs /dev/fuse: %v", err)
+	}
+	r := registry.Start(b, registry.Options{})
+	wan := registry.StartWANProxy(b, r.URL(), registry.WANOptions{RTT: 20 * time.Millisecond})
+	hosts := b.TempDir()
+	if _, err := registry.WriteHostsConfig(hosts, wan.Host, registry.Endpoint{URL: wan.URL}); err != nil {
+		b.Fatal(err)
+	}
+	_, layers := pushLazyImage(b, r, "warm/eight", 8)
+	ref := wan.Host + "/warm/eight:v1"
+	for _, warm := range []bool{false, true} {
+		b.Run(map[bool]string{false: "one-by-one", true: "warmed"}[warm], func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+				if err != nil {
+					b.Fatal(err)
+				}
+				rfs := newRemoteFS(newFetcherSource(f), b.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				if !warm {
+					rfs.warm = nil
+				}
+				var mps []string
+				for i := range layers {
+					mp := b.TempDir()
+					if err := rfs.Mount(context.Background(), mp, layerLabels(ref, layers, i)); err != nil {
+						b.Fatal(err)
+					}
+					mps = append(mps, mp)
+				}
+				b.StopTimer()
+				for _, mp := range mps {
+					rfs.Unmount(context.Background(), mp)
+				}
+				f.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
