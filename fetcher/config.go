@@ -35,11 +35,26 @@ type Config struct {
 	// MaxConnsPerHost limits concurrent requests per registry (or blob
 	// storage) host (default 8).
 	MaxConnsPerHost int
-	// RequestTimeout bounds one attempt, including reading the body
-	// (default 60s).
+	// RequestTimeout bounds one attempt of a bounded read (ReadRange,
+	// ReadRanges, ReadAt, finding a blob's size or tail: at most MaxSpan
+	// per span), from sending the request to the end of the body (default
+	// 60s). For StreamRange it bounds only the wait for the response
+	// headers (auth and redirects included), so that a long stream that
+	// keeps receiving is not cut off; with StallTimeout disabled it bounds
+	// a stream's attempts as a whole too.
 	RequestTimeout time.Duration
+	// StallTimeout fails an attempt whose response body, once the headers
+	// have come, delivers no byte for this long: a connection that stalls
+	// mid-body. The attempt ends with ErrTimeout and is retried like any
+	// timeout (a stream resumes after the bytes it has). The wait for the
+	// headers is RequestTimeout's, not this: a registry may take its time
+	// to answer (a pull-through cache filling itself) and still be sound.
+	// Default 15s; negative disables it.
+	StallTimeout time.Duration
 	// Retries is the number of retries after a failed attempt on one host
-	// (default 3; negative means none).
+	// (default 3; negative means none). For StreamRange they are counted
+	// since the last attempt that received bytes: an attempt that made
+	// progress before failing does not use up the budget.
 	Retries int
 	// RetryBaseDelay is the first backoff delay; it doubles per retry up
 	// to 5s, with full jitter (default 100ms).
@@ -73,6 +88,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 60 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 15 * time.Second
+	} else if c.StallTimeout < 0 {
+		c.StallTimeout = -1
 	}
 	if c.Retries == 0 {
 		c.Retries = 3

@@ -55,9 +55,9 @@
 // digest, range, HTTP status and number of attempts. When the caller's
 // context ends, its error (context.Canceled or DeadlineExceeded) is
 // returned. Transient failures (connection errors and resets, short
-// bodies, timeouts, 5xx, 408, 429, responses not matching the request) are
-// retried Config.Retries times per host with exponential backoff and
-// jitter, then the next configured host is tried. A response whose status,
+// bodies, timeouts and stalls, 5xx, 408, 429, responses not matching the
+// request) are retried Config.Retries times per host with exponential
+// backoff and jitter, then the next configured host is tried. A response whose status,
 // Content-Range, length or blob size does not match the request is never
 // used. Bytes with correct framing but wrong content cannot be recognised
 // here: the caller's content check catches them (ReadRangeVerified, or
@@ -72,5 +72,20 @@
 // runs under a context detached from the callers, so a caller that gives
 // up returns at once with its context's error while the others keep
 // waiting; the fetch is cancelled only when every caller waiting on it has
-// gone. Each attempt is bounded by Config.RequestTimeout.
+// gone.
+//
+// # Timeouts
+//
+// An attempt of a bounded read (ReadRange, ReadRanges, ReadAt, a blob's
+// size or tail; spans of at most Config.MaxSpan) is bounded as a whole by
+// Config.RequestTimeout. A StreamRange attempt, which may legitimately take
+// longer on a slow link, is bounded by RequestTimeout only until the
+// response headers arrive. Any attempt fails once its response body goes
+// quiet, no byte for Config.StallTimeout, so that a connection that stalls
+// mid-body is given up after seconds, not after the request timeout; the
+// wait for headers is left to RequestTimeout. An attempt cut short by these
+// bounds fails with ErrTimeout and is retried: a stream resumes after the
+// bytes it has, and for streams only attempts that received nothing count
+// against Config.Retries, so a slow stream that keeps moving is not failed
+// by its retry budget. The caller's context cancels at any time.
 package fetcher

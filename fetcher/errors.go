@@ -28,8 +28,9 @@ var (
 	// (connection errors, resets, short bodies, 5xx, 429) after all
 	// retries.
 	ErrUnavailable = errors.New("fetcher: registry unavailable")
-	// ErrTimeout: a request attempt exceeded Config.RequestTimeout, on
-	// every attempt.
+	// ErrTimeout: request attempts kept timing out (Config.RequestTimeout
+	// exceeded, or a response that stalled for Config.StallTimeout) until
+	// the retries ran out.
 	ErrTimeout = errors.New("fetcher: request timed out")
 	// ErrDigestMismatch: whole-blob content did not match its descriptor.
 	ErrDigestMismatch = errors.New("fetcher: digest mismatch")

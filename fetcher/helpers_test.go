@@ -153,3 +153,20 @@ func parseRange(t testing.TB, h string) (int64, int64) {
 	}
 	return r.Off, r.End()
 }
+
+// readResult is the outcome of a ReadRange run by goReadRange.
+type readResult struct {
+	data []byte
+	err  error
+}
+
+// goReadRange runs b.ReadRange(ctx, off, n) in a goroutine; its result
+// comes on the channel.
+func goReadRange(ctx context.Context, b *Blob, off, n int64) <-chan readResult {
+	done := make(chan readResult, 1)
+	go func() {
+		d, err := b.ReadRange(ctx, off, n)
+		done <- readResult{d, err}
+	}()
+	return done
+}

@@ -274,15 +274,7 @@ func TestRegistryStoppedMidRead(t *testing.T) {
 			f := newTestFetcher(t, tc.cfg)
 			ref := wan.Host + "/fault/app:v1"
 			b := mustBlob(t, f, ref, img.Layers[0])
-			type result struct {
-				data []byte
-				err  error
-			}
-			done := make(chan result, 1)
-			go func() {
-				d, err := b.ReadRange(context.Background(), off, n)
-				done <- result{d, err}
-			}()
+			done := goReadRange(context.Background(), b, off, n)
 			waitFor(t, "the body to be streaming", func() bool { return wan.Stats().ResponseBytes > 1<<20 })
 			r.Kill()
 			if tc.restartNow {

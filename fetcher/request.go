@@ -87,22 +87,34 @@ func (b *Blob) fetchEach(ctx context.Context, spans []Range) ([][]byte, error) {
 	return out, nil
 }
 
-// withRetries runs one operation against host hi: it takes the host's
-// concurrency slot per attempt, bounds each attempt by RequestTimeout and
-// retries retryable failures with backoff. The error is a *RequestError
-// (or the caller's context error).
+// withRetries runs one bounded operation against host hi: it takes the
+// host's concurrency slot per attempt, bounds each attempt (startAttempt)
+// and retries retryable failures with backoff. The error is a
+// *RequestError (or the caller's context error).
 func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt func(context.Context) error) error {
+	return b.retrying(ctx, hi, op, rng, nil, attempt)
+}
+
+// retrying is withRetries; with received (the bytes a stream has so far)
+// the attempts are a stream's, and only attempts that received nothing
+// count against Retries: the budget starts over after an attempt that made
+// progress.
+func (b *Blob) retrying(ctx context.Context, hi int, op, rng string, received func() int64, attempt func(context.Context) error) error {
 	hs := b.f.host(b.hosts[hi].Host)
+	fails := 0 // failed attempts since the last one that made progress
 	for n := 1; ; n++ {
 		select {
 		case hs.sem <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		actx, cancel := context.WithTimeout(context.WithValue(ctx, slotHeldKey{}, true), b.f.cfg.RequestTimeout)
+		var before int64
+		if received != nil {
+			before = received()
+		}
+		actx, end := b.f.startAttempt(ctx, received != nil)
 		err := attempt(actx)
-		timedOut := actx.Err() == context.DeadlineExceeded
-		cancel()
+		limit := end()
 		<-hs.sem
 		if err == nil {
 			return nil
@@ -113,13 +125,19 @@ func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt 
 		if errors.Is(err, errMultiRangeUnsupported) || errors.Is(err, errSuffixUnsupported) {
 			return err
 		}
-		if timedOut && !errors.Is(err, ErrTimeout) {
-			err = attemptErr(ErrTimeout, 0, err)
+		if limit != nil {
+			// the attempt's own bound cut it short; what the transport
+			// made of that (a cancelled request) is not the cause
+			err = attemptErr(ErrTimeout, 0, limit)
 		}
-		if !retryable(err) || n > b.f.cfg.Retries {
+		if received != nil && received() > before {
+			fails = 0
+		}
+		fails++
+		if !retryable(err) || fails > b.f.cfg.Retries {
 			return b.requestError(op, hi, rng, n, err)
 		}
-		if err := sleepCtx(ctx, b.f.backoff(n)); err != nil {
+		if err := sleepCtx(ctx, b.f.backoff(fails)); err != nil {
 			return err
 		}
 	}
@@ -159,7 +177,11 @@ func (b *Blob) send(ctx context.Context, hi int, method, rng string) (*http.Resp
 	h := b.hosts[hi]
 	loc := b.location(hi)
 	var responses []*http.Response
+	wd := watchdogFrom(ctx)
 	for rounds := 0; ; rounds++ {
+		if wd != nil {
+			wd.awaitHeaders()
+		}
 		u := b.blobURL(h)
 		if loc != nil {
 			u = loc.String()
@@ -210,6 +232,10 @@ func (b *Blob) send(ctx context.Context, hi int, method, rng string) (*http.Resp
 		}
 		if loc == nil && resp.StatusCode/100 == 2 && resp.Request.URL.String() != u {
 			b.setLocation(hi, resp.Request.URL)
+		}
+		if wd != nil {
+			wd.awaitBody()
+			resp.Body = &watchedBody{ReadCloser: resp.Body, w: wd}
 		}
 		return resp, nil
 	}

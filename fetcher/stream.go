@@ -14,7 +14,11 @@ const streamPiece = 64 << 10
 // prefix of the range that grows from call to call), so that a caller can
 // use the start of a large range before its end has come. A failed
 // attempt is retried (with the usual backoff, then on the next host) from
-// the first byte not yet received. The whole range is cached at the end;
+// the first byte not yet received. An attempt is not bounded as a whole:
+// it fails when the response headers take longer than
+// Config.RequestTimeout or the body stalls for Config.StallTimeout, and
+// attempts that received bytes before failing do not count against
+// Config.Retries. The whole range is cached at the end;
 // a cached range is one call of fn. Concurrent calls for the same range
 // are not merged (ReadRange does that). fn must not keep or modify the
 // slice.
@@ -37,7 +41,8 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 	}
 	var firstErr error
 	for hi := range b.hosts {
-		err := b.withRetries(ctx, hi, "get", r.String(), func(actx context.Context) error {
+		received := func() int64 { return int64(len(buf)) }
+		err := b.retrying(ctx, hi, "get", r.String(), received, func(actx context.Context) error {
 			got := int64(len(buf))
 			return b.streamOnce(actx, hi, Range{Off: off + got, Len: n - got}, deliver)
 		})

@@ -26,6 +26,10 @@ func TestLoadServeConfig(t *testing.T) {
 			d, err := c.fetchTimeout()
 			return c.Root == "/x" && c.Fetch.NoPrefetch && c.Cache.MaxBytes == 1024 && err == nil && d.Seconds() == 30
 		}, ""},
+		{"stall timeout", "[fetch]\n  stall_timeout = \"2s\"\n", func(c serveConfig) bool {
+			d, err := c.stallTimeout()
+			return err == nil && d.Seconds() == 2
+		}, ""},
 		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "config"},

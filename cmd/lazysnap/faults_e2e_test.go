@@ -3,7 +3,8 @@ package main
 // End-to-end fault tests (issue #7): the real stack of e2e_test.go
 // (registry, containerd, runc, lazysnap serve) with a running container
 // that reads files lazysnap has not fetched yet, while the registry is slow,
-// resets connections, redirects to expiring locations, rotates its password,
+// resets connections, stalls mid-response, redirects to expiring locations,
+// rotates its password,
 // and while a large layer is read under a memory limit. Reads either return
 // the right bytes or fail with EIO and succeed once the fault is gone; they
 // never return wrong bytes.
@@ -104,7 +105,8 @@ func (s *stack) pushVariant(t *testing.T, variant string) string {
 // TestRegistryFaultsE2E breaks the registry (through the WAN proxy's fault
 // modes) under a running container reading uncached files.
 func TestRegistryFaultsE2E(t *testing.T) {
-	s := startStack(t, "[fetch]\n  no_background = true\n  timeout = \"20s\"\n")
+	// a short stall timeout, so that the stalling case is over in seconds
+	s := startStack(t, "[fetch]\n  no_background = true\n  timeout = \"20s\"\n  stall_timeout = \"1s\"\n")
 	sums := dataSums(t)
 	type read struct{ path, want string }
 	big, other := read{"/data/big", sums.big}, read{"/data/other", sums.other}
@@ -139,6 +141,14 @@ func TestRegistryFaultsE2E(t *testing.T) {
 			faults:    registry.Faults{ResetEvery: 2},
 			reads:     []read{big, other},
 			exercised: func(st registry.WANStats) bool { return st.Resets > 0 },
+		},
+		{
+			// the stalled responses are given up after the 1 s stall
+			// timeout, far within the 20 s fetch timeout, and retried
+			name:      "some connections stall mid-response",
+			faults:    registry.Faults{StallEvery: 3, StallAfter: 64 << 10},
+			reads:     []read{big, other},
+			exercised: func(registry.WANStats) bool { return s.wan.Stalls() > 0 },
 		},
 		{
 			name:      "every connection reset mid-response",
@@ -195,7 +205,7 @@ func TestRegistryFaultsE2E(t *testing.T) {
 				}
 			}
 			st := s.wan.Stats()
-			t.Logf("proxy: %v", st)
+			t.Logf("proxy: %v; %d stalls", st, s.wan.Stalls())
 			if !tc.exercised(st) {
 				t.Fatalf("the fault was not exercised: %v", st)
 			}

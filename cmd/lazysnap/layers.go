@@ -27,12 +27,23 @@ type layerService struct {
 
 // fetchTimeout is fetch.timeout, parsed.
 func (c serveConfig) fetchTimeout() (time.Duration, error) {
-	if c.Fetch.Timeout == "" {
+	return parseDurationKey("fetch.timeout", c.Fetch.Timeout)
+}
+
+// stallTimeout is fetch.stall_timeout, parsed: 0 (unset) is the
+// fetcher's default, negative turns the stall timeout off.
+func (c serveConfig) stallTimeout() (time.Duration, error) {
+	return parseDurationKey("fetch.stall_timeout", c.Fetch.StallTimeout)
+}
+
+// parseDurationKey parses the duration v of config key key; "" is 0.
+func parseDurationKey(key, v string) (time.Duration, error) {
+	if v == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(c.Fetch.Timeout)
+	d, err := time.ParseDuration(v)
 	if err != nil {
-		return 0, fmt.Errorf("fetch.timeout: %w", err)
+		return 0, fmt.Errorf("%s: %w", key, err)
 	}
 	return d, nil
 }
@@ -43,6 +54,10 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 	if err != nil {
 		return nil, err
 	}
+	stall, err := cfg.stallTimeout()
+	if err != nil {
+		return nil, err
+	}
 	f, err := fetcher.New(fetcher.Config{
 		HostsDir:         cfg.Registry.HostsDir,
 		DockerConfigPath: cfg.Registry.DockerConfig,
@@ -50,6 +65,7 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 		CacheMaxBytes:    cfg.Cache.MaxBytes,
 		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
 		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
+		StallTimeout:     stall,
 	})
 	if err != nil {
 		return nil, err

@@ -64,6 +64,7 @@ type serveConfig struct {
 		BackgroundConcurrency int    `toml:"background_concurrency"`
 		ReadAhead             int    `toml:"read_ahead_chunks"`
 		Timeout               string `toml:"timeout"`
+		StallTimeout          string `toml:"stall_timeout"` // fetcher.Config.StallTimeout
 		MaxConnsPerHost       int    `toml:"max_conns_per_host"`
 	} `toml:"fetch"`
 }
@@ -134,6 +135,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.MetricsAddress = *metricsAddr
 	}
 	if _, err := cfg.fetchTimeout(); err != nil {
+		return err
+	}
+	if _, err := cfg.stallTimeout(); err != nil {
 		return err
 	}
 	if cfg.MemoryLimit > 0 {

@@ -31,6 +31,16 @@ type Faults struct {
 	// before such a reset; 0 resets before the response header, as a
 	// server that drops the connection would.
 	ResetAfter int64
+	// StallEvery makes every Nth blob GET, counted from SetFaults, stall
+	// mid-body: the response header and StallAfter body bytes are sent
+	// (and flushed), then nothing more while the connection stays open,
+	// until the client gives up (closes it) or the proxy is closed. 1
+	// stalls all, 0 none. A response with less body than that is sent
+	// whole.
+	StallEvery int
+	// StallAfter is how many body bytes a stalling response sends; 0
+	// stalls right after the header.
+	StallAfter int64
 	// RedirectUses, when positive, answers blob GETs and HEADs on the
 	// proxy with 307 Temporary Redirect to a fresh signed-URL-like location
 	// on StorageURL. A location serves the blob (with the original
@@ -43,24 +53,33 @@ type Faults struct {
 }
 
 // SetFaults switches the fault modes for requests that arrive from now
-// on; the reset count restarts. Locations issued before stay valid under
+// on; the reset and stall counts restart. Locations issued before stay valid under
 // the rules they were issued with.
 func (p *WANProxy) SetFaults(f Faults) { p.faults.set(f) }
 
 // Faults returns the fault modes in force.
 func (p *WANProxy) Faults() Faults { return *p.faults.cur.Load() }
 
+// Stalls is how many responses have stalled (Faults.StallEvery) since the
+// proxy started or its counters were Reset.
+func (p *WANProxy) Stalls() int64 { return p.faults.stalls.Load() }
+
 // errInjectedReset is what a wanWriter returns after resetting the
 // connection; the reverse proxy then aborts the handler.
 var errInjectedReset = errors.New("registry: wan proxy: injected connection reset")
 
+// errInjectedStall is what a stallWriter returns once its client has given
+// up on the stalled response.
+var errInjectedStall = errors.New("registry: wan proxy: injected stall ended")
+
 // faultState is a WANProxy's fault configuration, issued locations and
 // counters.
 type faultState struct {
-	cur atomic.Pointer[Faults]
-	seq atomic.Int64 // blob requests since SetFaults, for ResetEvery
+	cur      atomic.Pointer[Faults]
+	seq      atomic.Int64 // blob requests since SetFaults, for ResetEvery
+	stallSeq atomic.Int64 // blob GETs since SetFaults, for StallEvery
 
-	delayed, resets, redirects, expired atomic.Int64
+	delayed, resets, redirects, expired, stalls atomic.Int64
 
 	mu     sync.Mutex
 	signed map[string]*signedURL
@@ -81,6 +100,7 @@ func (s *faultState) init(f Faults) {
 func (s *faultState) set(f Faults) {
 	s.cur.Store(&f)
 	s.seq.Store(0)
+	s.stallSeq.Store(0)
 }
 
 func (s *faultState) resetCounters() {
@@ -88,6 +108,7 @@ func (s *faultState) resetCounters() {
 	s.resets.Store(0)
 	s.redirects.Store(0)
 	s.expired.Store(0)
+	s.stalls.Store(0)
 }
 
 // serve handles one request on the proxy (storage false) or on the storage
@@ -126,8 +147,43 @@ func (p *WANProxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Re
 		p.redirect(w, r, f)
 		return
 	}
+	if f.StallEvery > 0 && r.Method == http.MethodGet && fs.stallSeq.Add(1)%int64(f.StallEvery) == 0 {
+		rp.ServeHTTP(&stallWriter{ResponseWriter: ww, ctx: r.Context(), left: f.StallAfter, fs: fs}, r)
+		return
+	}
 	rp.ServeHTTP(ww, r)
 }
+
+// stallWriter passes left body bytes on, then stalls: it flushes what was
+// written and blocks until ctx (the client's request) ends.
+type stallWriter struct {
+	http.ResponseWriter
+	ctx  context.Context
+	left int64
+	fs   *faultState
+}
+
+func (w *stallWriter) Write(b []byte) (int, error) {
+	if int64(len(b)) <= w.left {
+		n, err := w.ResponseWriter.Write(b)
+		w.left -= int64(n)
+		return n, err
+	}
+	n, err := w.ResponseWriter.Write(b[:w.left])
+	w.left -= int64(n)
+	if err != nil {
+		return n, err
+	}
+	w.Flush()
+	w.fs.stalls.Add(1)
+	<-w.ctx.Done()
+	return n, errInjectedStall
+}
+
+func (w *stallWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // isBlobRequest reports whether r is a GET or HEAD of a blob by digest
 // (not an upload).

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -142,6 +143,64 @@ func TestWANProxyResetsAndDelay(t *testing.T) {
 			t.Fatalf("Faults() = %+v", got)
 		}
 	})
+}
+
+// TestWANProxyStall: a stalling response sends its header and StallAfter
+// body bytes, then holds the connection without sending until the client
+// gives up; the other requests are answered whole.
+func TestWANProxyStall(t *testing.T) {
+	e := startFaultEnv(t, Options{})
+	tests := []struct {
+		name   string
+		faults Faults
+		// per request: "ok" or "stalled" (a 200 whose body stops after
+		// exactly StallAfter correct bytes, the connection still open)
+		want []string
+	}{
+		{name: "every request after 100 KiB", faults: Faults{StallEvery: 1, StallAfter: 100 << 10}, want: []string{"stalled", "stalled"}},
+		{name: "right after the header", faults: Faults{StallEvery: 1}, want: []string{"stalled"}},
+		{name: "every second request", faults: Faults{StallEvery: 2, StallAfter: 1000}, want: []string{"ok", "stalled", "ok", "stalled"}},
+		{name: "less body than StallAfter is sent whole", faults: Faults{StallEvery: 1, StallAfter: 1 << 20}, want: []string{"ok"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.wan.SetFaults(tc.faults)
+			defer e.wan.SetFaults(Faults{})
+			e.wan.Reset()
+			stalled := 0
+			for i, want := range tc.want {
+				// the client gives up on a stalled response after 1 s
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.url, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := freshClient().Do(req)
+				if err != nil {
+					cancel()
+					t.Fatalf("request %d: %v", i, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				cancel()
+				got := "unexpected"
+				switch {
+				case resp.StatusCode != http.StatusOK:
+				case err == nil && bytes.Equal(body, e.blob):
+					got = "ok"
+				case errors.Is(err, context.DeadlineExceeded) && int64(len(body)) == tc.faults.StallAfter && bytes.Equal(body, e.blob[:len(body)]):
+					got = "stalled"
+					stalled++
+				}
+				if got != want {
+					t.Fatalf("request %d: %s (status %d, %d bytes, err %v), want %s", i, got, resp.StatusCode, len(body), err, want)
+				}
+			}
+			if n := e.wan.Stalls(); n != int64(stalled) {
+				t.Errorf("Stalls() = %d, want %d", n, stalled)
+			}
+		})
+	}
 }
 
 func TestWANProxyRedirectExpiry(t *testing.T) {
