@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/containerd/remotes"
 	"github.com/klauspost/compress/zstd"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/opencontainers/go-digest"
@@ -40,6 +42,14 @@ type Options struct {
 	TempDir string
 	// Progress, if set, is called after each layer.
 	Progress func(LayerReport)
+
+	// Resolver reaches registries, for registry locations (ImageAt, Pull,
+	// Push); containerd's docker resolver built from a hosts directory
+	// and credentials is the usual one.
+	Resolver remotes.Resolver
+	// Transfer, if set, is called after each blob pulled or pushed (one
+	// call at a time).
+	Transfer func(TransferReport)
 }
 
 // LayerReport describes one converted layer.
@@ -53,6 +63,10 @@ type LayerReport struct {
 type Report struct {
 	Layers    []LayerReport
 	Manifests int
+	// Pull and Push describe the registry transfers of ImageAt (nil for
+	// a layout).
+	Pull *PullReport
+	Push *PushReport
 }
 
 // Image converts the OCI image layout (a directory, or a tar archive of one)
@@ -249,6 +263,11 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 	case ocispec.MediaTypeImageLayer:
 		decompress = func(r io.Reader) (io.ReadCloser, error) { return io.NopCloser(r), nil }
 	case dockerLayerForeign, ocispec.MediaTypeImageLayerNonDistributableGzip: //nolint:staticcheck // still seen in the wild
+		if _, err := os.Stat(c.src.blobPath(l.Digest)); errors.Is(err, os.ErrNotExist) {
+			// not distributed: a pulled image does not have it
+			c.record(LayerReport{From: l, To: l, KeptReason: "foreign layer"})
+			return l, diffID, nil
+		}
 		return keep("foreign layer")
 	default:
 		return keep("media type " + l.MediaType)

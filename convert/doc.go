@@ -3,20 +3,52 @@
 // and uncompressed size as annotations, and the config's diff_ids follow the
 // new layers.
 //
-// Images are read from and written to OCI image layouts, as directories or
-// as tar archives of one (what `skopeo copy oci-archive:` and `ctr images
-// export` produce, and what `ctr images import` reads). Conversion against
-// registries is built on the fetcher and comes with it.
+// # Locations
+//
+// Image converts between OCI image layouts, as directories or as tar
+// archives of one (what `skopeo copy oci-archive:` and `ctr images export`
+// produce, and what `ctr images import` reads). ImageAt converts between
+// Locations, each a layout or a registry reference: a registry source is
+// pulled (Pull: the index or manifest, every platform's manifest, configs
+// and layers) into a temporary layout, converted, and a registry
+// destination pushed (Push) from the converted layout. ParseLocation tells
+// the two apart by a fixed rule on the string ("docker://" and "oci:"
+// prefixes, else a host-looking first path component means a reference),
+// never by what exists on disk.
+//
+// Registries are reached through Options.Resolver, a containerd
+// remotes.Resolver: the caller decides the hosts configuration and
+// credentials (lazysnap's command builds containerd's docker resolver from
+// the hosts directory and the Docker config, as serve does). A push needs a
+// host with the push capability. Blobs and manifests the destination
+// registry has already are not uploaded again (the resolver's existence
+// check); child manifests of an index are pushed by digest and the root
+// under the destination tag. Non-distributable (foreign) layers are
+// neither pulled nor pushed; the converted manifest keeps them as they
+// are.
 //
 // # Errors
 //
 // Errors name the blob or layer that failed and wrap estargz's sentinels
 // where the layer itself is bad. Nothing is written to the destination's
 // index.json until every layer has converted, so a failed run leaves the
-// destination as it was (apart from unreferenced blobs).
+// destination as it was (apart from unreferenced blobs). Registry failures
+// wrap ErrPull or ErrPush and name the reference and, where one failed, the
+// blob; containerd's error (errdefs.ErrNotFound, an unexpected HTTP status)
+// stays in the chain. A push the hosts configuration or the registry
+// refuses (no push capability, 401, 403) is ErrPushDenied, which wraps
+// ErrPush. A reference that does not parse, or a destination given by
+// digest, is ErrRef. A registry destination is pushed only after the whole
+// image converted; ImageAt removes its temporary layouts whether it
+// succeeds or fails, and stops at the context's cancellation.
+//
+// The package does not log: containerd's code, which logs through the
+// context, is silenced; progress is reported through Options.Progress and
+// Options.Transfer.
 //
 // # Concurrency
 //
 // Layers convert one after another; each conversion uses every CPU through
-// estargz.Convert.
+// estargz.Convert. Registry transfers run up to four blobs at once;
+// Options.Transfer is called one call at a time.
 package convert

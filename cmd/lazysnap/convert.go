@@ -16,18 +16,40 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 )
 
+const convertUsage = `usage: lazysnap convert [flags] SRC DST
+       lazysnap convert -record [flags] SRC DST -- CMD [ARG...]
+
+SRC and DST are each a registry image reference or a local OCI image layout:
+  docker://REF     a registry reference, always
+  oci:PATH         a local path, always
+  /P, ./P, ../P    a local path
+  HOST/REPO[:TAG]  a registry reference when HOST holds a "." or ":" or is
+                   localhost: 127.0.0.1:5000/app:1, docker.io/library/x:y
+  anything else    a local path (out, images/app, app.tar)
+A string that reads as a reference and also exists as a path is refused:
+say which with a prefix. A local SRC is a layout directory or archive
+(.tar); a local DST is a directory, or an archive if it ends in .tar
+(importable with 'ctr images import'). References without a tag get
+:latest; a DST reference needs a tag. Registries are reached as lazysnap
+serve reaches them: the hosts directory (a push needs "push" in the host's
+capabilities) and the Docker config's credentials. With -record a registry
+SRC is pulled first; the recorded list goes to -record-list, by default
+DST.prioritized for a local DST.
+
+flags:`
+
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	chunk := fs.Int64("chunk-size", estargz.DefaultChunkSize, "largest chunk of a file fetched and verified as a unit, in bytes")
 	level := fs.Int("level", estargz.DefaultCompressionLevel, "gzip level, 1 (fastest) to 9 (smallest)")
 	prio := fs.String("prioritized-files", "", "file listing paths (one per line) to place first in every layer, for prefetch")
-	rec := fs.Bool("record", false, "run the command after -- chrooted in SRC's unpacked image (as root), and place the files it opens first\n(after any -prioritized-files); the list is written to DST.prioritized")
+	rec := fs.Bool("record", false, "run the command after -- chrooted in SRC's unpacked image (as root), and place the files it opens first\n(after any -prioritized-files); the list is written to -record-list")
+	recList := fs.String("record-list", "", "where -record writes the list of files (default DST.prioritized for a local DST, none for a registry DST)")
 	recTimeout := fs.Duration("record-timeout", 10*time.Minute, "longest the -record command may run")
+	reg := addRegistryFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lazysnap convert [flags] SRC DST\n       lazysnap convert -record [flags] SRC DST -- CMD [ARG...]\n\n"+
-			"SRC is an OCI image layout directory or archive (.tar; a directory with -record); DST is a directory,\n"+
-			"or an archive path ending in .tar (importable with 'ctr images import').\n\nflags:")
+		fmt.Fprintln(stderr, convertUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -47,8 +69,29 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *rec != (len(argv) > 0) {
 		return errUsage{"-record and a command after -- go together"}
 	}
-	src, dst := args[0], args[1]
+	src, err := parseLocation(args[0])
+	if err != nil {
+		return err
+	}
+	dst, err := parseLocation(args[1])
+	if err != nil {
+		return err
+	}
+	log := logger(ctx)
 	opts := convert.Options{ChunkSize: *chunk, CompressionLevel: *level}
+	if src.Ref != "" || dst.Ref != "" {
+		opts.Resolver = reg.resolver(ctx)
+		opts.Transfer = func(r convert.TransferReport) {
+			switch {
+			case !r.Push:
+				log.InfoContext(ctx, "pulled", "ref", r.Ref, "digest", r.Desc.Digest, "size", r.Desc.Size)
+			case r.Existing:
+				log.InfoContext(ctx, "already in the registry", "ref", r.Ref, "digest", r.Desc.Digest)
+			default:
+				log.InfoContext(ctx, "pushed", "ref", r.Ref, "digest", r.Desc.Digest, "size", r.Desc.Size)
+			}
+		}
+	}
 	if *prio != "" {
 		names, err := readLines(*prio)
 		if err != nil {
@@ -56,15 +99,32 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		opts.Prioritized = names
 	}
-	log := logger(ctx)
+	start := time.Now()
+	var pulled *convert.PullReport
 	if *rec {
-		files, err := recordFiles(ctx, src, argv, *recTimeout, stderr)
+		if src.Ref != "" { // record in the pulled image, and convert that
+			tmp, err := os.MkdirTemp("", "lazysnap-pull-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			if pulled, err = convert.Pull(ctx, src.Ref, tmp, opts); err != nil {
+				return err
+			}
+			src = convert.Location{Path: tmp}
+		}
+		files, err := recordFiles(ctx, src.Path, argv, *recTimeout, stderr)
 		if err != nil {
 			return err
 		}
-		list := strings.TrimSuffix(dst, "/") + ".prioritized"
-		if err := os.WriteFile(list, []byte(strings.Join(files, "\n")+"\n"), 0o644); err != nil {
-			return err
+		list := *recList
+		if list == "" && dst.Path != "" {
+			list = strings.TrimSuffix(dst.Path, "/") + ".prioritized"
+		}
+		if list != "" {
+			if err := os.WriteFile(list, []byte(strings.Join(files, "\n")+"\n"), 0o644); err != nil {
+				return err
+			}
 		}
 		log.InfoContext(ctx, "recorded the files the command opened", "files", len(files), "list", list)
 		opts.Prioritized = append(opts.Prioritized, files...)
@@ -80,11 +140,33 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			log.DebugContext(ctx, "prioritized files not in layer", "digest", l.To.Digest, "count", len(l.Result.MissingPrioritized))
 		}
 	}
-	start := time.Now()
-	rep, err := convert.Image(ctx, src, dst, opts)
+	rep, err := convert.ImageAt(ctx, src, dst, opts)
 	if err != nil {
 		return err
 	}
+	if rep.Pull == nil {
+		rep.Pull = pulled
+	}
+	return printConvertReport(stdout, rep, time.Since(start))
+}
+
+// parseLocation is convert.ParseLocation that refuses a string without a
+// prefix that reads as a reference and also exists as a path.
+func parseLocation(s string) (convert.Location, error) {
+	loc, err := convert.ParseLocation(s)
+	if err != nil {
+		return loc, err
+	}
+	if loc.Ref != "" && !strings.HasPrefix(s, convert.RegistryPrefix) {
+		if _, err := os.Lstat(s); err == nil {
+			return loc, errUsage{fmt.Sprintf("%s is both a path and an image reference: write ./%s or %s%s for the path, %s%s for the registry",
+				s, s, convert.LayoutPrefix, s, convert.RegistryPrefix, s)}
+		}
+	}
+	return loc, nil
+}
+
+func printConvertReport(w io.Writer, rep *convert.Report, took time.Duration) error {
 	var in, out int64
 	converted := 0
 	for _, l := range rep.Layers {
@@ -94,9 +176,20 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			converted++
 		}
 	}
-	_, err = fmt.Fprintf(stdout, "converted %d of %d layers in %d manifests: %d -> %d bytes in %s\n",
-		converted, len(rep.Layers), rep.Manifests, in, out, time.Since(start).Round(time.Millisecond))
-	return err
+	if p := rep.Pull; p != nil {
+		if _, err := fmt.Fprintf(w, "pulled %s: %d blobs, %d bytes\n", p.Ref, p.Blobs, p.Bytes); err != nil {
+			return err
+		}
+	}
+	if _, err := fmt.Fprintf(w, "converted %d of %d layers in %d manifests: %d -> %d bytes in %s\n",
+		converted, len(rep.Layers), rep.Manifests, in, out, took.Round(time.Millisecond)); err != nil {
+		return err
+	}
+	if p := rep.Push; p != nil {
+		_, err := fmt.Fprintf(w, "pushed %s: %d uploaded (%d bytes), %d already in the registry\n", p.Ref, p.Uploaded, p.UploadedBytes, p.Existing)
+		return err
+	}
+	return nil
 }
 
 // recordFiles unpacks the image of the layout dir into a scratch

@@ -110,3 +110,29 @@ func TestConvertRecord(t *testing.T) {
 		t.Errorf("converted layer starts with %q, want %q and the landmark", got, want)
 	}
 }
+
+// TestConvertAmbiguousLocation: a string that reads as a reference and
+// exists as a path is refused, and a prefix settles it.
+func TestConvertAmbiguousLocation(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if _, err := testimage.Layout("registry.example/app", "lazysnap.test/amb:1", tarOf(t, [][2]string{{"f", "x"}})); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"ambiguous", []string{"convert", "registry.example/app", "out"}, 2, "both a path and an image reference"},
+		{"oci prefix", []string{"convert", "oci:registry.example/app", "out"}, 0, "converted 1 of 1 layers"},
+		{"dot-slash", []string{"convert", "./registry.example/app", "out2"}, 0, "converted 1 of 1 layers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tc.args, &stdout, &stderr); code != tc.code || !strings.Contains(stdout.String()+stderr.String(), tc.want) {
+				t.Fatalf("exit %d, want %d and %q\nstdout: %s\nstderr: %s", code, tc.code, tc.want, stdout.String(), stderr.String())
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/content"
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/pkg/snapshotters"
+	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/config"
 	"github.com/containerd/containerd/snapshots"
@@ -31,9 +32,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	address := fs.String("address", "/run/containerd/containerd.sock", "containerd socket")
 	ns := fs.String("namespace", "default", "containerd namespace")
 	sn := fs.String("snapshotter", "lazysnap", "snapshotter (the name of lazysnap's proxy plugin in containerd's config)")
-	hostsDir := fs.String("hosts-dir", "/etc/containerd/certs.d", "containerd hosts directory (mirrors, TLS, plain HTTP)")
-	dockerConfig := fs.String("docker-config", fetcher.DefaultDockerConfigPath(), "Docker config file with registry credentials (auths, credHelpers, credsStore), as lazysnap serve reads it")
-	user := fs.String("user", "", "registry credentials USER[:PASSWORD] (instead of the Docker config)")
+	reg := addRegistryFlags(fs)
 	quiet := fs.Bool("quiet", false, "print only the final line")
 	progress := fs.String("progress", "auto", "progress display: auto (tty on a terminal, else plain), tty (redrawn in place) or plain (a line per event)")
 	fs.Usage = func() {
@@ -63,14 +62,7 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
 	}
 	defer client.Close()
-	creds := fetcher.DockerCredentials(*dockerConfig)
-	if *user != "" {
-		name, secret, _ := strings.Cut(*user, ":")
-		creds = func(string) (string, string, error) { return name, secret, nil }
-	}
-	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(*hostsDir), Credentials: creds}),
-	})
+	resolver := reg.resolver(ctx)
 	tracker := newPullTracker()
 	snaps := client.SnapshotService(*sn)
 	stopProgress := showProgress(ctx, render, tracker, client.ContentStore(), snaps)
@@ -93,6 +85,35 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("pulling %s: %w", ref, err)
 	}
 	return printSummary(ctx, stdout, *quiet, img, snaps, tracker, took)
+}
+
+// registryFlags are the registry access flags of pull and convert, with
+// lazysnap serve's defaults: the containerd hosts directory and the
+// Docker config.
+type registryFlags struct {
+	hostsDir, dockerConfig, user *string
+}
+
+func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
+	def := defaultServeConfig().Registry
+	return &registryFlags{
+		hostsDir:     fs.String("hosts-dir", def.HostsDir, "containerd hosts directory (mirrors, TLS, plain HTTP, push capability)"),
+		dockerConfig: fs.String("docker-config", def.DockerConfig, "Docker config file with registry credentials (auths, credHelpers, credsStore), as lazysnap serve reads it"),
+		user:         fs.String("user", "", "registry credentials USER[:PASSWORD] (instead of the Docker config)"),
+	}
+}
+
+// resolver is containerd's docker resolver over the flags' hosts
+// directory and credentials.
+func (r *registryFlags) resolver(ctx context.Context) remotes.Resolver {
+	creds := fetcher.DockerCredentials(*r.dockerConfig)
+	if *r.user != "" {
+		name, secret, _ := strings.Cut(*r.user, ":")
+		creds = func(string) (string, string, error) { return name, secret, nil }
+	}
+	return docker.NewResolver(docker.ResolverOptions{
+		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(*r.hostsDir), Credentials: creds}),
+	})
 }
 
 // showProgress renders the tracker's view every progressInterval until the
