@@ -22,7 +22,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"convert", "convert an OCI image (layout directory or archive) to eStargz", runConvert},
+		{"convert", "convert an image (registry, OCI layout directory or archive) to eStargz", runConvert},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "lazysnap", version)
 			return err
