@@ -8,7 +8,7 @@ ROOTFS    ?= /var/tmp/lazysnap-rootfs
 ROOTFS_TAR := $(ROOTFS)/bookworm.tar
 PKGS      := ./...
 
-.PHONY: all build test test-containerd2 unit fuzz demo bench lint deps rootfs clean
+.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer lint deps rootfs clean
 
 all: build
 
@@ -56,6 +56,14 @@ demo: deps build rootfs
 bench: build rootfs
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test ./benchmarks ./index -run '^$$' -bench . -benchtime 3x -timeout 30m
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 $(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 60m
+
+# The same cold starts with Stargz Snapshotter as a fourth mode (peer),
+# built from its library (benchmarks/peer/stargz; a module of its own).
+PEER_BIN ?= /var/tmp/lazysnap-peer/stargz-peer
+bench-peer: build rootfs
+	cd benchmarks/peer/stargz && $(GO) build -o $(PEER_BIN) .
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_BENCH_PEER=$(PEER_BIN) \
+		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
 
 clean:
 	rm -rf bin
