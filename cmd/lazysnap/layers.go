@@ -70,7 +70,7 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 	if err != nil {
 		return nil, err
 	}
-	rfs := newTrackedFS(newRemoteFS(newFetcherSource(f), cfg.Root, lfs.Options{
+	rfs := newTrackedFS(newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
 		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
 		FetchTimeout: timeout, OnReadLatency: met.observeRead,

@@ -113,13 +113,10 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	return nil
 }
 
-// open opens the layer's blob and verified TOC: the warmer's, when it
-// opened the layer ahead, else here.
+// open opens the layer's blob, the warmer's when it read the layer ahead,
+// and its TOC, verified against the layer's TOC digest.
 func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.LayerSource) (ocispec.Descriptor, blob, *estargz.Reader, error) {
 	dg := src.Digest
-	if wl := r.warm.take(ctx, dg, src.TOCDigest); wl != nil {
-		return wl.desc, wl.b, wl.er, nil
-	}
 	desc, err := r.descriptor(ctx, contentDir, src)
 	if err != nil {
 		return desc, nil, nil, err
@@ -128,8 +125,14 @@ func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.
 	if toc == "" {
 		return desc, nil, nil, fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
 	}
-	// ctx is the Prepare request's; the blob outlives it
-	b, er, err := openLayer(context.WithoutCancel(ctx), r.src, src.Ref, desc, toc)
+	b := r.warm.take(ctx, dg)
+	if b == nil {
+		// ctx is the Prepare request's; the blob outlives it
+		if b, err = r.src.Blob(context.WithoutCancel(ctx), src.Ref, desc); err != nil {
+			return desc, nil, nil, fmt.Errorf("layer %s: %w", dg, err)
+		}
+	}
+	er, err := openBlob(b, toc)
 	switch {
 	case errors.Is(err, estargz.ErrVerify):
 		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
@@ -16,35 +15,9 @@ import (
 )
 
 // fetcherSource is the layerSource of a real registry.
-type fetcherSource struct {
-	f         *fetcher.Fetcher
-	manifests *manifestMemo
-}
+type fetcherSource struct{ f *fetcher.Fetcher }
 
 var _ layerSource = fetcherSource{}
-
-func newFetcherSource(f *fetcher.Fetcher) fetcherSource {
-	return fetcherSource{f: f, manifests: &manifestMemo{m: map[string]*manifestLayers{}}}
-}
-
-// manifestTTL is how long a resolved image's layer list is reused: long
-// enough for the Mounts of one pull (the warmer asks for every layer of
-// the image at once), short enough that a moved tag is seen on the next.
-const manifestTTL = 30 * time.Second
-
-// manifestMemo shares one resolution of an image's manifest between the
-// lookups of its layers made at about the same time.
-type manifestMemo struct {
-	mu sync.Mutex
-	m  map[string]*manifestLayers // by reference
-}
-
-type manifestLayers struct {
-	done   chan struct{}
-	at     time.Time
-	layers []ocispec.Descriptor
-	err    error
-}
 
 // mountTailSize is how much of a layer's end its first request reads: the
 // footer and, for small layers, the whole TOC, so that mounting costs one
@@ -122,6 +95,39 @@ func (t *tailBlob) Invalidate(off, n int64) {
 	t.Blob.Invalidate(off, n)
 }
 
+// maxWarmTOC caps the compressed TOC (with the footer) that extendTail
+// reads ahead of a Mount: estargz.DefaultMaxTOCSize bounds the TOC JSON
+// itself; compressed, a TOC within it is far smaller.
+const maxWarmTOC = 64 << 20
+
+// extendTail makes the tail reach back to the start of the TOC that the
+// footer at its end points to, reading what lies before it in one
+// request, so that a later Open reads nothing. The bytes are not verified
+// here: Open verifies the TOC against its digest and every chunk read
+// from the tail is verified as usual. It must be called before the blob
+// is shared.
+func (t *tailBlob) extendTail(ctx context.Context) error {
+	tail := t.Tail()
+	tocOff, _, err := estargz.ParseFooter(tail)
+	if err != nil {
+		return err
+	}
+	if tocOff >= t.off {
+		return nil
+	}
+	if t.off-tocOff > maxWarmTOC {
+		return fmt.Errorf("TOC of %d bytes", t.off-tocOff)
+	}
+	head, err := t.Blob.ReadRange(ctx, tocOff, t.off-tocOff)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.tail, t.off = append(head, tail...), tocOff
+	t.mu.Unlock()
+	return nil
+}
+
 // openLayer opens a layer blob and its TOC, verified against toc: one
 // request for the tail of the blob, and one more for the rest of the TOC
 // when it is larger than the tail.
@@ -130,76 +136,26 @@ func openLayer(ctx context.Context, src layerSource, ref string, desc ocispec.De
 	if err != nil {
 		return nil, nil, err
 	}
+	er, err := openBlob(b, toc)
+	return b, er, err
+}
+
+// openBlob opens the TOC of an open blob, verified against toc, taking
+// what it can from the blob's tail when it has one.
+func openBlob(b blob, toc digest.Digest) (*estargz.Reader, error) {
 	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
 	if tb, ok := b.(interface{ Tail() []byte }); ok {
 		opts = append(opts, estargz.WithTail(tb.Tail()))
 	}
-	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
-	return b, er, err
+	return estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
 }
 
 // Layer resolves ref (picking this platform's manifest from an index) and
-// returns the descriptor of layer dg with its annotations. Lookups of one
-// ref within manifestTTL share a resolution; a failed one is not kept.
+// returns the descriptor of layer dg with its annotations.
 func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
-	layers, err := s.layers(ctx, ref)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	for _, l := range layers {
-		if l.Digest == dg {
-			return l, nil
-		}
-	}
-	return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
-}
-
-func (s fetcherSource) layers(ctx context.Context, ref string) ([]ocispec.Descriptor, error) {
-	if s.manifests == nil {
-		return s.resolveLayers(ctx, ref)
-	}
-	mm := s.manifests
-	mm.mu.Lock()
-	e := mm.m[ref]
-	if e == nil || (isDone(e.done) && (e.err != nil || time.Since(e.at) > manifestTTL)) {
-		for k, old := range mm.m { // forget the expired ones
-			if isDone(old.done) && time.Since(old.at) > manifestTTL {
-				delete(mm.m, k)
-			}
-		}
-		e = &manifestLayers{done: make(chan struct{})}
-		mm.m[ref] = e
-		go func() {
-			// not the caller's ctx: others may wait for this resolution
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			e.layers, e.err = s.resolveLayers(rctx, ref)
-			e.at = time.Now()
-			close(e.done)
-		}()
-	}
-	mm.mu.Unlock()
-	select {
-	case <-e.done:
-		return e.layers, e.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func isDone(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s fetcherSource) resolveLayers(ctx context.Context, ref string) ([]ocispec.Descriptor, error) {
 	_, desc, err := s.f.Resolve(ctx, ref)
 	if err != nil {
-		return nil, err
+		return ocispec.Descriptor{}, err
 	}
 	for range 4 { // an index of indexes is allowed, but not forever
 		var doc struct {
@@ -208,14 +164,19 @@ func (s fetcherSource) resolveLayers(ctx context.Context, ref string) ([]ocispec
 			Layers    []ocispec.Descriptor `json:"layers"`
 		}
 		if err := s.fetchJSON(ctx, ref, desc, &doc); err != nil {
-			return nil, err
+			return ocispec.Descriptor{}, err
 		}
 		if len(doc.Manifests) == 0 {
-			return doc.Layers, nil
+			for _, l := range doc.Layers {
+				if l.Digest == dg {
+					return l, nil
+				}
+			}
+			return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
 		}
 		desc = pickPlatform(doc.Manifests)
 	}
-	return nil, fmt.Errorf("%s: nested indexes too deep", ref)
+	return ocispec.Descriptor{}, fmt.Errorf("%s: nested indexes too deep", ref)
 }
 
 func pickPlatform(ms []ocispec.Descriptor) ocispec.Descriptor {

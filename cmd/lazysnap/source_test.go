@@ -78,7 +78,7 @@ func TestOpenLayerRequests(t *testing.T) {
 			requests := func() int64 { return f.Stats()[r.Host].Requests }
 			desc := img.Layers[0]
 			desc.Size = 0
-			b, er, err := openLayer(context.Background(), newFetcherSource(f), img.Ref, desc, toc)
+			b, er, err := openLayer(context.Background(), fetcherSource{f}, img.Ref, desc, toc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +132,7 @@ func TestOpenLayerRequests(t *testing.T) {
 	}
 	t.Run("wrong TOC digest", func(t *testing.T) {
 		img, _, _, f := pushSmallFiles(t, r, hosts, 3)
-		if _, _, err := openLayer(context.Background(), newFetcherSource(f), img.Ref, img.Layers[0], digest.FromString("other")); !errors.Is(err, estargz.ErrVerify) {
+		if _, _, err := openLayer(context.Background(), fetcherSource{f}, img.Ref, img.Layers[0], digest.FromString("other")); !errors.Is(err, estargz.ErrVerify) {
 			t.Fatalf("open with a wrong TOC digest: %v, want ErrVerify", err)
 		}
 	})

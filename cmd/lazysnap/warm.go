@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -16,21 +14,24 @@ import (
 // waiting for the one below, so an image of n lazy layers would mount in n
 // times the round trips of one (the blob's tail with the footer and TOC,
 // sometimes the rest of the TOC). The labels of the first layer list the
-// layers above it, though: the warmer opens those at once, in the
-// background, and their Mounts then find the tail and the verified TOC in
-// memory. A warmed layer that no Mount takes within warmTTL (containerd
-// already had its snapshot, say) is dropped; its cost was the tail and TOC
-// requests a Mount would have made.
+// layers above it, though: the warmer reads those layers' tails and TOCs
+// at once, in the background, and their Mounts then open them from memory.
+// Nothing is verified ahead: the warmer knows the layers' digests but not
+// their TOC digests (the manifest has them, and fetching it again would
+// cost requests and bytes), so each Mount verifies its TOC against its own
+// labels as always. Only layers of images whose labels carry TOC digests
+// (converted images) are warmed. A warmed layer that no Mount takes within
+// warmTTL (containerd already had its snapshot, say) is dropped; its cost
+// was the tail and TOC requests a Mount would have made.
 const (
 	warmTTL = 2 * time.Minute
-	// warmParallel bounds the layers opened at once: each is one or two
-	// small requests (the fetcher's per-host connection limit, 8 by
-	// default, applies as well). 8 against 4: 162 against 175 ms for the
-	// 8 layers of BenchmarkMountImageWAN.
+	// warmParallel bounds the layers read at once: each is one or two
+	// requests (the fetcher's per-host connection limit, 8 by default,
+	// applies as well).
 	warmParallel = 8
 )
 
-// warmer opens layers ahead of their Mount. A nil warmer opens none.
+// warmer reads layers ahead of their Mount. A nil warmer reads none.
 type warmer struct {
 	src layerSource
 	ttl time.Duration
@@ -40,12 +41,10 @@ type warmer struct {
 	m  map[digest.Digest]*warmLayer
 }
 
-// warmLayer is one layer being (or having been) opened ahead.
+// warmLayer is one layer being (or having been) read ahead.
 type warmLayer struct {
-	done chan struct{} // closed when the fields below are set
-	desc ocispec.Descriptor
+	done chan struct{} // closed when b and err are set
 	b    blob
-	er   *estargz.Reader
 	err  error
 }
 
@@ -53,11 +52,11 @@ func newWarmer(src layerSource) *warmer {
 	return &warmer{src: src, ttl: warmTTL, sem: make(chan struct{}, warmParallel), m: map[digest.Digest]*warmLayer{}}
 }
 
-// start opens, in the background, the layers src lists besides its own
+// start reads, in the background, the layers src lists besides its own
 // that skip does not exclude (mounted or being mounted) and that are not
-// warming already.
+// being read already.
 func (w *warmer) start(src snapshotter.LayerSource, skip func(digest.Digest) bool) {
-	if w == nil {
+	if w == nil || src.TOCDigest == "" {
 		return
 	}
 	for _, d := range src.Layers {
@@ -72,27 +71,32 @@ func (w *warmer) start(src snapshotter.LayerSource, skip func(digest.Digest) boo
 		}
 		w.mu.Unlock()
 		if !dup {
-			go w.open(src.Ref, d, wl)
+			go w.read(src.Ref, d, wl)
 		}
 	}
 }
 
-func (w *warmer) open(ref string, d digest.Digest, wl *warmLayer) {
+// tailExtender is a blob whose in-memory tail can be made to cover its TOC.
+type tailExtender interface {
+	extendTail(ctx context.Context) error
+}
+
+var _ tailExtender = (*tailBlob)(nil)
+
+func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {
 	defer time.AfterFunc(w.ttl, func() { w.drop(d, wl) })
 	defer close(wl.done)
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
 	ctx, cancel := context.WithTimeout(context.Background(), w.ttl)
 	defer cancel()
-	if wl.desc, wl.err = w.src.Layer(ctx, ref, d); wl.err != nil {
-		return
+	b, err := w.src.Blob(ctx, ref, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d})
+	if err == nil {
+		if te, ok := b.(tailExtender); ok {
+			err = te.extendTail(ctx)
+		}
 	}
-	toc := digest.Digest(wl.desc.Annotations[estargz.TOCJSONDigestAnnotation])
-	if toc == "" {
-		wl.err = fmt.Errorf("layer %s has no TOC digest", d)
-		return
-	}
-	wl.b, wl.er, wl.err = openLayer(ctx, w.src, ref, wl.desc, toc)
+	wl.b, wl.err = b, err
 }
 
 // drop forgets wl if it is still the entry for d.
@@ -104,11 +108,11 @@ func (w *warmer) drop(d digest.Digest, wl *warmLayer) {
 	}
 }
 
-// take returns layer d opened ahead, waiting for an open in progress, with
-// a TOC verified against toc when toc is set. It returns nil when no open
-// was started, it failed (the Mount then opens the layer itself and
-// reports its own error), or ctx ended first.
-func (w *warmer) take(ctx context.Context, d, toc digest.Digest) *warmLayer {
+// take returns the blob of layer d read ahead, waiting for a read in
+// progress. It returns nil when no read was started, it failed (the Mount
+// then reads the layer itself and reports its own error), or ctx ended
+// first.
+func (w *warmer) take(ctx context.Context, d digest.Digest) blob {
 	if w == nil {
 		return nil
 	}
@@ -124,8 +128,8 @@ func (w *warmer) take(ctx context.Context, d, toc digest.Digest) *warmLayer {
 	case <-ctx.Done():
 		return nil
 	}
-	if wl.err != nil || (toc != "" && digest.Digest(wl.desc.Annotations[estargz.TOCJSONDigestAnnotation]) != toc) {
+	if wl.err != nil {
 		return nil
 	}
-	return wl
+	return wl.b
 }

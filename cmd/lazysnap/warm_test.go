@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,22 @@ func pushLazyImage(t testing.TB, r *registry.Registry, repo string, n int) (ref 
 	return r.Ref(repo, "v1"), layers
 }
 
+// bigBlob is the blob of img's one layer, as the registry serves it.
+func bigBlob(t *testing.T, r *registry.Registry, img registry.Image) []byte {
+	t.Helper()
+	repo := strings.TrimPrefix(strings.TrimSuffix(img.Ref, ":v1"), r.Host+"/")
+	resp, err := http.Get(r.URL() + "/v2/" + repo + "/blobs/" + img.Layers[0].Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET blob: %s, %v", resp.Status, err)
+	}
+	return b
+}
+
 // layerLabels are the labels containerd's CRI plugin gives layer i of
 // layers: its digest and TOC digest, and the digests of it and the layers
 // above it.
@@ -74,11 +91,12 @@ func layerLabels(ref string, layers []ocispec.Descriptor, i int) map[string]stri
 	}
 }
 
-// TestWarmNeighbours: mounting an image's first layer opens the layers
-// above it in the background, sharing one manifest resolution, so that
-// their Mounts send nothing to the registry; the files they serve are
-// right; and a warmed layer is used only when its TOC digest is the one
-// the Mount's labels carry.
+// TestWarmNeighbours: mounting an image's first layer reads the tails and
+// TOCs of the layers above it in the background, so that their Mounts send
+// nothing to the registry; the files they serve are right; a warmed layer
+// is verified against the TOC digest of its own Mount's labels; a TOC
+// larger than the tail is read ahead too; and layers of images without
+// TOC digest labels are not warmed.
 func TestWarmNeighbours(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("needs /dev/fuse: %v", err)
@@ -94,7 +112,7 @@ func TestWarmNeighbours(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
-		rfs := newRemoteFS(newFetcherSource(f), t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		rfs := newRemoteFS(fetcherSource{f}, t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return rfs, f
 	}
 	mount := func(t *testing.T, rfs *remoteFS, labels map[string]string) (string, error) {
@@ -125,9 +143,9 @@ func TestWarmNeighbours(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitWarm(rfs)
-		// the first layer's tail, one manifest resolution (HEAD and GET)
-		// shared by the three warmed layers, and their tails
-		if got, want := requests(), int64(1+2+3); got != want {
+		// the tails of the first layer and of the three warmed ones (their
+		// TOCs fit in the tails); no manifest
+		if got, want := requests(), int64(1+3); got != want {
 			t.Errorf("first mount and warming took %d requests, want %d", got, want)
 		}
 		before := requests()
@@ -152,6 +170,55 @@ func TestWarmNeighbours(t *testing.T) {
 			t.Errorf("warm entries left after every layer mounted: %d", len(rfs.warm.m))
 		}
 		rfs.warm.mu.Unlock()
+	})
+
+	t.Run("TOC larger than the tail read ahead", func(t *testing.T) {
+		ref, layers := pushLazyImage(t, r, "warm/big", 1)
+		big, _, toc, _ := pushSmallFiles(t, r, hosts, 5000) // a TOC of about 150 KiB compressed
+		d := big.Layers[0]
+		d.Annotations = map[string]string{estargz.TOCJSONDigestAnnotation: toc.String()}
+		// the big layer's blob is in another repository: copy it over
+		if _, err := r.Pusher().PushBlob(context.Background(), "warm/big", bigBlob(t, r, big)); err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, d)
+		rfs, f := newFS(t)
+		requests := func() int64 { return f.Stats()[r.Host].Requests }
+		if _, err := mount(t, rfs, layerLabels(ref, layers, 0)); err != nil {
+			t.Fatal(err)
+		}
+		waitWarm(rfs)
+		if got, want := requests(), int64(1+2); got != want {
+			t.Errorf("first mount and warming took %d requests, want %d (tail; tail and rest of the TOC)", got, want)
+		}
+		before := requests()
+		mp, err := mount(t, rfs, layerLabels(ref, layers, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := requests() - before; got != 0 {
+			t.Errorf("mounting the warmed layer took %d requests, want 0", got)
+		}
+		if b, err := os.ReadFile(filepath.Join(mp, "d07/f04957")); err != nil || string(b) != "content of file 4957\n" {
+			t.Errorf("big layer serves %q, %v", b, err)
+		}
+	})
+
+	t.Run("no TOC digest labels, no warming", func(t *testing.T) {
+		ref, layers := pushLazyImage(t, r, "warm/unlabelled", 2)
+		rfs, f := newFS(t)
+		labels := layerLabels(ref, layers, 0)
+		delete(labels, snapshotter.LabelTOCDigest) // the Mount reads the manifest instead
+		if _, err := mount(t, rfs, labels); err != nil {
+			t.Fatal(err)
+		}
+		if rfs.warm.mu.Lock(); len(rfs.warm.m) != 0 {
+			t.Errorf("warming %d layers of an image without TOC digest labels", len(rfs.warm.m))
+		}
+		rfs.warm.mu.Unlock()
+		if got := f.Stats()[r.Host].Requests; got != 3 {
+			t.Errorf("mount took %d requests, want 3 (HEAD and GET of the manifest, tail)", got)
+		}
 	})
 
 	t.Run("warmed TOC not matching the labels is not used", func(t *testing.T) {
@@ -196,7 +263,7 @@ func BenchmarkMountImageWAN(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				rfs := newRemoteFS(newFetcherSource(f), b.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				rfs := newRemoteFS(fetcherSource{f}, b.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 				if !warm {
 					rfs.warm = nil
 				}
