@@ -258,7 +258,7 @@ func (r *report) markdown() string {
 	for _, g := range r.goals {
 		verdict := "met"
 		if !g.met() {
-			verdict = fmt.Sprintf("**missed by %.0f%%**", 100*(g.ratio()-1))
+			verdict = fmt.Sprintf("**missed by %s**", missedBy(g.ratio()))
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.3g %s | %.3g %s | %.2f | %s |\n", g.Name, g.Mode, g.Measured, g.Unit, g.Bound, g.Unit, g.ratio(), verdict)
 	}
@@ -413,4 +413,17 @@ func (r *report) write(dir string) error {
 		}
 	}
 	return nil
+}
+
+// missedBy says by how much a ratio above 1 misses: in whole percent, or
+// with the digits that keep a small miss from reading "0%".
+func missedBy(ratio float64) string {
+	p := 100 * (ratio - 1)
+	switch {
+	case p >= 1:
+		return fmt.Sprintf("%.0f%%", p)
+	case p >= 0.01:
+		return fmt.Sprintf("%.2f%%", p)
+	}
+	return fmt.Sprintf("%.1g%%", p)
 }

@@ -114,3 +114,21 @@ func TestUnionLen(t *testing.T) {
 		}
 	}
 }
+
+func TestMissedBy(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ratio float64
+		want  string
+	}{
+		{"whole percent", 1.32, "32%"},
+		{"under one percent", 1.0046, "0.46%"},
+		{"a few bytes of a large total", 1.000002, "0.0002%"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := missedBy(tc.ratio); got != tc.want {
+				t.Errorf("missedBy(%v) = %q, want %q", tc.ratio, got, tc.want)
+			}
+		})
+	}
+}
