@@ -2,7 +2,6 @@ package convert_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -183,16 +182,8 @@ func checkLayers(t *testing.T, m ocispec.Manifest, cfg ocispec.Image, blob func(
 		if _, err := estargz.Open(io.NewSectionReader(bytes.NewReader(b), 0, l.Size), estargz.WithTOCDigest(toc)); err != nil {
 			t.Fatalf("layer %d with TOC digest %q: %v", i, toc, err)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := digest.SHA256.Digester()
-		if _, err := io.Copy(h.Hash(), zr); err != nil {
-			t.Fatal(err)
-		}
-		if h.Digest() != cfg.RootFS.DiffIDs[i] {
-			t.Fatalf("layer %d: uncompressed %s, diff_id %s", i, h.Digest(), cfg.RootFS.DiffIDs[i])
+		if d, err := testimage.DiffID(b); err != nil || d != cfg.RootFS.DiffIDs[i] {
+			t.Fatalf("layer %d: uncompressed %s (%v), diff_id %s", i, d, err, cfg.RootFS.DiffIDs[i])
 		}
 	}
 }

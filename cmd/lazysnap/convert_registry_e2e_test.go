@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -59,16 +57,8 @@ func checkConvertedRef(t *testing.T, reg *registry.Registry, repo, tag string) {
 		if l.MediaType != ocispec.MediaTypeImageLayerGzip || l.Annotations[estargz.TOCJSONDigestAnnotation] == "" {
 			t.Fatalf("layer %d: %s %v, want gzip with a TOC digest", i, l.MediaType, l.Annotations)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(get("blobs", l.Digest.String())))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := digest.SHA256.Digester()
-		if _, err := io.Copy(h.Hash(), zr); err != nil {
-			t.Fatal(err)
-		}
-		if h.Digest() != cfg.RootFS.DiffIDs[i] {
-			t.Fatalf("layer %d: uncompressed %s, config diff_id %s", i, h.Digest(), cfg.RootFS.DiffIDs[i])
+		if d, err := testimage.DiffID(get("blobs", l.Digest.String())); err != nil || d != cfg.RootFS.DiffIDs[i] {
+			t.Fatalf("layer %d: uncompressed %s (%v), config diff_id %s", i, d, err, cfg.RootFS.DiffIDs[i])
 		}
 	}
 }
