@@ -46,6 +46,40 @@ func TestWANBandwidth(t *testing.T) {
 	}
 }
 
+// TestWANRunsApart: a request an earlier run left hanging is reported by
+// reset and counted neither in the new run's concurrency nor in its log.
+func TestWANRunsApart(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/hang") {
+			<-release
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	defer close(release)
+	w := startWAN(t, srv.URL, 0, 0)
+	go http.Get(w.URL + "/v2/x/blobs/hang")
+	for w.stats().Requests == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if left := w.reset(); left != 1 {
+		t.Errorf("reset reports %d requests still in flight, want 1", left)
+	}
+	for range 2 {
+		resp, err := http.Get(w.URL + "/v2/x/blobs/sha256:00")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	l := w.log()
+	if len(l) != 2 || serialRequests(l) != 2 {
+		t.Errorf("after the reset: %d requests logged, %d serial, want 2 and 2 (%+v)", len(l), serialRequests(l), l)
+	}
+}
+
 // TestColdStartReport renders a report from made-up runs: the markdown has
 // the table and the goals, the SVG is well-formed XML.
 func TestColdStartReport(t *testing.T) {

@@ -66,10 +66,14 @@ type wan struct {
 	bwMu sync.Mutex
 	next time.Time // when the link is free again
 
-	mu       sync.Mutex
-	start    time.Time
-	entries  []logEntry
-	inFlight int
+	mu      sync.Mutex
+	start   time.Time
+	entries []logEntry
+	// inFlight counts the requests in flight by the run (reset) they
+	// arrived in: one a killed client left hanging must not make every
+	// request of later runs look concurrent.
+	inFlight map[int]int
+	gen      int
 	arrived  int64
 	bytes    int64
 }
@@ -84,7 +88,7 @@ func startWAN(t *testing.T, target string, rtt time.Duration, bw int64) *wan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &wan{Host: ln.Addr().String(), rtt: rtt, bw: bw, start: time.Now()}
+	w := &wan{Host: ln.Addr().String(), rtt: rtt, bw: bw, start: time.Now(), inFlight: map[int]int{}}
 	w.URL = "http://" + w.Host
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
@@ -98,19 +102,24 @@ func startWAN(t *testing.T, target string, rtt time.Duration, bw int64) *wan {
 	}
 	w.srv = &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.mu.Lock()
-		w.inFlight++
+		gen := w.gen
+		w.inFlight[gen]++
 		w.arrived++
 		e := logEntry{At: time.Since(w.start), Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"),
-			InFlight: w.inFlight, Kind: requestKind(r)}
+			InFlight: w.inFlight[gen], Kind: requestKind(r)}
 		w.mu.Unlock()
 		tw := &throttledWriter{ResponseWriter: rw, w: w, status: http.StatusOK}
 		if sleepCtx(r.Context(), rtt) == nil {
 			rp.ServeHTTP(tw, r)
 		}
 		w.mu.Lock()
-		w.inFlight--
-		e.Took, e.Status, e.Bytes = time.Since(w.start)-e.At, tw.status, tw.n
-		w.entries = append(w.entries, e)
+		if w.inFlight[gen]--; w.inFlight[gen] == 0 {
+			delete(w.inFlight, gen)
+		}
+		if gen == w.gen {
+			e.Took, e.Status, e.Bytes = time.Since(w.start)-e.At, tw.status, tw.n
+			w.entries = append(w.entries, e)
+		}
 		w.mu.Unlock()
 	}), ReadHeaderTimeout: 30 * time.Second}
 	go w.srv.Serve(&wanListener{Listener: ln, rtt: rtt})
@@ -118,11 +127,19 @@ func startWAN(t *testing.T, target string, rtt time.Duration, bw int64) *wan {
 	return w
 }
 
-// reset zeroes the counters and the log and restarts the clock.
-func (w *wan) reset() {
+// reset zeroes the counters and the log and restarts the clock. It
+// returns how many requests of earlier runs are still in flight (their
+// clients were stopped); they are not counted in the new run.
+func (w *wan) reset() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	left := 0
+	for _, n := range w.inFlight {
+		left += n
+	}
 	w.entries, w.start, w.bytes, w.arrived = nil, time.Now(), 0, 0
+	w.gen++
+	return left
 }
 
 // stats counts the requests received and the response bytes sent.
