@@ -55,7 +55,7 @@ type remoteFS struct {
 	mu       sync.Mutex
 	mounted  map[string]*mountedLayer // by mountpoint
 	mounting map[digest.Digest]int    // Mounts in progress, by layer: Cleanup spares their content
-	warm     *warmer                  // opens the layers above one being mounted
+	warm     *warmer                  // reads ahead the layers above one being mounted
 }
 
 type mountedLayer struct {

@@ -128,6 +128,20 @@ func (t *tailBlob) extendTail(ctx context.Context) error {
 	return nil
 }
 
+// trimTail keeps only the last n bytes of the tail in memory, once Open
+// no longer needs a tail that extendTail grew to cover a large TOC: the
+// chunks at the very end may still be served from it, the rest would be
+// megabytes held for as long as the layer is mounted. It must be called
+// before the blob is shared.
+func (t *tailBlob) trimTail(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.tail) > n {
+		t.off += int64(len(t.tail) - n)
+		t.tail = append([]byte(nil), t.tail[len(t.tail)-n:]...)
+	}
+}
+
 // openLayer opens a layer blob and its TOC, verified against toc: one
 // request for the tail of the blob, and one more for the rest of the TOC
 // when it is larger than the tail.
@@ -143,11 +157,16 @@ func openLayer(ctx context.Context, src layerSource, ref string, desc ocispec.De
 // openBlob opens the TOC of an open blob, verified against toc, taking
 // what it can from the blob's tail when it has one.
 func openBlob(b blob, toc digest.Digest) (*estargz.Reader, error) {
+	tb, _ := b.(*tailBlob)
 	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
-	if tb, ok := b.(interface{ Tail() []byte }); ok {
+	if tb != nil {
 		opts = append(opts, estargz.WithTail(tb.Tail()))
 	}
-	return estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	if tb != nil {
+		tb.trimTail(mountTailSize)
+	}
+	return er, err
 }
 
 // Layer resolves ref (picking this platform's manifest from an index) and

@@ -191,10 +191,20 @@ func TestWarmNeighbours(t *testing.T) {
 		if got, want := requests(), int64(1+2); got != want {
 			t.Errorf("first mount and warming took %d requests, want %d (tail; tail and rest of the TOC)", got, want)
 		}
+		rfs.warm.mu.Lock()
+		tb, _ := rfs.warm.m[d.Digest].b.(*tailBlob)
+		rfs.warm.mu.Unlock()
+		if tb == nil || len(tb.Tail()) <= mountTailSize {
+			t.Fatalf("warmed blob %T does not hold the whole TOC", tb)
+		}
 		before := requests()
 		mp, err := mount(t, rfs, layerLabels(ref, layers, 1))
 		if err != nil {
 			t.Fatal(err)
+		}
+		// once open, the TOC's bytes are not kept for the life of the mount
+		if n := len(tb.Tail()); n != mountTailSize {
+			t.Errorf("mounted layer keeps a tail of %d bytes, want %d", n, mountTailSize)
 		}
 		if got := requests() - before; got != 0 {
 			t.Errorf("mounting the warmed layer took %d requests, want 0", got)
