@@ -87,5 +87,8 @@
 // bounds fails with ErrTimeout and is retried: a stream resumes after the
 // bytes it has, and for streams only attempts that received nothing count
 // against Config.Retries, so a slow stream that keeps moving is not failed
-// by its retry budget. The caller's context cancels at any time.
+// by its retry budget. Resolve and Fetch (manifests, indexes, configs,
+// through containerd's resolver) bound each attempt, body included, by
+// RequestTimeout as well; a stalled Resolve is retried, a Fetch whose body
+// stalls fails its reads. The caller's context cancels at any time.
 package fetcher

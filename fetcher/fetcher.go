@@ -224,7 +224,7 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Desc
 		name string
 		desc ocispec.Descriptor
 	)
-	err := f.retry(ctx, func(ctx context.Context) error {
+	release, err := f.retry(ctx, func(ctx context.Context) error {
 		var err error
 		name, desc, err = f.resolver.Resolve(f.quietCtx(ctx), ref)
 		return mapContainerdErr(err)
@@ -232,6 +232,7 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Desc
 	if err != nil {
 		return "", ocispec.Descriptor{}, f.countError(opError("resolve "+ref, refHostname(ref), "", err))
 	}
+	release()
 	return name, desc, nil
 }
 
@@ -244,7 +245,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor
 		return nil, fmt.Errorf("%w: descriptor digest %q: %w", ErrInvalid, desc.Digest, err)
 	}
 	var rc io.ReadCloser
-	err := f.retry(ctx, func(ctx context.Context) error {
+	release, err := f.retry(ctx, func(ctx context.Context) error {
 		fe, err := f.resolver.Fetcher(ctx, ref)
 		if err != nil {
 			return mapContainerdErr(err)
@@ -255,7 +256,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor
 	if err != nil {
 		return nil, f.countError(opError("fetch "+ref, refHostname(ref), desc.Digest.String(), err))
 	}
-	return &verifyingReader{rc: rc, desc: desc, h: desc.Digest.Algorithm().Hash()}, nil
+	return &verifyingReader{rc: rc, desc: desc, h: desc.Digest.Algorithm().Hash(), release: release}, nil
 }
 
 // opError wraps a failure of a containerd-driven operation as a
@@ -276,22 +277,34 @@ func refHostname(ref string) string {
 	return spec.Hostname()
 }
 
-// retry runs op with the configured retries and backoff while it fails
-// with a retryable error.
-func (f *Fetcher) retry(ctx context.Context, op func(context.Context) error) error {
+// retry runs op (a containerd resolver call) until it succeeds, fails
+// for good, or ctx ends. Each attempt is bounded by RequestTimeout, body
+// included: a registry that stalls a manifest is retried, not waited on
+// for as long as the caller's context lasts. After a success the
+// attempt's context lives on until release is called (Fetch's body is
+// read after op returns).
+func (f *Fetcher) retry(ctx context.Context, op func(context.Context) error) (release func(), err error) {
 	for attempt := 1; ; attempt++ {
-		err := op(ctx)
+		limit := &limitError{"request timeout", f.cfg.RequestTimeout}
+		actx, cancel := context.WithTimeoutCause(ctx, f.cfg.RequestTimeout, limit)
+		err := op(actx)
 		if err == nil {
-			return nil
+			return cancel, nil
 		}
+		timedOut := ctx.Err() == nil && context.Cause(actx) == limit
+		cancel()
 		if cerr := ctx.Err(); cerr != nil {
-			return cerr
+			return nil, cerr
+		}
+		if timedOut {
+			// what the transport made of the deadline is not the cause
+			err = attemptErr(ErrTimeout, 0, limit)
 		}
 		if !retryable(err) || attempt > f.cfg.Retries {
-			return err
+			return nil, err
 		}
 		if err := sleepCtx(ctx, f.backoff(attempt)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 }
@@ -343,11 +356,12 @@ func mapContainerdErr(err error) error {
 
 // verifyingReader checks size and digest of a whole-blob stream.
 type verifyingReader struct {
-	rc   io.ReadCloser
-	desc ocispec.Descriptor
-	h    hash.Hash
-	n    int64
-	err  error
+	rc      io.ReadCloser
+	desc    ocispec.Descriptor
+	h       hash.Hash
+	n       int64
+	err     error
+	release func() // ends the request's attempt context
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
@@ -380,7 +394,11 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (v *verifyingReader) Close() error { return v.rc.Close() }
+func (v *verifyingReader) Close() error {
+	err := v.rc.Close()
+	v.release()
+	return err
+}
 
 // slotHeldKey marks a request context whose caller already holds the
 // host's concurrency slot (so the transport does not take a second one).
