@@ -76,13 +76,6 @@ func (w *warmer) start(src snapshotter.LayerSource, skip func(digest.Digest) boo
 	}
 }
 
-// tailExtender is a blob whose in-memory tail can be made to cover its TOC.
-type tailExtender interface {
-	extendTail(ctx context.Context) error
-}
-
-var _ tailExtender = (*tailBlob)(nil)
-
 func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {
 	defer time.AfterFunc(w.ttl, func() { w.drop(d, wl) })
 	defer close(wl.done)
@@ -92,8 +85,8 @@ func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {
 	defer cancel()
 	b, err := w.src.Blob(ctx, ref, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d})
 	if err == nil {
-		if te, ok := b.(tailExtender); ok {
-			err = te.extendTail(ctx)
+		if tb, ok := b.(*tailBlob); ok {
+			err = tb.extendTail(ctx)
 		}
 	}
 	wl.b, wl.err = b, err
