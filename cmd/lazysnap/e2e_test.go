@@ -300,8 +300,14 @@ func (s *stack) pull(t *testing.T, ref string, flags ...string) string {
 // reference and total blob bytes.
 func (s *stack) pushLayout(t *testing.T, dir, repo, tag string) (string, int64) {
 	t.Helper()
+	return pushLayoutTo(t, s.reg, dir, repo, tag)
+}
+
+// pushLayoutTo pushes the image of an OCI layout directory to reg.
+func pushLayoutTo(t *testing.T, reg *registry.Registry, dir, repo, tag string) (string, int64) {
+	t.Helper()
 	ctx := context.Background()
-	p := s.reg.Pusher()
+	p := reg.Pusher()
 	var idx ocispec.Index
 	readJSON(t, filepath.Join(dir, "index.json"), &idx)
 	md := idx.Manifests[0]
@@ -325,7 +331,7 @@ func (s *stack) pushLayout(t *testing.T, dir, repo, tag string) (string, int64) 
 	if _, err := p.PushManifest(ctx, repo, tag, md.MediaType, mb); err != nil {
 		t.Fatal(err)
 	}
-	return s.reg.Ref(repo, tag), total
+	return reg.Ref(repo, tag), total
 }
 
 func readJSON(t *testing.T, path string, v any) {

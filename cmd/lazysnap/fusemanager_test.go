@@ -205,26 +205,29 @@ func TestContentCleanupSpares(t *testing.T) {
 	m := newTestManager(t, failingSource{})
 	m.serve(t)
 	content := filepath.Join(m.ls.fs.root, "content")
-	unused, mounting := digest.Digest(hexDigest('c')), digest.Digest(hexDigest('d'))
-	for _, d := range []string{unused.Encoded(), mounting.Encoded(), removingPrefix + hexDigest('e')[7:]} {
+	unused := layerKey{blob: digest.Digest(hexDigest('c')), toc: digest.Digest(hexDigest('f'))}
+	mounting := layerKey{blob: digest.Digest(hexDigest('d')), toc: digest.Digest(hexDigest('f'))}
+	for _, d := range []string{unused.contentName(), mounting.contentName(), removingPrefix + hexDigest('e')[7:]} {
 		if err := os.MkdirAll(filepath.Join(content, d, "files", "usr"), 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m.ls.fs.markMounting(mounting, 1)
+	if err := m.ls.fs.claim(mounting); err != nil {
+		t.Fatal(err)
+	}
 	fs := &managerFS{c: newManagerClient(m.sock)}
 	if err := fs.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ents, _ := os.ReadDir(content)
-	if len(ents) != 1 || ents[0].Name() != mounting.Encoded() {
+	if len(ents) != 1 || ents[0].Name() != mounting.contentName() {
 		var names []string
 		for _, e := range ents {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("content after Cleanup: %v, want only the layer being mounted", names)
 	}
-	m.ls.fs.markMounting(mounting, -1)
+	m.ls.fs.release(mounting)
 	if err := fs.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}

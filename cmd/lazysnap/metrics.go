@@ -95,6 +95,7 @@ func (m *metrics) handler() http.Handler {
 type mountedInfo struct {
 	Mountpoint string
 	Digest     digest.Digest
+	Ref        string // the image it was mounted for
 	Stats      lfs.Stats
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,34 +37,51 @@ type layerSource interface {
 	Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error)
 }
 
-// layerRecord is kept beside a layer's content once its TOC has been
-// verified, so that a restart can mount it again without asking the
-// registry for the manifest.
-type layerRecord struct {
-	Ref  string             `json:"ref"`
-	Desc ocispec.Descriptor `json:"desc"`
-}
-
 // remoteFS mounts eStargz layers: the snapshotter's FileSystem.
+//
+// Local state is keyed by what a Mount verified, never by the blob digest
+// alone: in lazy mode the blob digest is only a name (the TOC digest is
+// what is checked), so a registry or mirror may serve other bytes under a
+// digest another image uses. A layer's verified file contents live under
+// root/content/<contentName(blob, TOC)>, and a blob mounted with one TOC
+// refuses a Mount naming another (a blob has exactly one TOC, so one of
+// the two is lying; the refused one falls back to an ordinary pull, which
+// containerd verifies against the blob digest). The fetcher's chunk cache
+// is keyed by blob digest and range and is not trusted: every chunk is
+// verified against the mounting layer's TOC before it is stored or served,
+// and a cached range that fails is invalidated and fetched again.
 type remoteFS struct {
 	src      layerSource
-	root     string // content directories live under root/content/<digest>
+	root     string // content directories live under root/content
 	opts     lfs.Options
 	log      *slog.Logger
 	mu       sync.Mutex
 	mounted  map[string]*mountedLayer // by mountpoint
-	mounting map[digest.Digest]int    // Mounts in progress, by layer: Cleanup spares their content
+	mounting map[layerKey]int         // Mounts in progress: Cleanup spares their content
 	warm     *warmer                  // reads ahead the layers above one being mounted
 }
 
+// layerKey names a layer by what its Mount verifies: the blob digest
+// together with the TOC digest.
+type layerKey struct {
+	blob, toc digest.Digest
+}
+
+// contentName is the content directory of a layer: both digests, each
+// algorithm-hex, so that no two keys share a directory.
+func (k layerKey) contentName() string {
+	return k.blob.Algorithm().String() + "-" + k.blob.Encoded() + "." + k.toc.Algorithm().String() + "-" + k.toc.Encoded()
+}
+
 type mountedLayer struct {
-	digest digest.Digest
-	layer  *lfs.Layer
-	mount  *lfs.Mount
+	key   layerKey
+	ref   string // the image it was mounted for
+	layer *lfs.Layer
+	mount *lfs.Mount
 }
 
 func newRemoteFS(src layerSource, root string, opts lfs.Options, log *slog.Logger) *remoteFS {
-	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}, mounting: map[digest.Digest]int{}, warm: newWarmer(src)}
+	return &remoteFS{src: src, root: root, opts: opts, log: log, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src)}
 }
 
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
@@ -78,15 +94,19 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	// ctx is the Prepare request's: what outlives Mount must not use it
 	bg := context.WithoutCancel(ctx)
 	dg := src.Digest
-	r.markMounting(dg, 1)
-	defer r.markMounting(dg, -1)
 	r.warm.start(src, r.busy)
-	contentDir := filepath.Join(r.root, "content", dg.Encoded())
-	desc, b, er, err := r.open(ctx, contentDir, src)
+	desc, err := r.descriptor(ctx, src)
 	if err != nil {
 		return err
 	}
-	if err := r.remember(contentDir, src.Ref, desc); err != nil {
+	key := layerKey{blob: dg, toc: digest.Digest(desc.Annotations[estargz.TOCJSONDigestAnnotation])}
+	if err := r.claim(key); err != nil {
+		return err
+	}
+	defer r.release(key)
+	contentDir := filepath.Join(r.root, "content", key.contentName())
+	b, er, err := r.open(ctx, src, desc)
+	if err != nil {
 		return err
 	}
 	idx, err := index.Build(er.TOC())
@@ -107,52 +127,83 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 		return err
 	}
 	r.mu.Lock()
-	r.mounted[mountpoint] = &mountedLayer{digest: dg, layer: l, mount: m}
+	r.mounted[mountpoint] = &mountedLayer{key: key, ref: src.Ref, layer: l, mount: m}
 	r.mu.Unlock()
 	r.log.InfoContext(ctx, "layer mounted lazily", "layer", dg, "ref", src.Ref, "inodes", idx.Len(), "mountpoint", mountpoint)
 	return nil
 }
 
 // open opens the layer's blob, the warmer's when it read the layer ahead,
-// and its TOC, verified against the layer's TOC digest.
-func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.LayerSource) (ocispec.Descriptor, blob, *estargz.Reader, error) {
+// and its TOC, verified against the TOC digest of desc.
+func (r *remoteFS) open(ctx context.Context, src snapshotter.LayerSource, desc ocispec.Descriptor) (blob, *estargz.Reader, error) {
 	dg := src.Digest
-	desc, err := r.descriptor(ctx, contentDir, src)
-	if err != nil {
-		return desc, nil, nil, err
-	}
 	toc := digest.Digest(desc.Annotations[estargz.TOCJSONDigestAnnotation])
-	if toc == "" {
-		return desc, nil, nil, fmt.Errorf("%w: layer %s has no %s annotation", snapshotter.ReasonNotLazy, dg, estargz.TOCJSONDigestAnnotation)
-	}
 	b := r.warm.take(ctx, dg)
 	if b == nil {
+		var err error
 		// ctx is the Prepare request's; the blob outlives it
 		if b, err = r.src.Blob(context.WithoutCancel(ctx), src.Ref, desc); err != nil {
-			return desc, nil, nil, fmt.Errorf("layer %s: %w", dg, err)
+			return nil, nil, fmt.Errorf("layer %s: %w", dg, err)
 		}
 	}
 	er, err := openBlob(b, toc)
 	switch {
 	case errors.Is(err, estargz.ErrVerify):
-		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
+		return nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
 	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge):
-		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
+		return nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	case err != nil:
-		return desc, nil, nil, fmt.Errorf("layer %s: %w", dg, err)
+		return nil, nil, fmt.Errorf("layer %s: %w", dg, err)
 	}
-	return desc, b, er, nil
+	return b, er, nil
 }
 
-// busy reports whether layer dg is mounted or being mounted.
+// claim registers a Mount of key in progress, or refuses it when the blob
+// is mounted, or being mounted, with another TOC.
+func (r *remoteFS) claim(key layerKey) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	other := func(k layerKey) error {
+		if k.blob == key.blob && k.toc != key.toc {
+			return fmt.Errorf("%w: layer %s: this image names TOC %s, but the blob is mounted with TOC %s; a blob has one TOC, so one of the two images' registries serves other bytes under this digest",
+				snapshotter.ReasonVerification, key.blob, key.toc, k.toc)
+		}
+		return nil
+	}
+	for k := range r.mounting {
+		if err := other(k); err != nil {
+			return err
+		}
+	}
+	for _, ml := range r.mounted {
+		if err := other(ml.key); err != nil {
+			return err
+		}
+	}
+	r.mounting[key]++
+	return nil
+}
+
+// release ends a Mount in progress that claim registered.
+func (r *remoteFS) release(key layerKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mounting[key]--; r.mounting[key] <= 0 {
+		delete(r.mounting, key)
+	}
+}
+
+// busy reports whether a layer of blob dg is mounted or being mounted.
 func (r *remoteFS) busy(dg digest.Digest) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.mounting[dg] > 0 {
-		return true
+	for k := range r.mounting {
+		if k.blob == dg {
+			return true
+		}
 	}
 	for _, ml := range r.mounted {
-		if ml.digest == dg {
+		if ml.key.blob == dg {
 			return true
 		}
 	}
@@ -160,42 +211,23 @@ func (r *remoteFS) busy(dg digest.Digest) bool {
 }
 
 // descriptor returns the layer's descriptor with its TOC digest: from the
-// labels (containerd passes the manifest's annotation), else from a record
-// a previous verified mount of this blob left, else from the manifest.
-func (r *remoteFS) descriptor(ctx context.Context, dir string, src snapshotter.LayerSource) (ocispec.Descriptor, error) {
+// labels (containerd passes the manifest's annotation), else from the
+// manifest in the registry.
+func (r *remoteFS) descriptor(ctx context.Context, src snapshotter.LayerSource) (ocispec.Descriptor, error) {
 	if src.TOCDigest != "" {
 		return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
 			Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}, nil
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "layer.json")); err == nil {
-		var rec layerRecord
-		if json.Unmarshal(b, &rec) == nil && rec.Desc.Digest == src.Digest {
-			return rec.Desc, nil
-		}
 	}
 	desc, err := r.src.Layer(ctx, src.Ref, src.Digest)
 	if err != nil {
 		return desc, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
 	}
+	toc, err := digest.Parse(desc.Annotations[estargz.TOCJSONDigestAnnotation])
+	if err != nil {
+		return desc, fmt.Errorf("%w: layer %s: no valid %s annotation: %w", snapshotter.ReasonNotLazy, src.Digest, estargz.TOCJSONDigestAnnotation, err)
+	}
+	desc.Annotations[estargz.TOCJSONDigestAnnotation] = toc.String()
 	return desc, nil
-}
-
-// remember records a descriptor whose TOC has been verified against the
-// blob, so that a restart need not ask the registry for the manifest.
-func (r *remoteFS) remember(dir, ref string, desc ocispec.Descriptor) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	b, _ := json.Marshal(&layerRecord{Ref: ref, Desc: desc})
-	return os.WriteFile(filepath.Join(dir, "layer.json"), b, 0o600)
-}
-
-func (r *remoteFS) markMounting(dg digest.Digest, n int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mounting[dg] += n; r.mounting[dg] <= 0 {
-		delete(r.mounting, dg)
-	}
 }
 
 var _ snapshotter.Cleaner = (*remoteFS)(nil)
@@ -203,8 +235,7 @@ var _ snapshotter.Cleaner = (*remoteFS)(nil)
 // removingPrefix names content directories being removed.
 const removingPrefix = ".removing-"
 
-// Cleanup removes the content directories (the verified file contents and
-// the layer record) of the layers that are neither mounted nor being
+// Cleanup removes the content directories (the verified file contents) of the layers that are neither mounted nor being
 // mounted: what the snapshots of removed images leave. Each is renamed
 // away under the lock, so that a later Mount of the layer starts afresh,
 // and removed after; a crash in between leaves a name the next Cleanup
@@ -225,10 +256,10 @@ func (r *remoteFS) Cleanup(ctx context.Context) error {
 	r.mu.Lock()
 	used := map[string]bool{}
 	for _, ml := range r.mounted {
-		used[ml.digest.Encoded()] = true
+		used[ml.key.contentName()] = true
 	}
-	for dg := range r.mounting {
-		used[dg.Encoded()] = true
+	for k := range r.mounting {
+		used[k.contentName()] = true
 	}
 	for _, e := range ents {
 		name := e.Name()
@@ -266,7 +297,7 @@ func (r *remoteFS) Check(ctx context.Context, mountpoint string, labels map[stri
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(mountpoint, &st); err != nil {
-		return fmt.Errorf("layer %s: %w", ml.digest, err)
+		return fmt.Errorf("layer %s: %w", ml.key.blob, err)
 	}
 	return nil
 }
@@ -295,7 +326,7 @@ func (r *remoteFS) Stats() map[digest.Digest]lfs.Stats {
 	defer r.mu.Unlock()
 	out := map[digest.Digest]lfs.Stats{}
 	for _, ml := range r.mounted {
-		out[ml.digest] = ml.layer.Stats()
+		out[ml.key.blob] = ml.layer.Stats()
 	}
 	return out
 }
@@ -313,7 +344,7 @@ func (r *remoteFS) Usage(ctx context.Context, mountpoint string) (snapshots.Usag
 		return snapshots.Usage{}, fmt.Errorf("no layer mounted at %s", mountpoint)
 	}
 	var u snapshots.Usage
-	dir := filepath.Join(r.root, "content", ml.digest.Encoded(), "files")
+	dir := filepath.Join(r.root, "content", ml.key.contentName(), "files")
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

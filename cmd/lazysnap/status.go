@@ -13,7 +13,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,23 +47,9 @@ func (r *remoteFS) mountedLayers() []mountedInfo {
 	defer r.mu.Unlock()
 	out := make([]mountedInfo, 0, len(r.mounted))
 	for mp, ml := range r.mounted {
-		out = append(out, mountedInfo{Mountpoint: mp, Digest: ml.digest, Stats: ml.layer.Stats()})
+		out = append(out, mountedInfo{Mountpoint: mp, Digest: ml.key.blob, Ref: ml.ref, Stats: ml.layer.Stats()})
 	}
 	return out
-}
-
-// layerRef returns the image reference of the record a verified mount of
-// dg left beside its content, or "".
-func (r *remoteFS) layerRef(dg digest.Digest) string {
-	b, err := os.ReadFile(filepath.Join(r.root, "content", dg.Encoded(), "layer.json"))
-	if err != nil {
-		return ""
-	}
-	var rec layerRecord
-	if json.Unmarshal(b, &rec) != nil {
-		return ""
-	}
-	return rec.Ref
 }
 
 // trackedFS is the snapshotter's FileSystem: remoteFS, remembering for
@@ -259,7 +244,7 @@ func (s *statusServer) report(ctx context.Context) statusReport {
 		rec, ok := mounted[m.Mountpoint]
 		if !ok || rec.digest != m.Digest {
 			// mounted before it could be recorded: the layer's own record
-			rec = mountRecord{ref: s.fs.layerRef(m.Digest), digest: m.Digest, seq: math.MaxInt}
+			rec = mountRecord{ref: m.Ref, digest: m.Digest, seq: math.MaxInt}
 		}
 		ls := layerStatus{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, ref: rec.ref, seq: rec.seq}
 		fillLayer(&ls, m, s.noPrefetch, s.background)
