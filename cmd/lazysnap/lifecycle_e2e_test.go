@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/opencontainers/go-digest"
 )
 
 // TestRestartUnderRunningContainer: a container runs from a lazy image
@@ -113,14 +113,12 @@ func TestContentCleanup(t *testing.T) {
 		s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "read", "/bin/sh", "-c", "cat /data/other > /dev/null")
 	}
 	content := filepath.Join(s.dir, "root", "content")
-	layersOf := func(dir string) []string {
-		var idx ocispec.Index
-		var m ocispec.Manifest
-		readJSON(t, filepath.Join(dir, "index.json"), &idx)
-		readJSON(t, filepath.Join(dir, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &m)
-		return []string{m.Layers[0].Digest.Encoded(), m.Layers[1].Digest.Encoded()}
+	// a layer's content directory is named by its blob and TOC digests
+	dataContent := func(dir string) string {
+		l := layoutLayers(t, dir)[1]
+		return layerKey{blob: l.Digest, toc: digest.Digest(l.Annotations["containerd.io/snapshot/stargz/toc.digest"])}.contentName()
 	}
-	goneData, keptData := layersOf(goneDir)[1], layersOf(keptDir)[1]
+	goneData, keptData := dataContent(goneDir), dataContent(keptDir)
 	for _, l := range []string{goneData, keptData} {
 		if _, err := os.Stat(filepath.Join(content, l, "files")); err != nil {
 			t.Fatalf("no fetched content for layer %s before removal: %v", l, err)
