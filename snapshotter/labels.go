@@ -165,6 +165,15 @@ func ParseLayerSource(labels map[string]string) (LayerSource, error) {
 	return src, nil
 }
 
+// sourceOf returns the image reference and layer digest labels as given,
+// chosen as ParseLayerSource chooses them, whether or not they parse.
+func sourceOf(labels map[string]string) (ref, digest string) {
+	if labels[LabelCRIImageRef] != "" && labels[LabelCRILayerDigest] != "" {
+		return labels[LabelCRIImageRef], labels[LabelCRILayerDigest]
+	}
+	return labels[LabelStargzReference], labels[LabelStargzDigest]
+}
+
 func parseDigest(key, v string) (digest.Digest, error) {
 	d, err := digest.Parse(v)
 	if err != nil {

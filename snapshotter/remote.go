@@ -7,6 +7,7 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/storage"
@@ -140,6 +141,12 @@ func (s *Snapshotter) Stats() Stats {
 	return st
 }
 
+// Fallbacks lists the most recent layers that were not mounted remotely
+// (one per image reference and layer digest, oldest first, at most 256),
+// with the step's Reason: invalid or missing labels as well as failed
+// Mounts. A layer that mounts remotely later is dropped from the list.
+func (s *Snapshotter) Fallbacks() []Fallback { return s.fallbacks.list() }
+
 // reasonOf classifies a failed Mount.
 func reasonOf(mctx context.Context, err error) Reason {
 	var r Reason
@@ -160,8 +167,10 @@ func reasonOf(mctx context.Context, err error) Reason {
 // on success.
 func (s *Snapshotter) prepareRemote(ctx context.Context, snap storage.Snapshot, key, target string, labels map[string]string) (bool, error) {
 	lg := log.G(ctx).WithFields(log.Fields{"key": key, "target": target})
+	ref, dg := sourceOf(labels)
 	fallback := func(r Reason, err error) (bool, error) {
 		s.count(func(st *Stats) { st.Fallbacks[r]++ })
+		s.fallbacks.add(Fallback{Ref: ref, Digest: dg, Target: target, Reason: r, Err: err.Error(), Time: time.Now()})
 		e := lg.WithError(err).WithField("reason", string(r))
 		if r == ReasonMissingLabels {
 			// The client chose an ordinary pull.
@@ -229,6 +238,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, snap storage.Snapshot, 
 		return fallback(ReasonCommitError, err)
 	}
 	s.count(func(st *Stats) { st.RemoteMounts++ })
+	s.fallbacks.mounted(ref, dg)
 	lg.WithField("mountpoint", mp).Info("lazysnap: layer mounted remotely")
 	return true, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 }

@@ -150,6 +150,8 @@ func TestFallback(t *testing.T) {
 			}
 		}, want: snapshotter.ReasonMissingLabels},
 		{name: "malformed digest", labels: func(l map[string]string) { l[snapshotter.LabelStargzDigest] = "sha256:nothex" }, want: snapshotter.ReasonInvalidLabels},
+		{name: "garbage TOC digest", labels: func(l map[string]string) { l[snapshotter.LabelTOCDigest] = "not a digest" }, want: snapshotter.ReasonInvalidLabels},
+		{name: "md5 TOC digest", labels: func(l map[string]string) { l[snapshotter.LabelTOCDigest] = "md5:d41d8cd98f00b204e9800998ecf8427e" }, want: snapshotter.ReasonInvalidLabels},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,6 +176,12 @@ func TestFallback(t *testing.T) {
 			}
 			if st := sn.Stats(); st.Fallbacks[tt.want] != 1 || st.RemoteMounts != 0 {
 				t.Errorf("Stats = %+v, want one fallback %q", st, tt.want)
+			}
+			// every fallback is listed, whatever step refused it
+			fbs := sn.Fallbacks()
+			if len(fbs) != 1 || fbs[0].Reason != tt.want || fbs[0].Target != "chainP" || fbs[0].Digest != labels[snapshotter.LabelStargzDigest] ||
+				fbs[0].Ref != labels[snapshotter.LabelStargzReference] || fbs[0].Err == "" {
+				t.Errorf("Fallbacks = %+v, want the one with reason %q, its labels and error", fbs, tt.want)
 			}
 			var logged bool
 			for _, e := range hook.AllEntries() {
@@ -275,5 +283,37 @@ func TestRemoveRemote(t *testing.T) {
 	}
 	if st := sn.Stats(); st.Unavailable != 0 {
 		t.Errorf("Stats = %+v", st)
+	}
+}
+
+// TestFallbackListForgetsMounted: a layer that falls back and later mounts
+// remotely is no longer listed among the fallbacks; others stay.
+func TestFallbackListForgetsMounted(t *testing.T) {
+	requireRoot(t)
+	ctx, _ := testCtx(t)
+	fs := newFakeFS()
+	flaky, bad := digestOf("flaky layer"), digestOf("bad layer")
+	fs.fail[flaky] = fmt.Errorf("registry down: %w", snapshotter.ReasonMountError)
+	fs.fail[bad] = fmt.Errorf("no footer: %w", snapshotter.ReasonNotLazy)
+	sn, _ := newSnapshotter(t, ctx, fs)
+	prepare := func(key, chain, d string) {
+		t.Helper()
+		if _, err := sn.Prepare(ctx, key, "", snapshots.WithLabels(layerLabels(chain, d))); err != nil {
+			t.Fatalf("Prepare %s: %v, want a fallback", key, err)
+		}
+	}
+	prepare("extract a", "chainA", flaky)
+	prepare("extract b", "chainB", bad)
+	if fbs := sn.Fallbacks(); len(fbs) != 2 || fbs[0].Digest != flaky || fbs[1].Digest != bad {
+		t.Fatalf("Fallbacks = %+v, want the flaky then the bad layer", fbs)
+	}
+	fs.mu.Lock()
+	delete(fs.fail, flaky)
+	fs.mu.Unlock()
+	if _, err := sn.Prepare(ctx, "extract a2", "", snapshots.WithLabels(layerLabels("chainA2", flaky))); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Prepare of the recovered layer: %v, want a remote snapshot (already exists)", err)
+	}
+	if fbs := sn.Fallbacks(); len(fbs) != 1 || fbs[0].Digest != bad || fbs[0].Reason != snapshotter.ReasonNotLazy {
+		t.Fatalf("Fallbacks after the flaky layer mounted = %+v, want only the bad layer", fbs)
 	}
 }

@@ -65,6 +65,8 @@ type Snapshotter struct {
 	closed bool
 	layers map[string]*layer // remote snapshots by ID
 	stats  Stats
+
+	fallbacks fallbackLog
 }
 
 // New opens (or creates) the snapshotter at root and mounts again every

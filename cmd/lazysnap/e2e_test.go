@@ -588,6 +588,16 @@ func TestBadImages(t *testing.T) {
 				delete(m.Layers[i].Annotations, "containerd.io/snapshot/stargz/toc.digest")
 			}
 		}, "not-lazy"},
+		{"garbage TOC digest annotation", func(dst string, m *ocispec.Manifest, cfg *ocispec.Image) {
+			for i := range m.Layers {
+				m.Layers[i].Annotations["containerd.io/snapshot/stargz/toc.digest"] = "garbage"
+			}
+		}, "invalid-labels"},
+		{"md5 TOC digest annotation", func(dst string, m *ocispec.Manifest, cfg *ocispec.Image) {
+			for i := range m.Layers {
+				m.Layers[i].Annotations["containerd.io/snapshot/stargz/toc.digest"] = "md5:d41d8cd98f00b204e9800998ecf8427e"
+			}
+		}, "invalid-labels"},
 		{"footer pointing outside the blob", func(dst string, m *ocispec.Manifest, cfg *ocispec.Image) {
 			l := &m.Layers[1]
 			b, err := os.ReadFile(filepath.Join(dst, "blobs", "sha256", l.Digest.Encoded()))
@@ -613,6 +623,16 @@ func TestBadImages(t *testing.T) {
 			}
 			if !strings.Contains(s.log(), tc.reason) {
 				t.Errorf("fallback reason %q not logged:\n%s", tc.reason, s.log())
+			}
+			// status lists the fallback, whatever step refused the layer
+			var listed bool
+			for _, img := range s.status(t).Images {
+				for _, l := range img.Layers {
+					listed = listed || img.Ref == ref && l.State == stateFallback && l.FallbackReason == tc.reason && l.Error != ""
+				}
+			}
+			if !listed {
+				t.Errorf("status does not list a layer of %s as fallen back (%s):\n%+v", ref, tc.reason, s.status(t).Images)
 			}
 			got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "bad-"+fmt.Sprint(len(tag)), "/bin/sh", "-c", "cat /data/small")
 			if got != "hello from a lazy layer\n" {

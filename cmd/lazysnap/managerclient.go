@@ -234,8 +234,9 @@ func managerStarter(cfgPath, root string) func() (<-chan error, error) {
 // managerStatus is serve's status report when a fuse manager serves the
 // layers: the manager's report, with the snapshotter's counters added.
 type managerStatus struct {
-	c  *managerClient
-	sn func() snapshotter.Stats
+	c         *managerClient
+	sn        func() snapshotter.Stats
+	fallbacks func() []snapshotter.Fallback
 }
 
 func (s *managerStatus) report(ctx context.Context) statusReport {
@@ -259,6 +260,7 @@ func (s *managerStatus) report(ctx context.Context) statusReport {
 	}
 	rep.Version, rep.Time, rep.FuseManager = version, time.Now().UTC(), fm
 	rep.Snapshotter = snapshotterStatusOf(s.sn())
+	rep.Images = withFallbacks(rep.Images, s.fallbacks())
 	return rep
 }
 

@@ -107,6 +107,7 @@ type statsSources struct {
 	Cache          func() fetcher.CacheStats           // fetcher.CacheUsage
 	Layers         func() []mountedInfo                // the mounted lazy layers
 	Snapshotter    func() snapshotter.Stats            // snapshotter.Stats
+	Fallbacks      func() []snapshotter.Fallback       // snapshotter.Fallbacks
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {

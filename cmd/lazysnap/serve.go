@@ -185,9 +185,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := met.register(statsSources{Snapshotter: sn.Stats}); err != nil {
 		return err
 	}
-	var st statusReporter = &managerStatus{c: manager, sn: sn.Stats}
+	var st statusReporter = &managerStatus{c: manager, sn: sn.Stats, fallbacks: sn.Fallbacks}
 	if ls != nil {
-		ls.status.src.Snapshotter = sn.Stats
+		ls.status.src.Snapshotter, ls.status.src.Fallbacks = sn.Stats, sn.Fallbacks
 		st = ls.status
 	}
 	ops := &http.Server{Handler: opsHandler(met, st), ReadHeaderTimeout: 10 * time.Second}

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -53,30 +52,24 @@ func (r *remoteFS) mountedLayers() []mountedInfo {
 }
 
 // trackedFS is the snapshotter's FileSystem: remoteFS, remembering for
-// status which image each mount was for and why failed mounts failed.
+// status which image each mount was for, in the order of Mounts.
 type trackedFS struct {
 	*remoteFS
 
 	mu      sync.Mutex
 	seq     int
 	mounted map[string]mountRecord // by mountpoint
-	failed  map[string]mountRecord // by ref and digest
 }
 
-// mountRecord is one Mount call.
+// mountRecord is one successful Mount call.
 type mountRecord struct {
 	seq    int // order of Mount calls: an image's layers mount bottom up
 	ref    string
 	digest digest.Digest
-	reason snapshotter.Reason // why it failed; "" if mounted
-	err    string
 }
 
-// maxFailedRecords bounds the failed mounts status remembers.
-const maxFailedRecords = 256
-
 func newTrackedFS(r *remoteFS) *trackedFS {
-	return &trackedFS{remoteFS: r, mounted: map[string]mountRecord{}, failed: map[string]mountRecord{}}
+	return &trackedFS{remoteFS: r, mounted: map[string]mountRecord{}}
 }
 
 var (
@@ -84,45 +77,22 @@ var (
 	_ snapshotter.Usager     = (*trackedFS)(nil)
 )
 
-// Mount mounts through remoteFS and records the outcome.
+// Mount mounts through remoteFS and records a success. Failures are the
+// snapshotter's to list (snapshotter.Fallbacks), with those of the steps
+// before Mount.
 func (t *trackedFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
-	err := t.remoteFS.Mount(ctx, mountpoint, labels)
-	src, perr := snapshotter.ParseLayerSource(labels)
-	if perr != nil {
-		return err // the snapshotter counts these; there is no layer to show
+	if err := t.remoteFS.Mount(ctx, mountpoint, labels); err != nil {
+		return err
+	}
+	src, err := snapshotter.ParseLayerSource(labels)
+	if err != nil {
+		return nil // remoteFS parsed them
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.seq++
-	rec := mountRecord{seq: t.seq, ref: src.Ref, digest: src.Digest}
-	key := src.Ref + "\x00" + src.Digest.String()
-	if err == nil {
-		t.mounted[mountpoint] = rec
-		delete(t.failed, key)
-		return nil
-	}
-	// the snapshotter's classification (reasonOf)
-	var r snapshotter.Reason
-	switch {
-	case errors.As(err, &r):
-		rec.reason = r
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		rec.reason = snapshotter.ReasonTimeout
-	default:
-		rec.reason = snapshotter.ReasonMountError
-	}
-	rec.err = err.Error()
-	t.failed[key] = rec
-	if len(t.failed) > maxFailedRecords {
-		oldest := ""
-		for k, v := range t.failed {
-			if oldest == "" || v.seq < t.failed[oldest].seq {
-				oldest = k
-			}
-		}
-		delete(t.failed, oldest)
-	}
-	return err
+	t.mounted[mountpoint] = mountRecord{seq: t.seq, ref: src.Ref, digest: src.Digest}
+	return nil
 }
 
 // Unmount unmounts through remoteFS and forgets the mount.
@@ -134,11 +104,11 @@ func (t *trackedFS) Unmount(ctx context.Context, mountpoint string) error {
 	return err
 }
 
-// records returns copies of the records.
-func (t *trackedFS) records() (mounted map[string]mountRecord, failed []mountRecord) {
+// records returns a copy of the records.
+func (t *trackedFS) records() map[string]mountRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return maps.Clone(t.mounted), slices.Collect(maps.Values(t.failed))
+	return maps.Clone(t.mounted)
 }
 
 // statusReport is GET /status.
@@ -234,7 +204,7 @@ type statusServer struct {
 }
 
 func (s *statusServer) report(ctx context.Context) statusReport {
-	mounted, failed := s.fs.records()
+	mounted := s.fs.records()
 	var layers []layerStatus
 	var mls []mountedInfo
 	if s.src.Layers != nil {
@@ -253,11 +223,10 @@ func (s *statusServer) report(ctx context.Context) statusReport {
 		}
 		layers = append(layers, ls)
 	}
-	for _, f := range failed {
-		layers = append(layers, layerStatus{Digest: f.digest.String(), State: stateFallback,
-			FallbackReason: string(f.reason), Error: f.err, ref: f.ref, seq: f.seq})
-	}
 	rep := statusReport{Version: version, Time: time.Now().UTC(), Images: groupImages(layers)}
+	if s.src.Fallbacks != nil {
+		rep.Images = withFallbacks(rep.Images, s.src.Fallbacks())
+	}
 	if s.src.Cache != nil {
 		c := s.src.Cache()
 		rep.Cache = &cacheStatus{DiskBytes: c.Bytes, DiskEntries: c.Entries, DiskMaxBytes: c.MaxBytes,
@@ -333,6 +302,27 @@ func groupImages(layers []layerStatus) []imageStatus {
 			images = append(images, imageStatus{Ref: l.ref})
 		}
 		images[i].Layers = append(images[i].Layers, l)
+	}
+	return images
+}
+
+// withFallbacks adds the layers that fell back, each after the mounted
+// layers of its image (a reference of its own when no layer of it is
+// mounted).
+func withFallbacks(images []imageStatus, fbs []snapshotter.Fallback) []imageStatus {
+	at := map[string]int{}
+	for i, img := range images {
+		at[img.Ref] = i
+	}
+	for _, f := range fbs {
+		i, ok := at[f.Ref]
+		if !ok {
+			i = len(images)
+			at[f.Ref] = i
+			images = append(images, imageStatus{Ref: f.Ref})
+		}
+		images[i].Layers = append(images[i].Layers, layerStatus{Digest: f.Digest, State: stateFallback,
+			FallbackReason: string(f.Reason), Error: f.Err})
 	}
 	return images
 }

@@ -372,9 +372,11 @@ lazysnap_build_info{version="dev"} 1
 	var _ prometheus.Collector = c
 }
 
-// TestTrackedFS: mounts are recorded by mountpoint with their image, failed
-// mounts with the reason the snapshotter counts them under.
-func TestTrackedFS(t *testing.T) {
+// TestStatusFallbacks: the layers the snapshotter lists as fallen back
+// (whatever step refused them) appear in the status after the mounted
+// layers of their image, or as an image of their own; a failed Mount is
+// not recorded as mounted.
+func TestStatusFallbacks(t *testing.T) {
 	tfs := newTrackedFS(newRemoteFS(failingSource{}, t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	labels := map[string]string{
 		snapshotter.LabelCRIImageRef:    "reg.example/app:1",
@@ -383,27 +385,24 @@ func TestTrackedFS(t *testing.T) {
 	if err := tfs.Mount(context.Background(), "/nowhere", labels); err == nil {
 		t.Fatal("mount of a layer whose manifest cannot be read succeeded")
 	}
-	mounted, failed := tfs.records()
-	if len(mounted) != 0 || len(failed) != 1 || failed[0].reason != snapshotter.ReasonMountError ||
-		failed[0].ref != "reg.example/app:1" || failed[0].digest != digest.Digest(hexDigest('a')) {
-		t.Fatalf("records: %+v %+v", mounted, failed)
+	if mounted := tfs.records(); len(mounted) != 0 {
+		t.Fatalf("a failed mount was recorded: %+v", mounted)
 	}
-	// the same layer failing again is one record; labels without a layer none
-	tfs.Mount(context.Background(), "/nowhere2", labels)
-	tfs.Mount(context.Background(), "/nowhere3", map[string]string{})
-	if _, failed := tfs.records(); len(failed) != 1 || failed[0].seq != 2 {
-		t.Fatalf("records after retries: %+v", failed)
+	fbs := []snapshotter.Fallback{
+		{Ref: "reg.example/app:1", Digest: hexDigest('a'), Reason: snapshotter.ReasonMountError, Err: "registry down"},
+		{Ref: "reg.example/other:1", Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Reason: snapshotter.ReasonInvalidLabels, Err: "bad digest"},
 	}
-	rep := (&statusServer{fs: tfs, src: statsSources{Layers: tfs.mountedLayers}}).report(context.Background())
-	if len(rep.Images) != 1 || rep.Images[0].Ref != "reg.example/app:1" || len(rep.Images[0].Layers) != 1 ||
-		rep.Images[0].Layers[0].State != stateFallback || rep.Images[0].Layers[0].FallbackReason != "mount-error" {
-		t.Fatalf("report: %+v", rep)
-	}
-	// a layer that is not eStargz
-	tfs.remoteFS.src = failingSource{desc: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.Digest(hexDigest('a'))}}
-	tfs.Mount(context.Background(), "/nowhere4", labels)
-	if _, failed := tfs.records(); len(failed) != 1 || failed[0].reason != snapshotter.ReasonNotLazy {
-		t.Fatalf("records after a not-lazy mount: %+v", failed)
+	mls := []mountedInfo{{Mountpoint: "/mnt/b", Digest: digest.Digest(hexDigest('b')), Ref: "reg.example/app:1", Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1}}}
+	rep := (&statusServer{fs: tfs, src: statsSources{
+		Layers:    func() []mountedInfo { return mls },
+		Fallbacks: func() []snapshotter.Fallback { return fbs },
+	}}).report(context.Background())
+	if len(rep.Images) != 2 || rep.Images[0].Ref != "reg.example/app:1" || len(rep.Images[0].Layers) != 2 ||
+		rep.Images[0].Layers[0].State != stateComplete || rep.Images[0].Layers[1].State != stateFallback ||
+		rep.Images[0].Layers[1].FallbackReason != "mount-error" || rep.Images[0].Layers[1].Error != "registry down" ||
+		rep.Images[1].Ref != "reg.example/other:1" || rep.Images[1].Layers[0].FallbackReason != "invalid-labels" ||
+		rep.Images[1].Layers[0].Digest != fbs[1].Digest {
+		t.Fatalf("report: %+v", rep.Images)
 	}
 }
 
