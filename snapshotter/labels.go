@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/lazysnap/lazysnap/internal/descriptor"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -166,8 +167,8 @@ func ParseLayerSource(labels map[string]string) (LayerSource, error) {
 }
 
 func parseDigest(key, v string) (digest.Digest, error) {
-	d, err := digest.Parse(v)
-	if err != nil {
+	d := digest.Digest(v)
+	if err := descriptor.Digest(d); err != nil {
 		return "", fmt.Errorf("label %s=%q: %v: %w", key, v, err, labelError(ReasonInvalidLabels))
 	}
 	return d, nil
