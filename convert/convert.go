@@ -71,27 +71,34 @@ type Report struct {
 
 // Image converts the OCI image layout (a directory, or a tar archive of one)
 // at src into dst (a directory, or a path ending in ".tar" for an archive).
-// dst may be src's directory.
+// dst may be src's directory. The result is written to a temporary
+// directory beside dst and put in place only when the whole image has
+// converted: a new dst appears by one rename, an existing layout directory
+// gets the new blobs and then its index.json; after a failure dst is as it
+// was (absent if it was).
 func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) {
 	srcDir, cleanup, err := openSource(src, opts.TempDir)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	dstDir, archive := dst, strings.HasSuffix(dst, ".tar")
-	if archive {
-		if dstDir, err = os.MkdirTemp(filepath.Dir(dst), ".lazysnap-convert-"); err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dstDir)
+	archive := strings.HasSuffix(dst, ".tar")
+	var existing *layout // a destination directory there already
+	if fi, err := os.Stat(dst); err == nil && fi.IsDir() && !archive {
+		existing = &layout{dst}
 	}
-	if opts.TempDir == "" {
-		opts.TempDir = dstDir
-	}
-	c := &converter{ctx: ctx, src: layout{srcDir}, dst: layout{dstDir}, opts: opts, report: &Report{}, done: map[digest.Digest]convertedLayer{}}
-	if err := os.MkdirAll(dstDir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return nil, err
 	}
+	stage, err := os.MkdirTemp(filepath.Dir(dst), ".lazysnap-convert-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage) // gone by rename on success
+	if opts.TempDir == "" {
+		opts.TempDir = stage
+	}
+	c := &converter{ctx: ctx, src: layout{srcDir}, dst: layout{stage}, existing: existing, opts: opts, report: &Report{}, done: map[digest.Digest]convertedLayer{}}
 	idx, err := c.src.readIndex()
 	if err != nil {
 		return nil, err
@@ -105,15 +112,57 @@ func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) 
 		}
 		out.Manifests = append(out.Manifests, nm)
 	}
-	if err := c.dst.writeIndex(&out); err != nil {
-		return nil, err
-	}
-	if archive {
-		if err := writeArchive(dstDir, dst); err != nil {
+	switch {
+	case archive:
+		if err := c.dst.writeIndex(&out); err != nil {
+			return nil, err
+		}
+		if err := writeArchive(stage, dst); err != nil {
+			return nil, err
+		}
+	case existing != nil:
+		if err := moveBlobs(stage, dst); err != nil {
+			return nil, err
+		}
+		if err := existing.writeIndex(&out); err != nil {
+			return nil, err
+		}
+	default:
+		if err := c.dst.writeIndex(&out); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(stage, dst); err != nil {
 			return nil, err
 		}
 	}
 	return c.report, nil
+}
+
+// moveBlobs renames the blobs of the layout in from into the layout in to.
+func moveBlobs(from, to string) error {
+	algs, err := os.ReadDir(filepath.Join(from, "blobs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, alg := range algs {
+		blobs, err := os.ReadDir(filepath.Join(from, "blobs", alg.Name()))
+		if err != nil {
+			return err
+		}
+		dir := filepath.Join(to, "blobs", alg.Name())
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		for _, b := range blobs {
+			if err := os.Rename(filepath.Join(from, "blobs", alg.Name(), b.Name()), filepath.Join(dir, b.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func openSource(src, tempDir string) (dir string, cleanup func(), err error) {
@@ -137,15 +186,30 @@ func openSource(src, tempDir string) (dir string, cleanup func(), err error) {
 
 type converter struct {
 	ctx      context.Context
-	src, dst layout
+	src, dst layout  // dst: the staging directory
+	existing *layout // the destination directory, if it exists already
 	opts     Options
 	report   *Report
 	done     map[digest.Digest]convertedLayer // by source digest
 }
 
+// copyBlob copies the blob d from the source to the destination, unless
+// the destination (for an in-place conversion, the source) has it.
+func (c *converter) copyBlob(d digest.Digest) error {
+	if c.existing != nil {
+		if _, err := os.Stat(c.existing.blobPath(d)); err == nil {
+			return nil
+		}
+	}
+	return c.src.copyBlob(c.dst, d)
+}
+
 // convertDesc converts what an index entry points at, keeping the entry's
 // annotations and platform.
 func (c *converter) convertDesc(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	if err := validDescriptor("index entry", d); err != nil {
+		return d, err
+	}
 	var nd ocispec.Descriptor
 	var err error
 	switch d.MediaType {
@@ -154,7 +218,7 @@ func (c *converter) convertDesc(d ocispec.Descriptor) (ocispec.Descriptor, error
 	case ocispec.MediaTypeImageManifest, dockerManifest:
 		nd, err = c.convertManifest(d)
 	default:
-		if err := c.src.copyBlob(c.dst, d.Digest); err != nil {
+		if err := c.copyBlob(d.Digest); err != nil {
 			return d, err
 		}
 		return d, nil
@@ -167,7 +231,7 @@ func (c *converter) convertDesc(d ocispec.Descriptor) (ocispec.Descriptor, error
 }
 
 func (c *converter) convertIndex(d ocispec.Descriptor) (ocispec.Descriptor, error) {
-	b, err := c.src.readBlob(d, maxJSONBlob)
+	b, err := c.src.readBlob("index", d, maxJSONBlob)
 	if err != nil {
 		return d, err
 	}
@@ -190,7 +254,7 @@ func (c *converter) convertIndex(d ocispec.Descriptor) (ocispec.Descriptor, erro
 }
 
 func (c *converter) convertManifest(d ocispec.Descriptor) (ocispec.Descriptor, error) {
-	b, err := c.src.readBlob(d, maxJSONBlob)
+	b, err := c.src.readBlob("manifest", d, maxJSONBlob)
 	if err != nil {
 		return d, err
 	}
@@ -198,7 +262,7 @@ func (c *converter) convertManifest(d ocispec.Descriptor) (ocispec.Descriptor, e
 	if err := json.Unmarshal(b, &m); err != nil {
 		return d, fmt.Errorf("%w: manifest %s: %v", ErrLayout, d.Digest, err)
 	}
-	cfgBytes, err := c.src.readBlob(m.Config, maxJSONBlob)
+	cfgBytes, err := c.src.readBlob("config of manifest "+d.Digest.String(), m.Config, maxJSONBlob)
 	if err != nil {
 		return d, err
 	}
@@ -209,6 +273,11 @@ func (c *converter) convertManifest(d ocispec.Descriptor) (ocispec.Descriptor, e
 	var rootfs ocispec.RootFS
 	if err := json.Unmarshal(cfg["rootfs"], &rootfs); err != nil || len(rootfs.DiffIDs) != len(m.Layers) {
 		return d, fmt.Errorf("%w: config %s: rootfs.diff_ids do not match the %d layers", ErrLayout, m.Config.Digest, len(m.Layers))
+	}
+	for i, l := range m.Layers {
+		if err := validDescriptor(fmt.Sprintf("manifest %s: layer %d", d.Digest, i), l); err != nil {
+			return d, err
+		}
 	}
 	for i, l := range m.Layers {
 		nl, diffID, err := c.convertLayer(l, rootfs.DiffIDs[i])
@@ -243,7 +312,7 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 	}
 	keep := func(reason string) (ocispec.Descriptor, digest.Digest, error) {
 		c.record(LayerReport{From: l, To: l, KeptReason: reason})
-		return l, diffID, c.src.copyBlob(c.dst, l.Digest)
+		return l, diffID, c.copyBlob(l.Digest)
 	}
 	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok {
 		return keep("already eStargz")

@@ -30,9 +30,15 @@
 // # Errors
 //
 // Errors name the blob or layer that failed and wrap estargz's sentinels
-// where the layer itself is bad. Nothing is written to the destination's
-// index.json until every layer has converted, so a failed run leaves the
-// destination as it was (apart from unreferenced blobs). Registry failures
+// where the layer itself is bad. Every descriptor is checked where it
+// enters (index.json entries, index children, configs, layers, a
+// registry's resolved root and children): a missing or malformed digest,
+// an algorithm other than sha256, sha384 or sha512, a negative size or a
+// media type that is not type/subtype is ErrLayout (ErrPull from a
+// registry) naming the descriptor. The converted image is written to a
+// temporary directory beside the destination and put in place only once
+// every layer has converted, so a failed run leaves no destination (or an
+// existing destination directory as it was). Registry failures
 // wrap ErrPull or ErrPush and name the reference and, where one failed, the
 // blob; containerd's error (errdefs.ErrNotFound, an unexpected HTTP status)
 // stays in the chain. A push the hosts configuration or the registry

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lazysnap/lazysnap/internal/descriptor"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -20,14 +21,26 @@ var ErrLayout = errors.New("convert: invalid OCI image layout")
 // layout is an OCI image layout directory.
 type layout struct{ dir string }
 
+// blobPath is where the blob d is. d must have been validated
+// (descriptor.Digest): a digest without an algorithm panics here, and one
+// with a path in it would lead out of the layout.
 func (l layout) blobPath(d digest.Digest) string {
 	return filepath.Join(l.dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
+// validDescriptor checks a descriptor read from an image (a layout's
+// index.json, a manifest, an index) before its digest names a file.
+func validDescriptor(what string, d ocispec.Descriptor) error {
+	if err := descriptor.Validate(d); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrLayout, what, err)
+	}
+	return nil
+}
+
 // readBlob reads a small blob (manifest, index, config) and verifies it.
-func (l layout) readBlob(desc ocispec.Descriptor, limit int64) ([]byte, error) {
-	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: descriptor digest %q: %v", ErrLayout, desc.Digest, err)
+func (l layout) readBlob(what string, desc ocispec.Descriptor, limit int64) ([]byte, error) {
+	if err := validDescriptor(what, desc); err != nil {
+		return nil, err
 	}
 	if desc.Size > limit {
 		return nil, fmt.Errorf("%w: blob %s is %d bytes, cap %d", ErrLayout, desc.Digest, desc.Size, limit)

@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/remotes/docker"
 	remoteerrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/internal/descriptor"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
@@ -193,6 +194,9 @@ func Pull(ctx context.Context, ref, dir string, opts Options) (*PullReport, erro
 	if err != nil {
 		return fail("resolving", err)
 	}
+	if err := descriptor.Validate(root); err != nil {
+		return fail("resolved", err)
+	}
 	fetcher, err := opts.Resolver.Fetcher(ctx, resolved)
 	if err != nil {
 		return fail("fetcher", err)
@@ -206,6 +210,9 @@ func Pull(ctx context.Context, ref, dir string, opts Options) (*PullReport, erro
 	var mu sync.Mutex
 	fetch := remotes.FetchHandler(store, fetcher)
 	counted := images.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if err := descriptor.Validate(d); err != nil { // a manifest's or an index's child
+			return nil, err
+		}
 		if _, err := fetch(ctx, d); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", kind(d.MediaType), d.Digest, err)
 		}
@@ -260,6 +267,9 @@ func Push(ctx context.Context, dir, ref string, opts Options) (*PushReport, erro
 		return nil, fmt.Errorf("%w: %s holds %d images, a push takes one", ErrLayout, dir, len(idx.Manifests))
 	}
 	root := idx.Manifests[0]
+	if err := validDescriptor("index entry", root); err != nil {
+		return nil, err
+	}
 	root.Annotations, root.Platform = nil, nil
 	ctx = quiet(ctx)
 	// tag@digest: the root goes under the tag, other manifests by digest
@@ -272,6 +282,9 @@ func Push(ctx context.Context, dir, ref string, opts Options) (*PushReport, erro
 	cp := &countingPusher{Pusher: p, ref: name, rep: rep, notify: opts.transferReporter()}
 	skipForeign := func(h images.Handler) images.Handler {
 		return images.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			if err := validDescriptor(kind(d.MediaType), d); err != nil {
+				return nil, err
+			}
 			if images.IsNonDistributable(d.MediaType) {
 				return nil, images.ErrSkipDesc
 			}

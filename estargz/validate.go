@@ -16,6 +16,10 @@ import (
 // reference tools write chunks of at most a few MiB (4 MiB by default).
 const MaxChunkSpan = 64 << 20
 
+// maxID is the largest uid or gid a TOC entry may carry: Linux ids are 32
+// bits, and a larger one would be truncated (uid 2^32 would read as root).
+const maxID = 1<<32 - 1
+
 // cleanName turns a tar or TOC name into the clean relative form used by
 // Entry.Name ("" for the root). It rejects absolute names, ".." elements and
 // NUL bytes rather than silently rewriting them.
@@ -97,6 +101,9 @@ func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
 	}
 	if je.Mode < 0 || je.UID < 0 || je.GID < 0 || je.DevMajor < 0 || je.DevMinor < 0 || je.Size < 0 {
 		return fmt.Errorf("%w: negative mode, owner, device or size", ErrFormat)
+	}
+	if je.UID > maxID || je.GID > maxID {
+		return fmt.Errorf("%w: uid %d or gid %d above %d", ErrFormat, je.UID, je.GID, maxID)
 	}
 	if je.ModTime3339 != "" {
 		if e.ModTime, err = time.Parse(time.RFC3339, je.ModTime3339); err != nil {

@@ -219,7 +219,7 @@ func TestVerifyingReader(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			desc := ocispec.Descriptor{Digest: digest.FromBytes(good), Size: tc.size}
+			desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(good), Size: tc.size}
 			v := &verifyingReader{rc: io.NopCloser(bytes.NewReader(tc.body)), desc: desc, h: desc.Digest.Algorithm().Hash()}
 			got, err := io.ReadAll(v)
 			if tc.wantErr {

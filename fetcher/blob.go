@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/reference"
 	"github.com/containerd/containerd/remotes/docker"
+	"github.com/lazysnap/lazysnap/internal/descriptor"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -58,8 +59,8 @@ func (f *Fetcher) Blob(ctx context.Context, ref string, desc ocispec.Descriptor)
 
 // newBlob is Blob without finding an unknown size.
 func (f *Fetcher) newBlob(ref string, desc ocispec.Descriptor) (*Blob, error) {
-	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: blob digest %q: %w", ErrInvalid, desc.Digest, err)
+	if err := descriptor.Validate(desc); err != nil {
+		return nil, fmt.Errorf("%w: blob: %w", ErrInvalid, err)
 	}
 	spec, err := reference.Parse(ref)
 	if err != nil {

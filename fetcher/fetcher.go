@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/remotes/docker/config"
 	remoteerrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/internal/descriptor"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
@@ -233,6 +234,9 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Desc
 		return "", ocispec.Descriptor{}, f.countError(opError("resolve "+ref, refHostname(ref), "", err))
 	}
 	release()
+	if err := descriptor.Validate(desc); err != nil {
+		return "", ocispec.Descriptor{}, f.countError(fmt.Errorf("%w: resolve %s: the registry answered %w", ErrBadResponse, ref, err))
+	}
 	return name, desc, nil
 }
 
@@ -241,8 +245,8 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Desc
 // verifies size and digest: its final Read returns ErrDigestMismatch when
 // the content does not match desc. Retries transient failures to open.
 func (f *Fetcher) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: descriptor digest %q: %w", ErrInvalid, desc.Digest, err)
+	if err := descriptor.Validate(desc); err != nil {
+		return nil, fmt.Errorf("%w: fetch: %w", ErrInvalid, err)
 	}
 	var rc io.ReadCloser
 	release, err := f.retry(ctx, func(ctx context.Context) error {

@@ -134,7 +134,7 @@ func TestRegistryAnonymousPlainHTTP(t *testing.T) {
 	}
 	t.Run("missing blob is ErrNotFound", func(t *testing.T) {
 		f := newTestFetcher(t, Config{})
-		_, err := f.Blob(context.Background(), img.Ref, ocispec.Descriptor{Digest: digest.FromString("absent")})
+		_, err := f.Blob(context.Background(), img.Ref, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("absent")})
 		if !errors.Is(err, ErrNotFound) {
 			t.Fatalf("err = %v", err)
 		}
@@ -190,7 +190,7 @@ echo "{\"ServerURL\":\"$server\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}"
 				t.Fatalf("Resolve err = %v, want %v", err, tc.wantErr)
 			}
 			t.Logf("resolve error: %v", err)
-			_, err = f.Blob(ctx, img.Ref, ocispec.Descriptor{Digest: img.Layers[0].Digest})
+			_, err = f.Blob(ctx, img.Ref, ocispec.Descriptor{MediaType: img.Layers[0].MediaType, Digest: img.Layers[0].Digest})
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Blob err = %v, want %v", err, tc.wantErr)
 			}

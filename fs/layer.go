@@ -274,7 +274,7 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 				return c.err
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return &interrupted{ctx.Err()}
 		}
 	}
 	return nil
@@ -357,7 +357,7 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, ids []int, chu
 		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
 	if next < len(order) {
-		err = l.fail(fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err))
+		err = l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
 	}
 	for ; next < len(order); next++ {
 		l.complete(ids[order[next]], err)

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -340,6 +342,50 @@ func TestPrefetchStreams(t *testing.T) {
 			}
 			if tc.fail != nil && (st.ChunksPresent != half || st.Errors != 1) {
 				t.Errorf("after the failed stream: %+v, want the %d chunks of its first half and one error", st, half)
+			}
+		})
+	}
+}
+
+// TestStreamedSpanResetIsEIO: a streamed span that fails half-way with a
+// reset connection (the errno a socket read returns, wrapped as the
+// fetcher's transport wraps it) reaches a reader through the mount as EIO,
+// not as the socket's ECONNRESET.
+func TestStreamedSpanResetIsEIO(t *testing.T) {
+	tarball := testtar.Synthetic(2 << 20)
+	for _, tc := range []struct {
+		name string
+		fail error
+	}{
+		{"connection reset", fmt.Errorf("fetcher: registry unavailable: get range: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)})},
+		{"broken pipe", fmt.Errorf("stream: %w", syscall.EPIPE)},
+		{"timed out", fmt.Errorf("stream: %w", syscall.ETIMEDOUT)},
+		{"a network ENOENT", &os.PathError{Op: "open", Path: "/cache/x", Err: syscall.ENOENT}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := &streamBlob{halfway: make(chan struct{}), failAfterHalf: tc.fail}
+			l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true}, func(b *memBlob) lfs.BlobReader {
+				sb.memBlob = b
+				return sb
+			}, estargz.WithChunkSize(16<<10))
+			mnt, _ := mount(t, l)
+			// O_DIRECT: one FUSE read, which the kernel does not retry
+			// page by page (those retries would fetch single chunks,
+			// unstreamed)
+			f, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_RDONLY|unix.O_DIRECT, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 128<<10) // several chunks: one streamed span
+			_, err = f.ReadAt(buf, 0)
+			select {
+			case <-sb.halfway:
+			default:
+				t.Fatalf("the read was not streamed (err %v)", err)
+			}
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read of a span that failed with %v: %v, want EIO", tc.fail, err)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/lazysnap/lazysnap/internal/descriptor"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -175,8 +176,8 @@ func sourceOf(labels map[string]string) (ref, digest string) {
 }
 
 func parseDigest(key, v string) (digest.Digest, error) {
-	d, err := digest.Parse(v)
-	if err != nil {
+	d := digest.Digest(v)
+	if err := descriptor.Digest(d); err != nil {
 		return "", fmt.Errorf("label %s=%q: %v: %w", key, v, err, labelError(ReasonInvalidLabels))
 	}
 	return d, nil
