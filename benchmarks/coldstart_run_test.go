@@ -95,14 +95,14 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 		pull = exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrdenv.Namespace,
 			"--snapshotter", snapshotter, "--hosts-dir", b.hosts, v.ref)
 	}
-	if left := b.wan.reset(); left > 0 {
+	if left := b.wan.Reset(); left > 0 {
 		t.Logf("%d requests of an earlier run are still in flight at the WAN (not counted in this run)", left)
 	}
 	start := time.Now()
 	out, err := pull.CombinedOutput()
 	pullTime := time.Since(start)
-	pst := b.wan.stats()
-	r.PullBytes, r.PullReqs = pst.Bytes, pst.Requests
+	pst := b.wan.Stats()
+	r.PullBytes, r.PullReqs = pst.ResponseBytes, pst.Requests
 	if err != nil {
 		return r, fmt.Errorf("pull %s: %v\n%s%s", v.ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
 	}
@@ -122,10 +122,16 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	if want := b.images.expect[w.name]; stdout != want {
 		return r, fmt.Errorf("%s printed %q, want %q (stderr %s)%s", w.name, stdout, want, strings.TrimSpace(stderr), d.keepLog(b.cfg.logDir, t.Name()))
 	}
-	st := b.wan.stats()
+	st := b.wan.Stats()
 	r.Pull, r.FirstOutput, r.Total = pullTime.Seconds(), (pullTime + first).Seconds(), (pullTime + runTime).Seconds()
-	r.Bytes, r.Requests = st.Bytes, st.Requests
-	entries := b.wan.log()
+	r.Bytes, r.Requests = st.ResponseBytes, st.Requests
+	// The clients have their last bytes a moment before the proxy is done
+	// with them; let it finish its log entries (a request still hanging
+	// after this is logged as in flight).
+	idleCtx, idleCancel := context.WithTimeout(ctx, 5*time.Second)
+	_ = b.wan.WaitIdle(idleCtx)
+	idleCancel()
+	entries := b.wan.Log()
 	r.Kinds, r.SerialReqs = summarize(entries), serialRequests(entries)
 	if b.cfg.logDir != "" {
 		os.MkdirAll(b.cfg.logDir, 0o755)

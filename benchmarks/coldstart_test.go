@@ -210,7 +210,7 @@ type bench struct {
 	cfg    benchConfig
 	bin    string
 	reg    *registry.Registry
-	wan    *wan
+	wan    *registry.WANProxy
 	hosts  string
 	images *imageSet
 }
@@ -234,7 +234,7 @@ func TestColdStart(t *testing.T) {
 	t.Logf("images ready in %s", time.Since(started).Round(time.Second))
 
 	b.reg = registry.Start(t, registry.Options{})
-	b.wan = startWAN(t, b.reg.URL(), cfg.rtt, cfg.bandwidth)
+	b.wan = registry.StartWANProxy(t, b.reg.URL(), registry.WANOptions{RTT: cfg.rtt, BandwidthBytesPerSec: cfg.bandwidth})
 	// the WAN as server and as mirror: ctr 1.6 (Debian bookworm) ignores
 	// the server field of a hosts.toml and would go to the registry itself
 	wanEP := registry.Endpoint{URL: b.wan.URL}

@@ -5,78 +5,31 @@ package benchmarks
 import (
 	"encoding/xml"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 )
 
-// TestWANBandwidth: one stream through the emulated link gets the
-// configured rate, never more, and each request pays the round trip.
-func TestWANBandwidth(t *testing.T) {
-	const size, bw = 4 << 20, 50e6 / 8 // 4 MiB at 50 Mbit/s: 0.67 s
-	body := make([]byte, size)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	defer srv.Close()
-	w := startWAN(t, srv.URL, 20*time.Millisecond, bw)
-	start := time.Now()
-	resp, err := http.Get(w.URL + "/v2/x/blobs/sha256:00")
-	if err != nil {
-		t.Fatal(err)
+// TestWANLogSummary: the report's reading of the WAN's request log.
+func TestWANLogSummary(t *testing.T) {
+	entries := []registry.WANRequest{
+		{Method: "GET", Path: "/v2/", InFlight: 1},
+		{Method: "GET", Path: "/v2/app/manifests/v1", Bytes: 1000, InFlight: 1},
+		{Method: "HEAD", Path: "/v2/app/blobs/sha256:aa", InFlight: 1},
+		{Method: "GET", Path: "/v2/app/blobs/sha256:aa", Range: "bytes=0-9", Bytes: 10, InFlight: 1},
+		{Method: "GET", Path: "/v2/app/blobs/sha256:bb", Range: "bytes=0-9", Bytes: 10, InFlight: 2},
+		{Method: "GET", Path: "/v2/app/blobs/sha256:cc", Bytes: 2e6, InFlight: 3},
+		{Method: "GET", Path: "/v2/_catalog", InFlight: 1},
 	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	took := time.Since(start)
-	if err != nil || n != size {
-		t.Fatalf("read %d bytes: %v", n, err)
+	if got, want := summarize(entries), "get manifest 1 (0.00 MB), get other 1, head blob 1, ping 1, range read 2 (0.00 MB), whole blob 1 (2.00 MB)"; got != want {
+		t.Errorf("summarize = %q, want %q", got, want)
 	}
-	want := time.Duration(float64(size)/bw*float64(time.Second)) + 40*time.Millisecond // + connection and request round trips
-	if took < want-wanBurst || took > want*3/2 {
-		t.Errorf("%d bytes took %s through the link, want about %s", size, took, want)
-	}
-	st := w.stats()
-	if st.Requests != 1 || st.Bytes != size {
-		t.Errorf("stats %+v", st)
-	}
-	if l := w.log(); len(l) != 1 || l[0].Kind != "whole blob" || l[0].Bytes != size {
-		t.Errorf("log %+v", l)
-	}
-}
-
-// TestWANRunsApart: a request an earlier run left hanging is reported by
-// reset and counted neither in the new run's concurrency nor in its log.
-func TestWANRunsApart(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/hang") {
-			<-release
-		}
-		w.Write([]byte("ok"))
-	}))
-	defer srv.Close()
-	defer close(release)
-	w := startWAN(t, srv.URL, 0, 0)
-	go http.Get(w.URL + "/v2/x/blobs/hang")
-	for w.stats().Requests == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if left := w.reset(); left != 1 {
-		t.Errorf("reset reports %d requests still in flight, want 1", left)
-	}
-	for range 2 {
-		resp, err := http.Get(w.URL + "/v2/x/blobs/sha256:00")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-	l := w.log()
-	if len(l) != 2 || serialRequests(l) != 2 {
-		t.Errorf("after the reset: %d requests logged, %d serial, want 2 and 2 (%+v)", len(l), serialRequests(l), l)
+	if got := serialRequests(entries); got != 5 {
+		t.Errorf("serialRequests = %d, want 5", got)
 	}
 }
 

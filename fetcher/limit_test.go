@@ -3,7 +3,7 @@ package fetcher
 import (
 	"context"
 	"net/http"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,29 +19,46 @@ func TestMaxConnsPerHost(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var cur, peak atomic.Int64
+			// Each request waits in the server until as many are in flight
+			// as the limit allows (or as are left): the peak is reached by
+			// the requests' own events, not by a sleep that hopes they
+			// overlap. A fetcher that opened fewer connections than its
+			// limit would leave them waiting: the bounded wait fails it.
+			const total = 12
+			var mu sync.Mutex
+			cond := sync.NewCond(&mu)
+			cur, peak, done := 0, 0, 0
 			srv := newFakeRegistry(t, data, func(_ int, w http.ResponseWriter, r *http.Request) bool {
-				n := cur.Add(1)
-				defer cur.Add(-1)
-				for {
-					p := peak.Load()
-					if n <= p || peak.CompareAndSwap(p, n) {
-						break
-					}
+				mu.Lock()
+				defer mu.Unlock()
+				cur++
+				peak = max(peak, cur)
+				cond.Broadcast()
+				stop := context.AfterFunc(r.Context(), func() { mu.Lock(); cond.Broadcast(); mu.Unlock() })
+				defer stop()
+				timeout := time.AfterFunc(10*time.Second, func() { mu.Lock(); cond.Broadcast(); mu.Unlock() })
+				defer timeout.Stop()
+				deadline := time.Now().Add(10 * time.Second)
+				for cur < min(tc.limit, total-done) && r.Context().Err() == nil && time.Now().Before(deadline) {
+					cond.Wait()
 				}
-				time.Sleep(20 * time.Millisecond)
+				cur--
+				done++
 				return false
 			})
 			f := newTestFetcher(t, Config{MaxConnsPerHost: tc.limit, MaxRangesPerRequest: 1, CoalesceGap: -1})
 			b := mustBlob(t, f, srv.ref(), srv.desc())
 			var rs []Range
-			for i := range 12 {
+			for i := range total {
 				rs = append(rs, Range{int64(i) * 50_000, 100})
 			}
 			if _, err := b.ReadRanges(context.Background(), rs); err != nil {
 				t.Fatal(err)
 			}
-			if p := peak.Load(); p != int64(tc.limit) {
+			mu.Lock()
+			p := peak
+			mu.Unlock()
+			if p != tc.limit {
 				t.Fatalf("peak concurrency %d, want %d", p, tc.limit)
 			}
 		})

@@ -269,7 +269,7 @@ func TestRegistryStoppedMidRead(t *testing.T) {
 			if !r.Running() {
 				r.Restart()
 			}
-			wan := registry.StartWANProxy(t, r.URL(), registry.WANOptions{BandwidthBytesPerSec: 32 << 20})
+			wan := registry.StartWANProxy(t, r.URL(), registry.WANOptions{BandwidthBytesPerSec: 16 << 20})
 			tc.cfg.CacheDir = t.TempDir()
 			f := newTestFetcher(t, tc.cfg)
 			ref := wan.Host + "/fault/app:v1"

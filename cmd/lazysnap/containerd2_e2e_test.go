@@ -109,10 +109,10 @@ func (s *stack) runSmall(t *testing.T, ref, id string) {
 }
 
 // slowHosts returns a hosts directory through which the stack's registry
-// serves 16 MiB/s: the ~28 MB data layer takes about two seconds.
+// serves 8 MiB/s: the ~28 MB data layer takes about three seconds.
 func slowHosts(t *testing.T, s *stack) string {
 	t.Helper()
-	slow := registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{BandwidthBytesPerSec: 16 << 20})
+	slow := registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{BandwidthBytesPerSec: 8 << 20})
 	hosts := t.TempDir()
 	if _, err := registry.WriteHostsConfig(hosts, s.reg.Host, registry.Endpoint{URL: slow.URL}); err != nil {
 		t.Fatal(err)

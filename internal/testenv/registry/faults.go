@@ -206,7 +206,7 @@ func (p *WANProxy) redirect(w http.ResponseWriter, r *http.Request, f Faults) {
 	tok := hex.EncodeToString(b)
 	su := &signedURL{path: r.URL.Path, query: r.URL.RawQuery, auth: r.Header.Get("Authorization"), uses: f.RedirectUses}
 	if f.RedirectTTL > 0 {
-		su.expires = time.Now().Add(f.RedirectTTL)
+		su.expires = p.opts.Now().Add(f.RedirectTTL)
 	}
 	fs := &p.faults
 	fs.mu.Lock()
@@ -225,7 +225,7 @@ func (p *WANProxy) redeem(w http.ResponseWriter, r *http.Request) bool {
 	tok, ok := strings.CutPrefix(r.URL.Path, "/signed/")
 	fs.mu.Lock()
 	su := fs.signed[tok]
-	valid := ok && su != nil && su.uses > 0 && (su.expires.IsZero() || time.Now().Before(su.expires))
+	valid := ok && su != nil && su.uses > 0 && (su.expires.IsZero() || p.opts.Now().Before(su.expires))
 	if valid {
 		su.uses--
 	} else if su != nil {

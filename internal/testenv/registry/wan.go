@@ -28,13 +28,31 @@ type WANOptions struct {
 	// Transport forwards to the target; nil uses a plain transport
 	// (set one with the target's CA for an HTTPS target).
 	Transport http.RoundTripper
+	// Burst is how far the link may fall behind its schedule and still
+	// catch up: the credit of a sender that wakes late (a token bucket of
+	// Burst × bandwidth bytes). 0 means DefaultWANBurst.
+	Burst time.Duration
 	// Faults are the fault modes in force from the start (see SetFaults).
 	Faults Faults
+	// Now is the clock of the faults' time limits (Faults.RedirectTTL);
+	// nil is time.Now. Tests set it to expire locations without waiting.
+	Now func() time.Time
 }
+
+const (
+	// DefaultWANBurst is WANOptions.Burst's default.
+	DefaultWANBurst = 20 * time.Millisecond
+	// wanChunk is the unit of bandwidth accounting: each response write
+	// is paced in pieces of at most this many bytes.
+	wanChunk = 16 << 10
+	// wanCatchUp bounds how far behind its schedule a response under way
+	// may catch up (see throttle).
+	wanCatchUp = 250 * time.Millisecond
+)
 
 // WANStats are a WANProxy's counters.
 type WANStats struct {
-	Requests      int64 // requests forwarded
+	Requests      int64 // requests received
 	ResponseBytes int64 // response body bytes sent to clients
 	Connections   int64 // client connections accepted
 	// Fault counters (see Faults): blob requests held by Delay,
@@ -42,11 +60,34 @@ type WANStats struct {
 	Delayed, Resets, Redirects, Expired int64
 }
 
+// WANRequest is one request as it crossed a WANProxy (see Log). Times are
+// the proxy's clock, since its start or last Reset.
+type WANRequest struct {
+	At     time.Duration // arrival
+	Took   time.Duration // from arrival until the handler returned (the last response byte sent)
+	Method string
+	Path   string
+	Range  string // the Range header
+	Status int    // 0 until the response header is written
+	Bytes  int64  // response body bytes sent
+	// FirstByte and LastByte are when the first and the last response
+	// body byte were handed to the connection; zero if none was.
+	FirstByte, LastByte time.Duration
+	// InFlight is how many requests of the same run (since the same
+	// Reset) were in flight when it arrived, itself included: 1 means it
+	// waited for nobody's round trip and nobody waited for its.
+	InFlight int
+	Done     bool // the handler has returned
+}
+
 // WANProxy is a loopback plain-HTTP reverse proxy in front of a registry
-// that emulates a wide-area link: added round-trip delay, an optional shared
-// bandwidth cap, and counters of requests and bytes. It can also inject
-// faults into blob requests (SetFaults): delays, connection resets and
-// redirects to expiring signed-URL-like locations on StorageURL.
+// that emulates a wide-area link: a round trip added to every request and
+// to every new connection, an optional bandwidth cap shared by all
+// connections (a token bucket: one stream gets the whole rate, concurrent
+// streams share it), counters of requests and bytes, and a log of every
+// request (Log). It can also inject faults into blob requests (SetFaults):
+// delays, connection resets, stalls and redirects to expiring
+// signed-URL-like locations on StorageURL.
 type WANProxy struct {
 	// Host is the proxy's "127.0.0.1:<port>"; URL is "http://" + Host.
 	Host, URL string
@@ -63,7 +104,19 @@ type WANProxy struct {
 	conns    atomic.Int64
 
 	bwMu   sync.Mutex
-	bwNext time.Time
+	bwNext time.Time // when the link has sent every byte granted so far
+
+	// mu guards the log and the in-flight counts; idle is signalled when
+	// a request ends or the proxy is Reset.
+	mu      sync.Mutex
+	idle    *sync.Cond
+	start   time.Time
+	entries []*WANRequest
+	// inFlight counts the requests in flight by the run (generation, one
+	// per Reset) they arrived in: one that a stopped client left hanging
+	// must not make every request of a later run look concurrent.
+	inFlight map[int]int
+	gen      int
 
 	faults faultState
 }
@@ -84,7 +137,14 @@ func NewWANProxy(target string, opts WANOptions) (*WANProxy, error) {
 		ln.Close()
 		return nil, err
 	}
-	p := &WANProxy{opts: opts, ln: ln}
+	if opts.Burst <= 0 {
+		opts.Burst = DefaultWANBurst
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	p := &WANProxy{opts: opts, ln: ln, start: time.Now(), inFlight: map[int]int{}}
+	p.idle = sync.NewCond(&p.mu)
 	p.Host = ln.Addr().String()
 	p.URL = "http://" + p.Host
 	p.StorageURL = "http://" + sln.Addr().String()
@@ -111,7 +171,7 @@ func NewWANProxy(target string, opts WANOptions) (*WANProxy, error) {
 	newServer := func(storage bool) *http.Server {
 		return &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				p.serve(w, r, rp, storage)
+				p.handle(w, r, rp, storage)
 			}),
 			ConnContext:       withConn,
 			ReadHeaderTimeout: 30 * time.Second,
@@ -147,13 +207,120 @@ func (p *WANProxy) Stats() WANStats {
 		Delayed: f.delayed.Load(), Resets: f.resets.Load(), Redirects: f.redirects.Load(), Expired: f.expired.Load()}
 }
 
-// Reset zeroes the counters.
-func (p *WANProxy) Reset() {
+// Reset zeroes the counters, empties the log and restarts the log's clock:
+// a new run. It returns how many requests of earlier runs are still in
+// flight (their clients were stopped, say); they are not counted in the
+// new run's log or concurrency, though the bytes they still send are
+// counted in Stats.
+func (p *WANProxy) Reset() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.requests.Store(0)
 	p.bytes.Store(0)
 	p.conns.Store(0)
 	p.faults.resetCounters()
+	left := 0
+	for _, n := range p.inFlight {
+		left += n
+	}
+	p.entries, p.start = nil, time.Now()
+	p.gen++
+	p.idle.Broadcast()
+	return left
 }
+
+// Log returns the requests that arrived since the proxy started or was
+// last Reset, by arrival, those still in flight included (Done false).
+func (p *WANProxy) Log() []WANRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]WANRequest, len(p.entries))
+	for i, e := range p.entries {
+		out[i] = *e
+	}
+	return out
+}
+
+// WaitIdle blocks until no request that arrived since the last Reset is in
+// flight, or ctx ends. A client has a response's last byte a moment before
+// the proxy's handler returns; WaitIdle is how to know the proxy is done
+// with it too (its log entry complete, its in-flight count released).
+func (p *WANProxy) WaitIdle(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.idle.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.inFlight[p.gen] > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p.idle.Wait()
+	}
+	return nil
+}
+
+// handle logs one request and counts it in flight around serve.
+func (p *WANProxy) handle(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, storage bool) {
+	p.mu.Lock()
+	gen, start := p.gen, p.start
+	p.inFlight[gen]++
+	e := &WANRequest{At: time.Since(start), Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), InFlight: p.inFlight[gen]}
+	p.entries = append(p.entries, e)
+	p.mu.Unlock()
+	lw := &logWriter{ResponseWriter: w, p: p, e: e, start: start}
+	p.serve(lw, r, rp, storage)
+	p.mu.Lock()
+	if p.inFlight[gen]--; p.inFlight[gen] == 0 {
+		delete(p.inFlight, gen)
+	}
+	e.Took, e.Done = time.Since(start)-e.At, true
+	p.idle.Broadcast()
+	p.mu.Unlock()
+}
+
+// logWriter records a response in its log entry.
+type logWriter struct {
+	http.ResponseWriter
+	p     *WANProxy
+	e     *WANRequest
+	start time.Time
+}
+
+func (w *logWriter) WriteHeader(code int) {
+	w.p.mu.Lock()
+	if w.e.Status == 0 {
+		w.e.Status = code
+	}
+	w.p.mu.Unlock()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	if n > 0 {
+		at := time.Since(w.start)
+		w.p.mu.Lock()
+		if w.e.Status == 0 {
+			w.e.Status = http.StatusOK
+		}
+		if w.e.Bytes == 0 {
+			w.e.FirstByte = at
+		}
+		w.e.Bytes += int64(n)
+		w.e.LastByte = at
+		w.p.mu.Unlock()
+	}
+	return n, err
+}
+
+func (w *logWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // String describes the stats, for logs.
 func (s WANStats) String() string {
@@ -161,23 +328,47 @@ func (s WANStats) String() string {
 		s.Requests, s.ResponseBytes, s.Connections, s.Delayed, s.Resets, s.Redirects, s.Expired)
 }
 
-// throttle blocks until n bytes may pass the shared link.
-func (p *WANProxy) throttle(n int) {
+// throttle blocks until n more bytes of a response may cross the shared
+// link, and returns when they were due. prev is when the response's
+// previous bytes were due (zero for its first).
+//
+// The link is a token bucket shared by every connection: bwNext is when
+// it will have sent all the bytes granted so far, and each grant of n
+// bytes moves it on by n/bandwidth; a sender sleeps until its bytes' turn.
+// Sleeps overshoot (timer slack, and a sender that is not running at all
+// on a loaded machine). Had the schedule restarted from "now" after each
+// overshoot, every one would be lost, which capped one stream at about
+// half the rate. Instead the schedule may lag the clock: by up to Burst on
+// any grant (all the credit an idle link saves), and for a response that
+// is under way back to where its own previous grant was due (at most
+// wanCatchUp ago), so a sender that woke late sends its next bytes without
+// sleeping until it is back on its schedule. A response therefore never
+// gets more than the bandwidth over its lifetime, plus Burst.
+func (p *WANProxy) throttle(n int, prev time.Time) time.Time {
 	bw := p.opts.BandwidthBytesPerSec
 	if bw <= 0 || n <= 0 {
-		return
+		return time.Time{}
 	}
 	d := time.Duration(float64(n) / float64(bw) * float64(time.Second))
 	p.bwMu.Lock()
 	now := time.Now()
-	start := p.bwNext
-	if start.Before(now) {
-		start = now
+	floor := now.Add(-p.opts.Burst)
+	if !prev.IsZero() && prev.Before(floor) {
+		floor = prev
+		if limit := now.Add(-wanCatchUp); floor.Before(limit) {
+			floor = limit
+		}
 	}
-	p.bwNext = start.Add(d)
-	wait := p.bwNext.Sub(now)
+	if p.bwNext.Before(floor) {
+		p.bwNext = floor
+	}
+	p.bwNext = p.bwNext.Add(d)
+	due := p.bwNext
 	p.bwMu.Unlock()
-	time.Sleep(wait)
+	if wait := due.Sub(now); wait > 0 {
+		time.Sleep(wait)
+	}
+	return due
 }
 
 type wanWriter struct {
@@ -187,20 +378,20 @@ type wanWriter struct {
 	// bytes are sent; sent counts them.
 	resetAfter, sent int64
 	conn             net.Conn
+	due              time.Time // when the bytes of the last throttle were due
 }
 
 func (w *wanWriter) Write(b []byte) (int, error) {
-	const chunk = 16 << 10
 	written := 0
 	for len(b) > 0 {
-		n := min(len(b), chunk)
+		n := min(len(b), wanChunk)
 		if w.resetAfter >= 0 && w.sent+int64(n) > w.resetAfter {
 			if n = int(w.resetAfter - w.sent); n == 0 {
 				w.reset()
 				return written, errInjectedReset
 			}
 		}
-		w.p.throttle(n)
+		w.due = w.p.throttle(n, w.due)
 		// Count before writing so a client that has the bytes sees them
 		// counted; take back what was not written.
 		w.p.bytes.Add(int64(n))
