@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -30,15 +28,15 @@ type testManager struct {
 	srv  *http.Server
 }
 
-func newTestManager(t *testing.T, src layerSource) *testManager {
+func newTestManager(t *testing.T, src remote.Source) *testManager {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "lzm-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	tfs := newTrackedFS(newRemoteFS(src, dir, lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
-	ls := &layerService{fs: tfs, met: newMetrics("fuse-manager"), status: &statusServer{fs: tfs, src: statsSources{Layers: tfs.mountedLayers}}}
+	rfs := remote.New(src, remote.Options{Root: dir})
+	ls := &layerService{fs: rfs, root: dir, met: newMetrics("fuse-manager"), status: &statusServer{fs: rfs, src: statsSources{Layers: rfs.Layers}}}
 	if err := ls.met.register(ls.status.src); err != nil {
 		t.Fatal(err)
 	}
@@ -195,40 +193,20 @@ func TestClaimSocket(t *testing.T) {
 	}
 }
 
-// TestContentCleanupSpares: Cleanup (through the manager) removes the
-// content of layers that are not mounted, spares a layer being mounted,
-// and finishes removals a crash interrupted.
-func TestContentCleanupSpares(t *testing.T) {
+// TestManagerCleanup: Cleanup through the manager removes the content of
+// layers that are not mounted (what is spared: remote's TestCleanupSpares).
+func TestManagerCleanup(t *testing.T) {
 	m := newTestManager(t, failingSource{})
 	m.serve(t)
-	content := filepath.Join(m.ls.fs.root, "content")
-	unused := layerKey{blob: digest.Digest(hexDigest('c')), toc: digest.Digest(hexDigest('f'))}
-	mounting := layerKey{blob: digest.Digest(hexDigest('d')), toc: digest.Digest(hexDigest('f'))}
-	for _, d := range []string{unused.contentName(), mounting.contentName(), removingPrefix + hexDigest('e')[7:]} {
-		if err := os.MkdirAll(filepath.Join(content, d, "files", "usr"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := m.ls.fs.claim(mounting); err != nil {
+	content := filepath.Join(m.ls.root, "content")
+	if err := os.MkdirAll(filepath.Join(content, "sha256-"+hexDigest('c')[7:]+".sha256-"+hexDigest('f')[7:], "files", "usr"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	fs := &managerFS{c: newManagerClient(m.sock)}
 	if err := fs.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ents, _ := os.ReadDir(content)
-	if len(ents) != 1 || ents[0].Name() != mounting.contentName() {
-		var names []string
-		for _, e := range ents {
-			names = append(names, e.Name())
-		}
-		t.Fatalf("content after Cleanup: %v, want only the layer being mounted", names)
-	}
-	m.ls.fs.release(mounting)
-	if err := fs.Cleanup(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if ents, _ := os.ReadDir(content); len(ents) != 0 {
-		t.Fatalf("content after the mount ended and Cleanup ran again: %d entries", len(ents))
+		t.Fatalf("content after Cleanup: %d entries, want none", len(ents))
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/remote"
+	"github.com/opencontainers/go-digest"
 )
 
 // layerService is the half of lazysnap that serves layers: registry access,
@@ -20,7 +22,8 @@ import (
 // the FUSE mounts outlive a restart of serve.
 type layerService struct {
 	fetcher *fetcher.Fetcher
-	fs      *trackedFS
+	fs      *remote.FS
+	root    string // content directories live under root/content
 	met     *metrics
 	status  *statusServer
 }
@@ -70,24 +73,31 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 	if err != nil {
 		return nil, err
 	}
-	rfs := newTrackedFS(newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
-		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
-		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
-		FetchTimeout: timeout, OnReadLatency: met.observeRead,
-	}, log))
-	src := statsSources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.mountedLayers}
+	rfs := remote.New(remote.NewRegistrySource(f), remote.Options{
+		Root: cfg.Root,
+		Layer: lfs.Options{
+			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
+			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
+			FetchTimeout: timeout, OnReadLatency: met.observeRead,
+		},
+		OnError: func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
+		OnMount: func(l remote.LayerInfo) {
+			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
+		},
+	})
+	src := statsSources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers}
 	if err := met.register(src); err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &layerService{fetcher: f, fs: rfs, met: met,
+	return &layerService{fetcher: f, fs: rfs, root: cfg.Root, met: met,
 		status: &statusServer{fs: rfs, src: src, noPrefetch: cfg.Fetch.NoPrefetch, background: !cfg.Fetch.NoBackground}}, nil
 }
 
 // unmountAll unmounts every layer, detaching those still in use.
 func (l *layerService) unmountAll(ctx context.Context) error {
 	var errs []error
-	for _, m := range l.fs.mountedLayers() {
+	for _, m := range l.fs.Layers() {
 		if err := l.fs.Unmount(ctx, m.Mountpoint); err != nil {
 			if derr := syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH); derr != nil && !errors.Is(derr, syscall.EINVAL) {
 				errs = append(errs, fmt.Errorf("unmount %s: %w", m.Mountpoint, err))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,21 +92,13 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.gatherers, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
 }
 
-// mountedInfo is one mounted lazy layer.
-type mountedInfo struct {
-	Mountpoint string
-	Digest     digest.Digest
-	Ref        string // the image it was mounted for
-	Stats      lfs.Stats
-}
-
 // statsSources read the components' counters. A nil source contributes
 // nothing.
 type statsSources struct {
 	Registries     func() map[string]fetcher.HostStats // fetcher.Stats
 	RegistryErrors func() map[string]int64             // fetcher.ErrorStats
 	Cache          func() fetcher.CacheStats           // fetcher.CacheUsage
-	Layers         func() []mountedInfo                // the mounted lazy layers
+	Layers         func() []remote.LayerInfo           // the mounted lazy layers
 	Snapshotter    func() snapshotter.Stats            // snapshotter.Stats
 	Fallbacks      func() []snapshotter.Fallback       // snapshotter.Fallbacks
 }
@@ -255,7 +248,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 // layerTotals merges the layers by digest: a blob mounted at several
 // mountpoints (the same layer under different parents) is one series, its
 // counters summed and its done flags true only when true for every mount.
-func layerTotals(layers []mountedInfo) map[digest.Digest]lfs.Stats {
+func layerTotals(layers []remote.LayerInfo) map[digest.Digest]lfs.Stats {
 	out := make(map[digest.Digest]lfs.Stats, len(layers))
 	for _, l := range layers {
 		t, ok := out[l.Digest]

@@ -15,12 +15,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
-	"github.com/opencontainers/go-digest"
 )
 
 // The status endpoint. lazysnap serve always serves GET /status (JSON) and
@@ -38,77 +37,6 @@ func (c serveConfig) statusSocket() string {
 		return c.StatusAddress
 	}
 	return filepath.Join(filepath.Dir(c.Address), statusSocketName)
-}
-
-// mountedLayers lists remoteFS's mounted layers with their counters.
-func (r *remoteFS) mountedLayers() []mountedInfo {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]mountedInfo, 0, len(r.mounted))
-	for mp, ml := range r.mounted {
-		out = append(out, mountedInfo{Mountpoint: mp, Digest: ml.key.blob, Ref: ml.ref, Stats: ml.layer.Stats()})
-	}
-	return out
-}
-
-// trackedFS is the snapshotter's FileSystem: remoteFS, remembering for
-// status which image each mount was for, in the order of Mounts.
-type trackedFS struct {
-	*remoteFS
-
-	mu      sync.Mutex
-	seq     int
-	mounted map[string]mountRecord // by mountpoint
-}
-
-// mountRecord is one successful Mount call.
-type mountRecord struct {
-	seq    int // order of Mount calls: an image's layers mount bottom up
-	ref    string
-	digest digest.Digest
-}
-
-func newTrackedFS(r *remoteFS) *trackedFS {
-	return &trackedFS{remoteFS: r, mounted: map[string]mountRecord{}}
-}
-
-var (
-	_ snapshotter.FileSystem = (*trackedFS)(nil)
-	_ snapshotter.Usager     = (*trackedFS)(nil)
-)
-
-// Mount mounts through remoteFS and records a success. Failures are the
-// snapshotter's to list (snapshotter.Fallbacks), with those of the steps
-// before Mount.
-func (t *trackedFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
-	if err := t.remoteFS.Mount(ctx, mountpoint, labels); err != nil {
-		return err
-	}
-	src, err := snapshotter.ParseLayerSource(labels)
-	if err != nil {
-		return nil // remoteFS parsed them
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.seq++
-	t.mounted[mountpoint] = mountRecord{seq: t.seq, ref: src.Ref, digest: src.Digest}
-	return nil
-}
-
-// Unmount unmounts through remoteFS and forgets the mount.
-func (t *trackedFS) Unmount(ctx context.Context, mountpoint string) error {
-	err := t.remoteFS.Unmount(ctx, mountpoint)
-	t.mu.Lock()
-	delete(t.mounted, mountpoint)
-	t.mu.Unlock()
-	return err
-}
-
-// records returns a copy of the records.
-func (t *trackedFS) records() map[string]mountRecord {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return maps.Clone(t.mounted)
 }
 
 // statusReport is GET /status.
@@ -198,25 +126,19 @@ type snapshotterStatus struct {
 
 // statusServer assembles statusReports.
 type statusServer struct {
-	fs                     *trackedFS
+	fs                     *remote.FS
 	src                    statsSources
 	noPrefetch, background bool
 }
 
 func (s *statusServer) report(ctx context.Context) statusReport {
-	mounted := s.fs.records()
 	var layers []layerStatus
-	var mls []mountedInfo
+	var mls []remote.LayerInfo
 	if s.src.Layers != nil {
 		mls = s.src.Layers()
 	}
 	for _, m := range mls {
-		rec, ok := mounted[m.Mountpoint]
-		if !ok || rec.digest != m.Digest {
-			// mounted before it could be recorded: the layer's own record
-			rec = mountRecord{ref: m.Ref, digest: m.Digest, seq: math.MaxInt}
-		}
-		ls := layerStatus{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, ref: rec.ref, seq: rec.seq}
+		ls := layerStatus{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, ref: m.Ref, seq: m.Seq}
 		fillLayer(&ls, m, s.noPrefetch, s.background)
 		if u, err := s.fs.Usage(ctx, m.Mountpoint); err == nil {
 			ls.CacheBytes = u.Size
@@ -258,7 +180,7 @@ func snapshotterStatusOf(st snapshotter.Stats) *snapshotterStatus {
 }
 
 // fillLayer sets a mounted layer's counters and state.
-func fillLayer(ls *layerStatus, m mountedInfo, noPrefetch, background bool) {
+func fillLayer(ls *layerStatus, m remote.LayerInfo, noPrefetch, background bool) {
 	s := m.Stats
 	ls.Chunks, ls.ChunksPresent = s.Chunks, s.ChunksPresent
 	ls.FetchedPercent = 100

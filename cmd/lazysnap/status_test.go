@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -116,7 +116,7 @@ func TestFillLayer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ls layerStatus
-			fillLayer(&ls, mountedInfo{Stats: tc.st}, tc.noPrefetch, tc.background)
+			fillLayer(&ls, remote.LayerInfo{Stats: tc.st}, tc.noPrefetch, tc.background)
 			if ls.State != tc.state || ls.FetchedPercent != tc.pct {
 				t.Fatalf("state %q, %v%%; want %q, %v%%", ls.State, ls.FetchedPercent, tc.state, tc.pct)
 			}
@@ -262,8 +262,8 @@ func TestStatsCollector(t *testing.T) {
 			return fetcher.CacheStats{Bytes: 500, Entries: 5, MaxBytes: 1 << 20, MemBytes: 50, MemEntries: 1,
 				Hits: 10, MemHits: 4, Misses: 6, Evictions: 2, Corrupt: 1, WriteErrs: 1}
 		},
-		Layers: func() []mountedInfo {
-			return []mountedInfo{
+		Layers: func() []remote.LayerInfo {
+			return []remote.LayerInfo{
 				{Mountpoint: "/m1", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 4, FetchedBytes: 400, Requests: 2, FuseReads: 9, Errors: 1, PrefetchDone: true}},
 				{Mountpoint: "/m2", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 10, FetchedBytes: 1000, Requests: 3, PassthroughOpens: 2, PrefetchDone: true, BackgroundDone: true}},
 				{Mountpoint: "/m3", Digest: dB, Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1, PrefetchDone: true, BackgroundDone: true}},
@@ -377,7 +377,7 @@ lazysnap_build_info{version="dev"} 1
 // layers of their image, or as an image of their own; a failed Mount is
 // not recorded as mounted.
 func TestStatusFallbacks(t *testing.T) {
-	tfs := newTrackedFS(newRemoteFS(failingSource{}, t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	tfs := remote.New(failingSource{}, remote.Options{Root: t.TempDir()})
 	labels := map[string]string{
 		snapshotter.LabelCRIImageRef:    "reg.example/app:1",
 		snapshotter.LabelCRILayerDigest: hexDigest('a'),
@@ -385,16 +385,16 @@ func TestStatusFallbacks(t *testing.T) {
 	if err := tfs.Mount(context.Background(), "/nowhere", labels); err == nil {
 		t.Fatal("mount of a layer whose manifest cannot be read succeeded")
 	}
-	if mounted := tfs.records(); len(mounted) != 0 {
+	if mounted := tfs.Layers(); len(mounted) != 0 {
 		t.Fatalf("a failed mount was recorded: %+v", mounted)
 	}
 	fbs := []snapshotter.Fallback{
 		{Ref: "reg.example/app:1", Digest: hexDigest('a'), Reason: snapshotter.ReasonMountError, Err: "registry down"},
 		{Ref: "reg.example/other:1", Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Reason: snapshotter.ReasonInvalidLabels, Err: "bad digest"},
 	}
-	mls := []mountedInfo{{Mountpoint: "/mnt/b", Digest: digest.Digest(hexDigest('b')), Ref: "reg.example/app:1", Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1}}}
+	mls := []remote.LayerInfo{{Mountpoint: "/mnt/b", Digest: digest.Digest(hexDigest('b')), Ref: "reg.example/app:1", Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1}}}
 	rep := (&statusServer{fs: tfs, src: statsSources{
-		Layers:    func() []mountedInfo { return mls },
+		Layers:    func() []remote.LayerInfo { return mls },
 		Fallbacks: func() []snapshotter.Fallback { return fbs },
 	}}).report(context.Background())
 	if len(rep.Images) != 2 || rep.Images[0].Ref != "reg.example/app:1" || len(rep.Images[0].Layers) != 2 ||
@@ -406,7 +406,7 @@ func TestStatusFallbacks(t *testing.T) {
 	}
 }
 
-// failingSource is a layerSource whose manifest lookup fails, or returns
+// failingSource is a remote.Source whose manifest lookup fails, or returns
 // desc when set.
 type failingSource struct{ desc *ocispec.Descriptor }
 
@@ -417,7 +417,7 @@ func (s failingSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 	return ocispec.Descriptor{}, fmt.Errorf("%s: registry down", ref)
 }
 
-func (failingSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error) {
+func (failingSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (remote.Blob, error) {
 	return nil, fmt.Errorf("registry down")
 }
 

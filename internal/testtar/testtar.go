@@ -154,3 +154,15 @@ func Xattrs(h *tar.Header) map[string]string {
 	}
 	return x
 }
+
+// Files builds a tar of regular files (name → content), mode 0755.
+func Files(files [][2]string) []byte {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, f := range files {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f[0], Mode: 0o755, Size: int64(len(f[1]))})
+		tw.Write([]byte(f[1]))
+	}
+	tw.Close()
+	return b.Bytes()
+}

@@ -1,4 +1,4 @@
-package main
+package remote
 
 import (
 	"archive/tar"
@@ -13,6 +13,7 @@ import (
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // smallFilesTar is a tar of n small files (the TOC grows with n).
@@ -78,7 +79,7 @@ func TestOpenLayerRequests(t *testing.T) {
 			requests := func() int64 { return f.Stats()[r.Host].Requests }
 			desc := img.Layers[0]
 			desc.Size = 0
-			b, er, err := openLayer(context.Background(), fetcherSource{f}, img.Ref, desc, toc)
+			b, er, err := openLayer(NewRegistrySource(f), img.Ref, desc, toc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,8 +133,19 @@ func TestOpenLayerRequests(t *testing.T) {
 	}
 	t.Run("wrong TOC digest", func(t *testing.T) {
 		img, _, _, f := pushSmallFiles(t, r, hosts, 3)
-		if _, _, err := openLayer(context.Background(), fetcherSource{f}, img.Ref, img.Layers[0], digest.FromString("other")); !errors.Is(err, estargz.ErrVerify) {
+		if _, _, err := openLayer(NewRegistrySource(f), img.Ref, img.Layers[0], digest.FromString("other")); !errors.Is(err, estargz.ErrVerify) {
 			t.Fatalf("open with a wrong TOC digest: %v, want ErrVerify", err)
 		}
 	})
+}
+
+// openLayer opens a layer blob and its TOC, verified against toc, as Mount
+// does.
+func openLayer(src Source, ref string, desc ocispec.Descriptor, toc digest.Digest) (Blob, *estargz.Reader, error) {
+	b, err := src.Blob(context.Background(), ref, desc)
+	if err != nil {
+		return nil, nil, err
+	}
+	er, err := openBlob(b, toc)
+	return b, er, err
 }

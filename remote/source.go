@@ -1,4 +1,4 @@
-package main
+package remote
 
 import (
 	"context"
@@ -10,14 +10,37 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// fetcherSource is the layerSource of a real registry.
+// Blob is a layer blob opened for range reads.
+type Blob interface {
+	lfs.BlobReader
+	io.ReaderAt
+	Size() int64
+}
+
+// Source is where an FS finds layers: a registry (NewRegistrySource).
+type Source interface {
+	// Layer finds the layer's descriptor, with its annotations, in the
+	// image ref names.
+	Layer(ctx context.Context, ref string, layer digest.Digest) (ocispec.Descriptor, error)
+	// Blob opens the layer blob for range reads.
+	Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (Blob, error)
+}
+
+// fetcherSource is the Source of a real registry.
 type fetcherSource struct{ f *fetcher.Fetcher }
 
-var _ layerSource = fetcherSource{}
+var _ Source = fetcherSource{}
+
+// NewRegistrySource returns the Source of the registries f reaches. Its
+// blobs read the layer's tail (the footer and, for small layers, the
+// whole TOC) in the request that opens them, and serve later reads that
+// reach into the tail from memory.
+func NewRegistrySource(f *fetcher.Fetcher) Source { return fetcherSource{f} }
 
 // mountTailSize is how much of a layer's end its first request reads: the
 // footer and, for small layers, the whole TOC, so that mounting costs one
@@ -29,7 +52,7 @@ const mountTailSize = 64 << 10
 
 // Blob opens the blob and reads its tail in the same request (which also
 // tells the size, when the labels did not).
-func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (blob, error) {
+func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (Blob, error) {
 	b, tail, err := s.f.BlobWithTail(ctx, ref, desc, mountTailSize)
 	if err != nil {
 		return nil, err
@@ -140,33 +163,6 @@ func (t *tailBlob) trimTail(n int) {
 		t.off += int64(len(t.tail) - n)
 		t.tail = append([]byte(nil), t.tail[len(t.tail)-n:]...)
 	}
-}
-
-// openLayer opens a layer blob and its TOC, verified against toc: one
-// request for the tail of the blob, and one more for the rest of the TOC
-// when it is larger than the tail.
-func openLayer(ctx context.Context, src layerSource, ref string, desc ocispec.Descriptor, toc digest.Digest) (blob, *estargz.Reader, error) {
-	b, err := src.Blob(ctx, ref, desc)
-	if err != nil {
-		return nil, nil, err
-	}
-	er, err := openBlob(b, toc)
-	return b, er, err
-}
-
-// openBlob opens the TOC of an open blob, verified against toc, taking
-// what it can from the blob's tail when it has one.
-func openBlob(b blob, toc digest.Digest) (*estargz.Reader, error) {
-	tb, _ := b.(*tailBlob)
-	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
-	if tb != nil {
-		opts = append(opts, estargz.WithTail(tb.Tail()))
-	}
-	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
-	if tb != nil {
-		tb.trimTail(mountTailSize)
-	}
-	return er, err
 }
 
 // Layer resolves ref (picking this platform's manifest from an index) and

@@ -1,4 +1,4 @@
-package main
+package remote
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,8 +16,8 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -34,7 +33,7 @@ func pushLazyImage(t testing.TB, r *registry.Registry, repo string, n int) (ref 
 	p := r.Pusher()
 	for i := range n {
 		var blob bytes.Buffer
-		tarb := tarOf(t, [][2]string{{fmt.Sprintf("layer%d", i), strings.Repeat(fmt.Sprintf("content of layer %d\n", i), 100)}})
+		tarb := testtar.Files([][2]string{{fmt.Sprintf("layer%d", i), strings.Repeat(fmt.Sprintf("content of layer %d\n", i), 100)}})
 		res, err := estargz.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarb), 0, int64(len(tarb))))
 		if err != nil {
 			t.Fatal(err)
@@ -106,16 +105,16 @@ func TestWarmNeighbours(t *testing.T) {
 	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
 		t.Fatal(err)
 	}
-	newFS := func(t *testing.T) (*remoteFS, *fetcher.Fetcher) {
+	newFS := func(t *testing.T) (*FS, *fetcher.Fetcher) {
 		f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
-		rfs := newRemoteFS(fetcherSource{f}, t.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		rfs := New(NewRegistrySource(f), Options{Root: t.TempDir()})
 		return rfs, f
 	}
-	mount := func(t *testing.T, rfs *remoteFS, labels map[string]string) (string, error) {
+	mount := func(t *testing.T, rfs *FS, labels map[string]string) (string, error) {
 		mp := t.TempDir()
 		err := rfs.Mount(context.Background(), mp, labels)
 		if err == nil {
@@ -123,7 +122,7 @@ func TestWarmNeighbours(t *testing.T) {
 		}
 		return mp, err
 	}
-	waitWarm := func(rfs *remoteFS) {
+	waitWarm := func(rfs *FS) {
 		rfs.warm.mu.Lock()
 		var pending []*warmLayer
 		for _, wl := range rfs.warm.m {
@@ -273,7 +272,7 @@ func BenchmarkMountImageWAN(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				rfs := newRemoteFS(fetcherSource{f}, b.TempDir(), lfs.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				rfs := New(NewRegistrySource(f), Options{Root: b.TempDir()})
 				if !warm {
 					rfs.warm = nil
 				}

@@ -1,4 +1,4 @@
-package main
+package remote
 
 import (
 	"context"
@@ -33,7 +33,7 @@ const (
 
 // warmer reads layers ahead of their Mount. A nil warmer reads none.
 type warmer struct {
-	src layerSource
+	src Source
 	ttl time.Duration
 	sem chan struct{}
 
@@ -44,11 +44,11 @@ type warmer struct {
 // warmLayer is one layer being (or having been) read ahead.
 type warmLayer struct {
 	done chan struct{} // closed when b and err are set
-	b    blob
+	b    Blob
 	err  error
 }
 
-func newWarmer(src layerSource) *warmer {
+func newWarmer(src Source) *warmer {
 	return &warmer{src: src, ttl: warmTTL, sem: make(chan struct{}, warmParallel), m: map[digest.Digest]*warmLayer{}}
 }
 
@@ -105,7 +105,7 @@ func (w *warmer) drop(d digest.Digest, wl *warmLayer) {
 // progress. It returns nil when no read was started, it failed (the Mount
 // then reads the layer itself and reports its own error), or ctx ended
 // first.
-func (w *warmer) take(ctx context.Context, d digest.Digest) blob {
+func (w *warmer) take(ctx context.Context, d digest.Digest) Blob {
 	if w == nil {
 		return nil
 	}

@@ -1,0 +1,55 @@
+// Package remote is the lazy mount: it implements snapshotter.FileSystem
+// (FS) over a registry (Source, NewRegistrySource over a fetcher.Fetcher),
+// the layer formats, and fs's FUSE layer filesystem.
+//
+// # Concepts
+//
+// Mount reads what the snapshot's labels say of a layer (image reference,
+// blob digest, and the digest of the layer's index when the manifest
+// annotates it), picks the layer's Format from its descriptor (pickFormat
+// is the only code that knows every format), opens the blob (one request
+// for its tail, which holds the eStargz footer and, for small layers, the
+// whole TOC), reads and verifies the index against its digest, and mounts
+// an fs.Layer at the mountpoint. The layer's chunks are fetched when read,
+// verified against the index, and stored in sparse content files under
+// Options.Root/content, in a directory named by the blob digest together
+// with the index digest: what the Mount verified (see FS for why the blob
+// digest alone is not enough).
+//
+// A Format is one lazily loadable layer format: the digest its descriptor
+// names for the index (IndexDigest) and how the index is read and verified
+// (Open). eStargz is the one format today; another is one more Format
+// listed in formats.
+//
+// When the first layer of an image is mounted, its labels list the layers
+// above it: the FS reads their tails and TOCs in the background (the
+// warmer), so that their Mounts, which containerd makes one after another,
+// need no round trip. Nothing read ahead is trusted: each Mount verifies
+// its index against its own labels.
+//
+// Layers lists the mounted layers with their fs.Stats, for status and
+// metrics.
+//
+// # Errors
+//
+// Mount's errors wrap a snapshotter.Reason, so that the snapshotter falls
+// back to an ordinary pull and counts it: ReasonVerification when an index
+// does not match its digest, or a mounted blob is named with another index;
+// ReasonNotLazy when the layer is in no format, or its index is malformed;
+// the fetcher's errors otherwise. Check and Usage of a mountpoint that has
+// no layer return ErrNotMounted. The package does not log: read failures
+// and mounts are reported through Options.OnError and Options.OnMount.
+//
+// # Concurrency
+//
+// Every method of FS may be called concurrently, for different
+// mountpoints; Mounts of the same layer at different mountpoints share its
+// content directory (the same verified bytes). Mount does not keep its ctx
+// (a Prepare request's) beyond its return: the blob, prefetch and
+// background fetch run detached from it until Unmount.
+package remote
+
+import "errors"
+
+// ErrNotMounted: no layer is mounted at the mountpoint.
+var ErrNotMounted = errors.New("remote: no layer mounted")

@@ -1,0 +1,114 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Format is one lazily loadable layer format: how a layer's descriptor
+// names the digest of its index, and how the index is read from the blob
+// and verified against it. A new format is one more implementation, listed
+// in formats.
+type Format interface {
+	// Name names the format in status and errors ("estargz").
+	Name() string
+	// IndexDigest returns the digest that the layer's index is verified
+	// against, from its descriptor; ok is false when desc is not a layer
+	// of this format. A descriptor that claims the format but names no
+	// valid digest is an error wrapping snapshotter.ReasonNotLazy.
+	IndexDigest(desc ocispec.Descriptor) (d digest.Digest, ok bool, err error)
+	// Open reads the layer's index from b, verified against d. Its errors
+	// wrap snapshotter.ReasonVerification when the index is not the one d
+	// names, snapshotter.ReasonNotLazy when the blob is not a valid layer
+	// of this format, and are the blob's errors otherwise.
+	Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, error)
+}
+
+// formats are the formats Mount tries, in order: the only place that
+// knows them all.
+func formats() []Format { return []Format{estargzFormat{}} }
+
+// pickFormat returns the format of the layer desc describes, with the
+// digest its index is verified against.
+func pickFormat(desc ocispec.Descriptor) (Format, digest.Digest, error) {
+	for _, f := range formats() {
+		d, ok, err := f.IndexDigest(desc)
+		if err != nil {
+			return nil, "", fmt.Errorf("layer %s: %w", desc.Digest, err)
+		}
+		if ok {
+			return f, d, nil
+		}
+	}
+	return nil, "", fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (it has no %s annotation)",
+		snapshotter.ReasonNotLazy, desc.Digest, desc.MediaType, estargz.TOCJSONDigestAnnotation)
+}
+
+// descriptorFromLabels is the layer's descriptor when the labels carry
+// what its format needs, so that Mount need not read the manifest.
+func descriptorFromLabels(src snapshotter.LayerSource) (ocispec.Descriptor, bool) {
+	if src.TOCDigest == "" {
+		return ocispec.Descriptor{}, false
+	}
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
+		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}, true
+}
+
+// estargzFormat is eStargz: a gzip layer whose TOC (a JSON index of its
+// files and chunks) sits at its end, found by its footer, verified against
+// the TOC digest annotation.
+type estargzFormat struct{}
+
+func (estargzFormat) Name() string { return "estargz" }
+
+func (estargzFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, error) {
+	v, ok := desc.Annotations[estargz.TOCJSONDigestAnnotation]
+	if !ok {
+		return "", false, nil
+	}
+	d, err := digest.Parse(v)
+	if err != nil {
+		return "", true, fmt.Errorf("%w: %s=%q: %w", snapshotter.ReasonNotLazy, estargz.TOCJSONDigestAnnotation, v, err)
+	}
+	return d, true, nil
+}
+
+func (estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*index.Index, error) {
+	er, err := openBlob(b, toc)
+	switch {
+	case errors.Is(err, estargz.ErrVerify):
+		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
+	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge):
+		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
+	case err != nil:
+		return nil, err
+	}
+	idx, err := index.Build(er.TOC())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
+	}
+	return idx, nil
+}
+
+// openBlob opens the TOC of an open blob, verified against toc, taking
+// what it can from the blob's tail when it has one.
+func openBlob(b Blob, toc digest.Digest) (*estargz.Reader, error) {
+	tb, _ := b.(*tailBlob)
+	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
+	if tb != nil {
+		opts = append(opts, estargz.WithTail(tb.Tail()))
+	}
+	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	if tb != nil {
+		tb.trimTail(mountTailSize)
+	}
+	return er, err
+}

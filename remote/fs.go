@@ -1,0 +1,363 @@
+package remote
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/containerd/containerd/snapshots"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Options configures an FS.
+type Options struct {
+	// Root holds the layers' verified file contents, under Root/content.
+	Root string
+	// Layer are the options of every mounted layer; Name, ContentDir and
+	// OnError are set per layer.
+	Layer lfs.Options
+	// OnError, if set, receives every failed read of a mounted layer
+	// (the reader sees EIO), with the layer's blob digest.
+	OnError func(layer digest.Digest, err error)
+	// OnMount, if set, is called once a layer is mounted.
+	OnMount func(LayerInfo)
+}
+
+// FS mounts layers lazily: the snapshotter's FileSystem (also a
+// snapshotter.Usager and snapshotter.Cleaner).
+//
+// Local state is keyed by what a Mount verified, never by the blob digest
+// alone: in lazy mode the blob digest is only a name (the index digest is
+// what is checked), so a registry or mirror may serve other bytes under a
+// digest another image uses. A layer's verified file contents live under
+// Root/content/<blob digest>.<index digest>, and a blob mounted with one
+// index refuses a Mount naming another (a blob has exactly one index, so
+// one of the two is lying; the refused one falls back to an ordinary
+// pull, which containerd verifies against the blob digest). The fetcher's
+// chunk cache is keyed by blob digest and range and is not trusted: every
+// chunk is verified against the mounting layer's index before it is
+// stored or served, and a cached range that fails is invalidated and
+// fetched again.
+type FS struct {
+	src  Source
+	opts Options
+
+	mu       sync.Mutex
+	seq      int                      // Mounts so far: orders LayerInfo
+	mounted  map[string]*mountedLayer // by mountpoint
+	mounting map[layerKey]int         // Mounts in progress: Cleanup spares their content
+	warm     *warmer                  // reads ahead the layers above one being mounted
+}
+
+var (
+	_ snapshotter.FileSystem = (*FS)(nil)
+	_ snapshotter.Usager     = (*FS)(nil)
+	_ snapshotter.Cleaner    = (*FS)(nil)
+)
+
+// layerKey names a layer by what its Mount verifies: the blob digest
+// together with the digest of its index (the eStargz TOC digest).
+type layerKey struct {
+	blob, index digest.Digest
+}
+
+// contentName is the content directory of a layer: both digests, each
+// algorithm-hex, so that no two keys share a directory.
+func (k layerKey) contentName() string {
+	return k.blob.Algorithm().String() + "-" + k.blob.Encoded() + "." + k.index.Algorithm().String() + "-" + k.index.Encoded()
+}
+
+type mountedLayer struct {
+	key    layerKey
+	ref    string // the image it was mounted for
+	format string
+	seq    int
+	layer  *lfs.Layer
+	mount  *lfs.Mount
+}
+
+// LayerInfo is one mounted layer.
+type LayerInfo struct {
+	Mountpoint string
+	Digest     digest.Digest // the blob's
+	Ref        string        // the image it was mounted for
+	Format     string        // Format.Name
+	// Seq orders the Mounts (containerd mounts an image's layers bottom
+	// up); it restarts with the process.
+	Seq   int
+	Stats lfs.Stats
+}
+
+// New returns an FS reading layers from src.
+func New(src Source, opts Options) *FS {
+	return &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src)}
+}
+
+// Mount mounts the layer named by labels at mountpoint. Errors wrap a
+// snapshotter.Reason so that the snapshotter counts fallbacks by cause.
+func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	src, err := snapshotter.ParseLayerSource(labels)
+	if err != nil {
+		return err
+	}
+	dg := src.Digest
+	r.warm.start(src, r.busy)
+	desc, err := r.descriptor(ctx, src)
+	if err != nil {
+		return err
+	}
+	f, indexDigest, err := pickFormat(desc)
+	if err != nil {
+		return err
+	}
+	key := layerKey{blob: dg, index: indexDigest}
+	if err := r.claim(key); err != nil {
+		return err
+	}
+	defer r.release(key)
+	b := r.warm.take(ctx, dg)
+	if b == nil {
+		// ctx is the Prepare request's; the blob outlives it
+		if b, err = r.src.Blob(context.WithoutCancel(ctx), src.Ref, desc); err != nil {
+			return fmt.Errorf("layer %s: %w", dg, err)
+		}
+	}
+	idx, err := f.Open(ctx, b, indexDigest)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", dg, err)
+	}
+	opts := r.opts.Layer
+	opts.Name, opts.ContentDir = dg.String(), filepath.Join(r.opts.Root, "content", key.contentName(), "files")
+	if r.opts.OnError != nil {
+		opts.OnError = func(err error) { r.opts.OnError(dg, err) }
+	}
+	l, err := lfs.NewLayer(idx, b, opts)
+	if err != nil {
+		return err
+	}
+	l.Start() // prefetch need not wait for the FUSE mount
+	m, err := l.Mount(mountpoint)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	r.mu.Lock()
+	r.seq++
+	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m}
+	r.mounted[mountpoint] = ml
+	r.mu.Unlock()
+	if r.opts.OnMount != nil {
+		r.opts.OnMount(ml.info(mountpoint))
+	}
+	return nil
+}
+
+func (ml *mountedLayer) info(mountpoint string) LayerInfo {
+	return LayerInfo{Mountpoint: mountpoint, Digest: ml.key.blob, Ref: ml.ref, Format: ml.format, Seq: ml.seq, Stats: ml.layer.Stats()}
+}
+
+// claim registers a Mount of key in progress, or refuses it when the blob
+// is mounted, or being mounted, with another index.
+func (r *FS) claim(key layerKey) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	other := func(k layerKey) error {
+		if k.blob == key.blob && k.index != key.index {
+			return fmt.Errorf("%w: layer %s: this image names TOC %s, but the blob is mounted with TOC %s; a blob has one TOC, so one of the two images' registries serves other bytes under this digest",
+				snapshotter.ReasonVerification, key.blob, key.index, k.index)
+		}
+		return nil
+	}
+	for k := range r.mounting {
+		if err := other(k); err != nil {
+			return err
+		}
+	}
+	for _, ml := range r.mounted {
+		if err := other(ml.key); err != nil {
+			return err
+		}
+	}
+	r.mounting[key]++
+	return nil
+}
+
+// release ends a Mount in progress that claim registered.
+func (r *FS) release(key layerKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mounting[key]--; r.mounting[key] <= 0 {
+		delete(r.mounting, key)
+	}
+}
+
+// busy reports whether a layer of blob dg is mounted or being mounted.
+func (r *FS) busy(dg digest.Digest) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.mounting {
+		if k.blob == dg {
+			return true
+		}
+	}
+	for _, ml := range r.mounted {
+		if ml.key.blob == dg {
+			return true
+		}
+	}
+	return false
+}
+
+// descriptor returns the layer's descriptor: from the labels when they
+// carry what a format needs (containerd passes the manifest's
+// containerd.io/snapshot/ annotations, the eStargz TOC digest among them),
+// else from the manifest in the registry.
+func (r *FS) descriptor(ctx context.Context, src snapshotter.LayerSource) (ocispec.Descriptor, error) {
+	if d, ok := descriptorFromLabels(src); ok {
+		return d, nil
+	}
+	desc, err := r.src.Layer(ctx, src.Ref, src.Digest)
+	if err != nil {
+		return desc, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
+	}
+	return desc, nil
+}
+
+// removingPrefix names content directories being removed.
+const removingPrefix = ".removing-"
+
+// Cleanup removes the content directories (the verified file contents) of
+// the layers that are neither mounted nor being mounted: what the
+// snapshots of removed images leave. Each is renamed away under the lock,
+// so that a later Mount of the layer starts afresh, and removed after; a
+// crash in between leaves a name the next Cleanup removes.
+func (r *FS) Cleanup(ctx context.Context) error {
+	dir := filepath.Join(r.opts.Root, "content")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var (
+		errs  []error
+		trash []string
+	)
+	r.mu.Lock()
+	used := map[string]bool{}
+	for _, ml := range r.mounted {
+		used[ml.key.contentName()] = true
+	}
+	for k := range r.mounting {
+		used[k.contentName()] = true
+	}
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, removingPrefix):
+			trash = append(trash, filepath.Join(dir, name))
+		case !used[name]:
+			t := filepath.Join(dir, removingPrefix+name)
+			if err := os.Rename(filepath.Join(dir, name), t); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			trash = append(trash, t)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range trash {
+		if err := os.RemoveAll(t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Check reports whether the layer at mountpoint is still served.
+func (r *FS) Check(ctx context.Context, mountpoint string, labels map[string]string) error {
+	r.mu.Lock()
+	ml, ok := r.mounted[mountpoint]
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w at %s", ErrNotMounted, mountpoint)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mountpoint, &st); err != nil {
+		return fmt.Errorf("layer %s: %w", ml.key.blob, err)
+	}
+	return nil
+}
+
+// Unmount unmounts the layer at mountpoint.
+func (r *FS) Unmount(ctx context.Context, mountpoint string) error {
+	r.mu.Lock()
+	ml, ok := r.mounted[mountpoint]
+	delete(r.mounted, mountpoint)
+	r.mu.Unlock()
+	if !ok {
+		// not ours (any more): make sure nothing stays mounted there
+		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			return err
+		}
+		return nil
+	}
+	err := ml.mount.Unmount()
+	ml.layer.Close()
+	return err
+}
+
+// Layers lists the mounted layers with their counters, in Mount order.
+func (r *FS) Layers() []LayerInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]LayerInfo, 0, len(r.mounted))
+	for mp, ml := range r.mounted {
+		out = append(out, ml.info(mp))
+	}
+	slices.SortFunc(out, func(a, b LayerInfo) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Mountpoint, b.Mountpoint))
+	})
+	return out
+}
+
+// Usage reports the local disk a mounted layer takes: its verified file
+// contents (the compressed chunk cache is shared between layers and is
+// reported by the cache metrics instead).
+func (r *FS) Usage(ctx context.Context, mountpoint string) (snapshots.Usage, error) {
+	r.mu.Lock()
+	ml, ok := r.mounted[mountpoint]
+	r.mu.Unlock()
+	if !ok {
+		return snapshots.Usage{}, fmt.Errorf("%w at %s", ErrNotMounted, mountpoint)
+	}
+	var u snapshots.Usage
+	dir := filepath.Join(r.opts.Root, "content", ml.key.contentName(), "files")
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return err
+		}
+		u.Inodes++
+		u.Size += st.Blocks * 512 // allocated, not apparent: content files are sparse
+		return nil
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	return u, err
+}
