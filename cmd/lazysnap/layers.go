@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lazysnap/lazysnap/index"
 	"log/slog"
 	"path/filepath"
 	"syscall"
@@ -70,11 +71,13 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 	if err != nil {
 		return nil, err
 	}
-	rfs := newTrackedFS(newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
+	remote := newRemoteFS(fetcherSource{f}, cfg.Root, lfs.Options{
 		NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 		BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
 		FetchTimeout: timeout, OnReadLatency: met.observeRead,
-	}, log))
+	}, log)
+	remote.maxEntries, remote.indexMem = cfg.Index.MaxEntries, index.NewBudget(cfg.Index.MaxMemoryBytes)
+	rfs := newTrackedFS(remote)
 	src := statsSources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.mountedLayers}
 	if err := met.register(src); err != nil {
 		f.Close()

@@ -56,12 +56,18 @@ type remoteFS struct {
 	mounted  map[string]*mountedLayer // by mountpoint
 	mounting map[digest.Digest]int    // Mounts in progress, by layer: Cleanup spares their content
 	warm     *warmer                  // reads ahead the layers above one being mounted
+	// maxEntries caps a layer's TOC entries (0: estargz's default);
+	// indexMem the memory of the mounted layers' indexes (nil: no cap).
+	// Layers past either are pulled instead ([index] in the config).
+	maxEntries int
+	indexMem   *index.Budget
 }
 
 type mountedLayer struct {
 	digest digest.Digest
 	layer  *lfs.Layer
 	mount  *lfs.Mount
+	mem    int64 // reserved in remoteFS.indexMem
 }
 
 func newRemoteFS(src layerSource, root string, opts lfs.Options, log *slog.Logger) *remoteFS {
@@ -82,17 +88,23 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 	defer r.markMounting(dg, -1)
 	r.warm.start(src, r.busy)
 	contentDir := filepath.Join(r.root, "content", dg.Encoded())
-	desc, b, er, err := r.open(ctx, contentDir, src)
+	desc, b, idx, err := r.open(ctx, contentDir, src)
 	if err != nil {
 		return err
 	}
 	if err := r.remember(contentDir, src.Ref, desc); err != nil {
 		return err
 	}
-	idx, err := index.Build(er.TOC())
-	if err != nil {
+	mem := int64(idx.MemoryBytes())
+	if err := r.indexMem.Reserve(mem); err != nil {
 		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	}
+	mounted := false
+	defer func() {
+		if !mounted {
+			r.indexMem.Release(mem)
+		}
+	}()
 	opts := r.opts
 	opts.Name, opts.ContentDir = dg.String(), filepath.Join(contentDir, "files")
 	opts.OnError = func(err error) { r.log.ErrorContext(bg, "layer read failed", "layer", dg, "error", err) }
@@ -107,15 +119,17 @@ func (r *remoteFS) Mount(ctx context.Context, mountpoint string, labels map[stri
 		return err
 	}
 	r.mu.Lock()
-	r.mounted[mountpoint] = &mountedLayer{digest: dg, layer: l, mount: m}
+	r.mounted[mountpoint] = &mountedLayer{digest: dg, layer: l, mount: m, mem: mem}
 	r.mu.Unlock()
+	mounted = true
 	r.log.InfoContext(ctx, "layer mounted lazily", "layer", dg, "ref", src.Ref, "inodes", idx.Len(), "mountpoint", mountpoint)
 	return nil
 }
 
 // open opens the layer's blob, the warmer's when it read the layer ahead,
-// and its TOC, verified against the layer's TOC digest.
-func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.LayerSource) (ocispec.Descriptor, blob, *estargz.Reader, error) {
+// and its TOC, verified against the layer's TOC digest, decoded into an
+// index.
+func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.LayerSource) (ocispec.Descriptor, blob, *index.Index, error) {
 	dg := src.Digest
 	desc, err := r.descriptor(ctx, contentDir, src)
 	if err != nil {
@@ -132,16 +146,35 @@ func (r *remoteFS) open(ctx context.Context, contentDir string, src snapshotter.
 			return desc, nil, nil, fmt.Errorf("layer %s: %w", dg, err)
 		}
 	}
-	er, err := openBlob(b, toc)
+	idx, err := openIndex(b, toc, r.maxEntries)
 	switch {
 	case errors.Is(err, estargz.ErrVerify):
 		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonVerification, dg, err)
-	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge):
+	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge) ||
+		errors.Is(err, estargz.ErrTooManyEntries) || errors.Is(err, index.ErrInvalid):
 		return desc, nil, nil, fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	case err != nil:
 		return desc, nil, nil, fmt.Errorf("layer %s: %w", dg, err)
 	}
-	return desc, b, er, nil
+	return desc, b, idx, nil
+}
+
+// openIndex decodes the TOC of an open blob, verified against toc, into an
+// index, as openBlob opens it.
+func openIndex(b blob, toc digest.Digest, maxEntries int) (*index.Index, error) {
+	tb, _ := b.(*tailBlob)
+	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
+	if tb != nil {
+		opts = append(opts, estargz.WithTail(tb.Tail()))
+	}
+	if maxEntries > 0 {
+		opts = append(opts, estargz.WithMaxEntries(maxEntries))
+	}
+	idx, err := index.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	if tb != nil {
+		tb.trimTail(mountTailSize)
+	}
+	return idx, err
 }
 
 // busy reports whether layer dg is mounted or being mounted.
@@ -286,6 +319,7 @@ func (r *remoteFS) Unmount(ctx context.Context, mountpoint string) error {
 	}
 	err := ml.mount.Unmount()
 	ml.layer.Close()
+	r.indexMem.Release(ml.mem)
 	return err
 }
 
