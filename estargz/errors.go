@@ -10,6 +10,9 @@ var (
 	ErrVerify = errors.New("estargz: verification failed")
 	// ErrTooLarge means a size cap (TOC size, decompressed size) was exceeded.
 	ErrTooLarge = errors.New("estargz: too large")
+	// ErrTooManyEntries means a TOC has more entries than the cap
+	// (WithMaxEntries).
+	ErrTooManyEntries = errors.New("estargz: too many TOC entries")
 	// ErrNotFound means the named entry is not in the TOC.
 	ErrNotFound = errors.New("estargz: not found")
 	// ErrNoTOCDigest means Open was called without saying how the TOC is to

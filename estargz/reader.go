@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -31,6 +30,7 @@ type openConfig struct {
 	maxTOCSize int64
 	tail       []byte
 	tailSize   int64
+	maxEntries int
 }
 
 // WithTOCDigest makes Open verify the TOC JSON against d, the value of the
@@ -51,6 +51,19 @@ func WithMaxTOCSize(n int64) OpenOption {
 	return func(c *openConfig) { c.maxTOCSize = n }
 }
 
+// DefaultMaxEntries caps the entries of a TOC (chunk entries included):
+// 4 Mi. The largest real layers have a few hundred thousand files (a
+// Debian tree has about 100 000); an index holds about 130 bytes per entry,
+// so the cap bounds one layer's index near 550 MB. Past it a layer is
+// better pulled than mounted.
+const DefaultMaxEntries = 4 << 20
+
+// WithMaxEntries caps the number of TOC entries (DefaultMaxEntries); a TOC
+// with more fails with ErrTooManyEntries.
+func WithMaxEntries(n int) OpenOption {
+	return func(c *openConfig) { c.maxEntries = n }
+}
+
 // WithTail hands Open the last len(tail) bytes of the blob, read already
 // (for example together with the blob's size), so that Open reads only
 // what lies before them, if anything. tail must hold at least the footer.
@@ -69,7 +82,6 @@ type Reader struct {
 	sr        *io.SectionReader
 	toc       *TOC
 	tocDigest digest.Digest
-	footer    int
 	byName    map[string]int
 }
 
@@ -81,54 +93,84 @@ type Reader struct {
 // trip; reading the compressed TOC through a small buffer would be one per
 // few KiB.
 func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
-	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize, tailSize: DefaultTailReadSize}
+	cfg, tocOff, member, err := openMember(sr, opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &collector{byName: map[string]int{}}
+	info, err := decodeMember(member, tocOff, c, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.toc.Version, c.toc.Offset, c.toc.PrefetchEnd = info.Version, info.Offset, info.PrefetchEnd
+	return &Reader{sr: sr, toc: &c.toc, tocDigest: info.Digest, byName: c.byName}, nil
+}
+
+// TOCInfo describes a TOC that DecodeTOC decoded.
+type TOCInfo struct {
+	// Version, Offset and PrefetchEnd are as in TOC.
+	Version     int
+	Offset      int64
+	PrefetchEnd int64
+	// Digest is the sha256 of the TOC JSON.
+	Digest digest.Digest
+	// Entries and Chunks count what the sink was given (Entries in IDs).
+	Entries, Chunks int
+}
+
+// DecodeTOC reads the footer and TOC of the blob in sr as Open does, with
+// the same options and checks, but hands the validated entries to sink as
+// they are decompressed and decoded instead of keeping them: its memory
+// does not grow with the TOC (beyond a compact name table). The TOC's
+// digest is checked over its exact bytes once they have all been read: a
+// sink must not use what it was given before DecodeTOC returns without an
+// error.
+func DecodeTOC(sr *io.SectionReader, sink TOCSink, opts ...OpenOption) (TOCInfo, error) {
+	cfg, tocOff, member, err := openMember(sr, opts)
+	if err != nil {
+		return TOCInfo{}, err
+	}
+	return decodeMember(member, tocOff, sink, cfg)
+}
+
+// openMember reads the footer and returns a reader of the TOC member.
+func openMember(sr *io.SectionReader, opts []OpenOption) (openConfig, int64, io.Reader, error) {
+	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize, tailSize: DefaultTailReadSize, maxEntries: DefaultMaxEntries}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.tocDigest == "" && !cfg.unverified {
-		return nil, ErrNoTOCDigest
+		return cfg, 0, nil, ErrNoTOCDigest
 	}
 	if cfg.tocDigest != "" {
 		if err := cfg.tocDigest.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, cfg.tocDigest, err)
+			return cfg, 0, nil, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, cfg.tocDigest, err)
 		}
 	}
 	size := sr.Size()
 	if size < LegacyFooterSize {
-		return nil, fmt.Errorf("%w: blob is %d bytes, smaller than a footer", ErrFormat, size)
+		return cfg, 0, nil, fmt.Errorf("%w: blob is %d bytes, smaller than a footer", ErrFormat, size)
 	}
 	tail := cfg.tail
 	switch {
 	case tail == nil:
 		tail = make([]byte, min(size, max(cfg.tailSize, FooterSize)))
 		if err := readFull(sr, tail, size-int64(len(tail))); err != nil {
-			return nil, fmt.Errorf("estargz: reading footer: %w", err)
+			return cfg, 0, nil, fmt.Errorf("estargz: reading footer: %w", err)
 		}
 	case int64(len(tail)) > size:
-		return nil, fmt.Errorf("%w: tail of %d bytes given for a %d-byte blob", ErrFormat, len(tail), size)
+		return cfg, 0, nil, fmt.Errorf("%w: tail of %d bytes given for a %d-byte blob", ErrFormat, len(tail), size)
 	}
 	tocOff, footerSize, err := ParseFooter(tail)
 	if err != nil {
-		return nil, err
+		return cfg, 0, nil, err
 	}
 	tocEnd := size - int64(footerSize)
 	if tocOff >= tocEnd {
-		return nil, fmt.Errorf("%w: footer: TOC offset %d outside the %d-byte blob", ErrFormat, tocOff, size)
+		return cfg, 0, nil, fmt.Errorf("%w: footer: TOC offset %d outside the %d-byte blob", ErrFormat, tocOff, size)
 	}
 	member, err := tocRegion(sr, tail[:len(tail)-footerSize], tocOff, tocEnd, cfg.maxTOCSize)
-	if err != nil {
-		return nil, err
-	}
-	tocJSON, err := ReadTOCMember(member, cfg.maxTOCSize)
-	if err != nil {
-		return nil, err
-	}
-	r, err := parseTOC(tocJSON, tocOff, cfg)
-	if err != nil {
-		return nil, err
-	}
-	r.sr, r.footer = sr, footerSize
-	return r, nil
+	return cfg, tocOff, member, err
 }
 
 // tocRegion returns a reader of the blob's bytes [tocOff, tocEnd), of which
@@ -165,46 +207,131 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 	return err
 }
 
-// ReadTOCMember decompresses the TOC gzip member in r and returns the TOC
-// JSON, reading at most maxSize bytes of it.
-func ReadTOCMember(r io.Reader, maxSize int64) ([]byte, error) {
+// tocTar opens the TOC gzip member in r and returns a reader of the TOC
+// JSON (the tar entry's content) and its size, at most maxSize.
+func tocTar(r io.Reader, maxSize int64) (io.Reader, int64, error) {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
-		return nil, fmt.Errorf("%w: TOC: gzip: %v", ErrFormat, err)
+		return nil, 0, fmt.Errorf("%w: TOC: gzip: %v", ErrFormat, err)
 	}
 	zr.Multistream(false)
 	tr := tar.NewReader(zr)
 	h, err := tr.Next()
 	if err != nil {
-		return nil, fmt.Errorf("%w: TOC: tar: %v", ErrFormat, err)
+		return nil, 0, fmt.Errorf("%w: TOC: tar: %v", ErrFormat, err)
 	}
 	if h.Name != TOCTarName || (h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA) {
-		return nil, fmt.Errorf("%w: TOC: tar entry %q, want %q", ErrFormat, h.Name, TOCTarName)
+		return nil, 0, fmt.Errorf("%w: TOC: tar entry %q, want %q", ErrFormat, h.Name, TOCTarName)
 	}
 	if h.Size > maxSize {
-		return nil, fmt.Errorf("%w: TOC is %d bytes, cap %d", ErrTooLarge, h.Size, maxSize)
+		return nil, 0, fmt.Errorf("%w: TOC is %d bytes, cap %d", ErrTooLarge, h.Size, maxSize)
 	}
-	b := make([]byte, h.Size)
+	return tr, h.Size, nil
+}
+
+// ReadTOCMember decompresses the TOC gzip member in r and returns the TOC
+// JSON, reading at most maxSize bytes of it.
+func ReadTOCMember(r io.Reader, maxSize int64) ([]byte, error) {
+	tr, size, err := tocTar(r, maxSize)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, size)
 	if _, err := io.ReadFull(tr, b); err != nil {
-		return nil, fmt.Errorf("%w: TOC: reading %d bytes: %v", ErrFormat, h.Size, err)
+		return nil, fmt.Errorf("%w: TOC: reading %d bytes: %v", ErrFormat, size, err)
 	}
 	return b, nil
 }
 
-func parseTOC(tocJSON []byte, tocOff int64, cfg openConfig) (*Reader, error) {
-	got := digest.SHA256.FromBytes(tocJSON)
-	if cfg.tocDigest != "" && got != cfg.tocDigest {
-		return nil, fmt.Errorf("%w: TOC digest %s, annotation says %s", ErrVerify, got, cfg.tocDigest)
-	}
-	var j jsonTOC
-	if err := json.Unmarshal(tocJSON, &j); err != nil {
-		return nil, fmt.Errorf("%w: TOC JSON: %v", ErrFormat, err)
-	}
-	toc, byName, err := buildTOC(&j, tocOff)
+// decodeMember decodes the TOC member in r into sink, hashing the JSON as
+// it goes. A TOC whose digest does not match fails with ErrVerify whatever
+// else is wrong with it: the rest of it is read and hashed after an error.
+func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCInfo, error) {
+	tr, size, err := tocTar(r, cfg.maxTOCSize)
 	if err != nil {
-		return nil, err
+		return TOCInfo{}, err
 	}
-	return &Reader{toc: toc, tocDigest: got, byName: byName}, nil
+	h := digest.SHA256.Digester()
+	body := &countingReader{r: io.TeeReader(io.LimitReader(tr, size), h.Hash())}
+	b := newTOCBuilder(sink, tocOff)
+	entries := 0
+	version, derr := 0, b.start()
+	if derr == nil {
+		version, derr = decodeTOCJSON(body, func(je *jsonEntry) error {
+			if entries++; entries > cfg.maxEntries {
+				return fmt.Errorf("%w: more than %d", ErrTooManyEntries, cfg.maxEntries)
+			}
+			if je == nil {
+				return fmt.Errorf("%w: TOC entry %d is null", ErrFormat, entries-1)
+			}
+			if err := b.add(je); err != nil {
+				return fmt.Errorf("TOC entry %d (%q): %w", entries-1, je.Name, err)
+			}
+			return nil
+		})
+	}
+	if derr == nil && version != 1 {
+		derr = fmt.Errorf("%w: TOC version %d, want 1", ErrFormat, version)
+	}
+	if derr == nil {
+		derr = b.finish()
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil && derr == nil {
+		derr = fmt.Errorf("%w: TOC: %v", ErrFormat, err)
+	}
+	if body.n != size {
+		return TOCInfo{}, fmt.Errorf("%w: TOC: reading %d bytes: %v", ErrFormat, size, io.ErrUnexpectedEOF)
+	}
+	got := h.Digest()
+	if cfg.tocDigest != "" && got != cfg.tocDigest {
+		return TOCInfo{}, fmt.Errorf("%w: TOC digest %s, annotation says %s", ErrVerify, got, cfg.tocDigest)
+	}
+	if derr != nil {
+		return TOCInfo{}, derr
+	}
+	return TOCInfo{Version: version, Offset: tocOff, PrefetchEnd: b.prefetchEnd, Digest: got,
+		Entries: b.names.len(), Chunks: len(b.chunkOff)}, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// collector is the TOCSink of Open: it keeps every entry.
+type collector struct {
+	toc    TOC
+	byName map[string]int
+	chunks []*Chunk
+}
+
+func (c *collector) Entry(id, parent, link int, base string, e *Entry) error {
+	v := *e
+	v.Chunks = append([]Chunk(nil), e.Chunks...)
+	if id < len(c.toc.Entries) {
+		c.toc.Entries[id] = v
+		return nil
+	}
+	c.byName[v.Name] = id
+	c.toc.Entries = append(c.toc.Entries, v)
+	return nil
+}
+
+func (c *collector) ChunkEnd(i int, end int64) {
+	if i == 0 {
+		for j := range c.toc.Entries {
+			for k := range c.toc.Entries[j].Chunks {
+				c.chunks = append(c.chunks, &c.toc.Entries[j].Chunks[k])
+			}
+		}
+	}
+	c.chunks[i].End = end
 }
 
 // TOC returns the validated TOC. Callers must not modify it.

@@ -42,50 +42,74 @@ func cleanName(name string) (string, error) {
 	return c, nil
 }
 
-// tocBuilder validates a decoded TOC and folds it into Entries.
+// TOCSink receives the entries of a TOC from DecodeTOC as they are
+// decoded and validated.
+type TOCSink interface {
+	// Entry is called for every entry, in ID order. IDs count from 0 (the
+	// root, given first) up, one per entry of Entry's kind (chunk entries
+	// are folded into their file's Chunks; implicit directories have
+	// IDs). A directory given as implicit that the TOC lists later is
+	// given again, with its ID and Implicit false. parent is the ID of the
+	// entry's directory (-1 for the root), link the ID of a hardlink's
+	// target (-1 for other entries) and base the last element of e.Name.
+	// e.Chunks have End 0: ChunkEnd gives them once the whole TOC has been
+	// read. The sink must not keep e or e.Chunks (it may keep strings and
+	// Xattrs). An error stops the decoding and is returned.
+	Entry(id, parent, link int, base string, e *Entry) error
+	// ChunkEnd gives the End of the i-th chunk given, counting the chunks
+	// of every entry in the order Entry gave them, for i from 0 up, after
+	// the last entry.
+	ChunkEnd(i int, end int64)
+}
+
+// tocBuilder validates a TOC entry by entry and hands the validated
+// entries to a TOCSink. It keeps a compact name table (nameTable) and
+// 16 bytes per chunk, not the entries.
 type tocBuilder struct {
-	toc     *TOC
-	byName  map[string]int
-	unames  map[int]string
-	gnames  map[int]string
-	cur     *Entry // reg entry whose chunks are being collected
-	curNext int64  // file offset the next chunk of cur must start at
+	sink      TOCSink
+	tocOffset int64
+	names     *nameTable
+	unames    map[int]string
+	gnames    map[int]string
+
+	e       Entry  // the entry being built
+	cur     *Entry // &file while a reg entry collects its chunks
+	curID   uint32
+	curBase string
+	curNext int64 // file offset the next chunk of cur must start at
+	file    Entry
+
+	// every chunk's place, in the order given, for the overlap check and
+	// End; sorted while each chunk starts at or after the one before
+	chunkOff   []int64
+	chunkInner []uint32
+	chunkSize  []uint32
+	sorted     bool
+
+	prefetchEnd int64
 }
 
-// buildTOC validates j and returns the TOC and the index of every entry
-// by name.
-func buildTOC(j *jsonTOC, tocOffset int64) (*TOC, map[string]int, error) {
-	if j.Version != 1 {
-		return nil, nil, fmt.Errorf("%w: TOC version %d, want 1", ErrFormat, j.Version)
-	}
-	b := &tocBuilder{
-		toc:    &TOC{Version: j.Version, Offset: tocOffset, Entries: make([]Entry, 0, len(j.Entries)+1)},
-		byName: make(map[string]int, len(j.Entries)+1),
-		unames: map[int]string{},
-		gnames: map[int]string{},
-	}
-	b.toc.Entries = append(b.toc.Entries, Entry{Name: "", Type: TypeDir, Mode: 0o755, Implicit: true})
-	b.byName[""] = 0
-	for i, je := range j.Entries {
-		if je == nil {
-			return nil, nil, fmt.Errorf("%w: TOC entry %d is null", ErrFormat, i)
-		}
-		if err := b.add(je, tocOffset); err != nil {
-			return nil, nil, fmt.Errorf("TOC entry %d (%q): %w", i, je.Name, err)
-		}
-	}
+func newTOCBuilder(sink TOCSink, tocOffset int64) *tocBuilder {
+	return &tocBuilder{sink: sink, tocOffset: tocOffset, names: newNameTable(), unames: map[int]string{}, gnames: map[int]string{}, sorted: true}
+}
+
+// start gives the sink the root.
+func (b *tocBuilder) start() error {
+	return b.sink.Entry(0, -1, -1, "", &Entry{Name: "", Type: TypeDir, Mode: 0o755, Implicit: true})
+}
+
+// finish checks the chunks once every entry has been added and gives the
+// sink their ends.
+func (b *tocBuilder) finish() error {
 	if err := b.finishFile(); err != nil {
-		return nil, nil, err
+		return err
 	}
-	if err := b.checkChunks(); err != nil {
-		return nil, nil, err
-	}
-	return b.toc, b.byName, nil
+	return b.checkChunks()
 }
 
-func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
+func (b *tocBuilder) add(je *jsonEntry) error {
 	if je.Type == TypeChunk {
-		return b.addChunk(je, tocOffset)
+		return b.addChunk(je)
 	}
 	if err := b.finishFile(); err != nil {
 		return err
@@ -94,7 +118,8 @@ func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
 	if err != nil {
 		return err
 	}
-	e := Entry{
+	e := &b.e
+	*e = Entry{
 		Name: name, Type: je.Type, LinkName: je.LinkName, Mode: je.Mode & 0o7777,
 		UID: je.UID, GID: je.GID, Uname: je.Uname, Gname: je.Gname,
 		DevMajor: je.DevMajor, DevMinor: je.DevMinor, Xattrs: je.Xattrs, Digest: je.Digest,
@@ -110,7 +135,8 @@ func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
 			return fmt.Errorf("%w: modtime: %v", ErrFormat, err)
 		}
 	}
-	b.fillOwnerNames(&e)
+	b.fillOwnerNames(e)
+	link := -1
 	switch je.Type {
 	case TypeDir, TypeSymlink, TypeChar, TypeBlock, TypeFifo:
 	case TypeHardlink:
@@ -118,70 +144,119 @@ func (b *tocBuilder) add(je *jsonEntry, tocOffset int64) error {
 		if err != nil {
 			return fmt.Errorf("hardlink target: %w", err)
 		}
-		ti, ok := b.byName[target]
+		ti, ok := b.names.find(target)
 		if !ok || target == name {
 			return fmt.Errorf("%w: hardlink to %q, which no earlier entry names", ErrFormat, je.LinkName)
 		}
-		t := &b.toc.Entries[ti]
-		if t.Type == TypeHardlink {
+		if b.names.kind[ti] == kindHardlink {
 			// a link to a link names the same file; earlier links are
 			// already resolved, so one hop reaches it
-			target, t = t.LinkName, &b.toc.Entries[b.byName[t.LinkName]]
+			ti = b.names.links[ti]
+			target = b.names.fullName(ti)
 		}
-		if t.Type == TypeDir || target == name {
-			return fmt.Errorf("%w: hardlink to %q, a %s", ErrFormat, je.LinkName, t.Type)
+		if k := b.names.kind[ti]; k&^kindImplicit == kindDir || target == name {
+			return fmt.Errorf("%w: hardlink to %q, a %s", ErrFormat, je.LinkName, kindName(k))
 		}
-		e.LinkName = target
+		e.LinkName, link = target, int(ti)
 	case TypeReg:
 		e.Size = je.Size
 	default:
 		return fmt.Errorf("%w: unknown entry type %q", ErrFormat, je.Type)
 	}
-	if name == "" && e.Type != TypeDir {
-		return fmt.Errorf("%w: the root is a %s", ErrFormat, e.Type)
+	if name == "" {
+		if e.Type != TypeDir {
+			return fmt.Errorf("%w: the root is a %s", ErrFormat, e.Type)
+		}
+		return b.replaceImplicit(0, -1, "", e)
 	}
-	if err := b.addParents(name); err != nil {
+	dir, base := "", name
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		dir, base = name[:i], name[i+1:]
+	}
+	parent, err := b.addParents(dir)
+	if err != nil {
 		return err
 	}
-	if i, ok := b.byName[name]; ok {
-		if !b.toc.Entries[i].Implicit || e.Type != TypeDir {
-			return fmt.Errorf("%w: duplicate entry %q", ErrFormat, name)
-		}
-		b.toc.Entries[i] = e
-		return nil
+	if id, ok := b.names.lookup(parent, base); ok {
+		return b.replaceImplicit(id, int(parent), base, e)
 	}
-	b.byName[name] = len(b.toc.Entries)
-	b.toc.Entries = append(b.toc.Entries, e)
+	id, err := b.names.add(parent, base, kindOf(e.Type))
+	if err != nil {
+		return err
+	}
+	if link >= 0 {
+		b.names.links[id] = uint32(link)
+	}
 	if e.Type == TypeReg && e.Size > 0 {
-		b.cur = &b.toc.Entries[len(b.toc.Entries)-1]
-		b.curNext = 0
-		return b.addChunk(je, tocOffset)
+		b.file, b.cur = *e, &b.file
+		b.file.Chunks = b.file.Chunks[:0]
+		b.curID, b.curBase, b.curNext = id, base, 0
+		return b.addChunk(je)
 	}
-	return nil
+	return b.sink.Entry(int(id), int(parent), link, base, e)
 }
 
-// addParents adds an implicit directory for every missing ancestor of name and
-// checks that existing ancestors are directories.
-func (b *tocBuilder) addParents(name string) error {
-	if name == "" {
-		return nil
+// replaceImplicit gives the sink e, a directory the TOC lists after
+// entries inside it; any other entry of a name already given is a
+// duplicate.
+func (b *tocBuilder) replaceImplicit(id uint32, parent int, base string, e *Entry) error {
+	if b.names.kind[id] != kindDir|kindImplicit || e.Type != TypeDir {
+		return fmt.Errorf("%w: duplicate entry %q", ErrFormat, e.Name)
 	}
-	dir := path.Dir(name)
-	if dir == "." {
-		dir = ""
+	b.names.kind[id] = kindDir
+	return b.sink.Entry(int(id), parent, -1, base, e)
+}
+
+// addParents returns the ID of directory dir, adding an implicit directory
+// for it and every missing ancestor, and checks that existing ancestors
+// are directories.
+func (b *tocBuilder) addParents(dir string) (uint32, error) {
+	t := b.names
+	if dir == t.lastDir {
+		return t.lastID, nil
 	}
-	if i, ok := b.byName[dir]; ok {
-		if b.toc.Entries[i].Type != TypeDir {
-			return fmt.Errorf("%w: parent %q is a %s", ErrFormat, dir, b.toc.Entries[i].Type)
+	id := uint32(0)
+	for i := 0; i < len(dir); {
+		j := strings.IndexByte(dir[i:], '/')
+		if j < 0 {
+			j = len(dir)
+		} else {
+			j += i
 		}
-		return nil
+		el := dir[i:j]
+		next, ok := t.lookup(id, el)
+		switch {
+		case !ok:
+			var err error
+			if next, err = t.add(id, el, kindDir|kindImplicit); err != nil {
+				return 0, err
+			}
+			if err := b.sink.Entry(int(next), int(id), -1, el, &Entry{Name: dir[:j], Type: TypeDir, Mode: 0o755, Implicit: true}); err != nil {
+				return 0, err
+			}
+		case t.kind[next]&^kindImplicit != kindDir:
+			return 0, fmt.Errorf("%w: parent %q is a %s", ErrFormat, dir[:j], kindName(t.kind[next]))
+		}
+		id, i = next, j+1
 	}
-	if err := b.addParents(dir); err != nil {
-		return err
+	t.lastDir, t.lastID = dir, id
+	return id, nil
+}
+
+// isSHA256 reports whether s is a valid sha256 digest ("sha256:" and 64
+// lowercase hex digits), what digest.Parse accepts for sha256, without its
+// regular expressions: a TOC has one per chunk.
+func isSHA256(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
 	}
-	b.byName[dir] = len(b.toc.Entries)
-	b.toc.Entries = append(b.toc.Entries, Entry{Name: dir, Type: TypeDir, Mode: 0o755, Implicit: true})
-	return nil
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *tocBuilder) fillOwnerNames(e *Entry) {
@@ -201,7 +276,7 @@ func (b *tocBuilder) fillOwnerNames(e *Entry) {
 	}
 }
 
-func (b *tocBuilder) addChunk(je *jsonEntry, tocOffset int64) error {
+func (b *tocBuilder) addChunk(je *jsonEntry) error {
 	f := b.cur
 	if f == nil {
 		return fmt.Errorf("%w: chunk with no regular file before it", ErrFormat)
@@ -224,33 +299,26 @@ func (b *tocBuilder) addChunk(je *jsonEntry, tocOffset int64) error {
 	if je.InnerOffset < 0 || je.InnerOffset > MaxChunkSpan-size {
 		return fmt.Errorf("%w: chunk spans %d+%d uncompressed bytes of its member, cap %d", ErrTooLarge, je.InnerOffset, size, int64(MaxChunkSpan))
 	}
-	if je.Offset < 0 || je.Offset >= tocOffset {
-		return fmt.Errorf("%w: chunk offset %d (inner %d) outside the blob's data [0, %d)", ErrFormat, je.Offset, je.InnerOffset, tocOffset)
+	if je.Offset < 0 || je.Offset >= b.tocOffset {
+		return fmt.Errorf("%w: chunk offset %d (inner %d) outside the blob's data [0, %d)", ErrFormat, je.Offset, je.InnerOffset, b.tocOffset)
 	}
 	if !isSHA256(je.ChunkDigest) {
 		return fmt.Errorf("%w: chunk digest %q: want a sha256 digest", ErrFormat, je.ChunkDigest)
 	}
 	f.Chunks = append(f.Chunks, Chunk{Offset: je.Offset, InnerOffset: je.InnerOffset, FileOffset: je.ChunkOffset, Size: size, Digest: digest.Digest(je.ChunkDigest)})
 	b.curNext = je.ChunkOffset + size
+	if n := len(b.chunkOff); n > 0 && (je.Offset < b.chunkOff[n-1] || je.Offset == b.chunkOff[n-1] && uint32(je.InnerOffset) < b.chunkInner[n-1]) {
+		b.sorted = false
+	}
+	// InnerOffset+size <= MaxChunkSpan: both fit 32 bits
+	b.chunkOff = append(b.chunkOff, je.Offset)
+	b.chunkInner = append(b.chunkInner, uint32(je.InnerOffset))
+	b.chunkSize = append(b.chunkSize, uint32(size))
 	return nil
 }
 
-// isSHA256 reports whether s is a valid sha256 digest ("sha256:" and 64
-// lowercase hex digits), what digest.Parse accepts for sha256, without its
-// regular expressions: a TOC has one per chunk.
-func isSHA256(s string) bool {
-	hex, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || len(hex) != 64 {
-		return false
-	}
-	for i := 0; i < len(hex); i++ {
-		if c := hex[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
+// finishFile checks that the chunks of the reg entry being built cover it
+// and gives it to the sink.
 func (b *tocBuilder) finishFile() error {
 	if b.cur == nil {
 		return nil
@@ -260,40 +328,70 @@ func (b *tocBuilder) finishFile() error {
 	if b.curNext != f.Size {
 		return fmt.Errorf("%w: %q: chunks cover %d of %d bytes", ErrFormat, f.Name, b.curNext, f.Size)
 	}
-	return nil
+	if f.Name == PrefetchLandmark {
+		b.prefetchEnd = f.Chunks[0].Offset
+	}
+	return b.sink.Entry(int(b.curID), int(b.names.parent[b.curID]), -1, b.curBase, f)
 }
 
-// checkChunks rejects chunks that overlap and sets every chunk's End.
+// checkChunks rejects chunks that overlap and gives the sink every chunk's
+// End.
 func (b *tocBuilder) checkChunks() error {
-	var all []*Chunk
-	for i := range b.toc.Entries {
-		e := &b.toc.Entries[i]
-		for j := range e.Chunks {
-			all = append(all, &e.Chunks[j])
+	n := len(b.chunkOff)
+	order := func(i int) int { return i }
+	if !b.sorted {
+		perm := make([]uint32, n)
+		for i := range perm {
+			perm[i] = uint32(i)
 		}
-		if e.Name == PrefetchLandmark && len(e.Chunks) > 0 {
-			b.toc.PrefetchEnd = e.Chunks[0].Offset
+		sort.Slice(perm, func(i, j int) bool {
+			a, c := perm[i], perm[j]
+			if b.chunkOff[a] != b.chunkOff[c] {
+				return b.chunkOff[a] < b.chunkOff[c]
+			}
+			return b.chunkInner[a] < b.chunkInner[c]
+		})
+		order = func(i int) int { return int(perm[i]) }
+	}
+	for k := 0; k+1 < n; k++ {
+		c, next := order(k), order(k+1)
+		if b.chunkOff[next] == b.chunkOff[c] && int64(b.chunkInner[c])+int64(b.chunkSize[c]) > int64(b.chunkInner[next]) {
+			return fmt.Errorf("%w: chunks overlap at offset %d (inner %d+%d > %d)", ErrFormat, b.chunkOff[c], b.chunkInner[c], b.chunkSize[c], b.chunkInner[next])
 		}
 	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].Offset != all[j].Offset {
-			return all[i].Offset < all[j].Offset
-		}
-		return all[i].InnerOffset < all[j].InnerOffset
-	})
-	for i, c := range all {
-		if i+1 < len(all) && all[i+1].Offset == c.Offset && c.InnerOffset+c.Size > all[i+1].InnerOffset {
-			return fmt.Errorf("%w: chunks overlap at offset %d (inner %d+%d > %d)", ErrFormat, c.Offset, c.InnerOffset, c.Size, all[i+1].InnerOffset)
+	// chunks sharing a member share its end; otherwise the next chunk's
+	// member is the nearest member boundary known to follow
+	ends := func(emit func(i int, end int64)) {
+		end := b.tocOffset
+		for k := n - 1; k >= 0; k-- {
+			if k+1 < n && b.chunkOff[order(k+1)] != b.chunkOff[order(k)] {
+				end = b.chunkOff[order(k+1)]
+			}
+			emit(order(k), end)
 		}
 	}
-	end := b.toc.Offset
-	for i := len(all) - 1; i >= 0; i-- {
-		// chunks sharing a member share its end; otherwise the next chunk's
-		// member is the nearest member boundary known to follow
-		if i+1 < len(all) && all[i+1].Offset != all[i].Offset {
-			end = all[i+1].Offset
+	if b.sorted {
+		// in order: each run of chunks of one member ends where the next
+		// run starts
+		for k := 0; k < n; {
+			j := k + 1
+			for j < n && b.chunkOff[j] == b.chunkOff[k] {
+				j++
+			}
+			end := b.tocOffset
+			if j < n {
+				end = b.chunkOff[j]
+			}
+			for ; k < j; k++ {
+				b.sink.ChunkEnd(k, end)
+			}
 		}
-		all[i].End = end
+		return nil
+	}
+	byOrdinal := make([]int64, n)
+	ends(func(i int, end int64) { byOrdinal[i] = end })
+	for i, end := range byOrdinal {
+		b.sink.ChunkEnd(i, end)
 	}
 	return nil
 }

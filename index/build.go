@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math"
 	"path"
 	"sort"
@@ -21,9 +22,35 @@ type pending struct {
 
 type builder struct {
 	x       *Index
-	inoOf   map[string]Ino // full name → ino, during the build only
+	ids     []Ino // estargz entry ID → ino, noIno for entries without one
 	interns map[string]uint32
 	ents    []pending
+
+	chunksIn int      // chunks given by the decoder so far
+	skipped  [][2]int // ranges of those chunks that the index leaves out
+	dropped  int      // chunks of skipped ranges before the one ChunkEnd was given
+}
+
+// noIno marks a TOC entry that has no inode (landmarks, opaque markers).
+const noIno = ^Ino(0)
+
+func newBuilder() *builder {
+	return &builder{x: &Index{}, interns: map[string]uint32{}}
+}
+
+// Open decodes the TOC of the eStargz blob in sr straight into an index
+// (estargz.DecodeTOC with the options given), without keeping the TOC's
+// entries on the way: its peak memory is the index's and a compact name
+// table's.
+func Open(sr *io.SectionReader, opts ...estargz.OpenOption) (*Index, error) {
+	b := newBuilder()
+	info, err := estargz.DecodeTOC(sr, b, opts...)
+	if err != nil {
+		return nil, err
+	}
+	b.x.PrefetchEnd, b.x.DataEnd = info.PrefetchEnd, info.Offset
+	b.layout()
+	return b.x, nil
 }
 
 // Build indexes a validated TOC.
@@ -34,19 +61,81 @@ func Build(toc *estargz.TOC) (*Index, error) {
 	if len(toc.Entries) >= math.MaxUint32 {
 		return nil, fmt.Errorf("%w: %d entries", ErrInvalid, len(toc.Entries))
 	}
-	b := &builder{
-		x:       &Index{PrefetchEnd: toc.PrefetchEnd, DataEnd: toc.Offset, nodes: make([]node, 0, len(toc.Entries))},
-		inoOf:   make(map[string]Ino, len(toc.Entries)),
-		interns: map[string]uint32{},
-		ents:    make([]pending, 0, len(toc.Entries)),
-	}
+	b := newBuilder()
+	b.x.PrefetchEnd, b.x.DataEnd = toc.PrefetchEnd, toc.Offset
+	b.x.nodes = make([]node, 0, len(toc.Entries))
+	b.ents = make([]pending, 0, len(toc.Entries))
+	byName := make(map[string]int, len(toc.Entries))
 	for i := range toc.Entries {
-		if err := b.add(&toc.Entries[i]); err != nil {
+		e := &toc.Entries[i]
+		byName[e.Name] = i
+		parent, link := -1, -1
+		dir, base := path.Split(e.Name)
+		if e.Name != "" {
+			dir = path.Clean(dir)
+			if dir == "." {
+				dir = ""
+			}
+			p, ok := byName[dir]
+			if !ok {
+				return nil, fmt.Errorf("%w: %q has no parent directory", ErrInvalid, e.Name)
+			}
+			parent = p
+		}
+		if e.Type == estargz.TypeHardlink {
+			l, ok := byName[e.LinkName]
+			if !ok {
+				return nil, fmt.Errorf("%w: hardlink %q to unknown %q", ErrInvalid, e.Name, e.LinkName)
+			}
+			link = l
+		}
+		if err := b.Entry(i, parent, link, base, e); err != nil {
 			return nil, err
 		}
 	}
 	b.layout()
 	return b.x, nil
+}
+
+var _ estargz.TOCSink = (*builder)(nil)
+
+// Entry implements estargz.TOCSink.
+func (b *builder) Entry(id, parent, link int, base string, e *estargz.Entry) error {
+	if id < len(b.ids) { // an implicit directory, listed
+		if ino := b.ids[id]; ino != noIno && b.x.nodes[ino].mode&syscall.S_IFMT == syscall.S_IFDIR {
+			n := b.node(e)
+			n.first, n.count = b.x.nodes[ino].first, b.x.nodes[ino].count
+			b.x.nodes[ino] = n
+		}
+		return nil
+	}
+	if id != len(b.ids) || id >= math.MaxUint32 {
+		return fmt.Errorf("%w: entry %d out of order", ErrInvalid, id)
+	}
+	first := b.chunksIn
+	b.chunksIn += len(e.Chunks)
+	ino, err := b.add(parent, link, base, e)
+	if err != nil {
+		return err
+	}
+	b.ids = append(b.ids, ino)
+	if len(e.Chunks) > 0 && (ino == noIno || b.x.nodes[ino].mode&syscall.S_IFMT != syscall.S_IFREG || int(b.x.nodes[ino].first)+len(e.Chunks) != len(b.x.chunks)) {
+		b.skipped = append(b.skipped, [2]int{first, b.chunksIn})
+	}
+	return nil
+}
+
+// ChunkEnd implements estargz.TOCSink.
+func (b *builder) ChunkEnd(i int, end int64) {
+	for len(b.skipped) > 0 && i >= b.skipped[0][1] {
+		b.dropped += b.skipped[0][1] - b.skipped[0][0]
+		b.skipped = b.skipped[1:]
+	}
+	if len(b.skipped) > 0 && i >= b.skipped[0][0] {
+		return
+	}
+	c := &b.x.chunks[i-b.dropped]
+	c.compLen = uint32(end - c.offset)
 }
 
 func (b *builder) intern(s string) uint32 {
@@ -59,38 +148,34 @@ func (b *builder) intern(s string) uint32 {
 	return off
 }
 
-func (b *builder) add(e *estargz.Entry) error {
-	if e.Name == "" { // the root
-		b.inoOf[""] = b.newNode(e)
-		return nil
+// add adds e, given in directory parent (-1 for the root), and returns its
+// inode, noIno if it has none.
+func (b *builder) add(parent, link int, base string, e *estargz.Entry) (Ino, error) {
+	if parent < 0 { // the root
+		return b.newNode(e), nil
 	}
-	dir, base := path.Split(e.Name)
-	dir = path.Clean(dir)
-	if dir == "." {
-		dir = ""
+	if parent == 0 && (base == estargz.PrefetchLandmark || base == estargz.NoPrefetchLandmark) {
+		return noIno, nil
 	}
-	if dir == "" && (base == estargz.PrefetchLandmark || base == estargz.NoPrefetchLandmark) {
-		return nil
+	if parent >= len(b.ids) || b.ids[parent] == noIno {
+		return noIno, fmt.Errorf("%w: %q has no parent directory", ErrInvalid, e.Name)
 	}
-	parent, ok := b.inoOf[dir]
-	if !ok {
-		return fmt.Errorf("%w: %q has no parent directory", ErrInvalid, e.Name)
-	}
+	pino := b.ids[parent]
 	if base == opaqueMarker {
-		b.x.opaque = append(b.x.opaque, parent)
-		return nil
+		b.x.opaque = append(b.x.opaque, pino)
+		return noIno, nil
 	}
 	if len(base) > nameMax {
-		return fmt.Errorf("%w: name %q is longer than %d bytes", ErrInvalid, base, nameMax)
+		return noIno, fmt.Errorf("%w: name %q is longer than %d bytes", ErrInvalid, base, nameMax)
 	}
 	var ino Ino
 	whiteout := false
 	switch {
 	case e.Type == estargz.TypeHardlink:
-		ino, ok = b.inoOf[e.LinkName]
-		if !ok {
-			return fmt.Errorf("%w: hardlink %q to unknown %q", ErrInvalid, e.Name, e.LinkName)
+		if link < 0 || link >= len(b.ids) || b.ids[link] == noIno {
+			return noIno, fmt.Errorf("%w: hardlink %q to unknown %q", ErrInvalid, e.Name, e.LinkName)
 		}
+		ino = b.ids[link]
 		b.x.nodes[ino].nlink++
 	case len(base) > len(whiteoutPrefix) && base[:len(whiteoutPrefix)] == whiteoutPrefix:
 		base = base[len(whiteoutPrefix):]
@@ -100,13 +185,19 @@ func (b *builder) add(e *estargz.Entry) error {
 	default:
 		ino = b.newNode(e)
 	}
-	b.inoOf[e.Name] = ino
-	b.ents = append(b.ents, pending{parent: parent, whiteout: whiteout,
+	b.ents = append(b.ents, pending{parent: pino, whiteout: whiteout,
 		d: dirent{ino: ino, nameOff: b.intern(base), nameLen: uint8(len(base))}})
-	return nil
+	return ino, nil
 }
 
 func (b *builder) newNode(e *estargz.Entry) Ino {
+	b.x.nodes = append(b.x.nodes, b.node(e))
+	return Ino(len(b.x.nodes) - 1)
+}
+
+// node returns e's inode, adding its chunks, symlink target and xattrs to
+// the index.
+func (b *builder) node(e *estargz.Entry) node {
 	n := node{mode: uint32(e.Mode & 0o7777), uid: uint32(e.UID), gid: uint32(e.GID), nlink: 1, xattr: noXattrs}
 	if !e.ModTime.IsZero() {
 		n.mtime = e.ModTime.Unix()
@@ -119,7 +210,10 @@ func (b *builder) newNode(e *estargz.Entry) Ino {
 		n.size = e.Size
 		n.first, n.count = uint32(len(b.x.chunks)), uint32(len(e.Chunks))
 		for _, c := range e.Chunks {
-			ch := chunk{offset: c.Offset, fileOff: c.FileOffset, compLen: uint32(c.End - c.Offset), inner: uint32(c.InnerOffset), size: uint32(c.Size)}
+			ch := chunk{offset: c.Offset, fileOff: c.FileOffset, inner: uint32(c.InnerOffset), size: uint32(c.Size)}
+			if c.End != 0 { // else ChunkEnd gives it
+				ch.compLen = uint32(c.End - c.Offset)
+			}
 			// estargz validated the digest as sha256 and the span as <= 64 MiB
 			hex.Decode(ch.digest[:], []byte(c.Digest.Encoded()))
 			b.x.chunks = append(b.x.chunks, ch)
@@ -141,8 +235,7 @@ func (b *builder) newNode(e *estargz.Entry) Ino {
 		n.xattr = int32(len(b.x.xattrs))
 		b.x.xattrs = append(b.x.xattrs, e.Xattrs)
 	}
-	b.x.nodes = append(b.x.nodes, n)
-	return Ino(len(b.x.nodes) - 1)
+	return n
 }
 
 // layout sorts the entries by directory and name, drops whiteouts that a
@@ -186,5 +279,5 @@ func (b *builder) layout() {
 		}
 	}
 	sort.Slice(b.x.opaque, func(i, j int) bool { return b.x.opaque[i] < b.x.opaque[j] })
-	b.ents, b.inoOf, b.interns = nil, nil, nil
+	b.ents, b.ids, b.interns = nil, nil, nil
 }

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/opencontainers/go-digest"
@@ -29,7 +30,7 @@ const (
 	opaqueMarker   = ".wh..wh..opq"
 )
 
-// node is one inode. 56 bytes: the fields are ordered to avoid padding.
+// node is one inode. 48 bytes: the fields are ordered to avoid padding.
 type node struct {
 	size  int64  // regular files
 	mtime int64  // unix seconds (the TOC has no finer time)
@@ -215,8 +216,14 @@ func (x *Index) ChunkIndex(ino Ino, off int64) int {
 }
 
 // Sizes reports the index's heap footprint in bytes, for benchmarks.
-func (x *Index) Sizes() (total int) {
-	total = cap(x.nodes)*56 + cap(x.dirents)*12 + cap(x.chunks)*64 + cap(x.names) + cap(x.opaque)*4
+func (x *Index) Sizes() int { return x.MemoryBytes() }
+
+// MemoryBytes is the index's heap footprint in bytes: its arrays by
+// capacity, and its xattrs (each name and value, and 48 bytes of map
+// overhead).
+func (x *Index) MemoryBytes() (total int) {
+	total = cap(x.nodes)*int(unsafe.Sizeof(node{})) + cap(x.dirents)*int(unsafe.Sizeof(dirent{})) +
+		cap(x.chunks)*int(unsafe.Sizeof(chunk{})) + cap(x.names) + cap(x.opaque)*4 + cap(x.xattrs)*8
 	for _, m := range x.xattrs {
 		for k, v := range m {
 			total += len(k) + len(v) + 48

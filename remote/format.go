@@ -33,13 +33,14 @@ type Format interface {
 }
 
 // formats are the formats Mount tries, in order: the only place that
-// knows them all.
-func formats() []Format { return []Format{estargzFormat{}} }
+// knows them all. maxEntries caps a layer's index (0: each format's
+// default).
+func formats(maxEntries int) []Format { return []Format{estargzFormat{maxEntries: maxEntries}} }
 
 // pickFormat returns the format of the layer desc describes, with the
 // digest its index is verified against.
-func pickFormat(desc ocispec.Descriptor) (Format, digest.Digest, error) {
-	for _, f := range formats() {
+func pickFormat(desc ocispec.Descriptor, maxEntries int) (Format, digest.Digest, error) {
+	for _, f := range formats(maxEntries) {
 		d, ok, err := f.IndexDigest(desc)
 		if err != nil {
 			return nil, "", fmt.Errorf("layer %s: %w", desc.Digest, err)
@@ -65,7 +66,9 @@ func descriptorFromLabels(src snapshotter.LayerSource) (ocispec.Descriptor, bool
 // estargzFormat is eStargz: a gzip layer whose TOC (a JSON index of its
 // files and chunks) sits at its end, found by its footer, verified against
 // the TOC digest annotation.
-type estargzFormat struct{}
+type estargzFormat struct {
+	maxEntries int // 0: estargz.DefaultMaxEntries
+}
 
 func (estargzFormat) Name() string { return "estargz" }
 
@@ -81,34 +84,27 @@ func (estargzFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, 
 	return d, true, nil
 }
 
-func (estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*index.Index, error) {
-	er, err := openBlob(b, toc)
-	switch {
-	case errors.Is(err, estargz.ErrVerify):
-		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
-	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge):
-		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
-	case err != nil:
-		return nil, err
-	}
-	idx, err := index.Build(er.TOC())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
-	}
-	return idx, nil
-}
-
-// openBlob opens the TOC of an open blob, verified against toc, taking
-// what it can from the blob's tail when it has one.
-func openBlob(b Blob, toc digest.Digest) (*estargz.Reader, error) {
+// Open decodes the TOC straight into the index (index.Open), taking what
+// it can from the blob's tail when it has one.
+func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*index.Index, error) {
 	tb, _ := b.(*tailBlob)
 	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
 	if tb != nil {
 		opts = append(opts, estargz.WithTail(tb.Tail()))
 	}
-	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	if f.maxEntries > 0 {
+		opts = append(opts, estargz.WithMaxEntries(f.maxEntries))
+	}
+	idx, err := index.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
 	if tb != nil {
 		tb.trimTail(mountTailSize)
 	}
-	return er, err
+	switch {
+	case errors.Is(err, estargz.ErrVerify):
+		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
+	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge) ||
+		errors.Is(err, estargz.ErrTooManyEntries) || errors.Is(err, index.ErrInvalid):
+		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
+	}
+	return idx, err
 }

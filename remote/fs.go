@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/containerd/snapshots"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -31,6 +32,12 @@ type Options struct {
 	OnError func(layer digest.Digest, err error)
 	// OnMount, if set, is called once a layer is mounted.
 	OnMount func(LayerInfo)
+	// MaxEntries caps the entries of one layer's index (0: the format's
+	// default, estargz.DefaultMaxEntries); IndexMemory caps the memory of
+	// the indexes of all mounted layers (nil: no cap). A layer past
+	// either falls back (snapshotter.ReasonNotLazy).
+	MaxEntries  int
+	IndexMemory *index.Budget
 }
 
 // FS mounts layers lazily: the snapshotter's FileSystem (also a
@@ -84,6 +91,7 @@ type mountedLayer struct {
 	seq    int
 	layer  *lfs.Layer
 	mount  *lfs.Mount
+	mem    int64 // reserved in Options.IndexMemory
 }
 
 // LayerInfo is one mounted layer.
@@ -116,7 +124,7 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	f, indexDigest, err := pickFormat(desc)
+	f, indexDigest, err := pickFormat(desc, r.opts.MaxEntries)
 	if err != nil {
 		return err
 	}
@@ -136,6 +144,16 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, err)
 	}
+	mem := int64(idx.MemoryBytes())
+	if err := r.opts.IndexMemory.Reserve(mem); err != nil {
+		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
+	}
+	mounted := false
+	defer func() {
+		if !mounted {
+			r.opts.IndexMemory.Release(mem)
+		}
+	}()
 	opts := r.opts.Layer
 	opts.Name, opts.ContentDir = dg.String(), filepath.Join(r.opts.Root, "content", key.contentName(), "files")
 	if r.opts.OnError != nil {
@@ -153,9 +171,10 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	r.mu.Lock()
 	r.seq++
-	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m}
+	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem}
 	r.mounted[mountpoint] = ml
 	r.mu.Unlock()
+	mounted = true
 	if r.opts.OnMount != nil {
 		r.opts.OnMount(ml.info(mountpoint))
 	}
@@ -315,6 +334,7 @@ func (r *FS) Unmount(ctx context.Context, mountpoint string) error {
 	}
 	err := ml.mount.Unmount()
 	ml.layer.Close()
+	r.opts.IndexMemory.Release(ml.mem)
 	return err
 }
 

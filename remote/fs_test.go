@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
@@ -83,4 +87,63 @@ func TestSecondIndexRefused(t *testing.T) {
 	if len(r.mounting) != 0 {
 		t.Fatalf("claims left: %v", r.mounting)
 	}
+}
+
+// TestIndexCaps: a layer whose index is over the entry cap, or would take
+// the mounted indexes past their memory budget, falls back (not-lazy) with
+// the cap named; the budget is released on Unmount.
+func TestIndexCaps(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("needs /dev/fuse: %v", err)
+	}
+	r := registry.Start(t, registry.Options{})
+	hosts := t.TempDir()
+	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
+		t.Fatal(err)
+	}
+	ref, layers := pushLazyImage(t, r, "caps/two", 2)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	mount := func(fs *FS, i int) (string, error) {
+		mp := t.TempDir()
+		return mp, fs.Mount(context.Background(), mp, layerLabels(ref, layers, i))
+	}
+	t.Run("entries", func(t *testing.T) {
+		fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), MaxEntries: 1})
+		if _, err := mount(fs, 0); !errors.Is(err, snapshotter.ReasonNotLazy) || !errors.Is(err, estargz.ErrTooManyEntries) {
+			t.Fatalf("Mount over the entry cap: %v, want not-lazy: too many entries", err)
+		}
+	})
+	t.Run("memory", func(t *testing.T) {
+		probe := New(NewRegistrySource(f), Options{Root: t.TempDir()})
+		mp, err := mount(probe, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := probe.mounted[mp].mem
+		probe.Unmount(context.Background(), mp)
+		budget := index.NewBudget(one + one/2) // one layer's index, not two
+		fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), IndexMemory: budget})
+		first, err := mount(fs, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mount(fs, 1); !errors.Is(err, snapshotter.ReasonNotLazy) || !errors.Is(err, index.ErrBudget) {
+			t.Fatalf("Mount past the memory budget: %v, want not-lazy: budget", err)
+		}
+		if err := fs.Unmount(context.Background(), first); err != nil {
+			t.Fatal(err)
+		}
+		if budget.Used() != 0 {
+			t.Fatalf("budget holds %d bytes after Unmount", budget.Used())
+		}
+		second, err := mount(fs, 1)
+		if err != nil {
+			t.Fatalf("Mount after the first layer was unmounted: %v", err)
+		}
+		fs.Unmount(context.Background(), second)
+	})
 }

@@ -149,3 +149,18 @@ func openLayer(src Source, ref string, desc ocispec.Descriptor, toc digest.Diges
 	er, err := openBlob(b, toc)
 	return b, er, err
 }
+
+// openBlob opens the TOC of an open blob, verified against toc, taking
+// what it can from the blob's tail when it has one.
+func openBlob(b Blob, toc digest.Digest) (*estargz.Reader, error) {
+	tb, _ := b.(*tailBlob)
+	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
+	if tb != nil {
+		opts = append(opts, estargz.WithTail(tb.Tail()))
+	}
+	er, err := estargz.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	if tb != nil {
+		tb.trimTail(mountTailSize)
+	}
+	return er, err
+}

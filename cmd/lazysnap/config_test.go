@@ -30,6 +30,9 @@ func TestLoadServeConfig(t *testing.T) {
 			d, err := c.stallTimeout()
 			return err == nil && d.Seconds() == 2
 		}, ""},
+		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
+			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
+		}, ""},
 		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "config"},

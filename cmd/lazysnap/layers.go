@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/opencontainers/go-digest"
 )
@@ -80,7 +81,9 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
 			FetchTimeout: timeout, OnReadLatency: met.observeRead,
 		},
-		OnError: func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
+		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
+		MaxEntries:  cfg.Index.MaxEntries,
+		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
 		OnMount: func(l remote.LayerInfo) {
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},

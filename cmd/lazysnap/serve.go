@@ -67,6 +67,12 @@ type serveConfig struct {
 		StallTimeout          string `toml:"stall_timeout"` // fetcher.Config.StallTimeout
 		MaxConnsPerHost       int    `toml:"max_conns_per_host"`
 	} `toml:"fetch"`
+	// Index caps what a layer's in-memory index may take; a layer past a
+	// cap is pulled the ordinary way (reason not-lazy).
+	Index struct {
+		MaxEntries     int   `toml:"max_entries"`      // TOC entries of one layer; 0 = estargz.DefaultMaxEntries
+		MaxMemoryBytes int64 `toml:"max_memory_bytes"` // indexes of all mounted layers; 0 = no cap
+	} `toml:"index"`
 }
 
 func defaultServeConfig() serveConfig {
