@@ -4,7 +4,7 @@ package benchmarks
 // with a data layer for the hash (one large incompressible file) and the
 // walk (many small files) workloads; each as the gzip original, the plain
 // eStargz conversion, and an eStargz conversion per workload with the files
-// it opens (recorded with benchmarks/record) first.
+// it opens (recorded with convert/record) first.
 
 import (
 	"archive/tar"
@@ -25,8 +25,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lazysnap/lazysnap/benchmarks/record"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/convert/record"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
@@ -305,6 +305,24 @@ func treeLayer(n int) ([]byte, string) {
 	return b.Bytes(), fmt.Sprintf("%d %d\n", n, total)
 }
 
+// openBlob opens the blob of d in the OCI layout at layout.
+func openBlob(layout string, d ocispec.Descriptor) (*os.File, error) {
+	p, err := convert.LayoutBlobPath(layout, d)
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(p)
+}
+
+// readBlob reads the blob of d in the OCI layout at layout.
+func readBlob(layout string, d ocispec.Descriptor) ([]byte, error) {
+	p, err := convert.LayoutBlobPath(layout, d)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
 // readManifest reads the first manifest of an OCI layout.
 func readManifest(layout string) (ocispec.Descriptor, ocispec.Manifest, error) {
 	var idx ocispec.Index
@@ -320,7 +338,7 @@ func readManifest(layout string) (ocispec.Descriptor, ocispec.Manifest, error) {
 		return ocispec.Descriptor{}, m, err
 	}
 	md := idx.Manifests[0]
-	if b, err = os.ReadFile(record.BlobPath(layout, md)); err == nil {
+	if b, err = readBlob(layout, md); err == nil {
 		err = json.Unmarshal(b, &m)
 	}
 	return md, m, err
@@ -350,7 +368,7 @@ func (v *imageVariant) measure() error {
 }
 
 func openLayer(layout string, l ocispec.Descriptor) (*estargz.Reader, *os.File, error) {
-	f, err := os.Open(record.BlobPath(layout, l))
+	f, err := openBlob(layout, l)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -440,7 +458,7 @@ func (s *imageSet) push(t *testing.T, reg *registry.Registry) {
 			t.Fatal(err)
 		}
 		for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
-			f, err := os.Open(record.BlobPath(v.layout, d))
+			f, err := openBlob(v.layout, d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -450,7 +468,7 @@ func (s *imageSet) push(t *testing.T, reg *registry.Registry) {
 				t.Fatalf("push %s: %v", v.tag, err)
 			}
 		}
-		mb, err := os.ReadFile(record.BlobPath(v.layout, md))
+		mb, err := readBlob(v.layout, md)
 		if err != nil {
 			t.Fatal(err)
 		}

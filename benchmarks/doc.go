@@ -16,6 +16,7 @@
 //
 //	cd benchmarks && LAZYSNAP_BENCH=1 go test -run '^TestColdStart$' -v -timeout 60m .
 //
-// Package benchmarks/record and the command benchmarks/cmd/lazysnap-record
-// find the files a workload opens, for `lazysnap convert -prioritized-files`.
+// Package convert/record (what `lazysnap convert -record` runs) and the
+// command benchmarks/cmd/lazysnap-record find the files a workload opens,
+// for `lazysnap convert -prioritized-files`.
 package benchmarks

@@ -55,6 +55,53 @@ func (l layout) readBlob(what string, desc ocispec.Descriptor, limit int64) ([]b
 	return b, nil
 }
 
+// LayoutLayers returns the layer descriptors of the image manifest that
+// is the first entry of the index.json of the OCI image layout directory
+// dir, bottom layer first (what a container of that image stacks). The
+// manifest is read through its descriptor and verified against it, and
+// every layer descriptor is validated, so LayoutBlobPath accepts each. An
+// unreadable layout, a first entry that is not an image manifest with
+// layers (an image index, say) or a bad descriptor is ErrLayout.
+func LayoutLayers(dir string) ([]ocispec.Descriptor, error) {
+	l := layout{dir}
+	idx, err := l.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	if len(idx.Manifests) == 0 {
+		return nil, fmt.Errorf("%w: %s: no manifest in index.json", ErrLayout, dir)
+	}
+	md := idx.Manifests[0]
+	b, err := l.readBlob("index.json entry 0", md, maxJSONBlob)
+	if err != nil {
+		return nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: manifest %s: %v", ErrLayout, md.Digest, err)
+	}
+	if len(m.Layers) == 0 {
+		return nil, fmt.Errorf("%w: %s: the first index.json entry is not an image manifest with layers", ErrLayout, dir)
+	}
+	for i, d := range m.Layers {
+		if err := validDescriptor(fmt.Sprintf("manifest %s layer %d", md.Digest, i), d); err != nil {
+			return nil, err
+		}
+	}
+	return m.Layers, nil
+}
+
+// LayoutBlobPath returns the file that holds the blob of d in the OCI image
+// layout directory dir. d is validated first (ErrLayout if its digest or
+// size is malformed), so the path never leads out of the layout; whether
+// the file exists, or matches d, is not checked.
+func LayoutBlobPath(dir string, d ocispec.Descriptor) (string, error) {
+	if err := validDescriptor("blob", d); err != nil {
+		return "", err
+	}
+	return layout{dir}.blobPath(d.Digest), nil
+}
+
 // writeBlob stores b and returns its descriptor.
 func (l layout) writeBlob(mediaType string, b []byte) (ocispec.Descriptor, error) {
 	d := digest.FromBytes(b)

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lazysnap/lazysnap/benchmarks/record"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/convert/record"
 	"github.com/lazysnap/lazysnap/estargz"
 )
 
@@ -195,7 +195,7 @@ func printConvertReport(w io.Writer, rep *convert.Report, took time.Duration) er
 // recordFiles unpacks the image of the layout dir into a scratch
 // directory, runs argv in it and returns the files it opened, in
 // first-access order, after the ones containerd reads to create a
-// container (benchmarks/record does the work).
+// container (package convert/record does the work).
 func recordFiles(ctx context.Context, layout string, argv []string, timeout time.Duration, out io.Writer) ([]string, error) {
 	if fi, err := os.Stat(layout); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("-record needs SRC to be an OCI layout directory: %s", layout)

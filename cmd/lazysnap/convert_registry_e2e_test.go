@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lazysnap/lazysnap/benchmarks/record"
+	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
@@ -130,7 +130,7 @@ func TestRegistryConvertE2E(t *testing.T) {
 		{"registry to layout", func(tmp string) []string {
 			return []string{src, filepath.Join(tmp, "out")}
 		}, 0, []string{"pulled " + src}, func(t *testing.T, tmp string) {
-			layers, err := record.Layers(filepath.Join(tmp, "out"))
+			layers, err := convert.LayoutLayers(filepath.Join(tmp, "out"))
 			if err != nil || len(layers) != 2 || layers[1].Annotations[estargz.TOCJSONDigestAnnotation] == "" {
 				t.Fatalf("converted layout: %v %v", layers, err)
 			}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lazysnap/lazysnap/benchmarks/record"
+	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/opencontainers/go-digest"
@@ -86,11 +86,15 @@ func TestConvertRecord(t *testing.T) {
 	if got := strings.Fields(string(list)); !slices.Equal(got, want) {
 		t.Fatalf("recorded %q, want %q", got, want)
 	}
-	layers, err := record.Layers(dst)
+	layers, err := convert.LayoutLayers(dst)
 	if err != nil || len(layers) != 1 {
 		t.Fatalf("converted layers %v: %v", layers, err)
 	}
-	f, err := os.Open(record.BlobPath(dst, layers[0]))
+	blob, err := convert.LayoutBlobPath(dst, layers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(blob)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lazysnap/lazysnap/benchmarks/record"
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/convert/record"
 )
 
 func main() {

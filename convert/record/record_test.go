@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 )
 
@@ -83,6 +85,13 @@ func TestUnpackRejectsEscapes(t *testing.T) {
 	}
 	if b, _ := os.ReadFile("/etc/passwd"); strings.HasPrefix(string(b), "oops") {
 		t.Fatal("wrote outside the root")
+	}
+}
+
+func TestUnpackBadLayout(t *testing.T) {
+	dir := t.TempDir()
+	if err := Unpack(dir, filepath.Join(dir, "root")); !errors.Is(err, convert.ErrLayout) {
+		t.Fatalf("Unpack of an empty directory: %v, want convert.ErrLayout", err)
 	}
 }
 

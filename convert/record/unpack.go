@@ -1,39 +1,18 @@
-// Package record finds the files a workload opens in an image, so that
-// they can be converted as prioritized files (lazysnap convert
-// -prioritized-files) and prefetched at mount.
-//
-// Unpack extracts an OCI image layout's layers into a directory (overlay
-// whiteouts applied); Trace runs a command chrooted into that directory
-// while a fanotify mount mark reports every file it opens or executes,
-// including the ones the kernel and the dynamic loader open (the ELF
-// interpreter, shared libraries), with symbolic links already resolved.
-// The result is the image's regular files in first-access order, as clean
-// relative names ("usr/bin/python3.11"). WithRuntimeFiles adds the files
-// containerd itself reads from an image when it creates a container.
-//
-// Differences from a container: the command runs in the host's namespaces
-// with a minimal /dev (null, zero, full, random, urandom) and no /proc or
-// /sys, as root, with the image's files as unpacked here.
-//
-// It needs root (chroot, bind mount, fanotify). The command in
-// benchmarks/cmd/lazysnap-record wraps it for the command line.
 package record
 
 import (
 	"archive/tar"
 	"compress/gzip"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/lazysnap/lazysnap/convert"
 )
 
 const (
@@ -41,50 +20,16 @@ const (
 	whiteoutOpaque = ".wh..wh..opq"
 )
 
-// Layers returns the layer descriptors of the first image of the OCI layout
-// at dir, bottom first.
-func Layers(dir string) ([]ocispec.Descriptor, error) {
-	var idx ocispec.Index
-	if err := readJSON(filepath.Join(dir, "index.json"), &idx); err != nil {
-		return nil, err
-	}
-	if len(idx.Manifests) == 0 {
-		return nil, fmt.Errorf("record: %s: no manifest in index.json", dir)
-	}
-	var m ocispec.Manifest
-	if err := readJSON(BlobPath(dir, idx.Manifests[0]), &m); err != nil {
-		return nil, err
-	}
-	if len(m.Layers) == 0 {
-		return nil, fmt.Errorf("record: %s: the first index entry is not an image manifest with layers", dir)
-	}
-	return m.Layers, nil
-}
-
-// BlobPath is where an OCI layout at dir keeps the blob of d.
-func BlobPath(dir string, d ocispec.Descriptor) string {
-	return filepath.Join(dir, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded())
-}
-
-func readJSON(p string, v any) error {
-	b, err := os.ReadFile(p)
+// Unpack extracts the layers of the first image in the OCI layout at
+// layoutDir (read with convert.LayoutLayers) into dst (created if missing),
+// bottom layer first, applying overlay whiteouts. Device nodes and FIFOs
+// are skipped: a container gets its own /dev. Nothing is written outside
+// dst. Layers are gzip, zstd or plain tar (eStargz is gzip), chosen by the
+// media type's suffix.
+func Unpack(layoutDir, dst string) error {
+	layers, err := convert.LayoutLayers(layoutDir)
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("record: %s: %w", p, err)
-	}
-	return nil
-}
-
-// Unpack extracts the layers of the first image in the OCI layout at
-// layoutDir into dst (created if missing), bottom layer first, applying
-// overlay whiteouts. Device nodes and FIFOs are skipped: a container gets
-// its own /dev. Nothing is written outside dst.
-func Unpack(layoutDir, dst string) error {
-	layers, err := Layers(layoutDir)
-	if err != nil {
-		return err
 	}
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
@@ -95,7 +40,11 @@ func Unpack(layoutDir, dst string) error {
 	}
 	defer root.Close()
 	for _, l := range layers {
-		if err := unpackLayer(root, BlobPath(layoutDir, l), l.MediaType); err != nil {
+		blob, err := convert.LayoutBlobPath(layoutDir, l)
+		if err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+		if err := unpackLayer(root, blob, l.MediaType); err != nil {
 			return fmt.Errorf("record: layer %s: %w", l.Digest, err)
 		}
 	}
