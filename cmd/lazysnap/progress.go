@@ -1,67 +1,18 @@
 package main
 
-// Live progress of `lazysnap pull`: a tracker that learns the layers from the
-// image handlers and polls containerd (ingest statuses of the content store,
-// snapshots of the snapshotter), and two renderers of what it sees: one that
-// redraws a block of lines in place on a terminal, one that prints a line per
-// event for logs.
+// Live progress of `lazysnap pull`: two renderers of what package pull's
+// tracker sees, one that redraws a block of lines in place on a terminal,
+// one that prints a line per event for logs.
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"sync"
 
-	"github.com/containerd/containerd/content"
-	"github.com/containerd/containerd/images"
-	"github.com/containerd/containerd/snapshots"
-	"github.com/lazysnap/lazysnap/snapshotter"
-	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/identity"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/lazysnap/lazysnap/pull"
 	"golang.org/x/sys/unix"
 )
-
-// pullState is where a layer is in a pull.
-type pullState int
-
-const (
-	pullWaiting     pullState = iota
-	pullDownloading           // the blob is being fetched (fallback or first layers)
-	pullUnpacking             // the blob is here, the snapshot not yet
-	pullUnpacked              // an ordinary snapshot: downloaded and applied
-	pullLazy                  // a remote snapshot: mounted by lazysnap, fetched on demand
-)
-
-func (s pullState) String() string {
-	switch s {
-	case pullWaiting:
-		return "waiting"
-	case pullDownloading:
-		return "downloading"
-	case pullUnpacking:
-		return "downloaded, unpacking"
-	case pullUnpacked:
-		return "unpacked"
-	case pullLazy:
-		return "lazy (remote snapshot)"
-	}
-	return fmt.Sprintf("state %d", int(s))
-}
-
-// final reports whether the layer's snapshot exists.
-func (s pullState) final() bool { return s == pullUnpacked || s == pullLazy }
-
-// pullLayer is one layer as the display shows it.
-type pullLayer struct {
-	Digest digest.Digest
-	Size   int64 // compressed blob size
-	State  pullState
-	Done   int64 // bytes downloaded, while downloading
-}
 
 // percent is done/total in whole percent, clamped to 0..100.
 func percent(done, total int64) int {
@@ -75,9 +26,9 @@ func percent(done, total int64) int {
 }
 
 // formatPullLayer is layer i's line.
-func formatPullLayer(i int, l pullLayer) string {
+func formatPullLayer(i int, l pull.Layer) string {
 	head := fmt.Sprintf("layer %d %s %10s  ", i, shortDigest(l.Digest.String()), humanBytes(l.Size))
-	if l.State == pullDownloading {
+	if l.State == pull.Downloading {
 		return head + fmt.Sprintf("downloading %s / %s (%d%%)", humanBytes(l.Done), humanBytes(l.Size), percent(l.Done, l.Size))
 	}
 	return head + l.State.String()
@@ -85,7 +36,7 @@ func formatPullLayer(i int, l pullLayer) string {
 
 // pullRenderer shows successive snapshots of a pull's layers.
 type pullRenderer interface {
-	update(layers []pullLayer) error
+	update(layers []pull.Layer) error
 	// finish is called once after the last update, before the summary.
 	finish() error
 }
@@ -94,15 +45,15 @@ type pullRenderer interface {
 // downloads each time another quarter of it has arrived: readable in logs.
 type plainRenderer struct {
 	w    io.Writer
-	last []pullLayer
+	last []pull.Layer
 }
 
-func (r *plainRenderer) update(layers []pullLayer) error {
+func (r *plainRenderer) update(layers []pull.Layer) error {
 	for i, l := range layers {
 		if i < len(r.last) && !plainEvent(r.last[i], l) {
 			continue
 		}
-		if i >= len(r.last) && l.State == pullWaiting {
+		if i >= len(r.last) && l.State == pull.Waiting {
 			continue // a new layer that nothing happened to yet
 		}
 		if _, err := fmt.Fprintln(r.w, formatPullLayer(i, l)); err != nil {
@@ -114,11 +65,11 @@ func (r *plainRenderer) update(layers []pullLayer) error {
 }
 
 // plainEvent reports whether going from prev to cur is worth a line.
-func plainEvent(prev, cur pullLayer) bool {
+func plainEvent(prev, cur pull.Layer) bool {
 	if prev.State != cur.State {
 		return true
 	}
-	return cur.State == pullDownloading && percent(cur.Done, cur.Size)/25 > percent(prev.Done, prev.Size)/25
+	return cur.State == pull.Downloading && percent(cur.Done, cur.Size)/25 > percent(prev.Done, prev.Size)/25
 }
 
 func (r *plainRenderer) finish() error { return nil }
@@ -133,7 +84,7 @@ type ttyRenderer struct {
 	frame  string
 }
 
-func (r *ttyRenderer) update(layers []pullLayer) error {
+func (r *ttyRenderer) update(layers []pull.Layer) error {
 	var b strings.Builder
 	lines := frameLines(layers, r.height-1)
 	for _, line := range lines {
@@ -161,7 +112,7 @@ func (r *ttyRenderer) update(layers []pullLayer) error {
 // frameLines returns the lines of a frame of at most max lines (max < 1: no
 // limit). When the layers do not fit, those still in progress are shown,
 // and a last line counts the others.
-func frameLines(layers []pullLayer, max int) []string {
+func frameLines(layers []pull.Layer, max int) []string {
 	var lines []string
 	if max < 1 || len(layers) <= max {
 		for i, l := range layers {
@@ -171,7 +122,7 @@ func frameLines(layers []pullLayer, max int) []string {
 	}
 	done := 0
 	for i, l := range layers {
-		if l.State.final() {
+		if l.State.Final() {
 			done++
 		} else if len(lines) < max-1 {
 			lines = append(lines, formatPullLayer(i, l))
@@ -222,137 +173,4 @@ func newPullRenderer(mode string, w io.Writer) (pullRenderer, error) {
 		return &plainRenderer{w: w}, nil
 	}
 	return nil, fmt.Errorf("unknown progress mode %q (want auto, tty or plain)", mode)
-}
-
-// pullTracker follows one pull. Its handler wrapper records the layers and
-// config of the image's manifest and which blobs are being fetched; poll
-// asks containerd for the rest.
-type pullTracker struct {
-	mu       sync.Mutex
-	layers   []ocispec.Descriptor
-	config   ocispec.Descriptor
-	haveConf bool                   // the config blob is in the content store
-	fetching map[digest.Digest]bool // layer blob handler running (true) or done (false)
-	chain    []digest.Digest        // chain IDs, once the config has been read
-	state    []pullState            // final states, which do not change again
-}
-
-func newPullTracker() *pullTracker {
-	return &pullTracker{fetching: map[digest.Digest]bool{}}
-}
-
-// wrap is an image handler wrapper. containerd's unpacker calls the handler
-// it wraps for exactly the layer blobs it fetches, so a layer the remote
-// snapshotter mounts lazily never passes here.
-func (t *pullTracker) wrap(h images.Handler) images.Handler {
-	return images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		layer := images.IsLayerType(desc.MediaType)
-		if layer {
-			t.mu.Lock()
-			t.fetching[desc.Digest] = true
-			t.mu.Unlock()
-		}
-		children, err := h.Handle(ctx, desc)
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		switch {
-		case layer && err == nil:
-			t.fetching[desc.Digest] = false
-		case layer:
-			delete(t.fetching, desc.Digest)
-		case err == nil && images.IsManifestType(desc.MediaType) && t.layers == nil:
-			for _, c := range children {
-				if images.IsLayerType(c.MediaType) {
-					t.layers = append(t.layers, c)
-				} else if images.IsConfigType(c.MediaType) {
-					t.config = c
-				}
-			}
-		case err == nil && images.IsConfigType(desc.MediaType) && desc.Digest == t.config.Digest:
-			t.haveConf = true
-		}
-		return children, err
-	})
-}
-
-// manifestLayers returns the layers of the image's manifest, once known.
-func (t *pullTracker) manifestLayers() []ocispec.Descriptor {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]ocispec.Descriptor(nil), t.layers...)
-}
-
-// poll returns the layers' progress. Errors of the status calls only leave
-// a layer as it was: the pull itself reports what matters.
-func (t *pullTracker) poll(ctx context.Context, cs content.Store, sn snapshots.Snapshotter) []pullLayer {
-	t.mu.Lock()
-	layers := append([]ocispec.Descriptor(nil), t.layers...)
-	config, haveConf, chain := t.config, t.haveConf, t.chain
-	state := append([]pullState(nil), t.state...)
-	t.mu.Unlock()
-	if len(layers) == 0 {
-		return nil
-	}
-	// the calls to containerd, without holding up the handlers
-	if chain == nil && haveConf {
-		chain = readChain(ctx, cs, config, len(layers))
-	}
-	if len(state) != len(layers) {
-		state = make([]pullState, len(layers))
-	}
-	for i := range layers {
-		if state[i].final() || chain == nil {
-			continue
-		}
-		if info, err := sn.Stat(ctx, chain[i].String()); err == nil {
-			state[i] = pullUnpacked
-			if info.Labels[snapshotter.LabelRemote] != "" {
-				state[i] = pullLazy
-			}
-		}
-	}
-	statuses, _ := cs.ListStatuses(ctx)
-
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.chain, t.state = chain, state
-	out := make([]pullLayer, len(layers))
-	for i, l := range layers {
-		out[i] = pullLayer{Digest: l.Digest, Size: l.Size, State: state[i]}
-		if !state[i].final() {
-			out[i].State, out[i].Done = fetchState(l, t.fetching, statuses)
-		}
-	}
-	return out
-}
-
-// fetchState is a layer's state before its snapshot exists.
-func fetchState(l ocispec.Descriptor, fetching map[digest.Digest]bool, statuses []content.Status) (pullState, int64) {
-	running, seen := fetching[l.Digest]
-	if seen && !running {
-		return pullUnpacking, 0
-	}
-	for _, st := range statuses {
-		if st.Expected == l.Digest || strings.HasSuffix(st.Ref, l.Digest.String()) {
-			return pullDownloading, st.Offset
-		}
-	}
-	if running {
-		return pullDownloading, 0
-	}
-	return pullWaiting, 0
-}
-
-// readChain reads the image config and returns its layers' chain IDs, or
-// nil if it cannot (yet).
-func readChain(ctx context.Context, cs content.Store, config ocispec.Descriptor, n int) []digest.Digest {
-	b, err := content.ReadBlob(ctx, cs, config)
-	if err != nil {
-		return nil
-	}
-	var img ocispec.Image
-	if err := json.Unmarshal(b, &img); err != nil || len(img.RootFS.DiffIDs) != n {
-		return nil
-	}
-	return identity.ChainIDs(append([]digest.Digest(nil), img.RootFS.DiffIDs...))
 }

@@ -2,25 +2,15 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/containerd/containerd/content"
-	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/images"
-	"github.com/containerd/containerd/snapshots"
-	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/pull"
 	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/identity"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,17 +23,17 @@ func TestFormatPullLayer(t *testing.T) {
 	short := shortDigest(testDigestA.String())
 	for _, tc := range []struct {
 		name  string
-		layer pullLayer
+		layer pull.Layer
 		want  string
 	}{
-		{"waiting", pullLayer{Digest: testDigestA, Size: 3 << 20}, "layer 0 " + short + "    3.0 MiB  waiting"},
-		{"downloading", pullLayer{Digest: testDigestA, Size: 24 << 20, State: pullDownloading, Done: 6 << 20},
+		{"waiting", pull.Layer{Digest: testDigestA, Size: 3 << 20}, "layer 0 " + short + "    3.0 MiB  waiting"},
+		{"downloading", pull.Layer{Digest: testDigestA, Size: 24 << 20, State: pull.Downloading, Done: 6 << 20},
 			"layer 0 " + short + "   24.0 MiB  downloading 6.0 MiB / 24.0 MiB (25%)"},
-		{"downloading, nothing yet", pullLayer{Digest: testDigestA, Size: 100, State: pullDownloading},
+		{"downloading, nothing yet", pull.Layer{Digest: testDigestA, Size: 100, State: pull.Downloading},
 			"layer 0 " + short + "      100 B  downloading 0 B / 100 B (0%)"},
-		{"unpacking", pullLayer{Digest: testDigestA, Size: 2048, State: pullUnpacking}, "layer 0 " + short + "    2.0 KiB  downloaded, unpacking"},
-		{"unpacked", pullLayer{Digest: testDigestA, Size: 2048, State: pullUnpacked}, "layer 0 " + short + "    2.0 KiB  unpacked"},
-		{"lazy", pullLayer{Digest: testDigestA, Size: 1 << 30, State: pullLazy}, "layer 0 " + short + "    1.0 GiB  lazy (remote snapshot)"},
+		{"unpacking", pull.Layer{Digest: testDigestA, Size: 2048, State: pull.Unpacking}, "layer 0 " + short + "    2.0 KiB  downloaded, unpacking"},
+		{"unpacked", pull.Layer{Digest: testDigestA, Size: 2048, State: pull.Unpacked}, "layer 0 " + short + "    2.0 KiB  unpacked"},
+		{"lazy", pull.Layer{Digest: testDigestA, Size: 1 << 30, State: pull.Lazy}, "layer 0 " + short + "    1.0 GiB  lazy (remote snapshot)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := formatPullLayer(0, tc.layer); got != tc.want {
@@ -75,43 +65,43 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-func dl(d digest.Digest, done int64) pullLayer {
-	return pullLayer{Digest: d, Size: 100, State: pullDownloading, Done: done}
+func dl(d digest.Digest, done int64) pull.Layer {
+	return pull.Layer{Digest: d, Size: 100, State: pull.Downloading, Done: done}
 }
 
-func st(d digest.Digest, s pullState) pullLayer { return pullLayer{Digest: d, Size: 100, State: s} }
+func st(d digest.Digest, s pull.State) pull.Layer { return pull.Layer{Digest: d, Size: 100, State: s} }
 
 func TestPlainRenderer(t *testing.T) {
-	line := func(i int, l pullLayer) string { return formatPullLayer(i, l) + "\n" }
+	line := func(i int, l pull.Layer) string { return formatPullLayer(i, l) + "\n" }
 	for _, tc := range []struct {
 		name    string
-		updates [][]pullLayer
+		updates [][]pull.Layer
 		want    string
 	}{
-		{"nothing known yet", [][]pullLayer{nil, nil}, ""},
-		{"new waiting layers print nothing", [][]pullLayer{{st(testDigestA, pullWaiting), st(testDigestB, pullWaiting)}}, ""},
+		{"nothing known yet", [][]pull.Layer{nil, nil}, ""},
+		{"new waiting layers print nothing", [][]pull.Layer{{st(testDigestA, pull.Waiting), st(testDigestB, pull.Waiting)}}, ""},
 		{"lazy layers: one line each",
-			[][]pullLayer{
-				{st(testDigestA, pullWaiting), st(testDigestB, pullWaiting)},
-				{st(testDigestA, pullLazy), st(testDigestB, pullWaiting)},
-				{st(testDigestA, pullLazy), st(testDigestB, pullLazy)},
-				{st(testDigestA, pullLazy), st(testDigestB, pullLazy)},
+			[][]pull.Layer{
+				{st(testDigestA, pull.Waiting), st(testDigestB, pull.Waiting)},
+				{st(testDigestA, pull.Lazy), st(testDigestB, pull.Waiting)},
+				{st(testDigestA, pull.Lazy), st(testDigestB, pull.Lazy)},
+				{st(testDigestA, pull.Lazy), st(testDigestB, pull.Lazy)},
 			},
-			line(0, st(testDigestA, pullLazy)) + line(1, st(testDigestB, pullLazy))},
+			line(0, st(testDigestA, pull.Lazy)) + line(1, st(testDigestB, pull.Lazy))},
 		{"download: start, quarters, unpack",
-			[][]pullLayer{
+			[][]pull.Layer{
 				{dl(testDigestA, 0)},
 				{dl(testDigestA, 10)},
 				{dl(testDigestA, 26)},
 				{dl(testDigestA, 40)},
 				{dl(testDigestA, 99)},
-				{st(testDigestA, pullUnpacking)},
-				{st(testDigestA, pullUnpacked)},
+				{st(testDigestA, pull.Unpacking)},
+				{st(testDigestA, pull.Unpacked)},
 			},
 			line(0, dl(testDigestA, 0)) + line(0, dl(testDigestA, 26)) + line(0, dl(testDigestA, 99)) +
-				line(0, st(testDigestA, pullUnpacking)) + line(0, st(testDigestA, pullUnpacked))},
+				line(0, st(testDigestA, pull.Unpacking)) + line(0, st(testDigestA, pull.Unpacked))},
 		{"a layer seen first mid-download",
-			[][]pullLayer{{dl(testDigestA, 60)}},
+			[][]pull.Layer{{dl(testDigestA, 60)}},
 			line(0, dl(testDigestA, 60))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,42 +118,42 @@ func TestPlainRenderer(t *testing.T) {
 }
 
 func TestTTYRenderer(t *testing.T) {
-	a0, a50, bl := formatPullLayer(0, dl(testDigestA, 0)), formatPullLayer(0, dl(testDigestA, 50)), formatPullLayer(1, st(testDigestB, pullLazy))
+	a0, a50, bl := formatPullLayer(0, dl(testDigestA, 0)), formatPullLayer(0, dl(testDigestA, 50)), formatPullLayer(1, st(testDigestB, pull.Lazy))
 	for _, tc := range []struct {
 		name    string
 		width   int
 		height  int
-		updates [][]pullLayer
+		updates [][]pull.Layer
 		want    string
 	}{
-		{"nothing to draw", 80, 24, [][]pullLayer{nil}, ""},
+		{"nothing to draw", 80, 24, [][]pull.Layer{nil}, ""},
 		{"first frame, then redrawn in place",
 			80, 24,
-			[][]pullLayer{{dl(testDigestA, 0)}, {dl(testDigestA, 50), st(testDigestB, pullLazy)}},
+			[][]pull.Layer{{dl(testDigestA, 0)}, {dl(testDigestA, 50), st(testDigestB, pull.Lazy)}},
 			"\r\x1b[2K" + a0 + "\n" +
 				"\x1b[1A" + "\r\x1b[2K" + a50 + "\n" + "\r\x1b[2K" + bl + "\n" +
 				"\x1b[2A\r\x1b[J"},
 		{"an unchanged frame is not redrawn",
 			80, 24,
-			[][]pullLayer{{dl(testDigestA, 0)}, {dl(testDigestA, 0)}},
+			[][]pull.Layer{{dl(testDigestA, 0)}, {dl(testDigestA, 0)}},
 			"\r\x1b[2K" + a0 + "\n" + "\x1b[1A\r\x1b[J"},
 		{"lines are cut to the width",
 			20, 24,
-			[][]pullLayer{{dl(testDigestA, 0)}},
+			[][]pull.Layer{{dl(testDigestA, 0)}},
 			"\r\x1b[2K" + a0[:19] + "\n" + "\x1b[1A\r\x1b[J"},
 		{"more layers than rows: those in progress and a count",
 			80, 3,
-			[][]pullLayer{{st(testDigestA, pullLazy), dl(testDigestA, 0), st(testDigestB, pullUnpacked), dl(testDigestB, 50)}},
+			[][]pull.Layer{{st(testDigestA, pull.Lazy), dl(testDigestA, 0), st(testDigestB, pull.Unpacked), dl(testDigestB, 50)}},
 			"\r\x1b[2K" + formatPullLayer(1, dl(testDigestA, 0)) + "\n" +
 				"\r\x1b[2Kand 3 more layers; 2 of 4 done\n" + "\x1b[2A\r\x1b[J"},
 		{"as many layers as fit",
 			80, 3,
-			[][]pullLayer{{st(testDigestA, pullLazy), dl(testDigestA, 0)}},
-			"\r\x1b[2K" + formatPullLayer(0, st(testDigestA, pullLazy)) + "\n" +
+			[][]pull.Layer{{st(testDigestA, pull.Lazy), dl(testDigestA, 0)}},
+			"\r\x1b[2K" + formatPullLayer(0, st(testDigestA, pull.Lazy)) + "\n" +
 				"\r\x1b[2K" + formatPullLayer(1, dl(testDigestA, 0)) + "\n" + "\x1b[2A\r\x1b[J"},
 		{"unknown size: neither cut nor left out",
 			0, 0,
-			[][]pullLayer{{dl(testDigestA, 0)}},
+			[][]pull.Layer{{dl(testDigestA, 0)}},
 			"\r\x1b[2K" + a0 + "\n" + "\x1b[1A\r\x1b[J"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -177,7 +167,7 @@ func TestTTYRenderer(t *testing.T) {
 }
 
 // render feeds updates to r and finishes it.
-func render(t *testing.T, r pullRenderer, updates [][]pullLayer) {
+func render(t *testing.T, r pullRenderer, updates [][]pull.Layer) {
 	t.Helper()
 	for _, u := range updates {
 		if err := r.update(u); err != nil {
@@ -280,140 +270,4 @@ func TestTerminalWidth(t *testing.T) {
 			}
 		})
 	}
-}
-
-// fakeStore is the part of a content store the tracker uses.
-type fakeStore struct {
-	content.Store
-	blobs    map[digest.Digest][]byte
-	statuses []content.Status
-}
-
-func (s *fakeStore) ListStatuses(context.Context, ...string) ([]content.Status, error) {
-	return s.statuses, nil
-}
-
-func (s *fakeStore) ReaderAt(_ context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
-	b, ok := s.blobs[desc.Digest]
-	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", desc.Digest, errdefs.ErrNotFound)
-	}
-	return readerAt{bytes.NewReader(b)}, nil
-}
-
-type readerAt struct{ *bytes.Reader }
-
-func (readerAt) Close() error { return nil }
-
-// fakeSnapshotter answers Stat from infos.
-type fakeSnapshotter struct {
-	snapshots.Snapshotter
-	infos map[string]snapshots.Info
-}
-
-func (s *fakeSnapshotter) Stat(_ context.Context, key string) (snapshots.Info, error) {
-	if info, ok := s.infos[key]; ok {
-		return info, nil
-	}
-	return snapshots.Info{}, fmt.Errorf("snapshot %s: %w", key, errdefs.ErrNotFound)
-}
-
-// TestPullTracker drives the tracker's handler wrapper the way containerd's
-// unpacker does and checks what poll reports at each step.
-func TestPullTracker(t *testing.T) {
-	ctx := context.Background()
-	diffIDs := []digest.Digest{digest.FromString("diff a"), digest.FromString("diff b")}
-	chain := identity.ChainIDs(append([]digest.Digest(nil), diffIDs...))
-	cfg, _ := json.Marshal(ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}})
-	cfgDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
-	la := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: testDigestA, Size: 100}
-	lb := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: testDigestB, Size: 200}
-	manifest := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("manifest")}
-
-	cs := &fakeStore{blobs: map[digest.Digest][]byte{}}
-	sn := &fakeSnapshotter{infos: map[string]snapshots.Info{}}
-	tr := newPullTracker()
-	// the wrapped handler: a manifest has the config and layers as children;
-	// a blob handled is in the store; release lets a layer "download" finish
-	release := map[digest.Digest]chan error{la.Digest: make(chan error), lb.Digest: make(chan error)}
-	h := tr.wrap(images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		switch {
-		case desc.Digest == manifest.Digest:
-			return []ocispec.Descriptor{cfgDesc, la, lb}, nil
-		case desc.Digest == cfgDesc.Digest:
-			cs.blobs[cfgDesc.Digest] = cfg
-		default:
-			if err := <-release[desc.Digest]; err != nil {
-				return nil, err
-			}
-		}
-		return nil, nil
-	}))
-	handle := func(d ocispec.Descriptor) chan error {
-		done := make(chan error, 1)
-		go func() { _, err := h.Handle(ctx, d); done <- err }()
-		return done
-	}
-	want := func(step string, states ...pullLayer) {
-		t.Helper()
-		got := tr.poll(ctx, cs, sn)
-		if fmt.Sprint(got) != fmt.Sprint(states) {
-			t.Fatalf("%s: poll = %v, want %v", step, got, states)
-		}
-	}
-	layer := func(d ocispec.Descriptor, s pullState, done int64) pullLayer {
-		return pullLayer{Digest: d.Digest, Size: d.Size, State: s, Done: done}
-	}
-
-	want("before the manifest")
-	if err := <-handle(manifest); err != nil {
-		t.Fatal(err)
-	}
-	want("manifest known", layer(la, pullWaiting, 0), layer(lb, pullWaiting, 0))
-	if err := <-handle(cfgDesc); err != nil {
-		t.Fatal(err)
-	}
-	want("config read", layer(la, pullWaiting, 0), layer(lb, pullWaiting, 0))
-
-	// layer a is fetched (the fallback); layer b is mounted lazily
-	doneA := handle(la)
-	waitFor(t, func() bool { return tr.poll(ctx, cs, sn)[0].State == pullDownloading })
-	want("a requested", layer(la, pullDownloading, 0), layer(lb, pullWaiting, 0))
-	cs.statuses = []content.Status{{Ref: "layer-" + la.Digest.String(), Offset: 40, Total: 100}}
-	want("a downloading", layer(la, pullDownloading, 40), layer(lb, pullWaiting, 0))
-	cs.statuses = nil
-	release[la.Digest] <- nil
-	if err := <-doneA; err != nil {
-		t.Fatal(err)
-	}
-	want("a downloaded", layer(la, pullUnpacking, 0), layer(lb, pullWaiting, 0))
-	sn.infos[chain[0].String()] = snapshots.Info{Name: chain[0].String()}
-	sn.infos[chain[1].String()] = snapshots.Info{Name: chain[1].String(), Labels: map[string]string{snapshotter.LabelRemote: snapshotter.RemoteValue}}
-	want("both snapshots", layer(la, pullUnpacked, 0), layer(lb, pullLazy, 0))
-	delete(sn.infos, chain[1].String())
-	want("final states stick", layer(la, pullUnpacked, 0), layer(lb, pullLazy, 0))
-
-	// a failed fetch is no longer shown as downloading
-	tr2 := newPullTracker()
-	tr2.layers = []ocispec.Descriptor{la, lb}
-	h = tr2.wrap(images.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-		return nil, errors.New("registry down")
-	}))
-	if _, err := h.Handle(ctx, lb); err == nil {
-		t.Fatal("the wrapper swallowed the handler's error")
-	}
-	if got := tr2.poll(ctx, cs, sn); got[1].State != pullWaiting {
-		t.Errorf("after a failed fetch: %v, want waiting", got[1])
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for range 1000 {
-		if cond() {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("condition not reached")
 }

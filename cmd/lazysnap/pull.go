@@ -6,25 +6,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd"
-	"github.com/containerd/containerd/content"
-	"github.com/containerd/containerd/images"
-	"github.com/containerd/containerd/pkg/snapshotters"
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/config"
-	"github.com/containerd/containerd/snapshots"
 	"github.com/lazysnap/lazysnap/fetcher"
-	"github.com/lazysnap/lazysnap/snapshotter"
-	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/identity"
+	"github.com/lazysnap/lazysnap/pull"
 )
 
 // progressInterval is how often the live display is refreshed (10 Hz).
-const progressInterval = 100 * time.Millisecond
+const progressInterval = pull.DefaultInterval
 
 func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
@@ -62,29 +55,26 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
 	}
 	defer client.Close()
-	resolver := reg.resolver(ctx)
-	tracker := newPullTracker()
-	snaps := client.SnapshotService(*sn)
-	stopProgress := showProgress(ctx, render, tracker, client.ContentStore(), snaps)
-	start := time.Now()
-	img, err := client.Pull(ctx, ref,
-		containerd.WithResolver(resolver),
-		containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(*sn),
-		containerd.WithImageHandlerWrapper(func(h images.Handler) images.Handler {
-			// the labels containerd's CRI plugin sets: remote snapshotters
-			// find the image and layer through them
-			return tracker.wrap(snapshotters.AppendInfoHandlerWrapper(ref)(h))
-		}),
-	)
-	took := time.Since(start)
-	if perr := stopProgress(); err == nil && perr != nil {
-		err = perr
+	opts := pull.Options{Snapshotter: *sn, Resolver: reg.resolver(ctx), Interval: progressInterval}
+	var rerr error // the display's first error; the pull goes on regardless
+	if render != nil {
+		opts.Progress = func(layers []pull.Layer) error {
+			if err := render.update(layers); err != nil {
+				rerr = fmt.Errorf("progress display: %w", err)
+			}
+			return rerr
+		}
+	}
+	res, err := pull.Image(ctx, client, ref, opts)
+	if render != nil && rerr == nil {
+		if ferr := render.finish(); err == nil && ferr != nil {
+			err = fmt.Errorf("progress display: %w", ferr)
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("pulling %s: %w", ref, err)
+		return err
 	}
-	return printSummary(ctx, stdout, *quiet, img, snaps, tracker, took)
+	return printSummary(stdout, *quiet, res)
 }
 
 // registryFlags are the registry access flags of pull and convert, with
@@ -116,79 +106,21 @@ func (r *registryFlags) resolver(ctx context.Context) remotes.Resolver {
 	})
 }
 
-// showProgress renders the tracker's view every progressInterval until the
-// returned stop is called, which renders the last state and finishes the
-// display. A nil pullRenderer shows nothing.
-func showProgress(ctx context.Context, r pullRenderer, t *pullTracker, cs content.Store, sn snapshots.Snapshotter) (stop func() error) {
-	if r == nil {
-		return func() error { return nil }
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var werr error // the first write error; the pull goes on regardless
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(progressInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if werr == nil {
-					werr = r.update(t.poll(ctx, cs, sn))
-				}
-			}
-		}
-	}()
-	return func() error {
-		close(done)
-		wg.Wait()
-		if werr != nil {
-			return fmt.Errorf("progress display: %w", werr)
-		}
-		if ctx.Err() == nil {
-			if err := r.update(t.poll(ctx, cs, sn)); err != nil {
-				return fmt.Errorf("progress display: %w", err)
-			}
-		}
-		if err := r.finish(); err != nil {
-			return fmt.Errorf("progress display: %w", err)
-		}
-		return nil
-	}
-}
-
 // printSummary prints each layer's final state (unless quiet) and a line on
 // the whole pull.
-func printSummary(ctx context.Context, w io.Writer, quiet bool, img containerd.Image, snaps snapshots.Snapshotter, t *pullTracker, took time.Duration) error {
-	diffIDs, err := img.RootFS(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the layers of %s: %w", img.Name(), err)
-	}
-	layers := t.manifestLayers()
-	chain := identity.ChainIDs(append([]digest.Digest(nil), diffIDs...))
-	lazy := 0
-	for i, id := range chain {
-		how := pullUnpacked
-		if info, err := snaps.Stat(ctx, id.String()); err == nil && info.Labels[snapshotter.LabelRemote] != "" {
-			how = pullLazy
-			lazy++
-		}
+func printSummary(w io.Writer, quiet bool, res pull.Result) error {
+	for i, l := range res.Layers {
 		if quiet {
-			continue
+			break
 		}
-		name := diffIDs[i].String()
-		if i < len(layers) {
-			name = fmt.Sprintf("%s (%d bytes)", layers[i].Digest, layers[i].Size)
+		name := res.DiffIDs[i].String()
+		if l.Digest != "" {
+			name = fmt.Sprintf("%s (%d bytes)", l.Digest, l.Size)
 		}
-		if _, err := fmt.Fprintf(w, "layer %d: %s: %s\n", i, name, how); err != nil {
+		if _, err := fmt.Fprintf(w, "layer %d: %s: %s\n", i, name, l.State); err != nil {
 			return err
 		}
 	}
-	_, err = fmt.Fprintf(w, "pulled %s in %s: %d of %d layers lazy\n", img.Name(), took.Round(time.Millisecond), lazy, len(chain))
+	_, err := fmt.Fprintf(w, "pulled %s in %s: %d of %d layers lazy\n", res.Image.Name(), res.Took.Round(time.Millisecond), res.LazyLayers(), len(res.Layers))
 	return err
 }

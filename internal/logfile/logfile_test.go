@@ -1,4 +1,4 @@
-package main
+package logfile
 
 import (
 	"os"
@@ -41,8 +41,8 @@ func readOr(t *testing.T, path string) string {
 func TestLogFileRotation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fusemanager.log")
 	fd1, fd2 := spareFD(t), spareFD(t)
-	lf := &logFile{path: path, max: 10, keep: 2, fds: []int{fd1, fd2}}
-	if err := lf.open(); err != nil {
+	lf := &File{Path: path, MaxBytes: 10, Keep: 2, FDs: []int{fd1, fd2}}
+	if err := lf.Open(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -68,19 +68,19 @@ func TestLogFileRotation(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rotated, err := lf.rotate()
+			rotated, err := lf.Rotate()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rotated != st.wantRotated {
 				t.Errorf("rotated = %v, want %v", rotated, st.wantRotated)
 			}
-			for _, c := range []struct{ path, want string }{{path, st.cur}, {lf.gen(1), st.gen1}, {lf.gen(2), st.gen2}} {
+			for _, c := range []struct{ path, want string }{{path, st.cur}, {lf.Generation(1), st.gen1}, {lf.Generation(2), st.gen2}} {
 				if got := readOr(t, c.path); got != c.want {
 					t.Errorf("%s = %q, want %q", filepath.Base(c.path), got, c.want)
 				}
 			}
-			if got := readOr(t, lf.gen(3)); got != "<none>" {
+			if got := readOr(t, lf.Generation(3)); got != "<none>" {
 				t.Errorf("kept a third old file: %q", got)
 			}
 		})
@@ -91,7 +91,7 @@ func TestLogFileRotation(t *testing.T) {
 	if got := readOr(t, path); got != "one two" {
 		t.Errorf("current file = %q, want both descriptors' writes", got)
 	}
-	if strings.Contains(readOr(t, lf.gen(1)), "one") {
+	if strings.Contains(readOr(t, lf.Generation(1)), "one") {
 		t.Errorf("a rotated file still receives writes")
 	}
 }
