@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
