@@ -47,6 +47,9 @@ func (f slogFormatter) Format(e *logrus.Entry) ([]byte, error) {
 		ctx = context.Background()
 	}
 	level := slogLevel(e.Level)
+	if e.Message == fsverityWarning {
+		level = slog.LevelDebug
+	}
 	if !f.h.Enabled(ctx, level) {
 		return nil, nil
 	}
@@ -61,6 +64,12 @@ func (f slogFormatter) Format(e *logrus.Entry) ([]byte, error) {
 	}
 	return nil, f.h.Handle(ctx, r)
 }
+
+// fsverityWarning is what containerd 2's local content store logs, as a
+// warning through log.L, each time one is opened on a filesystem without
+// fs-verity (tmpfs, most ext4). containerd opens one at start; lazysnap
+// convert opens one per pulled image, so it is shown at debug.
+const fsverityWarning = "failed check for fsverity support"
 
 func slogLevel(l logrus.Level) slog.Level {
 	switch l {

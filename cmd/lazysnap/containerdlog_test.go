@@ -20,6 +20,7 @@ func TestContainerdLog(t *testing.T) {
 	log.G(ctx).WithField("k", "v").Info("m")
 	log.G(ctx).WithError(errors.New("boom")).WithField("snapshot", "s 1").Warn("lazysnap: gone")
 	log.G(ctx).WithField("path", "/x").Debug("not at info")
+	log.G(ctx).WithField("path", "/tmp").Warn(fsverityWarning) // at debug
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("%d lines, want 2:\n%s", len(lines), buf.String())
