@@ -62,6 +62,10 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
 	}
 	defer client.Close()
+	// containerd 2's client connects at its first call, not in New
+	if _, err := client.Version(ctx); err != nil {
+		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
+	}
 	resolver := reg.resolver(ctx)
 	tracker := newPullTracker()
 	snaps := client.SnapshotService(*sn)
