@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/klauspost/compress/zstd"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/opencontainers/go-digest"

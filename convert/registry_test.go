@@ -13,9 +13,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
-	"github.com/containerd/containerd/remotes/docker/config"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"

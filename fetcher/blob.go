@@ -10,8 +10,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/containerd/containerd/reference"
-	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/lazysnap/lazysnap/internal/descriptor"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/archive"
+	"github.com/containerd/containerd/v2/pkg/archive"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"golang.org/x/sys/unix"
 )

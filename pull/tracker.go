@@ -6,9 +6,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/containerd/containerd/content"
-	"github.com/containerd/containerd/images"
-	"github.com/containerd/containerd/snapshots"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"

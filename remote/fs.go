@@ -12,7 +12,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/containerd/containerd/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/snapshotter"

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/containerd/containerd/snapshots"
-	"github.com/containerd/containerd/snapshots/testsuite"
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/testsuite"
 
 	"github.com/lazysnap/lazysnap/snapshotter"
 )

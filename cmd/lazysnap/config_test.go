@@ -35,7 +35,7 @@ func TestLoadServeConfig(t *testing.T) {
 		}, ""},
 		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
-		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "config"},
+		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "cache.max_bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "lazysnap.toml")

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/containerd/log"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -49,6 +51,9 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	// containerd's packages and snapshotter/ log through log.G, which
+	// falls back to log.L: into the stream, format and level of run's logger
+	log.L = containerdLogger(newLogHandler(os.Stderr))
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -62,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logger := slog.New(newLogHandler(stderr))
 	ctx = withLogger(ctx, logger)
 	for _, c := range commands() {
 		if c.name != args[0] {

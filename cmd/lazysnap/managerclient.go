@@ -18,10 +18,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // managerClient speaks the fuse manager protocol (fusemanager.go).
@@ -274,7 +275,10 @@ func (g managerGatherer) Gather() ([]*dto.MetricFamily, error) {
 	if err := g.c.do(ctx, http.MethodGet, "/metrics", nil, &body); err != nil {
 		return nil, err
 	}
-	var p expfmt.TextParser
+	// lazysnap's metric names are legacy Prometheus names, which is what
+	// the parser of prometheus/common 0.42 accepted; since 0.6x a zero
+	// TextParser panics for want of a validation scheme
+	p := expfmt.NewTextParser(model.LegacyValidation)
 	mfs, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("fuse manager metrics: %w", err)

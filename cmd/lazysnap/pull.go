@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	containerd "github.com/containerd/containerd"
-	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
-	"github.com/containerd/containerd/remotes/docker/config"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/pull"
 )
@@ -55,6 +55,10 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
 	}
 	defer client.Close()
+	// containerd 2's client connects at its first call, not in New
+	if _, err := client.Version(ctx); err != nil {
+		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
+	}
 	opts := pull.Options{Snapshotter: *sn, Resolver: reg.resolver(ctx), Interval: progressInterval}
 	var rerr error // the display's first error; the pull goes on regardless
 	if render != nil {

@@ -11,14 +11,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
-	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/snapshotter"
-	"github.com/pelletier/go-toml"
+	"github.com/pelletier/go-toml/v2"
 	"google.golang.org/grpc"
 )
 
@@ -96,10 +97,39 @@ func loadServeConfig(path string) (serveConfig, error) {
 	}
 	defer f.Close()
 	// strict: a misspelt key is an error, not a setting silently ignored
-	if err := toml.NewDecoder(f).Strict(true).Decode(&c); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
+	if err := toml.NewDecoder(f).DisallowUnknownFields().Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, configError(err))
 	}
 	return c, nil
+}
+
+// configError names the keys and lines go-toml v2 keeps out of its
+// errors' messages: an unknown key is "unknown key fetch.no_prefetc (line 2)"
+// rather than "strict mode: fields in the document are missing in the target
+// struct".
+func configError(err error) error {
+	var missing *toml.StrictMissingError
+	if errors.As(err, &missing) {
+		keys := make([]string, len(missing.Errors))
+		for i := range missing.Errors {
+			row, _ := missing.Errors[i].Position()
+			keys[i] = fmt.Sprintf("%s (line %d)", strings.Join(missing.Errors[i].Key(), "."), row)
+		}
+		word := "key"
+		if len(keys) > 1 {
+			word = "keys"
+		}
+		return fmt.Errorf("unknown %s %s", word, strings.Join(keys, ", "))
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		if k := de.Key(); len(k) > 0 {
+			return fmt.Errorf("%s (line %d, column %d): %w", strings.Join(k, "."), row, col, err)
+		}
+		return fmt.Errorf("line %d, column %d: %w", row, col, err)
+	}
+	return err
 }
 
 // parseDaemonFlags parses the flags of serve and fuse-manager: fs's own

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
+)
+
+// newLogHandler is the daemon's one log handler: lazysnap's own slog
+// records and, through containerdLogger, containerd's log.G entries (and
+// snapshotter/'s, which logs the containerd way) are written by handlers
+// made here, in one format, at one level.
+func newLogHandler(w io.Writer) slog.Handler {
+	return slog.NewTextHandler(w, nil)
+}
+
+// containerdLogger returns a containerd/log entry (logrus underneath)
+// whose every entry becomes one record of h: the message, the entry's
+// fields as attributes, its level mapped to slog's. h decides what is
+// logged; logrus only skips building entries below h's lowest level.
+// main makes it log.L, which log.G falls back to.
+func containerdLogger(h slog.Handler) *log.Entry {
+	lg := logrus.New()
+	lg.Out = io.Discard
+	lg.Formatter = slogFormatter{h}
+	lg.Level = logrus.PanicLevel
+	for _, l := range []logrus.Level{logrus.TraceLevel, logrus.DebugLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.ErrorLevel, logrus.FatalLevel} {
+		if h.Enabled(context.Background(), slogLevel(l)) {
+			lg.Level = l
+			break
+		}
+	}
+	return logrus.NewEntry(lg)
+}
+
+// slogFormatter hands each logrus entry to an slog.Handler and gives
+// logrus nothing to write.
+type slogFormatter struct{ h slog.Handler }
+
+func (f slogFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	ctx := e.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	level := slogLevel(e.Level)
+	if e.Message == fsverityWarning {
+		level = slog.LevelDebug
+	}
+	if !f.h.Enabled(ctx, level) {
+		return nil, nil
+	}
+	r := slog.NewRecord(e.Time, level, e.Message, 0)
+	keys := make([]string, 0, len(e.Data))
+	for k := range e.Data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		r.AddAttrs(slog.Any(k, e.Data[k]))
+	}
+	return nil, f.h.Handle(ctx, r)
+}
+
+// fsverityWarning is what containerd 2's local content store logs, as a
+// warning through log.L, each time one is opened on a filesystem without
+// fs-verity (tmpfs, most ext4). containerd opens one at start; lazysnap
+// convert opens one per pulled image, so it is shown at debug.
+const fsverityWarning = "failed check for fsverity support"
+
+func slogLevel(l logrus.Level) slog.Level {
+	switch l {
+	case logrus.TraceLevel:
+		return slog.LevelDebug - 4
+	case logrus.DebugLevel:
+		return slog.LevelDebug
+	case logrus.InfoLevel:
+		return slog.LevelInfo
+	case logrus.WarnLevel:
+		return slog.LevelWarn
+	case logrus.ErrorLevel:
+		return slog.LevelError
+	case logrus.FatalLevel:
+		return slog.LevelError + 4
+	default: // panic
+		return slog.LevelError + 8
+	}
+}
