@@ -24,6 +24,7 @@ import (
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -628,7 +629,7 @@ func TestBadImages(t *testing.T) {
 			var listed bool
 			for _, img := range s.status(t).Images {
 				for _, l := range img.Layers {
-					listed = listed || img.Ref == ref && l.State == stateFallback && l.FallbackReason == tc.reason && l.Error != ""
+					listed = listed || img.Ref == ref && l.State == ops.StateFallback && l.FallbackReason == tc.reason && l.Error != ""
 				}
 			}
 			if !listed {

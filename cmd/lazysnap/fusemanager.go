@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 )
 
@@ -38,7 +39,7 @@ import (
 //	POST /unmount   managerRequest -> 204, or managerError
 //	POST /usage     managerRequest -> snapshots.Usage, or managerError
 //	POST /cleanup   -> 204, or managerError
-//	GET  /status    -> statusReport (without the snapshotter's part)
+//	GET  /status    -> ops.Report (without the snapshotter's part)
 //	GET  /metrics   -> Prometheus text
 //
 // A request's context is the caller's: when serve gives up on a Mount (its
@@ -120,7 +121,7 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := claimSocket(ctx, sock); err != nil {
 		return err
 	}
-	ls, err := newLayerService(cfg, newMetrics("fuse-manager"), logger)
+	ls, err := newLayerService(cfg, ops.NewMetrics("fuse-manager", version), logger)
 	if err != nil {
 		return err
 	}
@@ -228,9 +229,9 @@ func managerHandler(ls *layerService, root string) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.Handle("GET /metrics", ls.met.handler())
+	mux.Handle("GET /metrics", ls.met.Handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, ls.status.report(r.Context()))
+		writeJSON(w, http.StatusOK, ls.status.Report(r.Context()))
 	})
 	return mux
 }

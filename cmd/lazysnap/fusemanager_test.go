@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
@@ -36,8 +37,8 @@ func newTestManager(t *testing.T, src remote.Source) *testManager {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	rfs := remote.New(src, remote.Options{Root: dir})
-	ls := &layerService{fs: rfs, root: dir, met: newMetrics("fuse-manager"), status: &statusServer{fs: rfs, src: statsSources{Layers: rfs.Layers}}}
-	if err := ls.met.register(ls.status.src); err != nil {
+	ls := &layerService{fs: rfs, root: dir, met: ops.NewMetrics("fuse-manager", version), status: &ops.Server{FS: rfs, Src: ops.Sources{Layers: rfs.Layers}}}
+	if err := ls.met.Register(ls.status.Src); err != nil {
 		t.Fatal(err)
 	}
 	m := &testManager{sock: filepath.Join(dir, managerSocketName), ls: ls}

@@ -12,6 +12,7 @@ import (
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/opencontainers/go-digest"
 )
@@ -25,8 +26,8 @@ type layerService struct {
 	fetcher *fetcher.Fetcher
 	fs      *remote.FS
 	root    string // content directories live under root/content
-	met     *metrics
-	status  *statusServer
+	met     *ops.Metrics
+	status  *ops.Server
 }
 
 // fetchTimeout is fetch.timeout, parsed.
@@ -53,7 +54,7 @@ func parseDurationKey(key, v string) (time.Duration, error) {
 }
 
 // newLayerService builds the layer half from cfg; its metrics go to met.
-func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerService, error) {
+func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*layerService, error) {
 	timeout, err := cfg.fetchTimeout()
 	if err != nil {
 		return nil, err
@@ -79,7 +80,7 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 		Layer: lfs.Options{
 			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
-			FetchTimeout: timeout, OnReadLatency: met.observeRead,
+			FetchTimeout: timeout, OnReadLatency: met.ObserveRead,
 		},
 		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
 		MaxEntries:  cfg.Index.MaxEntries,
@@ -88,13 +89,13 @@ func newLayerService(cfg serveConfig, met *metrics, log *slog.Logger) (*layerSer
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
 	})
-	src := statsSources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers}
-	if err := met.register(src); err != nil {
+	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers}
+	if err := met.Register(src); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return &layerService{fetcher: f, fs: rfs, root: cfg.Root, met: met,
-		status: &statusServer{fs: rfs, src: src, noPrefetch: cfg.Fetch.NoPrefetch, background: !cfg.Fetch.NoBackground}}, nil
+		status: &ops.Server{FS: rfs, Src: src, Version: version, NoPrefetch: cfg.Fetch.NoPrefetch, Background: !cfg.Fetch.NoBackground}}, nil
 }
 
 // unmountAll unmounts every layer, detaching those still in use.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/lazysnap/lazysnap/ops"
 )
 
 // TestRestartUnderRunningContainer: a container runs from a lazy image
@@ -81,13 +83,13 @@ func TestRestartUnderRunningContainer(t *testing.T) {
 }
 
 // status runs `lazysnap status --json` against the stack.
-func (s *stack) status(t *testing.T) statusReport {
+func (s *stack) status(t *testing.T) ops.Report {
 	t.Helper()
 	out, err := exec.Command(s.bin, "status", "--config", filepath.Join(s.dir, "lazysnap.toml"), "--json").Output()
 	if err != nil {
 		t.Fatalf("lazysnap status: %v\n%s", err, out)
 	}
-	var rep statusReport
+	var rep ops.Report
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("lazysnap status: %v\n%s", err, out)
 	}

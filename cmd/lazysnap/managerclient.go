@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -240,9 +241,9 @@ type managerStatus struct {
 	fallbacks func() []snapshotter.Fallback
 }
 
-func (s *managerStatus) report(ctx context.Context) statusReport {
-	var rep statusReport
-	fm := &fuseManagerStatus{Address: s.c.sock}
+func (s *managerStatus) Report(ctx context.Context) ops.Report {
+	var rep ops.Report
+	fm := &ops.FuseManager{Address: s.c.sock}
 	h, err := s.c.health(ctx)
 	if err == nil {
 		var body []byte
@@ -251,17 +252,17 @@ func (s *managerStatus) report(ctx context.Context) statusReport {
 		}
 	}
 	if err != nil {
-		rep = statusReport{}
+		rep = ops.Report{}
 		fm.Error = err.Error()
 	} else {
 		fm.PID, fm.Version = h.PID, h.Version
 	}
 	if rep.Images == nil {
-		rep.Images = []imageStatus{}
+		rep.Images = []ops.Image{}
 	}
 	rep.Version, rep.Time, rep.FuseManager = version, time.Now().UTC(), fm
-	rep.Snapshotter = snapshotterStatusOf(s.sn())
-	rep.Images = withFallbacks(rep.Images, s.fallbacks())
+	rep.Snapshotter = ops.SnapshotterStatusOf(s.sn())
+	rep.Images = ops.WithFallbacks(rep.Images, s.fallbacks())
 	return rep
 }
 

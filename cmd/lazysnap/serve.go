@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/pelletier/go-toml/v2"
 	"google.golang.org/grpc"
@@ -184,7 +185,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctx = log.WithLogger(ctx, log.L)
 
 	// the layers: served here, or by a fuse manager
-	met := newMetrics("")
+	met := ops.NewMetrics("", version)
 	var (
 		fsys    snapshotter.FileSystem
 		manager *managerClient // nil: in-process
@@ -200,7 +201,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if h.Version != version {
 			logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
 		}
-		if err := met.gatherManager(mfs.c); err != nil {
+		if err := gatherManager(met, mfs.c); err != nil {
 			return err
 		}
 		fsys, manager = mfs, mfs.c
@@ -218,23 +219,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer sn.Close()
 
 	// status and metrics: on the status socket, and on metrics_address
-	if err := met.register(statsSources{Snapshotter: sn.Stats}); err != nil {
+	if err := met.Register(ops.Sources{Snapshotter: sn.Stats}); err != nil {
 		return err
 	}
 	var st statusReporter = &managerStatus{c: manager, sn: sn.Stats, fallbacks: sn.Fallbacks}
 	if ls != nil {
-		ls.status.src.Snapshotter, ls.status.src.Fallbacks = sn.Stats, sn.Fallbacks
+		ls.status.Src.Snapshotter, ls.status.Src.Fallbacks = sn.Stats, sn.Fallbacks
 		st = ls.status
 	}
-	ops := &http.Server{Handler: opsHandler(met, st), ReadHeaderTimeout: 10 * time.Second}
-	defer ops.Close()
+	opsSrv := &http.Server{Handler: opsHandler(met, st), ReadHeaderTimeout: 10 * time.Second}
+	defer opsSrv.Close()
 	opsListeners, err := listenOps(cfg)
 	if err != nil {
 		return err
 	}
 	for _, l := range opsListeners {
 		go func() {
-			if err := ops.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := opsSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.ErrorContext(ctx, "status server failed", "address", l.Addr().String(), "error", err)
 			}
 		}()
@@ -262,7 +263,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case <-ctx.Done():
 		logger.InfoContext(ctx, "shutting down")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		ops.Shutdown(sctx)
+		opsSrv.Shutdown(sctx)
 		cancel()
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()

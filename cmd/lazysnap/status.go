@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
-	"math"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -18,8 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lazysnap/lazysnap/remote"
-	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/ops"
 )
 
 // The status endpoint. lazysnap serve always serves GET /status (JSON) and
@@ -39,231 +36,21 @@ func (c serveConfig) statusSocket() string {
 	return filepath.Join(filepath.Dir(c.Address), statusSocketName)
 }
 
-// statusReport is GET /status.
-type statusReport struct {
-	Version        string                    `json:"version"`
-	Time           time.Time                 `json:"time"`
-	Images         []imageStatus             `json:"images"`
-	Cache          *cacheStatus              `json:"cache,omitempty"`
-	Registries     map[string]registryStatus `json:"registries,omitempty"`
-	RegistryErrors map[string]int64          `json:"registry_errors,omitempty"`
-	Snapshotter    *snapshotterStatus        `json:"snapshotter,omitempty"`
-	FuseManager    *fuseManagerStatus        `json:"fuse_manager,omitempty"`
-}
-
-// fuseManagerStatus is the fuse manager serving the layers, when serve
-// uses one (fusemanager.go).
-type fuseManagerStatus struct {
-	Address string `json:"address"`
-	PID     int    `json:"pid,omitempty"`
-	Version string `json:"version,omitempty"`
-	Error   string `json:"error,omitempty"` // why it did not answer
-}
-
-type imageStatus struct {
-	Ref    string        `json:"ref"`
-	Layers []layerStatus `json:"layers"`
-}
-
-// Layer states.
-const (
-	statePrefetching = "prefetching" // fetching the prioritized files
-	stateBackground  = "background"  // fetching the rest in the background
-	stateLazy        = "lazy"        // fetching on demand only (background fetch off)
-	stateComplete    = "complete"    // every chunk present
-	stateFallback    = "fallback"    // the last mount failed: pulled the ordinary way
-)
-
-type layerStatus struct {
-	Digest           string  `json:"digest"`
-	State            string  `json:"state"`
-	Mountpoint       string  `json:"mountpoint,omitempty"`
-	Chunks           int     `json:"chunks"`
-	ChunksPresent    int     `json:"chunks_present"`
-	FetchedPercent   float64 `json:"fetched_percent"`
-	FetchedBytes     int64   `json:"fetched_bytes"`
-	Requests         int64   `json:"requests"`
-	Reads            int64   `json:"reads"`
-	PassthroughOpens int64   `json:"passthrough_opens"`
-	Errors           int64   `json:"errors"`
-	CacheBytes       int64   `json:"cache_bytes"`
-	PrefetchDone     bool    `json:"prefetch_done"`
-	BackgroundDone   bool    `json:"background_done"`
-	FallbackReason   string  `json:"fallback_reason,omitempty"`
-	Error            string  `json:"error,omitempty"`
-
-	ref string // the image
-	seq int    // the order of mounts
-}
-
-type cacheStatus struct {
-	DiskBytes    int64 `json:"disk_bytes"`
-	DiskEntries  int64 `json:"disk_entries"`
-	DiskMaxBytes int64 `json:"disk_max_bytes"`
-	MemoryBytes  int64 `json:"memory_bytes"`
-	MemEntries   int64 `json:"memory_entries"`
-	Hits         int64 `json:"hits"`
-	MemoryHits   int64 `json:"memory_hits"`
-	Misses       int64 `json:"misses"`
-	Evictions    int64 `json:"evictions"`
-	Corrupt      int64 `json:"corrupt"`
-	WriteErrors  int64 `json:"write_errors"`
-}
-
-type registryStatus struct {
-	Requests int64 `json:"requests"`
-	Bytes    int64 `json:"bytes"`
-}
-
-type snapshotterStatus struct {
-	RemoteMounts    uint64            `json:"remote_mounts"`
-	Fallbacks       map[string]uint64 `json:"fallbacks"`
-	Restored        uint64            `json:"restored"`
-	RestoreFailures uint64            `json:"restore_failures"`
-	Remounts        uint64            `json:"remounts"`
-	Unavailable     int               `json:"unavailable"`
-}
-
-// statusServer assembles statusReports.
-type statusServer struct {
-	fs                     *remote.FS
-	src                    statsSources
-	noPrefetch, background bool
-}
-
-func (s *statusServer) report(ctx context.Context) statusReport {
-	var layers []layerStatus
-	var mls []remote.LayerInfo
-	if s.src.Layers != nil {
-		mls = s.src.Layers()
-	}
-	for _, m := range mls {
-		ls := layerStatus{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, ref: m.Ref, seq: m.Seq}
-		fillLayer(&ls, m, s.noPrefetch, s.background)
-		if u, err := s.fs.Usage(ctx, m.Mountpoint); err == nil {
-			ls.CacheBytes = u.Size
-		}
-		layers = append(layers, ls)
-	}
-	rep := statusReport{Version: version, Time: time.Now().UTC(), Images: groupImages(layers)}
-	if s.src.Fallbacks != nil {
-		rep.Images = withFallbacks(rep.Images, s.src.Fallbacks())
-	}
-	if s.src.Cache != nil {
-		c := s.src.Cache()
-		rep.Cache = &cacheStatus{DiskBytes: c.Bytes, DiskEntries: c.Entries, DiskMaxBytes: c.MaxBytes,
-			MemoryBytes: c.MemBytes, MemEntries: c.MemEntries, Hits: c.Hits, MemoryHits: c.MemHits,
-			Misses: c.Misses, Evictions: c.Evictions, Corrupt: c.Corrupt, WriteErrors: c.WriteErrs}
-	}
-	if s.src.Registries != nil {
-		rep.Registries = map[string]registryStatus{}
-		for h, st := range s.src.Registries() {
-			rep.Registries[h] = registryStatus{Requests: st.Requests, Bytes: st.Bytes}
-		}
-	}
-	if s.src.RegistryErrors != nil {
-		rep.RegistryErrors = s.src.RegistryErrors()
-	}
-	if s.src.Snapshotter != nil {
-		rep.Snapshotter = snapshotterStatusOf(s.src.Snapshotter())
-	}
-	return rep
-}
-
-func snapshotterStatusOf(st snapshotter.Stats) *snapshotterStatus {
-	ss := &snapshotterStatus{RemoteMounts: st.RemoteMounts, Fallbacks: map[string]uint64{},
-		Restored: st.Restored, RestoreFailures: st.RestoreFailures, Remounts: st.Remounts, Unavailable: st.Unavailable}
-	for r, n := range st.Fallbacks {
-		ss.Fallbacks[string(r)] = n
-	}
-	return ss
-}
-
-// fillLayer sets a mounted layer's counters and state.
-func fillLayer(ls *layerStatus, m remote.LayerInfo, noPrefetch, background bool) {
-	s := m.Stats
-	ls.Chunks, ls.ChunksPresent = s.Chunks, s.ChunksPresent
-	ls.FetchedPercent = 100
-	if s.Chunks > 0 {
-		ls.FetchedPercent = math.Round(1000*float64(s.ChunksPresent)/float64(s.Chunks)) / 10
-		if ls.FetchedPercent == 100 && s.ChunksPresent < s.Chunks {
-			ls.FetchedPercent = 99.9
-		}
-		if ls.FetchedPercent == 0 && s.ChunksPresent > 0 {
-			ls.FetchedPercent = 0.1
-		}
-	}
-	ls.FetchedBytes, ls.Requests, ls.Reads = s.FetchedBytes, s.Requests, s.FuseReads
-	ls.PassthroughOpens, ls.Errors = s.PassthroughOpens, s.Errors
-	ls.PrefetchDone, ls.BackgroundDone = s.PrefetchDone, s.BackgroundDone
-	switch {
-	case s.ChunksPresent >= s.Chunks:
-		ls.State = stateComplete
-	case !s.PrefetchDone && !noPrefetch:
-		ls.State = statePrefetching
-	case background && !s.BackgroundDone:
-		ls.State = stateBackground
-	default:
-		ls.State = stateLazy
-	}
-}
-
-// groupImages groups layers by image reference, images and layers in the
-// order they were mounted.
-func groupImages(layers []layerStatus) []imageStatus {
-	slices.SortStableFunc(layers, func(a, b layerStatus) int {
-		return cmp.Or(cmp.Compare(a.seq, b.seq), cmp.Compare(a.Digest, b.Digest), cmp.Compare(a.Mountpoint, b.Mountpoint))
-	})
-	images := []imageStatus{}
-	at := map[string]int{}
-	for _, l := range layers {
-		i, ok := at[l.ref]
-		if !ok {
-			i = len(images)
-			at[l.ref] = i
-			images = append(images, imageStatus{Ref: l.ref})
-		}
-		images[i].Layers = append(images[i].Layers, l)
-	}
-	return images
-}
-
-// withFallbacks adds the layers that fell back, each after the mounted
-// layers of its image (a reference of its own when no layer of it is
-// mounted).
-func withFallbacks(images []imageStatus, fbs []snapshotter.Fallback) []imageStatus {
-	at := map[string]int{}
-	for i, img := range images {
-		at[img.Ref] = i
-	}
-	for _, f := range fbs {
-		i, ok := at[f.Ref]
-		if !ok {
-			i = len(images)
-			at[f.Ref] = i
-			images = append(images, imageStatus{Ref: f.Ref})
-		}
-		images[i].Layers = append(images[i].Layers, layerStatus{Digest: f.Digest, State: stateFallback,
-			FallbackReason: string(f.Reason), Error: f.Err})
-	}
-	return images
-}
-
-// statusReporter assembles GET /status: a statusServer, or a
+// statusReporter assembles GET /status: a ops.Server, or a
 // managerStatus when a fuse manager serves the layers.
 type statusReporter interface {
-	report(ctx context.Context) statusReport
+	Report(ctx context.Context) ops.Report
 }
 
 // opsHandler serves /metrics and /status.
-func opsHandler(m *metrics, st statusReporter) http.Handler {
+func opsHandler(m *ops.Metrics, st statusReporter) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.handler())
+	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(st.report(r.Context()))
+		_ = enc.Encode(st.Report(r.Context()))
 	})
 	return mux
 }
@@ -304,7 +91,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var rep statusReport
+	var rep ops.Report
 	if err := json.Unmarshal(body, &rep); err != nil {
 		return fmt.Errorf("%s: bad status: %w", target, err)
 	}
@@ -351,7 +138,7 @@ func fetchStatus(ctx context.Context, target string) ([]byte, error) {
 
 // writeStatus prints a status report for people: a table of layers by
 // image, then cache, registry and fallback totals.
-func writeStatus(w io.Writer, rep statusReport) error {
+func writeStatus(w io.Writer, rep ops.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tLAYER\tFETCHED\tBYTES\tSTATE\tERRORS")
 	n := 0
@@ -362,7 +149,7 @@ func writeStatus(w io.Writer, rep statusReport) error {
 		}
 		for _, l := range img.Layers {
 			n++
-			if l.State == stateFallback {
+			if l.State == ops.StateFallback {
 				fmt.Fprintf(tw, "%s\t%s\t-\t-\t%s (%s)\t-\n", ref, shortDigest(l.Digest), l.State, l.FallbackReason)
 				continue
 			}

@@ -17,37 +17,34 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func hexDigest(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
 
 // sampleReport is a status with a lazy image (one layer partly fetched,
 // one complete with errors) and a fallen-back image.
-func sampleReport() statusReport {
-	return statusReport{
+func sampleReport() ops.Report {
+	return ops.Report{
 		Version: "dev",
-		Images: []imageStatus{
-			{Ref: "registry.example/app:1", Layers: []layerStatus{
-				{Digest: hexDigest('a'), State: stateLazy, Chunks: 80, ChunksPresent: 10, FetchedPercent: 12.5, FetchedBytes: 3<<20 + 1<<19},
-				{Digest: hexDigest('b'), State: stateComplete, Chunks: 2, ChunksPresent: 2, FetchedPercent: 100, FetchedBytes: 1536, Errors: 2},
+		Images: []ops.Image{
+			{Ref: "registry.example/app:1", Layers: []ops.Layer{
+				{Digest: hexDigest('a'), State: ops.StateLazy, Chunks: 80, ChunksPresent: 10, FetchedPercent: 12.5, FetchedBytes: 3<<20 + 1<<19},
+				{Digest: hexDigest('b'), State: ops.StateComplete, Chunks: 2, ChunksPresent: 2, FetchedPercent: 100, FetchedBytes: 1536, Errors: 2},
 			}},
-			{Ref: "registry.example/plain:1", Layers: []layerStatus{
-				{Digest: hexDigest('c'), State: stateFallback, FallbackReason: "not-lazy", Error: "no TOC"},
+			{Ref: "registry.example/plain:1", Layers: []ops.Layer{
+				{Digest: hexDigest('c'), State: ops.StateFallback, FallbackReason: "not-lazy", Error: "no TOC"},
 			}},
 		},
-		Cache: &cacheStatus{DiskBytes: 12 << 20, DiskEntries: 40, DiskMaxBytes: 10 << 30, MemoryBytes: 1 << 20,
+		Cache: &ops.Cache{DiskBytes: 12 << 20, DiskEntries: 40, DiskMaxBytes: 10 << 30, MemoryBytes: 1 << 20,
 			MemEntries: 3, Hits: 120, MemoryHits: 20, Misses: 40},
-		Registries:     map[string]registryStatus{"registry.example": {Requests: 57, Bytes: 3<<20 + 100<<10}},
+		Registries:     map[string]ops.Registry{"registry.example": {Requests: 57, Bytes: 3<<20 + 100<<10}},
 		RegistryErrors: map[string]int64{"unavailable": 2, "timeout": 0, "not_found": 1},
-		Snapshotter:    &snapshotterStatus{RemoteMounts: 2, Fallbacks: map[string]uint64{"not-lazy": 1, "timeout": 0}},
+		Snapshotter:    &ops.SnapshotterStatus{RemoteMounts: 2, Fallbacks: map[string]uint64{"not-lazy": 1, "timeout": 0}},
 	}
 }
 
@@ -72,7 +69,7 @@ func TestWriteStatus(t *testing.T) {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), sampleTable)
 	}
 	b.Reset()
-	if err := writeStatus(&b, statusReport{}); err != nil {
+	if err := writeStatus(&b, ops.Report{}); err != nil {
 		t.Fatal(err)
 	}
 	if want := "IMAGE  LAYER  FETCHED  BYTES  STATE  ERRORS\n(no lazy layers)\n\n"; b.String() != want {
@@ -94,54 +91,6 @@ func TestFormatHelpers(t *testing.T) {
 	}
 	if got := nonZero(map[string]int64{"b": 2, "a": 1, "z": 0}); got != "a 1, b 2" {
 		t.Errorf("nonZero = %q", got)
-	}
-}
-
-func TestFillLayer(t *testing.T) {
-	for _, tc := range []struct {
-		name                   string
-		st                     lfs.Stats
-		noPrefetch, background bool
-		state                  string
-		pct                    float64
-	}{
-		{"prefetching", lfs.Stats{Chunks: 10, ChunksPresent: 1}, false, true, statePrefetching, 10},
-		{"background", lfs.Stats{Chunks: 10, ChunksPresent: 5, PrefetchDone: true}, false, true, stateBackground, 50},
-		{"on demand only", lfs.Stats{Chunks: 3, ChunksPresent: 1, PrefetchDone: true}, false, false, stateLazy, 33.3},
-		{"prefetch off", lfs.Stats{Chunks: 10, ChunksPresent: 0}, true, false, stateLazy, 0},
-		{"complete", lfs.Stats{Chunks: 4, ChunksPresent: 4, PrefetchDone: true, BackgroundDone: true}, false, true, stateComplete, 100},
-		{"no chunks at all", lfs.Stats{PrefetchDone: true}, false, true, stateComplete, 100},
-		{"one chunk short is not 100%", lfs.Stats{Chunks: 10000, ChunksPresent: 9999, PrefetchDone: true}, false, false, stateLazy, 99.9},
-		{"one chunk is not 0%", lfs.Stats{Chunks: 10000, ChunksPresent: 1, PrefetchDone: true}, false, false, stateLazy, 0.1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var ls layerStatus
-			fillLayer(&ls, remote.LayerInfo{Stats: tc.st}, tc.noPrefetch, tc.background)
-			if ls.State != tc.state || ls.FetchedPercent != tc.pct {
-				t.Fatalf("state %q, %v%%; want %q, %v%%", ls.State, ls.FetchedPercent, tc.state, tc.pct)
-			}
-		})
-	}
-}
-
-func TestGroupImages(t *testing.T) {
-	layers := []layerStatus{
-		{Digest: "d3", ref: "b", seq: 3},
-		{Digest: "d1", ref: "a", seq: 1},
-		{Digest: "d4", ref: "a", seq: 4},
-		{Digest: "d2", ref: "b", seq: 2},
-	}
-	got := groupImages(layers)
-	var s []string
-	for _, img := range got {
-		var ds []string
-		for _, l := range img.Layers {
-			ds = append(ds, l.Digest)
-		}
-		s = append(s, img.Ref+":"+strings.Join(ds, ","))
-	}
-	if strings.Join(s, " ") != "a:d1,d4 b:d2,d3" {
-		t.Fatalf("grouped as %v", s)
 	}
 }
 
@@ -198,7 +147,7 @@ func TestStatusCommand(t *testing.T) {
 	if code := run([]string{"status", "--address", sock, "--json"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("status --json: exit %d: %s", code, stderr.String())
 	}
-	var got statusReport
+	var got ops.Report
 	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
 		t.Fatalf("status --json is not JSON: %v\n%s", err, stdout.String())
 	}
@@ -245,164 +194,6 @@ func TestStatusCommand(t *testing.T) {
 	stderr.Reset()
 	if code := run([]string{"status", "--address", bad}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "500") {
 		t.Errorf("status from a failing server: exit %d, %q", code, stderr.String())
-	}
-}
-
-// TestStatsCollector checks the metrics read from fake component counters:
-// values, labels, the merge of a layer mounted twice, and Prometheus naming
-// conventions.
-func TestStatsCollector(t *testing.T) {
-	dA, dB := digest.Digest(hexDigest('a')), digest.Digest(hexDigest('b'))
-	c := &statsCollector{src: statsSources{
-		Registries: func() map[string]fetcher.HostStats {
-			return map[string]fetcher.HostStats{"reg.example": {Requests: 7, Bytes: 1000}}
-		},
-		RegistryErrors: func() map[string]int64 { return map[string]int64{"timeout": 3, "other": 0} },
-		Cache: func() fetcher.CacheStats {
-			return fetcher.CacheStats{Bytes: 500, Entries: 5, MaxBytes: 1 << 20, MemBytes: 50, MemEntries: 1,
-				Hits: 10, MemHits: 4, Misses: 6, Evictions: 2, Corrupt: 1, WriteErrs: 1}
-		},
-		Layers: func() []remote.LayerInfo {
-			return []remote.LayerInfo{
-				{Mountpoint: "/m1", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 4, FetchedBytes: 400, Requests: 2, FuseReads: 9, Errors: 1, PrefetchDone: true}},
-				{Mountpoint: "/m2", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 10, FetchedBytes: 1000, Requests: 3, PassthroughOpens: 2, PrefetchDone: true, BackgroundDone: true}},
-				{Mountpoint: "/m3", Digest: dB, Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1, PrefetchDone: true, BackgroundDone: true}},
-			}
-		},
-		Snapshotter: func() snapshotter.Stats {
-			return snapshotter.Stats{RemoteMounts: 3, Fallbacks: map[snapshotter.Reason]uint64{snapshotter.ReasonNotLazy: 2, "custom": 1}, Restored: 1, Unavailable: 1}
-		},
-	}}
-	want := fmt.Sprintf(`
-# HELP lazysnap_registry_requests_total HTTP requests sent to a registry, mirror or blob storage host (token and redirect hops included).
-# TYPE lazysnap_registry_requests_total counter
-lazysnap_registry_requests_total{host="reg.example"} 7
-# HELP lazysnap_registry_bytes_total Response body bytes received from a registry, mirror or blob storage host.
-# TYPE lazysnap_registry_bytes_total counter
-lazysnap_registry_bytes_total{host="reg.example"} 1000
-# HELP lazysnap_registry_errors_total Registry operations that failed after their retries, by kind.
-# TYPE lazysnap_registry_errors_total counter
-lazysnap_registry_errors_total{kind="other"} 0
-lazysnap_registry_errors_total{kind="timeout"} 3
-# HELP lazysnap_cache_hits_total Chunk cache lookups served from the cache, by tier (memory, disk).
-# TYPE lazysnap_cache_hits_total counter
-lazysnap_cache_hits_total{tier="disk"} 6
-lazysnap_cache_hits_total{tier="memory"} 4
-# HELP lazysnap_cache_bytes Chunk cache bytes in use, by tier (memory, disk).
-# TYPE lazysnap_cache_bytes gauge
-lazysnap_cache_bytes{tier="disk"} 500
-lazysnap_cache_bytes{tier="memory"} 50
-# HELP lazysnap_layers_mounted Lazy layers mounted now.
-# TYPE lazysnap_layers_mounted gauge
-lazysnap_layers_mounted 3
-# HELP lazysnap_layer_chunks Chunks in a mounted lazy layer.
-# TYPE lazysnap_layer_chunks gauge
-lazysnap_layer_chunks{layer="%[1]s"} 20
-lazysnap_layer_chunks{layer="%[2]s"} 1
-# HELP lazysnap_layer_chunks_present Chunks of a mounted lazy layer fetched, verified and stored locally.
-# TYPE lazysnap_layer_chunks_present gauge
-lazysnap_layer_chunks_present{layer="%[1]s"} 14
-lazysnap_layer_chunks_present{layer="%[2]s"} 1
-# HELP lazysnap_layer_fetched_bytes_total Compressed bytes a mounted lazy layer received (on demand, prefetch and background).
-# TYPE lazysnap_layer_fetched_bytes_total counter
-lazysnap_layer_fetched_bytes_total{layer="%[1]s"} 1400
-lazysnap_layer_fetched_bytes_total{layer="%[2]s"} 0
-# HELP lazysnap_layer_errors_total Fetch and verification errors of a mounted lazy layer (each failed the reads waiting for it).
-# TYPE lazysnap_layer_errors_total counter
-lazysnap_layer_errors_total{layer="%[1]s"} 1
-lazysnap_layer_errors_total{layer="%[2]s"} 0
-# HELP lazysnap_layer_background_done 1 when a mounted lazy layer's background fetch has fetched every chunk.
-# TYPE lazysnap_layer_background_done gauge
-lazysnap_layer_background_done{layer="%[1]s"} 0
-lazysnap_layer_background_done{layer="%[2]s"} 1
-# HELP lazysnap_snapshotter_fallbacks_total Layers pulled the ordinary way instead of lazily, by reason.
-# TYPE lazysnap_snapshotter_fallbacks_total counter
-lazysnap_snapshotter_fallbacks_total{reason="commit-error"} 0
-lazysnap_snapshotter_fallbacks_total{reason="custom"} 1
-lazysnap_snapshotter_fallbacks_total{reason="invalid-labels"} 0
-lazysnap_snapshotter_fallbacks_total{reason="missing-labels"} 0
-lazysnap_snapshotter_fallbacks_total{reason="mount-error"} 0
-lazysnap_snapshotter_fallbacks_total{reason="not-lazy"} 2
-lazysnap_snapshotter_fallbacks_total{reason="timeout"} 0
-lazysnap_snapshotter_fallbacks_total{reason="verification"} 0
-# HELP lazysnap_snapshotter_unavailable_layers Lazy snapshots not mounted now.
-# TYPE lazysnap_snapshotter_unavailable_layers gauge
-lazysnap_snapshotter_unavailable_layers 1
-`, dA, dB)
-	names := []string{"lazysnap_registry_requests_total", "lazysnap_registry_bytes_total", "lazysnap_registry_errors_total",
-		"lazysnap_cache_hits_total", "lazysnap_cache_bytes", "lazysnap_layers_mounted", "lazysnap_layer_chunks",
-		"lazysnap_layer_chunks_present", "lazysnap_layer_fetched_bytes_total", "lazysnap_layer_errors_total",
-		"lazysnap_layer_background_done", "lazysnap_snapshotter_fallbacks_total", "lazysnap_snapshotter_unavailable_layers"}
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
-		t.Fatal(err)
-	}
-	problems, err := testutil.CollectAndLint(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	// the whole registry: described collectors, no duplicates, lint-clean
-	m := newMetrics("")
-	if err := m.register(c.src); err != nil {
-		t.Fatal(err)
-	}
-	m.observeRead(3 * time.Millisecond)
-	m.observeRead(2 * time.Second)
-	if n := testutil.CollectAndCount(m.readLatency); n != 1 {
-		t.Fatalf("%d histograms", n)
-	}
-	problems, err = testutil.GatherAndLint(m.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		if strings.HasPrefix(p.Metric, "lazysnap_") {
-			t.Errorf("lint: %s: %s", p.Metric, p.Text)
-		}
-	}
-	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(`
-# HELP lazysnap_build_info Always 1; the version label is lazysnap's version.
-# TYPE lazysnap_build_info gauge
-lazysnap_build_info{version="dev"} 1
-`), "lazysnap_build_info"); err != nil {
-		t.Fatal(err)
-	}
-	var _ prometheus.Collector = c
-}
-
-// TestStatusFallbacks: the layers the snapshotter lists as fallen back
-// (whatever step refused them) appear in the status after the mounted
-// layers of their image, or as an image of their own; a failed Mount is
-// not recorded as mounted.
-func TestStatusFallbacks(t *testing.T) {
-	tfs := remote.New(failingSource{}, remote.Options{Root: t.TempDir()})
-	labels := map[string]string{
-		snapshotter.LabelCRIImageRef:    "reg.example/app:1",
-		snapshotter.LabelCRILayerDigest: hexDigest('a'),
-	}
-	if err := tfs.Mount(context.Background(), "/nowhere", labels); err == nil {
-		t.Fatal("mount of a layer whose manifest cannot be read succeeded")
-	}
-	if mounted := tfs.Layers(); len(mounted) != 0 {
-		t.Fatalf("a failed mount was recorded: %+v", mounted)
-	}
-	fbs := []snapshotter.Fallback{
-		{Ref: "reg.example/app:1", Digest: hexDigest('a'), Reason: snapshotter.ReasonMountError, Err: "registry down"},
-		{Ref: "reg.example/other:1", Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Reason: snapshotter.ReasonInvalidLabels, Err: "bad digest"},
-	}
-	mls := []remote.LayerInfo{{Mountpoint: "/mnt/b", Digest: digest.Digest(hexDigest('b')), Ref: "reg.example/app:1", Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1}}}
-	rep := (&statusServer{fs: tfs, src: statsSources{
-		Layers:    func() []remote.LayerInfo { return mls },
-		Fallbacks: func() []snapshotter.Fallback { return fbs },
-	}}).report(context.Background())
-	if len(rep.Images) != 2 || rep.Images[0].Ref != "reg.example/app:1" || len(rep.Images[0].Layers) != 2 ||
-		rep.Images[0].Layers[0].State != stateComplete || rep.Images[0].Layers[1].State != stateFallback ||
-		rep.Images[0].Layers[1].FallbackReason != "mount-error" || rep.Images[0].Layers[1].Error != "registry down" ||
-		rep.Images[1].Ref != "reg.example/other:1" || rep.Images[1].Layers[0].FallbackReason != "invalid-labels" ||
-		rep.Images[1].Layers[0].Digest != fbs[1].Digest {
-		t.Fatalf("report: %+v", rep.Images)
 	}
 }
 
@@ -609,7 +400,7 @@ func testServeOps(t *testing.T, manager bool) {
 	if code := run([]string{"status", "--address", "http://" + metricsAddr, "--json"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("status over TCP: exit %d\n%s", code, stderr.String())
 	}
-	var rep statusReport
+	var rep ops.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep.Version != "dev" || rep.Cache == nil || rep.Snapshotter == nil || len(rep.Images) != 0 {
 		t.Fatalf("status over TCP: %v %+v", err, rep)
 	}
@@ -649,12 +440,12 @@ func TestStatusEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lazysnap status --json: %v\n%s", err, out)
 	}
-	var rep statusReport
+	var rep ops.Report
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("lazysnap status --json: %v\n%s", err, out)
 	}
 	t.Logf("status:\n%s", out)
-	var lazy, plain *imageStatus
+	var lazy, plain *ops.Image
 	for i := range rep.Images {
 		switch rep.Images[i].Ref {
 		case ref:
@@ -666,9 +457,9 @@ func TestStatusEndToEnd(t *testing.T) {
 	if lazy == nil || len(lazy.Layers) != 2 {
 		t.Fatalf("status does not list the lazy image %s with 2 layers:\n%s", ref, out)
 	}
-	var data layerStatus
+	var data ops.Layer
 	for _, l := range lazy.Layers {
-		if l.State != stateLazy && l.State != stateComplete {
+		if l.State != ops.StateLazy && l.State != ops.StateComplete {
 			t.Errorf("layer %s: state %q, want lazy (background fetch is off)", l.Digest, l.State)
 		}
 		if l.Errors != 0 || l.Mountpoint == "" || l.Chunks == 0 {
@@ -680,14 +471,14 @@ func TestStatusEndToEnd(t *testing.T) {
 	}
 	// the container read data/small, not the 28 MB of data/big and data/other
 	if data.Digest == "" || data.FetchedPercent <= 0 || data.FetchedPercent >= 50 || data.ChunksPresent == 0 ||
-		data.FetchedBytes <= 0 || data.CacheBytes <= 0 || data.Reads == 0 || data.State != stateLazy {
+		data.FetchedBytes <= 0 || data.CacheBytes <= 0 || data.Reads == 0 || data.State != ops.StateLazy {
 		t.Errorf("data layer %s: %+v, want partly fetched", dataLayer, data)
 	}
 	if plain == nil || len(plain.Layers) != 2 {
 		t.Fatalf("status does not list the gzip image %s's 2 layers:\n%s", plainRef, out)
 	}
 	for _, l := range plain.Layers {
-		if l.State != stateFallback || l.FallbackReason != string(snapshotter.ReasonNotLazy) || l.Error == "" {
+		if l.State != ops.StateFallback || l.FallbackReason != string(snapshotter.ReasonNotLazy) || l.Error == "" {
 			t.Errorf("gzip image layer: %+v, want a not-lazy fallback", l)
 		}
 	}
