@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,39 +13,13 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lazysnap/lazysnap/fusemanager"
+	"github.com/lazysnap/lazysnap/internal/logfile"
 	"github.com/lazysnap/lazysnap/ops"
-	"github.com/lazysnap/lazysnap/snapshotter"
 )
 
-// The FUSE manager. A FUSE mount lives as long as the process that serves
-// it: were the FUSE servers inside lazysnap serve, restarting serve (an
-// upgrade, a crash, a config change) would leave every running container
-// of a lazy image with ENOTCONN. So by default serve runs none itself: it
-// starts `lazysnap fuse-manager` (in a session of its own, so that it
-// outlives serve) and mounts, checks and unmounts layers through it. When
-// serve restarts it finds the manager still running, and its snapshotter's
-// restore keeps the live mounts (FileSystem.Check). The manager holds the
-// fetcher, the caches and the mounts; serve holds the snapshots and the
-// gRPC API containerd talks to.
-//
-// The protocol is JSON over HTTP on a unix socket (mode 0600, in the root
-// directory unless fuse_manager.address says otherwise):
-//
-//	GET  /healthz   -> managerHealth
-//	POST /mount     managerRequest -> 204, or managerError
-//	POST /check     managerRequest -> 204, or managerError
-//	POST /unmount   managerRequest -> 204, or managerError
-//	POST /usage     managerRequest -> snapshots.Usage, or managerError
-//	POST /cleanup   -> 204, or managerError
-//	GET  /status    -> ops.Report (without the snapshotter's part)
-//	GET  /metrics   -> Prometheus text
-//
-// A request's context is the caller's: when serve gives up on a Mount (its
-// mount timeout, or containerd cancelling Prepare), the manager's Mount
-// sees its context cancelled just as in-process.
-//
-// Stopping the manager (SIGTERM, SIGINT) unmounts every layer: containers
-// still using them lose their files, so stop it only after them.
+// The FUSE manager process: see package fusemanager for why it exists and
+// its protocol; here are its command and how serve starts it.
 
 // managerSocketName is the manager's socket in the root directory.
 const managerSocketName = "fusemanager.sock"
@@ -56,29 +28,8 @@ const managerSocketName = "fusemanager.sock"
 const managerPIDName = "fusemanager.pid"
 
 // managerLogName is the file in the root directory its output goes to
-// when serve starts it (rotated: logrotate.go).
+// when serve starts it (rotated by the manager: internal/logfile).
 const managerLogName = "fusemanager.log"
-
-// managerRequest is the body of mount, check, unmount and usage.
-type managerRequest struct {
-	Mountpoint string            `json:"mountpoint"`
-	Labels     map[string]string `json:"labels,omitempty"`
-}
-
-// managerError is the body of a failed call. Reason, when set, is the
-// snapshotter.Reason the error wraps, so that serve counts the fallback
-// under the same reason as in-process.
-type managerError struct {
-	Error  string `json:"error"`
-	Reason string `json:"reason,omitempty"`
-}
-
-// managerHealth is GET /healthz.
-type managerHealth struct {
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	Root    string `json:"root"`
-}
 
 // managerSocket is where the manager listens.
 func (c serveConfig) managerSocket() string {
@@ -99,14 +50,18 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	cfg := *pcfg
 	if *logPath != "" {
-		lf := &logFile{path: *logPath, max: managerLogMaxBytes, keep: managerLogKeep, fds: []int{1, 2}}
-		if _, err := lf.rotate(); err != nil {
+		// the manager outlives serve and is not under a supervisor's log
+		// collection when serve starts it, so it rotates its own log: at
+		// 16 MiB, keeping 3 old files (64 MiB in all), checked every 10 s
+		// (a log writing faster than that is an incident anyway)
+		lf := &logfile.File{Path: *logPath, MaxBytes: 16 << 20, Keep: 3, FDs: []int{1, 2}}
+		if _, err := lf.Rotate(); err != nil {
 			return err
 		}
-		if err := lf.open(); err != nil {
+		if err := lf.Open(); err != nil {
 			return err
 		}
-		go lf.run(ctx, managerLogCheck, func(err error) {
+		go lf.Run(ctx, 10*time.Second, func(err error) {
 			logger(ctx).ErrorContext(ctx, "rotating the log file", "path", *logPath, "error", err)
 		})
 	}
@@ -118,7 +73,7 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	sock := cfg.managerSocket()
-	if err := claimSocket(ctx, sock); err != nil {
+	if err := fusemanager.ClaimSocket(ctx, sock); err != nil {
 		return err
 	}
 	ls, err := newLayerService(cfg, ops.NewMetrics("fuse-manager", version), logger)
@@ -140,7 +95,7 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer os.Remove(pidFile)
-	srv := &http.Server{Handler: managerHandler(ls, cfg.Root), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: ls.handler(cfg.Root), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	logger.InfoContext(ctx, "fuse manager serving", "address", sock, "root", cfg.Root, "pid", os.Getpid(), "version", version)
@@ -160,86 +115,12 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
-// claimSocket removes a stale socket at path, and refuses to start when a
-// manager answers there: two managers would both serve the same root.
-func claimSocket(ctx context.Context, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	c := newManagerClient(path)
-	if h, err := c.health(ctx); err == nil {
-		return fmt.Errorf("a fuse manager (pid %d) already serves %s", h.PID, path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// managerHandler serves the manager protocol for ls.
-func managerHandler(ls *layerService, root string) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, managerHealth{PID: os.Getpid(), Version: version, Root: root})
+// handler serves the manager protocol for ls.
+func (ls *layerService) handler(root string) http.Handler {
+	return fusemanager.Handler(fusemanager.Service{
+		FS:      ls.fs,
+		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
+		Metrics: ls.met.Handler(),
+		Status:  ls.status.Report,
 	})
-	call := func(fn func(ctx context.Context, req managerRequest) (any, error)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			var req managerRequest
-			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
-				writeJSON(w, http.StatusBadRequest, managerError{Error: fmt.Sprintf("bad request: %v", err)})
-				return
-			}
-			out, err := fn(r.Context(), req)
-			if err != nil {
-				me := managerError{Error: err.Error()}
-				var reason snapshotter.Reason
-				if errors.As(err, &reason) {
-					me.Reason = string(reason)
-				}
-				writeJSON(w, http.StatusInternalServerError, me)
-				return
-			}
-			if out == nil {
-				w.WriteHeader(http.StatusNoContent)
-				return
-			}
-			writeJSON(w, http.StatusOK, out)
-		}
-	}
-	mux.HandleFunc("POST /mount", call(func(ctx context.Context, req managerRequest) (any, error) {
-		return nil, ls.fs.Mount(ctx, req.Mountpoint, req.Labels)
-	}))
-	mux.HandleFunc("POST /check", call(func(ctx context.Context, req managerRequest) (any, error) {
-		return nil, ls.fs.Check(ctx, req.Mountpoint, req.Labels)
-	}))
-	mux.HandleFunc("POST /unmount", call(func(ctx context.Context, req managerRequest) (any, error) {
-		return nil, ls.fs.Unmount(ctx, req.Mountpoint)
-	}))
-	mux.HandleFunc("POST /usage", call(func(ctx context.Context, req managerRequest) (any, error) {
-		u, err := ls.fs.Usage(ctx, req.Mountpoint)
-		if err != nil {
-			return nil, err
-		}
-		return u, nil
-	}))
-	mux.HandleFunc("POST /cleanup", func(w http.ResponseWriter, r *http.Request) {
-		if err := ls.fs.Cleanup(r.Context()); err != nil {
-			writeJSON(w, http.StatusInternalServerError, managerError{Error: err.Error()})
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.Handle("GET /metrics", ls.met.Handler())
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, ls.status.Report(r.Context()))
-	})
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -42,7 +43,7 @@ func newTestManager(t *testing.T, src remote.Source) *testManager {
 		t.Fatal(err)
 	}
 	m := &testManager{sock: filepath.Join(dir, managerSocketName), ls: ls}
-	m.srv = &http.Server{Handler: managerHandler(ls, dir)}
+	m.srv = &http.Server{Handler: ls.handler(dir)}
 	t.Cleanup(func() { m.srv.Close() })
 	return m
 }
@@ -82,7 +83,7 @@ func TestManagerProtocol(t *testing.T) {
 	notLazy := failingSource{desc: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.Digest(hexDigest('a'))}}
 	m := newTestManager(t, notLazy)
 	m.serve(t)
-	fs := &managerFS{c: newManagerClient(m.sock)}
+	fs := fusemanager.NewFS(fusemanager.NewClient(m.sock), nil)
 	ctx := context.Background()
 	mp := t.TempDir()
 	for _, tc := range []struct {
@@ -119,7 +120,7 @@ func TestManagerProtocol(t *testing.T) {
 		bs := blockingSource{cancelled: make(chan error, 1)}
 		bm := newTestManager(t, bs)
 		bm.serve(t)
-		bfs := &managerFS{c: newManagerClient(bm.sock)}
+		bfs := fusemanager.NewFS(fusemanager.NewClient(bm.sock), nil)
 		mctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()
 		if err := bfs.Mount(mctx, t.TempDir(), labelsFor(digest.Digest(hexDigest('b')))); !errors.Is(err, context.DeadlineExceeded) {
@@ -142,11 +143,11 @@ func TestManagerProtocol(t *testing.T) {
 func TestManagerStart(t *testing.T) {
 	m := newTestManager(t, failingSource{})
 	var starts atomic.Int32
-	fs := &managerFS{c: newManagerClient(m.sock), start: func() (<-chan error, error) {
+	fs := fusemanager.NewFS(fusemanager.NewClient(m.sock), func() (<-chan error, error) {
 		starts.Add(1)
 		time.AfterFunc(50*time.Millisecond, func() { m.serve(t) })
 		return make(chan error), nil
-	}}
+	})
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
@@ -166,13 +167,13 @@ func TestManagerStart(t *testing.T) {
 		t.Fatalf("%d managers started, want 1", n)
 	}
 
-	dead := &managerFS{c: newManagerClient(filepath.Join(t.TempDir(), managerSocketName)), start: func() (<-chan error, error) {
+	dead := fusemanager.NewFS(fusemanager.NewClient(filepath.Join(t.TempDir(), managerSocketName)), func() (<-chan error, error) {
 		exited := make(chan error, 1)
 		exited <- errors.New("exit status 1")
 		return exited, nil
-	}}
+	})
 	err := dead.Check(context.Background(), "/nowhere", nil)
-	if err == nil || !strings.Contains(err.Error(), managerLogName) || !notListening(err) {
+	if err == nil || !strings.Contains(err.Error(), "exit status 1") || !fusemanager.NotListening(err) {
 		t.Fatalf("Check with a manager that exits at start: %v", err)
 	}
 }
@@ -182,11 +183,11 @@ func TestManagerStart(t *testing.T) {
 func TestClaimSocket(t *testing.T) {
 	m := newTestManager(t, failingSource{})
 	m.serve(t)
-	if err := claimSocket(context.Background(), m.sock); err == nil || !strings.Contains(err.Error(), "already serves") {
+	if err := fusemanager.ClaimSocket(context.Background(), m.sock); err == nil || !strings.Contains(err.Error(), "already serves") {
 		t.Fatalf("claim of a live manager's socket: %v", err)
 	}
 	m.srv.Close()
-	if err := claimSocket(context.Background(), m.sock); err != nil {
+	if err := fusemanager.ClaimSocket(context.Background(), m.sock); err != nil {
 		t.Fatalf("claim of a stale socket: %v", err)
 	}
 	if _, err := os.Stat(m.sock); !errors.Is(err, os.ErrNotExist) {
@@ -203,7 +204,7 @@ func TestManagerCleanup(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(content, "sha256-"+hexDigest('c')[7:]+".sha256-"+hexDigest('f')[7:], "files", "usr"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	fs := &managerFS{c: newManagerClient(m.sock)}
+	fs := fusemanager.NewFS(fusemanager.NewClient(m.sock), nil)
 	if err := fs.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}

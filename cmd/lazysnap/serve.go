@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/pelletier/go-toml/v2"
@@ -188,23 +189,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	met := ops.NewMetrics("", version)
 	var (
 		fsys    snapshotter.FileSystem
-		manager *managerClient // nil: in-process
-		ls      *layerService  // nil: by the manager
+		manager *fusemanager.Client // nil: in-process
+		ls      *layerService       // nil: by the manager
 	)
 	if cfg.FuseManager.Enable {
-		mfs := &managerFS{c: newManagerClient(cfg.managerSocket()), start: managerStarter(cfgPath, cfg.Root)}
-		h, err := mfs.ensure(ctx)
+		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), managerStarter(cfgPath, cfg.Root))
+		h, err := mfs.Ensure(ctx)
 		if err != nil {
 			return err
 		}
-		logger.InfoContext(ctx, "fuse manager", "address", mfs.c.sock, "pid", h.PID, "version", h.Version)
+		logger.InfoContext(ctx, "fuse manager", "address", mfs.Client().Socket(), "pid", h.PID, "version", h.Version)
 		if h.Version != version {
 			logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
 		}
-		if err := gatherManager(met, mfs.c); err != nil {
+		if err := gatherManager(met, mfs.Client()); err != nil {
 			return err
 		}
-		fsys, manager = mfs, mfs.c
+		fsys, manager = mfs, mfs.Client()
 	} else {
 		if ls, err = newLayerService(cfg, met, logger); err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -308,9 +309,9 @@ func testServeOps(t *testing.T, manager bool) {
 				t.Errorf("fuse manager: %v", err)
 			}
 		}()
-		c := newManagerClient(filepath.Join(dir, "root", managerSocketName))
+		c := fusemanager.NewClient(filepath.Join(dir, "root", managerSocketName))
 		for i := 0; ; i++ {
-			h, err := c.health(context.Background())
+			h, err := c.Health(context.Background())
 			if err == nil {
 				if h.PID != os.Getpid() || h.Version != version {
 					t.Fatalf("health: %+v", h)

@@ -1,0 +1,43 @@
+// Package fusemanager is the protocol between lazysnap serve and the
+// process that holds its FUSE mounts. A FUSE mount lives as long as the process that serves
+// it: were the FUSE servers inside lazysnap serve, restarting serve (an
+// upgrade, a crash, a config change) would leave every running container
+// of a lazy image with ENOTCONN. So by default serve runs none itself: it
+// starts `lazysnap fuse-manager` (in a session of its own, so that it
+// outlives serve) and mounts, checks and unmounts layers through it. When
+// serve restarts it finds the manager still running, and its snapshotter's
+// restore keeps the live mounts (FileSystem.Check). The manager holds the
+// fetcher, the caches and the mounts; serve holds the snapshots and the
+// gRPC API containerd talks to.
+//
+// The protocol is JSON over HTTP on a unix socket (mode 0600, in the root
+// directory unless fuse_manager.address says otherwise):
+//
+//	GET  /healthz   -> Health
+//	POST /mount     Request -> 204, or Error
+//	POST /check     Request -> 204, or Error
+//	POST /unmount   Request -> 204, or Error
+//	POST /usage     Request -> snapshots.Usage, or Error
+//	POST /cleanup   -> 204, or Error
+//	GET  /status    -> ops.Report (without the snapshotter's part)
+//	GET  /metrics   -> Prometheus text
+//
+// A request's context is the caller's: when serve gives up on a Mount (its
+// mount timeout, or containerd cancelling Prepare), the manager's Mount
+// sees its context cancelled just as in-process.
+//
+// Stopping the manager (SIGTERM, SIGINT) unmounts every layer: containers
+// still using them lose their files, so stop it only after them.
+//
+// # Concepts
+//
+// Handler serves a Service (a FileSystem, its health, metrics and status)
+// on the manager's side; FS is the FileSystem on serve's side, a Client
+// call per method, starting a manager when none listens. A manager's
+// error reaches serve as an error that wraps the same snapshotter.Reason.
+//
+// # Concurrency
+//
+// Client and FS are safe for concurrent use; FS starts at most one
+// manager at a time.
+package fusemanager
