@@ -194,6 +194,50 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
+// TestCleanupDuringPrepare: containerd's garbage collection calls Cleanup
+// while a pull prepares snapshots; no snapshot created meanwhile loses its
+// directory (Cleanup once listed the directories after its metadata scan,
+// and removed one committed in between: Prepare then failed with "lchown
+// .../fs: no such file or directory").
+func TestCleanupDuringPrepare(t *testing.T) {
+	ctx, _ := testCtx(t)
+	sn, _ := newSnapshotter(t, ctx, newFakeFS())
+	done := make(chan struct{})
+	cleanups := make(chan error, 1)
+	go func() {
+		defer close(cleanups)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := sn.Cleanup(ctx); err != nil {
+				cleanups <- err
+				return
+			}
+		}
+	}()
+	parent := ""
+	for i := range 100 {
+		key := fmt.Sprintf("active-%d", i)
+		if _, err := sn.Prepare(ctx, key, parent); err != nil {
+			close(done)
+			t.Fatalf("Prepare %s during Cleanup: %v", key, err)
+		}
+		name := fmt.Sprintf("layer-%d", i)
+		if err := sn.Commit(ctx, name, key); err != nil {
+			close(done)
+			t.Fatalf("Commit %s during Cleanup: %v", name, err)
+		}
+		parent = name
+	}
+	close(done)
+	if err := <-cleanups; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func names(ents []os.DirEntry) []string {
 	var out []string
 	for _, e := range ents {

@@ -384,25 +384,34 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 // uses (left by failed removals, crashes or interrupted creations),
 // detaching anything still mounted in them first.
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
-	var ids map[string]string
-	// A write transaction: no snapshot can be created during the scan.
-	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) (err error) {
-		ids, err = storage.IDMap(ctx)
-		return err
+	// The scan runs in a write transaction, the listing of the directory
+	// too: a snapshot created meanwhile (its directory renamed into place
+	// inside its own transaction) would otherwise be listed without being
+	// in ids, and removed. IDs are never reused, so what is unused under
+	// the lock stays unused.
+	var unused []string
+	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		ids, err := storage.IDMap(ctx)
+		if err != nil && !errdefs.IsNotFound(err) { // NotFound: no snapshot yet
+			return err
+		}
+		ents, err := os.ReadDir(filepath.Join(s.root, snapshotsDir))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if _, used := ids[e.Name()]; !used {
+				unused = append(unused, e.Name())
+			}
+		}
+		return nil
 	})
-	if err != nil && !errdefs.IsNotFound(err) { // NotFound: no snapshot yet
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	ents, err := os.ReadDir(filepath.Join(s.root, snapshotsDir))
 	if err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	var errs []error
-	for _, e := range ents {
-		if _, used := ids[e.Name()]; used {
-			continue
-		}
-		dir := filepath.Join(s.root, snapshotsDir, e.Name())
+	for _, name := range unused {
+		dir := filepath.Join(s.root, snapshotsDir, name)
 		if err := s.removeDir(ctx, dir); err != nil {
 			errs = append(errs, err)
 			continue
