@@ -105,6 +105,10 @@ type WANProxy struct {
 
 	bwMu   sync.Mutex
 	bwNext time.Time // when the link has sent every byte granted so far
+	// sleep is how throttle waits for its bytes' turn: time.Sleep. Tests
+	// replace it (before the first request) with one that wakes late, as
+	// a loaded machine does.
+	sleep func(time.Duration)
 
 	// mu guards the log and the in-flight counts; idle is signalled when
 	// a request ends or the proxy is Reset.
@@ -137,13 +141,20 @@ func NewWANProxy(target string, opts WANOptions) (*WANProxy, error) {
 		ln.Close()
 		return nil, err
 	}
+	return serveWANProxy(tu, opts, ln, sln), nil
+}
+
+// serveWANProxy starts a proxy for tu on ln (the proxy) and sln (its
+// storage). Tests give it in-memory listeners to run the proxy inside a
+// testing/synctest bubble, where its clock and its sleeps are virtual.
+func serveWANProxy(tu *url.URL, opts WANOptions, ln, sln net.Listener) *WANProxy {
 	if opts.Burst <= 0 {
 		opts.Burst = DefaultWANBurst
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := &WANProxy{opts: opts, ln: ln, start: time.Now(), inFlight: map[int]int{}}
+	p := &WANProxy{opts: opts, ln: ln, start: time.Now(), inFlight: map[int]int{}, sleep: time.Sleep}
 	p.idle = sync.NewCond(&p.mu)
 	p.Host = ln.Addr().String()
 	p.URL = "http://" + p.Host
@@ -180,7 +191,7 @@ func NewWANProxy(target string, opts WANOptions) (*WANProxy, error) {
 	p.srv, p.storage = newServer(false), newServer(true)
 	go func() { _ = p.srv.Serve(&wanListener{Listener: ln, p: p}) }()
 	go func() { _ = p.storage.Serve(&wanListener{Listener: sln, p: p}) }()
-	return p, nil
+	return p
 }
 
 // StartWANProxy is NewWANProxy that fails tb on error and closes the proxy
@@ -366,7 +377,7 @@ func (p *WANProxy) throttle(n int, prev time.Time) time.Time {
 	due := p.bwNext
 	p.bwMu.Unlock()
 	if wait := due.Sub(now); wait > 0 {
-		time.Sleep(wait)
+		p.sleep(wait)
 	}
 	return due
 }
