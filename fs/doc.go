@@ -23,6 +23,12 @@
 // on-demand read is waiting. Sequential reads of a file are detected and the
 // next chunks fetched ahead, in parallel range requests.
 //
+// Learned profiles: Options.OnChunkAccess reports each chunk once, the
+// first time a reader needs it, in first-access order (a recorder of what
+// a container start reads); PrefetchChunks fetches a given list of chunks
+// (a profile recorded earlier) in as few requests as possible, joining
+// ranges that lie close together.
+//
 // # Errors
 //
 // Nothing unverified is ever served: a chunk that fails verification is

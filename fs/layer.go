@@ -66,6 +66,11 @@ type Options struct {
 	// Reads of chunks already present do not call it. It must be cheap and
 	// safe for concurrent use: it runs on the read path.
 	OnReadLatency func(time.Duration)
+	// OnChunkAccess, if set, is called once per chunk the first time a
+	// reader needs it (present or not), in first-access order: what a
+	// learned prefetch profile records. It must be cheap and safe for
+	// concurrent use: it runs on the read path.
+	OnChunkAccess func(ino index.Ino, chunk int)
 }
 
 // Stats are a layer's counters.
@@ -94,6 +99,7 @@ type Layer struct {
 	owner []index.Ino // chunk id → file
 
 	present  []atomic.Uint64 // bitmap over chunk ids
+	accessed []atomic.Uint64 // chunk ids readers needed, for OnChunkAccess (nil without it)
 	nPresent atomic.Int64
 
 	mu       sync.Mutex
@@ -136,6 +142,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		idx: idx, blob: blob, opts: opts,
 		owner:    make([]index.Ino, n),
 		present:  make([]atomic.Uint64, (n+63)/64),
+		accessed: newAccessed(opts, n),
 		inflight: map[int]*call{},
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),
@@ -250,6 +257,7 @@ func (l *Layer) complete(id int, err error) {
 // The fetch runs detached from ctx; if ctx ends first, ensure returns its
 // error and the fetch goes on for whoever else waits.
 func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
+	l.noteAccess(ino, from, to)
 	ids := make([]int, 0, to-from+1)
 	for i := from; i <= to; i++ {
 		ids = append(ids, l.idx.ChunkID(ino, i))

@@ -30,6 +30,22 @@
 // Layers lists the mounted layers with their fs.Stats, for status and
 // metrics.
 //
+// Learned profiles (Options.Profiles, package profile): the first Mount
+// of an image looks up its profile, keyed by manifest digest (the CRI
+// label) or else the reference, in the local Store, then, with Fetch, in
+// the registry (the referrers API or its tag schema; found profiles are
+// stored locally). A layer the profile lists, with the same TOC digest
+// and every chunk in the index, has those chunks prefetched at mount, in
+// as few requests as possible, before the prioritized files; otherwise
+// the profile is ignored for that layer and LayerInfo.ProfileState says
+// why ("ignored: stale TOC ..."). A profile for another image is ignored
+// and, as when there is none, the start is recorded (fs's OnChunkAccess)
+// until it goes quiet (profile.Limits; FlushProfiles ends it at once),
+// stored and, with Publish, pushed. A profile only steers what is
+// fetched: every chunk is verified against the TOC as always. The
+// registry lookup happens once per image, within the first Mount
+// (ProfileOptions.LookupTimeout).
+//
 // # Errors
 //
 // Mount's errors wrap a snapshotter.Reason, so that the snapshotter falls
@@ -38,7 +54,9 @@
 // ReasonNotLazy when the layer is in no format, or its index is malformed;
 // the fetcher's errors otherwise. Check and Usage of a mountpoint that has
 // no layer return ErrNotMounted. The package does not log: read failures
-// and mounts are reported through Options.OnError and Options.OnMount.
+// and mounts are reported through Options.OnError and Options.OnMount;
+// profile lookup, store and publish failures through
+// ProfileOptions.OnError (the Mount goes on without the profile).
 //
 // # Concurrency
 //

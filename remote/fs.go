@@ -38,6 +38,8 @@ type Options struct {
 	// either falls back (snapshotter.ReasonNotLazy).
 	MaxEntries  int
 	IndexMemory *index.Budget
+	// Profiles, if set, learns and uses prefetch profiles.
+	Profiles *ProfileOptions
 }
 
 // FS mounts layers lazily: the snapshotter's FileSystem (also a
@@ -64,6 +66,7 @@ type FS struct {
 	mounted  map[string]*mountedLayer // by mountpoint
 	mounting map[layerKey]int         // Mounts in progress: Cleanup spares their content
 	warm     *warmer                  // reads ahead the layers above one being mounted
+	images   map[string]*imageProfile // by profile key
 }
 
 var (
@@ -92,6 +95,7 @@ type mountedLayer struct {
 	layer  *lfs.Layer
 	mount  *lfs.Mount
 	mem    int64 // reserved in Options.IndexMemory
+	prof   *layerProfile
 }
 
 // LayerInfo is one mounted layer.
@@ -104,11 +108,16 @@ type LayerInfo struct {
 	// up); it restarts with the process.
 	Seq   int
 	Stats lfs.Stats
+	// ProfileState is what the image's prefetch profile did for the
+	// layer: "recording", "recorded", "prefetching from local",
+	// "prefetched from registry", "ignored: REASON" (empty without
+	// Options.Profiles).
+	ProfileState string
 }
 
 // New returns an FS reading layers from src.
 func New(src Source, opts Options) *FS {
-	return &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src)}
+	return &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src), images: map[string]*imageProfile{}}
 }
 
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
@@ -159,9 +168,16 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if r.opts.OnError != nil {
 		opts.OnError = func(err error) { r.opts.OnError(dg, err) }
 	}
+	prof := r.layerProfile(ctx, src, indexDigest, idx)
+	if prof != nil && prof.rec != nil {
+		opts.OnChunkAccess = func(ino index.Ino, chunk int) { prof.rec.Add(uint32(ino), chunk) }
+	}
 	l, err := lfs.NewLayer(idx, b, opts)
 	if err != nil {
 		return err
+	}
+	if prof != nil && len(prof.chunks) > 0 {
+		prof.done = l.PrefetchChunks(prof.chunks) // learned first, then the prioritized files
 	}
 	l.Start() // prefetch need not wait for the FUSE mount
 	m, err := l.Mount(mountpoint)
@@ -171,7 +187,7 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	r.mu.Lock()
 	r.seq++
-	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem}
+	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof}
 	r.mounted[mountpoint] = ml
 	r.mu.Unlock()
 	mounted = true
@@ -182,7 +198,11 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 }
 
 func (ml *mountedLayer) info(mountpoint string) LayerInfo {
-	return LayerInfo{Mountpoint: mountpoint, Digest: ml.key.blob, Ref: ml.ref, Format: ml.format, Seq: ml.seq, Stats: ml.layer.Stats()}
+	li := LayerInfo{Mountpoint: mountpoint, Digest: ml.key.blob, Ref: ml.ref, Format: ml.format, Seq: ml.seq, Stats: ml.layer.Stats()}
+	if ml.prof != nil {
+		li.ProfileState = ml.prof.state()
+	}
+	return li
 }
 
 // claim registers a Mount of key in progress, or refuses it when the blob

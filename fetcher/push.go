@@ -1,0 +1,171 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/reference"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// MaxReferrers caps the image index Referrers reads.
+const MaxReferrers = 4 << 20
+
+// Push uploads data, the content desc names, to the repository of ref: a
+// blob, or a manifest or index (by desc's media type), which is tagged
+// with ref's tag when ref has one and stored by digest otherwise. Content
+// the registry already has is not uploaded again. It needs a host of the
+// registry with the push capability (hosts.toml); a refusal, by the hosts
+// configuration or the registry, is ErrUnauthorized.
+func (f *Fetcher) Push(ctx context.Context, ref string, desc ocispec.Descriptor, data []byte) error {
+	if desc.Size != int64(len(data)) || desc.Digest != digest.FromBytes(data) {
+		return fmt.Errorf("%w: push %s: data does not match descriptor %s", ErrInvalid, ref, desc.Digest)
+	}
+	_, err := f.retry(ctx, func(ctx context.Context) error {
+		p, err := f.resolver.Pusher(f.quietCtx(ctx), ref)
+		if err != nil {
+			return mapPushErr(err)
+		}
+		w, err := p.Push(f.quietCtx(ctx), desc)
+		if errdefs.IsAlreadyExists(err) {
+			return nil
+		}
+		if err != nil {
+			return mapPushErr(err)
+		}
+		defer w.Close()
+		if _, err := io.Copy(w, bytes.NewReader(data)); err != nil {
+			return mapPushErr(err)
+		}
+		if err := w.Commit(f.quietCtx(ctx), desc.Size, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+			return mapPushErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return f.countError(opError("push "+ref, refHostname(ref), desc.Digest.String(), err))
+	}
+	return nil
+}
+
+// mapPushErr is mapContainerdErr for pushes: no push host is a refusal.
+func mapPushErr(err error) error {
+	if errdefs.IsNotFound(err) && strings.Contains(err.Error(), "no push hosts") {
+		return attemptErr(ErrUnauthorized, 0, fmt.Errorf("no host has the push capability (add \"push\" to capabilities in its hosts.toml): %w", err))
+	}
+	return mapContainerdErr(err)
+}
+
+// Referrers reads the distribution-spec referrers API of the repository
+// of ref for subject (GET /v2/<name>/referrers/<digest>, filtered by
+// artifactType when it is set; the registry may ignore the filter) and
+// returns the image index it answers, unparsed, at most MaxReferrers
+// bytes. A registry without the API answers 404: ErrNotFound, upon which
+// callers use the referrers tag schema (tag sha256-<hex>) instead.
+func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Digest, artifactType string) ([]byte, error) {
+	if err := subject.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: referrers of %q: %w", ErrInvalid, subject, err)
+	}
+	spec, err := reference.Parse(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reference %q: %w", ErrInvalid, ref, err)
+	}
+	refHost := spec.Hostname()
+	all, err := f.registryHosts(refHost)
+	if err != nil {
+		return nil, err
+	}
+	repo := strings.TrimPrefix(spec.Locator, refHost+"/")
+	var errs []error
+	for _, h := range all {
+		if !h.Capabilities.Has(docker.HostCapabilityResolve) {
+			continue
+		}
+		q := url.Values{}
+		if artifactType != "" {
+			q.Set("artifactType", artifactType)
+		}
+		if isProxy(h.Host, refHost) {
+			q.Set("ns", refHost)
+		}
+		u := h.Scheme + "://" + h.Host + path.Join("/", h.Path, repo, "referrers", subject.String())
+		if len(q) > 0 {
+			u += "?" + q.Encode()
+		}
+		var body []byte
+		release, err := f.retry(ctx, func(ctx context.Context) error {
+			var err error
+			body, err = f.getIndex(ctx, h, u)
+			return err
+		})
+		if err == nil {
+			release()
+			return body, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, f.countError(opError("referrers "+ref, h.Host, subject.String(), err)))
+		if errors.Is(err, ErrNotFound) {
+			break // the registry's answer, not a host's failure
+		}
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%w: no resolve hosts configured for %s", ErrInvalid, refHost)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// getIndex GETs an image index from host h, answering auth challenges.
+func (f *Fetcher) getIndex(ctx context.Context, h docker.RegistryHost, u string) ([]byte, error) {
+	var responses []*http.Response
+	for rounds := 0; ; rounds++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, attemptErr(ErrInvalid, 0, err)
+		}
+		for k, v := range h.Header {
+			req.Header[k] = append([]string(nil), v...)
+		}
+		req.Header.Set("Accept", ocispec.MediaTypeImageIndex)
+		if h.Authorizer != nil {
+			if err := h.Authorizer.Authorize(ctx, req); err != nil {
+				return nil, attemptErr(ErrUnauthorized, 0, err)
+			}
+		}
+		resp, err := h.Client.Do(req)
+		if err != nil {
+			return nil, classifyTransport(err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && h.Authorizer != nil && rounds < maxAuthRounds {
+			drainClose(resp)
+			responses = append(responses, resp)
+			if err := h.Authorizer.AddResponses(ctx, responses); err != nil {
+				return nil, attemptErr(ErrUnauthorized, resp.StatusCode, err)
+			}
+			continue
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, statusError(resp.StatusCode)
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, MaxReferrers+1))
+		if err != nil {
+			return nil, classifyTransport(err)
+		}
+		if len(b) > MaxReferrers {
+			return nil, badResponse(resp.StatusCode, "referrers index over %d bytes", MaxReferrers)
+		}
+		return b, nil
+	}
+}

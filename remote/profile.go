@@ -1,0 +1,221 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"sync"
+	"time"
+
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/profile"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/opencontainers/go-digest"
+)
+
+// ProfileOptions turn on runtime-learned prefetch profiles (see package
+// profile): a Mount of an image that has a profile prefetches the layer's
+// chunks it lists; an image without one has its start recorded.
+type ProfileOptions struct {
+	// Store keeps the profiles (usually Root/profiles).
+	Store *profile.Store
+	// Registry, with Fetch, is asked for a profile the Store lacks; with
+	// Publish, receives every profile recorded (needs push rights).
+	Registry       profile.Registry
+	Fetch, Publish bool
+	// Limits bound a recording.
+	Limits profile.Limits
+	// LookupTimeout bounds the registry lookup of one image (10s).
+	LookupTimeout time.Duration
+	// OnError, if set, receives failures to look up, store or publish a
+	// profile (the mounts go on without it).
+	OnError func(key string, err error)
+}
+
+// imageProfile is what the FS knows of one image's profile.
+type imageProfile struct {
+	once   sync.Once
+	p      *profile.Profile
+	from   string // "local" or "registry"
+	reason string // why no profile is used, when p is nil and one was found
+	rec    *profile.Recorder
+}
+
+// layerProfile is a layer's part in its image's profile.
+type layerProfile struct {
+	state  func() string
+	chunks []lfs.ChunkRef
+	rec    *profile.RecLayer
+	done   <-chan struct{} // closed when the profile's prefetch has ended
+}
+
+func (r *FS) profileErr(key string, err error) {
+	if o := r.opts.Profiles; o != nil && o.OnError != nil {
+		o.OnError(key, err)
+	}
+}
+
+// image finds the profile of the image src belongs to, once per image:
+// in the Store, else in the registry; or starts recording one.
+func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfile {
+	o := r.opts.Profiles
+	key := profile.Key(src.Manifest, src.Ref)
+	r.mu.Lock()
+	img, ok := r.images[key]
+	if !ok {
+		img = &imageProfile{}
+		r.images[key] = img
+	}
+	r.mu.Unlock()
+	img.once.Do(func() {
+		p, err := o.Store.Get(key)
+		img.from = "local"
+		if errors.Is(err, profile.ErrNotFound) && o.Fetch && o.Registry != nil && src.Manifest != "" {
+			timeout := o.LookupTimeout
+			if timeout <= 0 {
+				timeout = 10 * time.Second
+			}
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			p, err = profile.Find(lctx, o.Registry, src.Ref, src.Manifest)
+			cancel()
+			img.from = "registry"
+			if err == nil {
+				if perr := o.Store.Put(p); perr != nil {
+					r.profileErr(key, perr)
+				}
+			}
+		}
+		switch {
+		case err == nil && p.Key() != key:
+			img.reason = fmt.Sprintf("ignored: the %s profile is for image %s", img.from, p.Key())
+		case err == nil:
+			img.p = p
+			return
+		case !errors.Is(err, profile.ErrNotFound):
+			img.reason = "ignored: " + err.Error()
+			r.profileErr(key, err)
+		}
+		img.rec = profile.NewRecorder(src.Manifest, src.Ref, o.Limits, func(p *profile.Profile) { r.saveProfile(p) })
+	})
+	return img
+}
+
+// saveProfile stores a recorded profile and publishes it when asked to.
+func (r *FS) saveProfile(p *profile.Profile) {
+	o := r.opts.Profiles
+	if err := o.Store.Put(p); err != nil {
+		r.profileErr(p.Key(), err)
+	}
+	if o.Publish && o.Registry != nil && p.Manifest != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := profile.Publish(ctx, o.Registry, p.Ref, p, time.Now()); err != nil {
+			r.profileErr(p.Key(), err)
+		}
+	}
+}
+
+// layerProfile decides what the profile does for the layer being mounted:
+// the chunks to prefetch (every one checked against idx), or a recording.
+func (r *FS) layerProfile(ctx context.Context, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) *layerProfile {
+	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
+		return nil
+	}
+	img := r.image(ctx, src)
+	fixed := func(s string) func() string { return func() string { return s } }
+	if img.rec != nil {
+		rl := img.rec.Layer(src.Digest, indexDigest, namer(idx))
+		rec, reason := img.rec, img.reason
+		return &layerProfile{rec: rl, state: func() string {
+			s := "recording"
+			if rec.Ended() {
+				s = "recorded"
+			}
+			if reason != "" {
+				s += " (" + reason + ")"
+			}
+			return s
+		}}
+	}
+	pl := img.p.Layer(src.Digest)
+	if pl == nil {
+		return &layerProfile{state: fixed("ignored: layer not in the profile (stale layer set)")}
+	}
+	if pl.TOC != indexDigest {
+		return &layerProfile{state: fixed(fmt.Sprintf("ignored: stale TOC (the profile names %s)", pl.TOC))}
+	}
+	lp := &layerProfile{}
+	for _, c := range pl.ChunkList() {
+		ino, ok := idx.LookupPath(c.Path)
+		if !ok || !idx.IsRegular(ino) {
+			return &layerProfile{state: fixed(fmt.Sprintf("ignored: %s is not a file of the index", c.Path))}
+		}
+		if c.Index >= idx.NumChunks(ino) {
+			return &layerProfile{state: fixed(fmt.Sprintf("ignored: chunk %d of %s is past the index", c.Index, c.Path))}
+		}
+		lp.chunks = append(lp.chunks, lfs.ChunkRef{Ino: ino, Chunk: c.Index})
+	}
+	if len(lp.chunks) == 0 {
+		closed := make(chan struct{})
+		close(closed)
+		lp.done = closed
+	}
+	from := img.from
+	lp.state = func() string {
+		select {
+		case <-lp.done:
+			return "prefetched from " + from
+		default:
+			return "prefetching from " + from
+		}
+	}
+	return lp
+}
+
+// namer names inodes of idx by walking it (once per layer, at the end of
+// a recording).
+func namer(idx *index.Index) profile.Namer {
+	return func(inos []uint32) map[uint32]string {
+		want := make(map[index.Ino]bool, len(inos))
+		for _, i := range inos {
+			want[index.Ino(i)] = true
+		}
+		out := make(map[uint32]string, len(inos))
+		var walk func(dir index.Ino, prefix string)
+		walk = func(dir index.Ino, prefix string) {
+			idx.ReadDir(dir, func(name string, ino index.Ino) bool {
+				p := path.Join(prefix, name)
+				if want[ino] {
+					if _, ok := out[uint32(ino)]; !ok {
+						out[uint32(ino)] = p
+					}
+				}
+				if idx.IsDir(ino) && ino != dir {
+					walk(ino, p)
+				}
+				return len(out) < len(want)
+			})
+		}
+		walk(index.Root, "")
+		return out
+	}
+}
+
+// FlushProfiles ends every recording now, storing (and publishing) what
+// each has; for shutdown, and for tests, which cannot wait for a start to
+// go quiet.
+func (r *FS) FlushProfiles() {
+	r.mu.Lock()
+	var recs []*profile.Recorder
+	for _, img := range r.images {
+		if img.rec != nil {
+			recs = append(recs, img.rec)
+		}
+	}
+	r.mu.Unlock()
+	for _, rec := range recs {
+		rec.Flush()
+	}
+}
