@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/internal/logging"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,7 +54,7 @@ func usage(w io.Writer) {
 func main() {
 	// containerd's packages and snapshotter/ log through log.G, which
 	// falls back to log.L: into the stream, format and level of run's logger
-	log.L = containerdLogger(newLogHandler(os.Stderr))
+	log.L = logging.Containerd(logging.NewHandler(os.Stderr))
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -67,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(newLogHandler(stderr))
+	logger := slog.New(logging.NewHandler(stderr))
 	ctx = withLogger(ctx, logger)
 	for _, c := range commands() {
 		if c.name != args[0] {

@@ -1,4 +1,4 @@
-package main
+package logging
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 // level mapped, and below the handler's level not at all.
 func TestContainerdLog(t *testing.T) {
 	var buf bytes.Buffer
-	ctx := log.WithLogger(context.Background(), containerdLogger(newLogHandler(&buf)))
+	ctx := log.WithLogger(context.Background(), Containerd(NewHandler(&buf)))
 	log.G(ctx).WithField("k", "v").Info("m")
 	log.G(ctx).WithError(errors.New("boom")).WithField("snapshot", "s 1").Warn("lazysnap: gone")
 	log.G(ctx).WithField("path", "/x").Debug("not at info")
@@ -36,7 +36,7 @@ func TestContainerdLog(t *testing.T) {
 	buf.Reset()
 	old := log.L
 	defer func() { log.L = old }()
-	log.L = containerdLogger(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log.L = Containerd(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	log.G(context.Background()).WithField("path", "/x").Debug("detaching")
 	if got := buf.String(); !strings.Contains(got, "level=DEBUG msg=detaching path=/x") {
 		t.Fatalf("log.L debug entry: %q", got)

@@ -1,4 +1,9 @@
-package main
+// Package logging gives a lazysnap daemon one log stream: an slog
+// handler (NewHandler) for lazysnap's own records, and containerd's
+// log.G entries (logrus underneath; snapshotter/ logs that way, as
+// containerd's snapshotters do) turned into records of the same handler
+// (Containerd). It is safe for concurrent use, as slog handlers are.
+package logging
 
 import (
 	"context"
@@ -10,20 +15,20 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// newLogHandler is the daemon's one log handler: lazysnap's own slog
-// records and, through containerdLogger, containerd's log.G entries (and
+// NewHandler is the daemon's one log handler: lazysnap's own slog
+// records and, through Containerd, containerd's log.G entries (and
 // snapshotter/'s, which logs the containerd way) are written by handlers
 // made here, in one format, at one level.
-func newLogHandler(w io.Writer) slog.Handler {
+func NewHandler(w io.Writer) slog.Handler {
 	return slog.NewTextHandler(w, nil)
 }
 
-// containerdLogger returns a containerd/log entry (logrus underneath)
+// Containerd returns a containerd/log entry (logrus underneath)
 // whose every entry becomes one record of h: the message, the entry's
 // fields as attributes, its level mapped to slog's. h decides what is
 // logged; logrus only skips building entries below h's lowest level.
-// main makes it log.L, which log.G falls back to.
-func containerdLogger(h slog.Handler) *log.Entry {
+// A daemon makes it log.L, which log.G falls back to.
+func Containerd(h slog.Handler) *log.Entry {
 	lg := logrus.New()
 	lg.Out = io.Discard
 	lg.Formatter = slogFormatter{h}
