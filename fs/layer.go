@@ -136,6 +136,8 @@ type Stats struct {
 	ReadAroundChunks      int64 // chunks stored from read-around
 	ReadAroundBytes       int64 // their compressed bytes
 	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
+	Waiting               int   // readers waiting for chunks now
+	InFlight              int   // chunks being fetched now
 }
 
 // call is one in-flight chunk fetch that readers can wait for.
@@ -279,12 +281,17 @@ func (l *Layer) Close() error {
 
 // Stats returns the layer's counters.
 func (l *Layer) Stats() Stats {
+	l.mu.Lock()
+	inflight := len(l.inflight)
+	l.mu.Unlock()
 	return Stats{
-		Chunks: len(l.owner), ChunksPresent: int(l.nPresent.Load()),
+		InFlight: inflight,
+		Chunks:   len(l.owner), ChunksPresent: int(l.nPresent.Load()),
 		FetchedBytes: l.fetched.Load(), Requests: l.requests.Load(), FuseReads: l.fuseReads.Load(),
 		PassthroughOpens: l.passthrough.Load(), PrefetchDone: l.prefetchDone.Load(),
 		BackgroundDone: l.backgroundDone.Load(), Errors: l.errs.Load(),
 		ReadAroundChunks: l.aroundChunks.Load(), ReadAroundBytes: l.aroundBytes.Load(), Steals: l.steals.Load(),
+		Waiting: int(l.onDemand.Load()),
 	}
 }
 
