@@ -19,9 +19,14 @@
 // and made available as soon as its bytes have arrived, so that the first
 // files (prioritized files are in first-access order) can be read while
 // the rest is still coming; background fetch then fetches every remaining chunk in
-// blob order in large spans at bounded concurrency, pausing whenever an
-// on-demand read is waiting. Sequential reads of a file are detected and the
-// next chunks fetched ahead, in parallel range requests.
+// blob order in spans of BackgroundSpanSize, within BackgroundInflight bytes
+// in flight, issuing a span only when no reader is waiting and none has
+// waited for BackgroundQuiet. A reader whose chunk a background span holds
+// is served when the chunk's bytes arrive, or fetches it itself when the
+// stream is more than StreamWait bytes from it. A cold read of a small file
+// brings its small neighbours in blob order in the same request
+// (ReadAround). Sequential reads of a file are detected and the next chunks
+// fetched ahead, in parallel range requests.
 //
 // Learned profiles: Options.OnChunkAccess reports each chunk once, the
 // first time a reader needs it, in first-access order (a recorder of what

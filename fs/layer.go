@@ -38,6 +38,12 @@ type Invalidator interface {
 }
 
 // Options configures a Layer. Zero values mean the defaults.
+//
+// The fetch-policy defaults are sized for the link the cold-start benchmark
+// models, 100 Mbit/s (12.5 MB/s) at 20 ms RTT, whose bandwidth-delay
+// product (BDP) is 12.5 MB/s x 20 ms = 250 KB: a request costs one round
+// trip, and up to a BDP of bytes more in the same request costs less than
+// another round trip.
 type Options struct {
 	// Name names the layer (its digest) in errors.
 	Name string
@@ -50,13 +56,51 @@ type Options struct {
 	NoBackground bool
 	// BackgroundConcurrency is how many background requests run at once (2).
 	BackgroundConcurrency int
-	// SpanSize caps the compressed bytes of one prefetch or background
-	// request (8 MiB).
+	// SpanSize caps the compressed bytes of one prefetch request (8 MiB).
 	SpanSize int64
+	// BackgroundSpanSize caps the compressed bytes of one background
+	// request (1 MiB): a reader whose chunk a background span has claimed
+	// never waits behind more than one span's bytes. A 1 MiB span takes
+	// 80 ms at 100 Mbit/s, four round trips, so spans back to back (with
+	// BackgroundConcurrency >= 2) keep the link busy.
+	BackgroundSpanSize int64
+	// BackgroundInflight bounds the background bytes requested and not yet
+	// received (2.5 MB = 100 Mbit/s x 200 ms): a BDP for links up to 200 ms
+	// RTT, so that background fetch runs at line rate on a far registry,
+	// while an on-demand request shares the link with at most 200 ms of
+	// background bytes at 100 Mbit/s. A span is always allowed when no
+	// background bytes are in flight.
+	BackgroundInflight int64
+	// BackgroundQuiet: background requests are issued only once no reader
+	// has waited for a fetch for this long (300 ms; negative: no wait),
+	// measured from the end of the last on-demand wait, or from Start. A
+	// starting container reads in bursts a few round trips apart; the
+	// background fills the gaps after them, not the bursts.
+	BackgroundQuiet time.Duration
+	// StreamWait: a reader of a chunk claimed by a background span whose
+	// stream is more than StreamWait compressed bytes before the chunk
+	// fetches the chunk itself (256 KiB, about a BDP: waiting for the
+	// stream then costs more than a round trip; negative: always wait).
+	// Nearer, it is served from the stream as soon as the chunk's bytes
+	// have arrived.
+	StreamWait int64
+	// ReadAround: a cold read of a small file fetches, in the same request,
+	// the chunks of the small files beside it in the blob (tar order, in
+	// which a package's modules lie together), up to ReadAround compressed
+	// bytes more (256 KiB, about a BDP: less than the round trip a later
+	// miss of one of them would cost; negative: off). It stops at a large
+	// file and at a chunk already present or in flight.
+	ReadAround int64
+	// ReadAroundFileMax is the largest compressed size of a small file, for
+	// ReadAround (64 KiB: most modules of a language's standard library,
+	// compressed).
+	ReadAroundFileMax int64
 	// ReadAhead is how many chunks a sequential reader is fetched ahead (4).
 	ReadAhead int
 	// FetchTimeout bounds one fetch, however many readers wait for it (2m).
 	FetchTimeout time.Duration
+	// Clock measures BackgroundQuiet (the real clock).
+	Clock Clock
 	// OnError, if set, receives every fetch error.
 	OnError func(error)
 	// OnReadLatency, if set, is called once for every read that had to wait
@@ -73,6 +117,17 @@ type Options struct {
 	OnChunkAccess func(ino index.Ino, chunk int)
 }
 
+// Clock is the time source of the background's quiet period.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
 // Stats are a layer's counters.
 type Stats struct {
 	Chunks, ChunksPresent int
@@ -83,12 +138,25 @@ type Stats struct {
 	PrefetchDone          bool
 	BackgroundDone        bool
 	Errors                int64
+	ReadAroundChunks      int64 // chunks stored from read-around
+	ReadAroundBytes       int64 // their compressed bytes
+	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
+	Waiting               int   // readers waiting for chunks now
+	InFlight              int   // chunks being fetched now
 }
 
 // call is one in-flight chunk fetch that readers can wait for.
+// Its owners are the fetches that may complete it: the span that claimed
+// it, and a reader that fetches it ahead of a background span (a steal). It
+// succeeds with the first owner that stores it, and fails only when every
+// owner has failed. Guarded by Layer.mu.
 type call struct {
-	done chan struct{}
-	err  error
+	done   chan struct{}
+	err    error
+	span   *span // the fetch that claimed it
+	owners int
+	closed bool
+	stolen bool
 }
 
 // Layer is one layer's filesystem state.
@@ -112,7 +180,16 @@ type Layer struct {
 	onDemand atomic.Int32 // readers waiting for chunks
 	sem      chan struct{}
 
+	// what the background waits on: readers, the quiet period, its bytes
+	// in flight; sig is closed and replaced whenever onDemand or bgInflight
+	// fall
+	lastOnDemand atomic.Int64 // Clock nanoseconds when the last on-demand wait ended
+	sigMu        sync.Mutex
+	sig          chan struct{}
+	bgInflight   int64 // guarded by sigMu
+
 	fetched, requests, fuseReads, passthrough, errs atomic.Int64
+	aroundChunks, aroundBytes, steals               atomic.Int64
 	prefetchDone, backgroundDone                    atomic.Bool
 }
 
@@ -131,6 +208,27 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 	if opts.SpanSize <= 0 {
 		opts.SpanSize = 8 << 20
 	}
+	if opts.BackgroundSpanSize <= 0 {
+		opts.BackgroundSpanSize = 1 << 20
+	}
+	if opts.BackgroundInflight <= 0 {
+		opts.BackgroundInflight = 2_500_000
+	}
+	if opts.BackgroundQuiet == 0 {
+		opts.BackgroundQuiet = 300 * time.Millisecond
+	}
+	if opts.StreamWait == 0 {
+		opts.StreamWait = 256 << 10
+	}
+	if opts.ReadAround == 0 {
+		opts.ReadAround = 256 << 10
+	}
+	if opts.ReadAroundFileMax <= 0 {
+		opts.ReadAroundFileMax = 64 << 10
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
 	if opts.ReadAhead <= 0 {
 		opts.ReadAhead = 4
 	}
@@ -146,6 +244,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		inflight: map[int]*call{},
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),
+		sig:      make(chan struct{}),
 	}
 	for ino := index.Ino(0); int(ino) < idx.Len(); ino++ {
 		for i := range idx.NumChunks(ino) {
@@ -159,15 +258,16 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 // Start begins prefetch of the prioritized files and then background fetch,
 // as the options say. It returns at once.
 func (l *Layer) Start() {
+	l.lastOnDemand.Store(l.opts.Clock.Now().UnixNano())
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		if !l.opts.NoPrefetch {
-			l.fetchAll(l.idx.PrefetchEnd, 4)
+			l.fetchAll(l.idx.PrefetchEnd, false)
 		}
 		l.prefetchDone.Store(true)
 		if !l.opts.NoBackground {
-			l.fetchAll(l.idx.DataEnd, l.opts.BackgroundConcurrency)
+			l.fetchAll(l.idx.DataEnd, true)
 			l.backgroundDone.Store(l.nPresent.Load() == int64(len(l.owner)))
 		}
 	}()
@@ -188,11 +288,17 @@ func (l *Layer) Close() error {
 
 // Stats returns the layer's counters.
 func (l *Layer) Stats() Stats {
+	l.mu.Lock()
+	inflight := len(l.inflight)
+	l.mu.Unlock()
 	return Stats{
-		Chunks: len(l.owner), ChunksPresent: int(l.nPresent.Load()),
+		InFlight: inflight,
+		Chunks:   len(l.owner), ChunksPresent: int(l.nPresent.Load()),
 		FetchedBytes: l.fetched.Load(), Requests: l.requests.Load(), FuseReads: l.fuseReads.Load(),
 		PassthroughOpens: l.passthrough.Load(), PrefetchDone: l.prefetchDone.Load(),
 		BackgroundDone: l.backgroundDone.Load(), Errors: l.errs.Load(),
+		ReadAroundChunks: l.aroundChunks.Load(), ReadAroundBytes: l.aroundBytes.Load(), Steals: l.steals.Load(),
+		Waiting: int(l.onDemand.Load()),
 	}
 }
 
@@ -222,70 +328,150 @@ func (l *Layer) filePresent(ino index.Ino) bool {
 	return true
 }
 
+// want is one chunk a fetch is to make present, and the call it completes.
+type want struct {
+	id     int
+	c      *call
+	chunk  estargz.Chunk
+	around bool // read-around: not refetched when wrong, counted apart
+	steal  bool // fetched ahead of the background span that claimed it
+}
+
+// span is one request of a fetch: where its stream has got to, for readers
+// deciding whether to wait for it.
+type span struct {
+	background bool
+	pos        atomic.Int64 // blob offset up to which bytes have arrived
+}
+
+func (l *Layer) chunkOf(id int) estargz.Chunk {
+	ino := l.owner[id]
+	return l.idx.Chunk(ino, id-l.idx.ChunkID(ino, 0))
+}
+
+// claimLocked registers a call owned by sp for id. l.mu is held.
+func (l *Layer) claimLocked(id int, sp *span) want {
+	c := &call{done: make(chan struct{}), span: sp, owners: 1}
+	l.inflight[id] = c
+	return want{id: id, c: c, chunk: l.chunkOf(id)}
+}
+
 // claim registers a call for every id that is neither present nor being
-// fetched, and returns those (to fetch) and the calls to wait for.
-func (l *Layer) claim(ids []int) (mine []int, wait []*call) {
+// fetched, and returns those (to fetch, by sp) and every call to wait for.
+func (l *Layer) claim(ids []int, sp *span) (mine, wait []want) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, id := range ids {
 		if l.isPresent(id) {
 			continue
 		}
-		c, ok := l.inflight[id]
-		if !ok {
-			c = &call{done: make(chan struct{})}
-			l.inflight[id] = c
-			mine = append(mine, id)
+		if c, ok := l.inflight[id]; ok {
+			wait = append(wait, want{id: id, c: c})
+			continue
 		}
-		wait = append(wait, c)
+		w := l.claimLocked(id, sp)
+		mine = append(mine, w)
+		wait = append(wait, w)
 	}
 	return mine, wait
 }
 
-func (l *Layer) complete(id int, err error) {
+// complete reports one owner's result for w's call: the first success
+// closes it, a failure only once no other owner is left.
+func (l *Layer) complete(w *want, err error) {
 	l.mu.Lock()
-	c := l.inflight[id]
-	delete(l.inflight, id)
-	l.mu.Unlock()
-	if c != nil {
-		c.err = err
-		close(c.done)
+	defer l.mu.Unlock()
+	c := w.c
+	if c.closed {
+		return
 	}
+	c.owners--
+	if err != nil && c.owners > 0 {
+		return
+	}
+	c.closed, c.err = true, err
+	if l.inflight[w.id] == c {
+		delete(l.inflight, w.id)
+	}
+	close(c.done)
 }
 
-// ensure makes chunks [from, to] of ino present, fetching what is missing.
-// The fetch runs detached from ctx; if ctx ends first, ensure returns its
-// error and the fetch goes on for whoever else waits.
+// settled reports whether w's call has been completed (by another owner).
+func (l *Layer) settled(w *want) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return w.c.closed
+}
+
+// ensure makes chunks [from, to] of ino present, fetching what is missing
+// (with read-around, for a small file). The fetch runs detached from ctx;
+// if ctx ends first, ensure returns its error and the fetch goes on for
+// whoever else waits.
 func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	l.noteAccess(ino, from, to)
 	ids := make([]int, 0, to-from+1)
 	for i := from; i <= to; i++ {
 		ids = append(ids, l.idx.ChunkID(ino, i))
 	}
-	mine, wait := l.claim(ids)
+	sp := &span{}
+	mine, wait := l.claim(ids, sp)
 	if len(wait) == 0 {
 		return nil
 	}
 	l.onDemand.Add(1)
-	defer l.onDemand.Add(-1)
+	defer func() {
+		l.lastOnDemand.Store(l.opts.Clock.Now().UnixNano())
+		l.onDemand.Add(-1)
+		l.wake()
+	}()
 	if l.opts.OnReadLatency != nil {
 		start := time.Now()
 		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
 	}
 	if len(mine) > 0 {
-		go l.fetchSpan(mine)
+		go l.fetchSpan(sp, append(mine, l.claimAround(ino, mine, sp)...))
 	}
-	for _, c := range wait {
+	if stolen := l.steal(wait); len(stolen) > 0 {
+		go l.fetchSpan(&span{}, stolen)
+	}
+	for _, w := range wait {
 		select {
-		case <-c.done:
-			if c.err != nil {
-				return c.err
+		case <-w.c.done:
+			if w.c.err != nil {
+				return w.c.err
 			}
 		case <-ctx.Done():
 			return &interrupted{ctx.Err()}
 		}
 	}
 	return nil
+}
+
+// steal takes a second ownership of the chunks among wait that a
+// background span claimed but whose stream is still more than StreamWait
+// bytes before them, for the reader to fetch them itself.
+func (l *Layer) steal(wait []want) []want {
+	if l.opts.StreamWait < 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []want
+	for _, w := range wait {
+		c := w.c
+		if c.span == nil || !c.span.background || c.closed || c.stolen {
+			continue
+		}
+		chunk := l.chunkOf(w.id)
+		if chunk.Offset-c.span.pos.Load() <= l.opts.StreamWait {
+			continue
+		}
+		c.stolen = true
+		c.owners++
+		out = append(out, want{id: w.id, c: c, chunk: chunk, steal: true})
+	}
+	l.steals.Add(int64(len(out)))
+	return out
 }
 
 // readAhead starts fetching up to ReadAhead chunks of ino from chunk i, one
@@ -298,77 +484,96 @@ func (l *Layer) readAhead(ino index.Ino, i int) {
 		default:
 			return // enough read-ahead in flight already
 		}
-		mine, _ := l.claim([]int{l.idx.ChunkID(ino, i)})
+		sp := &span{}
+		mine, _ := l.claim([]int{l.idx.ChunkID(ino, i)}, sp)
 		if len(mine) == 0 {
 			<-l.sem
 			continue
 		}
 		go func() {
 			defer func() { <-l.sem }()
-			l.fetchSpan(mine)
+			l.fetchSpan(sp, mine)
 		}()
 	}
 }
 
-// fetchSpan fetches claimed chunks (ascending blob offsets) with one range
-// request, verifies each, stores it, and completes their calls.
-func (l *Layer) fetchSpan(ids []int) {
+// fetchSpan fetches the chunks of ws (owned by sp) with one range request,
+// verifies each, stores it, and completes their calls: the reader's own
+// chunks first, and a read-around chunk's failure is its own.
+func (l *Layer) fetchSpan(sp *span, ws []want) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.FetchTimeout)
 	defer cancel()
-	chunks := make([]estargz.Chunk, len(ids))
 	lo, hi := int64(-1), int64(0)
-	for k, id := range ids {
-		ino := l.owner[id]
-		chunks[k] = l.idx.Chunk(ino, id-l.idx.ChunkID(ino, 0))
-		if lo < 0 || chunks[k].Offset < lo {
-			lo = chunks[k].Offset
+	for _, w := range ws {
+		if lo < 0 || w.chunk.Offset < lo {
+			lo = w.chunk.Offset
 		}
-		hi = max(hi, chunks[k].End)
+		hi = max(hi, w.chunk.End)
 	}
-	if rs, ok := l.blob.(RangeStreamer); ok && len(ids) > 1 {
-		l.streamSpan(ctx, rs, ids, chunks, lo, hi)
+	sp.pos.Store(lo)
+	if rs, ok := l.blob.(RangeStreamer); ok && len(ws) > 1 {
+		l.streamSpan(ctx, rs, sp, ws, lo, hi)
 		return
 	}
 	raw, err := l.read(ctx, lo, hi-lo)
-	for k, id := range ids {
+	sp.pos.Store(hi)
+	if sp.background {
+		l.bgRelease(hi - lo)
+	}
+	sort.SliceStable(ws, func(i, j int) bool { return !ws[i].around && ws[j].around })
+	for k := range ws {
+		w := &ws[k]
 		if err == nil {
-			c := &chunks[k]
-			err1 := l.store(ctx, id, c, raw[c.Offset-lo:c.End-lo])
-			l.complete(id, err1)
+			l.complete(w, l.storeWant(ctx, w, raw[w.chunk.Offset-lo:w.chunk.End-lo]))
 			continue
 		}
-		l.complete(id, err)
+		l.complete(w, err)
 	}
+}
+
+// storeWant stores w from its bytes, unless another owner already has.
+func (l *Layer) storeWant(ctx context.Context, w *want, raw []byte) error {
+	if l.settled(w) {
+		return nil
+	}
+	err := l.store(ctx, w.id, &w.chunk, raw, !w.around)
+	if err == nil && w.around {
+		l.aroundChunks.Add(1)
+		l.aroundBytes.Add(w.chunk.CompressedSize())
+	}
+	return err
 }
 
 // streamSpan is fetchSpan over a RangeStreamer: each chunk is verified,
 // stored and completed as soon as its last byte has arrived.
-func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, ids []int, chunks []estargz.Chunk, lo, hi int64) {
-	order := make([]int, len(ids)) // by chunk end
-	for k := range order {
-		order[k] = k
-	}
-	sort.Slice(order, func(i, j int) bool { return chunks[order[i]].End < chunks[order[j]].End })
+func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws []want, lo, hi int64) {
+	sort.Slice(ws, func(i, j int) bool { return ws[i].chunk.End < ws[j].chunk.End })
 	next := 0
 	var got int64
 	l.requests.Add(1)
 	err := rs.StreamRange(ctx, lo, hi-lo, func(buf []byte) {
+		if sp.background {
+			l.bgRelease(int64(len(buf)) - got)
+		}
 		got = int64(len(buf))
-		for ; next < len(order) && chunks[order[next]].End-lo <= got; next++ {
-			k := order[next]
-			c := &chunks[k]
-			l.complete(ids[k], l.store(ctx, ids[k], c, buf[c.Offset-lo:c.End-lo]))
+		sp.pos.Store(lo + got)
+		for ; next < len(ws) && ws[next].chunk.End-lo <= got; next++ {
+			w := &ws[next]
+			l.complete(w, l.storeWant(ctx, w, buf[w.chunk.Offset-lo:w.chunk.End-lo]))
 		}
 	})
+	if sp.background {
+		l.bgRelease(hi - lo - got)
+	}
 	l.fetched.Add(got)
-	if err == nil && next < len(order) {
+	if err == nil && next < len(ws) {
 		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
-	if next < len(order) {
+	if next < len(ws) {
 		err = l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
 	}
-	for ; next < len(order); next++ {
-		l.complete(ids[order[next]], err)
+	for ; next < len(ws); next++ {
+		l.complete(&ws[next], err)
 	}
 }
 
@@ -394,12 +599,15 @@ func (l *Layer) fail(err error) error {
 }
 
 // store verifies one chunk from its compressed bytes (refetching it once if
-// they are wrong) and writes it into the file's content.
-func (l *Layer) store(ctx context.Context, id int, c *estargz.Chunk, raw []byte) error {
+// they are wrong and refetch is set) and writes it into the file's content.
+func (l *Layer) store(ctx context.Context, id int, c *estargz.Chunk, raw []byte, refetch bool) error {
 	data, err := c.Decode(nil, raw)
 	if err != nil {
 		if inv, ok := l.blob.(Invalidator); ok {
 			inv.Invalidate(c.Offset, c.CompressedSize())
+		}
+		if !refetch {
+			return l.fail(fmt.Errorf("fs: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
 		}
 		raw, err = l.read(ctx, c.Offset, c.CompressedSize())
 		if err != nil {
@@ -441,50 +649,4 @@ func (l *Layer) file(ino index.Ino) (*os.File, error) {
 	}
 	l.files[ino] = f
 	return f, nil
-}
-
-// fetchAll fetches every missing chunk that starts before end, in blob
-// order, in spans of up to SpanSize, with conc requests at once, yielding to
-// on-demand reads.
-func (l *Layer) fetchAll(end int64, conc int) {
-	ids := make([]int, 0, len(l.owner))
-	for id := range l.owner {
-		if !l.isPresent(id) {
-			ids = append(ids, id)
-		}
-	}
-	offset := func(id int) int64 {
-		ino := l.owner[id]
-		return l.idx.Chunk(ino, id-l.idx.ChunkID(ino, 0)).Offset
-	}
-	sort.Slice(ids, func(i, j int) bool { return offset(ids[i]) < offset(ids[j]) })
-	sem := make(chan struct{}, conc)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for len(ids) > 0 && l.ctx.Err() == nil {
-		start := offset(ids[0])
-		if start >= end {
-			return
-		}
-		n := 1
-		for n < len(ids) && offset(ids[n]) < end && offset(ids[n])-start < l.opts.SpanSize {
-			n++
-		}
-		span := ids[:n]
-		ids = ids[n:]
-		for l.onDemand.Load() > 0 && l.ctx.Err() == nil {
-			time.Sleep(2 * time.Millisecond) // on-demand reads go first
-		}
-		mine, _ := l.claim(span)
-		if len(mine) == 0 {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			l.fetchSpan(mine)
-		}()
-	}
 }

@@ -1,0 +1,73 @@
+package fs
+
+import "github.com/lazysnap/lazysnap/index"
+
+// small reports whether ino is a small file, for read-around: at most
+// ReadAroundFileMax compressed bytes.
+func (l *Layer) small(ino index.Ino) bool {
+	n := l.idx.NumChunks(ino)
+	if n == 0 {
+		return false
+	}
+	return l.idx.Chunk(ino, n-1).End-l.idx.Chunk(ino, 0).Offset <= l.opts.ReadAroundFileMax
+}
+
+// claimAround claims, for sp, the chunks of the small files beside the
+// chunks of ino that a reader has just claimed (mine, ascending), so that
+// they come in the same request: chunk by chunk outwards in blob order,
+// forwards and backwards in turn, each way up to a chunk that is present,
+// in flight, or of a file that is not small, and within ReadAround bytes
+// beyond mine's (counting the bytes between the chunks, which the one
+// request fetches too).
+func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
+	if l.opts.ReadAround < 0 || !l.small(ino) {
+		return nil
+	}
+	first, last := mine[0], mine[len(mine)-1]
+	lo, hi := first.chunk.Offset, last.chunk.End
+	budget := hi - lo + l.opts.ReadAround
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// eligible returns id's chunk if it may join a request of [lo, hi)
+	eligible := func(id int) (want, bool) {
+		if id < 0 || id >= len(l.owner) || l.isPresent(id) {
+			return want{}, false
+		}
+		if _, ok := l.inflight[id]; ok || !l.small(l.owner[id]) {
+			return want{}, false
+		}
+		c := l.chunkOf(id)
+		if c.Offset < hi && c.End > lo || max(hi, c.End)-min(lo, c.Offset) > budget {
+			return want{}, false // out of blob order, or over the budget
+		}
+		return want{id: id, chunk: c}, true
+	}
+	var out []want
+	next, prev := last.id+1, first.id-1
+	fwd, back := true, true
+	for fwd || back {
+		if fwd {
+			if w, ok := eligible(next); ok && w.chunk.Offset >= hi {
+				w = l.claimLocked(w.id, sp)
+				w.around = true
+				out = append(out, w)
+				hi = w.chunk.End
+				next++
+			} else {
+				fwd = false
+			}
+		}
+		if back {
+			if w, ok := eligible(prev); ok && w.chunk.End <= lo {
+				w = l.claimLocked(w.id, sp)
+				w.around = true
+				out = append(out, w)
+				lo = w.chunk.Offset
+				prev--
+			} else {
+				back = false
+			}
+		}
+	}
+	return out
+}
