@@ -71,31 +71,42 @@ func (l *Layer) PrefetchChunks(chunks []ChunkRef) (done <-chan struct{}) {
 		return c.Offset, c.End
 	}
 	sort.Slice(ids, func(i, j int) bool { a, _ := chunk(ids[i]); b, _ := chunk(ids[j]); return a < b })
-	mine, _ := l.claim(ids)
+	// the requests: runs of chunks at most maxPrefetchGap apart, each at
+	// most SpanSize, claimed at once so that readers wait for them
+	type request struct {
+		sp *span
+		ws []want
+	}
+	var reqs []request
+	for len(ids) > 0 {
+		start, hi := chunk(ids[0])
+		n := 1
+		for ; n < len(ids); n++ {
+			off, end := chunk(ids[n])
+			if off-hi > maxPrefetchGap || end-start > l.opts.SpanSize {
+				break
+			}
+			hi = max(hi, end)
+		}
+		sp := &span{}
+		if mine, _ := l.claim(ids[:n], sp); len(mine) > 0 {
+			reqs = append(reqs, request{sp, mine})
+		}
+		ids = ids[n:]
+	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		defer close(ch)
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 4)
-		for len(mine) > 0 {
-			start, hi := chunk(mine[0])
-			n := 1
-			for ; n < len(mine); n++ {
-				off, end := chunk(mine[n])
-				if off-hi > maxPrefetchGap || end-start > l.opts.SpanSize {
-					break
-				}
-				hi = max(hi, end)
-			}
-			span := mine[:n]
-			mine = mine[n:]
+		for _, r := range reqs {
 			sem <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				l.fetchSpan(span)
+				l.fetchSpan(r.sp, r.ws)
 			}()
 		}
 		wg.Wait()
