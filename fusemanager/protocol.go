@@ -356,3 +356,37 @@ func (g gatherer) Gather() ([]*dto.MetricFamily, error) {
 	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
 	return out, nil
 }
+
+// Status is the status report of the process whose layers a manager
+// serves: the manager's report, with that process's snapshotter counters
+// and fallbacks added, and the manager's health.
+type Status struct {
+	Client      *Client
+	Version     string // the reporting process's
+	Snapshotter func() snapshotter.Stats
+	Fallbacks   func() []snapshotter.Fallback
+}
+
+// Report assembles the report; a manager that does not answer is
+// reported as such (FuseManager.Error), with no layers.
+func (s *Status) Report(ctx context.Context) ops.Report {
+	var rep ops.Report
+	fm := &ops.FuseManager{Address: s.Client.Socket()}
+	h, err := s.Client.Health(ctx)
+	if err == nil {
+		rep, err = s.Client.Status(ctx)
+	}
+	if err != nil {
+		rep = ops.Report{}
+		fm.Error = err.Error()
+	} else {
+		fm.PID, fm.Version = h.PID, h.Version
+	}
+	if rep.Images == nil {
+		rep.Images = []ops.Image{}
+	}
+	rep.Version, rep.Time, rep.FuseManager = s.Version, time.Now().UTC(), fm
+	rep.Snapshotter = ops.SnapshotterStatusOf(s.Snapshotter())
+	rep.Images = ops.WithFallbacks(rep.Images, s.Fallbacks())
+	return rep
+}

@@ -25,6 +25,8 @@ type ProfileOptions struct {
 	// Publish, receives every profile recorded (needs push rights).
 	Registry       profile.Registry
 	Fetch, Publish bool
+	// NoRecord: profiles are only used, never recorded.
+	NoRecord bool
 	// Limits bound a recording.
 	Limits profile.Limits
 	// LookupTimeout bounds the registry lookup of one image (10s).
@@ -97,7 +99,9 @@ func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfi
 			img.reason = "ignored: " + err.Error()
 			r.profileErr(key, err)
 		}
-		img.rec = profile.NewRecorder(src.Manifest, src.Ref, o.Limits, func(p *profile.Profile) { r.saveProfile(p) })
+		if !o.NoRecord {
+			img.rec = profile.NewRecorder(src.Manifest, src.Ref, o.Limits, func(p *profile.Profile) { r.saveProfile(p) })
+		}
 	})
 	return img
 }

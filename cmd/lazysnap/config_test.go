@@ -23,12 +23,10 @@ func TestLoadServeConfig(t *testing.T) {
 			return c.FuseManager.Enable && c.FuseManager.Address == "/run/fm.sock"
 		}, ""},
 		{"settings", "root = \"/x\"\n[fetch]\n  no_prefetch = true\n  timeout = \"30s\"\n[cache]\n  max_bytes = 1024\n", func(c serveConfig) bool {
-			d, err := c.fetchTimeout()
-			return c.Root == "/x" && c.Fetch.NoPrefetch && c.Cache.MaxBytes == 1024 && err == nil && d.Seconds() == 30
+			return c.Root == "/x" && c.Fetch.NoPrefetch && c.Cache.MaxBytes == 1024 && c.Fetch.Timeout.D().Seconds() == 30
 		}, ""},
 		{"stall timeout", "[fetch]\n  stall_timeout = \"2s\"\n", func(c serveConfig) bool {
-			d, err := c.stallTimeout()
-			return err == nil && d.Seconds() == 2
+			return c.Fetch.StallTimeout.D().Seconds() == 2
 		}, ""},
 		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
 			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
@@ -36,6 +34,11 @@ func TestLoadServeConfig(t *testing.T) {
 		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "cache.max_bytes"},
+		{"not a duration", "[fetch]\n  timeout = \"2 minutes\"\n", nil, "fetch.timeout"},
+		{"profiles by default", "", func(c serveConfig) bool { return c.Profile.Record && c.Profile.Fetch && !c.Profile.Publish }, ""},
+		{"fetch policy", "[fetch]\n  background_quiet = \"1s\"\n  read_around_bytes = 0\n[profile]\n  publish = true\n  quiet = \"3s\"\n", func(c serveConfig) bool {
+			return c.Fetch.BackgroundQuiet.D().Seconds() == 1 && c.Profile.Publish && c.Profile.Quiet.D().Seconds() == 3
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "lazysnap.toml")

@@ -113,7 +113,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			src = convert.Location{Path: tmp}
 		}
-		files, err := recordFiles(ctx, src.Path, argv, *recTimeout, stderr)
+		files, err := record.Layout(ctx, src.Path, argv, record.Options{Stdout: stderr, Stderr: stderr, Timeout: *recTimeout})
 		if err != nil {
 			return err
 		}
@@ -190,29 +190,6 @@ func printConvertReport(w io.Writer, rep *convert.Report, took time.Duration) er
 		return err
 	}
 	return nil
-}
-
-// recordFiles unpacks the image of the layout dir into a scratch
-// directory, runs argv in it and returns the files it opened, in
-// first-access order, after the ones containerd reads to create a
-// container (package convert/record does the work).
-func recordFiles(ctx context.Context, layout string, argv []string, timeout time.Duration, out io.Writer) ([]string, error) {
-	if fi, err := os.Stat(layout); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("-record needs SRC to be an OCI layout directory: %s", layout)
-	}
-	scratch, err := os.MkdirTemp("", "lazysnap-record-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(scratch)
-	if err := record.Unpack(layout, scratch); err != nil {
-		return nil, err
-	}
-	files, err := record.Trace(ctx, scratch, argv, record.Options{Stdout: out, Stderr: out, Timeout: timeout})
-	if err != nil {
-		return nil, err
-	}
-	return record.WithRuntimeFiles(scratch, files), nil
 }
 
 func readLines(path string) ([]string, error) {

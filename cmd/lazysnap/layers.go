@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/ops"
+	"github.com/lazysnap/lazysnap/profile"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/opencontainers/go-digest"
 )
@@ -30,39 +30,8 @@ type layerService struct {
 	status  *ops.Server
 }
 
-// fetchTimeout is fetch.timeout, parsed.
-func (c serveConfig) fetchTimeout() (time.Duration, error) {
-	return parseDurationKey("fetch.timeout", c.Fetch.Timeout)
-}
-
-// stallTimeout is fetch.stall_timeout, parsed: 0 (unset) is the
-// fetcher's default, negative turns the stall timeout off.
-func (c serveConfig) stallTimeout() (time.Duration, error) {
-	return parseDurationKey("fetch.stall_timeout", c.Fetch.StallTimeout)
-}
-
-// parseDurationKey parses the duration v of config key key; "" is 0.
-func parseDurationKey(key, v string) (time.Duration, error) {
-	if v == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", key, err)
-	}
-	return d, nil
-}
-
 // newLayerService builds the layer half from cfg; its metrics go to met.
 func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*layerService, error) {
-	timeout, err := cfg.fetchTimeout()
-	if err != nil {
-		return nil, err
-	}
-	stall, err := cfg.stallTimeout()
-	if err != nil {
-		return nil, err
-	}
 	f, err := fetcher.New(fetcher.Config{
 		HostsDir:         cfg.Registry.HostsDir,
 		DockerConfigPath: cfg.Registry.DockerConfig,
@@ -70,17 +39,26 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		CacheMaxBytes:    cfg.Cache.MaxBytes,
 		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
 		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
-		StallTimeout:     stall,
+		StallTimeout:     cfg.Fetch.StallTimeout.D(),
 	})
 	if err != nil {
 		return nil, err
 	}
+	var profiles *remote.ProfileOptions
+	if cfg.Profile.Record || cfg.Profile.Fetch {
+		profiles = &remote.ProfileOptions{Store: profile.NewStore(filepath.Join(cfg.Root, "profiles")), Registry: f,
+			Fetch: cfg.Profile.Fetch, Publish: cfg.Profile.Publish, NoRecord: !cfg.Profile.Record,
+			Limits:  profile.Limits{Quiet: cfg.Profile.Quiet.D(), Total: cfg.Profile.MaxDuration.D(), MaxChunks: cfg.Profile.MaxChunks},
+			OnError: func(key string, err error) { log.Warn("prefetch profile", "image", key, "error", err) }}
+	}
 	rfs := remote.New(remote.NewRegistrySource(f), remote.Options{
-		Root: cfg.Root,
+		Profiles: profiles,
+		Root:     cfg.Root,
 		Layer: lfs.Options{
 			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
-			FetchTimeout: timeout, OnReadLatency: met.ObserveRead,
+			FetchTimeout: cfg.Fetch.Timeout.D(), OnReadLatency: met.ObserveRead,
+			BackgroundQuiet: cfg.Fetch.BackgroundQuiet.D(), BackgroundInflight: cfg.Fetch.BackgroundInflight, ReadAround: cfg.Fetch.ReadAround,
 		},
 		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
 		MaxEntries:  cfg.Index.MaxEntries,

@@ -34,6 +34,7 @@ func commands() []command {
 		{"fuse-manager", "serve the FUSE layer mounts for serve (serve starts it)", runFuseManager},
 		{"pull", "pull an image through containerd, eStargz layers lazily", runPull},
 		{"status", "show layers, fetch progress and cache use of a running serve", runStatus},
+		{"profile", "list, show, push or remove learned prefetch profiles", runProfile},
 	}
 }
 

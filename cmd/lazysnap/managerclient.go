@@ -1,17 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
-	"time"
-
-	"github.com/lazysnap/lazysnap/fusemanager"
-	"github.com/lazysnap/lazysnap/ops"
-	"github.com/lazysnap/lazysnap/snapshotter"
 )
 
 // managerStarter returns the function that starts `lazysnap fuse-manager`
@@ -58,34 +52,4 @@ func managerStarter(cfgPath, root string) func() (<-chan error, error) {
 		go func() { exited <- fmt.Errorf("%w (its output: %s)", cmd.Wait(), logPath) }() // and reap it should it exit while serve runs
 		return exited, nil
 	}
-}
-
-// managerStatus is serve's status report when a fuse manager serves the
-// layers: the manager's report, with the snapshotter's counters added.
-type managerStatus struct {
-	c         *fusemanager.Client
-	sn        func() snapshotter.Stats
-	fallbacks func() []snapshotter.Fallback
-}
-
-func (s *managerStatus) Report(ctx context.Context) ops.Report {
-	var rep ops.Report
-	fm := &ops.FuseManager{Address: s.c.Socket()}
-	h, err := s.c.Health(ctx)
-	if err == nil {
-		rep, err = s.c.Status(ctx)
-	}
-	if err != nil {
-		rep = ops.Report{}
-		fm.Error = err.Error()
-	} else {
-		fm.PID, fm.Version = h.PID, h.Version
-	}
-	if rep.Images == nil {
-		rep.Images = []ops.Image{}
-	}
-	rep.Version, rep.Time, rep.FuseManager = version, time.Now().UTC(), fm
-	rep.Snapshotter = ops.SnapshotterStatusOf(s.sn())
-	rep.Images = ops.WithFallbacks(rep.Images, s.fallbacks())
-	return rep
 }

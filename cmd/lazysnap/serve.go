@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
@@ -19,9 +18,9 @@ import (
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
+	"github.com/lazysnap/lazysnap/internal/tomlconfig"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
-	"github.com/pelletier/go-toml/v2"
 	"google.golang.org/grpc"
 )
 
@@ -62,14 +61,27 @@ type serveConfig struct {
 		Address string `toml:"address"`
 	} `toml:"fuse_manager"`
 	Fetch struct {
-		NoPrefetch            bool   `toml:"no_prefetch"`
-		NoBackground          bool   `toml:"no_background"`
-		BackgroundConcurrency int    `toml:"background_concurrency"`
-		ReadAhead             int    `toml:"read_ahead_chunks"`
-		Timeout               string `toml:"timeout"`
-		StallTimeout          string `toml:"stall_timeout"` // fetcher.Config.StallTimeout
-		MaxConnsPerHost       int    `toml:"max_conns_per_host"`
+		NoPrefetch            bool                `toml:"no_prefetch"`
+		NoBackground          bool                `toml:"no_background"`
+		BackgroundConcurrency int                 `toml:"background_concurrency"`
+		ReadAhead             int                 `toml:"read_ahead_chunks"`
+		Timeout               tomlconfig.Duration `toml:"timeout"`
+		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"` // fetcher.Config.StallTimeout
+		MaxConnsPerHost       int                 `toml:"max_conns_per_host"`
+		// fs.Options: background fetch yields the link to on-demand reads
+		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
+		BackgroundInflight int64               `toml:"background_inflight_bytes"`
+		ReadAround         int64               `toml:"read_around_bytes"`
 	} `toml:"fetch"`
+	// Profile: learned prefetch profiles (remote.ProfileOptions).
+	Profile struct {
+		Record      bool                `toml:"record"`
+		Fetch       bool                `toml:"fetch"`
+		Publish     bool                `toml:"publish"`
+		Quiet       tomlconfig.Duration `toml:"quiet"`
+		MaxDuration tomlconfig.Duration `toml:"max_duration"`
+		MaxChunks   int                 `toml:"max_chunks"`
+	} `toml:"profile"`
 	// Index caps what a layer's in-memory index may take; a layer past a
 	// cap is pulled the ordinary way (reason not-lazy).
 	Index struct {
@@ -85,6 +97,7 @@ func defaultServeConfig() serveConfig {
 	c.Registry.HostsDir = "/etc/containerd/certs.d"
 	c.Registry.DockerConfig = fetcher.DefaultDockerConfigPath()
 	c.FuseManager.Enable = true
+	c.Profile.Record, c.Profile.Fetch = true, true
 	return c
 }
 
@@ -93,45 +106,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 	if path == "" {
 		return c, nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return c, err
-	}
-	defer f.Close()
-	// strict: a misspelt key is an error, not a setting silently ignored
-	if err := toml.NewDecoder(f).DisallowUnknownFields().Decode(&c); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, configError(err))
-	}
-	return c, nil
-}
-
-// configError names the keys and lines go-toml v2 keeps out of its
-// errors' messages: an unknown key is "unknown key fetch.no_prefetc (line 2)"
-// rather than "strict mode: fields in the document are missing in the target
-// struct".
-func configError(err error) error {
-	var missing *toml.StrictMissingError
-	if errors.As(err, &missing) {
-		keys := make([]string, len(missing.Errors))
-		for i := range missing.Errors {
-			row, _ := missing.Errors[i].Position()
-			keys[i] = fmt.Sprintf("%s (line %d)", strings.Join(missing.Errors[i].Key(), "."), row)
-		}
-		word := "key"
-		if len(keys) > 1 {
-			word = "keys"
-		}
-		return fmt.Errorf("unknown %s %s", word, strings.Join(keys, ", "))
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, col := de.Position()
-		if k := de.Key(); len(k) > 0 {
-			return fmt.Errorf("%s (line %d, column %d): %w", strings.Join(k, "."), row, col, err)
-		}
-		return fmt.Errorf("line %d, column %d: %w", row, col, err)
-	}
-	return err
+	return c, tomlconfig.DecodeFile(path, &c)
 }
 
 // parseDaemonFlags parses the flags of serve and fuse-manager: fs's own
@@ -171,12 +146,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *metricsAddr != "" {
 		cfg.MetricsAddress = *metricsAddr
-	}
-	if _, err := cfg.fetchTimeout(); err != nil {
-		return err
-	}
-	if _, err := cfg.stallTimeout(); err != nil {
-		return err
 	}
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
@@ -223,7 +192,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := met.Register(ops.Sources{Snapshotter: sn.Stats}); err != nil {
 		return err
 	}
-	var st statusReporter = &managerStatus{c: manager, sn: sn.Stats, fallbacks: sn.Fallbacks}
+	var st statusReporter = &fusemanager.Status{Client: manager, Version: version, Snapshotter: sn.Stats, Fallbacks: sn.Fallbacks}
 	if ls != nil {
 		ls.status.Src.Snapshotter, ls.status.Src.Fallbacks = sn.Stats, sn.Fallbacks
 		st = ls.status

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -37,7 +36,7 @@ func (c serveConfig) statusSocket() string {
 }
 
 // statusReporter assembles GET /status: a ops.Server, or a
-// managerStatus when a fuse manager serves the layers.
+// fusemanager.Status when a fuse manager serves the layers.
 type statusReporter interface {
 	Report(ctx context.Context) ops.Report
 }
@@ -87,7 +86,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	body, err := fetchStatus(ctx, target)
+	body, err := ops.Fetch(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -104,36 +103,6 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return writeStatus(stdout, rep)
-}
-
-// fetchStatus GETs /status from a unix socket path or an http(s) URL.
-func fetchStatus(ctx context.Context, target string) ([]byte, error) {
-	client := &http.Client{}
-	url := strings.TrimSuffix(target, "/") + "/status"
-	if !strings.HasPrefix(target, "http://") && !strings.HasPrefix(target, "https://") {
-		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", target)
-		}}
-		url = "http://lazysnap/status"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("is lazysnap serve running? %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s: %s", target, resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
-	}
-	return body, nil
 }
 
 // writeStatus prints a status report for people: a table of layers by
