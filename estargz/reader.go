@@ -270,7 +270,8 @@ func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCI
 	entries := 0
 	version, derr := 0, b.start()
 	if derr == nil {
-		version, derr = decodeTOCJSON(body, func(je *jsonEntry) error {
+		reserved := size < reserveMinTOC
+		version, derr = decodeTOCJSON(body, func(je *jsonEntry, off int64) error {
 			if entries++; entries > cfg.maxEntries {
 				return fmt.Errorf("%w: more than %d", ErrTooManyEntries, cfg.maxEntries)
 			}
@@ -279,6 +280,10 @@ func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCI
 			}
 			if err := b.add(je); err != nil {
 				return fmt.Errorf("TOC entry %d (%q): %w", entries-1, je.Name, err)
+			}
+			if !reserved && off >= max(size/reserveSample, 64<<10) {
+				reserved = true
+				b.reserve(off, size, cfg.maxEntries)
 			}
 			return nil
 		})
