@@ -103,6 +103,7 @@ func TestOpenMatchesBuild(t *testing.T) {
 		{"tiny", 3},
 		{"one dir", 100},
 		{"10k", 10_000},
+		{"reserved", 20_000}, // JSON over 4 MiB: the arrays are reserved
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			blob, dg := syntheticBlob(t, tc.n)
