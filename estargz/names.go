@@ -3,6 +3,7 @@ package estargz
 import (
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"strings"
 )
 
@@ -127,8 +128,26 @@ func (t *nameTable) insert(id uint32) {
 	t.slots[i] = id + 1
 }
 
-func (t *nameTable) grow() {
-	t.slots = make([]uint32, 2*len(t.slots))
+// reserve sizes the table for ids entries of names bytes of base names in
+// all.
+func (t *nameTable) reserve(ids, names int) {
+	t.parent = slices.Grow(t.parent, ids-len(t.parent))
+	t.kind = slices.Grow(t.kind, ids-len(t.kind))
+	t.nameEnd = slices.Grow(t.nameEnd, ids-len(t.nameEnd))
+	t.names = slices.Grow(t.names, names-len(t.names))
+	n := len(t.slots)
+	for n < 2*ids {
+		n *= 2
+	}
+	if n > len(t.slots) {
+		t.rehash(n)
+	}
+}
+
+func (t *nameTable) grow() { t.rehash(2 * len(t.slots)) }
+
+func (t *nameTable) rehash(n int) {
+	t.slots = make([]uint32, n)
 	for id := uint32(1); id < uint32(len(t.kind)); id++ {
 		t.insert(id)
 	}

@@ -118,3 +118,28 @@ func TestOpenTailErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenStreamsLargeTOC: a TOC region of more than 8 MiB (here a TOC
+// member followed by junk up to the footer) is streamed in 4 MiB reads,
+// not read into memory in one piece: Open reads the tail, then one 4 MiB
+// read covers the member.
+func TestOpenStreamsLargeTOC(t *testing.T) {
+	blob, res := convert(t, manyFiles(t, 100))
+	tocOff := tocOffset(t, blob, res)
+	footer := blob[len(blob)-estargz.FooterSize:]
+	big := append(append(append([]byte(nil), blob[:len(blob)-estargz.FooterSize]...), make([]byte, 9<<20)...), footer...)
+	cr := &countingReaderAt{r: bytes.NewReader(big)}
+	r, err := estargz.Open(io.NewSectionReader(cr, 0, int64(len(big))), estargz.WithTOCDigest(res.TOCDigest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TOC().Offset != tocOff {
+		t.Fatalf("TOC offset %d, want %d", r.TOC().Offset, tocOff)
+	}
+	if got, want := cr.calls.Load(), int64(2); got != want {
+		t.Errorf("%d ReadAt calls, want %d", got, want)
+	}
+	if got := cr.bytes.Load(); got > estargz.DefaultTailReadSize+4<<20 {
+		t.Errorf("read %d bytes, want at most the tail and one 4 MiB read", got)
+	}
+}

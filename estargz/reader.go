@@ -87,11 +87,12 @@ type Reader struct {
 
 // Open reads the footer and TOC of the blob in sr, verifies and validates the
 // TOC, and returns a Reader. It reads only the blob's tail, with at most
-// two ReadAt calls: the last DefaultTailReadSize bytes (or the WithTail
-// bytes, without a call), then, when the TOC starts before those, the rest
-// of the TOC member in one piece. Each ReadAt of a remote blob is a round
-// trip; reading the compressed TOC through a small buffer would be one per
-// few KiB.
+// two ReadAt calls for a compressed TOC of up to 8 MiB (maxHeldTOC): the last
+// DefaultTailReadSize bytes (or the WithTail bytes, without a call), then,
+// when the TOC starts before those, the rest of the TOC member in one
+// piece. Each ReadAt of a remote blob is a round trip; reading the
+// compressed TOC through a small buffer would be one per few KiB. A larger
+// TOC is streamed in reads of 4 MiB.
 func Open(sr *io.SectionReader, opts ...OpenOption) (*Reader, error) {
 	cfg, tocOff, member, err := openMember(sr, opts)
 	if err != nil {
@@ -169,24 +170,36 @@ func openMember(sr *io.SectionReader, opts []OpenOption) (openConfig, int64, io.
 	if tocOff >= tocEnd {
 		return cfg, 0, nil, fmt.Errorf("%w: footer: TOC offset %d outside the %d-byte blob", ErrFormat, tocOff, size)
 	}
-	member, err := tocRegion(sr, tail[:len(tail)-footerSize], tocOff, tocEnd, cfg.maxTOCSize)
+	member, err := tocRegion(sr, tail[:len(tail)-footerSize], tocOff, tocEnd)
 	return cfg, tocOff, member, err
 }
 
+// maxHeldTOC is the most of a compressed TOC that Open reads into memory
+// in one ReadAt: 8 MiB, the compressed TOC of about 100 000 entries (a
+// Debian tree's) at ~70 bytes each with random digests. A larger one is
+// streamed in reads of tocStreamRead, so that decoding holds a fixed
+// buffer rather than ~70 bytes per entry of compressed TOC next to the
+// index being built; it costs one round trip per tocStreamRead instead of
+// one in all (a 1M-entry TOC of ~70 MiB takes ~18), small beside the
+// seconds its decoding takes.
+const maxHeldTOC = 8 << 20
+
+// tocStreamRead is the read size of a streamed TOC: 4 MiB, half
+// maxHeldTOC, so that no streamed TOC takes fewer than two reads.
+const tocStreamRead = maxHeldTOC / 2
+
 // tocRegion returns a reader of the blob's bytes [tocOff, tocEnd), of which
 // have (the tail without its footer) are the last ones. What is missing is
-// read with one ReadAt into memory, unless it is far larger than any TOC
-// within maxTOCSize could compress to (a member followed by junk): then it
-// is streamed through a large buffer rather than allocated.
-func tocRegion(sr *io.SectionReader, have []byte, tocOff, tocEnd, maxTOCSize int64) (io.Reader, error) {
+// read with one ReadAt into memory when it is at most maxHeldTOC bytes,
+// else streamed from sr through a tocStreamRead buffer.
+func tocRegion(sr *io.SectionReader, have []byte, tocOff, tocEnd int64) (io.Reader, error) {
 	haveOff := tocEnd - int64(len(have))
 	if tocOff >= haveOff {
 		return bytes.NewReader(have[tocOff-haveOff:]), nil
 	}
 	missing := haveOff - tocOff
-	// deflate's stored blocks and the tar framing add little; leave room
-	if limit := maxTOCSize + maxTOCSize/16 + 1<<20; missing > limit {
-		head := bufio.NewReaderSize(io.NewSectionReader(sr, tocOff, missing), 1<<20)
+	if missing > maxHeldTOC {
+		head := bufio.NewReaderSize(io.NewSectionReader(sr, tocOff, missing), tocStreamRead)
 		return io.MultiReader(head, bytes.NewReader(have)), nil
 	}
 	buf := make([]byte, missing+int64(len(have)))
@@ -257,7 +270,8 @@ func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCI
 	entries := 0
 	version, derr := 0, b.start()
 	if derr == nil {
-		version, derr = decodeTOCJSON(body, func(je *jsonEntry) error {
+		reserved := size < reserveMinTOC
+		version, derr = decodeTOCJSON(body, func(je *jsonEntry, off int64) error {
 			if entries++; entries > cfg.maxEntries {
 				return fmt.Errorf("%w: more than %d", ErrTooManyEntries, cfg.maxEntries)
 			}
@@ -266,6 +280,10 @@ func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCI
 			}
 			if err := b.add(je); err != nil {
 				return fmt.Errorf("TOC entry %d (%q): %w", entries-1, je.Name, err)
+			}
+			if !reserved && off >= max(size/reserveSample, 64<<10) {
+				reserved = true
+				b.reserve(off, size, cfg.maxEntries)
 			}
 			return nil
 		})

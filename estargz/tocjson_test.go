@@ -12,7 +12,7 @@ import (
 // encoding/json fills.
 func decodeAll(toc []byte) (jsonTOC, error) {
 	var j jsonTOC
-	v, err := decodeTOCJSON(bytes.NewReader(toc), func(je *jsonEntry) error {
+	v, err := decodeTOCJSON(bytes.NewReader(toc), func(je *jsonEntry, _ int64) error {
 		if je == nil {
 			j.Entries = append(j.Entries, nil)
 			return nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"path"
+	"slices"
 	"sort"
 	"syscall"
 
@@ -97,7 +98,21 @@ func Build(toc *estargz.TOC) (*Index, error) {
 	return b.x, nil
 }
 
-var _ estargz.TOCSink = (*builder)(nil)
+var (
+	_ estargz.TOCSink     = (*builder)(nil)
+	_ estargz.TOCReserver = (*builder)(nil)
+)
+
+// Reserve implements estargz.TOCReserver: the arrays that grow with the
+// entries are sized once rather than by append, whose growth holds the old
+// array and the new (2.25 times the array) and leaves up to a quarter of
+// the new one unused.
+func (b *builder) Reserve(ids, chunks int) {
+	b.ids = slices.Grow(b.ids, ids-len(b.ids))
+	b.ents = slices.Grow(b.ents, ids-len(b.ents))
+	b.x.nodes = slices.Grow(b.x.nodes, ids-len(b.x.nodes))
+	b.x.chunks = slices.Grow(b.x.chunks, chunks-len(b.x.chunks))
+}
 
 // Entry implements estargz.TOCSink.
 func (b *builder) Entry(id, parent, link int, base string, e *estargz.Entry) error {
