@@ -57,17 +57,24 @@ func (f *Fetcher) Blob(ctx context.Context, ref string, desc ocispec.Descriptor)
 	return b, nil
 }
 
+// hostsOf parses ref into its registry host and repository, and returns
+// the configured hosts of that registry.
+func (f *Fetcher) hostsOf(ref string) (refHost, repo string, hosts []docker.RegistryHost, err error) {
+	spec, err := reference.Parse(ref)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("%w: reference %q: %w", ErrInvalid, ref, err)
+	}
+	refHost = spec.Hostname()
+	hosts, err = f.registryHosts(refHost)
+	return refHost, strings.TrimPrefix(spec.Locator, refHost+"/"), hosts, err
+}
+
 // newBlob is Blob without finding an unknown size.
 func (f *Fetcher) newBlob(ref string, desc ocispec.Descriptor) (*Blob, error) {
 	if err := descriptor.Validate(desc); err != nil {
 		return nil, fmt.Errorf("%w: blob: %w", ErrInvalid, err)
 	}
-	spec, err := reference.Parse(ref)
-	if err != nil {
-		return nil, fmt.Errorf("%w: reference %q: %w", ErrInvalid, ref, err)
-	}
-	refHost := spec.Hostname()
-	all, err := f.registryHosts(refHost)
+	refHost, repo, all, err := f.hostsOf(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +82,7 @@ func (f *Fetcher) newBlob(ref string, desc ocispec.Descriptor) (*Blob, error) {
 		f:       f,
 		ref:     ref,
 		refHost: refHost,
-		repo:    strings.TrimPrefix(spec.Locator, refHost+"/"),
+		repo:    repo,
 		desc:    desc,
 		size:    desc.Size,
 		loc:     map[int]*url.URL{},

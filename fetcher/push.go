@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
-	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -76,16 +75,10 @@ func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Dige
 	if err := subject.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: referrers of %q: %w", ErrInvalid, subject, err)
 	}
-	spec, err := reference.Parse(ref)
-	if err != nil {
-		return nil, fmt.Errorf("%w: reference %q: %w", ErrInvalid, ref, err)
-	}
-	refHost := spec.Hostname()
-	all, err := f.registryHosts(refHost)
+	refHost, repo, all, err := f.hostsOf(ref)
 	if err != nil {
 		return nil, err
 	}
-	repo := strings.TrimPrefix(spec.Locator, refHost+"/")
 	var errs []error
 	for _, h := range all {
 		if !h.Capabilities.Has(docker.HostCapabilityResolve) {
