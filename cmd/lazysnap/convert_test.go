@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"io"
 	"os"
@@ -13,23 +12,9 @@ import (
 	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/opencontainers/go-digest"
 )
-
-// tarOf builds a layer of regular files (name → content).
-func tarOf(t testing.TB, files [][2]string) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f[0], Mode: 0o755, Size: int64(len(f[1]))}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(f[1]))
-	}
-	tw.Close()
-	return b.Bytes()
-}
 
 func TestConvertRecordUsage(t *testing.T) {
 	src := t.TempDir()
@@ -63,7 +48,7 @@ func TestConvertRecord(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	layer := tarOf(t, [][2]string{
+	layer := testtar.Files([][2]string{
 		{"bin/busybox", string(bb)}, {"data/unread", "not opened\n"}, {"data/one", "one\n"},
 		{"etc/passwd", "root:x:0:0::/root:/bin/sh\n"}, {"etc/other", "x\n"},
 	})
@@ -119,7 +104,7 @@ func TestConvertRecord(t *testing.T) {
 // exists as a path is refused, and a prefix settles it.
 func TestConvertAmbiguousLocation(t *testing.T) {
 	t.Chdir(t.TempDir())
-	if _, err := testimage.Layout("registry.example/app", "lazysnap.test/amb:1", tarOf(t, [][2]string{{"f", "x"}})); err != nil {
+	if _, err := testimage.Layout("registry.example/app", "lazysnap.test/amb:1", testtar.Files([][2]string{{"f", "x"}})); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
