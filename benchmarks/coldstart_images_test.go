@@ -68,8 +68,6 @@ func tagFor(cfg benchConfig, w workload, m mode) string {
 	switch {
 	case m.kind == "overlayfs":
 		return "gzip"
-	case m.kind == "peer" && cfg.peer.image == "lazy":
-		return "esgz"
 	case m.prioritized:
 		return "prio-" + w.name
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,18 +22,19 @@ import (
 	"time"
 
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 )
 
 // runTimeout bounds each pull and each container run.
 const runTimeout = 15 * time.Minute
 
 // Defaults for the peer snapshotter: containerd-stargz-grpc's flags and
-// configuration, its registry mirror pointed at the emulated WAN.
+// configuration, its registry mirror pointed at the emulated WAN and
+// nothing else set, so that it runs in its default configuration
+// (background fetch on, prioritized files prefetched), as lazysnap does.
 const (
 	defaultPeerArgs   = "--address {{address}} --root {{root}} --config {{config}} --log-level info"
-	defaultPeerConfig = `no_background_fetch = {{no_background}}
-
-[[resolver.host."{{registry}}".mirrors]]
+	defaultPeerConfig = `[[resolver.host."{{registry}}".mirrors]]
   host = "{{mirror}}"
   insecure = true
 `
@@ -69,7 +71,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	case "lazysnap":
 		d, snapshotter = b.startLazysnap(t, m), "lazysnap"
 	case "peer":
-		d, snapshotter = b.startPeer(t), "peer"
+		d, snapshotter = b.startPeer(t, m), "peer"
 	}
 	if d != nil {
 		extra = fmt.Sprintf("[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", snapshotter, d.sock)
@@ -127,11 +129,19 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	r.Bytes, r.Requests = st.ResponseBytes, st.Requests
 	// The clients have their last bytes a moment before the proxy is done
 	// with them; let it finish its log entries (a request still hanging
-	// after this is logged as in flight).
-	idleCtx, idleCancel := context.WithTimeout(ctx, 5*time.Second)
+	// after this is logged as in flight). With background fetch on, the
+	// snapshotter goes on fetching after the container's exit: the
+	// requests that arrived after it are left out of the log's summary.
+	idle := 5 * time.Second
+	if m.kind != "overlayfs" && !m.noBackground {
+		idle = time.Second
+	}
+	idleCtx, idleCancel := context.WithTimeout(ctx, idle)
 	_ = b.wan.WaitIdle(idleCtx)
 	idleCancel()
 	entries := b.wan.Log()
+	exit := pullTime + runTime
+	entries = slices.DeleteFunc(entries, func(e registry.WANRequest) bool { return e.At > exit })
 	r.Kinds, r.SerialReqs = summarize(entries), serialRequests(entries)
 	if b.cfg.logDir != "" {
 		os.MkdirAll(b.cfg.logDir, 0o755)
@@ -195,8 +205,12 @@ func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
 	// the layers are served in serve's own process, so that the peak RSS
 	// measured is all of lazysnap's and nothing outlives a run (a fuse
 	// manager costs one local HTTP call per layer mount)
-	cfg := fmt.Sprintf("root = %q\naddress = %q\n[fuse_manager]\n  enable = false\n[registry]\n  hosts_dir = %q\n[fetch]\n  no_prefetch = %t\n  no_background = %t\n",
-		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), b.hosts, !m.prefetch, !b.cfg.background)
+	// every other setting is lazysnap's default
+	cfg := fmt.Sprintf("root = %q\naddress = %q\n[fuse_manager]\n  enable = false\n[registry]\n  hosts_dir = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), b.hosts)
+	if m.noBackground {
+		cfg += "[fetch]\n  no_background = true\n"
+	}
 	cfgPath := filepath.Join(dir, "lazysnap.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -204,7 +218,7 @@ func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
 	return startDaemon(t, dir, filepath.Join(dir, "lazysnap.sock"), b.bin, "serve", "--config", cfgPath)
 }
 
-func (b *bench) startPeer(t *testing.T) *daemon {
+func (b *bench) startPeer(t *testing.T, m mode) *daemon {
 	t.Helper()
 	dir := shortDir(t, "lzp-")
 	vars := strings.NewReplacer(
@@ -215,7 +229,7 @@ func (b *bench) startPeer(t *testing.T) *daemon {
 		"{{mirror}}", b.wan.Host,
 		"{{mirror_url}}", b.wan.URL,
 		"{{hosts_dir}}", b.hosts,
-		"{{no_background}}", strconv.FormatBool(!b.cfg.background),
+		"{{no_background}}", strconv.FormatBool(m.noBackground),
 	)
 	if err := os.WriteFile(filepath.Join(dir, "peer.toml"), []byte(vars.Replace(b.cfg.peer.configTemplate)), 0o644); err != nil {
 		t.Fatal(err)
