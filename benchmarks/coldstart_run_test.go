@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -57,6 +58,10 @@ type runResult struct {
 	SerialReqs  int     `json:"serial_requests"` // made while no other was in flight
 	PeakRSS     int64   `json:"peak_rss_bytes"`  // VmHWM
 	PeakOf      string  `json:"peak_of"`         // whose: the snapshotter, or containerd for overlayfs
+	// Layers is lazysnap's per-layer status (`lazysnap status --json`) at
+	// the container's exit: fetched bytes, requests, reads, state, and
+	// whatever else this lazysnap reports per layer
+	Layers []map[string]any `json:"lazysnap_layers,omitempty"`
 }
 
 // coldStart runs workload w in mode m once, from nothing. A failed pull or
@@ -127,6 +132,16 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	st := b.wan.Stats()
 	r.Pull, r.FirstOutput, r.Total = pullTime.Seconds(), (pullTime + first).Seconds(), (pullTime + runTime).Seconds()
 	r.Bytes, r.Requests = st.ResponseBytes, st.Requests
+	if m.kind == "lazysnap" {
+		layers, err := b.lazysnapLayers(ctx, d)
+		if err != nil {
+			t.Logf("lazysnap status: %v", err)
+		}
+		r.Layers = layers
+		for _, l := range layers {
+			t.Logf("layer %s", layerLine(l))
+		}
+	}
 	// The clients have their last bytes a moment before the proxy is done
 	// with them; let it finish its log entries (a request still hanging
 	// after this is logged as in flight). With background fetch on, the
@@ -216,6 +231,72 @@ func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
 		t.Fatal(err)
 	}
 	return startDaemon(t, dir, filepath.Join(dir, "lazysnap.sock"), b.bin, "serve", "--config", cfgPath)
+}
+
+// lazysnapLayers is the per-layer status of the lazysnap serve d, from
+// `lazysnap status --json` (as a user would read it), every field kept.
+func (b *bench) lazysnapLayers(ctx context.Context, d *daemon) ([]map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, b.bin, "status", "--address", filepath.Join(d.dir, "status.sock"), "--json").Output()
+	if err != nil {
+		return nil, err
+	}
+	var rep struct {
+		Images []struct {
+			Layers []map[string]any `json:"layers"`
+		} `json:"images"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return nil, err
+	}
+	var layers []map[string]any
+	for _, img := range rep.Images {
+		for _, l := range img.Layers {
+			delete(l, "mountpoint")
+			layers = append(layers, l)
+		}
+	}
+	return layers, nil
+}
+
+// layerLine is one layer's status on a line: its digest (short), state,
+// fetched bytes and requests, then every other field that is set, e.g.
+// "sha256:1a2b3c4d5e6f background, 12.3 MB in 40 requests; chunks 1200, chunks_present 310, reads 890".
+func layerLine(l map[string]any) string {
+	num := func(k string) float64 { f, _ := l[k].(float64); return f }
+	dg, _ := l["digest"].(string)
+	if len(dg) > 19 {
+		dg = dg[:19]
+	}
+	line := fmt.Sprintf("%s %v, %.1f MB in %.0f requests", dg, l["state"], num("fetched_bytes")/1e6, num("requests"))
+	var keys []string
+	for k, v := range l {
+		switch k {
+		case "digest", "state", "fetched_bytes", "requests":
+			continue
+		}
+		if v == nil || v == false || v == 0.0 || v == "" {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		switch v := l[k].(type) {
+		case bool:
+			parts = append(parts, k)
+		case float64:
+			parts = append(parts, fmt.Sprintf("%s %s", k, strconv.FormatFloat(v, 'f', -1, 64)))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %v", k, v))
+		}
+	}
+	if len(parts) > 0 {
+		line += "; " + strings.Join(parts, ", ")
+	}
+	return line
 }
 
 func (b *bench) startPeer(t *testing.T, m mode) *daemon {

@@ -142,6 +142,14 @@ func TestSelectModes(t *testing.T) {
 	}
 }
 
+func TestLayerLine(t *testing.T) {
+	l := map[string]any{"digest": "sha256:0123456789abcdef0123", "state": "background", "fetched_bytes": 12.3e6, "requests": 40.0,
+		"reads": 890.0, "errors": 0.0, "prefetch_done": true, "background_done": false, "read_around_bytes": 1e6}
+	if got, want := layerLine(l), "sha256:0123456789ab background, 12.3 MB in 40 requests; prefetch_done, read_around_bytes 1000000, reads 890"; got != want {
+		t.Errorf("layerLine = %q, want %q", got, want)
+	}
+}
+
 func TestUnionLen(t *testing.T) {
 	for _, tc := range []struct {
 		spans [][2]int64
