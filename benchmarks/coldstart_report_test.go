@@ -411,7 +411,7 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "| %s | `%s` | %s | %d |\n", w.name, w.title, w.image, len(r.images.files[w.name]))
 		}
 		fmt.Fprintf(&b, "\nImages: Debian bookworm minbase plus python3 as one layer; `hash` adds a layer with one %d MiB file of random bytes, "+
-			"`walk` a layer with %d files of 100–499 random bytes in directories of 100.\n\n", r.BigMiB, r.SmallFiles)
+			"`walk` a layer with %d files of 100–499 random bytes in directories of 100; `torch` is minbase plus Debian's python3-torch as one layer.\n\n", r.BigMiB, r.SmallFiles)
 		b.WriteString("| image | variant | layers | MB | TOCs MB | prioritized MB |\n|---|---|--:|--:|--:|--:|\n")
 		var keys []string
 		for k := range r.images.variants {

@@ -28,12 +28,14 @@ const (
 	envMbits      = "LAZYSNAP_BENCH_MBITS"      // shared bandwidth cap in Mbit/s
 	envRuns       = "LAZYSNAP_BENCH_RUNS"       // runs per workload and mode (median reported)
 	envQuick      = "LAZYSNAP_BENCH_QUICK"      // "1": one run each
-	envWorkloads  = "LAZYSNAP_BENCH_WORKLOADS"  // comma-separated subset of hello,imports,hash,walk
+	envWorkloads  = "LAZYSNAP_BENCH_WORKLOADS"  // comma-separated subset of hello,imports,hash,walk,torch
 	envModes      = "LAZYSNAP_BENCH_MODES"      // comma-separated subset of allModes
 	envOut        = "LAZYSNAP_BENCH_OUT"        // where coldstart.{md,svg,json} go
 	envCache      = "LAZYSNAP_BENCH_CACHE"      // where the gzip image layouts are kept between runs
 	envPythonTar  = "LAZYSNAP_BENCH_PYTHON_TAR" // the rootfs tar with python3 (else mkimages.sh builds it)
-	envRootfsTar  = "LAZYSNAP_ROOTFS_TAR"       // the minbase tar; the python tar is made beside it
+	envTorch      = "LAZYSNAP_BENCH_TORCH"      // "1": the default workloads include torch even if its rootfs is not built yet
+	envTorchTar   = "LAZYSNAP_BENCH_TORCH_TAR"  // the rootfs tar with python3-torch (else mkimages.sh builds it)
+	envRootfsTar  = "LAZYSNAP_ROOTFS_TAR"       // the minbase tar; the python and torch tars are made beside it
 	envBigMiB     = "LAZYSNAP_BENCH_BIG_MIB"    // size of the hashed file
 	envSmallFiles = "LAZYSNAP_BENCH_FILES"      // number of files of the stat walk
 	envPeer       = "LAZYSNAP_BENCH_PEER"       // binary of another remote snapshotter: adds modes peer-lazy and peer
@@ -61,6 +63,7 @@ type benchConfig struct {
 	outDir     string
 	cacheDir   string
 	pythonTar  string
+	torchTar   string
 	bigBytes   int64
 	smallFiles int
 	logDir     string
@@ -134,7 +137,14 @@ func loadConfig(t *testing.T) benchConfig {
 	}
 	c.modes = modes
 	c.pythonTar = os.Getenv(envPythonTar)
-	for _, name := range strings.Split(envOr(envWorkloads, "hello,imports,hash,walk"), ",") {
+	c.torchTar = os.Getenv(envTorchTar)
+	// torch is opt-in while its rootfs is not built (mkimages.sh torch,
+	// a few hundred MB from Debian's mirror)
+	defWorkloads := "hello,imports,hash,walk"
+	if _, err := os.Stat(envOr(envTorchTar, filepath.Join(rootfsDir(), "bookworm-torch.tar"))); err == nil || os.Getenv(envTorch) == "1" {
+		defWorkloads += ",torch"
+	}
+	for _, name := range strings.Split(envOr(envWorkloads, defWorkloads), ",") {
 		i := slices.IndexFunc(allWorkloads(), func(w workload) bool { return w.name == name })
 		if i < 0 {
 			t.Fatalf("%s: unknown workload %q", envWorkloads, name)
@@ -142,6 +152,15 @@ func loadConfig(t *testing.T) benchConfig {
 		c.workloads = append(c.workloads, allWorkloads()[i])
 	}
 	return c
+}
+
+// rootfsDir is where mkimages.sh keeps its root filesystems: beside
+// LAZYSNAP_ROOTFS_TAR, or /var/tmp/lazysnap-rootfs.
+func rootfsDir() string {
+	if p := os.Getenv(envRootfsTar); p != "" {
+		return filepath.Dir(p)
+	}
+	return "/var/tmp/lazysnap-rootfs"
 }
 
 // defaultModes is LAZYSNAP_BENCH_MODES's default: every mode (the peer's
@@ -182,7 +201,7 @@ func selectModes(list string, peer bool) ([]mode, error) {
 type workload struct {
 	name  string
 	title string
-	image string   // which image: "python", "hash" or "walk"
+	image string   // which image: "python", "hash", "walk" or "torch"
 	argv  []string // in the container
 }
 
@@ -215,6 +234,9 @@ func allWorkloads() []workload {
 		{"imports", "python3 -c 'import argparse, asyncio, … (28 standard modules)'", "python", []string{py, "-c", importsScript}},
 		{"hash", "python3 -c '… hashlib.sha256 of /data/big (incompressible)'", "hash", []string{py, "-c", hashScript}},
 		{"walk", "python3 -c '… os.walk and os.lstat over /data/tree (small files)'", "walk", []string{py, "-c", walkScript}},
+		// Debian's PyTorch: a large realistic image (1.3 GB unpacked)
+		// of which an import reads a part
+		{"torch", "python3 -c 'import torch; print(torch.__version__)'", "torch", []string{py, "-c", "import torch; print(torch.__version__)"}},
 	}
 }
 
