@@ -2,7 +2,9 @@ package benchmarks
 
 // The cold-start images: Debian bookworm minbase plus python3 (one layer),
 // with a data layer for the hash (one large incompressible file) and the
-// walk (many small files) workloads; each as the gzip original, the plain
+// walk (many small files) workloads, and minbase plus Debian's
+// python3-torch (one layer) for the torch workload; each as the gzip
+// original, the plain
 // eStargz conversion, and an eStargz conversion per workload with the files
 // it opens (recorded with convert/record) first.
 
@@ -68,8 +70,6 @@ func tagFor(cfg benchConfig, w workload, m mode) string {
 	switch {
 	case m.kind == "overlayfs":
 		return "gzip"
-	case m.kind == "peer" && cfg.peer.image == "lazy":
-		return "esgz"
 	case m.prioritized:
 		return "prio-" + w.name
 	}
@@ -161,23 +161,31 @@ func buildImages(t *testing.T, cfg benchConfig) *imageSet {
 	return s
 }
 
-// pythonTar returns the rootfs tar with python3, building it once with
-// mkimages.sh.
-func pythonTar(t *testing.T, cfg benchConfig) string {
+// baseTar returns the rootfs tar an image is built on: python3's for
+// every image but torch, python3-torch's for torch; either given by its
+// variable or built once with mkimages.sh.
+func baseTar(t *testing.T, cfg benchConfig, image string) string {
 	t.Helper()
-	if cfg.pythonTar != "" {
-		return cfg.pythonTar
+	variant, given := "python", cfg.pythonTar
+	if image == "torch" {
+		variant, given = "torch", cfg.torchTar
 	}
-	dir := "/var/tmp/lazysnap-rootfs"
-	if p := os.Getenv(envRootfsTar); p != "" {
-		dir = filepath.Dir(p)
+	if given != "" {
+		return given
 	}
-	if _, err := os.Stat(filepath.Join(dir, "bookworm-python.tar")); err != nil {
-		t.Logf("building the python3 rootfs with mkimages.sh (once)")
+	dir := rootfsDir()
+	if _, err := os.Stat(filepath.Join(dir, "bookworm-"+variant+".tar")); err != nil {
+		t.Logf("building the %s rootfs with mkimages.sh (once)", variant)
 	}
-	out, err := exec.Command("./mkimages.sh", dir).Output()
+	start := time.Now()
+	cmd := exec.Command("./mkimages.sh", dir, variant)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("mkimages.sh: %v", err)
+		t.Fatalf("mkimages.sh %s: %v", variant, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Logf("built the %s rootfs in %s", variant, d.Round(time.Second))
 	}
 	lines := strings.Fields(string(out))
 	if len(lines) == 0 {
@@ -190,21 +198,21 @@ func pythonTar(t *testing.T, cfg benchConfig) string {
 // from the cache or built, and the outputs the data workloads must print.
 func gzipLayouts(t *testing.T, cfg benchConfig) (map[string]string, map[string]string) {
 	t.Helper()
-	base := pythonTar(t, cfg)
-	fi, err := os.Stat(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := fmt.Sprintf("%s-%d-%d-%d-%d", layoutCacheVersion, fi.Size(), fi.ModTime().Unix(), cfg.bigBytes, cfg.smallFiles)
-	cache := filepath.Join(cfg.cacheDir, key)
 	dirs := map[string]string{}
 	expect := map[string]string{"hello": "hello\n"}
 	var baseLayer []byte
+	var loaded string // the tar in baseLayer
 	for _, w := range cfg.workloads {
 		if dirs[w.image] != "" {
 			continue
 		}
-		dir := filepath.Join(cache, w.image)
+		base := baseTar(t, cfg, w.image)
+		fi, err := os.Stat(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("%s-%d-%d-%d-%d", layoutCacheVersion, fi.Size(), fi.ModTime().Unix(), cfg.bigBytes, cfg.smallFiles)
+		dir := filepath.Join(cfg.cacheDir, key, w.image)
 		dirs[w.image] = dir
 		metaPath := filepath.Join(dir, "bench.json")
 		var meta map[string]string
@@ -214,10 +222,12 @@ func gzipLayouts(t *testing.T, cfg benchConfig) (map[string]string, map[string]s
 			}
 			continue
 		}
-		if baseLayer == nil {
+		if loaded != base {
+			baseLayer = nil // one at a time: the torch tar is 1.3 GB
 			if baseLayer, err = os.ReadFile(base); err != nil {
 				t.Fatal(err)
 			}
+			loaded = base
 		}
 		start := time.Now()
 		layers := [][]byte{baseLayer}

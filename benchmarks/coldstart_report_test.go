@@ -25,8 +25,32 @@ const (
 	helloBytes    = 5e6
 	fewRoundTrips = 5
 	helloSlack    = 1.2
-	// hashSlack: the hash's total ≤ hashSlack × file size / bandwidth.
-	hashSlack = 1.1
+	// hashSlack: the hash's total ≤ hashSlack × file size / bandwidth,
+	// background fetch on.
+	hashSlack = 1.05
+	// fetchSlack: a start with background fetch on fetches, by the
+	// container's exit, at most fetchSlack × the bytes it needs.
+	fetchSlack = 1.5
+	// backgroundSlack: a cold start with background fetch on takes at most
+	// backgroundSlack × as long as with it off.
+	backgroundSlack = 1.05
+)
+
+// Issue 13's absolute goals (seconds, lazysnap in its default
+// configuration), for the default WAN: goalRTT and goalMbits.
+var absGoals = []struct {
+	workload, mode string
+	seconds        float64
+	what           string
+}{
+	{"hello", "lazy", 1.2, "unprofiled eStargz"},
+	{"imports", "lazy", 2.0, "unprofiled eStargz"},
+	{"hello", "prioritized", 0.9, "recorded profile"},
+}
+
+const (
+	goalRTT   = 20 * time.Millisecond
+	goalMbits = 100
 )
 
 // median is one workload × mode, each metric the median of its runs.
@@ -40,8 +64,9 @@ type median struct {
 	Kinds                          string  // requests by kind, of the run nearest the median total
 	Run                            float64 // Total - Pull
 	MinTotal, MaxTotal             float64
-	Bound                          int64 // bytes a lazy start may fetch (0: not a lazy mode)
+	Bound                          int64 // bytes a lazy start needs, prefetch included (0: not a lazy mode)
 	workloadTitle, modeTitle, kind string
+	mode                           mode
 }
 
 // goal is one checked goal for one mode.
@@ -63,7 +88,7 @@ type report struct {
 	RunsEach   int           `json:"runs_each"`
 	BigMiB     int64         `json:"big_file_mib"`
 	SmallFiles int           `json:"small_files"`
-	Background bool          `json:"background_fetch"`
+	Modes      []string      `json:"modes"`
 	Elapsed    time.Duration `json:"elapsed_ns"`
 	Runs       []runResult   `json:"runs"`
 	Failures   []failure     `json:"failures,omitempty"`
@@ -72,6 +97,8 @@ type report struct {
 	images  *imageSet
 	medians []median
 	goals   []goal
+	// absSkipped: the WAN is not the one issue 13's absolute goals are for
+	absSkipped bool
 }
 
 func newReport(cfg benchConfig, images *imageSet, runs []runResult) *report {
@@ -81,8 +108,11 @@ func newReport(cfg benchConfig, images *imageSet, runs []runResult) *report {
 		Date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		Machine: fmt.Sprintf("%d cores, Linux %s", runtime.NumCPU(), unix.ByteSliceToString(uts.Release[:])),
 		RTTms:   float64(cfg.rtt) / float64(time.Millisecond), Mbits: float64(cfg.bandwidth) * 8 / 1e6,
-		RunsEach: cfg.runs, BigMiB: cfg.bigBytes >> 20, SmallFiles: cfg.smallFiles, Background: cfg.background,
+		RunsEach: cfg.runs, BigMiB: cfg.bigBytes >> 20, SmallFiles: cfg.smallFiles,
 		Runs: runs, cfg: cfg, images: images,
+	}
+	for _, m := range cfg.modes {
+		r.Modes = append(r.Modes, m.name)
 	}
 	for _, w := range cfg.workloads {
 		for _, m := range cfg.modes {
@@ -96,7 +126,7 @@ func newReport(cfg benchConfig, images *imageSet, runs []runResult) *report {
 				continue
 			}
 			md := median{Workload: w.name, Mode: m.name, Runs: len(rs), PeakOf: rs[0].PeakOf,
-				workloadTitle: w.title, modeTitle: m.title, kind: m.kind}
+				workloadTitle: w.title, modeTitle: m.title, kind: m.kind, mode: m}
 			f := func(get func(runResult) float64) float64 {
 				v := make([]float64, len(rs))
 				for i, x := range rs {
@@ -124,11 +154,9 @@ func newReport(cfg benchConfig, images *imageSet, runs []runResult) *report {
 			md.MinTotal = slices.MinFunc(rs, func(a, b runResult) int { return cmpF(a.Total, b.Total) }).Total
 			md.MaxTotal = slices.MaxFunc(rs, func(a, b runResult) int { return cmpF(a.Total, b.Total) }).Total
 			if images != nil && m.kind != "overlayfs" {
-				n := images.needs[w.name+":"+tagFor(cfg, w, m)]
-				md.Bound = n.needed
-				if m.prefetch || m.kind == "peer" {
-					md.Bound = n.withPrefetch
-				}
+				// every lazy mode prefetches the prioritized files (the
+				// default of both systems; none in an unprofiled image)
+				md.Bound = images.needs[w.name+":"+tagFor(cfg, w, m)].withPrefetch
 			}
 			r.medians = append(r.medians, md)
 		}
@@ -156,31 +184,60 @@ func (r *report) find(workload, mode string) *median {
 	return nil
 }
 
-// checkGoals evaluates the issue's goals on this run's medians.
+// checkGoals evaluates the issue's goals on this run's medians. They are
+// lazysnap's: the peer is measured beside it in the tables, not held to
+// them.
 func (r *report) checkGoals() []goal {
 	bw := float64(r.cfg.bandwidth)
 	rtt := r.cfg.rtt.Seconds()
 	var gs []goal
+	defaults := func(yield func(median) bool) { // lazysnap in its default configuration
+		for _, m := range r.medians {
+			if m.kind == "lazysnap" && !m.mode.secondary() && !yield(m) {
+				return
+			}
+		}
+	}
+	timeWhy := func(m median) string {
+		return fmt.Sprintf("pull %.2f s + run %.2f s, first output at %.2f s; "+
+			"%.1f MB, %.2f s at the link rate; %d requests, %d of them made while no other was in flight, "+
+			"%.2f s of round trips one after another (%s)",
+			m.Pull, m.Run, m.FirstOutput, float64(m.Bytes)/1e6, float64(m.Bytes)/bw, m.Requests, m.Serial, float64(m.Serial)*rtt, m.Kinds)
+	}
+
+	// issue 13's absolute times, for the WAN they were set for
+	r.absSkipped = r.cfg.rtt != goalRTT || math.Abs(float64(r.cfg.bandwidth)*8/1e6-goalMbits) > 0.01
+	for _, a := range absGoals {
+		m := r.find(a.workload, a.mode)
+		if m == nil || r.absSkipped {
+			continue
+		}
+		g := goal{Name: fmt.Sprintf("%s total ≤ %.1f s (%s)", a.workload, a.seconds, a.what), Mode: m.Mode,
+			Measured: m.Total, Bound: a.seconds, Unit: "s"}
+		if !g.met() {
+			g.Why = timeWhy(*m)
+		}
+		gs = append(gs, g)
+	}
+
 	start := r.find("hello", "overlayfs")
-	for _, m := range r.medians {
-		if m.kind == "overlayfs" || m.Workload != "hello" || start == nil {
+	for m := range defaults {
+		if m.Workload != "hello" || start == nil {
 			continue
 		}
 		g := goal{Name: fmt.Sprintf("hello total ≤ %.1f × ((5 MB + %d RTT)/bandwidth + container start %.2f s)", helloSlack, fewRoundTrips, start.Run),
 			Mode: m.Mode, Measured: m.Total, Bound: helloSlack * (helloBytes/bw + fewRoundTrips*rtt + start.Run), Unit: "s"}
 		if !g.met() {
-			g.Why = fmt.Sprintf("pull %.2f s + run %.2f s (the same container from a local image runs in %.2f s); "+
-				"%.1f MB, %.2f s at the link rate; %d requests, %d of them made while no other was in flight, "+
-				"%.2f s of round trips one after another (%s)",
-				m.Pull, m.Run, start.Run, float64(m.Bytes)/1e6, float64(m.Bytes)/bw, m.Requests, m.Serial, float64(m.Serial)*rtt, m.Kinds)
+			g.Why = fmt.Sprintf("the same container from a local image runs in %.2f s; %s", start.Run, timeWhy(m))
 		}
 		gs = append(gs, g)
 	}
-	for _, m := range r.medians {
+
+	for m := range defaults {
 		if m.Workload != "hash" {
 			continue
 		}
-		g := goal{Name: fmt.Sprintf("hash total ≤ %.1f × %d MiB/bandwidth", hashSlack, r.BigMiB),
+		g := goal{Name: fmt.Sprintf("hash total ≤ %.2f × %d MiB/bandwidth", hashSlack, r.BigMiB),
 			Mode: m.Mode, Measured: m.Total, Bound: hashSlack * float64(r.cfg.bigBytes) / bw, Unit: "s"}
 		if !g.met() {
 			g.Why = fmt.Sprintf("%.1f MB fetched take %.2f s at the link rate (%.0f%% of the total): pull %.2f s (%.1f MB), run %.2f s; "+
@@ -189,32 +246,69 @@ func (r *report) checkGoals() []goal {
 		}
 		gs = append(gs, g)
 	}
+
 	for _, m := range r.medians {
-		if m.Bound == 0 {
+		if m.Bound == 0 || m.kind != "lazysnap" {
 			continue
 		}
 		what := "needed"
-		if m.Mode == "prioritized" || m.kind == "peer" {
+		if m.mode.prioritized {
 			what = "needed + prefetch"
 		}
-		g := goal{Name: "bytes fetched ≤ " + what + " (" + m.Workload + ")", Mode: m.Mode,
-			Measured: float64(m.Bytes) / 1e6, Bound: float64(m.Bound) / 1e6, Unit: "MB"}
+		slack, name := fetchSlack, fmt.Sprintf("bytes fetched by the container's exit ≤ %.1f × %s (%s)", fetchSlack, map[bool]string{true: "(" + what + ")", false: what}[m.mode.prioritized], m.Workload)
+		if m.mode.noBackground {
+			slack, name = 1, fmt.Sprintf("bytes fetched ≤ %s (%s)", what, m.Workload)
+		}
+		g := goal{Name: name, Mode: m.Mode, Measured: float64(m.Bytes) / 1e6, Bound: slack * float64(m.Bound) / 1e6, Unit: "MB"}
 		if !g.met() {
-			g.Why = fmt.Sprintf("%.3f MB more than the manifest, config, TOCs and the chunks of the %d files opened%s (%s)",
-				float64(m.Bytes-m.Bound)/1e6, len(r.images.files[m.Workload]),
-				map[bool]string{true: " plus the prioritized ranges", false: ""}[what != "needed"], m.Kinds)
+			files := 0
+			if r.images != nil {
+				files = len(r.images.files[m.Workload])
+			}
+			g.Why = fmt.Sprintf("%.3f MB fetched, %.3f MB needed: the manifest, config, TOCs and the chunks of the %d files opened%s (%s)",
+				float64(m.Bytes)/1e6, float64(m.Bound)/1e6, files,
+				map[bool]string{true: " plus the prioritized ranges", false: ""}[m.mode.prioritized], m.Kinds)
+			if !m.mode.noBackground {
+				g.Why += "; the rest is background fetch that started before the start went quiet"
+			}
+		}
+		gs = append(gs, g)
+	}
+
+	// background fetch must not slow a start down: each default mode
+	// against the same start with it off
+	for _, off := range r.medians {
+		if !off.mode.secondary() {
+			continue
+		}
+		on := r.find(off.Workload, off.mode.of)
+		if on == nil {
+			continue
+		}
+		g := goal{Name: fmt.Sprintf("%s total ≤ %.2f × with background fetch off (%s)", off.Workload, backgroundSlack, off.Mode),
+			Mode: on.Mode, Measured: on.Total, Bound: backgroundSlack * off.Total, Unit: "s"}
+		if !g.met() {
+			g.Why = fmt.Sprintf("with background fetch: first output %.2f s, %.1f MB by the exit (%s); without: first output %.2f s, %.1f MB (%s)",
+				on.FirstOutput, float64(on.Bytes)/1e6, on.Kinds, off.FirstOutput, float64(off.Bytes)/1e6, off.Kinds)
 		}
 		gs = append(gs, g)
 	}
 	return gs
 }
 
-// markdownTable is the results table.
+// markdownTable is the results tables: every system in its default
+// configuration first, then the secondary modes (background fetch off).
 func (r *report) markdownTable() string {
 	var b strings.Builder
-	b.WriteString("| workload | mode | pull s | first output s | total s (min–max) | vs overlayfs | MB from registry | requests | peak RSS MiB |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("Each system in its default configuration:\n\n")
+	b.WriteString("| workload | mode | pull s | first output s | total s (min–max) | vs overlayfs | MB from registry | needed MB | requests | peak RSS MiB |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	secondary := false
 	for _, m := range r.medians {
+		if m.mode.secondary() {
+			secondary = true
+			continue
+		}
 		vs := "–"
 		if o := r.find(m.Workload, "overlayfs"); o != nil && m.Mode != "overlayfs" {
 			vs = fmt.Sprintf("%.2f×", m.Total/o.Total)
@@ -223,18 +317,39 @@ func (r *report) markdownTable() string {
 		if m.PeakOf == "containerd" {
 			peak += " (containerd)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f (%.2f–%.2f) | %s | %.1f | %d | %s |\n",
-			m.Workload, m.Mode, m.Pull, m.FirstOutput, m.Total, m.MinTotal, m.MaxTotal, vs, float64(m.Bytes)/1e6, m.Requests, peak)
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f (%.2f–%.2f) | %s | %.1f | %s | %d | %s |\n",
+			m.Workload, m.Mode, m.Pull, m.FirstOutput, m.Total, m.MinTotal, m.MaxTotal, vs, float64(m.Bytes)/1e6, neededMB(m), m.Requests, peak)
+	}
+	if !secondary {
+		return b.String()
+	}
+	b.WriteString("\nSecondary: lazysnap with background fetch off, so that the bytes are what a start needs:\n\n")
+	b.WriteString("| workload | mode | pull s | first output s | total s (min–max) | default mode | its total vs this | MB from registry | needed MB | requests | peak RSS MiB |\n")
+	b.WriteString("|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|\n")
+	for _, m := range r.medians {
+		if !m.mode.secondary() {
+			continue
+		}
+		vs := "–"
+		if d := r.find(m.Workload, m.mode.of); d != nil {
+			vs = fmt.Sprintf("%.2f×", d.Total/m.Total)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f (%.2f–%.2f) | %s | %s | %.1f | %s | %d | %.0f |\n",
+			m.Workload, m.Mode, m.Pull, m.FirstOutput, m.Total, m.MinTotal, m.MaxTotal, m.mode.of, vs, float64(m.Bytes)/1e6, neededMB(m), m.Requests, float64(m.PeakRSS)/(1<<20))
 	}
 	return b.String()
 }
 
+// neededMB is the bytes a lazy start needs, for the tables.
+func neededMB(m median) string {
+	if m.Bound == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", float64(m.Bound)/1e6)
+}
+
 func (r *report) markdown() string {
 	var b strings.Builder
-	bg := "off, so that the bytes show what a start needs"
-	if r.Background {
-		bg = "on"
-	}
 	fmt.Fprintf(&b, "# Cold start: ordinary pull versus lazy start\n\n")
 	fmt.Fprintf(&b, "Generated by `make bench` (benchmarks/coldstart_test.go) on %s, in %s. Machine: %s.\n\n",
 		r.Date, r.Elapsed.Round(time.Second), r.Machine)
@@ -242,8 +357,14 @@ func (r *report) markdown() string {
 		"The CNCF registry runs on loopback behind an emulated WAN adding %.0f ms to every request and to every new connection, "+
 		"all responses sharing %.0f Mbit/s. Pull is `ctr images pull` (overlayfs) or `lazysnap pull`; "+
 		"first output and total count from the start of the pull to the first byte of the container's stdout and to its exit (`ctr run --rm`). "+
-		"Median of %d run(s) per cell. lazysnap's background fetch is %s.\n\n", r.RTTms, r.Mbits, r.RunsEach, bg)
-	b.WriteString("## Results\n\n")
+		"Median of %d run(s) per cell. MB from registry counts until the container's exit; "+
+		"needed is what the start must fetch: manifest, config, every layer's TOC and the chunks of the files the workload opens (recorded), plus the prioritized ranges.\n\n"+
+		"Modes (the headline ones are each system as its users run it, in its default configuration: background fetch on, prioritized files prefetched):\n\n",
+		r.RTTms, r.Mbits, r.RunsEach)
+	for _, m := range r.cfg.modes {
+		fmt.Fprintf(&b, "- `%s`: %s\n", m.name, m.title)
+	}
+	b.WriteString("\n## Results\n\n")
 	b.WriteString(r.markdownTable())
 	if len(r.Failures) > 0 {
 		b.WriteString("\n**Runs that failed** (not in the medians):\n\n")
@@ -254,7 +375,11 @@ func (r *report) markdown() string {
 	b.WriteString("\nPeak RSS is VmHWM of the snapshotter process at the end of the run; for overlayfs, of containerd, which unpacks the layers.\n\n")
 	b.WriteString("![total time per workload and mode](coldstart.svg)\n\n")
 
-	b.WriteString("## Goals\n\n| goal | mode | measured | bound | ratio | |\n|---|---|--:|--:|--:|---|\n")
+	b.WriteString("## Goals\n\nGoals of lazysnap (issue 13), checked on this run's medians; a miss is reported, not a test failure.")
+	if r.absSkipped {
+		fmt.Fprintf(&b, " The absolute times (hello ≤ 1.2 s, imports ≤ 2.0 s, hello with a recorded profile ≤ 0.9 s) are for %.0f ms and %d Mbit/s and not checked on this WAN.", float64(goalRTT)/float64(time.Millisecond), goalMbits)
+	}
+	b.WriteString("\n\n| goal | mode | measured | bound | ratio | |\n|---|---|--:|--:|--:|---|\n")
 	for _, g := range r.goals {
 		verdict := "met"
 		if !g.met() {
@@ -286,7 +411,7 @@ func (r *report) markdown() string {
 			fmt.Fprintf(&b, "| %s | `%s` | %s | %d |\n", w.name, w.title, w.image, len(r.images.files[w.name]))
 		}
 		fmt.Fprintf(&b, "\nImages: Debian bookworm minbase plus python3 as one layer; `hash` adds a layer with one %d MiB file of random bytes, "+
-			"`walk` a layer with %d files of 100–499 random bytes in directories of 100.\n\n", r.BigMiB, r.SmallFiles)
+			"`walk` a layer with %d files of 100–499 random bytes in directories of 100; `torch` is minbase plus Debian's python3-torch as one layer.\n\n", r.BigMiB, r.SmallFiles)
 		b.WriteString("| image | variant | layers | MB | TOCs MB | prioritized MB |\n|---|---|--:|--:|--:|--:|\n")
 		var keys []string
 		for k := range r.images.variants {
@@ -315,17 +440,19 @@ func (r *report) svg() string {
 		barW, gap, groupGap  = 34.0, 6.0, 36.0
 		left, top, plotH     = 64.0, 70.0, 300.0
 		bottom, legendRowH   = 60.0, 18.0
+		legendW              = 130.0
 		title                = "Cold start: median total time (pull darker), seconds"
 		fontAttr             = `font-family="sans-serif" font-size="12"`
 		axisColor, gridColor = "#333", "#ddd"
 	)
-	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "prioritized": "#59a14f", "peer": "#e15759"}
+	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759",
+		"lazy-nobg": "#a0cbe8", "prioritized-nobg": "#8cd17d"}
 	var modes []mode
 	for _, m := range r.cfg.modes {
 		modes = append(modes, m)
 	}
 	groupW := float64(len(modes))*(barW+gap) - gap
-	width := left + float64(len(r.cfg.workloads))*(groupW+groupGap) + 20
+	width := max(left+float64(len(r.cfg.workloads))*(groupW+groupGap)+20, left+float64(len(modes))*legendW+20)
 	height := top + plotH + bottom
 	maxT := 0.0
 	for _, m := range r.medians {
@@ -341,7 +468,7 @@ func (r *report) svg() string {
 	fmt.Fprintf(&b, `<text x="%.0f" y="38" %s fill="#555">%s</text>`+"\n", left, fontAttr,
 		html.EscapeString(fmt.Sprintf("+%.0f ms per request, %.0f Mbit/s shared; median of %d run(s); %s", r.RTTms, r.Mbits, r.RunsEach, r.Date)))
 	for i, m := range modes {
-		x := left + float64(i)*170
+		x := left + float64(i)*legendW
 		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="12" height="12" fill="%s"/>`, x, 48.0, colors[m.name])
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" %s>%s</text>`+"\n", x+16, 48+legendRowH/2+2, fontAttr, html.EscapeString(m.name))
 	}

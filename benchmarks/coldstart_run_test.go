@@ -8,10 +8,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,18 +23,19 @@ import (
 	"time"
 
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 )
 
 // runTimeout bounds each pull and each container run.
 const runTimeout = 15 * time.Minute
 
 // Defaults for the peer snapshotter: containerd-stargz-grpc's flags and
-// configuration, its registry mirror pointed at the emulated WAN.
+// configuration, its registry mirror pointed at the emulated WAN and
+// nothing else set, so that it runs in its default configuration
+// (background fetch on, prioritized files prefetched), as lazysnap does.
 const (
 	defaultPeerArgs   = "--address {{address}} --root {{root}} --config {{config}} --log-level info"
-	defaultPeerConfig = `no_background_fetch = {{no_background}}
-
-[[resolver.host."{{registry}}".mirrors]]
+	defaultPeerConfig = `[[resolver.host."{{registry}}".mirrors]]
   host = "{{mirror}}"
   insecure = true
 `
@@ -55,6 +58,10 @@ type runResult struct {
 	SerialReqs  int     `json:"serial_requests"` // made while no other was in flight
 	PeakRSS     int64   `json:"peak_rss_bytes"`  // VmHWM
 	PeakOf      string  `json:"peak_of"`         // whose: the snapshotter, or containerd for overlayfs
+	// Layers is lazysnap's per-layer status (`lazysnap status --json`) at
+	// the container's exit: fetched bytes, requests, reads, state, and
+	// whatever else this lazysnap reports per layer
+	Layers []map[string]any `json:"lazysnap_layers,omitempty"`
 }
 
 // coldStart runs workload w in mode m once, from nothing. A failed pull or
@@ -69,7 +76,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	case "lazysnap":
 		d, snapshotter = b.startLazysnap(t, m), "lazysnap"
 	case "peer":
-		d, snapshotter = b.startPeer(t), "peer"
+		d, snapshotter = b.startPeer(t, m), "peer"
 	}
 	if d != nil {
 		extra = fmt.Sprintf("[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", snapshotter, d.sock)
@@ -125,13 +132,31 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	st := b.wan.Stats()
 	r.Pull, r.FirstOutput, r.Total = pullTime.Seconds(), (pullTime + first).Seconds(), (pullTime + runTime).Seconds()
 	r.Bytes, r.Requests = st.ResponseBytes, st.Requests
+	if m.kind == "lazysnap" {
+		layers, err := b.lazysnapLayers(ctx, d)
+		if err != nil {
+			t.Logf("lazysnap status: %v", err)
+		}
+		r.Layers = layers
+		for _, l := range layers {
+			t.Logf("layer %s", layerLine(l))
+		}
+	}
 	// The clients have their last bytes a moment before the proxy is done
 	// with them; let it finish its log entries (a request still hanging
-	// after this is logged as in flight).
-	idleCtx, idleCancel := context.WithTimeout(ctx, 5*time.Second)
+	// after this is logged as in flight). With background fetch on, the
+	// snapshotter goes on fetching after the container's exit: the
+	// requests that arrived after it are left out of the log's summary.
+	idle := 5 * time.Second
+	if m.kind != "overlayfs" && !m.noBackground {
+		idle = time.Second
+	}
+	idleCtx, idleCancel := context.WithTimeout(ctx, idle)
 	_ = b.wan.WaitIdle(idleCtx)
 	idleCancel()
 	entries := b.wan.Log()
+	exit := pullTime + runTime
+	entries = slices.DeleteFunc(entries, func(e registry.WANRequest) bool { return e.At > exit })
 	r.Kinds, r.SerialReqs = summarize(entries), serialRequests(entries)
 	if b.cfg.logDir != "" {
 		os.MkdirAll(b.cfg.logDir, 0o755)
@@ -195,8 +220,12 @@ func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
 	// the layers are served in serve's own process, so that the peak RSS
 	// measured is all of lazysnap's and nothing outlives a run (a fuse
 	// manager costs one local HTTP call per layer mount)
-	cfg := fmt.Sprintf("root = %q\naddress = %q\n[fuse_manager]\n  enable = false\n[registry]\n  hosts_dir = %q\n[fetch]\n  no_prefetch = %t\n  no_background = %t\n",
-		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), b.hosts, !m.prefetch, !b.cfg.background)
+	// every other setting is lazysnap's default
+	cfg := fmt.Sprintf("root = %q\naddress = %q\n[fuse_manager]\n  enable = false\n[registry]\n  hosts_dir = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), b.hosts)
+	if m.noBackground {
+		cfg += "[fetch]\n  no_background = true\n"
+	}
 	cfgPath := filepath.Join(dir, "lazysnap.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -204,7 +233,73 @@ func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
 	return startDaemon(t, dir, filepath.Join(dir, "lazysnap.sock"), b.bin, "serve", "--config", cfgPath)
 }
 
-func (b *bench) startPeer(t *testing.T) *daemon {
+// lazysnapLayers is the per-layer status of the lazysnap serve d, from
+// `lazysnap status --json` (as a user would read it), every field kept.
+func (b *bench) lazysnapLayers(ctx context.Context, d *daemon) ([]map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, b.bin, "status", "--address", filepath.Join(d.dir, "status.sock"), "--json").Output()
+	if err != nil {
+		return nil, err
+	}
+	var rep struct {
+		Images []struct {
+			Layers []map[string]any `json:"layers"`
+		} `json:"images"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return nil, err
+	}
+	var layers []map[string]any
+	for _, img := range rep.Images {
+		for _, l := range img.Layers {
+			delete(l, "mountpoint")
+			layers = append(layers, l)
+		}
+	}
+	return layers, nil
+}
+
+// layerLine is one layer's status on a line: its digest (short), state,
+// fetched bytes and requests, then every other field that is set, e.g.
+// "sha256:1a2b3c4d5e6f background, 12.3 MB in 40 requests; chunks 1200, chunks_present 310, reads 890".
+func layerLine(l map[string]any) string {
+	num := func(k string) float64 { f, _ := l[k].(float64); return f }
+	dg, _ := l["digest"].(string)
+	if len(dg) > 19 {
+		dg = dg[:19]
+	}
+	line := fmt.Sprintf("%s %v, %.1f MB in %.0f requests", dg, l["state"], num("fetched_bytes")/1e6, num("requests"))
+	var keys []string
+	for k, v := range l {
+		switch k {
+		case "digest", "state", "fetched_bytes", "requests":
+			continue
+		}
+		if v == nil || v == false || v == 0.0 || v == "" {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		switch v := l[k].(type) {
+		case bool:
+			parts = append(parts, k)
+		case float64:
+			parts = append(parts, fmt.Sprintf("%s %s", k, strconv.FormatFloat(v, 'f', -1, 64)))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %v", k, v))
+		}
+	}
+	if len(parts) > 0 {
+		line += "; " + strings.Join(parts, ", ")
+	}
+	return line
+}
+
+func (b *bench) startPeer(t *testing.T, m mode) *daemon {
 	t.Helper()
 	dir := shortDir(t, "lzp-")
 	vars := strings.NewReplacer(
@@ -215,7 +310,7 @@ func (b *bench) startPeer(t *testing.T) *daemon {
 		"{{mirror}}", b.wan.Host,
 		"{{mirror_url}}", b.wan.URL,
 		"{{hosts_dir}}", b.hosts,
-		"{{no_background}}", strconv.FormatBool(!b.cfg.background),
+		"{{no_background}}", strconv.FormatBool(m.noBackground),
 	)
 	if err := os.WriteFile(filepath.Join(dir, "peer.toml"), []byte(vars.Replace(b.cfg.peer.configTemplate)), 0o644); err != nil {
 		t.Fatal(err)

@@ -28,22 +28,30 @@ const (
 	envMbits      = "LAZYSNAP_BENCH_MBITS"      // shared bandwidth cap in Mbit/s
 	envRuns       = "LAZYSNAP_BENCH_RUNS"       // runs per workload and mode (median reported)
 	envQuick      = "LAZYSNAP_BENCH_QUICK"      // "1": one run each
-	envWorkloads  = "LAZYSNAP_BENCH_WORKLOADS"  // comma-separated subset of hello,imports,hash,walk
-	envModes      = "LAZYSNAP_BENCH_MODES"      // comma-separated subset of overlayfs,lazy,prioritized,peer
+	envWorkloads  = "LAZYSNAP_BENCH_WORKLOADS"  // comma-separated subset of hello,imports,hash,walk,torch
+	envModes      = "LAZYSNAP_BENCH_MODES"      // comma-separated subset of allModes
 	envOut        = "LAZYSNAP_BENCH_OUT"        // where coldstart.{md,svg,json} go
 	envCache      = "LAZYSNAP_BENCH_CACHE"      // where the gzip image layouts are kept between runs
-	envBackground = "LAZYSNAP_BENCH_BACKGROUND" // "1": lazy modes keep background fetch on
 	envPythonTar  = "LAZYSNAP_BENCH_PYTHON_TAR" // the rootfs tar with python3 (else mkimages.sh builds it)
-	envRootfsTar  = "LAZYSNAP_ROOTFS_TAR"       // the minbase tar; the python tar is made beside it
+	envTorch      = "LAZYSNAP_BENCH_TORCH"      // "1": the default workloads include torch even if its rootfs is not built yet
+	envTorchTar   = "LAZYSNAP_BENCH_TORCH_TAR"  // the rootfs tar with python3-torch (else mkimages.sh builds it)
+	envRootfsTar  = "LAZYSNAP_ROOTFS_TAR"       // the minbase tar; the python and torch tars are made beside it
 	envBigMiB     = "LAZYSNAP_BENCH_BIG_MIB"    // size of the hashed file
 	envSmallFiles = "LAZYSNAP_BENCH_FILES"      // number of files of the stat walk
-	envPeer       = "LAZYSNAP_BENCH_PEER"       // binary of another remote snapshotter: adds mode "peer"
+	envPeer       = "LAZYSNAP_BENCH_PEER"       // binary of another remote snapshotter: adds modes peer-lazy and peer
 	envPeerArgs   = "LAZYSNAP_BENCH_PEER_ARGS"  // its arguments ({{address}} {{root}} {{config}})
 	envPeerConf   = "LAZYSNAP_BENCH_PEER_CONFIG"
-	envPeerPull   = "LAZYSNAP_BENCH_PEER_PULL"  // "rpull" (ctr-remote, default) or "lazysnap"
-	envPeerImage  = "LAZYSNAP_BENCH_PEER_IMAGE" // "prioritized" (default) or "lazy": which eStargz image
-	envLogDir     = "LAZYSNAP_BENCH_LOGDIR"     // if set, every run's registry requests are written there
+	envPeerPull   = "LAZYSNAP_BENCH_PEER_PULL" // "rpull" (ctr-remote, default) or "lazysnap"
+	envLogDir     = "LAZYSNAP_BENCH_LOGDIR"    // if set, every run's registry requests are written there
 )
+
+// removedEnv are settings of earlier versions of the harness that the
+// modes replaced; a run that sets one stops, rather than measure something
+// else than it asked for.
+var removedEnv = map[string]string{
+	"LAZYSNAP_BENCH_BACKGROUND": "background fetch is on in the default modes (lazy, prioritized, peer-lazy, peer) and off in lazy-nobg and prioritized-nobg",
+	"LAZYSNAP_BENCH_PEER_IMAGE": "the peer gets both images: mode peer-lazy the unprofiled one, peer the prioritized one",
+}
 
 // benchConfig is the harness configuration, from the environment.
 type benchConfig struct {
@@ -55,16 +63,16 @@ type benchConfig struct {
 	outDir     string
 	cacheDir   string
 	pythonTar  string
+	torchTar   string
 	bigBytes   int64
 	smallFiles int
-	background bool
 	logDir     string
 	peer       peerConfig
 }
 
 // peerConfig describes another remote snapshotter to compare with.
 type peerConfig struct {
-	bin, args, configTemplate, pull, image string
+	bin, args, configTemplate, pull string
 }
 
 func envOr(name, def string) string {
@@ -76,11 +84,15 @@ func envOr(name, def string) string {
 
 func loadConfig(t *testing.T) benchConfig {
 	t.Helper()
+	for name, why := range removedEnv {
+		if os.Getenv(name) != "" {
+			t.Fatalf("%s is no longer read: %s (LAZYSNAP_BENCH_MODES chooses)", name, why)
+		}
+	}
 	c := benchConfig{
-		outDir:     envOr(envOut, "results"),
-		cacheDir:   envOr(envCache, "/var/tmp/lazysnap-bench"),
-		background: os.Getenv(envBackground) == "1",
-		logDir:     os.Getenv(envLogDir),
+		outDir:   envOr(envOut, "results"),
+		cacheDir: envOr(envCache, "/var/tmp/lazysnap-bench"),
+		logDir:   os.Getenv(envLogDir),
 	}
 	var err error
 	if c.rtt, err = time.ParseDuration(envOr(envRTT, "20ms")); err != nil {
@@ -111,7 +123,6 @@ func loadConfig(t *testing.T) benchConfig {
 		args:           envOr(envPeerArgs, defaultPeerArgs),
 		configTemplate: defaultPeerConfig,
 		pull:           envOr(envPeerPull, "rpull"),
-		image:          envOr(envPeerImage, "prioritized"),
 	}
 	if p := os.Getenv(envPeerConf); p != "" {
 		b, err := os.ReadFile(p)
@@ -120,36 +131,77 @@ func loadConfig(t *testing.T) benchConfig {
 		}
 		c.peer.configTemplate = string(b)
 	}
-	defModes := "overlayfs,lazy,prioritized"
-	if c.peer.bin != "" {
-		defModes += ",peer"
+	modes, err := selectModes(envOr(envModes, defaultModes(c.peer.bin != "")), c.peer.bin != "")
+	if err != nil {
+		t.Fatalf("%s: %v", envModes, err)
 	}
-	for _, name := range strings.Split(envOr(envModes, defModes), ",") {
-		i := slices.IndexFunc(allModes(), func(m mode) bool { return m.name == name })
-		if i < 0 {
-			t.Fatalf("%s: unknown mode %q", envModes, name)
-		}
-		if name == "peer" && c.peer.bin == "" {
-			t.Fatalf("mode peer needs %s (the snapshotter's binary)", envPeer)
-		}
-		c.modes = append(c.modes, allModes()[i])
+	c.modes = modes
+	c.pythonTar = os.Getenv(envPythonTar)
+	c.torchTar = os.Getenv(envTorchTar)
+	// torch is opt-in while its rootfs is not built (mkimages.sh torch,
+	// a few hundred MB from Debian's mirror)
+	defWorkloads := "hello,imports,hash,walk"
+	if _, err := os.Stat(envOr(envTorchTar, filepath.Join(rootfsDir(), "bookworm-torch.tar"))); err == nil || os.Getenv(envTorch) == "1" {
+		defWorkloads += ",torch"
 	}
-	for _, name := range strings.Split(envOr(envWorkloads, "hello,imports,hash,walk"), ",") {
+	for _, name := range strings.Split(envOr(envWorkloads, defWorkloads), ",") {
 		i := slices.IndexFunc(allWorkloads(), func(w workload) bool { return w.name == name })
 		if i < 0 {
 			t.Fatalf("%s: unknown workload %q", envWorkloads, name)
 		}
 		c.workloads = append(c.workloads, allWorkloads()[i])
 	}
-	c.pythonTar = os.Getenv(envPythonTar)
 	return c
+}
+
+// rootfsDir is where mkimages.sh keeps its root filesystems: beside
+// LAZYSNAP_ROOTFS_TAR, or /var/tmp/lazysnap-rootfs.
+func rootfsDir() string {
+	if p := os.Getenv(envRootfsTar); p != "" {
+		return filepath.Dir(p)
+	}
+	return "/var/tmp/lazysnap-rootfs"
+}
+
+// defaultModes is LAZYSNAP_BENCH_MODES's default: every mode (the peer's
+// only with a peer).
+func defaultModes(peer bool) string {
+	var names []string
+	for _, m := range allModes() {
+		if m.kind != "peer" || peer {
+			names = append(names, m.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// selectModes parses a comma-separated list of modes into allModes' order
+// (each system's default configuration first, the secondary modes after),
+// whatever the list's order.
+func selectModes(list string, peer bool) ([]mode, error) {
+	var out []mode
+	for _, m := range allModes() {
+		if !slices.Contains(strings.Split(list, ","), m.name) {
+			continue
+		}
+		if m.kind == "peer" && !peer {
+			return nil, fmt.Errorf("mode %s needs %s (the snapshotter's binary)", m.name, envPeer)
+		}
+		out = append(out, m)
+	}
+	for _, name := range strings.Split(list, ",") {
+		if !slices.ContainsFunc(allModes(), func(m mode) bool { return m.name == name }) {
+			return nil, fmt.Errorf("unknown mode %q", name)
+		}
+	}
+	return out, nil
 }
 
 // workload is one command run in a container.
 type workload struct {
 	name  string
 	title string
-	image string   // which image: "python", "hash" or "walk"
+	image string   // which image: "python", "hash", "walk" or "torch"
 	argv  []string // in the container
 }
 
@@ -182,26 +234,45 @@ func allWorkloads() []workload {
 		{"imports", "python3 -c 'import argparse, asyncio, … (28 standard modules)'", "python", []string{py, "-c", importsScript}},
 		{"hash", "python3 -c '… hashlib.sha256 of /data/big (incompressible)'", "hash", []string{py, "-c", hashScript}},
 		{"walk", "python3 -c '… os.walk and os.lstat over /data/tree (small files)'", "walk", []string{py, "-c", walkScript}},
+		// Debian's PyTorch: a large realistic image (1.3 GB unpacked)
+		// of which an import reads a part
+		{"torch", "python3 -c 'import torch; print(torch.__version__)'", "torch", []string{py, "-c", "import torch; print(torch.__version__)"}},
 	}
 }
 
-// mode is one way of pulling and starting: a snapshotter and an image.
+// mode is one way of pulling and starting: a snapshotter in a
+// configuration and an image.
 type mode struct {
 	name  string
 	title string
 	kind  string // "overlayfs", "lazysnap" or "peer"
-	// prefetch: lazysnap prefetches the prioritized files
-	prefetch bool
 	// prioritized: the image is converted with the workload's files first
+	// (recorded with convert/record); otherwise the plain eStargz conversion
 	prioritized bool
+	// noBackground: lazysnap's background fetch off, so that the bytes
+	// fetched are what the start needs. Off (the default configuration of
+	// each system) in the headline modes.
+	noBackground bool
+	// of is the default-configuration mode a secondary mode varies
+	of string
 }
 
+// secondary reports whether m is not a system in its default
+// configuration: its columns come after the default ones.
+func (m mode) secondary() bool { return m.of != "" }
+
+// allModes are the modes in the report's order: each system in its default
+// configuration, the peer beside lazysnap on the same image, then
+// lazysnap with background fetch off.
 func allModes() []mode {
 	return []mode{
-		{name: "overlayfs", title: "overlayfs, ordinary pull (gzip)", kind: "overlayfs"},
-		{name: "lazy", title: "lazysnap, no prefetch (eStargz)", kind: "lazysnap"},
-		{name: "prioritized", title: "lazysnap, prioritized files prefetched", kind: "lazysnap", prefetch: true, prioritized: true},
-		{name: "peer", title: "peer remote snapshotter", kind: "peer", prioritized: true},
+		{name: "overlayfs", title: "containerd's overlayfs, ordinary pull (gzip)", kind: "overlayfs"},
+		{name: "lazy", title: "lazysnap, default configuration, unprofiled eStargz", kind: "lazysnap"},
+		{name: "peer-lazy", title: "peer, default configuration, unprofiled eStargz", kind: "peer"},
+		{name: "prioritized", title: "lazysnap, default configuration, eStargz with the recorded files first", kind: "lazysnap", prioritized: true},
+		{name: "peer", title: "peer, default configuration, eStargz with the recorded files first", kind: "peer", prioritized: true},
+		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
+		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
 	}
 }
 
