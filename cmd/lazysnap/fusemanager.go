@@ -31,14 +31,6 @@ const managerPIDName = "fusemanager.pid"
 // when serve starts it (rotated by the manager: internal/logfile).
 const managerLogName = "fusemanager.log"
 
-// managerSocket is where the manager listens.
-func (c serveConfig) managerSocket() string {
-	if c.FuseManager.Address != "" {
-		return c.FuseManager.Address
-	}
-	return filepath.Join(c.Root, managerSocketName)
-}
-
 // runFuseManager is `lazysnap fuse-manager`: serve starts it; operators
 // may run it themselves (a service of its own) before serve.
 func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -113,14 +105,4 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 		logger.ErrorContext(ctx, "unmount at shutdown", "error", err)
 	}
 	return nil
-}
-
-// handler serves the manager protocol for ls.
-func (ls *layerService) handler(root string) http.Handler {
-	return fusemanager.Handler(fusemanager.Service{
-		FS:      ls.fs,
-		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
-		Metrics: ls.met.Handler(),
-		Status:  ls.status.Report,
-	})
 }

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/profile"
@@ -91,3 +94,13 @@ func (l *layerService) unmountAll(ctx context.Context) error {
 
 // Close releases the fetcher; mounts are left as they are.
 func (l *layerService) Close() error { return l.fetcher.Close() }
+
+// handler serves the manager protocol for l.
+func (l *layerService) handler(root string) http.Handler {
+	return fusemanager.Handler(fusemanager.Service{
+		FS:      l.fs,
+		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
+		Metrics: l.met.Handler(),
+		Status:  l.status.Report,
+	})
+}

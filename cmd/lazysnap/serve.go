@@ -90,6 +90,22 @@ type serveConfig struct {
 	} `toml:"index"`
 }
 
+// statusSocket is where serve listens for /status and /metrics.
+func (c serveConfig) statusSocket() string {
+	if c.StatusAddress != "" {
+		return c.StatusAddress
+	}
+	return filepath.Join(filepath.Dir(c.Address), statusSocketName)
+}
+
+// managerSocket is where the manager listens.
+func (c serveConfig) managerSocket() string {
+	if c.FuseManager.Address != "" {
+		return c.FuseManager.Address
+	}
+	return filepath.Join(c.Root, managerSocketName)
+}
+
 func defaultServeConfig() serveConfig {
 	var c serveConfig
 	c.Root = "/var/lib/lazysnap"

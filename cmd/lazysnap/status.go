@@ -9,7 +9,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -26,14 +25,6 @@ import (
 
 // statusSocketName is the status socket's name beside the gRPC socket.
 const statusSocketName = "status.sock"
-
-// statusSocket is where serve listens for /status and /metrics.
-func (c serveConfig) statusSocket() string {
-	if c.StatusAddress != "" {
-		return c.StatusAddress
-	}
-	return filepath.Join(filepath.Dir(c.Address), statusSocketName)
-}
 
 // statusReporter assembles GET /status: a ops.Server, or a
 // fusemanager.Status when a fuse manager serves the layers.
