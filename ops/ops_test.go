@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -42,6 +43,20 @@ func TestFillLayer(t *testing.T) {
 				t.Fatalf("state %q, %v%%; want %q, %v%%", ls.State, ls.FetchedPercent, tc.state, tc.pct)
 			}
 		})
+	}
+}
+
+// TestFillLayerProfile: the layer's profile state reaches the report (and
+// its JSON), as README's "ignored with the reason in lazysnap status" says.
+func TestFillLayerProfile(t *testing.T) {
+	var ls Layer
+	fillLayer(&ls, remote.LayerInfo{ProfileState: "ignored: stale TOC (the profile names sha256:x)"}, false, false)
+	b, err := json.Marshal(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"profile":"ignored: stale TOC`) {
+		t.Fatalf("status JSON of a layer lacks its profile state: %s", b)
 	}
 }
 

@@ -63,6 +63,10 @@ type Layer struct {
 	BackgroundDone   bool    `json:"background_done"`
 	FallbackReason   string  `json:"fallback_reason,omitempty"`
 	Error            string  `json:"error,omitempty"`
+	// Profile is what the image's learned prefetch profile did for the
+	// layer (remote.LayerInfo.ProfileState: "recording", "prefetched from
+	// registry", "ignored: REASON", ...); empty with profiles off.
+	Profile string `json:"profile,omitempty"`
 
 	ref string // the image
 	seq int    // the order of mounts
@@ -172,6 +176,7 @@ func fillLayer(ls *Layer, m remote.LayerInfo, noPrefetch, background bool) {
 	ls.FetchedBytes, ls.Requests, ls.Reads = s.FetchedBytes, s.Requests, s.FuseReads
 	ls.PassthroughOpens, ls.Errors = s.PassthroughOpens, s.Errors
 	ls.PrefetchDone, ls.BackgroundDone = s.PrefetchDone, s.BackgroundDone
+	ls.Profile = m.ProfileState
 	switch {
 	case s.ChunksPresent >= s.Chunks:
 		ls.State = StateComplete

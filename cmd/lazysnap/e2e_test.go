@@ -127,14 +127,29 @@ type stack struct {
 
 func startStack(t *testing.T, extraConfig string) *stack {
 	t.Helper()
+	return startStackWith(t, extraConfig, stackOptions{})
+}
+
+// stackOptions vary startStack.
+type stackOptions struct {
+	// reg, if set, is the registry to use (another stack's: a second
+	// node of the same registry, with a WAN proxy, containerd and
+	// lazysnap of its own); else the stack starts one.
+	reg *registry.Registry
+}
+
+func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		ctrdenv.Unavailable(t, "needs root")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		ctrdenv.Unavailable(t, "needs /dev/fuse: %v", err)
 	}
-	s := &stack{bin: lazysnapBinary(t), hosts: t.TempDir()}
-	s.reg = registry.Start(t, registry.Options{})
+	s := &stack{bin: lazysnapBinary(t), hosts: t.TempDir(), reg: opts.reg}
+	if s.reg == nil {
+		s.reg = registry.Start(t, registry.Options{})
+	}
 	s.wan = registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{})
 	if _, err := registry.WriteHostsConfig(s.hosts, s.reg.Host, registry.Endpoint{URL: s.wan.URL}); err != nil {
 		t.Fatal(err)

@@ -113,8 +113,12 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 				fmt.Fprintf(tw, "%s\t%s\t-\t-\t%s (%s)\t-\n", ref, shortDigest(l.Digest), l.State, l.FallbackReason)
 				continue
 			}
+			state := l.State
+			if l.Profile != "" {
+				state += " (profile: " + l.Profile + ")"
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%s\t%s\t%d\n", ref, shortDigest(l.Digest), l.FetchedPercent,
-				humanBytes(l.FetchedBytes), l.State, l.Errors)
+				humanBytes(l.FetchedBytes), state, l.Errors)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -34,7 +34,7 @@ func sampleReport() ops.Report {
 		Version: "dev",
 		Images: []ops.Image{
 			{Ref: "registry.example/app:1", Layers: []ops.Layer{
-				{Digest: hexDigest('a'), State: ops.StateLazy, Chunks: 80, ChunksPresent: 10, FetchedPercent: 12.5, FetchedBytes: 3<<20 + 1<<19},
+				{Digest: hexDigest('a'), State: ops.StateLazy, Chunks: 80, ChunksPresent: 10, FetchedPercent: 12.5, FetchedBytes: 3<<20 + 1<<19, Profile: "prefetched from registry"},
 				{Digest: hexDigest('b'), State: ops.StateComplete, Chunks: 2, ChunksPresent: 2, FetchedPercent: 100, FetchedBytes: 1536, Errors: 2},
 			}},
 			{Ref: "registry.example/plain:1", Layers: []ops.Layer{
@@ -49,10 +49,10 @@ func sampleReport() ops.Report {
 	}
 }
 
-const sampleTable = `IMAGE                     LAYER                FETCHED  BYTES    STATE                ERRORS
-registry.example/app:1    sha256:aaaaaaaaaaaa  12.5%    3.5 MiB  lazy                 0
-registry.example/app:1    sha256:bbbbbbbbbbbb  100.0%   1.5 KiB  complete             2
-registry.example/plain:1  sha256:cccccccccccc  -        -        fallback (not-lazy)  -
+const sampleTable = `IMAGE                     LAYER                FETCHED  BYTES    STATE                                     ERRORS
+registry.example/app:1    sha256:aaaaaaaaaaaa  12.5%    3.5 MiB  lazy (profile: prefetched from registry)  0
+registry.example/app:1    sha256:bbbbbbbbbbbb  100.0%   1.5 KiB  complete                                  2
+registry.example/plain:1  sha256:cccccccccccc  -        -        fallback (not-lazy)                       -
 
 cache: disk 12.0 MiB in 40 entries (limit 10.0 GiB), memory 1.0 MiB in 3 entries; 120 hits (20 from memory), 40 misses, 0 evictions
 registry registry.example: 57 requests, 3.1 MiB received
