@@ -129,6 +129,11 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	dg := src.Digest
 	r.warm.start(src, r.busy)
+	if r.opts.Profiles != nil && r.opts.Profiles.Store != nil {
+		// the image's profile lookup (a registry round trip or two the
+		// first time) overlaps the blob's open; layerProfile waits for it
+		go r.image(context.WithoutCancel(ctx), src)
+	}
 	desc, err := r.descriptor(ctx, src)
 	if err != nil {
 		return err
