@@ -162,6 +162,47 @@ func TestReadAround(t *testing.T) {
 	}
 }
 
+// rangeLog records the ranges read.
+type rangeLog struct {
+	*memBlob
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+func (b *rangeLog) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	b.mu.Lock()
+	b.ranges = append(b.ranges, [2]int64{off, n})
+	b.mu.Unlock()
+	return b.memBlob.ReadRange(ctx, off, n)
+}
+
+// TestReadAroundForwards: bytes before the reader's chunk delay it (the
+// request streams in blob order), so read-around takes at most an eighth
+// of its budget backwards and the rest forwards.
+func TestReadAroundForwards(t *testing.T) {
+	tarball, content := stdlibTar()
+	const budget = 16 << 10
+	var log *rangeLog
+	l, blob := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: budget},
+		func(b *memBlob) lfs.BlobReader { log = &rangeLog{memBlob: b}; return log }, estargz.WithChunkSize(64<<10))
+	mnt, _ := mount(t, l)
+	if got, err := os.ReadFile(filepath.Join(mnt, "lib/m10")); err != nil || !bytes.Equal(got, content["lib/m10"]) {
+		t.Fatalf("read lib/m10: %v", err)
+	}
+	waitFor(t, "read-around stored", func() bool { return l.Stats().InFlight == 0 })
+	own := chunkOf(t, blob.data, "lib/m10")
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.ranges) != 1 {
+		t.Fatalf("the read made requests %v, want one", log.ranges)
+	}
+	r := log.ranges[0]
+	back, fwd := own.Offset-r[0], r[0]+r[1]-own.End
+	if back < 0 || back > budget/8 || fwd <= 0 || fwd > budget {
+		t.Fatalf("read %d bytes around backwards and %d forwards, want at most %d and some, up to %d", back, fwd, budget/8, budget)
+	}
+}
+
 // fakeClock stands still until told; every After it is asked for is
 // handed to the test, which fires it.
 type fakeClock struct {

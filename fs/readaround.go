@@ -16,16 +16,23 @@ func (l *Layer) small(ino index.Ino) bool {
 // chunks of ino that a reader has just claimed (mine, ascending), so that
 // they come in the same request: chunk by chunk outwards in blob order,
 // forwards and backwards in turn, each way up to a chunk that is present,
-// in flight, or of a file that is not small, and within ReadAround bytes
-// beyond mine's (counting the bytes between the chunks, which the one
-// request fetches too).
+// in flight, or of a file that is not small, and within its budget of
+// bytes beyond mine's (counting the bytes between the chunks, which the
+// one request fetches too). The request streams in blob order, so bytes
+// before the reader's chunk delay it and bytes after do not: backwards
+// gets an eighth of ReadAround (32 KiB by default, under 3 ms at
+// 100 Mbit/s), forwards the rest. (Measured on the cold-start bench,
+// python imports at 20 ms and 100 Mbit/s: evenly split, 1 MiB read around
+// made hello 3.0 s; forwards-biased, 1.8 s; 256 KiB, 1.6 s and imports
+// 3.5 s, against 1.3 s and 6.1 s without read-around.)
 func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 	if l.opts.ReadAround < 0 || !l.small(ino) {
 		return nil
 	}
 	first, last := mine[0], mine[len(mine)-1]
 	lo, hi := first.chunk.Offset, last.chunk.End
-	budget := hi - lo + l.opts.ReadAround
+	backBudget := l.opts.ReadAround / 8
+	fwdEnd, backStart := hi+l.opts.ReadAround-backBudget, lo-backBudget
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// eligible returns id's chunk if it may join a request of [lo, hi)
@@ -37,7 +44,7 @@ func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 			return want{}, false
 		}
 		c := l.chunkOf(id)
-		if c.Offset < hi && c.End > lo || max(hi, c.End)-min(lo, c.Offset) > budget {
+		if c.Offset < hi && c.End > lo || c.End > fwdEnd || c.Offset < backStart {
 			return want{}, false // out of blob order, or over the budget
 		}
 		return want{id: id, chunk: c}, true
