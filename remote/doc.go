@@ -27,6 +27,17 @@
 // need no round trip. Nothing read ahead is trusted: each Mount verifies
 // its index against its own labels.
 //
+// With Options.Profiles, the FS learns prefetch profiles (package
+// profile): the first start of an image records the chunks its container
+// reads, in order, until it goes quiet; a later Mount of the image, here or
+// on another node that fetches the profile from the registry (the image
+// manifest's referrers), prefetches them before anything reads them. The
+// lookup starts at the top of the image's first Mount and overlaps the
+// blob's open. A profile only steers fetching: each chunk is verified as
+// always, and one that does not fit the layer (another image, a stale TOC,
+// a path or chunk not in the index) is ignored with the reason in
+// LayerInfo.ProfileState.
+//
 // Layers lists the mounted layers with their fs.Stats, for status and
 // metrics.
 //
