@@ -456,3 +456,64 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// heldBlob answers every read only once released, whatever its context
+// says (a fetch shared with other readers outlives one that gave up).
+type heldBlob struct {
+	*memBlob
+	asked   chan struct{}
+	release chan struct{}
+}
+
+func (b *heldBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	select {
+	case b.asked <- struct{}{}:
+	default:
+	}
+	<-b.release
+	return b.memBlob.ReadRange(context.Background(), off, n)
+}
+
+// TestCloseWaitsForFetches: a fetch a reader started is waited for by
+// Close, and stores nothing once Close has begun: no content file appears
+// under ContentDir after Close (Cleanup may remove it then, and a later
+// mount of the layer reads what it verified itself).
+func TestCloseWaitsForFetches(t *testing.T) {
+	tarball, _ := stdlibTar()
+	content := t.TempDir()
+	var hb *heldBlob
+	l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, ContentDir: content},
+		func(b *memBlob) lfs.BlobReader {
+			hb = &heldBlob{memBlob: b, asked: make(chan struct{}, 1), release: make(chan struct{})}
+			return hb
+		}, estargz.WithChunkSize(64<<10))
+	mnt, m := mount(t, l)
+	var once sync.Once
+	release := func() { once.Do(func() { close(hb.release) }) }
+	t.Cleanup(release) // a failing test must not leave the read hanging
+	read := make(chan error, 1)
+	go func() {
+		_, err := os.ReadFile(filepath.Join(mnt, "lib/m03"))
+		read <- err
+	}()
+	<-hb.asked
+	closed := make(chan struct{})
+	go func() {
+		l.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a fetch was in flight")
+	case <-time.After(50 * time.Millisecond): // Close waits; the fetch has not been released
+	}
+	release()
+	<-closed
+	if err := <-read; err == nil {
+		t.Fatal("a read of a closed layer succeeded")
+	}
+	m.Unmount()
+	if ents, _ := os.ReadDir(content); len(ents) != 0 {
+		t.Fatalf("content files after Close: %d", len(ents))
+	}
+}

@@ -173,6 +173,7 @@ type Layer struct {
 	mu       sync.Mutex
 	inflight map[int]*call
 	files    map[index.Ino]*os.File
+	closed   bool // Close has begun: no new fetch, no new content file
 
 	ctx      context.Context // the layer's lifetime: background work and fetches
 	cancel   context.CancelFunc
@@ -273,8 +274,29 @@ func (l *Layer) Start() {
 	}()
 }
 
-// Close stops background work, waits for it, and closes content files.
+// spawn runs fn in a goroutine Close waits for, unless the layer is
+// closed (then fn does not run: nobody waits for its chunks but readers,
+// whom the closed layer fails).
+func (l *Layer) spawn(fn func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Close stops background work and every fetch, waits for them, and closes
+// content files; nothing is written under ContentDir after it returns.
 func (l *Layer) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 	l.cancel()
 	l.wg.Wait()
 	l.mu.Lock()
@@ -396,6 +418,17 @@ func (l *Layer) complete(w *want, err error) {
 	close(c.done)
 }
 
+// ErrClosed: the layer was closed (unmounted) while a read waited.
+var ErrClosed = errors.New("fs: layer closed")
+
+// failClosed completes the calls of ws, which no fetch will serve: the
+// layer is closed.
+func (l *Layer) failClosed(ws []want) {
+	for i := range ws {
+		l.complete(&ws[i], ErrClosed)
+	}
+}
+
 // settled reports whether w's call has been completed (by another owner).
 func (l *Layer) settled(w *want) bool {
 	l.mu.Lock()
@@ -429,10 +462,15 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
 	}
 	if len(mine) > 0 {
-		go l.fetchSpan(sp, append(mine, l.claimAround(ino, mine, sp)...))
+		ws := append(mine, l.claimAround(ino, mine, sp)...)
+		if !l.spawn(func() { l.fetchSpan(sp, ws) }) {
+			l.failClosed(ws)
+		}
 	}
 	if stolen := l.steal(wait); len(stolen) > 0 {
-		go l.fetchSpan(&span{}, stolen)
+		if !l.spawn(func() { l.fetchSpan(&span{}, stolen) }) {
+			l.failClosed(stolen)
+		}
 	}
 	for _, w := range wait {
 		select {
@@ -490,10 +528,14 @@ func (l *Layer) readAhead(ino index.Ino, i int) {
 			<-l.sem
 			continue
 		}
-		go func() {
+		if !l.spawn(func() {
 			defer func() { <-l.sem }()
 			l.fetchSpan(sp, mine)
-		}()
+		}) {
+			<-l.sem
+			l.failClosed(mine)
+			return
+		}
 	}
 }
 
@@ -636,6 +678,9 @@ func (l *Layer) contentPath(ino index.Ino) string {
 func (l *Layer) file(ino index.Ino) (*os.File, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
 	if f, ok := l.files[ino]; ok {
 		return f, nil
 	}
