@@ -34,6 +34,11 @@ const (
 	// backgroundSlack: a cold start with background fetch on takes at most
 	// backgroundSlack × as long as with it off.
 	backgroundSlack = 1.05
+	// learnedSlack: a start with a profile learned by another node and
+	// fetched from the registry (learned) takes at most learnedSlack × as
+	// long as with the recorded files converted into the image
+	// (prioritized).
+	learnedSlack = 1.10
 )
 
 // Issue 13's absolute goals (seconds, lazysnap in its default
@@ -275,6 +280,23 @@ func (r *report) checkGoals() []goal {
 		gs = append(gs, g)
 	}
 
+	// a learned profile must do about what a recorded one does
+	for _, l := range r.medians {
+		if !l.mode.learned {
+			continue
+		}
+		p := r.find(l.Workload, "prioritized")
+		if p == nil {
+			continue
+		}
+		g := goal{Name: fmt.Sprintf("%s total ≤ %.2f × with the recorded-profile image (prioritized)", l.Workload, learnedSlack),
+			Mode: l.Mode, Measured: l.Total, Bound: learnedSlack * p.Total, Unit: "s"}
+		if !g.met() {
+			g.Why = fmt.Sprintf("learned: %s; prioritized: %s", timeWhy(l), timeWhy(*p))
+		}
+		gs = append(gs, g)
+	}
+
 	// background fetch must not slow a start down: each default mode
 	// against the same start with it off
 	for _, off := range r.medians {
@@ -445,7 +467,7 @@ func (r *report) svg() string {
 		fontAttr             = `font-family="sans-serif" font-size="12"`
 		axisColor, gridColor = "#333", "#ddd"
 	)
-	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759",
+	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759", "learned": "#b07aa1",
 		"lazy-nobg": "#a0cbe8", "prioritized-nobg": "#8cd17d"}
 	var modes []mode
 	for _, m := range r.cfg.modes {

@@ -67,14 +67,23 @@ type runResult struct {
 // coldStart runs workload w in mode m once, from nothing. A failed pull or
 // run is returned as an error (with the snapshotter's log); a failure to
 // set up fails t.
-func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
+func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult, error) {
 	v := b.images.variant(b.cfg, w, m)
+	ref := v.ref
 	r := runResult{Workload: w.name, Mode: m.name}
+	if m.learned {
+		// the first node of the cluster, unmeasured: its profile is in
+		// the registry before this node starts
+		var err error
+		if ref, err = b.learnProfile(t, w, v, run); err != nil {
+			return r, err
+		}
+	}
 	var d *daemon
 	var extra, snapshotter string
 	switch m.kind {
 	case "lazysnap":
-		d, snapshotter = b.startLazysnap(t, m), "lazysnap"
+		d, snapshotter = b.startLazysnap(t, m, ""), "lazysnap"
 	case "peer":
 		d, snapshotter = b.startPeer(t, m), "peer"
 	}
@@ -95,12 +104,12 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	var pull *exec.Cmd
 	switch {
 	case m.kind == "overlayfs":
-		pull = exec.CommandContext(ctx, "ctr", ctr("images", "pull", "--hosts-dir", b.hosts, v.ref)...)
+		pull = exec.CommandContext(ctx, "ctr", ctr("images", "pull", "--hosts-dir", b.hosts, ref)...)
 	case m.kind == "peer" && b.cfg.peer.pull == "rpull":
-		pull = exec.CommandContext(ctx, "ctr-remote", ctr("images", "rpull", "--snapshotter", snapshotter, "--hosts-dir", b.hosts, v.ref)...)
+		pull = exec.CommandContext(ctx, "ctr-remote", ctr("images", "rpull", "--snapshotter", snapshotter, "--hosts-dir", b.hosts, ref)...)
 	default:
 		pull = exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrdenv.Namespace,
-			"--snapshotter", snapshotter, "--hosts-dir", b.hosts, v.ref)
+			"--snapshotter", snapshotter, "--hosts-dir", b.hosts, ref)
 	}
 	if left := b.wan.Reset(); left > 0 {
 		t.Logf("%d requests of an earlier run are still in flight at the WAN (not counted in this run)", left)
@@ -111,7 +120,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	pst := b.wan.Stats()
 	r.PullBytes, r.PullReqs = pst.ResponseBytes, pst.Requests
 	if err != nil {
-		return r, fmt.Errorf("pull %s: %v\n%s%s", v.ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
+		return r, fmt.Errorf("pull %s: %v\n%s%s", ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
 	}
 	if m.kind == "lazysnap" && !strings.Contains(string(out), fmt.Sprintf("%d of %d layers lazy", v.layers, v.layers)) {
 		return r, fmt.Errorf("not every layer was mounted lazily:\n%s%s", out, d.keepLog(b.cfg.logDir, t.Name()))
@@ -121,7 +130,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 	if snapshotter != "" {
 		args = append(args, "--snapshotter", snapshotter)
 	}
-	args = append(append(args, v.ref, "bench-"+w.name), w.argv...)
+	args = append(append(args, ref, "bench-"+w.name), w.argv...)
 	first, runTime, stdout, stderr, err := timedRun(ctx, "ctr", ctr(args...)...)
 	if err != nil {
 		return r, fmt.Errorf("ctr run: %v\nstdout %q\nstderr %s%s", err, stdout, strings.TrimSpace(stderr), d.keepLog(b.cfg.logDir, t.Name()))
@@ -140,6 +149,17 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode) (runResult, error) {
 		r.Layers = layers
 		for _, l := range layers {
 			t.Logf("layer %s", layerLine(l))
+		}
+		if m.learned && !slices.ContainsFunc(layers, func(l map[string]any) bool {
+			s, _ := l["profile"].(string)
+			return strings.HasSuffix(s, "from registry")
+		}) {
+			var states []string
+			for _, l := range layers {
+				states = append(states, fmt.Sprintf("%q", l["profile"]))
+			}
+			return r, fmt.Errorf("no layer of %s prefetched the learned profile from the registry (profile states %s; status error %v)%s",
+				ref, strings.Join(states, ", "), err, d.keepLog(b.cfg.logDir, t.Name()))
 		}
 	}
 	// The clients have their last bytes a moment before the proxy is done
@@ -214,7 +234,9 @@ type daemon struct {
 	once   sync.Once
 }
 
-func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
+// startLazysnap starts lazysnap serve in m's configuration, with extra
+// appended to its config file.
+func (b *bench) startLazysnap(t *testing.T, m mode, extra string) *daemon {
 	t.Helper()
 	dir := shortDir(t, "lzb-")
 	// the layers are served in serve's own process, so that the peak RSS
@@ -226,6 +248,7 @@ func (b *bench) startLazysnap(t *testing.T, m mode) *daemon {
 	if m.noBackground {
 		cfg += "[fetch]\n  no_background = true\n"
 	}
+	cfg += extra
 	cfgPath := filepath.Join(dir, "lazysnap.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

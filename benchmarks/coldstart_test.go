@@ -255,6 +255,12 @@ type mode struct {
 	noBackground bool
 	// of is the default-configuration mode a secondary mode varies
 	of string
+	// learned: the unprofiled image, measured as the second node of a
+	// cluster: an unmeasured cold start of the same workload first, by a
+	// lazysnap with [profile] publish = true, pushes the profile it
+	// learned to the registry, where the measured (default) lazysnap finds
+	// it and prefetches it at mount
+	learned bool
 }
 
 // secondary reports whether m is not a system in its default
@@ -271,6 +277,7 @@ func allModes() []mode {
 		{name: "peer-lazy", title: "peer, default configuration, unprofiled eStargz", kind: "peer"},
 		{name: "prioritized", title: "lazysnap, default configuration, eStargz with the recorded files first", kind: "lazysnap", prioritized: true},
 		{name: "peer", title: "peer, default configuration, eStargz with the recorded files first", kind: "peer", prioritized: true},
+		{name: "learned", title: "lazysnap default, unprofiled image, profile learned by a previous node and fetched from the registry", kind: "lazysnap", learned: true},
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
 	}
@@ -322,7 +329,7 @@ func TestColdStart(t *testing.T) {
 				name := fmt.Sprintf("%s/%s/run%d", w.name, m.name, run)
 				recorded := len(failures)
 				ok := t.Run(name, func(t *testing.T) {
-					r, err := b.coldStart(t, w, m)
+					r, err := b.coldStart(t, w, m, run)
 					if err != nil {
 						t.Error(err)
 						failures = append(failures, failure{Workload: w.name, Mode: m.name, Run: run, Error: firstLines(err.Error(), 3)})
