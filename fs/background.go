@@ -39,7 +39,7 @@ func (l *Layer) bgTurn(n int64) bool {
 		if l.ctx.Err() != nil {
 			return false
 		}
-		if l.onDemand.Load() > 0 || inflight > 0 && inflight+n > l.opts.BackgroundInflight {
+		if l.onDemand.Load() > 0 || l.profiled.Load() > 0 || inflight > 0 && inflight+n > l.opts.BackgroundInflight {
 			select {
 			case <-sig:
 			case <-l.ctx.Done():

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -516,4 +517,35 @@ func TestCloseWaitsForFetches(t *testing.T) {
 	if ents, _ := os.ReadDir(content); len(ents) != 0 {
 		t.Fatalf("content files after Close: %d", len(ents))
 	}
+}
+
+// TestBackgroundWaitsForProfile: a learned profile's prefetch counts as
+// readers do: no background span is issued while it is in flight.
+func TestBackgroundWaitsForProfile(t *testing.T) {
+	tarball, _ := stdlibTar()
+	var hb *heldBlob
+	l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, BackgroundQuiet: -1, ReadAround: -1},
+		func(b *memBlob) lfs.BlobReader {
+			hb = &heldBlob{memBlob: b, asked: make(chan struct{}, 1), release: make(chan struct{})}
+			return hb
+		}, estargz.WithChunkSize(64<<10))
+	var once sync.Once
+	release := func() { once.Do(func() { close(hb.release) }) }
+	t.Cleanup(release)
+	done := l.PrefetchChunks([]lfs.ChunkRef{{Ino: 1, Chunk: 0}}) // big1's first chunk (ino 0 is the root)
+	select {
+	case <-hb.asked: // the profile's request is in flight
+	case <-time.After(30 * time.Second): // a deadlock guard, not a timing assertion
+		t.Fatal("the profile's prefetch made no request")
+	}
+	l.Start()
+	for range 100 { // give a background span every chance to be issued
+		runtime.Gosched()
+	}
+	if st := l.Stats(); st.InFlight != 1 {
+		t.Fatalf("%d chunks in flight while the profile's prefetch is, want its 1", st.InFlight)
+	}
+	release()
+	<-done
+	waitFor(t, "background done", func() bool { return l.Stats().BackgroundDone })
 }

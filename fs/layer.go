@@ -179,6 +179,7 @@ type Layer struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	onDemand atomic.Int32 // readers waiting for chunks
+	profiled atomic.Int32 // PrefetchChunks in progress: the background waits for them too
 	sem      chan struct{}
 
 	// what the background waits on: readers, the quiet period, its bytes

@@ -94,10 +94,18 @@ func (l *Layer) PrefetchChunks(chunks []ChunkRef) (done <-chan struct{}) {
 		}
 		ids = ids[n:]
 	}
+	// the background yields to a profile's prefetch as to readers: it
+	// fetches what the start is about to read
+	l.profiled.Add(1)
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		defer close(ch)
+		defer func() {
+			l.lastOnDemand.Store(l.opts.Clock.Now().UnixNano())
+			l.profiled.Add(-1)
+			l.wake()
+		}()
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 4)
 		for _, r := range reqs {
