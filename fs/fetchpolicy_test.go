@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +22,10 @@ import (
 
 // stdlibTar is a layer laid out like a language's standard library: a large
 // file, 21 small modules lib/m00..m20 one after another, another large file.
-func stdlibTar() (tarball []byte, content map[string][]byte) {
+func stdlibTar() (tarball []byte, content map[string][]byte) { return stdlibTarN(21) }
+
+// stdlibTarN is stdlibTar with n modules.
+func stdlibTarN(n int) (tarball []byte, content map[string][]byte) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	random := func(n int) []byte {
 		b := make([]byte, n)
@@ -39,7 +43,7 @@ func stdlibTar() (tarball []byte, content map[string][]byte) {
 		tw.Write(data)
 	}
 	add("big1", random(512<<10))
-	for i := range 21 {
+	for i := range n {
 		add(fmt.Sprintf("lib/m%02d", i), random(2000))
 	}
 	add("big2", random(512<<10))
@@ -548,4 +552,33 @@ func TestBackgroundWaitsForProfile(t *testing.T) {
 	release()
 	<-done
 	waitFor(t, "background done", func() bool { return l.Stats().BackgroundDone })
+}
+
+// TestBackgroundHoldsNoDescriptors: storing a layer's files (here by the
+// background fetch) leaves no content file open; only files readers read
+// are kept open. A layer of 100k files held one descriptor each, and the
+// daemon ran out of them.
+func TestBackgroundHoldsNoDescriptors(t *testing.T) {
+	tarball, _ := stdlibTarN(300)
+	content := t.TempDir()
+	l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, BackgroundQuiet: -1, ContentDir: content},
+		func(b *memBlob) lfs.BlobReader { return b }, estargz.WithChunkSize(64<<10))
+	l.Start()
+	waitFor(t, "background done", func() bool { return l.Stats().BackgroundDone })
+	if ents, _ := os.ReadDir(content); len(ents) < 300 {
+		t.Fatalf("%d content files after the background fetch, want the 300 modules'", len(ents))
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	open := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, content) {
+			open++
+		}
+	}
+	if open != 0 {
+		t.Fatalf("%d content files held open after the background stored them", open)
+	}
 }

@@ -660,22 +660,42 @@ func (l *Layer) store(ctx context.Context, id int, c *estargz.Chunk, raw []byte,
 			return l.fail(fmt.Errorf("fs: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
 		}
 	}
-	f, err := l.file(l.owner[id])
-	if err != nil {
-		return l.fail(err)
-	}
-	if _, err := f.WriteAt(data, c.FileOffset); err != nil {
+	if err := l.writeAt(l.owner[id], data, c.FileOffset); err != nil {
 		return l.fail(fmt.Errorf("fs: layer %s: storing chunk: %w", l.opts.Name, err))
 	}
 	l.markPresent(id)
 	return nil
 }
 
+// writeAt writes verified bytes into ino's content file: through the
+// file readers hold open when there is one, else through a descriptor of
+// its own, closed after, so that a layer whose background fetch stores
+// 100k files does not hold 100k descriptors (the process ran out of them).
+func (l *Layer) writeAt(ino index.Ino, data []byte, off int64) error {
+	l.mu.Lock()
+	f, cached := l.files[ino]
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if !cached {
+		var err error
+		if f, err = l.openContent(ino); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	_, err := f.WriteAt(data, off)
+	return err
+}
+
 func (l *Layer) contentPath(ino index.Ino) string {
 	return filepath.Join(l.opts.ContentDir, strconv.FormatUint(uint64(ino), 10))
 }
 
-// file returns ino's content file, creating it at its full (sparse) size.
+// file returns ino's content file for readers, creating it at its full
+// (sparse) size, and keeps it open until Close.
 func (l *Layer) file(ino index.Ino) (*os.File, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -685,6 +705,17 @@ func (l *Layer) file(ino index.Ino) (*os.File, error) {
 	if f, ok := l.files[ino]; ok {
 		return f, nil
 	}
+	f, err := l.openContent(ino)
+	if err != nil {
+		return nil, err
+	}
+	l.files[ino] = f
+	return f, nil
+}
+
+// openContent opens ino's content file, creating it at its full (sparse)
+// size.
+func (l *Layer) openContent(ino index.Ino) (*os.File, error) {
 	f, err := os.OpenFile(l.contentPath(ino), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("fs: content file: %w", err)
@@ -693,6 +724,5 @@ func (l *Layer) file(ino index.Ino) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("fs: content file: %w", err)
 	}
-	l.files[ino] = f
 	return f, nil
 }
