@@ -80,6 +80,13 @@ func layerOf(t testing.TB, tarball []byte, opts lfs.Options, convOpts ...estargz
 // layerOver is layerOf with the layer reading through wrap(blob).
 func layerOver(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*memBlob) lfs.BlobReader, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob) {
 	t.Helper()
+	l, blob, _ := layerIndexed(t, tarball, opts, wrap, convOpts...)
+	return l, blob
+}
+
+// layerIndexed is layerOver, returning the layer's index too.
+func layerIndexed(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*memBlob) lfs.BlobReader, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob, *index.Index) {
+	t.Helper()
 	var out bytes.Buffer
 	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), convOpts...)
 	if err != nil {
@@ -102,7 +109,7 @@ func layerOver(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*memBlo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	return l, blob
+	return l, blob, x
 }
 
 // mount mounts l on a new temp dir until the test ends.

@@ -2,9 +2,7 @@ package fs_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,28 +27,9 @@ func TestChunkAccessAndPrefetchChunks(t *testing.T) {
 		files = append(files, [2]string{fmt.Sprintf("f%02d", i), strings.Repeat(fmt.Sprintf("file %d\n", i), 3000)})
 	}
 	tarball := testtar.Files(files)
-	var out bytes.Buffer
-	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), estargz.WithChunkSize(8<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
 	newLayer := func(opts lfs.Options) (*lfs.Layer, *memBlob, *index.Index) {
-		blob := &memBlob{data: out.Bytes()}
-		r, err := estargz.Open(io.NewSectionReader(bytes.NewReader(blob.data), 0, int64(len(blob.data))), estargz.WithTOCDigest(res.TOCDigest))
-		if err != nil {
-			t.Fatal(err)
-		}
-		x, err := index.Build(r.TOC())
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.ContentDir, opts.NoPrefetch, opts.NoBackground = t.TempDir(), true, true
-		l, err := lfs.NewLayer(x, blob, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		return l, blob, x
+		opts.NoPrefetch, opts.NoBackground = true, true
+		return layerIndexed(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b }, estargz.WithChunkSize(8<<10))
 	}
 	var (
 		mu  sync.Mutex
