@@ -678,7 +678,7 @@ func TestManyContainers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, err := s.ctrd.Ctr(t, "run", "--rm", "--snapshotter", "lazysnap", refs[i%3], fmt.Sprintf("many-%d", i), "/bin/sh", "-c", "cat /data/variant; sha256sum /data/big | head -c 64")
+			out, err := s.ctrd.Ctr(t, "run", "--rm", "--snapshotter", "lazysnap", refs[i%3], fmt.Sprintf("many-%d", i), "/bin/sh", "-c", "cat /data/variant; s=$(sha256sum /data/big) || echo \" sha256sum failed: $?\"; echo \"$s\" | head -c 64")
 			if want := fmt.Sprint("variant ", i%3) + sha256Of(t, busyboxLayers(t)[1], "data/big"); err == nil && string(out) != want {
 				err = fmt.Errorf("container %d printed %q", i, out)
 			}
