@@ -113,10 +113,7 @@ type LayerSource struct {
 // errdefs.ErrInvalidArgument.
 func ParseLayerSource(labels map[string]string) (LayerSource, error) {
 	src := LayerSource{ChainID: labels[LabelTargetSnapshotRef], PrefetchSize: -1}
-	refKey, digestKey, layersKey := LabelCRIImageRef, LabelCRILayerDigest, LabelCRIImageLayers
-	if labels[refKey] == "" || labels[digestKey] == "" {
-		refKey, digestKey, layersKey = LabelStargzReference, LabelStargzDigest, LabelStargzLayers
-	}
+	refKey, digestKey, layersKey := sourceKeys(labels)
 	src.Ref = labels[refKey]
 	if src.Ref == "" || labels[digestKey] == "" {
 		return LayerSource{}, fmt.Errorf("no image reference and layer digest labels (%s, %s or %s, %s): %w",
@@ -169,10 +166,18 @@ func ParseLayerSource(labels map[string]string) (LayerSource, error) {
 // sourceOf returns the image reference and layer digest labels as given,
 // chosen as ParseLayerSource chooses them, whether or not they parse.
 func sourceOf(labels map[string]string) (ref, digest string) {
+	refKey, digestKey, _ := sourceKeys(labels)
+	return labels[refKey], labels[digestKey]
+}
+
+// sourceKeys names the labels that say where the layer lives: the CRI
+// ones when both the image reference and the layer digest are there, else
+// the Stargz ones.
+func sourceKeys(labels map[string]string) (refKey, digestKey, layersKey string) {
 	if labels[LabelCRIImageRef] != "" && labels[LabelCRILayerDigest] != "" {
-		return labels[LabelCRIImageRef], labels[LabelCRILayerDigest]
+		return LabelCRIImageRef, LabelCRILayerDigest, LabelCRIImageLayers
 	}
-	return labels[LabelStargzReference], labels[LabelStargzDigest]
+	return LabelStargzReference, LabelStargzDigest, LabelStargzLayers
 }
 
 func parseDigest(key, v string) (digest.Digest, error) {
