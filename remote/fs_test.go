@@ -11,7 +11,6 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/index"
-	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
@@ -96,11 +95,7 @@ func TestIndexCaps(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("needs /dev/fuse: %v", err)
 	}
-	r := registry.Start(t, registry.Options{})
-	hosts := t.TempDir()
-	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
-		t.Fatal(err)
-	}
+	r, hosts := startRegistry(t)
 	ref, layers := pushLazyImage(t, r, "caps/two", 2)
 	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
 	if err != nil {

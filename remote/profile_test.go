@@ -71,11 +71,7 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("needs /dev/fuse: %v", err)
 	}
-	reg := registry.Start(t, registry.Options{})
-	hosts := t.TempDir()
-	if _, err := registry.WriteHostsConfig(hosts, reg.Host, reg.Endpoint()); err != nil {
-		t.Fatal(err)
-	}
+	reg, hosts := startRegistry(t)
 	labels, manifest := pushFilesImage(t, reg, "profile/app")
 	ctx := context.Background()
 	newFS := func(t *testing.T, fetch, publish bool) (*FS, *profile.Store) {

@@ -60,11 +60,7 @@ func pushSmallFiles(t *testing.T, r *registry.Registry, hosts string, n int) (re
 // when it does not, against the real registry; and reads of chunks in the
 // tail are served from it, verified.
 func TestOpenLayerRequests(t *testing.T) {
-	r := registry.Start(t, registry.Options{})
-	hosts := t.TempDir()
-	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
-		t.Fatal(err)
-	}
+	r, hosts := startRegistry(t)
 	for _, tc := range []struct {
 		name      string
 		files     int
@@ -163,4 +159,16 @@ func openBlob(b Blob, toc digest.Digest) (*estargz.Reader, error) {
 		tb.trimTail(mountTailSize)
 	}
 	return er, err
+}
+
+// startRegistry starts a registry and writes a hosts directory that
+// reaches it, for a fetcher.Config.HostsDir.
+func startRegistry(t *testing.T) (*registry.Registry, string) {
+	t.Helper()
+	r := registry.Start(t, registry.Options{})
+	hosts := t.TempDir()
+	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
+		t.Fatal(err)
+	}
+	return r, hosts
 }

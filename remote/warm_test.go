@@ -100,11 +100,7 @@ func TestWarmNeighbours(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("needs /dev/fuse: %v", err)
 	}
-	r := registry.Start(t, registry.Options{})
-	hosts := t.TempDir()
-	if _, err := registry.WriteHostsConfig(hosts, r.Host, r.Endpoint()); err != nil {
-		t.Fatal(err)
-	}
+	r, hosts := startRegistry(t)
 	newFS := func(t *testing.T) (*FS, *fetcher.Fetcher) {
 		f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
 		if err != nil {
