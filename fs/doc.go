@@ -1,5 +1,5 @@
-// Package fs is the FUSE filesystem of one eStargz layer, read-only, whose
-// file contents are fetched on first read.
+// Package fs is the FUSE filesystem of one lazily loaded layer, read-only,
+// whose file contents are fetched on first read.
 //
 // # Concepts
 //
@@ -7,7 +7,7 @@
 // compressed blob, usually the fetcher behind a consumer-defined interface)
 // and a content directory on local disk. A file's data is a list of chunks;
 // each chunk is fetched as a compressed range, decompressed and verified
-// (estargz.Chunk.Decode), then written at its file offset into a sparse
+// by the layer format's Decoder (EStargzDecoder: estargz.Chunk.Decode), then written at its file offset into a sparse
 // per-file content file, and marked present. Reads are served from the
 // content files (spliced by the kernel); once every chunk of a file is
 // present, new opens are handed to the kernel through FUSE passthrough where

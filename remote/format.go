@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/lazysnap/lazysnap/estargz"
+	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
@@ -29,7 +30,7 @@ type Format interface {
 	// wrap snapshotter.ReasonVerification when the index is not the one d
 	// names, snapshotter.ReasonNotLazy when the blob is not a valid layer
 	// of this format, and are the blob's errors otherwise.
-	Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, error)
+	Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, lfs.Decoder, error)
 }
 
 // formats are the formats Mount tries, in order: the only place that
@@ -86,7 +87,7 @@ func (estargzFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, 
 
 // Open decodes the TOC straight into the index (index.Open), taking what
 // it can from the blob's tail when it has one.
-func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*index.Index, error) {
+func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*index.Index, lfs.Decoder, error) {
 	tb, _ := b.(*tailBlob)
 	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
 	if tb != nil {
@@ -101,10 +102,12 @@ func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*in
 	}
 	switch {
 	case errors.Is(err, estargz.ErrVerify):
-		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
+		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
 	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge) ||
 		errors.Is(err, estargz.ErrTooManyEntries) || errors.Is(err, index.ErrInvalid):
-		return nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
+		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
+	case err != nil:
+		return nil, nil, err
 	}
-	return idx, err
+	return idx, lfs.EStargzDecoder{}, nil
 }

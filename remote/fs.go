@@ -154,7 +154,7 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 			return fmt.Errorf("layer %s: %w", dg, err)
 		}
 	}
-	idx, err := f.Open(ctx, b, indexDigest)
+	idx, dec, err := f.Open(ctx, b, indexDigest)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, err)
 	}
@@ -169,7 +169,7 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 		}
 	}()
 	opts := r.opts.Layer
-	opts.Name, opts.ContentDir = dg.String(), filepath.Join(r.opts.Root, "content", key.contentName(), "files")
+	opts.Name, opts.Decoder, opts.ContentDir = dg.String(), dec, filepath.Join(r.opts.Root, "content", key.contentName(), "files")
 	if r.opts.OnError != nil {
 		opts.OnError = func(err error) { r.opts.OnError(dg, err) }
 	}
