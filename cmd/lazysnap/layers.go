@@ -55,8 +55,9 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			OnError: func(key string, err error) { log.Warn("prefetch profile", "image", key, "error", err) }}
 	}
 	rfs := remote.New(remote.NewRegistrySource(f), remote.Options{
-		Profiles: profiles,
-		Root:     cfg.Root,
+		Profiles:   profiles,
+		Root:       cfg.Root,
+		VerifyBlob: cfg.Fetch.VerifyBlob,
 		Layer: lfs.Options{
 			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
@@ -70,7 +71,8 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
 	})
-	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers}
+	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers,
+		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers}
 	if err := met.Register(src); err != nil {
 		f.Close()
 		return nil, err
