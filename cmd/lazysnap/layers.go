@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -97,12 +98,21 @@ func (l *layerService) unmountAll(ctx context.Context) error {
 // Close releases the fetcher; mounts are left as they are.
 func (l *layerService) Close() error { return l.fetcher.Close() }
 
-// handler serves the manager protocol for l.
+// handler serves the manager protocol for l, and Go's profiles under
+// /debug/pprof/ (the socket is root's alone): where the mounts live,
+// goroutines and heap are worth a look.
 func (l *layerService) handler(root string) http.Handler {
-	return fusemanager.Handler(fusemanager.Service{
+	mux := http.NewServeMux()
+	mux.Handle("/", fusemanager.Handler(fusemanager.Service{
 		FS:      l.fs,
 		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
 		Metrics: l.met.Handler(),
 		Status:  l.status.Report,
-	})
+	}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
