@@ -5,10 +5,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,10 +32,7 @@ var goroutineGroup = regexp.MustCompile(`^(\d+) @`)
 // are not counted: their number follows connection pools, not mounts.
 func (s *stack) managerGoroutines(t *testing.T) (ours int, dump string) {
 	t.Helper()
-	sock := filepath.Join(s.dir, "root", managerSocketName)
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	c := unixClient(filepath.Join(s.dir, "root", managerSocketName))
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://manager/debug/pprof/goroutine?debug=1")
 	if err != nil {
