@@ -60,7 +60,11 @@
 // is refused with snapshotter.ReasonVerification, so that the
 // snapshotter pulls it the ordinary way (which fails if the registry
 // still serves those bytes). Mounts already running keep serving: each
-// chunk they serve was verified against the index. A verified layer is
+// chunk they serve was verified against the index. A committed snapshot
+// of a bad blob is not mounted again either (after the process serving it
+// restarts, the snapshotter finds it unavailable): remove the image and
+// pull it again. Only complete layers are verified: with the background
+// fetch off, a layer stays "pending" unless readers fetch all of it. A verified layer is
 // marked in its content directory, so that later Mounts of it do not read
 // it again. One verification of a layer runs at a time however many
 // mounts it has, and at most two read blobs at once; one that cannot read
