@@ -271,3 +271,43 @@ func TestBlobChecker(t *testing.T) {
 		})
 	}
 }
+
+// stuckChecker reads nothing and returns only when ctx ends.
+type stuckChecker struct {
+	lfs.EStargzDecoder
+	started chan struct{}
+}
+
+func (c stuckChecker) CheckBlob(ctx context.Context, blob io.Reader) error {
+	close(c.started)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestBlobCheckerUnmount: a checker that reads nothing and returns when
+// its context ends does not hold a verification (and so an Unmount)
+// beyond it: the blob's writes into its pipe end with it.
+func TestBlobCheckerUnmount(t *testing.T) {
+	r, hosts := startRegistry(t)
+	tarball, _ := verifyTar(t, 4)
+	d := pushVerifyLayer(t, r, "verify/stuck", tarball, nil)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	b, err := NewRegistrySource(f).Blob(context.Background(), r.Ref("verify/stuck", "v1"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	chk := stuckChecker{started: make(chan struct{})}
+	go func() {
+		<-chk.started
+		cancel()
+	}()
+	reason, err := newVerifier(t.TempDir()).check(ctx, layerKey{blob: d.Digest, index: d.Digest}, b, chk)
+	if !errors.Is(err, context.Canceled) || reason != "" {
+		t.Fatalf("check with a stuck checker, cancelled: %q, %v; want the context's error and no verdict", reason, err)
+	}
+}
