@@ -128,7 +128,7 @@ var (
 
 	descVerifications = desc("lazysnap_layer_verifications_total", "Checks of complete lazy layers against their blob digests, by result (verified, bad, error: the blob could not be read).", "result")
 	descVerifyBytes   = desc("lazysnap_layer_verify_bytes_total", "Blob bytes read to verify complete layers, by source (cache, registry).", "source")
-	descBadLayers     = desc("lazysnap_bad_layers", "Blobs marked bad by verification (kept across restarts): new mounts of them fall back.")
+	descBadLayers     = desc("lazysnap_bad_layers", "Layers marked bad by verification (a blob, or one index of it; kept across restarts): new mounts of them fall back.")
 
 	descRemoteMounts    = desc("lazysnap_snapshotter_remote_mounts_total", "Layers prepared as lazy (remote) snapshots.")
 	descFallbacks       = desc("lazysnap_snapshotter_fallbacks_total", "Layers pulled the ordinary way instead of lazily, by reason.", "reason")

@@ -174,7 +174,7 @@ lazysnap_layer_verifications_total{result="verified"} 4
 # TYPE lazysnap_layer_verify_bytes_total counter
 lazysnap_layer_verify_bytes_total{source="cache"} 900
 lazysnap_layer_verify_bytes_total{source="registry"} 100
-# HELP lazysnap_bad_layers Blobs marked bad by verification (kept across restarts): new mounts of them fall back.
+# HELP lazysnap_bad_layers Layers marked bad by verification (a blob, or one index of it; kept across restarts): new mounts of them fall back.
 # TYPE lazysnap_bad_layers gauge
 lazysnap_bad_layers 1
 `, dA, dB)

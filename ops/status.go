@@ -98,6 +98,7 @@ type Cache struct {
 // BadLayer is a blob marked bad (remote.BadLayer).
 type BadLayer struct {
 	Digest string    `json:"digest"`
+	Index  string    `json:"index,omitempty"` // only this index of the blob is refused
 	Reason string    `json:"reason"`
 	Time   time.Time `json:"time"`
 }
@@ -179,7 +180,7 @@ func (s *Server) Report(ctx context.Context) Report {
 	}
 	if s.Src.BadLayers != nil {
 		for _, b := range s.Src.BadLayers() {
-			rep.BadLayers = append(rep.BadLayers, BadLayer{Digest: b.Digest.String(), Reason: b.Reason, Time: b.Time})
+			rep.BadLayers = append(rep.BadLayers, BadLayer{Digest: b.Digest.String(), Index: b.Index.String(), Reason: b.Reason, Time: b.Time})
 		}
 	}
 	return rep

@@ -143,9 +143,6 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 		return err
 	}
 	dg := src.Digest
-	if bl, bad := r.ver.badMark(dg); bad {
-		return fmt.Errorf("%w: layer %s was found bad at %s: %s", snapshotter.ReasonVerification, dg, bl.Time.Format(time.RFC3339), bl.Reason)
-	}
 	r.warm.start(src, r.busy)
 	if r.opts.Profiles != nil && r.opts.Profiles.Store != nil {
 		// the image's profile lookup (a registry round trip or two the
@@ -161,6 +158,9 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 		return err
 	}
 	key := layerKey{blob: dg, index: indexDigest}
+	if bl, bad := r.ver.badMark(key); bad {
+		return fmt.Errorf("%w: layer %s was found bad at %s: %s", snapshotter.ReasonVerification, dg, bl.Time.Format(time.RFC3339), bl.Reason)
+	}
 	if err := r.claim(key); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,13 +42,18 @@ const (
 	verifyErrPrefix = "unverified: "
 )
 
-// BadLayer is a blob marked bad by verification: new Mounts of it are
+// BadLayer is a layer marked bad by verification: new Mounts of it are
 // refused (snapshotter.ReasonVerification), so that the snapshotter pulls
-// it the ordinary way. The mark is kept under Options.Root/verify/bad, one
-// JSON file per blob, across restarts; removing the file clears it.
+// it the ordinary way. Each mark is a JSON file under
+// Options.Root/verify/bad, kept across restarts; removing it clears it.
 type BadLayer struct {
 	Digest digest.Digest `json:"digest"`
-	Index  digest.Digest `json:"index"` // the index it was mounted with
+	// Index, when set, limits the mark to Mounts with that index: the
+	// blob matched its digest, but not this index (the format's
+	// BlobChecker failed), and the blob may still be mounted with another.
+	// Empty, the blob itself is not the one its digest names, and every
+	// Mount of it is refused.
+	Index  digest.Digest `json:"index,omitempty"`
 	Reason string        `json:"reason"`
 	Time   time.Time     `json:"time"`
 }
@@ -82,8 +88,15 @@ func newVerifier(root string) *verifier {
 	return &verifier{root: root, sem: make(chan struct{}, maxVerifying), state: map[layerKey]string{}, runs: map[layerKey]chan struct{}{}}
 }
 
-func (v *verifier) badPath(dg digest.Digest) string {
-	return filepath.Join(v.root, "verify", "bad", dg.Algorithm().String()+"-"+dg.Encoded()+".json")
+func (v *verifier) badDir() string { return filepath.Join(v.root, "verify", "bad") }
+
+// badName is a mark's file name: <blob>.json for the blob's, or
+// <blob>.<index>.json for one index's (algorithm-hex each).
+func badName(blob, index digest.Digest) string {
+	if index == "" {
+		return blob.Algorithm().String() + "-" + blob.Encoded() + ".json"
+	}
+	return layerKey{blob: blob, index: index}.contentName() + ".json"
 }
 
 // okPath marks a verified layer in its content directory, so that Cleanup
@@ -92,23 +105,34 @@ func (v *verifier) okPath(k layerKey) string {
 	return filepath.Join(v.root, "content", k.contentName(), "verified")
 }
 
-// badMark returns the bad mark of blob dg, if it has one.
-func (v *verifier) badMark(dg digest.Digest) (BadLayer, bool) {
-	b, err := os.ReadFile(v.badPath(dg))
+// badMark returns the mark that refuses a Mount of k: the blob's, or its
+// index's.
+func (v *verifier) badMark(k layerKey) (BadLayer, bool) {
+	for _, index := range []digest.Digest{"", k.index} {
+		if bl, ok := readMark(filepath.Join(v.badDir(), badName(k.blob, index)), k.blob, index); ok {
+			return bl, true
+		}
+	}
+	return BadLayer{}, false
+}
+
+// readMark reads the mark at p, written for blob and index.
+func readMark(p string, blob, index digest.Digest) (BadLayer, bool) {
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return BadLayer{}, false
 	}
 	var bl BadLayer
-	if json.Unmarshal(b, &bl) != nil || bl.Digest != dg {
-		// a damaged mark still marks the blob: it was written for it
-		bl = BadLayer{Digest: dg, Reason: "marked bad (unreadable mark " + v.badPath(dg) + ")"}
+	if json.Unmarshal(b, &bl) != nil || bl.Digest != blob || bl.Index != index {
+		// a damaged mark still marks what its name says
+		bl = BadLayer{Digest: blob, Index: index, Reason: "marked bad (unreadable mark " + p + ")"}
 	}
 	return bl, true
 }
 
-// markBad records a bad blob under root, atomically.
+// markBad records a bad layer under root, atomically.
 func (v *verifier) markBad(bl BadLayer) error {
-	p := v.badPath(bl.Digest)
+	p := filepath.Join(v.badDir(), badName(bl.Digest, bl.Index))
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
@@ -120,21 +144,33 @@ func (v *verifier) markBad(bl BadLayer) error {
 	return os.Rename(tmp, p)
 }
 
-// badLayers lists the bad marks, in digest order.
+// badLayers lists the marks, by digest and index.
 func (v *verifier) badLayers() []BadLayer {
-	ents, _ := os.ReadDir(filepath.Join(v.root, "verify", "bad"))
+	ents, _ := os.ReadDir(v.badDir())
 	var out []BadLayer
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
-		alg, hex, ok2 := strings.Cut(name, "-")
-		if !ok || !ok2 {
+		if !ok {
 			continue
 		}
-		if bl, ok := v.badMark(digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)); ok {
+		var ds []digest.Digest
+		for _, part := range strings.Split(name, ".") {
+			alg, hex, _ := strings.Cut(part, "-")
+			ds = append(ds, digest.NewDigestFromEncoded(digest.Algorithm(alg), hex))
+		}
+		if len(ds) == 1 {
+			ds = append(ds, "")
+		}
+		if len(ds) != 2 || ds[0].Validate() != nil || ds[1] != "" && ds[1].Validate() != nil {
+			continue
+		}
+		if bl, ok := readMark(filepath.Join(v.badDir(), e.Name()), ds[0], ds[1]); ok {
 			out = append(out, bl)
 		}
 	}
-	slices.SortFunc(out, func(a, b BadLayer) int { return strings.Compare(a.Digest.String(), b.Digest.String()) })
+	slices.SortFunc(out, func(a, b BadLayer) int {
+		return cmp.Or(strings.Compare(a.Digest.String(), b.Digest.String()), strings.Compare(a.Index.String(), b.Index.String()))
+	})
 	return out
 }
 
@@ -245,7 +281,7 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 		return VerifyPending
 	}
 	defer func() { <-v.sem }()
-	reason, err := v.check(ctx, k, b, dec)
+	reason, blobBad, err := v.check(ctx, k, b, dec)
 	switch {
 	case ctx.Err() != nil:
 		return VerifyPending // unmounted: nothing decided
@@ -254,7 +290,11 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 		return verifyErrPrefix + err.Error()
 	case reason != "":
 		v.bad.Add(1)
-		if err := v.markBad(BadLayer{Digest: k.blob, Index: k.index, Reason: reason, Time: time.Now().UTC()}); err != nil {
+		bl := BadLayer{Digest: k.blob, Reason: reason, Time: time.Now().UTC()}
+		if !blobBad {
+			bl.Index = k.index
+		}
+		if err := v.markBad(bl); err != nil {
 			reason += fmt.Sprintf(" (the mark could not be stored: %v)", err)
 		}
 		return verifyBadPrefix + reason
@@ -265,33 +305,34 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 }
 
 // check reads the whole blob, from the chunk cache where it can, and
-// returns why it is bad ("" when it is not), or the error that kept it
-// from being read. A digest that does not match is confirmed from the
-// registry alone, with the cached ranges dropped (they may be what is
-// wrong), before the blob is called bad.
-func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec lfs.Decoder) (reason string, err error) {
+// returns why the layer is bad ("" when it is not) and whether that is
+// the blob's fault (its digest) rather than its index's (the format's
+// check), or the error that kept it from being read. A digest that does
+// not match is confirmed from the registry alone, with the cached ranges
+// dropped (they may be what is wrong), before the blob is called bad.
+func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec lfs.Decoder) (reason string, blobBad bool, err error) {
 	if !k.blob.Algorithm().Available() {
-		return "", fmt.Errorf("digest algorithm %s is not available", k.blob.Algorithm())
+		return "", false, fmt.Errorf("digest algorithm %s is not available", k.blob.Algorithm())
 	}
 	got, chkErr, err := v.pass(ctx, k.blob, b, dec, true)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if got != k.blob {
 		if inv, ok := b.(lfs.Invalidator); ok {
 			inv.Invalidate(0, b.Size())
 		}
 		if got, chkErr, err = v.pass(ctx, k.blob, b, dec, false); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	switch {
 	case got != k.blob:
-		return fmt.Sprintf("the registry serves a blob whose digest is %s, not %s (the files served from it matched the index %s)", got, k.blob, k.index), nil
+		return fmt.Sprintf("the registry serves a blob whose digest is %s, not %s (the files served from it matched the index %s)", got, k.blob, k.index), true, nil
 	case chkErr != nil:
-		return fmt.Sprintf("the layer does not match its index %s: %v", k.index, chkErr), nil
+		return fmt.Sprintf("the layer does not match its index %s: %v", k.index, chkErr), false, nil
 	}
-	return "", nil
+	return "", false, nil
 }
 
 // blobCopier is a Blob that writes itself out from the chunk cache where

@@ -258,9 +258,9 @@ func TestBlobChecker(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var read int64
 			v := newVerifier(t.TempDir())
-			reason, err := v.check(context.Background(), k, b, checker{n: tc.n, err: tc.err, read: &read})
-			if err != nil {
-				t.Fatal(err)
+			reason, blobBad, err := v.check(context.Background(), k, b, checker{n: tc.n, err: tc.err, read: &read})
+			if err != nil || blobBad {
+				t.Fatalf("check: %v; the blob's fault: %v, want the index's at most", err, blobBad)
 			}
 			if (tc.wantReason == "") != (reason == "") || !strings.Contains(reason, tc.wantReason) {
 				t.Fatalf("reason %q, want %q", reason, tc.wantReason)
@@ -306,8 +306,57 @@ func TestBlobCheckerUnmount(t *testing.T) {
 		<-chk.started
 		cancel()
 	}()
-	reason, err := newVerifier(t.TempDir()).check(ctx, layerKey{blob: d.Digest, index: d.Digest}, b, chk)
+	reason, _, err := newVerifier(t.TempDir()).check(ctx, layerKey{blob: d.Digest, index: d.Digest}, b, chk)
 	if !errors.Is(err, context.Canceled) || reason != "" {
 		t.Fatalf("check with a stuck checker, cancelled: %q, %v; want the context's error and no verdict", reason, err)
+	}
+}
+
+// TestBadMarks: a blob's mark refuses every index of it, an index's mark
+// only that index; marks are listed, and a damaged mark still marks what
+// its name says.
+func TestBadMarks(t *testing.T) {
+	blob, other := key("blob", "index a"), key("other blob", "index a")
+	indexB := layerKey{blob: blob.blob, index: key("", "index b").index}
+	tests := []struct {
+		name    string
+		marks   []BadLayer
+		damage  bool // overwrite each mark with garbage
+		refused map[layerKey]bool
+	}{
+		{"none", nil, false, map[layerKey]bool{blob: false, indexB: false, other: false}},
+		{"the blob", []BadLayer{{Digest: blob.blob, Reason: "digest"}}, false,
+			map[layerKey]bool{blob: true, indexB: true, other: false}},
+		{"one index", []BadLayer{{Digest: blob.blob, Index: blob.index, Reason: "file list"}}, false,
+			map[layerKey]bool{blob: true, indexB: false, other: false}},
+		{"damaged index mark", []BadLayer{{Digest: blob.blob, Index: blob.index, Reason: "file list"}}, true,
+			map[layerKey]bool{blob: true, indexB: false, other: false}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVerifier(t.TempDir())
+			for _, m := range tc.marks {
+				if err := v.markBad(m); err != nil {
+					t.Fatal(err)
+				}
+				if tc.damage {
+					os.WriteFile(filepath.Join(v.badDir(), badName(m.Digest, m.Index)), []byte("{garbage"), 0o600)
+				}
+			}
+			for k, want := range tc.refused {
+				if _, got := v.badMark(k); got != want {
+					t.Errorf("Mount of %v refused: %v, want %v", k, got, want)
+				}
+			}
+			listed := v.badLayers()
+			if len(listed) != len(tc.marks) {
+				t.Fatalf("listed %+v, want %d marks", listed, len(tc.marks))
+			}
+			for i, m := range tc.marks {
+				if listed[i].Digest != m.Digest || listed[i].Index != m.Index || listed[i].Reason == "" {
+					t.Errorf("listed %+v, want %+v", listed[i], m)
+				}
+			}
+		})
 	}
 }

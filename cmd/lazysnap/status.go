@@ -155,7 +155,11 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 			v.Verified, v.Bad, v.Errors, humanBytes(v.CachedBytes), humanBytes(v.FetchedBytes))
 	}
 	for _, b := range rep.BadLayers {
-		fmt.Fprintf(w, "BAD LAYER %s (since %s; new mounts fall back): %s\n", b.Digest, b.Time.Format(time.RFC3339), b.Reason)
+		which := b.Digest
+		if b.Index != "" {
+			which += " with index " + b.Index
+		}
+		fmt.Fprintf(w, "BAD LAYER %s (since %s; new mounts fall back): %s\n", which, b.Time.Format(time.RFC3339), b.Reason)
 	}
 	if fm := rep.FuseManager; fm != nil {
 		if fm.Error != "" {
