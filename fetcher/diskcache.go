@@ -338,6 +338,20 @@ func (c *diskCache) drop(dgst digest.Digest, off, n int64) {
 	c.removeFiles(victims)
 }
 
+// ranges lists the cached ranges of dgst.
+func (c *diskCache) ranges(dgst digest.Digest) []chunkKey {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]chunkKey, 0, len(c.byDigest[dgst]))
+	for k := range c.byDigest[dgst] {
+		out = append(out, k)
+	}
+	return out
+}
+
 type diskStats struct {
 	bytes, entries, hits, misses, evictions, corrupt int64
 }

@@ -31,7 +31,10 @@
 // and then a range read; servers that do not do suffix ranges get those.
 // StreamRange hands a range to the caller while it arrives (a retry
 // resumes after the bytes already handed over), for large prefetch spans
-// whose first chunks are wanted before the last.
+// whose first chunks are wanted before the last. CopyTo writes a whole
+// blob in order from the ranges the caches hold, fetching only the gaps
+// (MaxSpan at a time, not cached), for checking a complete layer against
+// its digest without fetching it again.
 //
 // Cache: ranges are cached per (blob digest, offset, length), on disk under
 // Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are

@@ -97,6 +97,22 @@ func (m *memCache) drop(dgst digest.Digest, off, n int64) {
 	}
 }
 
+// ranges lists the cached ranges of dgst.
+func (m *memCache) ranges(dgst digest.Digest) []chunkKey {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []chunkKey
+	for k := range m.idx {
+		if k.dgst == dgst {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 func (m *memCache) stats() (bytes, entries, hits int64) {
 	if m == nil {
 		return 0, 0, 0

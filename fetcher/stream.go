@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sort"
 )
 
 // streamPiece is the most StreamRange hands over at once.
@@ -108,4 +109,73 @@ func (b *Blob) streamOnce(ctx context.Context, hi int, r Range, deliver func([]b
 		}
 	}
 	return nil
+}
+
+// CopyStats is where CopyTo took a blob's bytes from.
+type CopyStats struct {
+	Cached  int64 // from the memory and disk caches
+	Fetched int64 // from the registry
+}
+
+// CopyTo writes the whole blob to w, in blob order: with cached, each
+// part the caches hold from there (whatever ranges earlier reads left,
+// overlapping or not), and the gaps between them fetched by range;
+// without, all of it fetched by range. Fetched bytes are not cached (they
+// would evict what readers want), and are fetched MaxSpan at a time, so
+// that memory holds one cached range or one span whatever the blob's
+// size. An entry evicted between listing and reading is fetched instead.
+// It serves checking a complete blob against its digest (w hashes) without
+// fetching again what is cached; nothing is verified here.
+func (b *Blob) CopyTo(ctx context.Context, w io.Writer, cached bool) (CopyStats, error) {
+	var st CopyStats
+	var have []chunkKey
+	if cached {
+		have = append(b.f.mem.ranges(b.desc.Digest), b.f.disk.ranges(b.desc.Digest)...)
+		sort.Slice(have, func(i, j int) bool { return have[i].off < have[j].off })
+	}
+	sctx := b.scoped(ctx)
+	for pos := int64(0); pos < b.size; {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		// the cached range over pos that reaches furthest, and where the
+		// next one starts; the ranges starting at or before pos are of no
+		// use once pos has moved past the furthest of them
+		best, next, i := -1, b.size, 0
+		for ; i < len(have) && have[i].off <= pos; i++ {
+			if have[i].end() > pos && (best < 0 || have[i].end() > have[best].end()) {
+				best = i
+			}
+		}
+		if i < len(have) {
+			next = have[i].off
+		}
+		if best >= 0 {
+			k := have[best]
+			data, ok := b.f.cacheGet(k)
+			if !ok { // evicted since it was listed
+				have = append(have[:best], have[best+1:]...)
+				continue
+			}
+			if _, err := w.Write(data[pos-k.off:]); err != nil {
+				return st, err
+			}
+			st.Cached += k.end() - pos
+			pos = k.end()
+			have = have[i:]
+			continue
+		}
+		have = have[i:]
+		n := min(next-pos, b.f.cfg.MaxSpan)
+		res, err := b.fetch(sctx, []Range{{Off: pos, Len: n}})
+		if err != nil {
+			return st, err
+		}
+		if _, err := w.Write(res[0]); err != nil {
+			return st, err
+		}
+		st.Fetched += n
+		pos += n
+	}
+	return st, nil
 }

@@ -26,7 +26,9 @@
 // stream is more than StreamWait bytes from it. A cold read of a small file
 // brings its small neighbours in blob order in the same request
 // (ReadAround). Sequential reads of a file are detected and the next chunks
-// fetched ahead, in parallel range requests.
+// fetched ahead, in parallel range requests. Complete is closed once every
+// chunk is present, whoever fetched it: what a check of the whole layer
+// (remote's blob verification) waits for.
 //
 // Learned profiles: Options.OnChunkAccess reports each chunk once, the
 // first time a reader needs it, in first-access order (a recorder of what

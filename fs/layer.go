@@ -191,6 +191,7 @@ type Layer struct {
 	present  []atomic.Uint64 // bitmap over chunk ids
 	accessed []atomic.Uint64 // chunk ids readers needed, for OnChunkAccess (nil without it)
 	nPresent atomic.Int64
+	whole    chan struct{} // closed once every chunk is present
 
 	mu       sync.Mutex
 	inflight map[int]*call
@@ -272,6 +273,10 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),
 		sig:      make(chan struct{}),
+		whole:    make(chan struct{}),
+	}
+	if n == 0 {
+		close(l.whole)
 	}
 	for ino := index.Ino(0); int(ino) < idx.Len(); ino++ {
 		for i := range idx.NumChunks(ino) {
@@ -334,6 +339,11 @@ func (l *Layer) Close() error {
 	return nil
 }
 
+// Complete is closed once every chunk of the layer is present (verified
+// and stored), whoever fetched it: the background fetch, readers or
+// prefetch. A layer that is closed first never completes.
+func (l *Layer) Complete() <-chan struct{} { return l.whole }
+
 // Stats returns the layer's counters.
 func (l *Layer) Stats() Stats {
 	l.mu.Lock()
@@ -360,7 +370,9 @@ func (l *Layer) markPresent(id int) {
 			return
 		}
 		if w.CompareAndSwap(old, old|1<<(id%64)) {
-			l.nPresent.Add(1)
+			if l.nPresent.Add(1) == int64(len(l.owner)) {
+				close(l.whole)
+			}
 			return
 		}
 	}

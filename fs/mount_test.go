@@ -390,3 +390,48 @@ func TestStreamedSpanResetIsEIO(t *testing.T) {
 		})
 	}
 }
+
+// TestComplete: Complete is closed once every chunk is present, whether
+// the background fetch or readers fetched them, and not before.
+func TestComplete(t *testing.T) {
+	tarball := testtar.Synthetic(2 << 20)
+	for _, tc := range []struct {
+		name string
+		opts lfs.Options
+		read bool // read every file through the mount
+	}{
+		{"background", lfs.Options{BackgroundQuiet: -1}, false},
+		{"readers alone", lfs.Options{NoPrefetch: true, NoBackground: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := layerOf(t, tarball, tc.opts, estargz.WithChunkSize(256<<10))
+			mnt, _ := mount(t, l)
+			select {
+			case <-l.Complete():
+				t.Fatal("complete before anything was fetched")
+			default:
+			}
+			l.Start()
+			if tc.read {
+				err := filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
+					if err != nil || !d.Type().IsRegular() {
+						return err
+					}
+					_, err = os.ReadFile(p)
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case <-l.Complete():
+			case <-time.After(30 * time.Second):
+				t.Fatalf("not complete: %+v", l.Stats())
+			}
+			if st := l.Stats(); st.ChunksPresent != st.Chunks {
+				t.Fatalf("complete with %d of %d chunks present", st.ChunksPresent, st.Chunks)
+			}
+		})
+	}
+}

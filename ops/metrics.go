@@ -93,6 +93,8 @@ type Sources struct {
 	Layers         func() []remote.LayerInfo           // the mounted lazy layers
 	Snapshotter    func() snapshotter.Stats            // snapshotter.Stats
 	Fallbacks      func() []snapshotter.Fallback       // snapshotter.Fallbacks
+	Verify         func() remote.VerifyStats           // remote.FS.VerifyStats
+	BadLayers      func() []remote.BadLayer            // remote.FS.BadLayers
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -123,6 +125,10 @@ var (
 	descLayerErrors        = desc("lazysnap_layer_errors_total", "Fetch and verification errors of a mounted lazy layer (each failed the reads waiting for it).", "layer")
 	descLayerPrefetchDone  = desc("lazysnap_layer_prefetch_done", "1 when a mounted lazy layer's prefetch has finished.", "layer")
 	descLayerBgDone        = desc("lazysnap_layer_background_done", "1 when a mounted lazy layer's background fetch has fetched every chunk.", "layer")
+
+	descVerifications = desc("lazysnap_layer_verifications_total", "Checks of complete lazy layers against their blob digests, by result (verified, bad, error: the blob could not be read).", "result")
+	descVerifyBytes   = desc("lazysnap_layer_verify_bytes_total", "Blob bytes read to verify complete layers, by source (cache, registry).", "source")
+	descBadLayers     = desc("lazysnap_bad_layers", "Layers marked bad by verification (a blob, or one index of it; kept across restarts): new mounts of them fall back.")
 
 	descRemoteMounts    = desc("lazysnap_snapshotter_remote_mounts_total", "Layers prepared as lazy (remote) snapshots.")
 	descFallbacks       = desc("lazysnap_snapshotter_fallbacks_total", "Layers pulled the ordinary way instead of lazily, by reason.", "reason")
@@ -160,6 +166,12 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Layers != nil {
 		descs = append(descs, descLayersMounted, descLayerChunks, descLayerChunksPresent, descLayerFetchedBytes, descLayerRequests,
 			descLayerReads, descLayerPassthrough, descLayerErrors, descLayerPrefetchDone, descLayerBgDone)
+	}
+	if c.src.Verify != nil {
+		descs = append(descs, descVerifications, descVerifyBytes)
+	}
+	if c.src.BadLayers != nil {
+		descs = append(descs, descBadLayers)
 	}
 	if c.src.Snapshotter != nil {
 		descs = append(descs, descRemoteMounts, descFallbacks, descRestored, descRestoreFailures, descRemounts, descUnavailable)
@@ -216,6 +228,17 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descLayerPrefetchDone, b2f(s.PrefetchDone), l)
 			gauge(descLayerBgDone, b2f(s.BackgroundDone), l)
 		}
+	}
+	if c.src.Verify != nil {
+		v := c.src.Verify()
+		counter(descVerifications, float64(v.Verified), "verified")
+		counter(descVerifications, float64(v.Bad), "bad")
+		counter(descVerifications, float64(v.Errors), "error")
+		counter(descVerifyBytes, float64(v.CachedBytes), "cache")
+		counter(descVerifyBytes, float64(v.FetchedBytes), "registry")
+	}
+	if c.src.BadLayers != nil {
+		gauge(descBadLayers, float64(len(c.src.BadLayers())))
 	}
 	if c.src.Snapshotter != nil {
 		s := c.src.Snapshotter()

@@ -105,6 +105,10 @@ func TestStatsCollector(t *testing.T) {
 		Snapshotter: func() snapshotter.Stats {
 			return snapshotter.Stats{RemoteMounts: 3, Fallbacks: map[snapshotter.Reason]uint64{snapshotter.ReasonNotLazy: 2, "custom": 1}, Restored: 1, Unavailable: 1}
 		},
+		Verify: func() remote.VerifyStats {
+			return remote.VerifyStats{Verified: 4, Bad: 1, Errors: 2, CachedBytes: 900, FetchedBytes: 100}
+		},
+		BadLayers: func() []remote.BadLayer { return []remote.BadLayer{{Digest: dB, Reason: "digest differs"}} },
 	}}
 	want := fmt.Sprintf(`
 # HELP lazysnap_registry_requests_total HTTP requests sent to a registry, mirror or blob storage host (token and redirect hops included).
@@ -161,11 +165,24 @@ lazysnap_snapshotter_fallbacks_total{reason="verification"} 0
 # HELP lazysnap_snapshotter_unavailable_layers Lazy snapshots not mounted now.
 # TYPE lazysnap_snapshotter_unavailable_layers gauge
 lazysnap_snapshotter_unavailable_layers 1
+# HELP lazysnap_layer_verifications_total Checks of complete lazy layers against their blob digests, by result (verified, bad, error: the blob could not be read).
+# TYPE lazysnap_layer_verifications_total counter
+lazysnap_layer_verifications_total{result="bad"} 1
+lazysnap_layer_verifications_total{result="error"} 2
+lazysnap_layer_verifications_total{result="verified"} 4
+# HELP lazysnap_layer_verify_bytes_total Blob bytes read to verify complete layers, by source (cache, registry).
+# TYPE lazysnap_layer_verify_bytes_total counter
+lazysnap_layer_verify_bytes_total{source="cache"} 900
+lazysnap_layer_verify_bytes_total{source="registry"} 100
+# HELP lazysnap_bad_layers Layers marked bad by verification (a blob, or one index of it; kept across restarts): new mounts of them fall back.
+# TYPE lazysnap_bad_layers gauge
+lazysnap_bad_layers 1
 `, dA, dB)
 	names := []string{"lazysnap_registry_requests_total", "lazysnap_registry_bytes_total", "lazysnap_registry_errors_total",
 		"lazysnap_cache_hits_total", "lazysnap_cache_bytes", "lazysnap_layers_mounted", "lazysnap_layer_chunks",
 		"lazysnap_layer_chunks_present", "lazysnap_layer_fetched_bytes_total", "lazysnap_layer_errors_total",
-		"lazysnap_layer_background_done", "lazysnap_snapshotter_fallbacks_total", "lazysnap_snapshotter_unavailable_layers"}
+		"lazysnap_layer_background_done", "lazysnap_snapshotter_fallbacks_total", "lazysnap_snapshotter_unavailable_layers",
+		"lazysnap_layer_verifications_total", "lazysnap_layer_verify_bytes_total", "lazysnap_bad_layers"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
 	}
@@ -225,5 +242,29 @@ func TestStatusFallbacks(t *testing.T) {
 		rep.Images[1].Ref != "reg.example/other:1" || rep.Images[1].Layers[0].FallbackReason != "invalid-labels" ||
 		rep.Images[1].Layers[0].Digest != fbs[1].Digest {
 		t.Fatalf("report: %+v", rep.Images)
+	}
+}
+
+// TestStatusVerification: a layer's verification state, the bad layers
+// with their reasons, and the verification counters reach the report and
+// its JSON.
+func TestStatusVerification(t *testing.T) {
+	tfs := remote.New(nil, remote.Options{Root: t.TempDir()})
+	bad := digest.Digest(hexDigest('c'))
+	rep := (&Server{FS: tfs, Src: Sources{
+		Layers: func() []remote.LayerInfo {
+			return []remote.LayerInfo{{Mountpoint: "/mnt/c", Digest: bad, Ref: "reg.example/app:1", Verification: "bad: digest differs"}}
+		},
+		Verify:    func() remote.VerifyStats { return remote.VerifyStats{Bad: 1, FetchedBytes: 10} },
+		BadLayers: func() []remote.BadLayer { return []remote.BadLayer{{Digest: bad, Reason: "digest differs"}} },
+	}}).Report(context.Background())
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"verification":"bad: digest differs"`, `"bad_layers":[{"digest":"` + bad.String() + `","reason":"digest differs"`, `"verification":{"verified":0,"bad":1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("status JSON lacks %s:\n%s", want, b)
+		}
 	}
 }

@@ -20,7 +20,11 @@ type Report struct {
 	Registries     map[string]Registry `json:"registries,omitempty"`
 	RegistryErrors map[string]int64    `json:"registry_errors,omitempty"`
 	Snapshotter    *SnapshotterStatus  `json:"snapshotter,omitempty"`
-	FuseManager    *FuseManager        `json:"fuse_manager,omitempty"`
+	// BadLayers are the blobs verification found other than their digest
+	// (or their index) names: new mounts of them fall back.
+	BadLayers    []BadLayer    `json:"bad_layers,omitempty"`
+	Verification *Verification `json:"verification,omitempty"`
+	FuseManager  *FuseManager  `json:"fuse_manager,omitempty"`
 }
 
 // FuseManager is the fuse manager serving the layers, when serve
@@ -63,6 +67,11 @@ type Layer struct {
 	BackgroundDone   bool    `json:"background_done"`
 	FallbackReason   string  `json:"fallback_reason,omitempty"`
 	Error            string  `json:"error,omitempty"`
+	// Verification is where the check of the complete layer against its
+	// digest stands (remote.LayerInfo.Verification: "pending",
+	// "verifying", "verified", "bad: REASON", "unverified: ERROR");
+	// empty with verification off.
+	Verification string `json:"verification,omitempty"`
 	// Profile is what the image's learned prefetch profile did for the
 	// layer (remote.LayerInfo.ProfileState: "recording", "prefetched from
 	// registry", "ignored: REASON", ...); empty with profiles off.
@@ -84,6 +93,24 @@ type Cache struct {
 	Evictions    int64 `json:"evictions"`
 	Corrupt      int64 `json:"corrupt"`
 	WriteErrors  int64 `json:"write_errors"`
+}
+
+// BadLayer is a blob marked bad (remote.BadLayer).
+type BadLayer struct {
+	Digest string    `json:"digest"`
+	Index  string    `json:"index,omitempty"` // only this index of the blob is refused
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+// Verification counts the verifications of complete layers
+// (remote.VerifyStats).
+type Verification struct {
+	Verified     int64 `json:"verified"`
+	Bad          int64 `json:"bad"`
+	Errors       int64 `json:"errors"`
+	CachedBytes  int64 `json:"cached_bytes"`  // read from the chunk cache
+	FetchedBytes int64 `json:"fetched_bytes"` // fetched from the registry
 }
 
 type Registry struct {
@@ -147,6 +174,15 @@ func (s *Server) Report(ctx context.Context) Report {
 	if s.Src.Snapshotter != nil {
 		rep.Snapshotter = SnapshotterStatusOf(s.Src.Snapshotter())
 	}
+	if s.Src.Verify != nil {
+		v := s.Src.Verify()
+		rep.Verification = &Verification{Verified: v.Verified, Bad: v.Bad, Errors: v.Errors, CachedBytes: v.CachedBytes, FetchedBytes: v.FetchedBytes}
+	}
+	if s.Src.BadLayers != nil {
+		for _, b := range s.Src.BadLayers() {
+			rep.BadLayers = append(rep.BadLayers, BadLayer{Digest: b.Digest.String(), Index: b.Index.String(), Reason: b.Reason, Time: b.Time})
+		}
+	}
 	return rep
 }
 
@@ -177,6 +213,7 @@ func fillLayer(ls *Layer, m remote.LayerInfo, noPrefetch, background bool) {
 	ls.PassthroughOpens, ls.Errors = s.PassthroughOpens, s.Errors
 	ls.PrefetchDone, ls.BackgroundDone = s.PrefetchDone, s.BackgroundDone
 	ls.Profile = m.ProfileState
+	ls.Verification = m.Verification
 	switch {
 	case s.ChunksPresent >= s.Chunks:
 		ls.State = StateComplete

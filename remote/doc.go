@@ -41,6 +41,36 @@
 // Layers lists the mounted layers with their fs.Stats, for status and
 // metrics.
 //
+// Verified layers (Options.VerifyBlob): each chunk is verified against the
+// index when it is fetched, but the index does not cover every byte of the
+// blob (gzip headers, bytes between members, entries without content): a
+// registry may serve a blob whose files match the index and whose whole
+// differs from what the layer's digest names, and which an ordinary pull
+// (verified against that digest) would refuse. So once a layer is complete
+// (fs.Layer.Complete: every chunk present), the blob is read in order, from
+// the fetcher's chunk cache where it holds the ranges and from the registry
+// for the gaps (fetcher.Blob.CopyTo: memory holds one range, whatever the
+// blob's size), and hashed against the digest; a format's own check of the
+// complete layer (BlobChecker, on the Decoder its Open returns) reads the
+// same stream. A mismatch is confirmed by reading the whole blob from the
+// registry, the cached ranges dropped, before the blob is marked bad (a
+// failed BlobChecker marks only that index of the blob: the blob itself is
+// sound): LayerInfo.Verification, BadLayers and VerifyStats say so, the
+// mark is kept under Root/verify/bad across restarts (removing the file
+// clears it), and every new Mount of the blob is refused with
+// snapshotter.ReasonVerification, so that the snapshotter pulls it the
+// ordinary way (which fails if the registry still serves those bytes).
+// Mounts already running keep serving: each chunk they serve was verified
+// against the index. A committed snapshot of a bad blob is not mounted
+// again either (after the process serving it restarts, the snapshotter
+// finds it unavailable): remove the image and pull it again. Only complete
+// layers are verified: with the background fetch off, a layer stays
+// "pending" unless readers fetch all of it. A verified layer is marked in
+// its content directory, so that later Mounts of it do not read it again.
+// One verification of a layer runs at a time however many mounts it has,
+// and at most two read blobs at once; one that cannot read the blob is
+// retried with a backoff while the layer stays mounted.
+//
 // Learned profiles (Options.Profiles, package profile): the first Mount
 // of an image looks up its profile, keyed by manifest digest (the CRI
 // label) or else the reference, in the local Store, then, with Fetch, in
@@ -63,6 +93,7 @@
 // back to an ordinary pull and counts it: ReasonVerification when an index
 // does not match its digest, or a mounted blob is named with another index;
 // ReasonNotLazy when the layer is in no format, or its index is malformed;
+// ReasonVerification too when the blob was marked bad;
 // the fetcher's errors otherwise. Check and Usage of a mountpoint that has
 // no layer return ErrNotMounted. The package does not log: read failures
 // and mounts are reported through Options.OnError and Options.OnMount;

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	lfs "github.com/lazysnap/lazysnap/fs"
@@ -40,6 +41,10 @@ type Options struct {
 	IndexMemory *index.Budget
 	// Profiles, if set, learns and uses prefetch profiles.
 	Profiles *ProfileOptions
+	// VerifyBlob checks each layer, once every chunk is present, against
+	// its blob digest (and its format's BlobChecker), and marks a layer
+	// that fails bad: see the package documentation.
+	VerifyBlob bool
 }
 
 // FS mounts layers lazily: the snapshotter's FileSystem (also a
@@ -67,6 +72,7 @@ type FS struct {
 	mounting map[layerKey]int         // Mounts in progress: Cleanup spares their content
 	warm     *warmer                  // reads ahead the layers above one being mounted
 	images   map[string]*imageProfile // by profile key
+	ver      *verifier
 }
 
 var (
@@ -96,6 +102,9 @@ type mountedLayer struct {
 	mount  *lfs.Mount
 	mem    int64 // reserved in Options.IndexMemory
 	prof   *layerProfile
+	// stopVerify ends the layer's verification (verify.go) and waits for
+	// it; nil without Options.VerifyBlob
+	stopVerify func()
 }
 
 // LayerInfo is one mounted layer.
@@ -108,6 +117,12 @@ type LayerInfo struct {
 	// up); it restarts with the process.
 	Seq   int
 	Stats lfs.Stats
+	// Verification is where the check of the complete layer against its
+	// blob digest stands (Options.VerifyBlob; empty without):
+	// "pending" (chunks still missing), "verifying", "verified",
+	// "bad: REASON" or "unverified: ERROR" (the blob could not be read;
+	// tried again later).
+	Verification string
 	// ProfileState is what the image's prefetch profile did for the
 	// layer: "recording", "recorded", "prefetching from local",
 	// "prefetched from registry", "ignored: REASON" (empty without
@@ -117,7 +132,7 @@ type LayerInfo struct {
 
 // New returns an FS reading layers from src.
 func New(src Source, opts Options) *FS {
-	return &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src), images: map[string]*imageProfile{}}
+	return &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src), images: map[string]*imageProfile{}, ver: newVerifier(opts.Root)}
 }
 
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
@@ -143,6 +158,9 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 		return err
 	}
 	key := layerKey{blob: dg, index: indexDigest}
+	if bl, bad := r.ver.badMark(key); bad {
+		return fmt.Errorf("%w: layer %s was found bad at %s: %s", snapshotter.ReasonVerification, dg, bl.Time.Format(time.RFC3339), bl.Reason)
+	}
 	if err := r.claim(key); err != nil {
 		return err
 	}
@@ -193,19 +211,31 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	r.mu.Lock()
 	r.seq++
 	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof}
+	if r.opts.VerifyBlob {
+		vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.ver.watch(vctx, key, l, b, dec)
+		}()
+		ml.stopVerify = func() { cancel(); <-done }
+	}
 	r.mounted[mountpoint] = ml
 	r.mu.Unlock()
 	mounted = true
 	if r.opts.OnMount != nil {
-		r.opts.OnMount(ml.info(mountpoint))
+		r.opts.OnMount(r.info(mountpoint, ml))
 	}
 	return nil
 }
 
-func (ml *mountedLayer) info(mountpoint string) LayerInfo {
+func (r *FS) info(mountpoint string, ml *mountedLayer) LayerInfo {
 	li := LayerInfo{Mountpoint: mountpoint, Digest: ml.key.blob, Ref: ml.ref, Format: ml.format, Seq: ml.seq, Stats: ml.layer.Stats()}
 	if ml.prof != nil {
 		li.ProfileState = ml.prof.state()
+	}
+	if ml.stopVerify != nil {
+		li.Verification = r.ver.stateOf(ml.key)
 	}
 	return li
 }
@@ -357,9 +387,21 @@ func (r *FS) Unmount(ctx context.Context, mountpoint string) error {
 		}
 		return nil
 	}
+	if ml.stopVerify != nil {
+		ml.stopVerify()
+	}
 	err := ml.mount.Unmount()
 	ml.layer.Close()
 	r.opts.IndexMemory.Release(ml.mem)
+	r.mu.Lock()
+	last := true
+	for _, o := range r.mounted {
+		last = last && o.key != ml.key
+	}
+	if last {
+		r.ver.forget(ml.key)
+	}
+	r.mu.Unlock()
 	return err
 }
 
@@ -369,13 +411,20 @@ func (r *FS) Layers() []LayerInfo {
 	defer r.mu.Unlock()
 	out := make([]LayerInfo, 0, len(r.mounted))
 	for mp, ml := range r.mounted {
-		out = append(out, ml.info(mp))
+		out = append(out, r.info(mp, ml))
 	}
 	slices.SortFunc(out, func(a, b LayerInfo) int {
 		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Mountpoint, b.Mountpoint))
 	})
 	return out
 }
+
+// BadLayers lists the blobs verification marked bad (Options.Root/verify/bad),
+// which new Mounts refuse.
+func (r *FS) BadLayers() []BadLayer { return r.ver.badLayers() }
+
+// VerifyStats counts the verifications since New.
+func (r *FS) VerifyStats() VerifyStats { return r.ver.stats() }
 
 // Usage reports the local disk a mounted layer takes: its verified file
 // contents (the compressed chunk cache is shared between layers and is

@@ -35,6 +35,8 @@ func TestLoadServeConfig(t *testing.T) {
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "cache.max_bytes"},
 		{"not a duration", "[fetch]\n  timeout = \"2 minutes\"\n", nil, "fetch.timeout"},
+		{"blob verification by default", "", func(c serveConfig) bool { return c.Fetch.VerifyBlob }, ""},
+		{"blob verification off", "[fetch]\n  verify_blob = false\n", func(c serveConfig) bool { return !c.Fetch.VerifyBlob }, ""},
 		{"profiles by default", "", func(c serveConfig) bool { return c.Profile.Record && c.Profile.Fetch && !c.Profile.Publish }, ""},
 		{"fetch policy", "[fetch]\n  background_quiet = \"1s\"\n  read_around_bytes = 0\n[profile]\n  publish = true\n  quiet = \"3s\"\n", func(c serveConfig) bool {
 			return c.Fetch.BackgroundQuiet.D().Seconds() == 1 && c.Profile.Publish && c.Profile.Quiet.D().Seconds() == 3

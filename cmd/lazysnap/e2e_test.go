@@ -662,38 +662,6 @@ func TestBadImages(t *testing.T) {
 	}
 }
 
-// TestManyContainers starts 8 containers from 3 lazy images at once.
-func TestManyContainers(t *testing.T) {
-	s := startStack(t, "")
-	var refs []string
-	for i := range 3 {
-		_, dir := buildImages(t, fmt.Sprint("variant ", i))
-		ref, _ := s.pushLayout(t, dir, fmt.Sprintf("many%d", i), "v1")
-		s.pull(t, ref)
-		refs = append(refs, ref)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out, err := s.ctrd.Ctr(t, "run", "--rm", "--snapshotter", "lazysnap", refs[i%3], fmt.Sprintf("many-%d", i), "/bin/sh", "-c", "cat /data/variant; s=$(sha256sum /data/big) || echo \" sha256sum failed: $?\"; echo \"$s\" | head -c 64")
-			if want := fmt.Sprint("variant ", i%3) + sha256Of(t, busyboxLayers(t)[1], "data/big"); err == nil && string(out) != want {
-				err = fmt.Errorf("container %d printed %q", i, out)
-			}
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-}
-
 func digestOf(b []byte) digest.Digest { return digest.FromBytes(b) }
 
 // TestTinyCache runs with a chunk cache far smaller than the image: the

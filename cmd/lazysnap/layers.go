@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -55,8 +56,9 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			OnError: func(key string, err error) { log.Warn("prefetch profile", "image", key, "error", err) }}
 	}
 	rfs := remote.New(remote.NewRegistrySource(f), remote.Options{
-		Profiles: profiles,
-		Root:     cfg.Root,
+		Profiles:   profiles,
+		Root:       cfg.Root,
+		VerifyBlob: cfg.Fetch.VerifyBlob,
 		Layer: lfs.Options{
 			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
@@ -70,7 +72,8 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
 	})
-	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers}
+	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers,
+		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers}
 	if err := met.Register(src); err != nil {
 		f.Close()
 		return nil, err
@@ -95,12 +98,21 @@ func (l *layerService) unmountAll(ctx context.Context) error {
 // Close releases the fetcher; mounts are left as they are.
 func (l *layerService) Close() error { return l.fetcher.Close() }
 
-// handler serves the manager protocol for l.
+// handler serves the manager protocol for l, and Go's profiles under
+// /debug/pprof/ (the socket is root's alone): where the mounts live,
+// goroutines and heap are worth a look.
 func (l *layerService) handler(root string) http.Handler {
-	return fusemanager.Handler(fusemanager.Service{
+	mux := http.NewServeMux()
+	mux.Handle("/", fusemanager.Handler(fusemanager.Service{
 		FS:      l.fs,
 		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
 		Metrics: l.met.Handler(),
 		Status:  l.status.Report,
-	})
+	}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

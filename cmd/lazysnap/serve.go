@@ -72,6 +72,9 @@ type serveConfig struct {
 		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
 		BackgroundInflight int64               `toml:"background_inflight_bytes"`
 		ReadAround         int64               `toml:"read_around_bytes"`
+		// VerifyBlob checks each complete layer against its blob digest
+		// and marks one that differs bad (remote.Options.VerifyBlob).
+		VerifyBlob bool `toml:"verify_blob"`
 	} `toml:"fetch"`
 	// Profile: learned prefetch profiles (remote.ProfileOptions).
 	Profile struct {
@@ -114,6 +117,7 @@ func defaultServeConfig() serveConfig {
 	c.Registry.DockerConfig = fetcher.DefaultDockerConfigPath()
 	c.FuseManager.Enable = true
 	c.Profile.Record, c.Profile.Fetch = true, true
+	c.Fetch.VerifyBlob = true
 	return c
 }
 

@@ -114,6 +114,9 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 				continue
 			}
 			state := l.State
+			if l.Verification != "" {
+				state += ", " + l.Verification
+			}
 			if l.Profile != "" {
 				state += " (profile: " + l.Profile + ")"
 			}
@@ -146,6 +149,17 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 	}
 	if s := nonZero(rep.RegistryErrors); s != "" {
 		fmt.Fprintf(w, "registry errors: %s\n", s)
+	}
+	if v := rep.Verification; v != nil {
+		fmt.Fprintf(w, "verification: %d verified, %d bad, %d errors; %s from the cache, %s fetched\n",
+			v.Verified, v.Bad, v.Errors, humanBytes(v.CachedBytes), humanBytes(v.FetchedBytes))
+	}
+	for _, b := range rep.BadLayers {
+		which := b.Digest
+		if b.Index != "" {
+			which += " with index " + b.Index
+		}
+		fmt.Fprintf(w, "BAD LAYER %s (since %s; new mounts fall back): %s\n", which, b.Time.Format(time.RFC3339), b.Reason)
 	}
 	if fm := rep.FuseManager; fm != nil {
 		if fm.Error != "" {

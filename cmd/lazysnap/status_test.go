@@ -35,7 +35,7 @@ func sampleReport() ops.Report {
 		Images: []ops.Image{
 			{Ref: "registry.example/app:1", Layers: []ops.Layer{
 				{Digest: hexDigest('a'), State: ops.StateLazy, Chunks: 80, ChunksPresent: 10, FetchedPercent: 12.5, FetchedBytes: 3<<20 + 1<<19, Profile: "prefetched from registry"},
-				{Digest: hexDigest('b'), State: ops.StateComplete, Chunks: 2, ChunksPresent: 2, FetchedPercent: 100, FetchedBytes: 1536, Errors: 2},
+				{Digest: hexDigest('b'), State: ops.StateComplete, Chunks: 2, ChunksPresent: 2, FetchedPercent: 100, FetchedBytes: 1536, Errors: 2, Verification: "verified"},
 			}},
 			{Ref: "registry.example/plain:1", Layers: []ops.Layer{
 				{Digest: hexDigest('c'), State: ops.StateFallback, FallbackReason: "not-lazy", Error: "no TOC"},
@@ -46,17 +46,25 @@ func sampleReport() ops.Report {
 		Registries:     map[string]ops.Registry{"registry.example": {Requests: 57, Bytes: 3<<20 + 100<<10}},
 		RegistryErrors: map[string]int64{"unavailable": 2, "timeout": 0, "not_found": 1},
 		Snapshotter:    &ops.SnapshotterStatus{RemoteMounts: 2, Fallbacks: map[string]uint64{"not-lazy": 1, "timeout": 0}},
+		Verification:   &ops.Verification{Verified: 1, Bad: 2, CachedBytes: 2 << 20, FetchedBytes: 1 << 10},
+		BadLayers: []ops.BadLayer{
+			{Digest: hexDigest('d'), Reason: "digest differs", Time: time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)},
+			{Digest: hexDigest('e'), Index: hexDigest('f'), Reason: "file list differs", Time: time.Date(2026, 12, 6, 21, 0, 0, 0, time.UTC)},
+		},
 	}
 }
 
 const sampleTable = `IMAGE                     LAYER                FETCHED  BYTES    STATE                                     ERRORS
 registry.example/app:1    sha256:aaaaaaaaaaaa  12.5%    3.5 MiB  lazy (profile: prefetched from registry)  0
-registry.example/app:1    sha256:bbbbbbbbbbbb  100.0%   1.5 KiB  complete                                  2
+registry.example/app:1    sha256:bbbbbbbbbbbb  100.0%   1.5 KiB  complete, verified                        2
 registry.example/plain:1  sha256:cccccccccccc  -        -        fallback (not-lazy)                       -
 
 cache: disk 12.0 MiB in 40 entries (limit 10.0 GiB), memory 1.0 MiB in 3 entries; 120 hits (20 from memory), 40 misses, 0 evictions
 registry registry.example: 57 requests, 3.1 MiB received
 registry errors: not_found 1, unavailable 2
+verification: 1 verified, 2 bad, 0 errors; 2.0 MiB from the cache, 1.0 KiB fetched
+BAD LAYER sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd (since 2026-12-06T20:00:00Z; new mounts fall back): digest differs
+BAD LAYER sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee with index sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff (since 2026-12-06T21:00:00Z; new mounts fall back): file list differs
 snapshotter: 2 lazy mounts, 0 restored, 0 restore failures, 0 remounts, 0 unavailable
 fallbacks: not-lazy 1
 `
