@@ -138,10 +138,12 @@ func streams(t testing.TB) []streamCase {
 		streamCase{"only-empty-members", members(t, 6, nil, nil, nil)},
 		streamCase{"multi-member-stored", members(t, 0, small[:50000], small[50000:])},
 	)
-	if b, err := os.ReadFile("testdata/pigz.gz"); err == nil {
-		cs = append(cs, streamCase{"pigz", b})
-	} else {
-		t.Errorf("pigz sample: %v", err)
+	for _, name := range []string{"pigz", "mixed"} {
+		b, err := os.ReadFile("testdata/" + name + ".gz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, streamCase{name, b})
 	}
 	return cs
 }
