@@ -2,8 +2,8 @@ package zran
 
 import "encoding/binary"
 
-// matchSlack is room after a match for copies in 8-byte words.
-const matchSlack = 8
+// matchSlack is room after a match for copies in 16-byte steps.
+const matchSlack = 16
 
 // huffman decodes the symbols of a Huffman-coded block until its end, or
 // until the output area is full (errFull).
@@ -120,6 +120,11 @@ func (d *decoder) huffman() error {
 		}
 		src := w - dist
 		switch {
+		case dist >= 16:
+			for i := 0; i < length; i += 16 {
+				binary.LittleEndian.PutUint64(out[w+i:], binary.LittleEndian.Uint64(out[src+i:]))
+				binary.LittleEndian.PutUint64(out[w+i+8:], binary.LittleEndian.Uint64(out[src+i+8:]))
+			}
 		case dist >= 8:
 			// words: each reads bytes at least 8 back, already written
 			for i := 0; i < length; i += 8 {
