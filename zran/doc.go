@@ -70,6 +70,6 @@
 //
 // An Indexer or resumed reader holds about 360 KiB of buffers; an Indexer
 // also holds 32 KiB per checkpoint (one per span bytes of output, so choose
-// span accordingly). Neither is safe for concurrent use; Checkpoints returns
-// a copy of the list that the caller owns (windows are shared, read-only).
+// span accordingly). Neither is safe for concurrent use. Checkpoints returns
+// a read-only view of the list, valid after later Reads too.
 package zran

@@ -1,6 +1,9 @@
 package zran
 
-import "slices"
+import (
+	"math/bits"
+	"slices"
+)
 
 // Huffman decoding tables. A table is indexed by the next tableBits bits of
 // input (deflate codes are packed starting with their first bit in the least
@@ -174,14 +177,9 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// reverse returns the low n bits of c in reverse order.
+// reverse returns the low n (1..15) bits of c in reverse order.
 func reverse(c int, n uint8) int {
-	r := 0
-	for range n {
-		r = r<<1 | c&1
-		c >>= 1
-	}
-	return r
+	return int(bits.Reverse16(uint16(c)) >> (16 - n))
 }
 
 // fixedTables builds the tables of the fixed Huffman code (RFC 1951, 3.2.6).

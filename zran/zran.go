@@ -64,8 +64,10 @@ func NewIndexer(r io.Reader, span int64) (*Indexer, error) {
 func (x *Indexer) Read(p []byte) (int, error) { return x.d.read(p) }
 
 // Checkpoints returns the checkpoints recorded so far: all of them once Read
-// has returned io.EOF.
-func (x *Indexer) Checkpoints() []Checkpoint { return slices.Clone(x.cps) }
+// has returned io.EOF. It is cheap to call often: the slice shares storage
+// with the Indexer (later checkpoints are appended past its capacity), so
+// its elements and windows must not be modified.
+func (x *Indexer) Checkpoints() []Checkpoint { return slices.Clip(x.cps) }
 
 // CompressedSize returns how many compressed bytes have been consumed: the
 // blob's size once Read has returned io.EOF.
