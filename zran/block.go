@@ -120,15 +120,22 @@ func (d *decoder) huffman() error {
 		}
 		src := w - dist
 		switch {
-		case dist >= 16:
-			for i := 0; i < length; i += 16 {
-				binary.LittleEndian.PutUint64(out[w+i:], binary.LittleEndian.Uint64(out[src+i:]))
-				binary.LittleEndian.PutUint64(out[w+i+8:], binary.LittleEndian.Uint64(out[src+i+8:]))
-			}
 		case dist >= 8:
-			// words: each reads bytes at least 8 back, already written
-			for i := 0; i < length; i += 8 {
-				binary.LittleEndian.PutUint64(out[w+i:], binary.LittleEndian.Uint64(out[src+i:]))
+			// 8-byte words, each reading bytes at least 8 back, already
+			// written; up to matchSlack bytes past the match are scratch
+			dst := out[w : w+length+matchSlack]
+			from := out[src:][:len(dst)]
+			if dist >= 16 {
+				for len(dst) > matchSlack && len(from) > matchSlack {
+					binary.LittleEndian.PutUint64(dst, binary.LittleEndian.Uint64(from))
+					binary.LittleEndian.PutUint64(dst[8:], binary.LittleEndian.Uint64(from[8:]))
+					dst, from = dst[16:], from[16:]
+				}
+			} else {
+				for len(dst) > matchSlack && len(from) > matchSlack {
+					binary.LittleEndian.PutUint64(dst, binary.LittleEndian.Uint64(from))
+					dst, from = dst[8:], from[8:]
+				}
 			}
 		case dist == 1:
 			b := out[src]
