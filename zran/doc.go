@@ -64,11 +64,13 @@
 // input.
 //
 // The decoded bytes of an Indexer equal compress/gzip's (multistream) for
-// every stream compress/gzip accepts, and an Indexer fails where it fails.
+// every stream compress/gzip accepts, and an Indexer fails where it fails
+// (FuzzIndexer checks both). Before a failure it may return a few more bytes
+// than compress/gzip, which stops decoding truncated input earlier.
 //
 // # Memory and concurrency
 //
-// An Indexer or resumed reader holds about 360 KiB of buffers; an Indexer
+// An Indexer or resumed reader holds about 460 KiB of buffers and tables; an Indexer
 // also holds 32 KiB per checkpoint (one per span bytes of output, so choose
 // span accordingly). Neither is safe for concurrent use. Checkpoints returns
 // a read-only view of the list, valid after later Reads too.
