@@ -42,6 +42,10 @@
 //     Out - (Out of the previous checkpoint) > span (strictly greater). The
 //     start of a later member, just after its header, is such a boundary; the
 //     end of a member's last block is not.
+//   - At most 16 checkpoints are recorded at Out == 0 (a deviation: zinfo
+//     records one at every block boundary before the first output byte, and
+//     a stream of empty blocks would make that a memory bomb; real streams
+//     have a few at most).
 //   - Members are concatenated as in pigz output: after a member's trailer the
 //     next member's header is parsed and decompression continues.
 //

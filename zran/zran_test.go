@@ -404,3 +404,30 @@ func TestResumeInvalid(t *testing.T) {
 		})
 	}
 }
+
+// TestEmptyBlocksBounded: a stream that starts with many empty blocks gets a
+// bounded number of checkpoints at offset 0 and decodes right.
+func TestEmptyBlocksBounded(t *testing.T) {
+	data := testData(10_000, 6)
+	plain := stdGzip(t, data, 6)
+	body := bytes.Repeat([]byte{0x00, 0x00, 0x00, 0xff, 0xff}, 10_000) // empty stored blocks, not final
+	blob := append(append(bytes.Clone(plain[:10]), body...), plain[10:]...)
+	want, err := gunzip(blob)
+	if err != nil || !bytes.Equal(want, data) {
+		t.Fatalf("compress/gzip: %v", err)
+	}
+	got, x, err := index(blob, 0, false)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%v, %d bytes", err, len(got))
+	}
+	zero := 0
+	for _, cp := range x.Checkpoints() {
+		if cp.Out == 0 {
+			zero++
+		}
+	}
+	if zero != maxAtZero {
+		t.Errorf("%d checkpoints at offset 0, want %d", zero, maxAtZero)
+	}
+	checkCheckpoints(t, blob, want, x.Checkpoints(), 0)
+}
