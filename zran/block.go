@@ -18,8 +18,9 @@ func (d *decoder) huffman() error {
 	lt, dt := d.lt, d.dt
 	lo := d.lo
 	wmax := len(out) - maxMatch - matchSlack
+	var e uint32
 	for {
-		if ip+16 > len(in) {
+		if ip+24 > len(in) {
 			// near the end of the buffered input: read more, or at the
 			// end of input decode carefully
 			d.bb, d.nb, d.ip, d.w = bb, nb, ip, w
@@ -38,7 +39,8 @@ func (d *decoder) huffman() error {
 			d.bb, d.nb, d.ip, d.w = bb, nb, ip, w
 			return errFull
 		}
-		e := lt[bb&(1<<litBits-1)]
+		e = lt[bb&(1<<litBits-1)]
+	haveEntry: // e is the primary entry of the next code, bb has >= 56 bits
 		if e&kindSub != 0 {
 			bb >>= litBits
 			nb -= litBits
@@ -94,7 +96,7 @@ func (d *decoder) huffman() error {
 		bb >>= t
 		nb -= uint(t)
 		if nb < 28 {
-			// only after literals; the refill above left >= 9 bytes
+			// only after literals; the refill above left >= 17 bytes
 			bb |= binary.LittleEndian.Uint64(in[ip:]) << (nb & 63)
 			ip += int((63 - nb) >> 3)
 			nb |= 56
@@ -118,6 +120,12 @@ func (d *decoder) huffman() error {
 			d.bb, d.nb, d.ip, d.w = bb, nb, ip, w
 			return d.corrupt("distance %d too far back", dist)
 		}
+		// refill (>= 10 bytes are left) and look up the next code before
+		// copying, so that the load overlaps the copy
+		bb |= binary.LittleEndian.Uint64(in[ip:]) << (nb & 63)
+		ip += int((63 - nb) >> 3)
+		nb |= 56
+		e = lt[bb&(1<<litBits-1)]
 		src := w - dist
 		switch {
 		case dist >= 8:
@@ -149,6 +157,9 @@ func (d *decoder) huffman() error {
 			}
 		}
 		w += length
+		if ip+24 <= len(in) && w <= wmax {
+			goto haveEntry
+		}
 	}
 }
 
