@@ -3,6 +3,10 @@
 // examples/zran.c, in pure Go, with the conventions of SOCI's zinfo
 // (awslabs/soci-snapshotter, ztoc/compression/gzip_zinfo.c), so that SOCI
 // zTOCs built from these checkpoints are read by SOCI and SOCI's are read here.
+// (Read at soci-snapshotter commit 77fb4266, 2026-08-11; gzip_zinfo.c last
+// changed in 560e2ab6, concatenated members, released since v0.14.0.)
+// TestSOCIConvention checks every checkpoint field against zlib's
+// inflate(Z_BLOCK) run under zinfo's rules (testdata/zinfo_oracle.py).
 //
 // # Checkpoints
 //
@@ -74,8 +78,8 @@
 //
 // # Memory and concurrency
 //
-// An Indexer or resumed reader holds about 460 KiB of buffers and tables; an Indexer
-// also holds 32 KiB per checkpoint (one per span bytes of output, so choose
+// An Indexer or resumed reader holds about 460 KiB of buffers and tables;
+// an Indexer also holds 32 KiB per checkpoint (one per span bytes of output, so choose
 // span accordingly). Neither is safe for concurrent use. Checkpoints returns
 // a read-only view of the list, valid after later Reads too.
 package zran
