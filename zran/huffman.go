@@ -84,13 +84,15 @@ func buildTable(tab *table, lengths []uint8, bits uint, entry func(int) uint32) 
 		count[n]++
 		maxLen = max(maxLen, int(n))
 	}
-	var next [maxCodeLen + 2]int
+	count[0] = 0 // unused symbols
+	// next[n] is the first canonical code of length n (RFC 1951, 3.2.2)
+	var next [maxCodeLen + 1]int
 	code := 0
 	for n := 1; n <= maxCodeLen; n++ {
-		code = (code + count[n-1]*boolInt(n > 1)) << 1
+		code = (code + count[n-1]) << 1
 		next[n] = code
 	}
-	// code space check: left is the number of unused codes of length maxLen
+	// Kraft sum, in units of codes of length maxLen
 	sum := 0
 	for n := 1; n <= maxLen; n++ {
 		sum += count[n] << (maxLen - n)
@@ -168,13 +170,6 @@ func grow(t []uint32, n int) []uint32 {
 		t = append(t, kindBad)
 	}
 	return t
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // reverse returns the low n (1..15) bits of c in reverse order.
