@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	kgzip "github.com/klauspost/compress/gzip"
 )
@@ -85,8 +86,8 @@ func gunzip(blob []byte) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
-// index runs an Indexer over blob, reading through a reader that returns
-// few bytes at a time when small is set.
+// index runs an Indexer over blob; when small is set, its input comes a few
+// bytes at a time and its output is read a byte at a time.
 func index(blob []byte, span int64, small bool) ([]byte, *Indexer, error) {
 	var r io.Reader = bytes.NewReader(blob)
 	if small {
@@ -96,7 +97,12 @@ func index(blob []byte, span int64, small bool) ([]byte, *Indexer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := io.ReadAll(x)
+	var out []byte
+	if small {
+		out, err = io.ReadAll(iotest.OneByteReader(x))
+	} else {
+		out, err = io.ReadAll(x)
+	}
 	return out, x, err
 }
 
