@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -111,6 +113,61 @@ func (d dockerCredentials) credentials(host string) (string, string, error) {
 		return user, pass, nil
 	}
 	return "", "", nil
+}
+
+// dockerSource is the Docker config as a CredentialSource. It answers from
+// memory while the file is unchanged (same size, modification time and
+// inode), so that a credential helper does not run per request; a refresh
+// reads the file and runs the helper again.
+type dockerSource struct {
+	d dockerCredentials
+
+	mu    sync.Mutex
+	sig   fileSig
+	cache map[string]credential // by host
+}
+
+type fileSig struct {
+	size, ino int64
+	mtime     time.Time
+}
+
+var _ CredentialSource = (*dockerSource)(nil)
+
+func (s *dockerSource) Credentials(_ context.Context, _, host string, refresh bool) (string, string, bool, error) {
+	if s.d.path == "" {
+		return "", "", false, nil
+	}
+	st, err := os.Stat(s.d.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("fetcher: docker config: %w", err)
+	}
+	sig := fileSig{size: st.Size(), mtime: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		sig.ino = int64(sys.Ino)
+	}
+	s.mu.Lock()
+	if sig != s.sig || s.cache == nil {
+		s.sig, s.cache = sig, map[string]credential{}
+	}
+	c, ok := s.cache[host]
+	s.mu.Unlock()
+	if !ok || refresh {
+		u, p, err := s.d.credentials(host)
+		if err != nil {
+			return "", "", false, err
+		}
+		c = credential{u, p}
+		s.mu.Lock()
+		if s.sig == sig {
+			s.cache[host] = c
+		}
+		s.mu.Unlock()
+	}
+	return c.user, c.secret, c != credential{}, nil
 }
 
 // runCredentialHelper runs "docker-credential-<helper> get" with the server
