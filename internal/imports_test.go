@@ -20,6 +20,8 @@ func allowedImports() map[string][]string {
 		"estargz":             {},
 		"index":               {"estargz"},
 		"fetcher":             {"internal/descriptor"},
+		"credprovider":        {},
+		"cri":                 {},
 		"fs":                  {"estargz", "index"},
 		"snapshotter":         {"internal/descriptor"},
 		"profile":             {"fetcher"},
