@@ -70,6 +70,10 @@ type Options struct {
 	// DisabledPlugins are disabled in addition to CRI and the other
 	// plugins Start always disables.
 	DisabledPlugins []string
+	// CRI keeps containerd's CRI plugin (io.containerd.grpc.v1.cri, served
+	// on Address()), which Start otherwise disables; its configuration
+	// goes in ExtraConfig.
+	CRI bool
 	// NeedCtrRemote makes Start skip (or fail) when ctr-remote is missing,
 	// before any daemon is started.
 	NeedCtrRemote bool
@@ -303,7 +307,12 @@ func orDefault(s, def string) string {
 
 // config returns the config.toml text.
 func (c *Containerd) config(opts Options) string {
-	disabled := append(alwaysDisabled(c.major), opts.DisabledPlugins...)
+	var disabled []string
+	for _, p := range append(alwaysDisabled(c.major), opts.DisabledPlugins...) {
+		if !opts.CRI || p != "io.containerd.grpc.v1.cri" {
+			disabled = append(disabled, p)
+		}
+	}
 	quoted := make([]string, len(disabled))
 	for i, p := range disabled {
 		quoted[i] = strconv.Quote(p)
