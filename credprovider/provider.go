@@ -178,7 +178,18 @@ func (p *provider) lookup(ctx context.Context, image, registry string, refresh b
 			return a, found, nil
 		}
 	}
-	ch := p.flight.DoChan(image, func() (any, error) { return p.run(context.WithoutCancel(ctx), image, registry) })
+	key := image
+	if refresh {
+		key += "\x00refresh"
+	}
+	ch := p.flight.DoChan(key, func() (any, error) {
+		// a run that ended between the look at the cache above and
+		// this flight has cached its answer
+		if auth, ok := p.cached(image, registry); ok && !refresh {
+			return auth, nil
+		}
+		return p.run(context.WithoutCancel(ctx), image, registry)
+	})
 	select {
 	case <-ctx.Done():
 		return cpv1.AuthConfig{}, false, ctx.Err()
