@@ -207,7 +207,17 @@ func tail(path string) string {
 // and a pull with a wrong secret fails clearly and leaves the good
 // credentials in place. No secret reaches lazysnap's logs.
 func TestCRIPullAuthE2E(t *testing.T) {
-	n := startCRINode(t, "[fetch]\n  no_background = true\n  timeout = \"20s\"\n")
+	criPullAuth(t, "")
+}
+
+// TestCRIPullAuthInProcessE2E is TestCRIPullAuthE2E with the layers served
+// by serve itself (no fuse manager): the auths stay in serve's memory.
+func TestCRIPullAuthInProcessE2E(t *testing.T) {
+	criPullAuth(t, "[fuse_manager]\n  enable = false\n")
+}
+
+func criPullAuth(t *testing.T, extraConfig string) {
+	n := startCRINode(t, "[fetch]\n  no_background = true\n  timeout = \"20s\"\n"+extraConfig)
 	reg := registry.Start(t, registry.Options{TLS: true, Username: "alice", Password: "first-password"})
 	if _, err := registry.WriteHostsConfig(n.hosts, reg.Host, reg.Endpoint(), reg.Endpoint()); err != nil {
 		t.Fatal(err)
