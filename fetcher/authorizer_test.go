@@ -223,8 +223,8 @@ func TestPullAuths(t *testing.T) {
 	if _, err := pa.Set(image, PullAuth{Username: "alice", Password: "one"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := pa.Revert(image, gen); err != nil || pa.Len() != 1 {
-		t.Fatalf("stale revert: %v, %d auths", err, pa.Len())
+	if err := pa.Revert(image, gen); err != nil || len(pa.Repositories()) != 1 || pa.Repositories()[0] != srv.host()+"/test/repo" {
+		t.Fatalf("stale revert: %v, auths for %q", err, pa.Repositories())
 	}
 	if err := read(srv.ref()); err != nil {
 		t.Fatalf("after a stale revert: %v", err)
@@ -236,8 +236,8 @@ func TestPullAuths(t *testing.T) {
 	if err := read(srv.ref()); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("auth for another server: %v", err)
 	}
-	if _, err := pa.Set(image, PullAuth{}); err != nil || pa.Len() != 0 {
-		t.Fatalf("anonymous pull: %v, %d auths", err, pa.Len())
+	if _, err := pa.Set(image, PullAuth{}); err != nil || len(pa.Repositories()) != 0 {
+		t.Fatalf("anonymous pull: %v, auths for %q", err, pa.Repositories())
 	}
 	if _, err := pa.Set(image, PullAuth{Auth: "%%%"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("malformed auth: %v", err)

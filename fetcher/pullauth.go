@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -122,17 +123,19 @@ func (p *PullAuths) Revert(image string, gen uint64) error {
 	return nil
 }
 
-// Len is the number of repositories with an auth.
-func (p *PullAuths) Len() int {
+// Repositories names the repositories that have an auth, sorted (for
+// status: the names only, never the auths).
+func (p *PullAuths) Repositories() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, e := range p.m {
+	var out []string
+	for k, e := range p.m {
 		if e.auth != (PullAuth{}) {
-			n++
+			out = append(out, k)
 		}
 	}
-	return n
+	slices.Sort(out)
+	return out
 }
 
 // Credentials is the auth of ref's repository's last pull, for host.

@@ -93,6 +93,7 @@ type Sources struct {
 	Layers         func() []remote.LayerInfo           // the mounted lazy layers
 	Snapshotter    func() snapshotter.Stats            // snapshotter.Stats
 	Fallbacks      func() []snapshotter.Fallback       // snapshotter.Fallbacks
+	PullAuths      func() []string                     // fetcher.PullAuths.Repositories
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {

@@ -21,6 +21,9 @@ type Report struct {
 	RegistryErrors map[string]int64    `json:"registry_errors,omitempty"`
 	Snapshotter    *SnapshotterStatus  `json:"snapshotter,omitempty"`
 	FuseManager    *FuseManager        `json:"fuse_manager,omitempty"`
+	// PullAuths names the image repositories whose last CRI pull's auth
+	// is held in memory for their lazy fetches (never the auths).
+	PullAuths []string `json:"pull_auths,omitempty"`
 }
 
 // FuseManager is the fuse manager serving the layers, when serve
@@ -146,6 +149,9 @@ func (s *Server) Report(ctx context.Context) Report {
 	}
 	if s.Src.Snapshotter != nil {
 		rep.Snapshotter = SnapshotterStatusOf(s.Src.Snapshotter())
+	}
+	if s.Src.PullAuths != nil {
+		rep.PullAuths = s.Src.PullAuths()
 	}
 	return rep
 }

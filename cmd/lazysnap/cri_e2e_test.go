@@ -249,6 +249,10 @@ func criPullAuth(t *testing.T, extraConfig string) {
 	if lazy != 2 {
 		t.Fatalf("%d layers of %s mounted lazily, want 2: %+v", lazy, ref, n.status(t).Images)
 	}
+	repo := strings.TrimSuffix(ref, ":v1")
+	if got := n.status(t).PullAuths; len(got) != 1 || got[0] != repo {
+		t.Fatalf("status: pull auths held for %q, want %q", got, repo)
+	}
 
 	if err := reg.SetCredentials("alice", "second-password"); err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
 	})
-	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers}
+	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers, PullAuths: pullAuths.Repositories}
 	if err := met.Register(src); err != nil {
 		f.Close()
 		return nil, err

@@ -147,6 +147,9 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 	if s := nonZero(rep.RegistryErrors); s != "" {
 		fmt.Fprintf(w, "registry errors: %s\n", s)
 	}
+	if len(rep.PullAuths) > 0 {
+		fmt.Fprintf(w, "CRI pull auths held for: %s\n", strings.Join(rep.PullAuths, ", "))
+	}
 	if fm := rep.FuseManager; fm != nil {
 		if fm.Error != "" {
 			fmt.Fprintf(w, "fuse manager %s: NOT ANSWERING: %s\n", fm.Address, fm.Error)
