@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
 )
 
 // CredentialSource gives registry credentials. The fetcher asks its
@@ -143,13 +144,25 @@ func (a *chainAuthorizer) Authorize(ctx context.Context, req *http.Request) erro
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
-	// a token request failed: the credentials may be stale
+	// a token request failed; containerd's authorizer would answer every
+	// later request of the scope with this failure: start afresh
 	a.drop(c)
+	if !tokenRefused(err) {
+		return err
+	}
+	// the token server refused the credentials: they may be stale
 	fresh, ferr := a.creds.lookup(ctx, ref, host, true)
 	if ferr != nil || fresh == c {
 		return err
 	}
 	return a.forCred(fresh).Authorize(ctx, req)
+}
+
+// tokenRefused reports whether a token request failed because the token
+// server refused the credentials (401, 403), not for want of a server.
+func tokenRefused(err error) bool {
+	var us remoteerrors.ErrUnexpectedStatus
+	return errors.As(err, &us) && (us.StatusCode == http.StatusUnauthorized || us.StatusCode == http.StatusForbidden)
 }
 
 func (a *chainAuthorizer) AddResponses(ctx context.Context, responses []*http.Response) error {

@@ -243,3 +243,50 @@ func TestPullAuths(t *testing.T) {
 		t.Fatalf("malformed auth: %v", err)
 	}
 }
+
+// TestTokenServerRecovers: a token request that fails (the token server
+// answers 503) fails that read only: containerd's authorizer would keep
+// the failure for the scope for good; the next read gets a token. The
+// failure is not a refusal, so the sources are not asked to refresh.
+func TestTokenServerRecovers(t *testing.T) {
+	data := randBytes(44, 64<<10)
+	var mu sync.Mutex
+	tokenCalls := 0
+	ts := newTokenServer(t, "alice", "one", "tok-1")
+	front := newFakeRegistry(t, nil, nil) // the token endpoint, failing once
+	front.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		tokenCalls++
+		n := tokenCalls
+		mu.Unlock()
+		if n == 1 {
+			http.Error(w, "down for a moment", http.StatusServiceUnavailable)
+			return
+		}
+		ts.Config.Handler.ServeHTTP(w, r)
+	})
+	srv := newFakeRegistry(t, data, func(_ int, w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("Authorization") == "Bearer tok-1" {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="fake"`, front.URL+"/token"))
+		w.WriteHeader(http.StatusUnauthorized)
+		return true
+	})
+	src := &rotatingSource{cur: credential{"alice", "one"}}
+	f := newTestFetcher(t, Config{Credentials: []CredentialSource{src}, Retries: 1, MemCacheMaxBytes: -1})
+	ctx := context.Background()
+	b, err := f.Blob(ctx, srv.ref(), srv.desc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ReadRange(ctx, 0, 100); err == nil {
+		t.Fatal("the read whose token request failed succeeded")
+	}
+	if got, err := b.ReadRange(ctx, 0, 100); err != nil || !bytes.Equal(got, data[:100]) {
+		t.Fatalf("the next read: %v", err)
+	}
+	if n := src.refreshCount(); n != 0 {
+		t.Fatalf("%d refreshes for a token server that was down", n)
+	}
+}
