@@ -244,29 +244,16 @@ func (p *provider) run(ctx context.Context, image, registry string) (map[string]
 		}
 		return nil, fmt.Errorf("%w %s for %s: %w: %s", ErrPlugin, p.cfg.Name, image, err, trim(stderr.String()))
 	}
-	var resp cpv1.CredentialProviderResponse
-	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
-		// the output may hold credentials: quote nothing of it
-		return nil, fmt.Errorf("%w %s for %s: malformed answer (%d bytes): %T", ErrPlugin, p.cfg.Name, image, stdout.Len(), err)
+	resp, err := parseResponse(stdout.Bytes(), p.cfg.APIVersion)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s for %s: %w", ErrPlugin, p.cfg.Name, image, err)
 	}
-	if resp.APIVersion != p.cfg.APIVersion || resp.Kind != "CredentialProviderResponse" {
-		return nil, fmt.Errorf("%w %s for %s: answered apiVersion %q kind %q, want %s CredentialProviderResponse", ErrPlugin, p.cfg.Name, image, resp.APIVersion, resp.Kind, p.cfg.APIVersion)
-	}
-	var key string
+	key := globalCacheKey
 	switch resp.CacheKeyType {
 	case cpv1.ImagePluginCacheKeyType:
 		key = image
 	case cpv1.RegistryPluginCacheKeyType:
 		key = registry
-	case cpv1.GlobalPluginCacheKeyType:
-		key = globalCacheKey
-	default:
-		return nil, fmt.Errorf("%w %s for %s: cacheKeyType %q, want Image, Registry or Global", ErrPlugin, p.cfg.Name, image, resp.CacheKeyType)
-	}
-	for k := range resp.Auth {
-		if _, err := parseSchemeless(k); err != nil {
-			return nil, fmt.Errorf("%w %s for %s: auth key %q: %w", ErrPlugin, p.cfg.Name, image, k, err)
-		}
 	}
 	d := p.cfg.DefaultCacheDuration.Duration
 	if resp.CacheDuration != nil {
@@ -280,6 +267,34 @@ func (p *provider) run(ctx context.Context, image, registry string) (map[string]
 	}
 	p.mu.Unlock()
 	return resp.Auth, nil
+}
+
+// parseResponse reads and checks a plugin's answer to a request of
+// apiVersion. Its errors quote nothing of the answer but the fields that
+// hold no secret.
+func parseResponse(out []byte, apiVersion string) (cpv1.CredentialProviderResponse, error) {
+	var resp cpv1.CredentialProviderResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		// the answer may hold credentials: quote nothing of it
+		return resp, fmt.Errorf("malformed answer (%d bytes): %T", len(out), err)
+	}
+	if resp.APIVersion != apiVersion || resp.Kind != "CredentialProviderResponse" {
+		return resp, fmt.Errorf("answered apiVersion %q kind %q, want %s CredentialProviderResponse", trim(resp.APIVersion), trim(resp.Kind), apiVersion)
+	}
+	switch resp.CacheKeyType {
+	case cpv1.ImagePluginCacheKeyType, cpv1.RegistryPluginCacheKeyType, cpv1.GlobalPluginCacheKeyType:
+	default:
+		return resp, fmt.Errorf("cacheKeyType %q, want Image, Registry or Global", trim(string(resp.CacheKeyType)))
+	}
+	if resp.CacheDuration != nil && resp.CacheDuration.Duration < 0 {
+		return resp, fmt.Errorf("negative cacheDuration %s", resp.CacheDuration.Duration)
+	}
+	for k := range resp.Auth {
+		if _, err := parseSchemeless(k); err != nil {
+			return resp, fmt.Errorf("auth key %q: not an image pattern", trim(k))
+		}
+	}
+	return resp, nil
 }
 
 // pick is the credential of the most specific key of auth matching image:
