@@ -32,7 +32,9 @@
 // the bin directory. A plugin that fails, times out (PluginTimeout) or
 // answers malformed JSON or the wrong apiVersion or kind fails the lookup
 // with an error wrapping ErrPlugin, with the plugin's stderr (trimmed); the
-// credentials in its output are never part of an error.
+// credentials in its output are never part of an error. The failure
+// answers the image's lookups for FailureBackoff without running the
+// plugin again (lookups happen per registry request), unless refreshed.
 //
 // # Concurrency
 //

@@ -31,6 +31,12 @@ var (
 // PluginTimeout bounds one plugin run.
 const PluginTimeout = time.Minute
 
+// FailureBackoff is how long a plugin run's failure answers the lookups of
+// its image (a refresh runs the plugin whatever): lazysnap looks
+// credentials up per registry request, and a broken plugin must not be run
+// for each.
+const FailureBackoff = 10 * time.Second
+
 // The configuration and protocol versions accepted (their types are the
 // same); kubelet.config.k8s.io/v1 and credentialprovider.kubelet.k8s.io/v1
 // are the current ones.
@@ -51,8 +57,14 @@ type provider struct {
 	now    func() time.Time
 	flight singleflight.Group
 
-	mu    sync.Mutex
-	cache map[string]cacheEntry // by cache key: the image, its registry, or "global"
+	mu     sync.Mutex
+	cache  map[string]cacheEntry // by cache key: the image, its registry, or "global"
+	failed map[string]failure    // by image: the last run's failure, for FailureBackoff
+}
+
+type failure struct {
+	err   error
+	until time.Time
 }
 
 type cacheEntry struct {
@@ -90,7 +102,7 @@ func Load(configPath, binDir string) (*Providers, error) {
 		if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 			return nil, fmt.Errorf("%w: %s: provider %q: no executable %s", ErrConfig, configPath, c.Name, bin)
 		}
-		ps.providers = append(ps.providers, &provider{cfg: c, bin: bin, now: time.Now, cache: map[string]cacheEntry{}})
+		ps.providers = append(ps.providers, &provider{cfg: c, bin: bin, now: time.Now, cache: map[string]cacheEntry{}, failed: map[string]failure{}})
 	}
 	return ps, nil
 }
@@ -177,6 +189,12 @@ func (p *provider) lookup(ctx context.Context, image, registry string, refresh b
 			a, found := pick(auth, image)
 			return a, found, nil
 		}
+		p.mu.Lock()
+		f, ok := p.failed[image]
+		p.mu.Unlock()
+		if ok && p.now().Before(f.until) {
+			return cpv1.AuthConfig{}, false, f.err
+		}
 	}
 	key := image
 	if refresh {
@@ -188,7 +206,15 @@ func (p *provider) lookup(ctx context.Context, image, registry string, refresh b
 		if auth, ok := p.cached(image, registry); ok && !refresh {
 			return auth, nil
 		}
-		return p.run(context.WithoutCancel(ctx), image, registry)
+		auth, err := p.run(context.WithoutCancel(ctx), image, registry)
+		p.mu.Lock()
+		if err != nil {
+			p.failed[image] = failure{err: err, until: p.now().Add(FailureBackoff)}
+		} else {
+			delete(p.failed, image)
+		}
+		p.mu.Unlock()
+		return auth, err
 	})
 	select {
 	case <-ctx.Done():

@@ -185,8 +185,8 @@ func TestPluginCache(t *testing.T) {
 }
 
 // TestPluginFailures: a failing or malformed plugin fails the lookup with
-// ErrPlugin, its stderr but none of its output in the error; nothing is
-// cached.
+// ErrPlugin, its stderr but none of its output in the error; the failure
+// is not run again for FailureBackoff, no answer is cached.
 func TestPluginFailures(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -211,7 +211,12 @@ func TestPluginFailures(t *testing.T) {
 				t.Fatalf("error quotes the plugin's output: %v", err)
 			}
 			e.remove(tc.file)
-			e.expect("after the failure", teamImage, false, "team", "pw1", 2)
+			// the failure answers for FailureBackoff, without a run
+			if _, _, ok, err2 := e.lookup(teamImage, false); ok || err2 == nil || e.runs() != 1 {
+				t.Fatalf("within the backoff: %v %v, %d runs", ok, err2, e.runs())
+			}
+			e.clock.add(FailureBackoff + time.Second)
+			e.expect("after the backoff", teamImage, false, "team", "pw1", 2)
 		})
 	}
 }

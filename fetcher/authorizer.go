@@ -106,10 +106,10 @@ func (a *chainAuthorizer) forCred(c credential) docker.Authorizer {
 	}
 	if len(a.inner) >= maxInnerAuthorizers {
 		var oldest credential
-		var min uint64 = ^uint64(0)
+		oldestUse := ^uint64(0)
 		for k, v := range a.inner {
-			if v.used < min {
-				oldest, min = k, v.used
+			if v.used < oldestUse {
+				oldest, oldestUse = k, v.used
 			}
 		}
 		delete(a.inner, oldest)
@@ -136,11 +136,11 @@ func (a *chainAuthorizer) drop(c credential) {
 
 func (a *chainAuthorizer) Authorize(ctx context.Context, req *http.Request) error {
 	ref, host := refFrom(ctx), req.URL.Host
-	c, err := a.creds.lookup(ctx, ref, host, false)
-	if err != nil {
-		return fmt.Errorf("credentials for %s: %w", host, err)
-	}
-	err = a.forCred(c).Authorize(ctx, req)
+	// a source that fails (a broken helper) must not fail requests that
+	// need no credentials: go anonymous; AddResponses reports the error
+	// if the registry asks for credentials
+	c, _ := a.creds.lookup(ctx, ref, host, false)
+	err := a.forCred(c).Authorize(ctx, req)
 	if err == nil || ctx.Err() != nil {
 		return err
 	}

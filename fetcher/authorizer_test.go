@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -316,5 +318,30 @@ func BenchmarkAuthorize(b *testing.B) {
 		if err := a.Authorize(ctx, req); err != nil || req.Header.Get("Authorization") == "" {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestBrokenHelperNoAuthNeeded: a Docker credential helper that fails does
+// not fail reads from a registry that asks for no credentials, and is not
+// run for every request.
+func TestBrokenHelperNoAuthNeeded(t *testing.T) {
+	runs := filepath.Join(t.TempDir(), "runs")
+	installCredentialHelper(t, "broken", "#!/bin/sh\necho run >> "+runs+"\necho 'helper exploded' >&2\nexit 1\n")
+	data := randBytes(45, 64<<10)
+	srv := newFakeRegistry(t, data, nil)
+	f := newTestFetcher(t, Config{DockerConfigPath: writeDockerConfig(t, `{"credsStore":"broken"}`), MemCacheMaxBytes: -1})
+	ctx := context.Background()
+	b, err := f.Blob(ctx, srv.ref(), srv.desc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if got, err := b.ReadRange(ctx, int64(i)*100, 100); err != nil || !bytes.Equal(got, data[i*100:(i+1)*100]) {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	out, _ := os.ReadFile(runs)
+	if n := strings.Count(string(out), "run"); n != 1 {
+		t.Fatalf("the failing helper ran %d times for 6 requests, want once (FailureBackoff)", n)
 	}
 }

@@ -118,19 +118,32 @@ func (d dockerCredentials) credentials(host string) (string, string, error) {
 // dockerSource is the Docker config as a CredentialSource. It answers from
 // memory while the file is unchanged (same size, modification time and
 // inode), so that a credential helper does not run per request; a refresh
-// reads the file and runs the helper again.
+// reads the file and runs the helper again. A failure (a helper that
+// fails) is remembered for FailureBackoff, so that it is not run again
+// for every request meanwhile.
 type dockerSource struct {
 	d dockerCredentials
 
 	mu    sync.Mutex
 	sig   fileSig
-	cache map[string]credential // by host
+	cache map[string]dockerAnswer // by host
+}
+
+type dockerAnswer struct {
+	c     credential
+	err   error
+	until time.Time // for an error: when to try again
 }
 
 type fileSig struct {
 	size, ino int64
 	mtime     time.Time
 }
+
+// FailureBackoff is how long a credential source that failed (a Docker
+// credential helper, a credential provider plugin) is not run again,
+// unless credentials are refreshed.
+const FailureBackoff = 10 * time.Second
 
 var _ CredentialSource = (*dockerSource)(nil)
 
@@ -149,25 +162,26 @@ func (s *dockerSource) Credentials(_ context.Context, _, host string, refresh bo
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		sig.ino = int64(sys.Ino)
 	}
+	now := time.Now()
 	s.mu.Lock()
 	if sig != s.sig || s.cache == nil {
-		s.sig, s.cache = sig, map[string]credential{}
+		s.sig, s.cache = sig, map[string]dockerAnswer{}
 	}
-	c, ok := s.cache[host]
+	a, ok := s.cache[host]
 	s.mu.Unlock()
-	if !ok || refresh {
+	if !ok || refresh || a.err != nil && now.After(a.until) {
 		u, p, err := s.d.credentials(host)
-		if err != nil {
-			return "", "", false, err
-		}
-		c = credential{u, p}
+		a = dockerAnswer{c: credential{u, p}, err: err, until: now.Add(FailureBackoff)}
 		s.mu.Lock()
 		if s.sig == sig {
-			s.cache[host] = c
+			s.cache[host] = a
 		}
 		s.mu.Unlock()
 	}
-	return c.user, c.secret, c != credential{}, nil
+	if a.err != nil {
+		return "", "", false, a.err
+	}
+	return a.c.user, a.c.secret, a.c != credential{}, nil
 }
 
 // runCredentialHelper runs "docker-credential-<helper> get" with the server
