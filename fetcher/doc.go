@@ -23,7 +23,10 @@
 // credentials a request carried, or its token server refuses them, the
 // sources are asked once more with refresh set (bypassing their caches)
 // and the request is retried with what they give, if that differs; then
-// it fails with ErrUnauthorized. Resolve and Fetch
+// it fails with ErrUnauthorized. A source that fails (a broken credential
+// helper) does not fail requests that need no credentials: they go
+// anonymously, and its error is the request's only when the registry asks
+// for credentials; its failure is not retried for FailureBackoff. Resolve and Fetch
 // (whole manifests/configs, digest-verified) use containerd's resolver and
 // fetcher as they are.
 //
