@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -49,27 +50,7 @@ func startCRINode(t *testing.T, extraConfig string) *criNode {
 	reg := registry.Start(t, registry.Options{})
 	pause := pushPause(t, reg)
 	s := startStackWith(t, extraConfig, stackOptions{reg: reg, cri: func(s *stack) string {
-		cni := filepath.Join(s.dir, "cni")
-		return fmt.Sprintf(`
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # a sandbox's oom_score_adj of -998 needs CAP_SYS_RESOURCE, which a
-  # test machine may not give even to root: no lower than containerd's
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "lazysnap"
-    disable_snapshot_annotations = false
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %q
-    conf_dir = %q
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, pause, cni, cni, s.hosts)
+		return criConfig(s, pause)
 	}})
 	n := &criNode{stack: s, imgSock: filepath.Join(s.dir, "cri.sock")}
 	// serve again, now that containerd's address is known
@@ -85,6 +66,58 @@ func startCRINode(t *testing.T, extraConfig string) *criNode {
 	n.rt = runtimeapi.NewRuntimeServiceClient(dialCRI(t, s.ctrd.Address()))
 	n.images = runtimeapi.NewImageServiceClient(dialCRI(t, n.imgSock))
 	return n
+}
+
+// criConfig is containerd's CRI configuration for the stack: snapshotter
+// lazysnap with the labels it needs, pause from the stack's registry, the
+// stack's hosts directory, no CNI configured (sandboxes use the host
+// network). containerd 2.x splits the CRI plugin in three.
+func criConfig(s *stack, pause string) string {
+	cni := filepath.Join(s.dir, "cni")
+	// a sandbox's oom_score_adj of -998 needs CAP_SYS_RESOURCE, which a
+	// test machine may not give even to root: no lower than containerd's
+	if os.Getenv(ctrdenv.BinDirEnv) == "" {
+		return fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "lazysnap"
+    disable_snapshot_annotations = false
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`, pause, cni, cni, s.hosts)
+	}
+	return fmt.Sprintf(`
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "lazysnap"
+  disable_snapshot_annotations = false
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %q
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      snapshotter = "lazysnap"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dir = %q
+    conf_dir = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+`, pause, s.hosts, cni, cni)
 }
 
 func dialCRI(t *testing.T, sock string) *grpc.ClientConn {
@@ -214,6 +247,14 @@ func TestCRIPullAuthE2E(t *testing.T) {
 // by serve itself (no fuse manager): the auths stay in serve's memory.
 func TestCRIPullAuthInProcessE2E(t *testing.T) {
 	criPullAuth(t, "[fuse_manager]\n  enable = false\n")
+}
+
+// TestCRIPullAuthContainerd2E2E is TestCRIPullAuthE2E on containerd 2.x
+// (LAZYSNAP_CONTAINERD2_DIR, scripts/containerd2.sh), whose CRI is three
+// plugins configured apart.
+func TestCRIPullAuthContainerd2E2E(t *testing.T) {
+	t.Setenv(ctrdenv.BinDirEnv, ctrdenv.Containerd2Dir(t))
+	criPullAuth(t, "")
 }
 
 func criPullAuth(t *testing.T, extraConfig string) {

@@ -70,9 +70,10 @@ type Options struct {
 	// DisabledPlugins are disabled in addition to CRI and the other
 	// plugins Start always disables.
 	DisabledPlugins []string
-	// CRI keeps containerd's CRI plugin (io.containerd.grpc.v1.cri, served
-	// on Address()), which Start otherwise disables; its configuration
-	// goes in ExtraConfig.
+	// CRI keeps containerd's CRI plugins (io.containerd.grpc.v1.cri, served
+	// on Address(), and 2.x's images, runtime and podsandbox plugins),
+	// which Start otherwise disables; their configuration goes in
+	// ExtraConfig.
 	CRI bool
 	// NeedCtrRemote makes Start skip (or fail) when ctr-remote is missing,
 	// before any daemon is started.
@@ -307,9 +308,13 @@ func orDefault(s, def string) string {
 
 // config returns the config.toml text.
 func (c *Containerd) config(opts Options) string {
+	cri := map[string]bool{ // the CRI plugins of 1.x and 2.x
+		"io.containerd.grpc.v1.cri": true, "io.containerd.cri.v1.images": true, "io.containerd.cri.v1.runtime": true,
+		"io.containerd.podsandbox.controller.v1.podsandbox": true,
+	}
 	var disabled []string
 	for _, p := range append(alwaysDisabled(c.major), opts.DisabledPlugins...) {
-		if !opts.CRI || p != "io.containerd.grpc.v1.cri" {
+		if !opts.CRI || !cri[p] {
 			disabled = append(disabled, p)
 		}
 	}
