@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // rotatingSource is a CredentialSource whose answer the test changes: cur
@@ -330,6 +331,9 @@ func TestBrokenHelperNoAuthNeeded(t *testing.T) {
 	data := randBytes(45, 64<<10)
 	srv := newFakeRegistry(t, data, nil)
 	f := newTestFetcher(t, Config{DockerConfigPath: writeDockerConfig(t, `{"credsStore":"broken"}`), MemCacheMaxBytes: -1})
+	// a clock that stands still: the requests are all within FailureBackoff
+	still := time.Now()
+	f.creds[len(f.creds)-1].(*dockerSource).now = func() time.Time { return still }
 	ctx := context.Background()
 	b, err := f.Blob(ctx, srv.ref(), srv.desc())
 	if err != nil {

@@ -122,7 +122,8 @@ func (d dockerCredentials) credentials(host string) (string, string, error) {
 // fails) is remembered for FailureBackoff, so that it is not run again
 // for every request meanwhile.
 type dockerSource struct {
-	d dockerCredentials
+	d   dockerCredentials
+	now func() time.Time // nil: time.Now
 
 	mu    sync.Mutex
 	sig   fileSig
@@ -163,6 +164,9 @@ func (s *dockerSource) Credentials(_ context.Context, _, host string, refresh bo
 		sig.ino = int64(sys.Ino)
 	}
 	now := time.Now()
+	if s.now != nil {
+		now = s.now()
+	}
 	s.mu.Lock()
 	if sig != s.sig || s.cache == nil {
 		s.sig, s.cache = sig, map[string]dockerAnswer{}
