@@ -332,7 +332,17 @@ func serveCRI(ctx context.Context, cfg serveConfig, auths cri.AuthStore, errc ch
 		}
 	}()
 	logger.InfoContext(ctx, "CRI image service", "address", p, "containerd", cfg.CRI.ContainerdCRIAddress)
-	return func() { srv.Stop(); conn.Close() }, nil
+	return func() {
+		// pulls in flight finish, for a while
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+		conn.Close()
+	}, nil
 }
 
 // localAuths keeps pull auths in this process, whose fetcher uses them.
