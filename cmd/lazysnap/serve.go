@@ -274,14 +274,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		opsSrv.Shutdown(sctx)
 		cancel()
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			srv.Stop()
-		}
+		stopGracefully(srv, 10*time.Second)
 		return nil
+	}
+}
+
+// stopGracefully lets srv's calls in flight finish, for at most timeout.
+func stopGracefully(srv *grpc.Server, timeout time.Duration) {
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(timeout):
+		srv.Stop()
 	}
 }
 
@@ -333,14 +338,7 @@ func serveCRI(ctx context.Context, cfg serveConfig, auths cri.AuthStore, errc ch
 	}()
 	logger.InfoContext(ctx, "CRI image service", "address", p, "containerd", cfg.CRI.ContainerdCRIAddress)
 	return func() {
-		// pulls in flight finish, for a while
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			srv.Stop()
-		}
+		stopGracefully(srv, 10*time.Second)
 		conn.Close()
 	}, nil
 }
