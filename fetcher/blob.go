@@ -149,7 +149,7 @@ func (b *Blob) Descriptor() ocispec.Descriptor {
 // containerd's logging.
 func (b *Blob) scoped(ctx context.Context) context.Context {
 	ctx = docker.WithScope(ctx, "repository:"+b.repo+":pull")
-	return b.f.quietCtx(ctx)
+	return b.f.refCtx(ctx, b.ref)
 }
 
 func (b *Blob) key(r Range) chunkKey { return chunkKey{dgst: b.desc.Digest, off: r.Off, n: r.Len} }

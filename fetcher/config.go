@@ -21,6 +21,10 @@ type Config struct {
 	// read on each authentication, so logins take effect without restart.
 	// "" means no credentials; see DefaultDockerConfigPath.
 	DockerConfigPath string
+	// Credentials are asked for registry credentials, in order, before the
+	// Docker config: such as the credentials of CRI pulls (PullAuths) and
+	// kubelet credential provider plugins. See CredentialSource.
+	Credentials []CredentialSource
 
 	// CacheDir is the on-disk chunk cache directory. "" disables the disk
 	// cache. Only one Fetcher (process) may use a directory at a time.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -111,6 +113,79 @@ func (d dockerCredentials) credentials(host string) (string, string, error) {
 		return user, pass, nil
 	}
 	return "", "", nil
+}
+
+// dockerSource is the Docker config as a CredentialSource. It answers from
+// memory while the file is unchanged (same size, modification time and
+// inode), so that a credential helper does not run per request; a refresh
+// reads the file and runs the helper again. A failure (a helper that
+// fails) is remembered for FailureBackoff, so that it is not run again
+// for every request meanwhile.
+type dockerSource struct {
+	d   dockerCredentials
+	now func() time.Time // nil: time.Now
+
+	mu    sync.Mutex
+	sig   fileSig
+	cache map[string]dockerAnswer // by host
+}
+
+type dockerAnswer struct {
+	c     credential
+	err   error
+	until time.Time // for an error: when to try again
+}
+
+type fileSig struct {
+	size, ino int64
+	mtime     time.Time
+}
+
+// FailureBackoff is how long a credential source that failed (a Docker
+// credential helper, a credential provider plugin) is not run again,
+// unless credentials are refreshed.
+const FailureBackoff = 10 * time.Second
+
+var _ CredentialSource = (*dockerSource)(nil)
+
+func (s *dockerSource) Credentials(_ context.Context, _, host string, refresh bool) (string, string, bool, error) {
+	if s.d.path == "" {
+		return "", "", false, nil
+	}
+	st, err := os.Stat(s.d.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("fetcher: docker config: %w", err)
+	}
+	sig := fileSig{size: st.Size(), mtime: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		sig.ino = int64(sys.Ino)
+	}
+	now := time.Now()
+	if s.now != nil {
+		now = s.now()
+	}
+	s.mu.Lock()
+	if sig != s.sig || s.cache == nil {
+		s.sig, s.cache = sig, map[string]dockerAnswer{}
+	}
+	a, ok := s.cache[host]
+	s.mu.Unlock()
+	if !ok || refresh || a.err != nil && now.After(a.until) {
+		u, p, err := s.d.credentials(host)
+		a = dockerAnswer{c: credential{u, p}, err: err, until: now.Add(FailureBackoff)}
+		s.mu.Lock()
+		if s.sig == sig {
+			s.cache[host] = a
+		}
+		s.mu.Unlock()
+	}
+	if a.err != nil {
+		return "", "", false, a.err
+	}
+	return a.c.user, a.c.secret, a.c != credential{}, nil
 }
 
 // runCredentialHelper runs "docker-credential-<helper> get" with the server

@@ -27,7 +27,7 @@ func installCredentialHelper(t *testing.T, name, script string) {
 	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
 
-func writeDockerConfig(t *testing.T, content string) string {
+func writeDockerConfig(t testing.TB, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "config.json")
 	must(t, os.WriteFile(p, []byte(content), 0o600))

@@ -9,8 +9,24 @@
 // resolver stack (remotes/docker): hosts come from a containerd hosts
 // directory (hosts.toml: server, mirrors tried first, ca, client
 // certificates, skip_verify, plain-HTTP hosts) and authentication is
-// containerd's authorizer (basic and bearer token, with credentials from a
-// Docker config file: auths, credHelpers, credsStore). Resolve and Fetch
+// containerd's authorizer (basic and bearer token).
+//
+// Credentials come from a chain of CredentialSources, asked in order
+// before every request, for the image reference the request is made for
+// and the host it goes to: Config.Credentials (the auths of CRI pulls,
+// PullAuths, per image repository; kubelet credential provider plugins),
+// then the Docker config file (auths, credHelpers, credsStore; answered
+// from memory while the file is unchanged). Each host keeps one
+// containerd authorizer, with its token cache, per distinct credential,
+// so that rotated credentials are used by the next request and images
+// that share credentials share tokens. When the registry refuses the
+// credentials a request carried, or its token server refuses them, the
+// sources are asked once more with refresh set (bypassing their caches)
+// and the request is retried with what they give, if that differs; then
+// it fails with ErrUnauthorized. A source that fails (a broken credential
+// helper) does not fail requests that need no credentials: they go
+// anonymously, and its error is the request's only when the registry asks
+// for credentials; its failure is not retried for FailureBackoff. Resolve and Fetch
 // (whole manifests/configs, digest-verified) use containerd's resolver and
 // fetcher as they are.
 //

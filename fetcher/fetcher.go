@@ -37,7 +37,8 @@ type Fetcher struct {
 	flights  flightGroup
 
 	mu      sync.Mutex
-	hosts   map[string][]docker.RegistryHost
+	hosts   map[string][]docker.RegistryHost // authorizers: chainAuthorizer
+	creds   credChain
 	clients []*http.Client
 	hstate  map[string]*hostState
 
@@ -74,10 +75,9 @@ func New(cfg Config) (*Fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := config.HostOptions{
-		Credentials:  dockerCredentials{path: cfg.DockerConfigPath}.credentials,
-		UpdateClient: f.updateClient,
-	}
+	f.creds = append(credChain(nil), cfg.Credentials...)
+	f.creds = append(f.creds, &dockerSource{d: dockerCredentials{path: cfg.DockerConfigPath}})
+	opts := config.HostOptions{UpdateClient: f.updateClient}
 	if cfg.HostsDir != "" {
 		opts.HostDir = config.HostDirFromRoot(cfg.HostsDir)
 	}
@@ -124,6 +124,9 @@ func (f *Fetcher) registryHosts(host string) ([]docker.RegistryHost, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: hosts configuration for %s: %w", ErrInvalid, host, err)
 	}
+	for i := range hs {
+		hs[i].Authorizer = newChainAuthorizer(f.creds, hs[i].Client, hs[i].Header)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if cur, ok := f.hosts[host]; ok {
@@ -147,6 +150,12 @@ func (f *Fetcher) host(h string) *hostState {
 // quietCtx makes containerd's code, which logs through the context, silent.
 func (f *Fetcher) quietCtx(ctx context.Context) context.Context {
 	return log.WithLogger(ctx, f.quiet)
+}
+
+// refCtx is quietCtx for requests made for the image ref, whose
+// credentials the hosts' authorizers look up.
+func (f *Fetcher) refCtx(ctx context.Context, ref string) context.Context {
+	return f.quietCtx(withRef(ctx, ref))
 }
 
 // HostStats are the counters of one host.
@@ -227,7 +236,7 @@ func (f *Fetcher) Resolve(ctx context.Context, ref string) (string, ocispec.Desc
 	)
 	release, err := f.retry(ctx, func(ctx context.Context) error {
 		var err error
-		name, desc, err = f.resolver.Resolve(f.quietCtx(ctx), ref)
+		name, desc, err = f.resolver.Resolve(f.refCtx(ctx, ref), ref)
 		return mapContainerdErr(err)
 	})
 	if err != nil {
@@ -254,7 +263,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor
 		if err != nil {
 			return mapContainerdErr(err)
 		}
-		rc, err = fe.Fetch(f.quietCtx(ctx), desc)
+		rc, err = fe.Fetch(f.refCtx(ctx, ref), desc)
 		return mapContainerdErr(err)
 	})
 	if err != nil {

@@ -31,11 +31,11 @@ func (f *Fetcher) Push(ctx context.Context, ref string, desc ocispec.Descriptor,
 		return fmt.Errorf("%w: push %s: data does not match descriptor %s", ErrInvalid, ref, desc.Digest)
 	}
 	_, err := f.retry(ctx, func(ctx context.Context) error {
-		p, err := f.resolver.Pusher(f.quietCtx(ctx), ref)
+		p, err := f.resolver.Pusher(f.refCtx(ctx, ref), ref)
 		if err != nil {
 			return mapPushErr(err)
 		}
-		w, err := p.Push(f.quietCtx(ctx), desc)
+		w, err := p.Push(f.refCtx(ctx, ref), desc)
 		if errdefs.IsAlreadyExists(err) {
 			return nil
 		}
@@ -46,7 +46,7 @@ func (f *Fetcher) Push(ctx context.Context, ref string, desc ocispec.Descriptor,
 		if _, err := io.Copy(w, bytes.NewReader(data)); err != nil {
 			return mapPushErr(err)
 		}
-		if err := w.Commit(f.quietCtx(ctx), desc.Size, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+		if err := w.Commit(f.refCtx(ctx, ref), desc.Size, desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
 			return mapPushErr(err)
 		}
 		return nil
@@ -98,7 +98,7 @@ func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Dige
 		var body []byte
 		release, err := f.retry(ctx, func(ctx context.Context) error {
 			var err error
-			body, err = f.getIndex(ctx, h, u)
+			body, err = f.getIndex(withRef(ctx, ref), h, u)
 			return err
 		})
 		if err == nil {

@@ -19,8 +19,14 @@
 //	POST /unmount   Request -> 204, or Error
 //	POST /usage     Request -> snapshots.Usage, or Error
 //	POST /cleanup   -> 204, or Error
+//	POST /pullauth  PullAuthRequest -> PullAuthResponse, or Error
+//	POST /pullauth/revert  PullAuthRevert -> 204, or Error
 //	GET  /status    -> ops.Report (without the snapshotter's part)
 //	GET  /metrics   -> Prometheus text
+//
+// The pull auths serve's CRI image service captures (package cri) reach
+// the manager, which fetches, through /pullauth and live only in its
+// memory: a restarted manager has none until the next pulls.
 //
 // A request's context is the caller's: when serve gives up on a Mount (its
 // mount timeout, or containerd cancelling Prepare), the manager's Mount

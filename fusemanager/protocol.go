@@ -21,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/prometheus/common/expfmt"
@@ -39,6 +40,26 @@ type Request struct {
 type Error struct {
 	Error  string `json:"error"`
 	Reason string `json:"reason,omitempty"`
+}
+
+// PullAuthRequest is the body of POST /pullauth: the auth of a CRI pull
+// of Image, kept in the manager's memory for the fetches of that image's
+// layers (never written anywhere).
+type PullAuthRequest struct {
+	Image string           `json:"image"`
+	Auth  fetcher.PullAuth `json:"auth"`
+}
+
+// PullAuthRevert is the body of POST /pullauth/revert: undo the
+// PullAuthRequest that answered Generation (its pull failed).
+type PullAuthRevert struct {
+	Image      string `json:"image"`
+	Generation uint64 `json:"generation"`
+}
+
+// PullAuthResponse answers POST /pullauth.
+type PullAuthResponse struct {
+	Generation uint64 `json:"generation"`
 }
 
 // Health is GET /healthz.
@@ -218,6 +239,21 @@ func (m *FS) Usage(ctx context.Context, mountpoint string) (snapshots.Usage, err
 	return u, err
 }
 
+// SetPullAuth hands the manager the auth of a CRI pull of image
+// (POST /pullauth), starting a manager when none listens, and returns its
+// generation, for RevertPullAuth.
+func (m *FS) SetPullAuth(ctx context.Context, image string, auth fetcher.PullAuth) (uint64, error) {
+	var resp PullAuthResponse
+	err := m.call(ctx, "/pullauth", PullAuthRequest{Image: image, Auth: auth}, &resp)
+	return resp.Generation, err
+}
+
+// RevertPullAuth undoes SetPullAuth's generation gen for image, unless a
+// later pull replaced it (POST /pullauth/revert).
+func (m *FS) RevertPullAuth(ctx context.Context, image string, gen uint64) error {
+	return m.call(ctx, "/pullauth/revert", PullAuthRevert{Image: image, Generation: gen}, nil)
+}
+
 // ClaimSocket removes a stale socket at path, and refuses to start when a
 // manager answers there: two managers would both serve the same root.
 func ClaimSocket(ctx context.Context, path string) error {
@@ -241,9 +277,11 @@ type Service struct {
 		snapshotter.Usager
 		snapshotter.Cleaner
 	}
-	Health  Health                               // GET /healthz
-	Metrics http.Handler                         // GET /metrics
-	Status  func(ctx context.Context) ops.Report // GET /status
+	// PullAuths keeps CRI pulls' auths (POST /pullauth); nil refuses them.
+	PullAuths *fetcher.PullAuths
+	Health    Health                               // GET /healthz
+	Metrics   http.Handler                         // GET /metrics
+	Status    func(ctx context.Context) ops.Report // GET /status
 }
 
 // Handler serves the manager protocol for svc.
@@ -299,11 +337,49 @@ func Handler(svc Service) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("POST /pullauth", func(w http.ResponseWriter, r *http.Request) {
+		var req PullAuthRequest
+		if !decodePullAuth(w, r, svc.PullAuths, &req) {
+			return
+		}
+		gen, err := svc.PullAuths.Set(req.Image, req.Auth)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, PullAuthResponse{Generation: gen})
+	})
+	mux.HandleFunc("POST /pullauth/revert", func(w http.ResponseWriter, r *http.Request) {
+		var req PullAuthRevert
+		if !decodePullAuth(w, r, svc.PullAuths, &req) {
+			return
+		}
+		if err := svc.PullAuths.Revert(req.Image, req.Generation); err != nil {
+			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.Handle("GET /metrics", svc.Metrics)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, svc.Status(r.Context()))
 	})
 	return mux
+}
+
+// decodePullAuth reads a pull auth call's body into v; false when it has
+// answered the call with an error. Errors never quote the body: it holds
+// a secret.
+func decodePullAuth(w http.ResponseWriter, r *http.Request, pa *fetcher.PullAuths, v any) bool {
+	if pa == nil {
+		writeJSON(w, http.StatusNotImplemented, Error{Error: "this fuse manager keeps no pull auths"})
+		return false
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("bad pull auth request: %T", err)})
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

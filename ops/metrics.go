@@ -95,6 +95,7 @@ type Sources struct {
 	Fallbacks      func() []snapshotter.Fallback       // snapshotter.Fallbacks
 	Verify         func() remote.VerifyStats           // remote.FS.VerifyStats
 	BadLayers      func() []remote.BadLayer            // remote.FS.BadLayers
+	PullAuths      func() []string                     // fetcher.PullAuths.Repositories
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {

@@ -25,6 +25,9 @@ type Report struct {
 	BadLayers    []BadLayer    `json:"bad_layers,omitempty"`
 	Verification *Verification `json:"verification,omitempty"`
 	FuseManager  *FuseManager  `json:"fuse_manager,omitempty"`
+	// PullAuths names the image repositories whose last CRI pull's auth
+	// is held in memory for their lazy fetches (never the auths).
+	PullAuths []string `json:"pull_auths,omitempty"`
 }
 
 // FuseManager is the fuse manager serving the layers, when serve
@@ -182,6 +185,9 @@ func (s *Server) Report(ctx context.Context) Report {
 		for _, b := range s.Src.BadLayers() {
 			rep.BadLayers = append(rep.BadLayers, BadLayer{Digest: b.Digest.String(), Index: b.Index.String(), Reason: b.Reason, Time: b.Time})
 		}
+	}
+	if s.Src.PullAuths != nil {
+		rep.PullAuths = s.Src.PullAuths()
 	}
 	return rep
 }

@@ -31,6 +31,10 @@ func TestLoadServeConfig(t *testing.T) {
 		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
 			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
 		}, ""},
+		{"kubernetes", "[registry]\n  credential_provider_config = \"/etc/kubernetes/cp.yaml\"\n  credential_provider_bin_dir = \"/usr/libexec/kubernetes/cp\"\n[cri]\n  image_service_address = \"/run/lazysnap/cri.sock\"\n", func(c serveConfig) bool {
+			return c.Registry.CredentialProviderConfig == "/etc/kubernetes/cp.yaml" && c.Registry.CredentialProviderBinDir == "/usr/libexec/kubernetes/cp" &&
+				c.CRI.ImageServiceAddress == "/run/lazysnap/cri.sock" && c.CRI.ContainerdCRIAddress == "/run/containerd/containerd.sock"
+		}, ""},
 		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "cache.max_bytes"},

@@ -136,6 +136,9 @@ type stackOptions struct {
 	// node of the same registry, with a WAN proxy, containerd and
 	// lazysnap of its own); else the stack starts one.
 	reg *registry.Registry
+	// cri, if set, enables containerd's CRI plugin with the configuration
+	// it returns (after the stack's registry and hosts directory exist).
+	cri func(s *stack) string
 }
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
@@ -164,10 +167,15 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		t.Fatal(err)
 	}
 	s.startLazysnap(t)
-	s.ctrd = ctrdenv.Start(t, ctrdenv.Options{
+	copts := ctrdenv.Options{
 		NeedCtrRemote: true,
 		ExtraConfig:   fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock()),
-	})
+	}
+	if opts.cri != nil {
+		copts.CRI = true
+		copts.ExtraConfig += opts.cri(s)
+	}
+	s.ctrd = ctrdenv.Start(t, copts)
 	t.Cleanup(func() {
 		// containers first, then lazysnap, then (by its own cleanup) containerd
 		s.stopLazysnap(t)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
@@ -210,5 +211,48 @@ func TestManagerCleanup(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(content); len(ents) != 0 {
 		t.Fatalf("content after Cleanup: %d entries, want none", len(ents))
+	}
+}
+
+// TestManagerPullAuths: a CRI pull's auth reaches the manager's memory
+// (POST /pullauth) and a failed pull's is reverted; a bad request's error
+// quotes no secret; a manager without a store refuses auths.
+func TestManagerPullAuths(t *testing.T) {
+	m := newTestManager(t, failingSource{})
+	m.ls.pullAuths = fetcher.NewPullAuths()
+	m.srv.Handler = m.ls.handler(t.TempDir())
+	m.serve(t)
+	fs := fusemanager.NewFS(fusemanager.NewClient(m.sock), nil)
+	ctx := context.Background()
+	auth := fetcher.PullAuth{Username: "alice", Password: "s3cret-pw"}
+	gen, err := fs.SetPullAuth(ctx, "reg.example:5000/team/app:v1", auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.ls.pullAuths.Repositories(); len(got) != 1 || got[0] != "reg.example:5000/team/app" {
+		t.Fatalf("the manager holds auths for %q", got)
+	}
+	user, pass, ok, err := m.ls.pullAuths.Credentials(ctx, "reg.example:5000/team/app@"+hexDigest('b'), "reg.example:5000", false)
+	if err != nil || !ok || user != "alice" || pass != "s3cret-pw" {
+		t.Fatalf("credentials in the manager: %q %q %v %v", user, pass, ok, err)
+	}
+	if err := fs.RevertPullAuth(ctx, "reg.example:5000/team/app:v1", gen); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.ls.pullAuths.Repositories(); len(got) != 0 {
+		t.Fatalf("after the revert the manager holds auths for %q", got)
+	}
+	for _, bad := range []struct{ image, auth string }{{"reg.example/App:v1", ""}, {"reg.example/app:v1", "%%%s3cret-pw"}} {
+		_, err := fs.SetPullAuth(ctx, bad.image, fetcher.PullAuth{Auth: bad.auth, Password: "s3cret-pw"})
+		if err == nil || strings.Contains(err.Error(), "s3cret-pw") {
+			t.Fatalf("bad pull auth %q: %v", bad.image, err)
+		}
+	}
+
+	none := newTestManager(t, failingSource{})
+	none.serve(t)
+	_, err = fusemanager.NewFS(fusemanager.NewClient(none.sock), nil).SetPullAuth(ctx, "reg.example/app:v1", auth)
+	if err == nil || !strings.Contains(err.Error(), "keeps no pull auths") {
+		t.Fatalf("a manager without a store: %v", err)
 	}
 }

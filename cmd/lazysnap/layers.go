@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/lazysnap/lazysnap/credprovider"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fusemanager"
@@ -27,18 +28,29 @@ import (
 // a `lazysnap fuse-manager` process that runs it (fusemanager.go), so that
 // the FUSE mounts outlive a restart of serve.
 type layerService struct {
-	fetcher *fetcher.Fetcher
-	fs      *remote.FS
-	root    string // content directories live under root/content
-	met     *ops.Metrics
-	status  *ops.Server
+	fetcher   *fetcher.Fetcher
+	pullAuths *fetcher.PullAuths // CRI pulls' auths (cri.image_service_address)
+	fs        *remote.FS
+	root      string // content directories live under root/content
+	met       *ops.Metrics
+	status    *ops.Server
 }
 
 // newLayerService builds the layer half from cfg; its metrics go to met.
 func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*layerService, error) {
+	pullAuths := fetcher.NewPullAuths()
+	creds := []fetcher.CredentialSource{pullAuths}
+	if cfg.Registry.CredentialProviderConfig != "" {
+		ps, err := credprovider.Load(cfg.Registry.CredentialProviderConfig, cfg.Registry.CredentialProviderBinDir)
+		if err != nil {
+			return nil, err
+		}
+		creds = append(creds, ps)
+	}
 	f, err := fetcher.New(fetcher.Config{
 		HostsDir:         cfg.Registry.HostsDir,
 		DockerConfigPath: cfg.Registry.DockerConfig,
+		Credentials:      creds,
 		CacheDir:         filepath.Join(cfg.Root, "cache"),
 		CacheMaxBytes:    cfg.Cache.MaxBytes,
 		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
@@ -73,12 +85,12 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		},
 	})
 	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers,
-		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers}
+		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers, PullAuths: pullAuths.Repositories}
 	if err := met.Register(src); err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &layerService{fetcher: f, fs: rfs, root: cfg.Root, met: met,
+	return &layerService{fetcher: f, pullAuths: pullAuths, fs: rfs, root: cfg.Root, met: met,
 		status: &ops.Server{FS: rfs, Src: src, Version: version, NoPrefetch: cfg.Fetch.NoPrefetch, Background: !cfg.Fetch.NoBackground}}, nil
 }
 
@@ -104,10 +116,11 @@ func (l *layerService) Close() error { return l.fetcher.Close() }
 func (l *layerService) handler(root string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", fusemanager.Handler(fusemanager.Service{
-		FS:      l.fs,
-		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
-		Metrics: l.met.Handler(),
-		Status:  l.status.Report,
+		FS:        l.fs,
+		PullAuths: l.pullAuths,
+		Health:    fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
+		Metrics:   l.met.Handler(),
+		Status:    l.status.Report,
 	}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -16,6 +16,7 @@ import (
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/cri"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/tomlconfig"
@@ -46,7 +47,19 @@ type serveConfig struct {
 	Registry struct {
 		HostsDir     string `toml:"hosts_dir"`
 		DockerConfig string `toml:"docker_config"`
+		// kubelet's --image-credential-provider-config and
+		// --image-credential-provider-bin-dir: credential provider
+		// plugins, asked after CRI pulls' auths, before the Docker config
+		CredentialProviderConfig string `toml:"credential_provider_config"`
+		CredentialProviderBinDir string `toml:"credential_provider_bin_dir"`
 	} `toml:"registry"`
+	// CRI: the image service kubelet is pointed at (--image-service-endpoint)
+	// so that lazysnap gets the auth of its pulls (package cri); off when
+	// ImageServiceAddress is empty.
+	CRI struct {
+		ImageServiceAddress  string `toml:"image_service_address"`
+		ContainerdCRIAddress string `toml:"containerd_cri_address"`
+	} `toml:"cri"`
 	Cache struct {
 		MaxBytes    int64 `toml:"max_bytes"`
 		MemoryBytes int64 `toml:"memory_bytes"`
@@ -116,6 +129,7 @@ func defaultServeConfig() serveConfig {
 	c.Registry.HostsDir = "/etc/containerd/certs.d"
 	c.Registry.DockerConfig = fetcher.DefaultDockerConfigPath()
 	c.FuseManager.Enable = true
+	c.CRI.ContainerdCRIAddress = "/run/containerd/containerd.sock"
 	c.Profile.Record, c.Profile.Fetch = true, true
 	c.Fetch.VerifyBlob = true
 	return c
@@ -180,6 +194,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fsys    snapshotter.FileSystem
 		manager *fusemanager.Client // nil: in-process
 		ls      *layerService       // nil: by the manager
+		auths   cri.AuthStore       // where the CRI image service keeps pull auths
 	)
 	if cfg.FuseManager.Enable {
 		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), managerStarter(cfgPath, cfg.Root))
@@ -194,13 +209,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := gatherManager(met, mfs.Client()); err != nil {
 			return err
 		}
-		fsys, manager = mfs, mfs.Client()
+		fsys, manager, auths = mfs, mfs.Client(), mfs
 	} else {
 		if ls, err = newLayerService(cfg, met, logger); err != nil {
 			return err
 		}
 		defer ls.Close()
-		fsys = ls.fs
+		fsys, auths = ls.fs, localAuths{ls.pullAuths}
 	}
 	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys)
 	if err != nil {
@@ -245,6 +260,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
+	if cfg.CRI.ImageServiceAddress != "" {
+		stop, err := serveCRI(ctx, cfg, auths, errc)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer stop()
+	}
 	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.statusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
 	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
 	select {
@@ -255,15 +278,84 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		opsSrv.Shutdown(sctx)
 		cancel()
-		stopped := make(chan struct{})
-		go func() { srv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			srv.Stop()
-		}
+		stopGracefully(srv, 10*time.Second)
 		return nil
 	}
+}
+
+// stopGracefully lets srv's calls in flight finish, for at most timeout.
+func stopGracefully(srv *grpc.Server, timeout time.Duration) {
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(timeout):
+		srv.Stop()
+	}
+}
+
+// serveCRI serves the CRI image service (package cri) on
+// cri.image_service_address, forwarding to containerd's CRI socket; its
+// failure is sent to errc. stop stops it.
+func serveCRI(ctx context.Context, cfg serveConfig, auths cri.AuthStore, errc chan<- error) (stop func(), err error) {
+	logger := logger(ctx)
+	conn, err := cri.Dial(cfg.CRI.ContainerdCRIAddress)
+	if err != nil {
+		return nil, err
+	}
+	proxy := cri.NewProxy(conn, auths, cri.Options{
+		OnAuthError: func(image string, err error) {
+			logger.WarnContext(ctx, "CRI pull auth", "image", image, "error", err)
+		},
+		OnPull: func(image string, withAuth bool, err error) {
+			if err != nil {
+				logger.InfoContext(ctx, "CRI pull failed", "image", image, "auth", withAuth, "error", err)
+				return
+			}
+			logger.InfoContext(ctx, "CRI pull", "image", image, "auth", withAuth)
+		},
+	})
+	p := cfg.CRI.ImageServiceAddress
+	if err := os.MkdirAll(filepath.Dir(p), 0o711); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		conn.Close()
+		return nil, err
+	}
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("cri.image_service_address: %w", err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		l.Close()
+		conn.Close()
+		return nil, err
+	}
+	srv := cri.NewServer(proxy)
+	go func() {
+		if err := srv.Serve(l); err != nil {
+			errc <- fmt.Errorf("CRI image service: %w", err)
+		}
+	}()
+	logger.InfoContext(ctx, "CRI image service", "address", p, "containerd", cfg.CRI.ContainerdCRIAddress)
+	return func() {
+		stopGracefully(srv, 10*time.Second)
+		conn.Close()
+	}, nil
+}
+
+// localAuths keeps pull auths in this process, whose fetcher uses them.
+type localAuths struct{ pa *fetcher.PullAuths }
+
+func (a localAuths) SetPullAuth(_ context.Context, image string, auth fetcher.PullAuth) (uint64, error) {
+	return a.pa.Set(image, auth)
+}
+
+func (a localAuths) RevertPullAuth(_ context.Context, image string, gen uint64) error {
+	return a.pa.Revert(image, gen)
 }
 
 // listenOps opens the status socket (mode 0600: status names images) and,

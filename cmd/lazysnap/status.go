@@ -161,6 +161,9 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 		}
 		fmt.Fprintf(w, "BAD LAYER %s (since %s; new mounts fall back): %s\n", which, b.Time.Format(time.RFC3339), b.Reason)
 	}
+	if len(rep.PullAuths) > 0 {
+		fmt.Fprintf(w, "CRI pull auths held for: %s\n", strings.Join(rep.PullAuths, ", "))
+	}
 	if fm := rep.FuseManager; fm != nil {
 		if fm.Error != "" {
 			fmt.Fprintf(w, "fuse manager %s: NOT ANSWERING: %s\n", fm.Address, fm.Error)

@@ -70,6 +70,11 @@ type Options struct {
 	// DisabledPlugins are disabled in addition to CRI and the other
 	// plugins Start always disables.
 	DisabledPlugins []string
+	// CRI keeps containerd's CRI plugins (io.containerd.grpc.v1.cri, served
+	// on Address(), and 2.x's images, runtime and podsandbox plugins),
+	// which Start otherwise disables; their configuration goes in
+	// ExtraConfig.
+	CRI bool
 	// NeedCtrRemote makes Start skip (or fail) when ctr-remote is missing,
 	// before any daemon is started.
 	NeedCtrRemote bool
@@ -303,7 +308,16 @@ func orDefault(s, def string) string {
 
 // config returns the config.toml text.
 func (c *Containerd) config(opts Options) string {
-	disabled := append(alwaysDisabled(c.major), opts.DisabledPlugins...)
+	cri := map[string]bool{ // the CRI plugins of 1.x and 2.x
+		"io.containerd.grpc.v1.cri": true, "io.containerd.cri.v1.images": true, "io.containerd.cri.v1.runtime": true,
+		"io.containerd.podsandbox.controller.v1.podsandbox": true,
+	}
+	var disabled []string
+	for _, p := range append(alwaysDisabled(c.major), opts.DisabledPlugins...) {
+		if !opts.CRI || !cri[p] {
+			disabled = append(disabled, p)
+		}
+	}
 	quoted := make([]string, len(disabled))
 	for i, p := range disabled {
 		quoted[i] = strconv.Quote(p)
