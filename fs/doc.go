@@ -34,6 +34,18 @@
 // (a profile recorded earlier) in as few requests as possible, joining
 // ranges that lie close together.
 //
+// Serving: a Mount serves the FUSE protocol with go-fuse's ProtocolServer
+// over a /dev/fuse descriptor of its own (server.go says why not
+// fuse.Server), at the raw level, statelessly: a NodeID is the index's Ino
+// + 1, a directory offset an entry's position, a file handle a slot of the
+// mount's open table. So another process can serve a live mount (Adopt):
+// given a duplicate of the descriptor, the saved INIT exchange and the open
+// table's file (MountShared keeps it in a shared mapping, which survives a
+// SIGKILL), it resolves every NodeID and handle the kernel holds, and asks
+// the kernel to resend what its predecessor read and never answered
+// (FUSE_NOTIFY_RESEND, Linux 6.9; resent requests carry the high bit of
+// their unique ID, and answering one twice is harmless read-only).
+//
 // # Errors
 //
 // Nothing unverified is ever served: a chunk that fails verification is
