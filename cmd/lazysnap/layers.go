@@ -17,6 +17,7 @@ import (
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/profile"
 	"github.com/lazysnap/lazysnap/remote"
+	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -31,6 +32,7 @@ type layerService struct {
 	root    string // content directories live under root/content
 	met     *ops.Metrics
 	status  *ops.Server
+	hfs     *handoverFS // the fuse manager's: fs with the mounts held by the fd keeper
 }
 
 // newLayerService builds the layer half from cfg; its metrics go to met.
@@ -66,6 +68,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
 		MaxEntries:  cfg.Index.MaxEntries,
 		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
+		Handover:    cfg.handoverDir,
 		OnMount: func(l remote.LayerInfo) {
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
@@ -97,8 +100,16 @@ func (l *layerService) Close() error { return l.fetcher.Close() }
 
 // handler serves the manager protocol for l.
 func (l *layerService) handler(root string) http.Handler {
+	var fs interface {
+		snapshotter.FileSystem
+		snapshotter.Usager
+		snapshotter.Cleaner
+	} = l.fs
+	if l.hfs != nil {
+		fs = l.hfs
+	}
 	return fusemanager.Handler(fusemanager.Service{
-		FS:      l.fs,
+		FS:      fs,
 		Health:  fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
 		Metrics: l.met.Handler(),
 		Status:  l.status.Report,
