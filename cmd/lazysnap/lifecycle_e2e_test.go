@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lazysnap/lazysnap/ops"
 )
@@ -127,11 +128,13 @@ func TestManagerHandover(t *testing.T) {
 		if step.before != nil {
 			step.before()
 		}
+		start := time.Now()
 		s.stopManager(t, step.sig)
 		// the read waits for the next manager, which serve starts
 		if got := s.readSum(t, "long", "/"+step.path, sha256Of(t, layers[step.layer], step.path)); got != "ok" {
 			t.Fatalf("%s: read of %s in the running container: %s\n%s", step.name, step.path, got, s.log())
 		}
+		t.Logf("%s: the container read %s %v after the signal", step.name, step.path, time.Since(start).Round(time.Millisecond))
 		next := s.managerPID()
 		if next == 0 || next == manager {
 			t.Fatalf("%s: fuse manager pid %d, was %d: want a new one", step.name, next, manager)
