@@ -66,3 +66,21 @@ func TestKeeperHoldsDescriptors(t *testing.T) {
 		again[0].FD.Close()
 	}
 }
+
+func TestKeeperPrunesEndedConnections(t *testing.T) {
+	k := NewKeeper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.held["/a"] = Held{Mountpoint: "/a", FD: w}
+	k.Prune()
+	if k.Len() != 1 {
+		t.Fatal("pruned a live descriptor")
+	}
+	r.Close() // as an ended FUSE connection, the descriptor polls an error
+	k.Prune()
+	if k.Len() != 0 {
+		t.Fatal("kept an ended descriptor")
+	}
+}

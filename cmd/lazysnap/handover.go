@@ -78,7 +78,17 @@ func runFDKeeper(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	go func() {
-		<-ctx.Done()
+		// let go of mounts unmounted behind the managers' backs (a
+		// manager that was down when containerd removed a snapshot)
+		for {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Minute):
+				k.Prune()
+				continue
+			}
+			break
+		}
 		for k.Prune(); k.Len() > 0; k.Prune() {
 			time.Sleep(time.Second)
 		}
