@@ -71,15 +71,16 @@ type server struct {
 	rep  []byte // our reply to it
 	caps uint64 // the negotiated capabilities
 
-	bufs     sync.Pool
-	stopping atomic.Bool
-	idle     atomic.Int32 // readers waiting for a request
-	nreaders atomic.Int32
-	readers  sync.WaitGroup
-	handlers sync.WaitGroup
-	ended    chan struct{} // the connection ended (unmounted or aborted)
-	endOnce  sync.Once
-	stopOnce sync.Once
+	bufs      sync.Pool
+	stopping  atomic.Bool
+	abandoned atomic.Bool  // shutdown stopped waiting for the handlers
+	idle      atomic.Int32 // readers waiting for a request
+	nreaders  atomic.Int32
+	readers   sync.WaitGroup
+	handlers  sync.WaitGroup
+	ended     chan struct{} // the connection ended (unmounted or aborted)
+	endOnce   sync.Once
+	stopOnce  sync.Once
 }
 
 // newServer prepares to serve fd (which it owns); the caller sets ps.
@@ -190,7 +191,7 @@ func (s *server) handle(b *[2][]byte, n int) {
 		binary.LittleEndian.PutUint32(out[4:], uint32(-int32(st)))
 		copy(out[8:16], in[8:16])
 	}
-	if w > 0 {
+	if w > 0 && !s.abandoned.Load() {
 		// ENOENT: the request was interrupted, or the connection ended
 		unix.Write(s.fd, out[:w])
 	}
@@ -220,9 +221,9 @@ func (s *server) shutdown(wait time.Duration) {
 		var one [8]byte
 		binary.LittleEndian.PutUint64(one[:], 1)
 		unix.Write(s.stop, one[:])
-		s.readers.Wait()
 		done := make(chan struct{})
 		go func() {
+			s.readers.Wait() // readers handle what they read
 			s.handlers.Wait()
 			unix.Close(s.fd) // not before: a late handler would write to another file
 			unix.Close(s.stop)
@@ -231,6 +232,9 @@ func (s *server) shutdown(wait time.Duration) {
 		select {
 		case <-done:
 		case <-time.After(wait):
+			// what they answer now (EIO, once the layer is closed) is
+			// not for the kernel: it resends them to a successor
+			s.abandoned.Store(true)
 		}
 	})
 }
