@@ -9,7 +9,7 @@
 // each chunk is fetched as a compressed range, decompressed and verified
 // by the layer format's Decoder (EStargzDecoder: estargz.Chunk.Decode), then written at its file offset into a sparse
 // per-file content file, and marked present. Reads are served from the
-// content files (spliced by the kernel); once every chunk of a file is
+// content files (read into the reply: one copy more than a splice); once every chunk of a file is
 // present, new opens are handed to the kernel through FUSE passthrough where
 // it supports that, so cached reads run at local-disk speed.
 //
