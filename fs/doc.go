@@ -9,7 +9,7 @@
 // each chunk is fetched as a compressed range, decompressed and verified
 // by the layer format's Decoder (EStargzDecoder: estargz.Chunk.Decode), then written at its file offset into a sparse
 // per-file content file, and marked present. Reads are served from the
-// content files (spliced by the kernel); once every chunk of a file is
+// content files (read into the reply: one copy more than a splice); once every chunk of a file is
 // present, new opens are handed to the kernel through FUSE passthrough where
 // it supports that, so cached reads run at local-disk speed.
 //
@@ -35,6 +35,18 @@
 // a container start reads); PrefetchChunks fetches a given list of chunks
 // (a profile recorded earlier) in as few requests as possible, joining
 // ranges that lie close together.
+//
+// Serving: a Mount serves the FUSE protocol with go-fuse's ProtocolServer
+// over a /dev/fuse descriptor of its own (server.go says why not
+// fuse.Server), at the raw level, statelessly: a NodeID is the index's Ino
+// + 1, a directory offset an entry's position, a file handle a slot of the
+// mount's open table. So another process can serve a live mount (Adopt):
+// given a duplicate of the descriptor, the saved INIT exchange and the open
+// table's file (MountShared keeps it in a shared mapping, which survives a
+// SIGKILL), it resolves every NodeID and handle the kernel holds, and asks
+// the kernel to resend what its predecessor read and never answered
+// (FUSE_NOTIFY_RESEND, Linux 6.9; resent requests carry the high bit of
+// their unique ID, and answering one twice is harmless read-only).
 //
 // # Errors
 //

@@ -1,42 +1,27 @@
 package fs
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/lazysnap/lazysnap/index"
 )
 
-// node is one inode of the mounted layer.
-type node struct {
-	gofs.Inode
-	l   *Layer
-	ino index.Ino
-
-	// The kernel refuses a passthrough open while the inode has files open
-	// in cached mode (and the open fails with EIO), so passthrough waits
-	// until no cached-mode handle is open.
-	mu          sync.Mutex
-	cachedOpens int
+// rawFS is the FUSE filesystem of a mounted layer, at go-fuse's raw
+// protocol level. It holds no per-lookup state: a NodeID is the inode's
+// index.Ino + 1 (so the root, Ino 0, is FUSE_ROOT_ID), the same in every
+// process that serves the layer's index, and a file handle is a slot of
+// the mount's open table (cached mode) or the kernel's backing ID
+// (passthrough). A successor that adopts the mount resolves the NodeIDs and
+// handles its predecessor gave the kernel.
+type rawFS struct {
+	fuse.RawFileSystem // the default: ENOSYS for what a read-only layer does not do
+	l                  *Layer
+	opens              *openTable
+	srv                *server
 }
-
-var (
-	_ gofs.NodeLookuper       = (*node)(nil)
-	_ gofs.NodeReaddirer      = (*node)(nil)
-	_ gofs.NodeOpendirHandler = (*node)(nil)
-	_ gofs.NodeGetattrer      = (*node)(nil)
-	_ gofs.NodeReadlinker     = (*node)(nil)
-	_ gofs.NodeOpener         = (*node)(nil)
-	_ gofs.NodeGetxattrer     = (*node)(nil)
-	_ gofs.NodeListxattrer    = (*node)(nil)
-	_ gofs.NodeStatfser       = (*node)(nil)
-)
 
 // The kernel may cache everything: a layer never changes.
 const cacheTimeout = 24 * time.Hour
@@ -45,8 +30,16 @@ const cacheTimeout = 24 * time.Hour
 // user.* for overlay mounts with the userxattr option.
 var opaqueXattrs = [...]string{"trusted.overlay.opaque", "user.overlay.opaque"}
 
-func (n *node) fillAttr(ino index.Ino, out *fuse.Attr) {
-	a := n.l.idx.Attr(ino)
+// ino resolves a NodeID, or reports that it names no inode of the layer.
+func (fs *rawFS) ino(nodeID uint64) (index.Ino, bool) {
+	if nodeID == 0 || nodeID > uint64(fs.l.idx.Len()) {
+		return 0, false
+	}
+	return index.Ino(nodeID - 1), true
+}
+
+func (fs *rawFS) fillAttr(ino index.Ino, out *fuse.Attr) {
+	a := fs.l.idx.Attr(ino)
 	out.Ino = uint64(ino) + 1
 	out.Mode = a.Mode
 	out.Size = uint64(a.Size)
@@ -58,235 +51,241 @@ func (n *node) fillAttr(ino index.Ino, out *fuse.Attr) {
 	out.Blksize = 4096
 }
 
-func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fillAttr(n.ino, &out.Attr)
-	out.SetTimeout(cacheTimeout)
-	return 0
-}
-
-func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	ino, ok := n.l.idx.Lookup(n.ino, name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	n.fillAttr(ino, &out.Attr)
+func (fs *rawFS) fillEntry(ino index.Ino, out *fuse.EntryOut) {
+	out.NodeId = uint64(ino) + 1
+	fs.fillAttr(ino, &out.Attr)
 	out.SetEntryTimeout(cacheTimeout)
 	out.SetAttrTimeout(cacheTimeout)
-	child := &node{l: n.l, ino: ino}
-	return n.NewInode(ctx, child, gofs.StableAttr{Mode: out.Attr.Mode & syscall.S_IFMT, Ino: uint64(ino) + 1}), 0
 }
 
-func (n *node) dirEntries() []fuse.DirEntry {
-	ents := make([]fuse.DirEntry, 0, n.l.idx.NumEntries(n.ino))
-	n.l.idx.ReadDir(n.ino, func(name string, ino index.Ino) bool {
-		ents = append(ents, fuse.DirEntry{Name: name, Ino: uint64(ino) + 1, Mode: n.l.idx.Attr(ino).Mode & syscall.S_IFMT})
-		return true
-	})
-	return ents
-}
+func (fs *rawFS) String() string { return "lazysnap" }
 
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	return gofs.NewListDirStream(n.dirEntries()), 0
-}
-
-// OpendirHandle lets the kernel cache directory listings (FOPEN_CACHE_DIR):
-// a layer's directories never change, so a second walk never reaches us.
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return &dirHandle{ents: n.dirEntries()}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// dirHandle is an open directory.
-type dirHandle struct {
-	ents []fuse.DirEntry
-	pos  int
-}
-
-var (
-	_ gofs.FileReaddirenter = (*dirHandle)(nil)
-	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
-)
-
-func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if d.pos >= len(d.ents) {
-		return nil, 0
+func (fs *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	dir, ok := fs.ino(h.NodeId)
+	if !ok || !fs.l.idx.IsDir(dir) {
+		return fuse.Status(syscall.ENOTDIR)
 	}
-	d.pos++
-	return &d.ents[d.pos-1], 0
-}
-
-func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.pos = int(min(off, uint64(len(d.ents))))
-	return 0
-}
-
-func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	target, ok := n.l.idx.Readlink(n.ino)
+	ino, ok := fs.l.idx.Lookup(dir, name)
 	if !ok {
-		return nil, syscall.EINVAL
+		// a negative entry, cached as long as the positive ones
+		out.NodeId = 0
+		out.SetEntryTimeout(cacheTimeout)
+		return fuse.OK
 	}
-	return []byte(target), 0
+	fs.fillEntry(ino, out)
+	return fuse.OK
 }
 
-func (n *node) xattr(name string) ([]byte, bool) {
-	if n.l.idx.Attr(n.ino).Opaque {
-		for _, o := range opaqueXattrs {
-			if name == o {
-				return []byte("y"), true
-			}
-		}
-	}
-	v, ok := n.l.idx.Xattrs(n.ino)[name]
-	return v, ok
-}
+// Forget: NodeIDs are the index's, nothing to drop.
+func (fs *rawFS) Forget(nodeID, nlookup uint64) {}
 
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	v, ok := n.xattr(attr)
+func (fs *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	ino, ok := fs.ino(in.NodeId)
 	if !ok {
-		return 0, syscall.ENODATA
+		return fuse.ENOENT
+	}
+	fs.fillAttr(ino, &out.Attr)
+	out.SetTimeout(cacheTimeout)
+	return fuse.OK
+}
+
+func (fs *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	ino, ok := fs.ino(h.NodeId)
+	if !ok {
+		return nil, fuse.ENOENT
+	}
+	target, ok := fs.l.idx.Readlink(ino)
+	if !ok {
+		return nil, fuse.EINVAL
+	}
+	return []byte(target), fuse.OK
+}
+
+func (fs *rawFS) xattrs(ino index.Ino) (map[string][]byte, bool) {
+	return fs.l.idx.Xattrs(ino), fs.l.idx.Attr(ino).Opaque
+}
+
+func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	ino, ok := fs.ino(h.NodeId)
+	if !ok {
+		return 0, fuse.ENOENT
+	}
+	xs, opaque := fs.xattrs(ino)
+	v, ok := xs[attr]
+	if opaque && (attr == opaqueXattrs[0] || attr == opaqueXattrs[1]) {
+		v, ok = []byte("y"), true
+	}
+	if !ok {
+		return 0, fuse.ENOATTR
 	}
 	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
+		return uint32(len(v)), fuse.ERANGE
 	}
-	return uint32(copy(dest, v)), 0
+	return uint32(copy(dest, v)), fuse.OK
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+func (fs *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	ino, ok := fs.ino(h.NodeId)
+	if !ok {
+		return 0, fuse.ENOENT
+	}
+	xs, opaque := fs.xattrs(ino)
 	var list []byte
-	for k := range n.l.idx.Xattrs(n.ino) {
+	for k := range xs {
 		list = append(append(list, k...), 0)
 	}
-	if n.l.idx.Attr(n.ino).Opaque {
+	if opaque {
 		for _, o := range opaqueXattrs {
 			list = append(append(list, o...), 0)
 		}
 	}
 	if len(dest) < len(list) {
-		return uint32(len(list)), syscall.ERANGE
+		return uint32(len(list)), fuse.ERANGE
 	}
-	return uint32(copy(dest, list)), 0
+	return uint32(copy(dest, list)), fuse.OK
 }
 
-func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (fs *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	out.Bsize, out.Frsize, out.NameLen = 4096, 4096, 255
-	out.Files = uint64(n.l.idx.Len())
-	return 0
+	out.Files = uint64(fs.l.idx.Len())
+	return fuse.OK
 }
 
-func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS
+func (fs *rawFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	if in.Mask&2 != 0 { // W_OK
+		return fuse.EROFS
 	}
-	if !n.l.idx.IsRegular(n.ino) {
-		return nil, 0, syscall.EINVAL
+	return fuse.OK
+}
+
+// OpenDir lets the kernel cache directory listings (FOPEN_CACHE_DIR): a
+// layer's directories never change, so a second walk never reaches us.
+// The handle is none: ReadDir reads the index at the offset.
+func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	ino, ok := fs.ino(in.NodeId)
+	if !ok || !fs.l.idx.IsDir(ino) {
+		return fuse.Status(syscall.ENOTDIR)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cachedOpens == 0 && n.l.idx.NumChunks(n.ino) > 0 && n.l.filePresent(n.ino) {
-		// every byte is verified and on disk: the kernel can read it directly
-		if f, err := os.Open(n.l.contentPath(n.ino)); err == nil {
-			// its reads never reach ensure: a learned profile records the
-			// whole file now (read-around or prefetch made it complete)
-			n.l.noteAccess(n.ino, 0, n.l.idx.NumChunks(n.ino)-1)
-			n.l.passthrough.Add(1)
-			return &handle{n: n, passFile: f}, fuse.FOPEN_KEEP_CACHE, 0
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+func (fs *rawFS) ReleaseDir(in *fuse.ReleaseIn) {}
+
+func (fs *rawFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return fs.readDir(in, out, false)
+}
+
+func (fs *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return fs.readDir(in, out, true)
+}
+
+// readDir lists a directory from entry in.Offset on: an entry's offset is
+// its position + 1, the same in every process.
+func (fs *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	dir, ok := fs.ino(in.NodeId)
+	if !ok || !fs.l.idx.IsDir(dir) {
+		return fuse.Status(syscall.ENOTDIR)
+	}
+	i := uint64(0)
+	fs.l.idx.ReadDir(dir, func(name string, ino index.Ino) bool {
+		i++
+		if i <= in.Offset {
+			return true
 		}
+		e := fuse.DirEntry{Name: name, Ino: uint64(ino) + 1, Mode: fs.l.idx.Attr(ino).Mode & syscall.S_IFMT, Off: i}
+		if !plus {
+			return out.AddDirEntry(e)
+		}
+		eo := out.AddDirLookupEntry(e)
+		if eo == nil {
+			return false
+		}
+		fs.fillEntry(ino, eo)
+		return true
+	})
+	return fuse.OK
+}
+
+func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return fuse.EROFS
 	}
-	n.cachedOpens++
-	return &handle{n: n}, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// handle is an open file.
-type handle struct {
-	n        *node
-	passFile *os.File // set when the content is complete: FUSE passthrough
-
-	mu      sync.Mutex
-	lastEnd int64 // where the previous read ended, to detect sequential reads
-}
-
-var (
-	_ gofs.FileReader          = (*handle)(nil)
-	_ gofs.FileReleaser        = (*handle)(nil)
-	_ gofs.FilePassthroughFder = (*handle)(nil)
-)
-
-func (h *handle) PassthroughFd() (int, bool) {
-	if h.passFile == nil {
-		return 0, false
+	ino, ok := fs.ino(in.NodeId)
+	if !ok {
+		return fuse.ENOENT
 	}
-	return int(h.passFile.Fd()), true
-}
-
-func (h *handle) Release(ctx context.Context) syscall.Errno {
-	if h.passFile != nil {
-		h.passFile.Close()
-		return 0
+	if !fs.l.idx.IsRegular(ino) {
+		return fuse.EINVAL
 	}
-	h.n.mu.Lock()
-	h.n.cachedOpens--
-	h.n.mu.Unlock()
-	return 0
+	l := fs.l
+	slot, backingID, err := fs.opens.open(ino, func() (int32, bool) {
+		// every byte is verified and on disk: the kernel can read it
+		// directly
+		if !fs.srv.passthrough() || l.idx.NumChunks(ino) == 0 || !l.filePresent(ino) {
+			return 0, false
+		}
+		f, err := os.Open(l.contentPath(ino))
+		if err != nil {
+			return 0, false
+		}
+		defer f.Close() // the kernel holds its own reference once registered
+		id, errno := fs.srv.registerBacking(f)
+		return id, errno == 0
+	})
+	if err != nil {
+		return fuse.Status(syscall.ENFILE)
+	}
+	out.Fh = uint64(slot) + 1
+	if backingID == 0 {
+		out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+		return fuse.OK
+	}
+	// its reads never reach ensure: a learned profile records the whole
+	// file now (read-around or prefetch made it complete)
+	l.noteAccess(ino, 0, l.idx.NumChunks(ino)-1)
+	l.passthrough.Add(1)
+	out.BackingID = backingID
+	out.OpenFlags = fuse.FOPEN_PASSTHROUGH
+	return fuse.OK
 }
 
-func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	l, ino := h.n.l, h.n.ino
+func (fs *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	if id, ok := fs.opens.release(int(in.Fh) - 1); ok {
+		fs.srv.closeBacking(id)
+	}
+}
+
+func (fs *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse.ReadResult, fuse.Status) {
+	ino, ok := fs.ino(in.NodeId)
+	if !ok || !fs.l.idx.IsRegular(ino) {
+		return nil, fuse.EINVAL
+	}
+	l := fs.l
 	l.fuseReads.Add(1)
+	off := int64(in.Offset)
 	size := l.idx.Attr(ino).Size
 	if off >= size || len(dest) == 0 {
-		return fuse.ReadResultData(nil), 0
+		return fuse.ReadResultData(nil), fuse.OK
 	}
 	end := min(off+int64(len(dest)), size)
 	last := l.idx.ChunkIndex(ino, end-1)
-	if err := l.ensure(ctx, ino, l.idx.ChunkIndex(ino, off), last); err != nil {
-		return nil, Errno(err)
+	if err := l.ensure(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino, l.idx.ChunkIndex(ino, off), last); err != nil {
+		return nil, fuse.Status(Errno(err))
 	}
-	h.mu.Lock()
-	sequential := off == h.lastEnd && off > 0
-	h.lastEnd = end
-	h.mu.Unlock()
-	if sequential || last > 0 && off == 0 {
-		l.readAhead(ino, last+1)
+	if in.Fh != 0 {
+		sequential := fs.opens.swapLastEnd(int(in.Fh-1), end) == off && off > 0
+		if sequential || last > 0 && off == 0 {
+			l.readAhead(ino, last+1)
+		}
 	}
 	f, err := l.file(ino)
 	if err != nil {
-		return nil, Errno(err)
+		return nil, fuse.Status(Errno(err))
 	}
-	return fuse.ReadResultFd(f.Fd(), off, int(end-off)), 0
-}
-
-// Mount serves the layer at mountpoint until Unmount. It starts nothing in
-// the background: call Layer.Start for prefetch and background fetch.
-func (l *Layer) Mount(mountpoint string) (*Mount, error) {
-	timeout := cacheTimeout
-	root := &node{l: l, ino: index.Root}
-	srv, err := gofs.Mount(mountpoint, root, &gofs.Options{
-		MountOptions: fuse.MountOptions{
-			FsName:        "lazysnap",
-			Name:          "lazysnap",
-			AllowOther:    true,
-			DirectMount:   true,
-			MaxReadAhead:  1 << 20,
-			MaxBackground: 64,
-			Options:       []string{"ro", "default_permissions"},
-		},
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		NullPermissions: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fs: mounting %s: %w", mountpoint, err)
+	n, err := f.ReadAt(dest[:end-off], off)
+	if n < int(end-off) {
+		return nil, fuse.Status(Errno(err))
 	}
-	return &Mount{srv: srv}, nil
-}
-
-// Mount is a mounted layer.
-type Mount struct{ srv *fuse.Server }
-
-// Unmount unmounts the layer.
-func (m *Mount) Unmount() error { return m.srv.Unmount() }
-
-// Passthrough reports whether the kernel accepted FUSE passthrough.
-func (m *Mount) Passthrough() bool {
-	return m.srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
+	return fuse.ReadResultData(dest[:n]), fuse.OK
 }

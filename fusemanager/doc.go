@@ -32,8 +32,12 @@
 // mount timeout, or containerd cancelling Prepare), the manager's Mount
 // sees its context cancelled just as in-process.
 //
-// Stopping the manager (SIGTERM, SIGINT) unmounts every layer: containers
-// still using them lose their files, so stop it only after them.
+// The fd keeper (keeper.go) holds a duplicate of each mount's /dev/fuse
+// descriptor with the state a successor needs, so that a manager that is
+// stopped (SIGTERM, SIGINT: it stops serving and leaves the mounts),
+// upgraded or killed is replaced with no lost mount: the next manager
+// takes and adopts them. Without a keeper, stopping the manager unmounts
+// every layer.
 //
 // # Concepts
 //

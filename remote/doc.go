@@ -87,6 +87,13 @@
 // registry lookup happens once per image, within the first Mount
 // (ProfileOptions.LookupTimeout).
 //
+// Handover: with Options.Handover, a mount can be served by another
+// process. Handover gives its MountState (mountpoint, labels, the FUSE
+// session) and a duplicate of its /dev/fuse descriptor; Adopt, in the
+// other process, opens the layer as Mount does and serves the live mount
+// (fs.Layer.Adopt); Detach stops serving every mount and leaves them
+// mounted.
+//
 // # Errors
 //
 // Mount's errors wrap a snapshotter.Reason, so that the snapshotter falls

@@ -45,6 +45,9 @@ type Options struct {
 	// its blob digest (and its format's BlobChecker), and marks a layer
 	// that fails bad: see the package documentation.
 	VerifyBlob bool
+	// Handover, if set, is the directory of the mounts' open tables,
+	// which lets another process adopt the mounts (Handover, Adopt).
+	Handover string
 }
 
 // FS mounts layers lazily: the snapshotter's FileSystem (also a
@@ -95,7 +98,8 @@ func (k layerKey) contentName() string {
 
 type mountedLayer struct {
 	key    layerKey
-	ref    string // the image it was mounted for
+	labels map[string]string // what it was mounted with
+	ref    string            // the image it was mounted for
 	format string
 	seq    int
 	layer  *lfs.Layer
@@ -138,6 +142,20 @@ func New(src Source, opts Options) *FS {
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
 // snapshotter.Reason so that the snapshotter counts fallbacks by cause.
 func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	return r.mount(ctx, mountpoint, labels, func(l *lfs.Layer) (*lfs.Mount, error) {
+		if r.opts.Handover == "" {
+			return l.Mount(mountpoint)
+		}
+		if err := os.MkdirAll(r.opts.Handover, 0o700); err != nil {
+			return nil, err
+		}
+		return l.MountShared(mountpoint, openTablePath(r.opts.Handover, mountpoint))
+	})
+}
+
+// mount prepares the layer named by labels and serves it at mountpoint
+// with attach.
+func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]string, attach func(*lfs.Layer) (*lfs.Mount, error)) error {
 	src, err := snapshotter.ParseLayerSource(labels)
 	if err != nil {
 		return err
@@ -203,14 +221,14 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 		prof.done = l.PrefetchChunks(prof.chunks) // learned first, then the prioritized files
 	}
 	l.Start() // prefetch need not wait for the FUSE mount
-	m, err := l.Mount(mountpoint)
+	m, err := attach(l)
 	if err != nil {
 		l.Close()
 		return err
 	}
 	r.mu.Lock()
 	r.seq++
-	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof}
+	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof}
 	if r.opts.VerifyBlob {
 		vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})

@@ -184,6 +184,12 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		for _, m := range strings.Fields(string(out)) {
 			syscall.Unmount(m, syscall.MNT_DETACH)
 		}
+		// the fd keeper held the mounts for the next manager
+		if b, err := os.ReadFile(filepath.Join(s.dir, "root", keeperPIDName)); err == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 	})
 	return s
 }

@@ -68,11 +68,27 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fusemanager.ClaimSocket(ctx, sock); err != nil {
 		return err
 	}
+	cfg.handoverDir = filepath.Join(cfg.Root, handoverDirName)
 	ls, err := newLayerService(cfg, ops.NewMetrics("fuse-manager", version), logger)
 	if err != nil {
 		return err
 	}
 	defer ls.Close()
+	// the mounts a predecessor left, held by the fd keeper, before serve
+	// can ask about them
+	keeper, err := startKeeper(ctx, cfg.Root)
+	if err != nil {
+		logger.ErrorContext(ctx, "no fd keeper: the mounts end with this manager", "error", err)
+	} else {
+		ls.hfs = &handoverFS{FS: ls.fs, keeper: keeper, log: logger}
+		n, err := ls.hfs.adoptAll(ctx)
+		if err != nil {
+			logger.ErrorContext(ctx, "adopting the mounts of the previous fuse manager", "error", err)
+		}
+		if n > 0 {
+			logger.InfoContext(ctx, "adopted the mounts of the previous fuse manager", "layers", n)
+		}
+	}
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		return err
@@ -97,9 +113,16 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	case <-ctx.Done():
 	}
-	logger.InfoContext(ctx, "fuse manager shutting down: unmounting layers")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if ls.hfs != nil {
+		// the keeper holds the mounts: the next manager serves them
+		logger.InfoContext(ctx, "fuse manager shutting down: the fd keeper holds the mounts for the next one")
+		ls.fs.Detach() // first: serve starts the next manager once this one stops answering
+		srv.Shutdown(sctx)
+		return nil
+	}
+	logger.InfoContext(ctx, "fuse manager shutting down: unmounting layers")
 	srv.Shutdown(sctx)
 	if err := ls.unmountAll(sctx); err != nil {
 		logger.ErrorContext(ctx, "unmount at shutdown", "error", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/profile"
 	"github.com/lazysnap/lazysnap/remote"
+	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -34,6 +35,7 @@ type layerService struct {
 	root      string // content directories live under root/content
 	met       *ops.Metrics
 	status    *ops.Server
+	hfs       *handoverFS // the fuse manager's: fs with the mounts held by the fd keeper
 }
 
 // newLayerService builds the layer half from cfg; its metrics go to met.
@@ -80,6 +82,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
 		MaxEntries:  cfg.Index.MaxEntries,
 		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
+		Handover:    cfg.handoverDir,
 		OnMount: func(l remote.LayerInfo) {
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
@@ -114,9 +117,17 @@ func (l *layerService) Close() error { return l.fetcher.Close() }
 // /debug/pprof/ (the socket is root's alone): where the mounts live,
 // goroutines and heap are worth a look.
 func (l *layerService) handler(root string) http.Handler {
+	var fs interface {
+		snapshotter.FileSystem
+		snapshotter.Usager
+		snapshotter.Cleaner
+	} = l.fs
+	if l.hfs != nil {
+		fs = l.hfs
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", fusemanager.Handler(fusemanager.Service{
-		FS:        l.fs,
+		FS:        fs,
 		PullAuths: l.pullAuths,
 		Health:    fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
 		Metrics:   l.met.Handler(),

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lazysnap/lazysnap/ops"
 )
@@ -68,8 +70,8 @@ func TestRestartUnderRunningContainer(t *testing.T) {
 		t.Fatalf("new container after serve's restart printed %q", got)
 	}
 
-	// the fuse manager dies: serve starts another and remounts for new
-	// containers
+	// the fuse manager dies: serve starts another, which adopts the
+	// mounts the fd keeper holds (TestManagerHandover)
 	s.stopManager(t, syscall.SIGKILL)
 	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "after-manager", "/bin/cat", "/data/small"); got != "hello from a lazy layer\n" {
 		t.Fatalf("new container after the fuse manager was killed printed %q\n%s", got, s.log())
@@ -77,8 +79,79 @@ func TestRestartUnderRunningContainer(t *testing.T) {
 	if got := s.managerPID(); got == 0 || got == manager {
 		t.Fatalf("fuse manager pid %d after it was killed (was %d), want a new one", got, manager)
 	}
-	if sn := s.status(t).Snapshotter; sn == nil || sn.Remounts != 2 {
-		t.Fatalf("after the fuse manager was killed the snapshotter reports %+v, want both layers remounted", sn)
+	if sn := s.status(t).Snapshotter; sn == nil || sn.Remounts != 0 || sn.RestoreFailures != 0 {
+		t.Fatalf("after the fuse manager was killed the snapshotter reports %+v, want the layers adopted, none remounted", sn)
+	}
+}
+
+// TestManagerHandover: the fuse manager is stopped (SIGTERM), upgraded (a
+// rebuilt binary put in place, then SIGTERM) and killed (SIGKILL) under a
+// running container of a lazy image. Each time serve starts another
+// manager, which adopts the mounts from the fd keeper, and the container
+// goes on reading the right bytes of files nobody had read yet, through
+// the mounts it started with: no layer is remounted.
+func TestManagerHandover(t *testing.T) {
+	s := startStack(t, "[fetch]\n  no_background = true\n")
+	_, esgzDir := buildImages(t, "handover")
+	layers := busyboxLayers(t, "handover")
+	ref, _ := s.pushLayout(t, esgzDir, "handover", "esgz")
+	if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+		t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
+	}
+	s.runSleeper(t, ref, "long")
+	rebuild := func() {
+		// a rebuilt binary replaces the one serve runs (a package upgrade
+		// renames the new file into place)
+		tmp := s.bin + ".new"
+		if out, err := exec.Command("go", "build", "-o", tmp, ".").CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		if err := os.Rename(tmp, s.bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		name   string
+		before func()
+		sig    syscall.Signal
+		layer  int
+		path   string // a file not read before
+	}{
+		{name: "SIGTERM", sig: syscall.SIGTERM, layer: 1, path: "data/big"},
+		{name: "upgrade", before: rebuild, sig: syscall.SIGTERM, layer: 1, path: "data/other"},
+		{name: "SIGKILL", sig: syscall.SIGKILL, layer: 0, path: "bin/busybox"},
+	} {
+		manager := s.managerPID()
+		if manager == 0 {
+			t.Fatalf("%s: no fuse manager runs:\n%s", step.name, s.log())
+		}
+		if step.before != nil {
+			step.before()
+		}
+		start := time.Now()
+		s.stopManager(t, step.sig)
+		// the read waits for the next manager, which serve starts
+		if got := s.readSum(t, "long", "/"+step.path, sha256Of(t, layers[step.layer], step.path)); got != "ok" {
+			t.Fatalf("%s: read of %s in the running container: %s\n%s", step.name, step.path, got, s.log())
+		}
+		t.Logf("%s: the container read %s %v after the signal", step.name, step.path, time.Since(start).Round(time.Millisecond))
+		next := s.managerPID()
+		if next == 0 || next == manager {
+			t.Fatalf("%s: fuse manager pid %d, was %d: want a new one", step.name, next, manager)
+		}
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", next)); step.before != nil && exe != s.bin {
+			t.Errorf("%s: the new manager runs %q, want the rebuilt %s", step.name, exe, s.bin)
+		}
+	}
+	rep := s.status(t)
+	if sn := rep.Snapshotter; sn == nil || sn.Remounts != 0 || sn.RestoreFailures != 0 {
+		t.Fatalf("the snapshotter reports %+v, want the layers adopted, none remounted", rep.Snapshotter)
+	}
+	if n := len(rep.Images); n == 0 {
+		t.Errorf("the last manager reports no image: it did not adopt the mounts\n%s", s.log())
+	}
+	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "after-handover", "/bin/cat", "/data/small"); got != "hello from a lazy layer\n" {
+		t.Fatalf("new container after the handovers printed %q", got)
 	}
 }
 

@@ -32,6 +32,7 @@ func commands() []command {
 		}},
 		{"serve", "run the snapshotter daemon (containerd proxy plugin)", runServe},
 		{"fuse-manager", "serve the FUSE layer mounts for serve (serve starts it)", runFuseManager},
+		{"fd-keeper", "hold the FUSE mounts' descriptors for the fuse manager's successor (the manager starts it)", runFDKeeper},
 		{"pull", "pull an image through containerd, eStargz layers lazily", runPull},
 		{"status", "show layers, fetch progress and cache use of a running serve", runStatus},
 		{"profile", "list, show, push or remove learned prefetch profiles", runProfile},

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,9 @@ import (
 type serveConfig struct {
 	// Root holds the snapshots, the chunk cache and layer contents.
 	Root string `toml:"root"`
+	// handoverDir, set in the fuse manager, holds the mounts' open
+	// tables, for a successor to adopt them.
+	handoverDir string
 	// Address is the unix socket containerd's proxy plugin connects to.
 	Address string `toml:"address"`
 	// StatusAddress is the unix socket serving GET /status (JSON) and
@@ -210,6 +214,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		fsys, manager, auths = mfs, mfs.Client(), mfs
+		go superviseManager(ctx, mfs, logger)
 	} else {
 		if ls, err = newLayerService(cfg, met, logger); err != nil {
 			return err
@@ -385,4 +390,27 @@ func listenOps(cfg serveConfig) ([]net.Listener, error) {
 		return nil, fmt.Errorf("metrics_address: %w", err)
 	}
 	return []net.Listener{sl, ml}, nil
+}
+
+// superviseManager starts a fuse manager whenever none answers (it was
+// stopped, upgraded or killed): running containers' reads of lazy layers
+// wait until one serves the mounts again (handover.go).
+func superviseManager(ctx context.Context, mfs *fusemanager.FS, logger *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		hctx, cancel := context.WithTimeout(ctx, time.Minute) // a manager adopting many mounts answers late
+		_, err := mfs.Client().Health(hctx)
+		if err != nil && fusemanager.NotListening(err) {
+			if h, err := mfs.Ensure(hctx); err != nil {
+				logger.ErrorContext(ctx, "starting a fuse manager", "error", err)
+			} else {
+				logger.InfoContext(ctx, "started a fuse manager", "pid", h.PID, "version", h.Version)
+			}
+		}
+		cancel()
+	}
 }

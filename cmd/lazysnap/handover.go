@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/lazysnap/lazysnap/fusemanager"
+	"github.com/lazysnap/lazysnap/remote"
+)
+
+// Handing the FUSE mounts from a fuse manager to its successor: the fd
+// keeper (fusemanager.Keeper) holds a duplicate of each mount's /dev/fuse
+// descriptor with its remote.MountState; a starting manager takes them and
+// adopts the mounts (remote.FS.Adopt), a stopping one (SIGTERM) leaves
+// them mounted for it, and a killed one leaves them too: running
+// containers' reads wait for the successor, which the kernel resends
+// what the dead one had read and not answered (fs.Layer.Adopt).
+
+// keeperSocketName is the keeper's socket in the root directory.
+const keeperSocketName = "fdkeeper.sock"
+
+// keeperPIDName is the file in the root directory holding its pid.
+const keeperPIDName = "fdkeeper.pid"
+
+// handoverDirName holds the mounts' open tables in the root directory.
+const handoverDirName = "handover"
+
+// runFDKeeper is `lazysnap fd-keeper`: the manager starts it.
+func runFDKeeper(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fd-keeper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("socket", "", "the socket to listen on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *sock == "" {
+		return errUsage{"fd-keeper: --socket is required"}
+	}
+	if err := os.MkdirAll(filepath.Dir(*sock), 0o700); err != nil {
+		return err
+	}
+	// one keeper per socket: a second one would hold nothing
+	if c, err := net.Dial("unixpacket", *sock); err == nil {
+		c.Close()
+		return fmt.Errorf("an fd keeper already listens on %s", *sock)
+	}
+	os.Remove(*sock)
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: *sock, Net: "unixpacket"})
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(*sock, 0o600); err != nil {
+		l.Close()
+		return err
+	}
+	pidFile := filepath.Join(filepath.Dir(*sock), keeperPIDName)
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		l.Close()
+		return err
+	}
+	defer os.Remove(pidFile)
+	fmt.Fprintf(stdout, "lazysnap fd-keeper holding descriptors on %s\n", *sock)
+	// it outlives managers: on SIGTERM and SIGINT (ctx) it exits only
+	// once it holds no live mount, whose connection would end with it
+	k := fusemanager.NewKeeper()
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		// let go of mounts unmounted behind the managers' backs (a
+		// manager that was down when containerd removed a snapshot)
+		for {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Minute):
+				k.Prune()
+				continue
+			}
+			break
+		}
+		for k.Prune(); k.Len() > 0; k.Prune() {
+			time.Sleep(time.Second)
+		}
+		cancel()
+	}()
+	return k.Serve(sctx, l)
+}
+
+// startKeeper returns the client of the root's keeper, starting one unless it
+// answers.
+func startKeeper(ctx context.Context, root string) (*fusemanager.KeeperClient, error) {
+	sock := filepath.Join(root, keeperSocketName)
+	c := fusemanager.NewKeeperClient(sock)
+	if err := c.Drop(ctx, ""); err == nil {
+		return c, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(root, "fdkeeper.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "fd-keeper", "--socket", sock)
+	cmd.Stdout, cmd.Stderr, cmd.Dir = logf, logf, "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start fd keeper: %w", err)
+	}
+	go cmd.Wait()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := c.Drop(ctx, "")
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("fd keeper did not answer: %w", err)
+		}
+	}
+}
+
+// handoverFS is the manager's remote.FS with its mounts held by the keeper.
+type handoverFS struct {
+	*remote.FS
+	keeper *fusemanager.KeeperClient
+	log    *slog.Logger
+}
+
+// Mount mounts, and has the keeper hold the mount: without it, a mount
+// lives only as long as this process.
+func (h *handoverFS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
+	if err := h.FS.Mount(ctx, mountpoint, labels); err != nil {
+		return err
+	}
+	if err := h.hold(ctx, mountpoint); err != nil {
+		h.log.WarnContext(ctx, "the fd keeper does not hold a mount: it ends with this manager", "mountpoint", mountpoint, "error", err)
+	}
+	return nil
+}
+
+func (h *handoverFS) hold(ctx context.Context, mountpoint string) error {
+	st, fd, err := h.FS.Handover(mountpoint)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return h.keeper.Put(ctx, mountpoint, b, fd)
+}
+
+func (h *handoverFS) Unmount(ctx context.Context, mountpoint string) error {
+	err := h.FS.Unmount(ctx, mountpoint)
+	if derr := h.keeper.Drop(ctx, mountpoint); derr != nil {
+		h.log.WarnContext(ctx, "the fd keeper did not let go of an unmounted layer", "mountpoint", mountpoint, "error", derr)
+	}
+	return err
+}
+
+// adoptAll serves the mounts the keeper holds; a mount it cannot serve
+// is unmounted (detached), so that serve's check finds it gone and
+// mounts it anew.
+func (h *handoverFS) adoptAll(ctx context.Context) (adopted int, err error) {
+	held, err := h.keeper.Take(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, m := range held {
+		var st remote.MountState
+		err := json.Unmarshal(m.State, &st)
+		if err == nil && st.Mountpoint != m.Mountpoint {
+			err = errors.New("state of another mountpoint")
+		}
+		if err == nil {
+			err = h.FS.Adopt(ctx, st, m.FD)
+		}
+		m.FD.Close()
+		if err == nil {
+			adopted++
+			continue
+		}
+		errs = append(errs, fmt.Errorf("adopting %s: %w", m.Mountpoint, err))
+		if uerr := syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH); uerr != nil && !errors.Is(uerr, syscall.EINVAL) {
+			errs = append(errs, uerr)
+		}
+		h.keeper.Drop(ctx, m.Mountpoint)
+	}
+	return adopted, errors.Join(errs...)
+}
