@@ -19,6 +19,7 @@ func allowedImports() map[string][]string {
 	return map[string][]string{
 		"estargz":             {},
 		"index":               {"estargz"},
+		"zstdchunked":         {"estargz"},
 		"fetcher":             {"internal/descriptor"},
 		"fs":                  {"estargz", "index"},
 		"snapshotter":         {"internal/descriptor"},
