@@ -24,7 +24,7 @@ func allowedImports() map[string][]string {
 		"fs":                  {"estargz", "index"},
 		"snapshotter":         {"internal/descriptor"},
 		"profile":             {"fetcher"},
-		"remote":              {"estargz", "index", "fetcher", "fs", "profile", "snapshotter"},
+		"remote":              {"estargz", "index", "fetcher", "fs", "profile", "snapshotter", "zstdchunked"},
 		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
 		"fusemanager":         {"ops", "snapshotter"},
 		"pull":                {"snapshotter"},

@@ -36,7 +36,9 @@ type Format interface {
 // formats are the formats Mount tries, in order: the only place that
 // knows them all. maxEntries caps a layer's index (0: each format's
 // default).
-func formats(maxEntries int) []Format { return []Format{estargzFormat{maxEntries: maxEntries}} }
+func formats(maxEntries int) []Format {
+	return []Format{zstdChunkedFormat{maxEntries: maxEntries}, estargzFormat{maxEntries: maxEntries}}
+}
 
 // pickFormat returns the format of the layer desc describes, with the
 // digest its index is verified against.

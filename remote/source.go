@@ -11,6 +11,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -124,7 +125,7 @@ func (t *tailBlob) Invalidate(off, n int64) {
 const maxWarmTOC = 64 << 20
 
 // extendTail makes the tail reach back to the start of the TOC that the
-// footer at its end points to, reading what lies before it in one
+// footer at its end (eStargz's or zstd:chunked's) points to, reading what lies before it in one
 // request, so that a later Open reads nothing. The bytes are not verified
 // here: Open verifies the TOC against its digest and every chunk read
 // from the tail is verified as usual. It must be called before the blob
@@ -133,7 +134,11 @@ func (t *tailBlob) extendTail(ctx context.Context) error {
 	tail := t.Tail()
 	tocOff, _, err := estargz.ParseFooter(tail)
 	if err != nil {
-		return err
+		f, _, zerr := zstdchunked.ParseFooter(tail, t.Size())
+		if zerr != nil {
+			return err
+		}
+		tocOff = f.Offset
 	}
 	if tocOff >= t.off {
 		return nil
