@@ -18,9 +18,8 @@ var (
 	ErrTooLarge = errors.New("zstdchunked: too large")
 )
 
-// wrapEstargz gives an error of the estargz package (its TOC decoder, a chunk's
-// verification) this package's
-// sentinel, keeping the decoder's as well.
+// wrapEstargz gives an error of the estargz package (its TOC decoder, a
+// chunk's verification) this package's sentinel, keeping estargz's too.
 func wrapEstargz(err error) error {
 	switch {
 	case err == nil:
