@@ -125,8 +125,8 @@ func (t *tailBlob) Invalidate(off, n int64) {
 const maxWarmTOC = 64 << 20
 
 // extendTail makes the tail reach back to the start of the TOC that the
-// footer at its end (eStargz's or zstd:chunked's) points to, reading what lies before it in one
-// request, so that a later Open reads nothing. The bytes are not verified
+// footer at its end (eStargz's or zstd:chunked's) points to, reading what
+// lies before it in one request, so that a later Open reads nothing. The bytes are not verified
 // here: Open verifies the TOC against its digest and every chunk read
 // from the tail is verified as usual. It must be called before the blob
 // is shared.
