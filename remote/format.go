@@ -102,6 +102,13 @@ func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*in
 	if tb != nil {
 		tb.trimTail(mountTailSize)
 	}
+	if errors.Is(err, estargz.ErrFormat) {
+		// the eStargz library's zstd:chunked layers carry an eStargz TOC
+		// digest too, and it alone reaches us when labels name the layer
+		if zidx, dec, zerr := (zstdChunkedFormat{maxEntries: f.maxEntries}).Open(ctx, b, toc); zerr == nil || errors.Is(zerr, snapshotter.ReasonVerification) {
+			return zidx, dec, zerr
+		}
+	}
 	switch {
 	case errors.Is(err, estargz.ErrVerify):
 		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)

@@ -9,10 +9,11 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/testimage"
 )
 
-// TestZstdChunkedEndToEnd: zstd:chunked images, converted by lazysnap
-// and by skopeo (Debian's 1.9), pulled through containerd with lazysnap:
+// TestZstdChunkedEndToEnd: zstd:chunked images, converted by lazysnap,
+// by skopeo (Debian's 1.9) and by ctr-remote (Debian's), pulled through containerd with lazysnap:
 // every layer mounts lazily, a container reads the right bytes (the big
 // file's sha256 included), and the first run fetches well under half the
 // image.
@@ -35,9 +36,27 @@ func TestZstdChunkedEndToEnd(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("skopeo copy: %v\n%s", err, out)
 	}
+	// ctr-remote (the eStargz library) annotates its zstd:chunked layers
+	// with an eStargz TOC digest too, which containerd passes as a label:
+	// Mount then has only that digest, of the TOC JSON
+	archive, err := testimage.OCIArchive("lazysnap.test/busybox:zc", busyboxLayers(t, "zstd")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "img.tar")
+	if err := os.WriteFile(p, archive, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.ctr(t, "images", "import", "--no-unpack", p)
+	byCtrRemote := s.reg.Ref("ctrremote/busybox", "zstd-chunked")
+	if out, err := s.ctrd.CtrRemote(t, "images", "convert", "--zstdchunked", "--oci", "lazysnap.test/busybox:zc", byCtrRemote); err != nil {
+		t.Fatalf("ctr-remote convert: %v\n%s", err, out)
+	}
+	s.ctr(t, "images", "push", "--plain-http", byCtrRemote)
+	s.ctr(t, "images", "rm", byCtrRemote)
 	want := sha256Of(t, busyboxLayers(t, "zstd")[1], "data/big")
-	for i, ref := range []string{ours, bySkopeo} {
-		t.Run([]string{"lazysnap convert", "skopeo"}[i], func(t *testing.T) {
+	for i, ref := range []string{ours, bySkopeo, byCtrRemote} {
+		t.Run([]string{"lazysnap convert", "skopeo", "ctr-remote"}[i], func(t *testing.T) {
 			s.wan.Reset()
 			if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
 				t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())
