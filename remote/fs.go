@@ -142,6 +142,9 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
+	if src.TOCDigest == "" { // the manifest said the layer is lazy: so are its neighbours, likely
+		r.warm.startAll(src, r.busy)
+	}
 	key := layerKey{blob: dg, index: indexDigest}
 	if err := r.claim(key); err != nil {
 		return err

@@ -20,7 +20,9 @@ import (
 // their TOC digests (the manifest has them, and fetching it again would
 // cost requests and bytes), so each Mount verifies its TOC against its own
 // labels as always. Only layers of images whose labels carry TOC digests
-// (converted images) are warmed. A warmed layer that no Mount takes within
+// (converted images) are warmed, or, when the labels carry none
+// (zstd:chunked's annotations are never labels), once the Mount has read
+// from the manifest that its layer is lazily loadable. A warmed layer that no Mount takes within
 // warmTTL (containerd already had its snapshot, say) is dropped; its cost
 // was the tail and TOC requests a Mount would have made.
 const (
@@ -56,7 +58,17 @@ func newWarmer(src Source) *warmer {
 // that skip does not exclude (mounted or being mounted) and that are not
 // being read already.
 func (w *warmer) start(src snapshotter.LayerSource, skip func(digest.Digest) bool) {
-	if w == nil || src.TOCDigest == "" {
+	if src.TOCDigest == "" {
+		return
+	}
+	w.startAll(src, skip)
+}
+
+// startAll is start for a layer whose labels carry no TOC digest but that
+// its manifest says is lazily loadable (zstd:chunked): its neighbours
+// likely are too.
+func (w *warmer) startAll(src snapshotter.LayerSource, skip func(digest.Digest) bool) {
+	if w == nil {
 		return
 	}
 	for _, d := range src.Layers {
