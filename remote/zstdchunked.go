@@ -27,6 +27,11 @@ type zstdChunkedFormat struct {
 	maxEntries int // 0: estargz.DefaultMaxEntries
 }
 
+var (
+	_ Format      = zstdChunkedFormat{}
+	_ lfs.Decoder = (*zstdchunked.Decoder)(nil)
+)
+
 func (zstdChunkedFormat) Name() string { return "zstd:chunked" }
 
 func (zstdChunkedFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, error) {

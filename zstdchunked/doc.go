@@ -41,7 +41,7 @@
 // TOC only if that digest (or, for blobs converted by the eStargz
 // library's tools, the sha256 of the uncompressed TOC JSON, eStargz's TOC
 // digest) matches. The footer is not trusted: it only says where to read
-// bytes that the digest then vouches for. DecodeChunk returns a chunk's
+// bytes that the digest then vouches for. Decoder.Decode returns a chunk's
 // bytes only if their sha256 matches the chunk's digest.
 //
 // # Errors
@@ -52,6 +52,6 @@
 //
 // # Concurrency
 //
-// DecodeChunk and a Compression's methods are safe for concurrent use;
+// A Decoder and a Compression are safe for concurrent use;
 // decoders and encoders are pooled.
 package zstdchunked

@@ -118,7 +118,8 @@ type Decoder struct {
 	pool sync.Pool // *zstd.Decoder
 }
 
-// Decode is DecodeChunk with a pooled decoder.
+// Decode implements fs.Decoder: it decodes chunk c from raw (see
+// decodeChunk) with a pooled decoder.
 func (d *Decoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, error) {
 	zr, _ := d.pool.Get().(*zstd.Decoder)
 	if zr == nil {
