@@ -37,7 +37,7 @@ type Format interface {
 // knows them all. maxEntries caps a layer's index (0: each format's
 // default).
 func formats(maxEntries int) []Format {
-	return []Format{zstdChunkedFormat{maxEntries: maxEntries}, estargzFormat{maxEntries: maxEntries}}
+	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}}
 }
 
 // pickFormat returns the format of the layer desc describes, with the

@@ -20,9 +20,10 @@ import (
 // compressed skippable frame near its end, is verified against the
 // manifest-checksum annotation (either layout's name). Containerd does not
 // pass those annotations as snapshot labels, so Mount reads them from the
-// image manifest (FS.descriptor). It comes before eStargz in formats: the
-// eStargz library's converter annotates its zstd:chunked layers with an
-// eStargz TOC digest as well.
+// image manifest (FS.descriptor). The eStargz library's converter
+// annotates its zstd:chunked layers with an eStargz TOC digest as well:
+// eStargz claims those, and its Open hands them to this format, which
+// verifies the TOC JSON against that digest.
 type zstdChunkedFormat struct {
 	maxEntries int // 0: estargz.DefaultMaxEntries
 }
