@@ -73,7 +73,7 @@ pull_options = {enable_partial_images = "true", use_hard_links = "false", ostree
 		cmd := exec.Command(podman, "image", "unmount", "--all")
 		cmd.Env = append(os.Environ(), "CONTAINERS_STORAGE_CONF="+conf, "HOME="+tmp)
 		_ = cmd.Run()
-		cmd = exec.Command(podman, "system", "reset", "--force")
+		cmd = exec.Command(podman, "rmi", "--all", "--force")
 		cmd.Env = append(os.Environ(), "CONTAINERS_STORAGE_CONF="+conf, "HOME="+tmp)
 		_ = cmd.Run()
 	})
