@@ -72,20 +72,44 @@ func (w *warmer) startAll(src snapshotter.LayerSource, skip func(digest.Digest) 
 		return
 	}
 	for _, d := range src.Layers {
-		if d == src.Digest || skip(d) {
-			continue
-		}
-		w.mu.Lock()
-		_, dup := w.m[d]
-		wl := &warmLayer{done: make(chan struct{})}
-		if !dup {
-			w.m[d] = wl
-		}
-		w.mu.Unlock()
-		if !dup {
-			go w.read(src.Ref, d, wl)
+		if d != src.Digest && !skip(d) {
+			w.readAhead(src.Ref, d)
 		}
 	}
+}
+
+// startOwn reads the Mount's own layer ahead, while the Mount reads the
+// manifest for what its labels lack (the index digest): the blob's tail
+// is then read in parallel rather than one round trip later. forget drops
+// it when the layer turns out not to be lazily loadable.
+func (w *warmer) startOwn(src snapshotter.LayerSource) {
+	if w != nil {
+		w.readAhead(src.Ref, src.Digest)
+	}
+}
+
+// readAhead starts reading layer d unless it is being read already.
+func (w *warmer) readAhead(ref string, d digest.Digest) {
+	w.mu.Lock()
+	_, dup := w.m[d]
+	wl := &warmLayer{done: make(chan struct{})}
+	if !dup {
+		w.m[d] = wl
+	}
+	w.mu.Unlock()
+	if !dup {
+		go w.read(ref, d, wl)
+	}
+}
+
+// forget drops layer d's read ahead, if any (the read finishes unused).
+func (w *warmer) forget(d digest.Digest) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	delete(w.m, d)
+	w.mu.Unlock()
 }
 
 func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {

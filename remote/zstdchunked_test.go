@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -108,6 +109,13 @@ func compareTree(t *testing.T, dir string, src map[string]*testtar.Entry) {
 // converter writes zstd:chunked.
 func pushZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball []byte) (string, []ocispec.Descriptor) {
 	t.Helper()
+	return pushZstdChunkedAnnotated(t, r, repo, tarball, true)
+}
+
+// pushZstdChunkedAnnotated is pushZstdChunked, the layer's annotations
+// left out unless annotate.
+func pushZstdChunkedAnnotated(t *testing.T, r *registry.Registry, repo string, tarball []byte, annotate bool) (string, []ocispec.Descriptor) {
+	t.Helper()
 	ctx := context.Background()
 	var blob bytes.Buffer
 	res, err := zstdchunked.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), zstdchunked.DefaultLevel)
@@ -119,7 +127,10 @@ func pushZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball []
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.MediaType, d.Annotations = ocispec.MediaTypeImageLayerZstd, res.Annotations
+	d.MediaType = ocispec.MediaTypeImageLayerZstd
+	if annotate {
+		d.Annotations = res.Annotations
+	}
 	cfg, err := p.PushBlob(ctx, repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["`+res.DiffID.String()+`"]}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -168,4 +179,31 @@ func skopeoZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball 
 		t.Fatalf("skopeo pushed layers %+v, want one %s", m.Layers, ocispec.MediaTypeImageLayerZstd)
 	}
 	return ref, m.Layers
+}
+
+// TestNotLazyForgetsReadAhead: a Mount whose labels lack an index digest
+// reads its blob's tail while it reads the manifest; when the manifest
+// says the layer is not lazily loadable (a zstd layer without the
+// zstd:chunked annotations), the Mount falls back and drops the read ahead.
+func TestNotLazyForgetsReadAhead(t *testing.T) {
+	r, hosts := startRegistry(t)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ref, layers := pushZstdChunkedAnnotated(t, r, "zc/plain", testtar.Files([][2]string{{"a", "b"}}), false)
+	fs := New(NewRegistrySource(f), Options{Root: t.TempDir()})
+	err = fs.Mount(context.Background(), t.TempDir(), map[string]string{
+		snapshotter.LabelCRIImageRef:    ref,
+		snapshotter.LabelCRILayerDigest: layers[0].Digest.String(),
+		snapshotter.LabelCRIImageLayers: layers[0].Digest.String(),
+	})
+	if !errors.Is(err, snapshotter.ReasonNotLazy) {
+		t.Fatalf("Mount of a plain zstd layer: %v, want not-lazy", err)
+	}
+	if fs.warm.mu.Lock(); len(fs.warm.m) != 0 {
+		t.Errorf("%d layers left read ahead", len(fs.warm.m))
+	}
+	fs.warm.mu.Unlock()
 }
