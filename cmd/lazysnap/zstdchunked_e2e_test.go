@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/convert"
-	"github.com/lazysnap/lazysnap/internal/testimage"
 )
 
 // TestZstdChunkedEndToEnd: zstd:chunked images, converted by lazysnap,
@@ -39,21 +38,8 @@ func TestZstdChunkedEndToEnd(t *testing.T) {
 	// ctr-remote (the eStargz library) annotates its zstd:chunked layers
 	// with an eStargz TOC digest too, which containerd passes as a label:
 	// Mount then has only that digest, of the TOC JSON
-	archive, err := testimage.OCIArchive("lazysnap.test/busybox:zc", busyboxLayers(t, "zstd")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "img.tar")
-	if err := os.WriteFile(p, archive, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.ctr(t, "images", "import", "--no-unpack", p)
 	byCtrRemote := s.reg.Ref("ctrremote/busybox", "zstd-chunked")
-	if out, err := s.ctrd.CtrRemote(t, "images", "convert", "--zstdchunked", "--oci", "lazysnap.test/busybox:zc", byCtrRemote); err != nil {
-		t.Fatalf("ctr-remote convert: %v\n%s", err, out)
-	}
-	s.ctr(t, "images", "push", "--plain-http", byCtrRemote)
-	s.ctr(t, "images", "rm", byCtrRemote)
+	s.ctrRemoteConvert(t, busyboxLayers(t, "zstd"), "lazysnap.test/busybox:zc", byCtrRemote, "--zstdchunked")
 	want := sha256Of(t, busyboxLayers(t, "zstd")[1], "data/big")
 	for i, ref := range []string{ours, bySkopeo, byCtrRemote} {
 		t.Run([]string{"lazysnap convert", "skopeo", "ctr-remote"}[i], func(t *testing.T) {
