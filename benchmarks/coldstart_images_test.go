@@ -32,6 +32,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/lazysnap/lazysnap/zstdchunked"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -72,6 +73,8 @@ func tagFor(cfg benchConfig, w workload, m mode) string {
 		return "gzip"
 	case m.prioritized:
 		return "prio-" + w.name
+	case m.zstd:
+		return "zstd"
 	}
 	return "esgz"
 }
@@ -130,7 +133,11 @@ func buildImages(t *testing.T, cfg benchConfig) *imageSet {
 		if tag != "gzip" {
 			v.layout = filepath.Join(tmp, img+"-"+tag)
 			start := time.Now()
-			if _, err := convert.Image(context.Background(), gzipDirs[img], v.layout, convert.Options{Prioritized: prio}); err != nil {
+			opts := convert.Options{Prioritized: prio}
+			if tag == "zstd" {
+				opts.Format = convert.FormatZstdChunked
+			}
+			if _, err := convert.Image(context.Background(), gzipDirs[img], v.layout, opts); err != nil {
 				t.Fatalf("convert %s: %v", key, err)
 			}
 			s.convTime[strings.SplitN(tag, "-", 2)[0]] += time.Since(start)
@@ -363,31 +370,72 @@ func (v *imageVariant) measure() error {
 	v.size, v.layers = md.Size+m.Config.Size, len(m.Layers)
 	for _, l := range m.Layers {
 		v.size += l.Size
-		if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; !ok {
+		_, esgz := l.Annotations[estargz.TOCJSONDigestAnnotation]
+		if _, zc, _ := zstdchunked.ManifestDigest(l.Annotations); !esgz && !zc {
 			continue
 		}
-		r, f, err := openLayer(v.layout, l)
+		toc, err := layerTOC(v.layout, l)
 		if err != nil {
 			return err
 		}
-		v.toc += l.Size - r.TOC().Offset
-		v.prefetch += r.TOC().PrefetchEnd
-		f.Close()
+		v.toc += l.Size - toc.Offset
+		v.prefetch += toc.PrefetchEnd
 	}
 	return nil
 }
 
-func openLayer(layout string, l ocispec.Descriptor) (*estargz.Reader, *os.File, error) {
+// layerTOC reads the TOC of an eStargz or zstd:chunked layer (verified
+// against its annotation) with its chunks' ends; its Offset is where the
+// layer's data ends.
+func layerTOC(layout string, l ocispec.Descriptor) (*estargz.TOC, error) {
 	f, err := openBlob(layout, l)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	r, err := estargz.Open(io.NewSectionReader(f, 0, l.Size), estargz.WithoutTOCVerification())
+	defer f.Close()
+	sr := io.NewSectionReader(f, 0, l.Size)
+	if d, ok, _ := zstdchunked.ManifestDigest(l.Annotations); ok {
+		c := &tocCollector{}
+		info, _, err := zstdchunked.DecodeTOC(sr, c, zstdchunked.Options{Digest: d})
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+		}
+		c.toc.Offset, c.toc.PrefetchEnd = info.Offset, info.PrefetchEnd
+		return &c.toc, nil
+	}
+	r, err := estargz.Open(sr, estargz.WithoutTOCVerification())
 	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	return r, f, nil
+	return r.TOC(), nil
+}
+
+// tocCollector keeps the entries an eStargz-shaped TOC decoder gives.
+type tocCollector struct {
+	toc    estargz.TOC
+	chunks []*estargz.Chunk
+}
+
+func (c *tocCollector) Entry(id, parent, link int, base string, e *estargz.Entry) error {
+	v := *e
+	v.Chunks = slices.Clone(e.Chunks)
+	if id < len(c.toc.Entries) {
+		c.toc.Entries[id] = v
+		return nil
+	}
+	c.toc.Entries = append(c.toc.Entries, v)
+	return nil
+}
+
+func (c *tocCollector) ChunkEnd(i int, end int64) {
+	if i == 0 {
+		for j := range c.toc.Entries {
+			for k := range c.toc.Entries[j].Chunks {
+				c.chunks = append(c.chunks, &c.toc.Entries[j].Chunks[k])
+			}
+		}
+	}
+	c.chunks[i].End = end
 }
 
 // neededBytes computes what a lazy start of a workload that opens files
@@ -404,16 +452,16 @@ func neededBytes(layout string, files []string) (needs, error) {
 	claimed := map[string]bool{}
 	for i := len(m.Layers) - 1; i >= 0; i-- {
 		l := m.Layers[i]
-		r, f, err := openLayer(layout, l)
+		toc, err := layerTOC(layout, l)
 		if err != nil {
 			return needs{}, err
 		}
 		entries := map[string]*estargz.Entry{}
-		for j := range r.TOC().Entries {
-			e := &r.TOC().Entries[j]
+		for j := range toc.Entries {
+			e := &toc.Entries[j]
 			entries[e.Name] = e
 		}
-		spans := [][2]int64{{r.TOC().Offset, l.Size}}
+		spans := [][2]int64{{toc.Offset, l.Size}}
 		for _, name := range files {
 			e := entries[name]
 			if e == nil || claimed[name] {
@@ -429,9 +477,8 @@ func neededBytes(layout string, files []string) (needs, error) {
 				spans = append(spans, [2]int64{c.Offset, c.End})
 			}
 		}
-		f.Close()
 		n.needed += unionLen(spans)
-		if pe := r.TOC().PrefetchEnd; pe > 0 {
+		if pe := toc.PrefetchEnd; pe > 0 {
 			spans = append(spans, [2]int64{0, pe})
 		}
 		n.withPrefetch += unionLen(spans)

@@ -39,6 +39,9 @@ const (
 	// long as with the recorded files converted into the image
 	// (prioritized).
 	learnedSlack = 1.10
+	// zstdSlack: a start of the zstd:chunked image (zstd) takes at most
+	// zstdSlack × as long as of the eStargz one (lazy), issue 17.
+	zstdSlack = 1.05
 )
 
 // Issue 13's absolute goals (seconds, lazysnap in its default
@@ -297,6 +300,23 @@ func (r *report) checkGoals() []goal {
 		gs = append(gs, g)
 	}
 
+	// zstd:chunked must do what eStargz does on the same image
+	for _, z := range r.medians {
+		if !z.mode.zstd {
+			continue
+		}
+		e := r.find(z.Workload, "lazy")
+		if e == nil {
+			continue
+		}
+		g := goal{Name: fmt.Sprintf("%s total ≤ %.2f × with the eStargz image (lazy)", z.Workload, zstdSlack),
+			Mode: z.Mode, Measured: z.Total, Bound: zstdSlack * e.Total, Unit: "s"}
+		if !g.met() {
+			g.Why = fmt.Sprintf("zstd:chunked: %s; eStargz: %s", timeWhy(z), timeWhy(*e))
+		}
+		gs = append(gs, g)
+	}
+
 	// background fetch must not slow a start down: each default mode
 	// against the same start with it off
 	for _, off := range r.medians {
@@ -467,7 +487,7 @@ func (r *report) svg() string {
 		fontAttr             = `font-family="sans-serif" font-size="12"`
 		axisColor, gridColor = "#333", "#ddd"
 	)
-	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759", "learned": "#b07aa1",
+	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "zstd": "#76b7b2", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759", "learned": "#b07aa1",
 		"lazy-nobg": "#a0cbe8", "prioritized-nobg": "#8cd17d"}
 	var modes []mode
 	for _, m := range r.cfg.modes {

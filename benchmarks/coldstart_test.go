@@ -255,6 +255,9 @@ type mode struct {
 	noBackground bool
 	// of is the default-configuration mode a secondary mode varies
 	of string
+	// zstd: the unprofiled image converted to zstd:chunked instead of
+	// eStargz (lazysnap convert -format zstd:chunked)
+	zstd bool
 	// learned: the unprofiled image, measured as the second node of a
 	// cluster: an unmeasured cold start of the same workload first, by a
 	// lazysnap with [profile] publish = true, pushes the profile it
@@ -274,6 +277,7 @@ func allModes() []mode {
 	return []mode{
 		{name: "overlayfs", title: "containerd's overlayfs, ordinary pull (gzip)", kind: "overlayfs"},
 		{name: "lazy", title: "lazysnap, default configuration, unprofiled eStargz", kind: "lazysnap"},
+		{name: "zstd", title: "lazysnap, default configuration, unprofiled zstd:chunked", kind: "lazysnap", zstd: true},
 		{name: "peer-lazy", title: "peer, default configuration, unprofiled eStargz", kind: "peer"},
 		{name: "prioritized", title: "lazysnap, default configuration, eStargz with the recorded files first", kind: "lazysnap", prioritized: true},
 		{name: "peer", title: "peer, default configuration, eStargz with the recorded files first", kind: "peer", prioritized: true},

@@ -132,7 +132,7 @@ func TestSelectModes(t *testing.T) {
 	if _, err := selectModes("peer-lazy", false); err == nil {
 		t.Error("peer-lazy accepted without a peer")
 	}
-	if got, want := defaultModes(false), "overlayfs,lazy,prioritized,learned,lazy-nobg,prioritized-nobg"; got != want {
+	if got, want := defaultModes(false), "overlayfs,lazy,zstd,prioritized,learned,lazy-nobg,prioritized-nobg"; got != want {
 		t.Errorf("defaultModes(false) = %s, want %s", got, want)
 	}
 	for _, m := range allModes() {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/klauspost/compress/zstd"
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -29,10 +31,19 @@ const (
 	maxJSONBlob        = 16 << 20
 )
 
+// Layer formats Convert writes (Options.Format).
+const (
+	FormatEStargz     = "estargz"
+	FormatZstdChunked = "zstd:chunked"
+)
+
 // Options configures a conversion.
 type Options struct {
+	// Format is the layer format written: FormatEStargz (the default) or
+	// FormatZstdChunked.
+	Format string
 	// ChunkSize and CompressionLevel are passed to estargz.Convert (zero:
-	// its defaults).
+	// its defaults); for zstd:chunked the level is zstd's (1 to 22).
 	ChunkSize        int64
 	CompressionLevel int
 	// Prioritized files are placed first in every layer that has them.
@@ -77,6 +88,9 @@ type Report struct {
 // gets the new blobs and then its index.json; after a failure dst is as it
 // was (absent if it was).
 func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) {
+	if opts.Format != "" && opts.Format != FormatEStargz && opts.Format != FormatZstdChunked {
+		return nil, fmt.Errorf("convert: unknown layer format %q (want %s or %s)", opts.Format, FormatEStargz, FormatZstdChunked)
+	}
 	srcDir, cleanup, err := openSource(src, opts.TempDir)
 	if err != nil {
 		return nil, err
@@ -314,8 +328,12 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 		c.record(LayerReport{From: l, To: l, KeptReason: reason})
 		return l, diffID, c.copyBlob(l.Digest)
 	}
-	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok {
+	zstdChunked := c.opts.Format == FormatZstdChunked
+	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok && !zstdChunked {
 		return keep("already eStargz")
+	}
+	if _, ok, _ := zstdchunked.ManifestDigest(l.Annotations); ok && zstdChunked && l.MediaType == ocispec.MediaTypeImageLayerZstd {
+		return keep("already zstd:chunked")
 	}
 	var decompress func(io.Reader) (io.ReadCloser, error)
 	switch l.MediaType {
@@ -360,13 +378,24 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 	if c.opts.ChunkSize > 0 {
 		eopts = append(eopts, estargz.WithChunkSize(c.opts.ChunkSize))
 	}
-	if c.opts.CompressionLevel > 0 {
+	if c.opts.CompressionLevel > 0 && !zstdChunked {
 		eopts = append(eopts, estargz.WithCompressionLevel(c.opts.CompressionLevel))
 	}
 	if len(c.opts.Prioritized) > 0 {
 		eopts = append(eopts, estargz.WithPrioritizedFiles(c.opts.Prioritized))
 	}
-	res, err := estargz.Convert(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), eopts...)
+	var res *estargz.Result
+	mediaType := ocispec.MediaTypeImageLayerGzip
+	if zstdChunked {
+		level := zstdchunked.DefaultLevel
+		if c.opts.CompressionLevel > 0 {
+			level = zstd.EncoderLevelFromZstd(c.opts.CompressionLevel)
+		}
+		mediaType = ocispec.MediaTypeImageLayerZstd
+		res, err = zstdchunked.Convert(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), level, eopts...)
+	} else {
+		res, err = estargz.Convert(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), eopts...)
+	}
 	if cerr := blobFile.Close(); err == nil {
 		err = cerr
 	}
@@ -376,23 +405,30 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 	if err := c.dst.adoptBlob(blobFile.Name(), res.Digest); err != nil {
 		return l, "", err
 	}
-	nd := ocispec.Descriptor{
-		MediaType: ocispec.MediaTypeImageLayerGzip,
-		Digest:    res.Digest,
-		Size:      res.Size,
-		Annotations: map[string]string{
-			estargz.TOCJSONDigestAnnotation:    res.TOCDigest.String(),
-			estargz.UncompressedSizeAnnotation: strconv.FormatInt(res.UncompressedSize, 10),
-		},
+	nd := ocispec.Descriptor{MediaType: mediaType, Digest: res.Digest, Size: res.Size, Annotations: maps.Clone(res.Annotations)}
+	if !zstdChunked {
+		nd.Annotations[estargz.UncompressedSizeAnnotation] = strconv.FormatInt(res.UncompressedSize, 10)
 	}
 	for k, v := range l.Annotations {
-		if _, ok := nd.Annotations[k]; !ok {
+		if _, ok := nd.Annotations[k]; !ok && !stale(k) {
 			nd.Annotations[k] = v
 		}
 	}
 	c.done[l.Digest] = convertedLayer{nd, res.DiffID}
 	c.record(LayerReport{From: l, To: nd, Result: res})
 	return nd, res.DiffID, nil
+}
+
+// stale: an annotation of the source layer's format that does not
+// describe the converted layer.
+func stale(k string) bool {
+	switch k {
+	case estargz.TOCJSONDigestAnnotation, estargz.UncompressedSizeAnnotation,
+		zstdchunked.ManifestChecksumAnnotation, zstdchunked.ManifestPositionAnnotation, zstdchunked.TarSplitPositionAnnotation,
+		zstdchunked.LegacyManifestChecksumAnnotation, zstdchunked.LegacyManifestPositionAnnotation:
+		return true
+	}
+	return false
 }
 
 type convertedLayer struct {

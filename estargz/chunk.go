@@ -43,8 +43,16 @@ func (c *Chunk) decodeFrom(dst []byte, src io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("%w: chunk at %d: gzip header: %v", ErrFormat, c.Offset, err)
 	}
 	zr.Multistream(false)
+	return c.ReadVerified(dst, zr)
+}
+
+// ReadVerified reads the chunk from r, its member's decompressed bytes from
+// the member's start, and returns it (in dst's backing array if it has
+// room) only if its digest matches: the decoding that formats whose
+// chunks are other compressed frames (zstd:chunked) share.
+func (c *Chunk) ReadVerified(dst []byte, r io.Reader) ([]byte, error) {
 	if c.InnerOffset > 0 {
-		n, err := io.CopyN(io.Discard, zr, c.InnerOffset)
+		n, err := io.CopyN(io.Discard, r, c.InnerOffset)
 		if err != nil {
 			return nil, fmt.Errorf("%w: chunk at %d: skipping %d inner bytes (got %d): %v", ErrFormat, c.Offset, c.InnerOffset, n, err)
 		}
@@ -54,7 +62,7 @@ func (c *Chunk) decodeFrom(dst []byte, src io.Reader) ([]byte, error) {
 	} else {
 		dst = make([]byte, c.Size)
 	}
-	if _, err := io.ReadFull(zr, dst); err != nil {
+	if _, err := io.ReadFull(r, dst); err != nil {
 		return nil, fmt.Errorf("%w: chunk at %d: decompressing %d bytes: %v", ErrFormat, c.Offset, c.Size, err)
 	}
 	if got := digest.SHA256.FromBytes(dst); got != c.Digest {

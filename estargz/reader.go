@@ -136,17 +136,9 @@ func DecodeTOC(sr *io.SectionReader, sink TOCSink, opts ...OpenOption) (TOCInfo,
 
 // openMember reads the footer and returns a reader of the TOC member.
 func openMember(sr *io.SectionReader, opts []OpenOption) (openConfig, int64, io.Reader, error) {
-	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize, tailSize: DefaultTailReadSize, maxEntries: DefaultMaxEntries}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if cfg.tocDigest == "" && !cfg.unverified {
-		return cfg, 0, nil, ErrNoTOCDigest
-	}
-	if cfg.tocDigest != "" {
-		if err := cfg.tocDigest.Validate(); err != nil {
-			return cfg, 0, nil, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, cfg.tocDigest, err)
-		}
+	cfg, err := newOpenConfig(opts)
+	if err != nil {
+		return cfg, 0, nil, err
 	}
 	size := sr.Size()
 	if size < LegacyFooterSize {
@@ -172,6 +164,24 @@ func openMember(sr *io.SectionReader, opts []OpenOption) (openConfig, int64, io.
 	}
 	member, err := tocRegion(sr, tail[:len(tail)-footerSize], tocOff, tocEnd)
 	return cfg, tocOff, member, err
+}
+
+// newOpenConfig applies opts and checks that they say how the TOC is
+// verified.
+func newOpenConfig(opts []OpenOption) (openConfig, error) {
+	cfg := openConfig{maxTOCSize: DefaultMaxTOCSize, tailSize: DefaultTailReadSize, maxEntries: DefaultMaxEntries}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.tocDigest == "" && !cfg.unverified {
+		return cfg, ErrNoTOCDigest
+	}
+	if cfg.tocDigest != "" {
+		if err := cfg.tocDigest.Validate(); err != nil {
+			return cfg, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, cfg.tocDigest, err)
+		}
+	}
+	return cfg, nil
 }
 
 // maxHeldTOC is the most of a compressed TOC that Open reads into memory
@@ -264,6 +274,28 @@ func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCI
 	if err != nil {
 		return TOCInfo{}, err
 	}
+	return decodeJSON(tr, size, tocOff, sink, cfg)
+}
+
+// DecodeTOCJSON decodes a TOC JSON of size bytes read from r, of a blob
+// whose data (every chunk) lies before dataEnd, into sink, with the checks
+// and options of DecodeTOC (the tail options aside): the decoder of a
+// format that shares eStargz's TOC but stores it otherwise (zstd:chunked,
+// whose own fields it ignores). A file in a single chunk whose entry has
+// no chunkDigest is verified against its digest.
+func DecodeTOCJSON(r io.Reader, size, dataEnd int64, sink TOCSink, opts ...OpenOption) (TOCInfo, error) {
+	cfg, err := newOpenConfig(opts)
+	if err != nil {
+		return TOCInfo{}, err
+	}
+	if size < 0 || size > cfg.maxTOCSize {
+		return TOCInfo{}, fmt.Errorf("%w: TOC is %d bytes, cap %d", ErrTooLarge, size, cfg.maxTOCSize)
+	}
+	return decodeJSON(r, size, dataEnd, sink, cfg)
+}
+
+// decodeJSON decodes the size bytes of TOC JSON in tr; see decodeMember.
+func decodeJSON(tr io.Reader, size, tocOff int64, sink TOCSink, cfg openConfig) (TOCInfo, error) {
 	h := digest.SHA256.Digester()
 	body := &countingReader{r: io.TeeReader(io.LimitReader(tr, size), h.Hash())}
 	b := newTOCBuilder(sink, tocOff)

@@ -45,6 +45,7 @@ type jsonEntry struct {
 	ChunkOffset int64             `json:"chunkOffset,omitempty"`
 	ChunkSize   int64             `json:"chunkSize,omitempty"`
 	ChunkDigest string            `json:"chunkDigest,omitempty"`
+	EndOffset   int64             `json:"endOffset,omitempty"` // zstd:chunked (WithEndOffsets); unused here
 }
 
 // Entry is one validated TOC entry. Chunk entries of the format are folded

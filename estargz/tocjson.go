@@ -425,6 +425,7 @@ const (
 	keyChunkOffset
 	keyChunkSize
 	keyChunkDigest
+	keyEndOffset
 )
 
 // entryKeys are jsonEntry's keys, for the check that an unknown key is not
@@ -432,7 +433,7 @@ const (
 func entryKeys() []string {
 	return []string{"name", "type", "size", "modtime", "linkName", "mode", "uid", "gid",
 		"userName", "groupName", "offset", "innerOffset", "devMajor", "devMinor", "xattrs", "digest",
-		"chunkOffset", "chunkSize", "chunkDigest"}
+		"chunkOffset", "chunkSize", "chunkDigest", "endOffset"}
 }
 
 // unknownKey skips the value of a key jsonEntry (or jsonTOC, whose keys
@@ -521,6 +522,9 @@ func (d *tocDecoder) entry(je *jsonEntry) error {
 		case "chunkDigest":
 			bit = keyChunkDigest
 			je.ChunkDigest, err = d.stringValue()
+		case "endOffset":
+			bit = keyEndOffset
+			je.EndOffset, err = d.intValue()
 		default:
 			err = d.unknownKey(k, entryKeys())
 		}

@@ -37,6 +37,7 @@ func FuzzTOCJSON(f *testing.F) {
 		`{"version":1,"entries":[{"name":"a","name":"b"}]}`,
 		`{"version":1,"entries":[{"Name":"a"}]}`,
 		`{"version":01}`,
+		`{"version":1,"entries":[{"name":"a","type":"reg","size":3,"offset":5,"endOffset":9,"chunkType":"zeros","accesstime":"2020-01-01T00:00:00Z"}],"tarSplitDigest":"sha256:x"}`,
 		`{"version":1} x`,
 	} {
 		f.Add([]byte(s))

@@ -345,10 +345,14 @@ func (b *tocBuilder) addChunk(je *jsonEntry) error {
 	if je.Offset < 0 || je.Offset >= b.tocOffset {
 		return fmt.Errorf("%w: chunk offset %d (inner %d) outside the blob's data [0, %d)", ErrFormat, je.Offset, je.InnerOffset, b.tocOffset)
 	}
-	if !isSHA256(je.ChunkDigest) {
-		return fmt.Errorf("%w: chunk digest %q: want a sha256 digest", ErrFormat, je.ChunkDigest)
+	cd := je.ChunkDigest
+	if cd == "" && je.Type == TypeReg && size == f.Size {
+		cd = je.Digest // a file in one chunk: its digest is the chunk's (zstd:chunked)
 	}
-	f.Chunks = append(f.Chunks, Chunk{Offset: je.Offset, InnerOffset: je.InnerOffset, FileOffset: je.ChunkOffset, Size: size, Digest: digest.Digest(je.ChunkDigest)})
+	if !isSHA256(cd) {
+		return fmt.Errorf("%w: chunk digest %q: want a sha256 digest", ErrFormat, cd)
+	}
+	f.Chunks = append(f.Chunks, Chunk{Offset: je.Offset, InnerOffset: je.InnerOffset, FileOffset: je.ChunkOffset, Size: size, Digest: digest.Digest(cd)})
 	b.curNext = je.ChunkOffset + size
 	if n := len(b.chunkOff); n > 0 && (je.Offset < b.chunkOff[n-1] || je.Offset == b.chunkOff[n-1] && uint32(je.InnerOffset) < b.chunkInner[n-1]) {
 		b.sorted = false

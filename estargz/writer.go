@@ -36,6 +36,8 @@ type convertConfig struct {
 	level       int
 	prioritized []string
 	workers     int
+	comp        Compression // nil: eStargz's gzip at level
+	endOffsets  bool
 }
 
 // WithChunkSize sets the chunk size (DefaultChunkSize).
@@ -54,6 +56,93 @@ func WithPrioritizedFiles(names []string) ConvertOption {
 // (default GOMAXPROCS).
 func WithConcurrency(n int) ConvertOption { return func(c *convertConfig) { c.workers = n } }
 
+// WithCompression makes Convert write the blob with c instead of eStargz's
+// gzip members, TOC member and footer (WithCompressionLevel then does
+// not apply).
+func WithCompression(c Compression) ConvertOption { return func(cfg *convertConfig) { cfg.comp = c } }
+
+// WithEndOffsets records in each non-empty regular file's entry the
+// compressed offset where its last member ends ("endOffset"), which
+// zstd:chunked readers use; eStargz readers find it from the next entry.
+func WithEndOffsets() ConvertOption { return func(c *convertConfig) { c.endOffsets = true } }
+
+// Compression is how Convert compresses a blob: a layout of members that
+// each decompress on their own, the TOC and what locates it at the end.
+// eStargz's gzip is the default; zstd:chunked is another.
+type Compression interface {
+	// Compress appends raw, compressed as one member that decompresses on
+	// its own, to dst. It is called from several goroutines at once.
+	Compress(dst *bytes.Buffer, raw []byte) error
+	// End returns what ends a blob whose members end at compressed offset
+	// off, given the TOC JSON and the end of the uncompressed tar stream
+	// (its trailer).
+	End(off int64, toc, trailer []byte) (*Ending, error)
+}
+
+// Ending is the end of a blob, after its data members.
+type Ending struct {
+	// Raw is what it adds to the uncompressed tar stream.
+	Raw []byte
+	// Blob is its compressed bytes.
+	Blob []byte
+	// TOCDigest vouches for the TOC, and Annotations are the layer
+	// annotations that vouch for and locate it.
+	TOCDigest   digest.Digest
+	Annotations map[string]string
+}
+
+// gzipCompression is eStargz's: gzip members, the TOC as a tar entry in
+// the last member, and the footer.
+type gzipCompression struct {
+	level int
+	pool  sync.Pool // *gzip.Writer
+}
+
+var _ Compression = (*gzipCompression)(nil)
+
+func (g *gzipCompression) Compress(dst *bytes.Buffer, raw []byte) error {
+	zw, _ := g.pool.Get().(*gzip.Writer)
+	if zw == nil {
+		var err error
+		if zw, err = gzip.NewWriterLevel(dst, g.level); err != nil {
+			return err
+		}
+	} else {
+		zw.Reset(dst)
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	g.pool.Put(zw)
+	return nil
+}
+
+func (g *gzipCompression) End(off int64, toc, trailer []byte) (*Ending, error) {
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: TOCTarName, Size: int64(len(toc)), Mode: 0o644}); err != nil {
+		return nil, fmt.Errorf("estargz: writing TOC: %w", err)
+	}
+	if _, err := tw.Write(toc); err != nil {
+		return nil, fmt.Errorf("estargz: writing TOC: %w", err)
+	}
+	if err := tw.Flush(); err != nil {
+		return nil, fmt.Errorf("estargz: writing TOC: %w", err)
+	}
+	raw.Write(trailer)
+	var blob bytes.Buffer
+	if err := g.Compress(&blob, raw.Bytes()); err != nil {
+		return nil, err
+	}
+	blob.Write(Footer(off))
+	d := digest.SHA256.FromBytes(toc)
+	return &Ending{Raw: raw.Bytes(), Blob: blob.Bytes(), TOCDigest: d,
+		Annotations: map[string]string{TOCJSONDigestAnnotation: d.String()}}, nil
+}
+
 // Result describes a blob written by Convert.
 type Result struct {
 	// Digest and Size identify the compressed blob.
@@ -62,8 +151,12 @@ type Result struct {
 	// DiffID is the sha256 of the uncompressed tar stream.
 	DiffID           digest.Digest
 	UncompressedSize int64
-	// TOCDigest is the value for the TOCJSONDigestAnnotation.
+	// TOCDigest is the value for the TOCJSONDigestAnnotation (with
+	// WithCompression, what the Compression says vouches for the TOC).
 	TOCDigest digest.Digest
+	// Annotations are the layer annotations that locate and vouch for the
+	// TOC (eStargz: the TOCJSONDigestAnnotation).
+	Annotations map[string]string
 	// MissingPrioritized lists prioritized names that the layer lacks.
 	MissingPrioritized []string
 }
@@ -76,8 +169,11 @@ func Convert(ctx context.Context, dst io.Writer, src *io.SectionReader, opts ...
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.chunkSize <= 0 || cfg.level < gzip.BestSpeed || cfg.level > gzip.BestCompression || cfg.workers < 1 {
+	if cfg.chunkSize <= 0 || cfg.comp == nil && (cfg.level < gzip.BestSpeed || cfg.level > gzip.BestCompression) || cfg.workers < 1 {
 		return nil, fmt.Errorf("estargz: invalid options: chunk size %d, level %d, concurrency %d", cfg.chunkSize, cfg.level, cfg.workers)
+	}
+	if cfg.comp == nil {
+		cfg.comp = &gzipCompression{level: cfg.level}
 	}
 	entries, byName, err := scanTar(src)
 	if err != nil {
@@ -163,6 +259,7 @@ type job struct {
 	done     chan struct{}
 	err      error
 	offset   int64 // compressed offset, set by the ordered writer
+	end      int64 // compressed offset of its end, likewise
 }
 
 // writer builds the uncompressed tar stream member by member, compresses
@@ -182,6 +279,7 @@ type writer struct {
 
 	toc       []*jsonEntry
 	starts    map[*jsonEntry]*job // entry → member its data starts
+	lasts     map[*jsonEntry]*job // reg entry → member its data ends (WithEndOffsets)
 	unames    map[int]bool
 	gnames    map[int]bool
 	firstChnk bool
@@ -207,6 +305,7 @@ func newWriter(ctx context.Context, dst io.Writer, cfg *convertConfig) *writer {
 		ordered:    make(chan *job, 2*n+1),
 		writerDone: make(chan struct{}),
 		starts:     map[*jsonEntry]*job{},
+		lasts:      map[*jsonEntry]*job{},
 		unames:     map[int]bool{},
 		gnames:     map[int]bool{},
 		diffID:     sha256.New(),
@@ -241,20 +340,9 @@ func (w *writer) recycle(b *bytes.Buffer) {
 
 func (w *writer) compressLoop() {
 	defer w.wg.Done()
-	var zw *gzip.Writer
 	for j := range w.jobs {
 		j.out.Grow(j.raw.Len()/2 + 64) // typical output; it grows if needed
-		if zw == nil {
-			zw, j.err = gzip.NewWriterLevel(j.out, w.cfg.level)
-		} else {
-			zw.Reset(j.out)
-		}
-		if j.err == nil {
-			_, j.err = zw.Write(j.raw.Bytes())
-		}
-		if j.err == nil {
-			j.err = zw.Close()
-		}
+		j.err = w.cfg.comp.Compress(j.out, j.raw.Bytes())
 		if j.chunk != nil {
 			d := digest.SHA256.FromBytes(j.raw.Bytes()).String()
 			j.chunk.ChunkDigest = d
@@ -281,6 +369,7 @@ func (w *writer) writeLoop() {
 			w.diffID.Write(j.raw.Bytes())
 			w.rawSize += int64(j.raw.Len())
 			w.writeErr = w.write(j.out.Bytes())
+			j.end = w.off
 		}
 		w.recycle(j.raw)
 		w.recycle(j.out)
@@ -445,6 +534,9 @@ func (w *writer) addContent(ent *jsonEntry, content io.Reader) error {
 			return err
 		}
 		w.starts[c] = j
+		if w.cfg.endOffsets {
+			w.lasts[ent] = j
+		}
 		written += size
 		c = &jsonEntry{Name: ent.Name, Type: TypeChunk}
 	}
@@ -469,39 +561,24 @@ func (w *writer) finish() (*Result, error) {
 	for e, j := range w.starts {
 		e.Offset = j.offset
 	}
+	for e, j := range w.lasts {
+		e.EndOffset = j.end
+	}
 	tocJSON, err := json.Marshal(&jsonTOC{Version: 1, Entries: w.toc})
 	if err != nil {
 		return nil, fmt.Errorf("estargz: encoding TOC: %w", err)
 	}
-	tocOffset := w.off
-	raw := w.buffer()
-	w.cur = raw
-	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: TOCTarName, Size: int64(len(tocJSON)), Mode: 0o644}); err != nil {
-		return nil, fmt.Errorf("estargz: writing TOC: %w", err)
+	var trailer bytes.Buffer
+	if err := tar.NewWriter(&trailer).Close(); err != nil {
+		return nil, fmt.Errorf("estargz: %w", err)
 	}
-	if _, err := w.tw.Write(tocJSON); err != nil {
-		return nil, fmt.Errorf("estargz: writing TOC: %w", err)
-	}
-	if err := w.tw.Close(); err != nil {
-		return nil, fmt.Errorf("estargz: writing TOC: %w", err)
-	}
-	var zbuf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&zbuf, w.cfg.level)
+	end, err := w.cfg.comp.End(w.off, tocJSON, trailer.Bytes())
 	if err != nil {
 		return nil, err
 	}
-	if _, err := zw.Write(raw.Bytes()); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	w.diffID.Write(raw.Bytes())
-	w.rawSize += int64(raw.Len())
-	if err := w.write(zbuf.Bytes()); err != nil {
-		return nil, err
-	}
-	if err := w.write(Footer(tocOffset)); err != nil {
+	w.diffID.Write(end.Raw)
+	w.rawSize += int64(len(end.Raw))
+	if err := w.write(end.Blob); err != nil {
 		return nil, err
 	}
 	return &Result{
@@ -509,6 +586,7 @@ func (w *writer) finish() (*Result, error) {
 		Size:             w.off,
 		DiffID:           digest.NewDigest(digest.SHA256, w.diffID),
 		UncompressedSize: w.rawSize,
-		TOCDigest:        digest.SHA256.FromBytes(tocJSON),
+		TOCDigest:        end.TOCDigest,
+		Annotations:      end.Annotations,
 	}, nil
 }

@@ -44,8 +44,14 @@ func newBuilder() *builder {
 // entries on the way: its peak memory is the index's and a compact name
 // table's.
 func Open(sr *io.SectionReader, opts ...estargz.OpenOption) (*Index, error) {
+	return Decode(func(sink estargz.TOCSink) (estargz.TOCInfo, error) { return estargz.DecodeTOC(sr, sink, opts...) })
+}
+
+// Decode is Open for any decoder of an eStargz-shaped TOC (zstd:chunked's):
+// decode hands the validated entries to the sink it is given.
+func Decode(decode func(estargz.TOCSink) (estargz.TOCInfo, error)) (*Index, error) {
 	b := newBuilder()
-	info, err := estargz.DecodeTOC(sr, b, opts...)
+	info, err := decode(b)
 	if err != nil {
 		return nil, err
 	}

@@ -18,8 +18,8 @@
 //
 // A Format is one lazily loadable layer format: the digest its descriptor
 // names for the index (IndexDigest) and how the index is read and verified
-// (Open). eStargz is the one format today; another is one more Format
-// listed in formats.
+// (Open). eStargz and zstd:chunked are the formats today; another is one
+// more Format listed in formats.
 //
 // When the first layer of an image is mounted, its labels list the layers
 // above it: the FS reads their tails and TOCs in the background (the

@@ -36,7 +36,9 @@ type Format interface {
 // formats are the formats Mount tries, in order: the only place that
 // knows them all. maxEntries caps a layer's index (0: each format's
 // default).
-func formats(maxEntries int) []Format { return []Format{estargzFormat{maxEntries: maxEntries}} }
+func formats(maxEntries int) []Format {
+	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}}
+}
 
 // pickFormat returns the format of the layer desc describes, with the
 // digest its index is verified against.
@@ -99,6 +101,13 @@ func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*in
 	idx, err := index.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
 	if tb != nil {
 		tb.trimTail(mountTailSize)
+	}
+	if errors.Is(err, estargz.ErrFormat) {
+		// the eStargz library's zstd:chunked layers carry an eStargz TOC
+		// digest too, and it alone reaches us when labels name the layer
+		if zidx, dec, zerr := (zstdChunkedFormat{maxEntries: f.maxEntries}).Open(ctx, b, toc); zerr == nil || errors.Is(zerr, snapshotter.ReasonVerification) {
+			return zidx, dec, zerr
+		}
 	}
 	switch {
 	case errors.Is(err, estargz.ErrVerify):

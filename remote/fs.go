@@ -161,19 +161,31 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		return err
 	}
 	dg := src.Digest
+	var (
+		f           Format
+		indexDigest digest.Digest
+	)
 	r.warm.start(src, r.busy)
 	if r.opts.Profiles != nil && r.opts.Profiles.Store != nil {
 		// the image's profile lookup (a registry round trip or two the
 		// first time) overlaps the blob's open; layerProfile waits for it
 		go r.image(context.WithoutCancel(ctx), src)
 	}
+	if src.TOCDigest == "" && !r.busy(dg) {
+		r.warm.startOwn(src) // in parallel with the manifest's round trips
+	}
 	desc, err := r.descriptor(ctx, src)
+	if err == nil {
+		f, indexDigest, err = pickFormat(desc, r.opts.MaxEntries)
+	}
 	if err != nil {
+		if src.TOCDigest == "" {
+			r.warm.forget(dg)
+		}
 		return err
 	}
-	f, indexDigest, err := pickFormat(desc, r.opts.MaxEntries)
-	if err != nil {
-		return err
+	if src.TOCDigest == "" { // the manifest said the layer is lazy: so are its neighbours, likely
+		r.warm.startAll(src, r.busy)
 	}
 	key := layerKey{blob: dg, index: indexDigest}
 	if bl, bad := r.ver.badMark(key); bad {

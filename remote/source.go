@@ -7,10 +7,12 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -32,7 +34,10 @@ type Source interface {
 }
 
 // fetcherSource is the Source of a real registry.
-type fetcherSource struct{ f *fetcher.Fetcher }
+type fetcherSource struct {
+	f *fetcher.Fetcher
+	m *manifestCache // nil: none
+}
 
 var _ Source = fetcherSource{}
 
@@ -40,7 +45,65 @@ var _ Source = fetcherSource{}
 // blobs read the layer's tail (the footer and, for small layers, the
 // whole TOC) in the request that opens them, and serve later reads that
 // reach into the tail from memory.
-func NewRegistrySource(f *fetcher.Fetcher) Source { return fetcherSource{f} }
+func NewRegistrySource(f *fetcher.Fetcher) Source {
+	return fetcherSource{f: f, m: &manifestCache{byRef: map[string]cachedManifest{}}}
+}
+
+// manifestCache keeps the layer descriptors of the manifests Layer read
+// last, so that the Mounts of an image's other layers, which containerd
+// makes one after another, need no request for them (the
+// zstd:chunked annotations, which are not labels, are read from the
+// manifest). A layer it does not list is looked up anew; nothing in it is
+// trusted more than the registry's answer, since every index is verified
+// against the blob.
+type manifestCache struct {
+	mu    sync.Mutex
+	byRef map[string]cachedManifest
+}
+
+type cachedManifest struct {
+	layers []ocispec.Descriptor
+	at     time.Time
+}
+
+const (
+	manifestTTL     = time.Minute // an image's Mounts come within seconds
+	maxCachedImages = 64
+)
+
+func (c *manifestCache) get(ref string, dg digest.Digest) (ocispec.Descriptor, bool) {
+	if c == nil {
+		return ocispec.Descriptor{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.byRef[ref]
+	if !ok || time.Since(m.at) > manifestTTL {
+		return ocispec.Descriptor{}, false
+	}
+	for _, l := range m.layers {
+		if l.Digest == dg {
+			return l, true
+		}
+	}
+	return ocispec.Descriptor{}, false
+}
+
+func (c *manifestCache) put(ref string, layers []ocispec.Descriptor) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.byRef) >= maxCachedImages {
+		for k, m := range c.byRef {
+			if time.Since(m.at) > manifestTTL || len(c.byRef) >= maxCachedImages {
+				delete(c.byRef, k)
+			}
+		}
+	}
+	c.byRef[ref] = cachedManifest{layers: layers, at: time.Now()}
+}
 
 // mountTailSize is how much of a layer's end its first request reads: the
 // footer and, for small layers, the whole TOC, so that mounting costs one
@@ -124,8 +187,8 @@ func (t *tailBlob) Invalidate(off, n int64) {
 const maxWarmTOC = 64 << 20
 
 // extendTail makes the tail reach back to the start of the TOC that the
-// footer at its end points to, reading what lies before it in one
-// request, so that a later Open reads nothing. The bytes are not verified
+// footer at its end (eStargz's or zstd:chunked's) points to, reading what
+// lies before it in one request, so that a later Open reads nothing. The bytes are not verified
 // here: Open verifies the TOC against its digest and every chunk read
 // from the tail is verified as usual. It must be called before the blob
 // is shared.
@@ -133,7 +196,11 @@ func (t *tailBlob) extendTail(ctx context.Context) error {
 	tail := t.Tail()
 	tocOff, _, err := estargz.ParseFooter(tail)
 	if err != nil {
-		return err
+		f, _, zerr := zstdchunked.ParseFooter(tail, t.Size())
+		if zerr != nil {
+			return err
+		}
+		tocOff = f.Offset
 	}
 	if tocOff >= t.off {
 		return nil
@@ -168,6 +235,9 @@ func (t *tailBlob) trimTail(n int) {
 // Layer resolves ref (picking this platform's manifest from an index) and
 // returns the descriptor of layer dg with its annotations.
 func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
+	if l, ok := s.m.get(ref, dg); ok {
+		return l, nil
+	}
 	_, desc, err := s.f.Resolve(ctx, ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -182,6 +252,7 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 			return ocispec.Descriptor{}, err
 		}
 		if len(doc.Manifests) == 0 {
+			s.m.put(ref, doc.Layers)
 			for _, l := range doc.Layers {
 				if l.Digest == dg {
 					return l, nil

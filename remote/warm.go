@@ -20,7 +20,9 @@ import (
 // their TOC digests (the manifest has them, and fetching it again would
 // cost requests and bytes), so each Mount verifies its TOC against its own
 // labels as always. Only layers of images whose labels carry TOC digests
-// (converted images) are warmed. A warmed layer that no Mount takes within
+// (converted images) are warmed, or, when the labels carry none
+// (zstd:chunked's annotations are never labels), once the Mount has read
+// from the manifest that its layer is lazily loadable. A warmed layer that no Mount takes within
 // warmTTL (containerd already had its snapshot, say) is dropped; its cost
 // was the tail and TOC requests a Mount would have made.
 const (
@@ -56,24 +58,58 @@ func newWarmer(src Source) *warmer {
 // that skip does not exclude (mounted or being mounted) and that are not
 // being read already.
 func (w *warmer) start(src snapshotter.LayerSource, skip func(digest.Digest) bool) {
-	if w == nil || src.TOCDigest == "" {
+	if src.TOCDigest == "" {
+		return
+	}
+	w.startAll(src, skip)
+}
+
+// startAll is start for a layer whose labels carry no TOC digest but that
+// its manifest says is lazily loadable (zstd:chunked): its neighbours
+// likely are too.
+func (w *warmer) startAll(src snapshotter.LayerSource, skip func(digest.Digest) bool) {
+	if w == nil {
 		return
 	}
 	for _, d := range src.Layers {
-		if d == src.Digest || skip(d) {
-			continue
-		}
-		w.mu.Lock()
-		_, dup := w.m[d]
-		wl := &warmLayer{done: make(chan struct{})}
-		if !dup {
-			w.m[d] = wl
-		}
-		w.mu.Unlock()
-		if !dup {
-			go w.read(src.Ref, d, wl)
+		if d != src.Digest && !skip(d) {
+			w.readAhead(src.Ref, d)
 		}
 	}
+}
+
+// startOwn reads the Mount's own layer ahead, while the Mount reads the
+// manifest for what its labels lack (the index digest): the blob's tail
+// is then read in parallel rather than one round trip later. forget drops
+// it when the layer turns out not to be lazily loadable.
+func (w *warmer) startOwn(src snapshotter.LayerSource) {
+	if w != nil {
+		w.readAhead(src.Ref, src.Digest)
+	}
+}
+
+// readAhead starts reading layer d unless it is being read already.
+func (w *warmer) readAhead(ref string, d digest.Digest) {
+	w.mu.Lock()
+	_, dup := w.m[d]
+	wl := &warmLayer{done: make(chan struct{})}
+	if !dup {
+		w.m[d] = wl
+	}
+	w.mu.Unlock()
+	if !dup {
+		go w.read(ref, d, wl)
+	}
+}
+
+// forget drops layer d's read ahead, if any (the read finishes unused).
+func (w *warmer) forget(d digest.Digest) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	delete(w.m, d)
+	w.mu.Unlock()
 }
 
 func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lazysnap's tests and demo use, if missing.
 set -euo pipefail
-pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo debootstrap busybox-static)
+pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo podman debootstrap busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

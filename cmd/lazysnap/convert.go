@@ -42,7 +42,8 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	chunk := fs.Int64("chunk-size", estargz.DefaultChunkSize, "largest chunk of a file fetched and verified as a unit, in bytes")
-	level := fs.Int("level", estargz.DefaultCompressionLevel, "gzip level, 1 (fastest) to 9 (smallest)")
+	format := fs.String("format", convert.FormatEStargz, "layer format written: "+convert.FormatEStargz+" or "+convert.FormatZstdChunked)
+	level := fs.Int("level", 0, fmt.Sprintf("compression level: gzip 1 (fastest) to 9 (smallest), default %d; zstd 1 to 22, default 3", estargz.DefaultCompressionLevel))
 	prio := fs.String("prioritized-files", "", "file listing paths (one per line) to place first in every layer, for prefetch")
 	rec := fs.Bool("record", false, "run the command after -- chrooted in SRC's unpacked image (as root), and place the files it opens first\n(after any -prioritized-files); the list is written to -record-list")
 	recList := fs.String("record-list", "", "where -record writes the list of files (default DST.prioritized for a local DST, none for a registry DST)")
@@ -78,7 +79,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log := logger(ctx)
-	opts := convert.Options{ChunkSize: *chunk, CompressionLevel: *level}
+	opts := convert.Options{Format: *format, ChunkSize: *chunk, CompressionLevel: *level}
 	if src.Ref != "" || dst.Ref != "" {
 		opts.Resolver = reg.resolver(ctx)
 		opts.Transfer = func(r convert.TransferReport) {

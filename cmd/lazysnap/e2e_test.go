@@ -364,6 +364,26 @@ func pushLayoutTo(t *testing.T, reg *registry.Registry, dir, repo, tag string) (
 	return reg.Ref(repo, tag), total
 }
 
+// ctrRemoteConvert imports an image of layers as name into containerd,
+// has ctr-remote convert it (with flag, and --oci) and push it to dst.
+func (s *stack) ctrRemoteConvert(t *testing.T, layers [][]byte, name, dst, flag string) {
+	t.Helper()
+	archive, err := testimage.OCIArchive(name, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "img.tar")
+	if err := os.WriteFile(p, archive, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.ctr(t, "images", "import", "--no-unpack", p)
+	if out, err := s.ctrd.CtrRemote(t, "images", "convert", flag, "--oci", name, dst); err != nil {
+		t.Fatalf("ctr-remote convert: %v\n%s", err, out)
+	}
+	s.ctr(t, "images", "push", "--plain-http", dst)
+	s.ctr(t, "images", "rm", dst)
+}
+
 func readJSON(t *testing.T, path string, v any) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -439,19 +459,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("image converted by ctr-remote", func(t *testing.T) {
-		archive, err := testimage.OCIArchive("lazysnap.test/busybox:ctr", busyboxLayers(t)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(t.TempDir(), "img.tar")
-		os.WriteFile(p, archive, 0o644)
-		s.ctr(t, "images", "import", "--no-unpack", p)
 		dst := s.reg.Ref("ctrremote", "esgz")
-		if out, err := s.ctrd.CtrRemote(t, "images", "convert", "--estargz", "--oci", "lazysnap.test/busybox:ctr", dst); err != nil {
-			t.Fatalf("ctr-remote convert: %v\n%s", err, out)
-		}
-		s.ctr(t, "images", "push", "--plain-http", dst)
-		s.ctr(t, "images", "rm", dst)
+		s.ctrRemoteConvert(t, busyboxLayers(t), "lazysnap.test/busybox:ctr", dst, "--estargz")
 		out := s.pull(t, dst)
 		if !strings.Contains(out, "2 of 2 layers lazy") {
 			t.Fatalf("pull: %s\nlazysnap log:\n%s", out, s.log())

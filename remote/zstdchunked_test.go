@@ -1,0 +1,209 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/zstdchunked"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// TestZstdChunkedMount: zstd:chunked layers, written by our converter and
+// by skopeo (Debian's 1.9, the legacy layout), pushed to a real registry,
+// mount lazily from labels that carry no index digest (containerd does not
+// pass the zstd:chunked annotations: Mount reads the manifest), and every
+// file reads back as the source tar has it.
+func TestZstdChunkedMount(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("needs /dev/fuse: %v", err)
+	}
+	r, hosts := startRegistry(t)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	tarball := testtar.Synthetic(3 << 20)
+	src, err := testtar.Read(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		push func(t *testing.T) (string, []ocispec.Descriptor)
+	}{
+		{"lazysnap convert", func(t *testing.T) (string, []ocispec.Descriptor) {
+			return pushZstdChunked(t, r, "zc/ours", tarball)
+		}},
+		{"skopeo", func(t *testing.T) (string, []ocispec.Descriptor) {
+			return skopeoZstdChunked(t, r, "zc/skopeo", tarball)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, layers := tc.push(t)
+			if _, ok, err := zstdchunked.ManifestDigest(layers[0].Annotations); !ok || err != nil {
+				t.Fatalf("layer %+v: no zstd:chunked annotation (%v)", layers[0], err)
+			}
+			fs := New(NewRegistrySource(f), Options{Root: t.TempDir()})
+			mp := t.TempDir()
+			labels := map[string]string{
+				snapshotter.LabelCRIImageRef:    ref,
+				snapshotter.LabelCRILayerDigest: layers[0].Digest.String(),
+				snapshotter.LabelCRIImageLayers: layers[0].Digest.String(),
+			}
+			if err := fs.Mount(context.Background(), mp, labels); err != nil {
+				t.Fatalf("Mount: %v", err)
+			}
+			defer fs.Unmount(context.Background(), mp)
+			if l := fs.Layers(); len(l) != 1 || l[0].Format != "zstd:chunked" {
+				t.Fatalf("layers %+v, want one zstd:chunked", l)
+			}
+			compareTree(t, mp, src)
+		})
+	}
+}
+
+// compareTree checks the regular files and symlinks of src under dir.
+func compareTree(t *testing.T, dir string, src map[string]*testtar.Entry) {
+	t.Helper()
+	files := 0
+	for _, name := range testtar.Names(src) {
+		e := src[name]
+		p := filepath.Join(dir, name)
+		switch e.Header.Typeflag {
+		case '0':
+			if strings.Contains(name, ".wh.") {
+				continue
+			}
+			b, err := os.ReadFile(p)
+			if err != nil || !bytes.Equal(b, e.Content) {
+				t.Errorf("%s: %d bytes, %v; want %d bytes", name, len(b), err, len(e.Content))
+			}
+			files++
+		case '2':
+			if l, err := os.Readlink(p); err != nil || l != e.Header.Linkname {
+				t.Errorf("%s: link %q, %v; want %q", name, l, err, e.Header.Linkname)
+			}
+		}
+	}
+	if files == 0 {
+		t.Fatal("no file compared")
+	}
+}
+
+// pushZstdChunked pushes a one-layer image whose layer is tarball as our
+// converter writes zstd:chunked.
+func pushZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball []byte) (string, []ocispec.Descriptor) {
+	t.Helper()
+	return pushZstdChunkedAnnotated(t, r, repo, tarball, true)
+}
+
+// pushZstdChunkedAnnotated is pushZstdChunked, the layer's annotations
+// left out unless annotate.
+func pushZstdChunkedAnnotated(t *testing.T, r *registry.Registry, repo string, tarball []byte, annotate bool) (string, []ocispec.Descriptor) {
+	t.Helper()
+	ctx := context.Background()
+	var blob bytes.Buffer
+	res, err := zstdchunked.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), zstdchunked.DefaultLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.Pusher()
+	d, err := p.PushBlob(ctx, repo, blob.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.MediaType = ocispec.MediaTypeImageLayerZstd
+	if annotate {
+		d.Annotations = res.Annotations
+	}
+	cfg, err := p.PushBlob(ctx, repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["`+res.DiffID.String()+`"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MediaType = ocispec.MediaTypeImageConfig
+	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{d}})
+	if _, err := p.PushManifest(ctx, repo, "v1", ocispec.MediaTypeImageManifest, m); err != nil {
+		t.Fatal(err)
+	}
+	return r.Ref(repo, "v1"), []ocispec.Descriptor{d}
+}
+
+// skopeoZstdChunked has skopeo convert a one-layer OCI layout of tarball
+// to zstd:chunked on its way into the registry (a fresh repository: skopeo
+// reuses a blob the repository already holds instead of compressing), and
+// returns the layers of the manifest it pushed.
+func skopeoZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball []byte) (string, []ocispec.Descriptor) {
+	t.Helper()
+	skopeo, err := exec.LookPath("skopeo")
+	if err != nil {
+		if os.Getenv(registry.RequireEnv) == "1" {
+			t.Fatal("skopeo not installed (Debian package skopeo)")
+		}
+		t.Skip("skopeo not installed (Debian package skopeo)")
+	}
+	dir := t.TempDir()
+	if _, err := testimage.Layout(dir, "lazysnap.test/zc:v1", tarball); err != nil {
+		t.Fatal(err)
+	}
+	ref := r.Ref(repo, "v1")
+	cmd := exec.Command(skopeo, "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-compress",
+		"--dest-compress-format", "zstd:chunked", "oci:"+dir+":v1", "docker://"+ref)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy: %v\n%s", err, out)
+	}
+	out, err := exec.Command(skopeo, "inspect", "--raw", "--tls-verify=false", "docker://"+ref).Output()
+	if err != nil {
+		t.Fatalf("skopeo inspect: %v", err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Layers) != 1 || m.Layers[0].MediaType != ocispec.MediaTypeImageLayerZstd {
+		t.Fatalf("skopeo pushed layers %+v, want one %s", m.Layers, ocispec.MediaTypeImageLayerZstd)
+	}
+	return ref, m.Layers
+}
+
+// TestNotLazyForgetsReadAhead: a Mount whose labels lack an index digest
+// reads its blob's tail while it reads the manifest; when the manifest
+// says the layer is not lazily loadable (a zstd layer without the
+// zstd:chunked annotations), the Mount falls back and drops the read ahead.
+func TestNotLazyForgetsReadAhead(t *testing.T) {
+	r, hosts := startRegistry(t)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ref, layers := pushZstdChunkedAnnotated(t, r, "zc/plain", testtar.Files([][2]string{{"a", "b"}}), false)
+	fs := New(NewRegistrySource(f), Options{Root: t.TempDir()})
+	err = fs.Mount(context.Background(), t.TempDir(), map[string]string{
+		snapshotter.LabelCRIImageRef:    ref,
+		snapshotter.LabelCRILayerDigest: layers[0].Digest.String(),
+		snapshotter.LabelCRIImageLayers: layers[0].Digest.String(),
+	})
+	if !errors.Is(err, snapshotter.ReasonNotLazy) {
+		t.Fatalf("Mount of a plain zstd layer: %v, want not-lazy", err)
+	}
+	if fs.warm.mu.Lock(); len(fs.warm.m) != 0 {
+		t.Errorf("%d layers left read ahead", len(fs.warm.m))
+	}
+	fs.warm.mu.Unlock()
+}

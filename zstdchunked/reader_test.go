@@ -1,0 +1,152 @@
+package zstdchunked_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/zstdchunked"
+	"github.com/opencontainers/go-digest"
+)
+
+// TestRoundTrip: what Convert writes decodes, verifies and reads back as the
+// source tar, chunk by chunk from each chunk's range alone, and the whole
+// blob decompresses to the tar stream its DiffID names.
+func TestRoundTrip(t *testing.T) {
+	tarball := testtar.Synthetic(3 << 20)
+	src, err := testtar.Read(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []estargz.ConvertOption
+	}{
+		{"defaults", nil},
+		{"small chunks", []estargz.ConvertOption{estargz.WithChunkSize(64 << 10)}},
+		{"prioritized", []estargz.ConvertOption{estargz.WithPrioritizedFiles([]string{"etc/hostname", "big"})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blob, res := convert(t, tarball, tc.opts...)
+			if d, ok, err := zstdchunked.ManifestDigest(res.Annotations); err != nil || !ok || d != res.TOCDigest {
+				t.Fatalf("annotations %v: digest %s %v %v, want %s", res.Annotations, d, ok, err, res.TOCDigest)
+			}
+			for _, k := range []string{zstdchunked.ManifestPositionAnnotation, zstdchunked.LegacyManifestPositionAnnotation} {
+				p, err := zstdchunked.ParsePosition(res.Annotations[k])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := digest.SHA256.FromBytes(blob[p.Offset : p.Offset+p.Size]); got != res.TOCDigest {
+					t.Errorf("%s %v locates bytes of digest %s", k, p, got)
+				}
+			}
+			c, f, err := decode(blob, res.TOCDigest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !f.Legacy {
+				t.Errorf("footer %+v: want the legacy layout", f)
+			}
+			checkContents(t, blob, c, src)
+			zr, err := zstd.NewReader(bytes.NewReader(blob))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer zr.Close()
+			raw, err := io.ReadAll(zr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if digest.SHA256.FromBytes(raw) != res.DiffID || int64(len(raw)) != res.UncompressedSize {
+				t.Errorf("blob decompresses to %d bytes of %s, want %d of %s", len(raw), digest.SHA256.FromBytes(raw), res.UncompressedSize, res.DiffID)
+			}
+		})
+	}
+}
+
+// TestContainersLayout: blobs laid out as containers-storage writes them,
+// in the current layout (tar-split, 64-byte footer) and the legacy one,
+// with files in one chunk (no chunkDigest), many chunks, and zero chunks.
+func TestContainersLayout(t *testing.T) {
+	tarball := testtar.Synthetic(1 << 20)
+	src, err := testtar.Read(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		chunk  int
+		legacy bool
+	}{
+		{"current", 64 << 10, false},
+		{"legacy", 64 << 10, true},
+		{"one chunk a file", 8 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blob, ann := containersBlob(t, tarball, tc.chunk, tc.legacy)
+			d, ok, err := zstdchunked.ManifestDigest(ann)
+			if err != nil || !ok {
+				t.Fatalf("annotations %v: %v", ann, err)
+			}
+			c, f, err := decode(blob, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Legacy != tc.legacy || !tc.legacy && f.TarSplitSize == 0 {
+				t.Errorf("footer %+v", f)
+			}
+			checkContents(t, blob, c, src)
+		})
+	}
+}
+
+// TestVerification: a TOC is accepted only against its digest, and a chunk
+// only if its bytes match.
+func TestVerification(t *testing.T) {
+	tarball := testtar.Synthetic(1 << 20)
+	blob, res := convert(t, tarball)
+	if _, _, err := decode(blob, digest.SHA256.FromString("other")); !errors.Is(err, zstdchunked.ErrVerify) {
+		t.Errorf("wrong digest: %v, want ErrVerify", err)
+	}
+	p, _ := zstdchunked.ParsePosition(res.Annotations[zstdchunked.ManifestPositionAnnotation])
+	bad := bytes.Clone(blob)
+	bad[p.Offset+p.Size/2] ^= 1
+	if _, _, err := decode(bad, res.TOCDigest); !errors.Is(err, zstdchunked.ErrVerify) {
+		t.Errorf("corrupt TOC: %v, want ErrVerify", err)
+	}
+	c, _, err := decode(blob, res.TOCDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec zstdchunked.Decoder
+	for _, e := range c.entries {
+		if len(e.Chunks) == 0 {
+			continue
+		}
+		ch := e.Chunks[0]
+		raw := bytes.Clone(blob[ch.Offset:ch.End])
+		ch.Digest = digest.SHA256.FromString("x")
+		if _, err := dec.Decode(nil, &ch, raw); !errors.Is(err, zstdchunked.ErrVerify) {
+			t.Errorf("%q: wrong chunk digest: %v", e.Name, err)
+		}
+		ch = e.Chunks[0]
+		raw[len(raw)/2] ^= 0x40
+		if got, err := dec.Decode(nil, &ch, raw); err == nil && !bytes.Equal(got, blobChunk(t, blob, &ch)) {
+			t.Errorf("%q: corrupt chunk decoded to wrong bytes", e.Name)
+		}
+	}
+}
+
+// blobChunk decodes ch from the unmodified blob.
+func blobChunk(t *testing.T, blob []byte, ch *estargz.Chunk) []byte {
+	var dec zstdchunked.Decoder
+	b, err := dec.Decode(nil, ch, blob[ch.Offset:ch.End])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
