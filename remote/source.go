@@ -32,7 +32,10 @@ type Source interface {
 }
 
 // fetcherSource is the Source of a real registry.
-type fetcherSource struct{ f *fetcher.Fetcher }
+type fetcherSource struct {
+	f    *fetcher.Fetcher
+	soci *sociCache // SOCI indexes by image manifest digest
+}
 
 var _ Source = fetcherSource{}
 
@@ -40,7 +43,7 @@ var _ Source = fetcherSource{}
 // blobs read the layer's tail (the footer and, for small layers, the
 // whole TOC) in the request that opens them, and serve later reads that
 // reach into the tail from memory.
-func NewRegistrySource(f *fetcher.Fetcher) Source { return fetcherSource{f} }
+func NewRegistrySource(f *fetcher.Fetcher) Source { return fetcherSource{f: f, soci: newSociCache()} }
 
 // mountTailSize is how much of a layer's end its first request reads: the
 // footer and, for small layers, the whole TOC, so that mounting costs one
@@ -53,11 +56,19 @@ const mountTailSize = 64 << 10
 // Blob opens the blob and reads its tail in the same request (which also
 // tells the size, when the labels did not).
 func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (Blob, error) {
+	if _, ok := desc.Annotations[annZtocDigest]; ok && desc.Size > 0 {
+		// a SOCI layer's index is a blob of its own: its tail is not needed
+		b, err := s.f.Blob(ctx, ref, desc)
+		if err != nil {
+			return nil, err
+		}
+		return &tailBlob{Blob: b, off: b.Size(), f: s.f, ref: ref}, nil
+	}
 	b, tail, err := s.f.BlobWithTail(ctx, ref, desc, mountTailSize)
 	if err != nil {
 		return nil, err
 	}
-	return &tailBlob{Blob: b, off: b.Size() - int64(len(tail)), tail: tail}, nil
+	return &tailBlob{Blob: b, off: b.Size() - int64(len(tail)), tail: tail, f: s.f, ref: ref}, nil
 }
 
 // tailBlob is a fetcher blob whose last bytes are already in memory:
@@ -67,6 +78,8 @@ func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descri
 type tailBlob struct {
 	*fetcher.Blob
 	off int64 // where tail starts in the blob
+	f   *fetcher.Fetcher
+	ref string
 
 	mu   sync.Mutex
 	tail []byte // nil once invalidated
@@ -172,11 +185,13 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	var siblings []ocispec.Descriptor // of desc, in the index that listed it
 	for range 4 { // an index of indexes is allowed, but not forever
 		var doc struct {
-			MediaType string               `json:"mediaType"`
-			Manifests []ocispec.Descriptor `json:"manifests"`
-			Layers    []ocispec.Descriptor `json:"layers"`
+			MediaType   string               `json:"mediaType"`
+			Manifests   []ocispec.Descriptor `json:"manifests"`
+			Layers      []ocispec.Descriptor `json:"layers"`
+			Annotations map[string]string    `json:"annotations"`
 		}
 		if err := s.fetchJSON(ctx, ref, desc, &doc); err != nil {
 			return ocispec.Descriptor{}, err
@@ -184,11 +199,12 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 		if len(doc.Manifests) == 0 {
 			for _, l := range doc.Layers {
 				if l.Digest == dg {
-					return l, nil
+					return s.withZtoc(ctx, ref, desc, doc.Annotations, siblings, l), nil
 				}
 			}
 			return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
 		}
+		siblings = doc.Manifests
 		desc = pickPlatform(doc.Manifests)
 	}
 	return ocispec.Descriptor{}, fmt.Errorf("%s: nested indexes too deep", ref)
@@ -196,6 +212,9 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 
 func pickPlatform(ms []ocispec.Descriptor) ocispec.Descriptor {
 	for _, m := range ms {
+		if m.ArtifactType != "" {
+			continue // a SOCI index, say, listed with the platform it indexes
+		}
 		if m.Platform != nil && m.Platform.OS == runtime.GOOS && m.Platform.Architecture == runtime.GOARCH {
 			return m
 		}
