@@ -30,7 +30,7 @@ func allowedImports() map[string][]string {
 		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
 		"fusemanager":         {"ops", "snapshotter"},
 		"pull":                {"snapshotter"},
-		"convert":             {"estargz", "internal/descriptor"},
+		"convert":             {"estargz", "internal/descriptor", "soci"},
 		"convert/record":      {"convert"},
 		"internal/descriptor": {},
 		"internal/logging":    {},

@@ -186,7 +186,7 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 		return ocispec.Descriptor{}, err
 	}
 	var siblings []ocispec.Descriptor // of desc, in the index that listed it
-	for range 4 { // an index of indexes is allowed, but not forever
+	for range 4 {                     // an index of indexes is allowed, but not forever
 		var doc struct {
 			MediaType   string               `json:"mediaType"`
 			Manifests   []ocispec.Descriptor `json:"manifests"`

@@ -169,4 +169,3 @@ func (s *spanHasher) close(end int64) {
 	sum := sha256.Sum256(s.buf[s.start-s.base : end-s.base])
 	s.digs = append(s.digs, digest.NewDigestFromBytes(digest.SHA256, sum[:]))
 }
-
