@@ -36,6 +36,7 @@ func allowedImports() map[string][]string {
 		"internal/logging":    {},
 		"internal/logfile":    {},
 		"internal/tomlconfig": {},
+		"zran":                {},
 	}
 }
 

@@ -2,7 +2,9 @@ package zran
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 )
 
 // WindowSize is the deflate history size and the length of an Indexer's
@@ -46,25 +48,72 @@ type Indexer struct {
 // NewIndexer reads the first gzip header from r and returns an Indexer. span
 // must not be negative (0 records a checkpoint at every block boundary).
 func NewIndexer(r io.Reader, span int64) (*Indexer, error) {
-	return nil, errors.New("zran: not implemented yet")
+	if span < 0 {
+		return nil, fmt.Errorf("zran: negative span %d", span)
+	}
+	d := newDecoder(r)
+	if err := d.header(true); err != nil {
+		return nil, err
+	}
+	x := &Indexer{d: d, span: span}
+	d.ix = x
+	return x, nil
 }
 
 // Read returns the uncompressed bytes, equal to compress/gzip's.
-func (x *Indexer) Read(p []byte) (int, error) { return 0, errors.New("zran: not implemented yet") }
+func (x *Indexer) Read(p []byte) (int, error) { return x.d.read(p) }
 
 // Checkpoints returns the checkpoints recorded so far: all of them once Read
 // has returned io.EOF.
-func (x *Indexer) Checkpoints() []Checkpoint { return append([]Checkpoint(nil), x.cps...) }
+func (x *Indexer) Checkpoints() []Checkpoint { return slices.Clone(x.cps) }
 
 // CompressedSize returns how many compressed bytes have been consumed: the
 // blob's size once Read has returned io.EOF.
-func (x *Indexer) CompressedSize() int64 { return 0 }
+func (x *Indexer) CompressedSize() int64 { return (x.d.bitPos() + 7) / 8 }
+
+// boundary is called at each block boundary that is not after a member's
+// final block, before the block header is read.
+func (x *Indexer) boundary(d *decoder) {
+	out := d.outBase + int64(d.w)
+	if out != 0 && out-x.last <= x.span {
+		return
+	}
+	p := d.bitPos()
+	x.cps = append(x.cps, Checkpoint{
+		In:     (p + 7) / 8,
+		Bits:   uint8((8 - p%8) % 8),
+		Out:    out,
+		Window: slices.Clone(d.buf[d.w-WindowSize : d.w]),
+	})
+	x.last = out
+}
 
 // Resume returns the uncompressed bytes from cp.Out on. r yields the blob's
 // bytes starting at cp.In-1 if cp.Bits > 0, else at cp.In. Decompression
 // continues across later gzip members; see the package documentation.
 func Resume(r io.Reader, cp Checkpoint) (io.Reader, error) {
-	return nil, errors.New("zran: not implemented yet")
+	if cp.Bits > 7 || len(cp.Window) > WindowSize || cp.Out < 0 || cp.In < int64(min(cp.Bits, 1)) {
+		return nil, fmt.Errorf("%w: invalid checkpoint (in %d, bits %d, out %d, window %d bytes)",
+			ErrFormat, cp.In, cp.Bits, cp.Out, len(cp.Window))
+	}
+	d := newDecoder(r)
+	d.lo = WindowSize - len(cp.Window)
+	copy(d.buf[d.lo:], cp.Window)
+	d.outBase = cp.Out - WindowSize
+	d.inBase = cp.In
+	if cp.Bits > 0 {
+		d.inBase--
+		b, err := d.readByte()
+		if err != nil {
+			return nil, err
+		}
+		d.bb, d.nb = uint64(b>>(8-cp.Bits)), uint(cp.Bits)
+	}
+	d.state, d.raw = stBlock, true
+	return &resumed{d}, nil
 }
 
-type decoder struct{}
+// resumed is the reader Resume returns.
+type resumed struct{ d *decoder }
+
+func (r *resumed) Read(p []byte) (int, error) { return r.d.read(p) }
