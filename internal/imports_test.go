@@ -26,7 +26,6 @@ func allowedImports() map[string][]string {
 		"remote":              {"estargz", "index", "fetcher", "fs", "profile", "snapshotter", "soci", "zran"},
 		"soci":                {"soci/internal/fb", "zran"},
 		"soci/internal/fb":    {},
-		"zran":                {},
 		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
 		"fusemanager":         {"ops", "snapshotter"},
 		"pull":                {"snapshotter"},
