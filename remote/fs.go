@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -96,6 +97,8 @@ type mountedLayer struct {
 	mount  *lfs.Mount
 	mem    int64 // reserved in Options.IndexMemory
 	prof   *layerProfile
+	// lastErr is the layer's last failed read (its reason, for status)
+	lastErr *atomic.Pointer[string]
 }
 
 // LayerInfo is one mounted layer.
@@ -108,6 +111,8 @@ type LayerInfo struct {
 	// up); it restarts with the process.
 	Seq   int
 	Stats lfs.Stats
+	// LastError is the layer's last failed read, "" if none.
+	LastError string
 	// ProfileState is what the image's prefetch profile did for the
 	// layer: "recording", "recorded", "prefetching from local",
 	// "prefetched from registry", "ignored: REASON" (empty without
@@ -170,8 +175,13 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	}()
 	opts := r.opts.Layer
 	opts.Name, opts.Decoder, opts.ContentDir = dg.String(), dec, filepath.Join(r.opts.Root, "content", key.contentName(), "files")
-	if r.opts.OnError != nil {
-		opts.OnError = func(err error) { r.opts.OnError(dg, err) }
+	lastErr := new(atomic.Pointer[string])
+	opts.OnError = func(err error) {
+		msg := err.Error()
+		lastErr.Store(&msg)
+		if r.opts.OnError != nil {
+			r.opts.OnError(dg, err)
+		}
 	}
 	prof := r.layerProfile(ctx, src, indexDigest, idx)
 	if prof != nil && prof.rec != nil {
@@ -192,7 +202,7 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	r.mu.Lock()
 	r.seq++
-	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof}
+	ml := &mountedLayer{key: key, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof, lastErr: lastErr}
 	r.mounted[mountpoint] = ml
 	r.mu.Unlock()
 	mounted = true
@@ -206,6 +216,9 @@ func (ml *mountedLayer) info(mountpoint string) LayerInfo {
 	li := LayerInfo{Mountpoint: mountpoint, Digest: ml.key.blob, Ref: ml.ref, Format: ml.format, Seq: ml.seq, Stats: ml.layer.Stats()}
 	if ml.prof != nil {
 		li.ProfileState = ml.prof.state()
+	}
+	if e := ml.lastErr.Load(); e != nil {
+		li.LastError = *e
 	}
 	return li
 }
