@@ -244,6 +244,13 @@ func (x *indexer) indexManifest(d ocispec.Descriptor) (ocispec.Descriptor, *ocis
 		}
 	}
 	x.rep.Manifests++
+	// both entries of the image index carry the platform: a client picks
+	// an entry with one over an entry without (containerd does), and the
+	// image manifest must win over its SOCI index
+	platform := d.Platform
+	if platform == nil {
+		platform = x.platform(m.Config)
+	}
 	var sd *ocispec.Descriptor
 	delete(m.Annotations, soci.AnnotationIndexDigest)
 	if len(ztocs) > 0 {
@@ -262,10 +269,7 @@ func (x *indexer) indexManifest(d ocispec.Descriptor) (ocispec.Descriptor, *ocis
 			m.Annotations = map[string]string{}
 		}
 		m.Annotations[soci.AnnotationIndexDigest] = id.Digest.String()
-		id.ArtifactType, id.Platform = soci.ArtifactTypeV2, d.Platform
-		if id.Platform == nil {
-			id.Platform = x.platform(m.Config)
-		}
+		id.ArtifactType, id.Platform = soci.ArtifactTypeV2, platform
 		sd = &id
 	}
 	m.SchemaVersion, m.MediaType = 2, ocispec.MediaTypeImageManifest
@@ -280,7 +284,7 @@ func (x *indexer) indexManifest(d ocispec.Descriptor) (ocispec.Descriptor, *ocis
 	if err != nil {
 		return d, nil, err
 	}
-	nd.Platform, nd.Annotations = d.Platform, m.Annotations
+	nd.Platform, nd.Annotations = platform, m.Annotations
 	if sd != nil {
 		sd.Annotations = map[string]string{soci.AnnotationManifestDigest: nd.Digest.String()}
 	}
