@@ -69,5 +69,12 @@ bench-peer: build rootfs
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_BENCH_PEER=$(PEER_BIN) \
 		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
 
+# The SOCI oracle (benchmarks/peer/soci: awslabs/soci-snapshotter's library,
+# cgo with Debian's zlib1g-dev; a module of its own). Tests build it when
+# LAZYSNAP_SOCI_PEER does not name one.
+SOCI_PEER_BIN ?= /var/tmp/lazysnap-peer/soci-peer
+soci-peer:
+	cd benchmarks/peer/soci && $(GO) build -o $(SOCI_PEER_BIN) .
+
 clean:
 	rm -rf bin

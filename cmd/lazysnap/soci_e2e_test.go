@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/testenv/socipeer"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/ops"
 )
@@ -16,7 +18,9 @@ import (
 // uploaded) runs through containerd with both layers mounted lazily
 // (format soci in status), its files read right; a layer whose blob the
 // registry serves with a span changed answers EIO for that span's files,
-// with the span verification failure as the layer's error in status.
+// with the span verification failure as the layer's error in status. An
+// image indexed by soci's own library (soci-peer, as `soci convert` does)
+// mounts lazily the same way.
 func TestSociIndexE2E(t *testing.T) {
 	s := startStack(t, "[fetch]\n  no_background = true\n")
 	index := func(t *testing.T, src, dst string) string {
@@ -67,6 +71,33 @@ func TestSociIndexE2E(t *testing.T) {
 		}
 		if ls := sociLayers(t, dst); len(ls) != 2 {
 			t.Fatalf("%d lazy layers of %s in status, want 2", len(ls), dst)
+		}
+	})
+
+	t.Run("indexed by soci", func(t *testing.T) {
+		peer := socipeer.Binary(t)
+		layers := busyboxLayers(t, "soci-peer")
+		dir := filepath.Join(t.TempDir(), "gzip")
+		if _, err := testimage.Layout(dir, "lazysnap.test/soci-peer:1", layers...); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.CommandContext(t.Context(), peer, "convert", dir).CombinedOutput(); err != nil {
+			t.Fatalf("soci-peer convert: %v\n%s", err, out)
+		}
+		hosts, none := s.hosts, ""
+		ref := s.reg.Ref("soci-peer", "1")
+		if _, err := convert.Push(t.Context(), dir, ref, convert.Options{Resolver: (&registryFlags{hostsDir: &hosts, dockerConfig: &none, user: &none}).resolver(t.Context())}); err != nil {
+			t.Fatal(err)
+		}
+		if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+			t.Fatalf("pull %s: %s\nlazysnap log:\n%s", ref, out, s.log())
+		}
+		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "soci-peer", "/bin/sh", "-c", "cat /data/small /data/variant; sha256sum /data/big")
+		if want := "hello from a lazy layer\nsoci-peer" + sha256Of(t, layers[1], "data/big"); !strings.HasPrefix(got, want) {
+			t.Fatalf("container printed %q, want %q", got, want)
+		}
+		if ls := sociLayers(t, ref); len(ls) != 2 {
+			t.Fatalf("%d lazy layers of %s in status, want 2", len(ls), ref)
 		}
 	})
 
