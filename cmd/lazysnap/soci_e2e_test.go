@@ -53,6 +53,23 @@ func TestSociIndexE2E(t *testing.T) {
 		return ls
 	}
 
+	// runsLazily pulls ref (both layers lazy), runs sh -c script in it
+	// (its output must start with want) and checks status names both
+	// layers soci
+	runsLazily := func(t *testing.T, ref, script, want string) {
+		t.Helper()
+		if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
+			t.Fatalf("pull %s: %s\nlazysnap log:\n%s", ref, out, s.log())
+		}
+		id := strings.NewReplacer(":", "-", "/", "-", ".", "-").Replace(ref)
+		if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, id, "/bin/sh", "-c", script); !strings.HasPrefix(got, want) {
+			t.Fatalf("container printed %q, want %q", got, want)
+		}
+		if ls := sociLayers(t, ref); len(ls) != 2 {
+			t.Fatalf("%d lazy layers of %s in status, want 2", len(ls), ref)
+		}
+	}
+
 	t.Run("indexed by lazysnap index", func(t *testing.T) {
 		src, layers, _ := push(t, "soci")
 		dst := s.reg.Ref("soci", "1-soci")
@@ -62,16 +79,7 @@ func TestSociIndexE2E(t *testing.T) {
 				t.Errorf("lazysnap index output lacks %q:\n%s", want, out)
 			}
 		}
-		if out := s.pull(t, dst); !strings.Contains(out, "2 of 2 layers lazy") {
-			t.Fatalf("pull %s: %s\nlazysnap log:\n%s", dst, out, s.log())
-		}
-		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", dst, "soci-read", "/bin/sh", "-c", "cat /data/small; sha256sum /data/other")
-		if want := "hello from a lazy layer\n" + sha256Of(t, layers[1], "data/other"); !strings.HasPrefix(got, want) {
-			t.Fatalf("container printed %q, want %q", got, want)
-		}
-		if ls := sociLayers(t, dst); len(ls) != 2 {
-			t.Fatalf("%d lazy layers of %s in status, want 2", len(ls), dst)
-		}
+		runsLazily(t, dst, "cat /data/small; sha256sum /data/other", "hello from a lazy layer\n"+sha256Of(t, layers[1], "data/other"))
 	})
 
 	t.Run("indexed by soci", func(t *testing.T) {
@@ -89,16 +97,7 @@ func TestSociIndexE2E(t *testing.T) {
 		if _, err := convert.Push(t.Context(), dir, ref, convert.Options{Resolver: (&registryFlags{hostsDir: &hosts, dockerConfig: &none, user: &none}).resolver(t.Context())}); err != nil {
 			t.Fatal(err)
 		}
-		if out := s.pull(t, ref); !strings.Contains(out, "2 of 2 layers lazy") {
-			t.Fatalf("pull %s: %s\nlazysnap log:\n%s", ref, out, s.log())
-		}
-		got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "soci-peer", "/bin/sh", "-c", "cat /data/small /data/variant; sha256sum /data/big")
-		if want := "hello from a lazy layer\nsoci-peer" + sha256Of(t, layers[1], "data/big"); !strings.HasPrefix(got, want) {
-			t.Fatalf("container printed %q, want %q", got, want)
-		}
-		if ls := sociLayers(t, ref); len(ls) != 2 {
-			t.Fatalf("%d lazy layers of %s in status, want 2", len(ls), ref)
-		}
+		runsLazily(t, ref, "cat /data/small /data/variant; sha256sum /data/big", "hello from a lazy layer\nsoci-peer"+sha256Of(t, layers[1], "data/big"))
 	})
 
 	t.Run("tampered span", func(t *testing.T) {
