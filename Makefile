@@ -8,7 +8,7 @@ ROOTFS    ?= /var/tmp/lazysnap-rootfs
 ROOTFS_TAR := $(ROOTFS)/bookworm.tar
 PKGS      := ./...
 
-.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer lint deps rootfs clean
+.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer bench-soci soci-peer lint deps rootfs clean
 
 all: build
 
@@ -67,6 +67,13 @@ PEER_BIN ?= /var/tmp/lazysnap-peer/stargz-peer
 bench-peer: build rootfs
 	cd benchmarks/peer/stargz && $(GO) build -o $(PEER_BIN) .
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_BENCH_PEER=$(PEER_BIN) \
+		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
+
+# Cold starts of the unmodified gzip images with SOCI indexes (built by
+# lazysnap index and by soci's library) beside overlayfs and eStargz.
+bench-soci: build rootfs soci-peer
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_SOCI_PEER=$(SOCI_PEER_BIN) \
+		LAZYSNAP_BENCH_MODES=overlayfs,lazy,soci,soci-peer \
 		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
 
 # The SOCI oracle (benchmarks/peer/soci: awslabs/soci-snapshotter's library,
