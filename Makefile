@@ -73,7 +73,7 @@ bench-peer: build rootfs
 # lazysnap index and by soci's library) beside overlayfs and eStargz.
 bench-soci: build rootfs soci-peer
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_SOCI_PEER=$(SOCI_PEER_BIN) \
-		LAZYSNAP_BENCH_MODES=overlayfs,lazy,soci,soci-peer \
+		LAZYSNAP_BENCH_MODES=overlayfs,lazy,soci,soci-peer,lazy-nobg,soci-nobg \
 		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
 
 # The SOCI oracle (benchmarks/peer/soci: awslabs/soci-snapshotter's library,

@@ -287,6 +287,7 @@ func allModes() []mode {
 		{name: "soci-peer", title: "lazysnap, default configuration, unmodified gzip with a SOCI index built by soci v0.16.1", kind: "lazysnap", soci: "soci"},
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
+		{name: "soci-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap", noBackground: true, of: "soci"},
 	}
 }
 

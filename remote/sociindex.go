@@ -20,11 +20,36 @@ import (
 const annSociNone = "dev.lazysnap.soci.none"
 
 // sociCache holds what Layer learnt of an image manifest's SOCI index,
-// by the manifest's digest (content-addressed, so never stale); it is
-// bounded by dropping everything when full.
+// by the manifest's digest, and the manifests and indexes Layer read, by
+// digest (content-addressed, so never stale): every layer of an image
+// would read the same ones again, a round trip each. It is bounded by
+// dropping everything when full.
 type sociCache struct {
-	mu sync.Mutex
-	m  map[digest.Digest]sociLookup
+	mu   sync.Mutex
+	m    map[digest.Digest]sociLookup
+	docs map[digest.Digest][]byte
+}
+
+// doc returns the cached document d, nil if none.
+func (c *sociCache) doc(d digest.Digest) []byte {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.docs[d]
+}
+
+func (c *sociCache) putDoc(d digest.Digest, b []byte) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.docs) >= sociCacheMax {
+		clear(c.docs)
+	}
+	c.docs[d] = b
 }
 
 type sociLookup struct {
@@ -34,7 +59,9 @@ type sociLookup struct {
 
 const sociCacheMax = 256
 
-func newSociCache() *sociCache { return &sociCache{m: map[digest.Digest]sociLookup{}} }
+func newSociCache() *sociCache {
+	return &sociCache{m: map[digest.Digest]sociLookup{}, docs: map[digest.Digest][]byte{}}
+}
 
 // withZtoc returns layer l of the image manifest man, annotated with the
 // zTOC its image's SOCI index names for it (annZtocDigest, annZtocSize),

@@ -227,14 +227,17 @@ func (s fetcherSource) fetchJSON(ctx context.Context, ref string, desc ocispec.D
 	if desc.Size > maxManifest {
 		return fmt.Errorf("%s: manifest %s is %d bytes", ref, desc.Digest, desc.Size)
 	}
-	rc, err := s.f.Fetch(ctx, ref, desc)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxManifest))
-	if err != nil {
-		return err
+	b := s.soci.doc(desc.Digest)
+	if b == nil {
+		rc, err := s.f.Fetch(ctx, ref, desc)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if b, err = io.ReadAll(io.LimitReader(rc, maxManifest)); err != nil {
+			return err // a digest mismatch among them: nothing is cached
+		}
+		s.soci.putDoc(desc.Digest, b)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%s: manifest %s: %w", ref, desc.Digest, err)
