@@ -108,7 +108,7 @@ func (l *Layer) claimShared(mine []want, sp *span) []want {
 				continue
 			}
 			w := l.claimLocked(id, sp)
-			w.around = true
+			w.around, w.shared = true, true
 			out = append(out, w)
 		}
 	}
