@@ -209,7 +209,12 @@ func convert(dir string, span int64) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "index.json"), nb, 0o644); err != nil {
+	// a new file renamed over index.json: never written through a link
+	tmp := filepath.Join(dir, ".index.json.tmp")
+	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "index.json")); err != nil {
 		return err
 	}
 	fmt.Println(out.Digest)
