@@ -163,6 +163,21 @@ func TestSociMount(t *testing.T) {
 		}
 	})
 
+	t.Run("v1 index, referrers tag schema", func(t *testing.T) {
+		img, err := r.Pusher().PushSociImageV1(ctx, r.Host, "soci/v1", "v1", 64<<10, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := newFS(t)
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(mp, "usr/bin/big")); err != nil || string(got) != files["usr/bin/big"] {
+			t.Fatalf("usr/bin/big through the v1 index: %v", err)
+		}
+	})
+
 	t.Run("no zTOC", func(t *testing.T) {
 		img, err := r.PushImage(ctx, "soci/none", "v1", blob)
 		if err != nil {

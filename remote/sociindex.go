@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/containerd/containerd/v2/pkg/reference"
+	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
@@ -70,7 +72,7 @@ func newSociCache() *sociCache {
 // (v2, listed in the image index beside it), else the newest v1 index
 // among the manifest's referrers.
 func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Descriptor, ann map[string]string, siblings []ocispec.Descriptor, l ocispec.Descriptor) ocispec.Descriptor {
-	if _, ok := l.Annotations["containerd.io/snapshot/stargz/toc.digest"]; ok {
+	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok {
 		return l
 	}
 	lk := s.sociIndex(ctx, ref, man, ann, siblings)
@@ -132,6 +134,10 @@ func (s fetcherSource) findSociIndex(ctx context.Context, ref string, man ocispe
 	} else {
 		b, err := s.f.Referrers(ctx, ref, man.Digest, soci.ArtifactTypeV1)
 		if errors.Is(err, fetcher.ErrNotFound) {
+			// no referrers API: the referrers tag schema (tag sha256-<hex>)
+			b, err = s.tagSchemaIndex(ctx, ref, man.Digest)
+		}
+		if errors.Is(err, fetcher.ErrNotFound) {
 			return sociLookup{why: "the image has no SOCI index"}, true
 		}
 		if err != nil {
@@ -162,6 +168,20 @@ func (s fetcherSource) findSociIndex(ctx context.Context, ref string, man ocispe
 		return sociLookup{why: fmt.Sprintf("SOCI index %s is not of manifest %s", desc.Digest, man.Digest)}, true
 	}
 	return sociLookup{idx: idx}, true
+}
+
+// tagSchemaIndex reads the referrers tag schema's index of subject in
+// ref's repository (the tag sha256-<hex>); ErrNotFound if there is none.
+func (s fetcherSource) tagSchemaIndex(ctx context.Context, ref string, subject digest.Digest) ([]byte, error) {
+	spec, err := reference.Parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	_, desc, err := s.f.Resolve(ctx, spec.Locator+":"+subject.Algorithm().String()+"-"+subject.Encoded())
+	if err != nil {
+		return nil, err
+	}
+	return s.fetchBlob(ctx, ref, desc, soci.MaxIndexManifest)
 }
 
 // fetchBlob reads a whole blob or manifest of at most max bytes, verified

@@ -25,6 +25,18 @@ type SociImage struct {
 // manifest, image manifest annotated with its digest, an image index of
 // both tagged tag). tamper, if set, changes each zTOC before it is pushed.
 func (p *Pusher) PushSociImage(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), layers ...[]byte) (SociImage, error) {
+	return p.pushSoci(ctx, host, repo, tag, span, tamper, false, layers)
+}
+
+// PushSociImageV1 is PushSociImage with a v1 SOCI index instead, as soci
+// create made them: the image manifest tagged, unannotated, and the index
+// a referrer of it, listed in the referrers tag schema's index (tag
+// sha256-<hex>; the registry has no referrers API).
+func (p *Pusher) PushSociImageV1(ctx context.Context, host, repo, tag string, span int64, layers ...[]byte) (SociImage, error) {
+	return p.pushSoci(ctx, host, repo, tag, span, nil, true, layers)
+}
+
+func (p *Pusher) pushSoci(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), v1 bool, layers [][]byte) (SociImage, error) {
 	img := SociImage{Image: Image{Ref: host + "/" + repo + ":" + tag}}
 	var ztocs []soci.Descriptor
 	for i, l := range layers {
@@ -53,17 +65,39 @@ func (p *Pusher) PushSociImage(ctx context.Context, host, repo, tag string, span
 	if _, err := p.PushBlob(ctx, repo, []byte("{}")); err != nil {
 		return img, err
 	}
-	ib, _ := json.Marshal(soci.NewIndexManifest(ztocs, "lazysnap test"))
-	sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
-	if err != nil {
-		return img, err
-	}
 	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
 		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}}})
+	var err error
 	if img.Config, err = p.PushBlob(ctx, repo, cfg); err != nil {
 		return img, err
 	}
 	img.Config.MediaType = ocispec.MediaTypeImageConfig
+	sociIdx := soci.NewIndexManifest(ztocs, "lazysnap test")
+	if v1 {
+		m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+			Config: img.Config, Layers: img.Layers})
+		if img.Manifest, err = p.PushManifest(ctx, repo, tag, ocispec.MediaTypeImageManifest, m); err != nil {
+			return img, err
+		}
+		img.ManifestBytes = m
+		sociIdx.Config.MediaType = soci.ArtifactTypeV1
+		sociIdx.Subject = &soci.Descriptor{MediaType: img.Manifest.MediaType, Digest: img.Manifest.Digest, Size: img.Manifest.Size}
+		ib, _ := json.Marshal(sociIdx)
+		sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
+		if err != nil {
+			return img, err
+		}
+		sd.ArtifactType = soci.ArtifactTypeV1
+		refs, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+			Manifests: []ocispec.Descriptor{sd}})
+		_, err = p.PushManifest(ctx, repo, "sha256-"+img.Manifest.Digest.Encoded(), ocispec.MediaTypeImageIndex, refs)
+		return img, err
+	}
+	ib, _ := json.Marshal(sociIdx)
+	sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
+	if err != nil {
+		return img, err
+	}
 	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
 		Config: img.Config, Layers: img.Layers, Annotations: map[string]string{soci.AnnotationIndexDigest: sd.Digest.String()}})
 	if img.Manifest, err = p.PushManifest(ctx, repo, digest.FromBytes(m).String(), ocispec.MediaTypeImageManifest, m); err != nil {
