@@ -243,3 +243,33 @@ func TestBuildNotGzipTar(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildMultiMember: a layer of several gzip members (pigz, appended
+// layers) is indexed and read across member boundaries.
+func TestBuildMultiMember(t *testing.T) {
+	files := sampleFiles()
+	one := makeLayer(t, files)
+	zr, err := gzip.NewReader(bytes.NewReader(one))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarb, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blob bytes.Buffer
+	for _, part := range [][]byte{tarb[:len(tarb)/3], tarb[len(tarb)/3 : 2*len(tarb)/3], tarb[2*len(tarb)/3:]} {
+		gz := gzip.NewWriter(&blob)
+		gz.Write(part)
+		gz.Close()
+	}
+	z, err := soci.Build(bytes.NewReader(blob.Bytes()), soci.BuildOptions{SpanSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range files {
+		if got := extract(t, z, blob.Bytes(), &z.Files[i]); !bytes.Equal(got, f.data) {
+			t.Fatalf("%s: extracted bytes differ", f.name)
+		}
+	}
+}
