@@ -164,6 +164,9 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 		return fmt.Errorf("layer %s: %w", dg, err)
 	}
 	mem := int64(idx.MemoryBytes())
+	if ms, ok := dec.(memorySized); ok {
+		mem += int64(ms.MemoryBytes())
+	}
 	if err := r.opts.IndexMemory.Reserve(mem); err != nil {
 		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	}

@@ -91,6 +91,19 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 	return idx, newSociDecoder(z), nil
 }
 
+// memorySized is a Decoder that holds memory of its own besides the index
+// (counted against Options.IndexMemory).
+type memorySized interface{ MemoryBytes() int }
+
+// MemoryBytes is the decoder's checkpoints and cached spans at most.
+func (d *sociDecoder) MemoryBytes() int {
+	n := len(d.starts) * (8 + 64)
+	for _, c := range d.z.Checkpoints.List {
+		n += len(c.Window)
+	}
+	return n + sociSpanCache*int(min(d.z.Checkpoints.SpanSize, soci.MaxSpanBytes))
+}
+
 // sociTOC lays the zTOC's entries out as a TOC for index.Build: the root
 // first, parents before children (implied directories added), a name
 // given twice taking the later entry's metadata, and each regular file's
@@ -223,7 +236,20 @@ const sociSpanCache = 4
 
 var _ lfs.Decoder = (*sociDecoder)(nil)
 
+// newSociDecoder keeps of z what decoding needs: not its entries (the
+// index has them), and the windows copied out of the zTOC's buffer, which
+// is dropped.
 func newSociDecoder(z *soci.Ztoc) *sociDecoder {
+	small := *z
+	small.Files = nil
+	small.Checkpoints.List = slices.Clone(z.Checkpoints.List)
+	windows := make([]byte, 0, len(z.Checkpoints.List)*soci.WindowSize)
+	for i := range small.Checkpoints.List {
+		c := &small.Checkpoints.List[i]
+		windows = append(windows, c.Window...)
+		c.Window = windows[len(windows)-len(c.Window) : len(windows) : len(windows)]
+	}
+	z = &small
 	d := &sociDecoder{z: z, starts: make([]int64, len(z.SpanDigests))}
 	for i := range d.starts {
 		d.starts[i], _ = z.SpanRange(i)
