@@ -13,8 +13,10 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
@@ -125,6 +127,31 @@ func TestSociMount(t *testing.T) {
 		}
 		if st.Requests > int64(len(img.Ztocs[0].SpanDigests))+2 {
 			t.Fatalf("%d requests for %d spans", st.Requests, len(img.Ztocs[0].SpanDigests))
+		}
+	})
+
+	t.Run("one read stores its span", func(t *testing.T) {
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/span", "v1", 64<<10, nil, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: lfs.Options{NoBackground: true, NoPrefetch: true}})
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(mp, "usr/lib/small05")); err != nil || string(got) != files["usr/lib/small05"] {
+			t.Fatalf("usr/lib/small05: %v", err)
+		}
+		// the reader's chunk is served first; the span's others are stored
+		// after, by the same fetch
+		st := fs.Layers()[0].Stats
+		for deadline := time.Now().Add(30 * time.Second); st.InFlight > 0 && time.Now().Before(deadline); st = fs.Layers()[0].Stats {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if st.Requests != 1 || st.ChunksPresent < 5 || st.ReadAroundChunks != int64(st.ChunksPresent-1) || st.ReadAroundBytes != 0 {
+			t.Fatalf("after one small file: %d requests, %d chunks present, %d read around in %d bytes; want 1 request storing the span's other files at no byte cost",
+				st.Requests, st.ChunksPresent, st.ReadAroundChunks, st.ReadAroundBytes)
 		}
 	})
 
