@@ -271,6 +271,11 @@ func (d *sociDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, 
 		}
 		i++
 	}
+	if os, oe := d.z.SpanOut(i); c.InnerOffset == 0 && c.Size == oe-os {
+		// the chunk is the whole span (a large file's middle): no other
+		// chunk needs it, so it is neither cached nor copied
+		return d.inflate(i, raw)
+	}
 	data, err := d.span(i, raw)
 	if err != nil {
 		return nil, err
