@@ -30,7 +30,11 @@
 // lays its entries out as the index: each regular file's chunks are its
 // intersections with the spans, a chunk's range its span's, its digest the
 // span's. The SOCI decoder verifies a span's bytes against the span digest
-// before inflating them from the span's checkpoint (zran), and keeps the
+// before inflating them from the span's checkpoint (zran), checks every
+// tar header wholly inside the span against the zTOC's entry for it (name,
+// type, size: the span digests vouch for the blob's bytes, not for the
+// zTOC's reading of them; a mismatch fails the span's reads, EIO with the
+// reason in status), and keeps the
 // last few spans inflated, so that the many small files of one span cost
 // one inflate; fs stores all of a span's files from the request that
 // fetched it for one of them.

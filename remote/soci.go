@@ -216,7 +216,8 @@ func fileChunks(z *soci.Ztoc, f *soci.File) ([]estargz.Chunk, error) {
 // many small files of one span inflate it once.
 type sociDecoder struct {
 	z      *soci.Ztoc
-	starts []int64 // each span's compressed start, ascending
+	heads  []entryHead // the zTOC's entries, in tar order
+	starts []int64     // each span's compressed start, ascending
 
 	mu    sync.Mutex
 	spans []*spanData // most recently used last
@@ -242,6 +243,10 @@ var _ lfs.Decoder = (*sociDecoder)(nil)
 func newSociDecoder(z *soci.Ztoc) *sociDecoder {
 	small := *z
 	small.Files = nil
+	heads := make([]entryHead, 0, len(z.Files))
+	for _, f := range z.Files {
+		heads = append(heads, newEntryHead(&f))
+	}
 	small.Checkpoints.List = slices.Clone(z.Checkpoints.List)
 	windows := make([]byte, 0, len(z.Checkpoints.List)*soci.WindowSize)
 	for i := range small.Checkpoints.List {
@@ -250,7 +255,7 @@ func newSociDecoder(z *soci.Ztoc) *sociDecoder {
 		c.Window = windows[len(windows)-len(c.Window) : len(windows) : len(windows)]
 	}
 	z = &small
-	d := &sociDecoder{z: z, starts: make([]int64, len(z.SpanDigests))}
+	d := &sociDecoder{z: z, heads: heads, starts: make([]int64, len(z.SpanDigests))}
 	for i := range d.starts {
 		d.starts[i], _ = z.SpanRange(i)
 	}
@@ -339,6 +344,9 @@ func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
 	if _, err := io.ReadFull(r, data); err != nil {
 		// the bytes are the ones the digest names: the checkpoint is wrong
 		return nil, fmt.Errorf("%w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, i, err)
+	}
+	if err := checkHeads(d.heads, data, os); err != nil {
+		return nil, fmt.Errorf("%w: span %d: %w", soci.ErrVerify, i, err)
 	}
 	return data, nil
 }

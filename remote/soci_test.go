@@ -190,6 +190,37 @@ func TestSociMount(t *testing.T) {
 		}
 	})
 
+	t.Run("zTOC disagrees with the tar", func(t *testing.T) {
+		var renamed, resized string
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/lies", "v1", 64<<10, func(_ int, z *soci.Ztoc) {
+			for i := range z.Files {
+				switch f := &z.Files[i]; {
+				case f.Name == "usr/lib/small10":
+					f.Name, renamed = "usr/lib/evil", "usr/lib/evil"
+				case f.Name == "usr/lib/small20" && f.Size > 0:
+					f.Size--
+					resized = f.Name
+				}
+			}
+		}, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := newFS(t)
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{renamed, resized} {
+			if _, err := os.ReadFile(filepath.Join(mp, name)); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("%s, which the zTOC misdescribes: %v, want EIO", name, err)
+			}
+			if e := fs.Layers()[0].LastError; !strings.Contains(e, "does not match the layer's tar header") {
+				t.Fatalf("layer error %q, want the header mismatch", e)
+			}
+		}
+	})
+
 	t.Run("v1 index, referrers tag schema", func(t *testing.T) {
 		img, err := r.Pusher().PushSociImageV1(ctx, r.Host, "soci/v1", "v1", 64<<10, blob)
 		if err != nil {
