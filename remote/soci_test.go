@@ -96,6 +96,21 @@ func TestSociMount(t *testing.T) {
 		return mp, err
 	}
 
+	// mountTampered pushes the layer with a zTOC tamper changed, and
+	// mounts it
+	mountTampered := func(t *testing.T, repo string, tamper func(z *soci.Ztoc)) (*FS, string, *soci.Ztoc) {
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, repo, "v1", 64<<10, func(_ int, z *soci.Ztoc) { tamper(z) }, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := newFS(t)
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fs, mp, img.Ztocs[0]
+	}
+
 	t.Run("reads", func(t *testing.T) {
 		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/good", "v1", 64<<10, nil, blob)
 		if err != nil {
@@ -157,19 +172,10 @@ func TestSociMount(t *testing.T) {
 
 	t.Run("tampered span", func(t *testing.T) {
 		var bad int
-		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/bad", "v1", 64<<10, func(_ int, z *soci.Ztoc) {
+		_, mp, z := mountTampered(t, "soci/bad", func(z *soci.Ztoc) {
 			bad = z.SpanAt(z.Files[len(z.Files)-1].Offset) // the last file's span
 			z.SpanDigests[bad] = digest.FromString("not the span")
-		}, blob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs := newFS(t)
-		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		z := img.Ztocs[0]
+		})
 		for _, zf := range z.Files {
 			got, err := os.ReadFile(filepath.Join(mp, zf.Name))
 			s, e := z.SpanAt(zf.Offset), z.SpanAt(zf.Offset+max(zf.Size-1, 0))
@@ -192,7 +198,7 @@ func TestSociMount(t *testing.T) {
 
 	t.Run("zTOC disagrees with the tar", func(t *testing.T) {
 		var renamed, resized string
-		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/lies", "v1", 64<<10, func(_ int, z *soci.Ztoc) {
+		fs, mp, _ := mountTampered(t, "soci/lies", func(z *soci.Ztoc) {
 			for i := range z.Files {
 				switch f := &z.Files[i]; {
 				case f.Name == "usr/lib/small10":
@@ -202,15 +208,7 @@ func TestSociMount(t *testing.T) {
 					resized = f.Name
 				}
 			}
-		}, blob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs := newFS(t)
-		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		})
 		for _, name := range []string{renamed, resized} {
 			if _, err := os.ReadFile(filepath.Join(mp, name)); !errors.Is(err, syscall.EIO) {
 				t.Fatalf("%s, which the zTOC misdescribes: %v, want EIO", name, err)
