@@ -3,6 +3,10 @@
 // examples/zran.c, in pure Go, with the conventions of SOCI's zinfo
 // (awslabs/soci-snapshotter, ztoc/compression/gzip_zinfo.c), so that SOCI
 // zTOCs built from these checkpoints are read by SOCI and SOCI's are read here.
+// (Read at soci-snapshotter commit 77fb4266, 2026-08-11; gzip_zinfo.c last
+// changed in 560e2ab6, concatenated members, released since v0.14.0.)
+// TestSOCIConvention checks every checkpoint field against zlib's
+// inflate(Z_BLOCK) run under zinfo's rules (testdata/zinfo_oracle.py).
 //
 // # Checkpoints
 //
@@ -42,6 +46,10 @@
 //     Out - (Out of the previous checkpoint) > span (strictly greater). The
 //     start of a later member, just after its header, is such a boundary; the
 //     end of a member's last block is not.
+//   - At most 16 checkpoints are recorded at Out == 0 (a deviation: zinfo
+//     records one at every block boundary before the first output byte, and
+//     a stream of empty blocks would make that a memory bomb; real streams
+//     have a few at most).
 //   - Members are concatenated as in pigz output: after a member's trailer the
 //     next member's header is parsed and decompression continues.
 //
@@ -64,12 +72,14 @@
 // input.
 //
 // The decoded bytes of an Indexer equal compress/gzip's (multistream) for
-// every stream compress/gzip accepts, and an Indexer fails where it fails.
+// every stream compress/gzip accepts, and an Indexer fails where it fails
+// (FuzzIndexer checks both). Before a failure it may return a few more bytes
+// than compress/gzip, which stops decoding truncated input earlier.
 //
 // # Memory and concurrency
 //
-// An Indexer or resumed reader holds about 360 KiB of buffers; an Indexer
-// also holds 32 KiB per checkpoint (one per span bytes of output, so choose
-// span accordingly). Neither is safe for concurrent use; Checkpoints returns
-// a copy of the list that the caller owns (windows are shared, read-only).
+// An Indexer or resumed reader holds about 460 KiB of buffers and tables;
+// an Indexer also holds 32 KiB per checkpoint (one per span bytes of output, so choose
+// span accordingly). Neither is safe for concurrent use. Checkpoints returns
+// a read-only view of the list, valid after later Reads too.
 package zran

@@ -1,5 +1,10 @@
 package zran
 
+import (
+	"math/bits"
+	"slices"
+)
+
 // Huffman decoding tables. A table is indexed by the next tableBits bits of
 // input (deflate codes are packed starting with their first bit in the least
 // significant position, so a table index is the bit-reversed code). Codes
@@ -22,7 +27,16 @@ const (
 	preBits  = 7  // of the code length code table (its codes are at most 7 bits)
 
 	maxCodeLen = 15
+
+	// tableSize holds any table: a primary table and its subtables take at
+	// most 1332 entries for literal/length codes with 10 primary bits (zlib's
+	// "enough 286 10 15") and fewer for distance and code length codes. A
+	// power of two, so that masked indexes need no bounds checks.
+	tableSize = 2048
 )
+
+// table is a decoding table; see buildTable.
+type table [tableSize]uint32
 
 // Base values and extra bits of length symbols 257..285 and distance symbols
 // 0..29 (RFC 1951, 3.2.5).
@@ -63,20 +77,22 @@ func preEntry(s int) uint32 { return uint32(s) << 16 }
 // lengths do not form a valid code. Valid, as compress/flate and zlib decide:
 // complete (Kraft sum exactly 1), a single code of length 1, or no codes at
 // all (then every entry is kindBad, and using the table is an error).
-func buildTable(tab *[]uint32, lengths []uint8, bits uint, entry func(int) uint32) bool {
+func buildTable(tab *table, lengths []uint8, bits uint, entry func(int) uint32) bool {
 	var count [maxCodeLen + 1]int
 	maxLen := 0
 	for _, n := range lengths {
 		count[n]++
 		maxLen = max(maxLen, int(n))
 	}
-	var next [maxCodeLen + 2]int
+	count[0] = 0 // unused symbols
+	// next[n] is the first canonical code of length n (RFC 1951, 3.2.2)
+	var next [maxCodeLen + 1]int
 	code := 0
 	for n := 1; n <= maxCodeLen; n++ {
-		code = (code + count[n-1]*boolInt(n > 1)) << 1
+		code = (code + count[n-1]) << 1
 		next[n] = code
 	}
-	// code space check: left is the number of unused codes of length maxLen
+	// Kraft sum, in units of codes of length maxLen
 	sum := 0
 	for n := 1; n <= maxLen; n++ {
 		sum += count[n] << (maxLen - n)
@@ -86,21 +102,15 @@ func buildTable(tab *[]uint32, lengths []uint8, bits uint, entry func(int) uint3
 	}
 
 	size := 1 << bits
-	t := (*tab)[:0]
-	t = append(t, make([]uint32, size)...)
-	for i := range t {
-		t[i] = kindBad
-	}
+	t := grow(tab[:0], size)
 	if maxLen == 0 {
-		*tab = t
 		return true
 	}
 	// Subtables: for each primary index reached by codes longer than bits,
 	// a subtable indexed by the code's remaining bits, sized for the longest
 	// such code.
-	var subLen []uint8
 	if maxLen > int(bits) {
-		subLen = make([]uint8, size)
+		var subLen [1 << litBits]uint8 // litBits is the largest primary
 		c := next
 		for _, n := range lengths {
 			if int(n) > int(bits) {
@@ -110,14 +120,13 @@ func buildTable(tab *[]uint32, lengths []uint8, bits uint, entry func(int) uint3
 				subLen[p] = max(subLen[p], n-uint8(bits))
 			}
 		}
-		for p, sl := range subLen {
+		for p, sl := range subLen[:size] {
 			if sl > 0 {
 				t[p] = kindSub | uint32(len(t))<<16 | uint32(sl)<<8
-				start := len(t)
-				t = append(t, make([]uint32, 1<<sl)...)
-				for i := start; i < len(t); i++ {
-					t[i] = kindBad
+				if len(t)+1<<sl > tableSize {
+					return false // cannot happen for a valid code (see tableSize)
 				}
+				t = grow(t, 1<<sl)
 			}
 		}
 	}
@@ -151,29 +160,25 @@ func buildTable(tab *[]uint32, lengths []uint8, bits uint, entry func(int) uint3
 			t[start+i] = e
 		}
 	}
-	*tab = t
 	return true
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
+// grow appends n kindBad entries to t.
+func grow(t []uint32, n int) []uint32 {
+	t = slices.Grow(t, n)
+	for range n {
+		t = append(t, kindBad)
 	}
-	return 0
+	return t
 }
 
-// reverse returns the low n bits of c in reverse order.
+// reverse returns the low n (1..15) bits of c in reverse order.
 func reverse(c int, n uint8) int {
-	r := 0
-	for range n {
-		r = r<<1 | c&1
-		c >>= 1
-	}
-	return r
+	return int(bits.Reverse16(uint16(c)) >> (16 - n))
 }
 
 // fixedTables builds the tables of the fixed Huffman code (RFC 1951, 3.2.6).
-func fixedTables(lt, dt *[]uint32) {
+func fixedTables(lt, dt *table) {
 	var l [288]uint8
 	for i := range l {
 		switch {

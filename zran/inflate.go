@@ -40,19 +40,18 @@ type decoder struct {
 	buf     []byte // history and output
 	w       int    // write index
 	rd      int    // read index: buf[rd:w] not yet returned
-	wSym    int    // w before the last symbol decoded near the end of input
 	lo      int    // lowest index a back-reference may reach
 	outBase int64  // uncompressed offset of buf[0]
 
 	state      int
 	final      bool
 	storedLeft int
-	lt, dt     []uint32 // current tables
-	fixLT      []uint32
-	fixDT      []uint32
-	dynLT      []uint32
-	dynDT      []uint32
-	pre        []uint32
+	lt, dt     *table // current tables
+	fixLT      table
+	fixDT      table
+	dynLT      table
+	dynDT      table
+	pre        table
 	lens       [286 + 30]uint8
 
 	raw    bool   // current member started at a checkpoint: trailer unchecked
@@ -313,13 +312,13 @@ func (d *decoder) blockHeader() error {
 		d.storedLeft = int(n)
 		d.state = stStored
 	case 1:
-		d.lt, d.dt = d.fixLT, d.fixDT
+		d.lt, d.dt = &d.fixLT, &d.fixDT
 		d.state = stHuff
 	case 2:
 		if err := d.dynamic(); err != nil {
 			return err
 		}
-		d.lt, d.dt = d.dynLT, d.dynDT
+		d.lt, d.dt = &d.dynLT, &d.dynDT
 		d.state = stHuff
 	default:
 		return d.corrupt("invalid block type 3")

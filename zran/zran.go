@@ -34,6 +34,12 @@ type Checkpoint struct {
 	Window []byte
 }
 
+// maxAtZero bounds the checkpoints at uncompressed offset 0. zinfo records
+// one at every block boundary before the first output byte, so a stream that
+// starts with many empty blocks or members would otherwise cost 32 KiB per
+// 5 compressed bytes.
+const maxAtZero = 16
+
 // Indexer decompresses a gzip stream (single or multi-member, e.g. pigz
 // output) and records a checkpoint after the first header and then at the
 // first block boundary after more than span uncompressed bytes since the
@@ -64,8 +70,10 @@ func NewIndexer(r io.Reader, span int64) (*Indexer, error) {
 func (x *Indexer) Read(p []byte) (int, error) { return x.d.read(p) }
 
 // Checkpoints returns the checkpoints recorded so far: all of them once Read
-// has returned io.EOF.
-func (x *Indexer) Checkpoints() []Checkpoint { return slices.Clone(x.cps) }
+// has returned io.EOF. It is cheap to call often: the slice shares storage
+// with the Indexer (later checkpoints are appended past its capacity), so
+// its elements and windows must not be modified.
+func (x *Indexer) Checkpoints() []Checkpoint { return slices.Clip(x.cps) }
 
 // CompressedSize returns how many compressed bytes have been consumed: the
 // blob's size once Read has returned io.EOF.
@@ -75,7 +83,7 @@ func (x *Indexer) CompressedSize() int64 { return (x.d.bitPos() + 7) / 8 }
 // final block, before the block header is read.
 func (x *Indexer) boundary(d *decoder) {
 	out := d.outBase + int64(d.w)
-	if out != 0 && out-x.last <= x.span {
+	if out != 0 && out-x.last <= x.span || out == 0 && len(x.cps) >= maxAtZero {
 		return
 	}
 	p := d.bitPos()

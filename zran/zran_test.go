@@ -5,10 +5,13 @@ import (
 	stdgzip "compress/gzip"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	kgzip "github.com/klauspost/compress/gzip"
 )
@@ -83,8 +86,8 @@ func gunzip(blob []byte) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
-// index runs an Indexer over blob, reading through a reader that returns
-// few bytes at a time when small is set.
+// index runs an Indexer over blob; when small is set, its input comes a few
+// bytes at a time and its output is read a byte at a time.
 func index(blob []byte, span int64, small bool) ([]byte, *Indexer, error) {
 	var r io.Reader = bytes.NewReader(blob)
 	if small {
@@ -94,7 +97,12 @@ func index(blob []byte, span int64, small bool) ([]byte, *Indexer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := io.ReadAll(x)
+	var out []byte
+	if small {
+		out, err = io.ReadAll(iotest.OneByteReader(x))
+	} else {
+		out, err = io.ReadAll(x)
+	}
 	return out, x, err
 }
 
@@ -159,7 +167,7 @@ func TestIndexerMatchesGzip(t *testing.T) {
 			}
 			for _, span := range []int64{0, 10_000, 1 << 20} {
 				for _, small := range []bool{false, true} {
-					if (small || span == 0) && len(c.blob) > 200_000 {
+					if (small || span < 1<<20) && len(c.blob) > 200_000 {
 						continue // slow, and the small cases cover it
 					}
 					got, x, err := index(c.blob, span, small)
@@ -245,4 +253,187 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withHeader replaces the plain 10-byte header of blob (as stdGzip writes it)
+// by one with the given flags and fields, and a header CRC if flagHCRC is set
+// (corrupted if badCRC).
+func withHeader(blob []byte, flg byte, fields []byte, badCRC bool) []byte {
+	h := append([]byte{0x1f, 0x8b, 8, flg, 0, 0, 0, 0, 0, 255}, fields...)
+	if flg&flagHCRC != 0 {
+		c := crc32.ChecksumIEEE(h)
+		if badCRC {
+			c++
+		}
+		h = append(h, byte(c), byte(c>>8))
+	}
+	return append(h, blob[10:]...)
+}
+
+// TestHeaders: optional gzip header fields are skipped (and their CRC checked)
+// as compress/gzip does, within its limits.
+func TestHeaders(t *testing.T) {
+	data := testData(20_000, 4)
+	plain := stdGzip(t, data, 6)
+	long := func(n int) []byte { return append(bytes.Repeat([]byte{'n'}, n), 0) }
+	var named bytes.Buffer
+	w := stdgzip.NewWriter(&named)
+	w.Name, w.Comment, w.Extra = "file.tar", "a comment", []byte("extra field")
+	w.Write(data)
+	w.Close()
+	tests := []struct {
+		name string
+		blob []byte
+		ok   bool
+	}{
+		{"name-comment-extra", named.Bytes(), true},
+		{"hcrc", withHeader(plain, flagHCRC|flagName, []byte("x\x00"), false), true},
+		{"hcrc-bad", withHeader(plain, flagHCRC|flagName, []byte("x\x00"), true), false},
+		{"name-511", withHeader(plain, flagName, long(511), false), true},
+		{"name-512", withHeader(plain, flagName, long(512), false), false},
+		{"comment-512", withHeader(plain, flagComment, long(512), false), false},
+		{"extra-truncated", withHeader(plain, flagExtra, []byte{0xff, 0xff, 1, 2}, false), false},
+		{"reserved-flags", withHeader(plain, 0xe0, nil, false), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, werr := gunzip(tt.blob)
+			if (werr == nil) != tt.ok {
+				t.Fatalf("compress/gzip: %v", werr)
+			}
+			got, x, err := index(tt.blob, 5000, false)
+			if (err == nil) != tt.ok || !bytes.Equal(got, want) {
+				t.Fatalf("error %v, %d bytes; compress/gzip %v, %d bytes", err, len(got), werr, len(want))
+			}
+			if err != nil {
+				if !errors.Is(err, ErrFormat) && !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Errorf("error %v wraps no sentinel", err)
+				}
+				return
+			}
+			if cp := x.Checkpoints()[0]; cp.In != int64(bytes.Index(tt.blob, plain[10:])) {
+				t.Errorf("first checkpoint at %d, not after the header", cp.In)
+			}
+			checkCheckpoints(t, tt.blob, want, x.Checkpoints(), 5000)
+		})
+	}
+}
+
+// TestResumeSpans: as SOCI reads a span, resuming at a checkpoint with only
+// the compressed bytes up to the next checkpoint's In yields the span's whole
+// output before failing for lack of input; a window of just the bytes since
+// the member start also does.
+func TestResumeSpans(t *testing.T) {
+	for _, c := range streams(t) {
+		if len(c.blob) > 200_000 {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			want, _ := gunzip(c.blob)
+			_, x, err := index(c.blob, 8000, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cps := x.Checkpoints()
+			for i, cp := range cps[:len(cps)-1] {
+				next := cps[i+1]
+				start := cp.In - int64(min(cp.Bits, 1))
+				if single := strings.HasPrefix(c.name, "std-") || strings.HasPrefix(c.name, "klauspost-"); single && i%2 == 1 {
+					cp.Window = cp.Window[WindowSize-min(cp.Out, WindowSize):] // the history there is
+				}
+				r, err := Resume(bytes.NewReader(c.blob[start:next.In]), cp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, next.Out-cp.Out)
+				if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, want[cp.Out:next.Out]) {
+					t.Fatalf("span %d: %v", i, err)
+				}
+				if _, err := r.Read(make([]byte, 1)); err != io.ErrUnexpectedEOF && err != io.EOF {
+					t.Errorf("span %d: after its end: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// failingReader returns its data and then an error.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if len(f.data) == 0 {
+		return 0, f.err
+	}
+	n := copy(p, f.data)
+	f.data = f.data[n:]
+	return n, nil
+}
+
+// TestReaderError: an error of the underlying reader is returned as it is,
+// after the output decodable before it.
+func TestReaderError(t *testing.T) {
+	data := testData(300_000, 5)
+	blob := stdGzip(t, data, 6)
+	boom := errors.New("boom")
+	x, err := NewIndexer(&failingReader{data: blob[:len(blob)/2], err: boom}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(x)
+	if !errors.Is(err, boom) {
+		t.Fatalf("error %v, want boom", err)
+	}
+	if len(got) == 0 || !bytes.Equal(got, data[:len(got)]) {
+		t.Fatalf("%d bytes before the error, not a prefix of the data", len(got))
+	}
+}
+
+// TestResumeInvalid: checkpoints that cannot be valid are refused.
+func TestResumeInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		cp   Checkpoint
+	}{
+		{"bits", Checkpoint{In: 10, Bits: 8}},
+		{"window", Checkpoint{In: 10, Window: make([]byte, WindowSize+1)}},
+		{"out", Checkpoint{In: 10, Out: -1}},
+		{"in", Checkpoint{In: 0, Bits: 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Resume(bytes.NewReader([]byte{0}), tt.cp); !errors.Is(err, ErrFormat) {
+				t.Errorf("error %v, want ErrFormat", err)
+			}
+		})
+	}
+}
+
+// TestEmptyBlocksBounded: a stream that starts with many empty blocks gets a
+// bounded number of checkpoints at offset 0 and decodes right.
+func TestEmptyBlocksBounded(t *testing.T) {
+	data := testData(10_000, 6)
+	plain := stdGzip(t, data, 6)
+	body := bytes.Repeat([]byte{0x00, 0x00, 0x00, 0xff, 0xff}, 10_000) // empty stored blocks, not final
+	blob := append(append(bytes.Clone(plain[:10]), body...), plain[10:]...)
+	want, err := gunzip(blob)
+	if err != nil || !bytes.Equal(want, data) {
+		t.Fatalf("compress/gzip: %v", err)
+	}
+	got, x, err := index(blob, 0, false)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%v, %d bytes", err, len(got))
+	}
+	zero := 0
+	for _, cp := range x.Checkpoints() {
+		if cp.Out == 0 {
+			zero++
+		}
+	}
+	if zero != maxAtZero {
+		t.Errorf("%d checkpoints at offset 0, want %d", zero, maxAtZero)
+	}
+	checkCheckpoints(t, blob, want, x.Checkpoints(), 0)
 }
