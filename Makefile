@@ -8,7 +8,7 @@ ROOTFS    ?= /var/tmp/lazysnap-rootfs
 ROOTFS_TAR := $(ROOTFS)/bookworm.tar
 PKGS      := ./...
 
-.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer lint deps rootfs clean
+.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer bench-soci soci-peer lint deps rootfs clean
 
 all: build
 
@@ -68,6 +68,20 @@ bench-peer: build rootfs
 	cd benchmarks/peer/stargz && $(GO) build -o $(PEER_BIN) .
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_BENCH_PEER=$(PEER_BIN) \
 		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
+
+# Cold starts of the unmodified gzip images with SOCI indexes (built by
+# lazysnap index and by soci's library) beside overlayfs and eStargz.
+bench-soci: build rootfs soci-peer
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_SOCI_PEER=$(SOCI_PEER_BIN) \
+		LAZYSNAP_BENCH_MODES=overlayfs,lazy,soci,soci-peer,lazy-nobg,soci-nobg \
+		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
+
+# The SOCI oracle (benchmarks/peer/soci: awslabs/soci-snapshotter's library,
+# cgo with Debian's zlib1g-dev; a module of its own). Tests build it when
+# LAZYSNAP_SOCI_PEER does not name one.
+SOCI_PEER_BIN ?= /var/tmp/lazysnap-peer/soci-peer
+soci-peer:
+	cd benchmarks/peer/soci && $(GO) build -o $(SOCI_PEER_BIN) .
 
 clean:
 	rm -rf bin

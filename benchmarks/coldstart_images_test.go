@@ -75,6 +75,10 @@ func tagFor(cfg benchConfig, w workload, m mode) string {
 		return "prio-" + w.name
 	case m.zstd:
 		return "zstd"
+	case m.soci == "lazysnap":
+		return "soci"
+	case m.soci == "soci":
+		return "soci-peer"
 	}
 	return "esgz"
 }
@@ -130,7 +134,10 @@ func buildImages(t *testing.T, cfg benchConfig) *imageSet {
 			return
 		}
 		v := &imageVariant{image: img, tag: tag, layout: gzipDirs[img]}
-		if tag != "gzip" {
+		if strings.HasPrefix(tag, "soci") {
+			v.layout = filepath.Join(tmp, img+"-"+tag)
+			s.convTime[tag] += sociVariant(t, gzipDirs[img], v.layout, tag)
+		} else if tag != "gzip" {
 			v.layout = filepath.Join(tmp, img+"-"+tag)
 			start := time.Now()
 			opts := convert.Options{Prioritized: prio}
@@ -155,7 +162,7 @@ func buildImages(t *testing.T, cfg benchConfig) *imageSet {
 				prio = s.files[w.name]
 			}
 			add(w.image, tag, prio)
-			if tag == "gzip" {
+			if tag == "gzip" || strings.HasPrefix(tag, "soci") {
 				continue
 			}
 			n, err := neededBytes(s.variants[w.image+":"+tag].layout, s.files[w.name])
@@ -355,6 +362,11 @@ func readManifest(layout string) (ocispec.Descriptor, ocispec.Manifest, error) {
 		return ocispec.Descriptor{}, m, err
 	}
 	md := idx.Manifests[0]
+	if md.MediaType == ocispec.MediaTypeImageIndex { // a SOCI-indexed image: its image manifest
+		if md, err = imageOfIndex(layout, md); err != nil {
+			return md, m, err
+		}
+	}
 	if b, err = readBlob(layout, md); err == nil {
 		err = json.Unmarshal(b, &m)
 	}
@@ -529,8 +541,22 @@ func (s *imageSet) push(t *testing.T, reg *registry.Registry) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.PushManifest(ctx, repo, v.tag, md.MediaType, mb); err != nil {
+		tag := v.tag
+		if root := rootOf(t, v.layout); root.MediaType == ocispec.MediaTypeImageIndex {
+			pushSociParts(t, p, repo, v.layout, root)
+			tag = md.Digest.String() // the image index goes under the tag
+		}
+		if _, err := p.PushManifest(ctx, repo, tag, md.MediaType, mb); err != nil {
 			t.Fatal(err)
+		}
+		if tag != v.tag {
+			ib, err := readBlob(v.layout, rootOf(t, v.layout))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.PushManifest(ctx, repo, v.tag, ocispec.MediaTypeImageIndex, ib); err != nil {
+				t.Fatal(err)
+			}
 		}
 		v.ref = reg.Ref(repo, v.tag)
 	}

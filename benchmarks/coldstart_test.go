@@ -164,11 +164,12 @@ func rootfsDir() string {
 }
 
 // defaultModes is LAZYSNAP_BENCH_MODES's default: every mode (the peer's
-// only with a peer).
+// only with a peer) but the SOCI ones (make bench-soci), whose soci-peer
+// oracle is a build of its own.
 func defaultModes(peer bool) string {
 	var names []string
 	for _, m := range allModes() {
-		if m.kind != "peer" || peer {
+		if (m.kind != "peer" || peer) && m.soci == "" {
 			names = append(names, m.name)
 		}
 	}
@@ -264,6 +265,10 @@ type mode struct {
 	// learned to the registry, where the measured (default) lazysnap finds
 	// it and prefetches it at mount
 	learned bool
+	// soci: the unmodified gzip image with a SOCI v2 index built by
+	// "lazysnap" (lazysnap index) or by "soci" (soci-snapshotter's library,
+	// as soci convert does, through the soci-peer oracle)
+	soci string
 }
 
 // secondary reports whether m is not a system in its default
@@ -282,8 +287,11 @@ func allModes() []mode {
 		{name: "prioritized", title: "lazysnap, default configuration, eStargz with the recorded files first", kind: "lazysnap", prioritized: true},
 		{name: "peer", title: "peer, default configuration, eStargz with the recorded files first", kind: "peer", prioritized: true},
 		{name: "learned", title: "lazysnap default, unprofiled image, profile learned by a previous node and fetched from the registry", kind: "lazysnap", learned: true},
+		{name: "soci", title: "lazysnap, default configuration, unmodified gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap"},
+		{name: "soci-peer", title: "lazysnap, default configuration, unmodified gzip with a SOCI index built by soci v0.16.1", kind: "lazysnap", soci: "soci"},
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
+		{name: "soci-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap", noBackground: true, of: "soci"},
 	}
 }
 

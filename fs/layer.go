@@ -394,6 +394,7 @@ type want struct {
 	c      *call
 	chunk  estargz.Chunk
 	around bool // read-around: not refetched when wrong, counted apart
+	shared bool // read-around within the reader's own blob range: no bytes of its own
 	steal  bool // fetched ahead of the background span that claimed it
 }
 
@@ -619,7 +620,9 @@ func (l *Layer) storeWant(ctx context.Context, w *want, raw []byte) error {
 	err := l.store(ctx, w.id, &w.chunk, raw, !w.around)
 	if err == nil && w.around {
 		l.aroundChunks.Add(1)
-		l.aroundBytes.Add(w.chunk.CompressedSize())
+		if !w.shared {
+			l.aroundBytes.Add(w.chunk.CompressedSize())
+		}
 	}
 	return err
 }

@@ -56,6 +56,7 @@ const (
 type Layer struct {
 	Digest           string  `json:"digest"`
 	State            string  `json:"state"`
+	Format           string  `json:"format,omitempty"` // of a mounted layer: estargz, soci
 	Mountpoint       string  `json:"mountpoint,omitempty"`
 	Chunks           int     `json:"chunks"`
 	ChunksPresent    int     `json:"chunks_present"`
@@ -69,7 +70,8 @@ type Layer struct {
 	PrefetchDone     bool    `json:"prefetch_done"`
 	BackgroundDone   bool    `json:"background_done"`
 	FallbackReason   string  `json:"fallback_reason,omitempty"`
-	Error            string  `json:"error,omitempty"`
+	// Error is why a layer fell back, or a mounted layer's last failed read.
+	Error string `json:"error,omitempty"`
 	// Verification is where the check of the complete layer against its
 	// digest stands (remote.LayerInfo.Verification: "pending",
 	// "verifying", "verified", "bad: REASON", "unverified: ERROR");
@@ -148,7 +150,7 @@ func (s *Server) Report(ctx context.Context) Report {
 		mls = s.Src.Layers()
 	}
 	for _, m := range mls {
-		ls := Layer{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, ref: m.Ref, seq: m.Seq}
+		ls := Layer{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, Format: m.Format, Error: m.LastError, ref: m.Ref, seq: m.Seq}
 		fillLayer(&ls, m, s.NoPrefetch, s.Background)
 		if u, err := s.FS.Usage(ctx, m.Mountpoint); err == nil {
 			ls.CacheBytes = u.Size

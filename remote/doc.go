@@ -18,8 +18,27 @@
 //
 // A Format is one lazily loadable layer format: the digest its descriptor
 // names for the index (IndexDigest) and how the index is read and verified
-// (Open). eStargz and zstd:chunked are the formats today; another is one
-// more Format listed in formats.
+// (Open). Three are listed in formats: eStargz (the TOC at the blob's end,
+// its digest annotated on the layer), zstd:chunked (the same TOC in a
+// zstd skippable frame, its checksum annotated) and SOCI. A SOCI layer is an
+// unmodified gzip blob whose image has a SOCI index: the Source, reading
+// the image's manifest, finds the index (v2: the manifest's
+// com.amazon.soci.index-digest annotation; v1: the manifest's referrers,
+// through the API or its tag schema) and annotates the layer descriptor
+// with its zTOC's digest and size (lazysnap's own annotations; a layer
+// without a zTOC gets the reason instead, for the fallback). Open fetches
+// the zTOC from the same repository, verified against that digest, and
+// lays its entries out as the index: each regular file's chunks are its
+// intersections with the spans, a chunk's range its span's, its digest the
+// span's. The SOCI decoder verifies a span's bytes against the span digest
+// before inflating them from the span's checkpoint (zran), checks every
+// tar header wholly inside the span against the zTOC's entry for it (name,
+// type, size: the span digests vouch for the blob's bytes, not for the
+// zTOC's reading of them; a mismatch fails the span's reads, EIO with the
+// reason in status), and keeps the
+// last few spans inflated, so that the many small files of one span cost
+// one inflate; fs stores all of a span's files from the request that
+// fetched it for one of them.
 //
 // When the first layer of an image is mounted, its labels list the layers
 // above it: the FS reads their tails and TOCs in the background (the

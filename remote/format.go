@@ -37,7 +37,7 @@ type Format interface {
 // knows them all. maxEntries caps a layer's index (0: each format's
 // default).
 func formats(maxEntries int) []Format {
-	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}}
+	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}, sociFormat{maxEntries: maxEntries}}
 }
 
 // pickFormat returns the format of the layer desc describes, with the
@@ -52,8 +52,12 @@ func pickFormat(desc ocispec.Descriptor, maxEntries int) (Format, digest.Digest,
 			return f, d, nil
 		}
 	}
-	return nil, "", fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (it has no %s annotation)",
-		snapshotter.ReasonNotLazy, desc.Digest, desc.MediaType, estargz.TOCJSONDigestAnnotation)
+	soci := ""
+	if why, ok := desc.Annotations[annSociNone]; ok {
+		soci = "; no SOCI zTOC: " + why
+	}
+	return nil, "", fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (it has no %s annotation%s)",
+		snapshotter.ReasonNotLazy, desc.Digest, desc.MediaType, estargz.TOCJSONDigestAnnotation, soci)
 }
 
 // descriptorFromLabels is the layer's descriptor when the labels carry

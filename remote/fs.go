@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,6 +110,8 @@ type mountedLayer struct {
 	// stopVerify ends the layer's verification (verify.go) and waits for
 	// it; nil without Options.VerifyBlob
 	stopVerify func()
+	// lastErr is the layer's last failed read (its reason, for status)
+	lastErr *atomic.Pointer[string]
 }
 
 // LayerInfo is one mounted layer.
@@ -127,6 +130,8 @@ type LayerInfo struct {
 	// "bad: REASON" or "unverified: ERROR" (the blob could not be read;
 	// tried again later).
 	Verification string
+	// LastError is the layer's last failed read, "" if none.
+	LastError string
 	// ProfileState is what the image's prefetch profile did for the
 	// layer: "recording", "recorded", "prefetching from local",
 	// "prefetched from registry", "ignored: REASON" (empty without
@@ -207,6 +212,9 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		return fmt.Errorf("layer %s: %w", dg, err)
 	}
 	mem := int64(idx.MemoryBytes())
+	if ms, ok := dec.(memorySized); ok {
+		mem += int64(ms.MemoryBytes())
+	}
 	if err := r.opts.IndexMemory.Reserve(mem); err != nil {
 		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	}
@@ -218,8 +226,13 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}()
 	opts := r.opts.Layer
 	opts.Name, opts.Decoder, opts.ContentDir = dg.String(), dec, filepath.Join(r.opts.Root, "content", key.contentName(), "files")
-	if r.opts.OnError != nil {
-		opts.OnError = func(err error) { r.opts.OnError(dg, err) }
+	lastErr := new(atomic.Pointer[string])
+	opts.OnError = func(err error) {
+		msg := err.Error()
+		lastErr.Store(&msg)
+		if r.opts.OnError != nil {
+			r.opts.OnError(dg, err)
+		}
 	}
 	prof := r.layerProfile(ctx, src, indexDigest, idx)
 	if prof != nil && prof.rec != nil {
@@ -240,7 +253,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	r.mu.Lock()
 	r.seq++
-	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof}
+	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof, lastErr: lastErr}
 	if r.opts.VerifyBlob {
 		vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
@@ -266,6 +279,9 @@ func (r *FS) info(mountpoint string, ml *mountedLayer) LayerInfo {
 	}
 	if ml.stopVerify != nil {
 		li.Verification = r.ver.stateOf(ml.key)
+	}
+	if e := ml.lastErr.Load(); e != nil {
+		li.LastError = *e
 	}
 	return li
 }

@@ -35,8 +35,9 @@ type Source interface {
 
 // fetcherSource is the Source of a real registry.
 type fetcherSource struct {
-	f *fetcher.Fetcher
-	m *manifestCache // nil: none
+	f    *fetcher.Fetcher
+	m    *manifestCache // nil: none
+	soci *sociCache     // SOCI indexes by image manifest digest
 }
 
 var _ Source = fetcherSource{}
@@ -46,7 +47,7 @@ var _ Source = fetcherSource{}
 // whole TOC) in the request that opens them, and serve later reads that
 // reach into the tail from memory.
 func NewRegistrySource(f *fetcher.Fetcher) Source {
-	return fetcherSource{f: f, m: &manifestCache{byRef: map[string]cachedManifest{}}}
+	return fetcherSource{f: f, m: &manifestCache{byRef: map[string]cachedManifest{}}, soci: newSociCache()}
 }
 
 // manifestCache keeps the layer descriptors of the manifests Layer read
@@ -116,11 +117,19 @@ const mountTailSize = 64 << 10
 // Blob opens the blob and reads its tail in the same request (which also
 // tells the size, when the labels did not).
 func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (Blob, error) {
+	if _, ok := desc.Annotations[annZtocDigest]; ok && desc.Size > 0 {
+		// a SOCI layer's index is a blob of its own: its tail is not needed
+		b, err := s.f.Blob(ctx, ref, desc)
+		if err != nil {
+			return nil, err
+		}
+		return &tailBlob{Blob: b, off: b.Size(), f: s.f, ref: ref}, nil
+	}
 	b, tail, err := s.f.BlobWithTail(ctx, ref, desc, mountTailSize)
 	if err != nil {
 		return nil, err
 	}
-	return &tailBlob{Blob: b, off: b.Size() - int64(len(tail)), tail: tail}, nil
+	return &tailBlob{Blob: b, off: b.Size() - int64(len(tail)), tail: tail, f: s.f, ref: ref}, nil
 }
 
 // tailBlob is a fetcher blob whose last bytes are already in memory:
@@ -130,6 +139,8 @@ func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descri
 type tailBlob struct {
 	*fetcher.Blob
 	off int64 // where tail starts in the blob
+	f   *fetcher.Fetcher
+	ref string
 
 	mu   sync.Mutex
 	tail []byte // nil once invalidated
@@ -242,24 +253,33 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	for range 4 { // an index of indexes is allowed, but not forever
+	var siblings []ocispec.Descriptor // of desc, in the index that listed it
+	for range 4 {                     // an index of indexes is allowed, but not forever
 		var doc struct {
-			MediaType string               `json:"mediaType"`
-			Manifests []ocispec.Descriptor `json:"manifests"`
-			Layers    []ocispec.Descriptor `json:"layers"`
+			MediaType   string               `json:"mediaType"`
+			Manifests   []ocispec.Descriptor `json:"manifests"`
+			Layers      []ocispec.Descriptor `json:"layers"`
+			Annotations map[string]string    `json:"annotations"`
 		}
 		if err := s.fetchJSON(ctx, ref, desc, &doc); err != nil {
 			return ocispec.Descriptor{}, err
 		}
 		if len(doc.Manifests) == 0 {
-			s.m.put(ref, doc.Layers)
-			for _, l := range doc.Layers {
+			// the cached layers carry what withZtoc found, so that a
+			// later Mount of a sibling layer need not look again
+			layers := make([]ocispec.Descriptor, len(doc.Layers))
+			for i, l := range doc.Layers {
+				layers[i] = s.withZtoc(ctx, ref, desc, doc.Annotations, siblings, l)
+			}
+			s.m.put(ref, layers)
+			for _, l := range layers {
 				if l.Digest == dg {
 					return l, nil
 				}
 			}
 			return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
 		}
+		siblings = doc.Manifests
 		desc = pickPlatform(doc.Manifests)
 	}
 	return ocispec.Descriptor{}, fmt.Errorf("%s: nested indexes too deep", ref)
@@ -267,6 +287,9 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 
 func pickPlatform(ms []ocispec.Descriptor) ocispec.Descriptor {
 	for _, m := range ms {
+		if m.ArtifactType != "" {
+			continue // a SOCI index, say, listed with the platform it indexes
+		}
 		if m.Platform != nil && m.Platform.OS == runtime.GOOS && m.Platform.Architecture == runtime.GOARCH {
 			return m
 		}
@@ -279,14 +302,17 @@ func (s fetcherSource) fetchJSON(ctx context.Context, ref string, desc ocispec.D
 	if desc.Size > maxManifest {
 		return fmt.Errorf("%s: manifest %s is %d bytes", ref, desc.Digest, desc.Size)
 	}
-	rc, err := s.f.Fetch(ctx, ref, desc)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxManifest))
-	if err != nil {
-		return err
+	b := s.soci.doc(desc.Digest)
+	if b == nil {
+		rc, err := s.f.Fetch(ctx, ref, desc)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if b, err = io.ReadAll(io.LimitReader(rc, maxManifest)); err != nil {
+			return err // a digest mismatch among them: nothing is cached
+		}
+		s.soci.putDoc(desc.Digest, b)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%s: manifest %s: %w", ref, desc.Digest, err)

@@ -26,6 +26,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"convert", "convert an image (registry, OCI layout directory or archive) to eStargz", runConvert},
+		{"index", "give an image (registry or OCI layout directory) SOCI indexes, its gzip layers unchanged", runIndex},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "lazysnap", version)
 			return err

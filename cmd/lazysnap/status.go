@@ -130,6 +130,13 @@ func writeStatus(w io.Writer, rep ops.Report) error {
 	if n == 0 {
 		fmt.Fprintln(w, "(no lazy layers)")
 	}
+	for _, img := range rep.Images {
+		for _, l := range img.Layers {
+			if l.State != ops.StateFallback && l.Error != "" {
+				fmt.Fprintf(w, "layer %s (%s): last error: %s\n", shortDigest(l.Digest), l.Format, l.Error)
+			}
+		}
+	}
 	fmt.Fprintln(w)
 	if c := rep.Cache; c != nil {
 		disk := "off"

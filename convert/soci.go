@@ -1,0 +1,420 @@
+package convert
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/lazysnap/lazysnap/soci"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// IndexOptions configures IndexImage and IndexAt.
+type IndexOptions struct {
+	// SpanSize is the zTOCs' span size (soci.DefaultSpanSize).
+	SpanSize int64
+	// MinLayerSize: smaller layers get no zTOC (they are pulled).
+	MinLayerSize int64
+	// Parallel is how many layers are indexed at once (2).
+	Parallel int
+	// BuildTool is recorded in the zTOCs and index ("lazysnap").
+	BuildTool string
+	// Progress, if set, is called after each layer (from any goroutine,
+	// one call at a time).
+	Progress func(IndexLayerReport)
+}
+
+// IndexLayerReport describes one layer of an indexed image.
+type IndexLayerReport struct {
+	Layer ocispec.Descriptor
+	Ztoc  *ocispec.Descriptor // nil if the layer got none
+	Files int
+	Spans int
+	// Skipped says why the layer got no zTOC.
+	Skipped string
+}
+
+// IndexReport describes an indexing.
+type IndexReport struct {
+	Layers    []IndexLayerReport
+	Manifests int
+	Root      ocispec.Descriptor // the new image index
+	Pull      *PullReport
+	Push      *PushReport
+}
+
+// IndexImage gives the image of the OCI layout at src a SOCI v2 index as
+// `soci convert` does, writing the result to the layout dst (which may be
+// src; blobs it lacks are copied): a zTOC per gzip layer, a SOCI index
+// manifest per image manifest (its layers the zTOCs in layer order,
+// annotated with the layer's digest and media type), the image manifest
+// annotated with the index's digest (as an OCI manifest), and an image
+// index holding both (the root of index.json's entry, which keeps its
+// annotations). Layer blobs are read, never changed.
+func IndexImage(ctx context.Context, src, dst string, opts IndexOptions) (*IndexReport, error) {
+	if opts.SpanSize <= 0 {
+		opts.SpanSize = soci.DefaultSpanSize
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 2
+	}
+	if opts.BuildTool == "" {
+		opts.BuildTool = "lazysnap"
+	}
+	x := &indexer{ctx: ctx, src: layout{src}, dst: layout{dst}, opts: opts, rep: &IndexReport{}, ztocs: map[digest.Digest]*IndexLayerReport{}}
+	idx, err := x.src.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	out := *idx
+	out.Manifests = nil
+	for _, m := range idx.Manifests {
+		nm, err := x.indexRoot(m)
+		if err != nil {
+			return nil, err
+		}
+		out.Manifests = append(out.Manifests, nm)
+	}
+	if len(out.Manifests) > 0 {
+		x.rep.Root = out.Manifests[0]
+	}
+	if err := x.dst.writeIndex(&out); err != nil {
+		return nil, err
+	}
+	return x.rep, nil
+}
+
+type indexer struct {
+	ctx      context.Context
+	src, dst layout
+	opts     IndexOptions
+	rep      *IndexReport
+
+	mu    sync.Mutex
+	ztocs map[digest.Digest]*IndexLayerReport // by layer digest
+}
+
+func (x *indexer) copyBlob(d digest.Digest) error {
+	if x.src.dir == x.dst.dir {
+		return nil
+	}
+	if _, err := os.Stat(x.dst.blobPath(d)); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(x.dst.blobPath(d)), 0o755); err != nil {
+		return err
+	}
+	if os.Link(x.src.blobPath(d), x.dst.blobPath(d)) == nil {
+		return nil
+	}
+	return x.src.copyBlob(x.dst, d)
+}
+
+// indexRoot indexes what an index.json entry names and returns the entry
+// of the new image index.
+func (x *indexer) indexRoot(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	if err := validDescriptor("index entry", d); err != nil {
+		return d, err
+	}
+	var oi ocispec.Index
+	switch d.MediaType {
+	case ocispec.MediaTypeImageIndex, dockerManifestList:
+		b, err := x.src.readBlob("index", d, maxJSONBlob)
+		if err != nil {
+			return d, err
+		}
+		if err := json.Unmarshal(b, &oi); err != nil {
+			return d, fmt.Errorf("%w: index %s: %v", ErrLayout, d.Digest, err)
+		}
+	case ocispec.MediaTypeImageManifest, dockerManifest:
+		oi.Manifests = []ocispec.Descriptor{d}
+		oi.Manifests[0].Annotations = nil
+	default:
+		return d, fmt.Errorf("%w: index entry of media type %s", ErrLayout, d.MediaType)
+	}
+	var sociDescs []ocispec.Descriptor
+	kept := oi.Manifests[:0]
+	for _, m := range oi.Manifests {
+		if m.ArtifactType == soci.ArtifactTypeV2 {
+			continue // an earlier SOCI index: replaced
+		}
+		if m.MediaType != ocispec.MediaTypeImageManifest && m.MediaType != dockerManifest {
+			if err := x.copyTree(m); err != nil {
+				return d, err
+			}
+			kept = append(kept, m)
+			continue
+		}
+		nm, sd, err := x.indexManifest(m)
+		if err != nil {
+			return d, err
+		}
+		kept = append(kept, nm)
+		if sd != nil {
+			sociDescs = append(sociDescs, *sd)
+		}
+	}
+	oi.Manifests = append(kept, sociDescs...)
+	oi.SchemaVersion, oi.MediaType = 2, ocispec.MediaTypeImageIndex
+	b, err := json.Marshal(&oi)
+	if err != nil {
+		return d, err
+	}
+	nd, err := x.dst.writeBlob(ocispec.MediaTypeImageIndex, b)
+	if err != nil {
+		return d, err
+	}
+	nd.Annotations = d.Annotations
+	return nd, nil
+}
+
+// copyTree copies a manifest and what it names (a platform not indexed).
+func (x *indexer) copyTree(d ocispec.Descriptor) error {
+	if err := validDescriptor("manifest", d); err != nil {
+		return err
+	}
+	b, err := x.src.readBlob("manifest", d, maxJSONBlob)
+	if err != nil {
+		return err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("%w: manifest %s: %v", ErrLayout, d.Digest, err)
+	}
+	for _, c := range append([]ocispec.Descriptor{d, m.Config}, m.Layers...) {
+		if err := validDescriptor("blob", c); err != nil {
+			return err
+		}
+		if err := x.copyBlob(c.Digest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// indexManifest builds the zTOCs of an image manifest's layers and its
+// SOCI index, and returns the annotated manifest's descriptor and the
+// index's (nil if no layer got a zTOC).
+func (x *indexer) indexManifest(d ocispec.Descriptor) (ocispec.Descriptor, *ocispec.Descriptor, error) {
+	b, err := x.src.readBlob("manifest", d, maxJSONBlob)
+	if err != nil {
+		return d, nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return d, nil, fmt.Errorf("%w: manifest %s: %v", ErrLayout, d.Digest, err)
+	}
+	if err := validDescriptor("config", m.Config); err != nil {
+		return d, nil, err
+	}
+	if err := x.copyBlob(m.Config.Digest); err != nil {
+		return d, nil, err
+	}
+	reps := make([]*IndexLayerReport, len(m.Layers))
+	g, _ := errgroup.WithContext(x.ctx)
+	g.SetLimit(x.opts.Parallel)
+	for i, l := range m.Layers {
+		if err := validDescriptor(fmt.Sprintf("manifest %s: layer %d", d.Digest, i), l); err != nil {
+			return d, nil, err
+		}
+		if err := x.copyBlob(l.Digest); err != nil {
+			return d, nil, err
+		}
+		g.Go(func() error {
+			r, err := x.layer(l)
+			reps[i] = r
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return d, nil, err
+	}
+	var ztocs []soci.Descriptor
+	for _, r := range reps {
+		if r.Ztoc != nil {
+			z := r.Ztoc
+			ztocs = append(ztocs, soci.Descriptor{MediaType: z.MediaType, Digest: z.Digest, Size: z.Size, Annotations: z.Annotations})
+		}
+	}
+	x.rep.Manifests++
+	// both entries of the image index carry the platform: a client picks
+	// an entry with one over an entry without (containerd does), and the
+	// image manifest must win over its SOCI index
+	platform := d.Platform
+	if platform == nil {
+		platform = x.platform(m.Config)
+	}
+	var sd *ocispec.Descriptor
+	delete(m.Annotations, soci.AnnotationIndexDigest)
+	if len(ztocs) > 0 {
+		ib, err := json.Marshal(soci.NewIndexManifest(ztocs, x.opts.BuildTool))
+		if err != nil {
+			return d, nil, err
+		}
+		if _, err := x.dst.writeBlob(soci.ArtifactTypeV2, []byte("{}")); err != nil {
+			return d, nil, err
+		}
+		id, err := x.dst.writeBlob(ocispec.MediaTypeImageManifest, ib)
+		if err != nil {
+			return d, nil, err
+		}
+		if m.Annotations == nil {
+			m.Annotations = map[string]string{}
+		}
+		m.Annotations[soci.AnnotationIndexDigest] = id.Digest.String()
+		id.ArtifactType, id.Platform = soci.ArtifactTypeV2, platform
+		sd = &id
+	}
+	m.SchemaVersion, m.MediaType = 2, ocispec.MediaTypeImageManifest
+	if m.Config.MediaType == dockerConfig {
+		m.Config.MediaType = ocispec.MediaTypeImageConfig
+	}
+	nb, err := json.Marshal(&m)
+	if err != nil {
+		return d, nil, err
+	}
+	nd, err := x.dst.writeBlob(ocispec.MediaTypeImageManifest, nb)
+	if err != nil {
+		return d, nil, err
+	}
+	nd.Platform, nd.Annotations = platform, m.Annotations
+	if sd != nil {
+		sd.Annotations = map[string]string{soci.AnnotationManifestDigest: nd.Digest.String()}
+	}
+	return nd, sd, nil
+}
+
+// layer builds the zTOC of one layer (once per digest) and stores it.
+func (x *indexer) layer(l ocispec.Descriptor) (*IndexLayerReport, error) {
+	x.mu.Lock()
+	if r, ok := x.ztocs[l.Digest]; ok {
+		x.mu.Unlock()
+		return r, nil
+	}
+	x.mu.Unlock()
+	r := &IndexLayerReport{Layer: l}
+	defer func() {
+		x.mu.Lock()
+		x.ztocs[l.Digest] = r
+		x.rep.Layers = append(x.rep.Layers, *r)
+		if x.opts.Progress != nil {
+			x.opts.Progress(*r)
+		}
+		x.mu.Unlock()
+	}()
+	switch {
+	case l.MediaType != ocispec.MediaTypeImageLayerGzip && l.MediaType != dockerLayerGzip:
+		r.Skipped = "not a gzip layer (" + l.MediaType + ")"
+		return r, nil
+	case l.Size < x.opts.MinLayerSize:
+		r.Skipped = fmt.Sprintf("%d bytes, under the minimum of %d", l.Size, x.opts.MinLayerSize)
+		return r, nil
+	}
+	f, err := os.Open(x.src.blobPath(l.Digest))
+	if err != nil {
+		return r, fmt.Errorf("%w: %v", ErrLayout, err)
+	}
+	defer f.Close()
+	h := digest.SHA256.Digester()
+	z, err := soci.Build(bufio.NewReaderSize(teeHash{f, h}, 1<<20), soci.BuildOptions{SpanSize: x.opts.SpanSize, BuildTool: x.opts.BuildTool})
+	if err != nil {
+		return r, fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	if _, err := io.Copy(io.Discard, teeHash{f, h}); err != nil { // anything after the gzip stream
+		return r, err
+	}
+	if h.Digest() != l.Digest || z.CompressedSize != l.Size {
+		return r, fmt.Errorf("%w: layer %s does not match its digest", ErrLayout, l.Digest)
+	}
+	zb := soci.Marshal(z)
+	sd := soci.ZtocDescriptor(zb, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest}, x.opts.SpanSize)
+	if _, err := x.dst.writeBlob(sd.MediaType, zb); err != nil {
+		return r, err
+	}
+	r.Ztoc = &ocispec.Descriptor{MediaType: sd.MediaType, Digest: sd.Digest, Size: sd.Size, Annotations: sd.Annotations}
+	r.Files, r.Spans = len(z.Files), len(z.SpanDigests)
+	return r, nil
+}
+
+// platform reads an image config's platform (nil if it has none).
+func (x *indexer) platform(cfg ocispec.Descriptor) *ocispec.Platform {
+	b, err := x.src.readBlob("config", cfg, maxJSONBlob)
+	if err != nil {
+		return nil
+	}
+	var p ocispec.Platform
+	if json.Unmarshal(b, &p) != nil || p.OS == "" || p.Architecture == "" {
+		return nil
+	}
+	return &ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
+}
+
+// teeHash hashes what is read through it.
+type teeHash struct {
+	r io.Reader
+	h digest.Digester
+}
+
+func (t teeHash) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	t.h.Hash().Write(p[:n])
+	return n, err
+}
+
+// IndexAt indexes the image at src (IndexImage) into dst, either of which
+// may be a registry reference (through ropts.Resolver): a registry source
+// is pulled into a temporary layout and indexed there, and a registry
+// destination is pushed from it, the layer blobs (which the registry has)
+// not uploaded again. A zero dst is src.
+func IndexAt(ctx context.Context, src, dst Location, opts IndexOptions, ropts Options) (*IndexReport, error) {
+	if dst == (Location{}) {
+		dst = src
+	}
+	if dst.Ref != "" {
+		name, err := destRef(dst.Ref)
+		if err != nil {
+			return nil, err
+		}
+		dst.Ref = name
+	}
+	if src.Ref == "" && dst.Ref == "" {
+		return IndexImage(ctx, src.Path, dst.Path, opts)
+	}
+	work, err := os.MkdirTemp(ropts.TempDir, "lazysnap-index-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	srcPath, dstPath := src.Path, dst.Path
+	var pulled *PullReport
+	if src.Ref != "" {
+		srcPath = filepath.Join(work, "src")
+		if pulled, err = Pull(ctx, src.Ref, srcPath, ropts); err != nil {
+			return nil, err
+		}
+	}
+	if dst.Ref != "" {
+		dstPath = filepath.Join(work, "dst")
+		if src.Ref != "" {
+			dstPath = srcPath
+		}
+	}
+	rep, err := IndexImage(ctx, srcPath, dstPath, opts)
+	if err != nil {
+		return nil, err
+	}
+	rep.Pull = pulled
+	if dst.Ref != "" {
+		if rep.Push, err = Push(ctx, dstPath, dst.Ref, ropts); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}

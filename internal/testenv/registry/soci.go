@@ -1,0 +1,116 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/lazysnap/lazysnap/soci"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// SociImage is an image pushed with PushSociImage.
+type SociImage struct {
+	Image
+	Index ocispec.Descriptor   // the image index tagged
+	Ztocs []*soci.Ztoc         // per layer, as pushed
+	Sizes []ocispec.Descriptor // the zTOCs' descriptors
+}
+
+// PushSociImage pushes gzip tar layers unchanged with a SOCI v2 index as
+// soci convert lays it out (zTOCs of span bytes built by soci.Build, index
+// manifest, image manifest annotated with its digest, an image index of
+// both tagged tag). tamper, if set, changes each zTOC before it is pushed.
+func (p *Pusher) PushSociImage(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), layers ...[]byte) (SociImage, error) {
+	return p.pushSoci(ctx, host, repo, tag, span, tamper, false, layers)
+}
+
+// PushSociImageV1 is PushSociImage with a v1 SOCI index instead, as soci
+// create made them: the image manifest tagged, unannotated, and the index
+// a referrer of it, listed in the referrers tag schema's index (tag
+// sha256-<hex>; the registry has no referrers API).
+func (p *Pusher) PushSociImageV1(ctx context.Context, host, repo, tag string, span int64, layers ...[]byte) (SociImage, error) {
+	return p.pushSoci(ctx, host, repo, tag, span, nil, true, layers)
+}
+
+func (p *Pusher) pushSoci(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), v1 bool, layers [][]byte) (SociImage, error) {
+	img := SociImage{Image: Image{Ref: host + "/" + repo + ":" + tag}}
+	var ztocs []soci.Descriptor
+	for i, l := range layers {
+		d, err := p.PushBlob(ctx, repo, l)
+		if err != nil {
+			return img, err
+		}
+		d.MediaType = ocispec.MediaTypeImageLayerGzip
+		img.Layers = append(img.Layers, d)
+		z, err := soci.Build(bytes.NewReader(l), soci.BuildOptions{SpanSize: span})
+		if err != nil {
+			return img, fmt.Errorf("layer %d: %w", i, err)
+		}
+		if tamper != nil {
+			tamper(i, z)
+		}
+		zb := soci.Marshal(z)
+		if _, err := p.PushBlob(ctx, repo, zb); err != nil {
+			return img, err
+		}
+		zd := soci.ZtocDescriptor(zb, soci.Descriptor{MediaType: d.MediaType, Digest: d.Digest}, span)
+		ztocs = append(ztocs, zd)
+		img.Ztocs = append(img.Ztocs, z)
+		img.Sizes = append(img.Sizes, ocispec.Descriptor{MediaType: zd.MediaType, Digest: zd.Digest, Size: zd.Size})
+	}
+	if _, err := p.PushBlob(ctx, repo, []byte("{}")); err != nil {
+		return img, err
+	}
+	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}}})
+	var err error
+	if img.Config, err = p.PushBlob(ctx, repo, cfg); err != nil {
+		return img, err
+	}
+	img.Config.MediaType = ocispec.MediaTypeImageConfig
+	sociIdx := soci.NewIndexManifest(ztocs, "lazysnap test")
+	if v1 {
+		m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+			Config: img.Config, Layers: img.Layers})
+		if img.Manifest, err = p.PushManifest(ctx, repo, tag, ocispec.MediaTypeImageManifest, m); err != nil {
+			return img, err
+		}
+		img.ManifestBytes = m
+		sociIdx.Config.MediaType = soci.ArtifactTypeV1
+		sociIdx.Subject = &soci.Descriptor{MediaType: img.Manifest.MediaType, Digest: img.Manifest.Digest, Size: img.Manifest.Size}
+		ib, _ := json.Marshal(sociIdx)
+		sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
+		if err != nil {
+			return img, err
+		}
+		sd.ArtifactType = soci.ArtifactTypeV1
+		refs, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+			Manifests: []ocispec.Descriptor{sd}})
+		_, err = p.PushManifest(ctx, repo, "sha256-"+img.Manifest.Digest.Encoded(), ocispec.MediaTypeImageIndex, refs)
+		return img, err
+	}
+	ib, _ := json.Marshal(sociIdx)
+	sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
+	if err != nil {
+		return img, err
+	}
+	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: img.Config, Layers: img.Layers, Annotations: map[string]string{soci.AnnotationIndexDigest: sd.Digest.String()}})
+	if img.Manifest, err = p.PushManifest(ctx, repo, digest.FromBytes(m).String(), ocispec.MediaTypeImageManifest, m); err != nil {
+		return img, err
+	}
+	img.ManifestBytes = m
+	plat := &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	md := img.Manifest
+	md.Platform = plat
+	sd.ArtifactType, sd.Platform = soci.ArtifactTypeV2, plat
+	sd.Annotations = map[string]string{soci.AnnotationManifestDigest: md.Digest.String()}
+	ix, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{md, sd}})
+	img.Index, err = p.PushManifest(ctx, repo, tag, ocispec.MediaTypeImageIndex, ix)
+	return img, err
+}

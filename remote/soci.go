@@ -1,0 +1,352 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/soci"
+	"github.com/lazysnap/lazysnap/zran"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Annotations the Source puts on a layer descriptor whose image has a
+// SOCI index naming a zTOC for the layer (they are lazysnap's own: an
+// image's manifest does not carry them).
+const (
+	annZtocDigest = "dev.lazysnap.soci.ztoc-digest"
+	annZtocSize   = "dev.lazysnap.soci.ztoc-size"
+)
+
+// artifactBlob is a Blob that fetches the other blobs of its layer's
+// format from the same repository: the zTOC of a SOCI layer.
+type artifactBlob interface {
+	// Artifact returns the whole blob d, verified against d.
+	Artifact(ctx context.Context, d digest.Digest) ([]byte, error)
+}
+
+// sociFormat is an unmodified gzip layer with a SOCI zTOC: its files and
+// the checkpoints from which each span of the blob is inflated alone, in
+// a separate blob found through the image's SOCI index.
+type sociFormat struct {
+	maxEntries int // 0: soci.DefaultMaxFiles
+}
+
+func (sociFormat) Name() string { return "soci" }
+
+func (sociFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, error) {
+	v, ok := desc.Annotations[annZtocDigest]
+	if !ok {
+		return "", false, nil
+	}
+	d, err := digest.Parse(v)
+	if err != nil {
+		return "", true, fmt.Errorf("%w: zTOC digest %q: %w", snapshotter.ReasonNotLazy, v, err)
+	}
+	return d, true, nil
+}
+
+// Open fetches the zTOC (verified against d), validates it against the
+// blob and builds the index: a regular file's chunks are its
+// intersections with the spans.
+func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, lfs.Decoder, error) {
+	ab, ok := b.(artifactBlob)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: zTOC %s: the layer's source fetches no other blobs", snapshotter.ReasonNotLazy, d)
+	}
+	raw, err := ab.Artifact(ctx, d)
+	switch {
+	case errors.Is(err, fetcher.ErrDigestMismatch):
+		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonVerification, d, err)
+	case err != nil:
+		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
+	}
+	z, err := soci.Unmarshal(raw, f.maxEntries)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+	}
+	if z.CompressedSize != b.Size() {
+		return nil, nil, fmt.Errorf("%w: zTOC %s is of a blob of %d bytes, the layer has %d", snapshotter.ReasonVerification, d, z.CompressedSize, b.Size())
+	}
+	toc, err := sociTOC(z)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+	}
+	idx, err := index.Build(toc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+	}
+	return idx, newSociDecoder(z), nil
+}
+
+// memorySized is a Decoder that holds memory of its own besides the index
+// (counted against Options.IndexMemory).
+type memorySized interface{ MemoryBytes() int }
+
+// MemoryBytes is the decoder's checkpoints and cached spans at most.
+func (d *sociDecoder) MemoryBytes() int {
+	n := len(d.starts) * (8 + 64)
+	for _, c := range d.z.Checkpoints.List {
+		n += len(c.Window)
+	}
+	return n + sociSpanCache*int(min(d.z.Checkpoints.SpanSize, soci.MaxSpanBytes))
+}
+
+// sociTOC lays the zTOC's entries out as a TOC for index.Build: the root
+// first, parents before children (implied directories added), a name
+// given twice taking the later entry's metadata, and each regular file's
+// chunks its intersections with the spans.
+func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
+	toc := &estargz.TOC{Version: 1, Offset: z.CompressedSize,
+		Entries: []estargz.Entry{{Name: "", Type: estargz.TypeDir, Mode: 0o755, Implicit: true}}}
+	byName := map[string]int{"": 0}
+	var parents func(name string) error
+	parents = func(name string) error {
+		dir := name[:max(strings.LastIndexByte(name, '/'), 0)]
+		i, ok := byName[dir]
+		if ok {
+			if toc.Entries[i].Type != estargz.TypeDir {
+				return fmt.Errorf("%w: %q is in %q, which is not a directory", soci.ErrInvalid, name, dir)
+			}
+			return nil
+		}
+		if err := parents(dir); err != nil {
+			return err
+		}
+		byName[dir] = len(toc.Entries)
+		toc.Entries = append(toc.Entries, estargz.Entry{Name: dir, Type: estargz.TypeDir, Mode: 0o755, Implicit: true})
+		return nil
+	}
+	for i := range z.Files {
+		f := &z.Files[i]
+		name, err := soci.Clean(f.Name)
+		if err != nil {
+			return nil, err
+		}
+		e := estargz.Entry{Name: name, Type: f.Type, Size: f.Size, ModTime: f.ModTime, LinkName: f.Linkname,
+			Mode: f.Mode & 0o7777, UID: int(f.UID), GID: int(f.GID), Uname: f.Uname, Gname: f.Gname,
+			DevMajor: int(f.DevMajor), DevMinor: int(f.DevMinor)}
+		for k, v := range f.PAX {
+			if x, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+				if e.Xattrs == nil {
+					e.Xattrs = map[string][]byte{}
+				}
+				e.Xattrs[x] = []byte(v)
+			}
+		}
+		if f.Type == soci.TypeHardlink {
+			if e.LinkName, err = soci.Clean(f.Linkname); err != nil {
+				return nil, err
+			}
+			if _, ok := byName[e.LinkName]; !ok || e.LinkName == name {
+				return nil, fmt.Errorf("%w: hardlink %q to %q, which comes later or not at all", soci.ErrInvalid, name, e.LinkName)
+			}
+		}
+		if f.Type == soci.TypeReg && f.Size > 0 {
+			if e.Chunks, err = fileChunks(z, f); err != nil {
+				return nil, err
+			}
+		}
+		if name == "" {
+			if e.Type != estargz.TypeDir {
+				return nil, fmt.Errorf("%w: the root is a %s", soci.ErrInvalid, e.Type)
+			}
+			toc.Entries[0] = e
+			continue
+		}
+		if j, ok := byName[name]; ok {
+			old := &toc.Entries[j]
+			if old.Type == estargz.TypeDir && e.Type != estargz.TypeDir {
+				return nil, fmt.Errorf("%w: directory %q given again as a %s", soci.ErrInvalid, name, e.Type)
+			}
+			*old = e // a later entry of a name replaces the earlier, in place
+			continue
+		}
+		if err := parents(name); err != nil {
+			return nil, err
+		}
+		byName[name] = len(toc.Entries)
+		toc.Entries = append(toc.Entries, e)
+	}
+	return toc, nil
+}
+
+// fileChunks returns f's intersections with the spans: each chunk's
+// range is its span's, its digest the span's.
+func fileChunks(z *soci.Ztoc, f *soci.File) ([]estargz.Chunk, error) {
+	var cs []estargz.Chunk
+	end := f.Offset + f.Size
+	for k := z.SpanAt(f.Offset); k < len(z.SpanDigests); k++ {
+		os, oe := z.SpanOut(k)
+		if os >= end {
+			break
+		}
+		lo, hi := max(f.Offset, os), min(end, oe)
+		if hi <= lo {
+			continue
+		}
+		s, e := z.SpanRange(k)
+		cs = append(cs, estargz.Chunk{Offset: s, End: e, InnerOffset: lo - os, FileOffset: lo - f.Offset, Size: hi - lo, Digest: z.SpanDigests[k]})
+	}
+	var n int64
+	for _, c := range cs {
+		n += c.Size
+	}
+	if n != f.Size {
+		return nil, fmt.Errorf("%w: %q: the spans cover %d of its %d bytes", soci.ErrInvalid, f.Name, n, f.Size)
+	}
+	return cs, nil
+}
+
+// sociDecoder decodes the chunks of a SOCI layer: a chunk's raw bytes are
+// its span's, verified against the span digest and inflated from the
+// span's checkpoint. The last few spans inflated are kept, so that the
+// many small files of one span inflate it once.
+type sociDecoder struct {
+	z      *soci.Ztoc
+	heads  []entryHead // the zTOC's entries, in tar order
+	starts []int64     // each span's compressed start, ascending
+
+	mu    sync.Mutex
+	spans []*spanData // most recently used last
+}
+
+// spanData is one span being inflated or inflated.
+type spanData struct {
+	i    int
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// sociSpanCache is how many inflated spans a layer keeps (up to 4 MiB and
+// a little more each at the default span size).
+const sociSpanCache = 4
+
+var _ lfs.Decoder = (*sociDecoder)(nil)
+
+// newSociDecoder keeps of z what decoding needs: not its entries (the
+// index has them), and the windows copied out of the zTOC's buffer, which
+// is dropped.
+func newSociDecoder(z *soci.Ztoc) *sociDecoder {
+	small := *z
+	small.Files = nil
+	heads := make([]entryHead, 0, len(z.Files))
+	for _, f := range z.Files {
+		heads = append(heads, newEntryHead(&f))
+	}
+	small.Checkpoints.List = slices.Clone(z.Checkpoints.List)
+	windows := make([]byte, 0, len(z.Checkpoints.List)*soci.WindowSize)
+	for i := range small.Checkpoints.List {
+		c := &small.Checkpoints.List[i]
+		windows = append(windows, c.Window...)
+		c.Window = windows[len(windows)-len(c.Window) : len(windows) : len(windows)]
+	}
+	z = &small
+	d := &sociDecoder{z: z, heads: heads, starts: make([]int64, len(z.SpanDigests))}
+	for i := range d.starts {
+		d.starts[i], _ = z.SpanRange(i)
+	}
+	return d
+}
+
+// Decode implements fs.Decoder.
+func (d *sociDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, error) {
+	i, ok := slices.BinarySearch(d.starts, c.Offset)
+	if !ok {
+		return nil, fmt.Errorf("%w: chunk at %d is at no span's start", soci.ErrInvalid, c.Offset)
+	}
+	// two spans share a start only if the second is empty of bytes of its
+	// own: take the one whose range the chunk names
+	for i+1 < len(d.starts) && d.starts[i+1] == c.Offset {
+		if _, e := d.z.SpanRange(i); e == c.End {
+			break
+		}
+		i++
+	}
+	if os, oe := d.z.SpanOut(i); c.InnerOffset == 0 && c.Size == oe-os {
+		// the chunk is the whole span (a large file's middle): no other
+		// chunk needs it, so it is neither cached nor copied
+		return d.inflate(i, raw)
+	}
+	data, err := d.span(i, raw)
+	if err != nil {
+		return nil, err
+	}
+	if c.InnerOffset < 0 || c.Size < 0 || c.InnerOffset+c.Size > int64(len(data)) {
+		return nil, fmt.Errorf("%w: chunk %d+%d past span %d (%d bytes)", soci.ErrInvalid, c.InnerOffset, c.Size, i, len(data))
+	}
+	return append(dst[:0], data[c.InnerOffset:c.InnerOffset+c.Size]...), nil
+}
+
+// span returns span i's uncompressed bytes: from the cache, from another
+// caller inflating it, or inflated here from raw.
+func (d *sociDecoder) span(i int, raw []byte) ([]byte, error) {
+	d.mu.Lock()
+	for k, s := range d.spans {
+		if s.i != i {
+			continue
+		}
+		d.spans = append(append(d.spans[:k:k], d.spans[k+1:]...), s) // most recent last
+		d.mu.Unlock()
+		<-s.done
+		if s.err == nil {
+			return s.data, nil
+		}
+		// the other caller's bytes were wrong: these may be right
+		return d.inflate(i, raw)
+	}
+	s := &spanData{i: i, done: make(chan struct{})}
+	if len(d.spans) >= sociSpanCache {
+		d.spans = d.spans[1:]
+	}
+	d.spans = append(d.spans, s)
+	d.mu.Unlock()
+	s.data, s.err = d.inflate(i, raw)
+	if s.err != nil {
+		d.mu.Lock()
+		d.spans = slices.DeleteFunc(d.spans, func(x *spanData) bool { return x == s })
+		d.mu.Unlock()
+	}
+	close(s.done)
+	return s.data, s.err
+}
+
+// inflate verifies raw against span i's digest and inflates the span.
+func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
+	s, e := d.z.SpanRange(i)
+	if int64(len(raw)) != e-s {
+		return nil, fmt.Errorf("%w: span %d: %d bytes, want %d", soci.ErrVerify, i, len(raw), e-s)
+	}
+	sum := sha256.Sum256(raw)
+	if got := digest.NewDigestFromBytes(digest.SHA256, sum[:]); got != d.z.SpanDigests[i] {
+		return nil, fmt.Errorf("%w: span %d (%d+%d): digest %s, the zTOC says %s", soci.ErrVerify, i, s, e-s, got, d.z.SpanDigests[i])
+	}
+	cp := d.z.Checkpoints.List[i]
+	r, err := zran.Resume(bytes.NewReader(raw), zran.Checkpoint{In: cp.In, Bits: cp.Bits, Out: cp.Out, Window: cp.Window})
+	if err != nil {
+		return nil, fmt.Errorf("%w: span %d: checkpoint: %w", soci.ErrVerify, i, err)
+	}
+	os, oe := d.z.SpanOut(i)
+	data := make([]byte, oe-os)
+	if _, err := io.ReadFull(r, data); err != nil {
+		// the bytes are the ones the digest names: the checkpoint is wrong
+		return nil, fmt.Errorf("%w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, i, err)
+	}
+	if err := checkHeads(d.heads, data, os); err != nil {
+		return nil, fmt.Errorf("%w: span %d: %w", soci.ErrVerify, i, err)
+	}
+	return data, nil
+}

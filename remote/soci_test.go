@@ -1,0 +1,261 @@
+package remote
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/soci"
+	"github.com/opencontainers/go-digest"
+)
+
+// sociLayer is a gzip tar of small and large files, some incompressible,
+// spanning many 64 KiB spans, with files in subdirectories whose
+// directories the tar does not list.
+func sociLayer(t testing.TB, seed uint64) ([]byte, map[string]string) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	files := map[string]string{}
+	var list [][2]string
+	add := func(name string, n int, random bool) {
+		b := make([]byte, n)
+		for i := range b {
+			if random {
+				b[i] = byte(r.Uint32())
+			} else {
+				b[i] = "abcdefgh\n"[r.IntN(9)]
+			}
+		}
+		files[name] = string(b)
+		list = append(list, [2]string{name, string(b)})
+	}
+	for i := range 60 {
+		add(fmt.Sprintf("usr/lib/small%02d", i), r.IntN(4000), i%2 == 0)
+	}
+	add("usr/bin/big", 400<<10, true)
+	add("usr/share/text", 600<<10, false)
+	add("etc/empty", 0, false)
+	add("etc/conf", 100, false)
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	gz.Write(testtar.Files(list))
+	gz.Close()
+	return buf.Bytes(), files
+}
+
+func sociLabels(ref string, layer digest.Digest) map[string]string {
+	return map[string]string{snapshotter.LabelCRIImageRef: ref, snapshotter.LabelCRILayerDigest: layer.String()}
+}
+
+// TestSociMount: a gzip layer whose image has a SOCI v2 index mounts
+// lazily (format soci); every file reads back right, small files of one
+// span costing one request; a layer whose zTOC names a wrong span digest
+// serves EIO for the files of that span, with the reason reported, and
+// the right bytes for the others; a layer without a zTOC falls back with
+// the reason.
+func TestSociMount(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("needs /dev/fuse: %v", err)
+	}
+	r, hosts := startRegistry(t)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ctx := context.Background()
+	blob, files := sociLayer(t, 1)
+	var mu sync.Mutex
+	var errs []error
+	newFS := func(t *testing.T) *FS {
+		return New(NewRegistrySource(f), Options{Root: t.TempDir(), OnError: func(_ digest.Digest, err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}})
+	}
+	mount := func(t *testing.T, fs *FS, ref string, layer digest.Digest) (string, error) {
+		mp := t.TempDir()
+		err := fs.Mount(ctx, mp, sociLabels(ref, layer))
+		if err == nil {
+			t.Cleanup(func() { fs.Unmount(ctx, mp) })
+		}
+		return mp, err
+	}
+
+	// mountTampered pushes the layer with a zTOC tamper changed, and
+	// mounts it
+	mountTampered := func(t *testing.T, repo string, tamper func(z *soci.Ztoc)) (*FS, string, *soci.Ztoc) {
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, repo, "v1", 64<<10, func(_ int, z *soci.Ztoc) { tamper(z) }, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := newFS(t)
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fs, mp, img.Ztocs[0]
+	}
+
+	t.Run("reads", func(t *testing.T) {
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/good", "v1", 64<<10, nil, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(img.Ztocs[0].SpanDigests); n < 10 {
+			t.Fatalf("%d spans; the test wants many", n)
+		}
+		fs := newFS(t)
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ls := fs.Layers(); len(ls) != 1 || ls[0].Format != "soci" {
+			t.Fatalf("layers %+v, want one of format soci", ls)
+		}
+		for name, want := range files {
+			got, err := os.ReadFile(filepath.Join(mp, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != want {
+				t.Fatalf("%s: %d bytes that differ from the %d in the layer", name, len(got), len(want))
+			}
+		}
+		st := fs.Layers()[0].Stats
+		if st.FetchedBytes > int64(len(blob))+int64(len(blob))/4 {
+			t.Fatalf("fetched %d bytes of a %d-byte layer", st.FetchedBytes, len(blob))
+		}
+		if st.Requests > int64(len(img.Ztocs[0].SpanDigests))+2 {
+			t.Fatalf("%d requests for %d spans", st.Requests, len(img.Ztocs[0].SpanDigests))
+		}
+	})
+
+	t.Run("one read stores its span", func(t *testing.T) {
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/span", "v1", 64<<10, nil, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: lfs.Options{NoBackground: true, NoPrefetch: true}})
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(mp, "usr/lib/small05")); err != nil || string(got) != files["usr/lib/small05"] {
+			t.Fatalf("usr/lib/small05: %v", err)
+		}
+		// the reader's chunk is served first; the span's others are stored
+		// after, by the same fetch
+		st := fs.Layers()[0].Stats
+		for deadline := time.Now().Add(30 * time.Second); st.InFlight > 0 && time.Now().Before(deadline); st = fs.Layers()[0].Stats {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if st.Requests != 1 || st.ChunksPresent < 5 || st.ReadAroundChunks != int64(st.ChunksPresent-1) || st.ReadAroundBytes != 0 {
+			t.Fatalf("after one small file: %d requests, %d chunks present, %d read around in %d bytes; want 1 request storing the span's other files at no byte cost",
+				st.Requests, st.ChunksPresent, st.ReadAroundChunks, st.ReadAroundBytes)
+		}
+	})
+
+	t.Run("tampered span", func(t *testing.T) {
+		var bad int
+		_, mp, z := mountTampered(t, "soci/bad", func(z *soci.Ztoc) {
+			bad = z.SpanAt(z.Files[len(z.Files)-1].Offset) // the last file's span
+			z.SpanDigests[bad] = digest.FromString("not the span")
+		})
+		for _, zf := range z.Files {
+			got, err := os.ReadFile(filepath.Join(mp, zf.Name))
+			s, e := z.SpanAt(zf.Offset), z.SpanAt(zf.Offset+max(zf.Size-1, 0))
+			if zf.Size > 0 && s <= bad && bad <= e {
+				if !errors.Is(err, syscall.EIO) {
+					t.Fatalf("%s in the tampered span: %v, want EIO", zf.Name, err)
+				}
+				continue
+			}
+			if err != nil || string(got) != files[zf.Name] {
+				t.Fatalf("%s outside the tampered span: %v", zf.Name, err)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(errs) == 0 || !errors.Is(errs[len(errs)-1], soci.ErrVerify) || !strings.Contains(errs[len(errs)-1].Error(), "the zTOC says") {
+			t.Fatalf("reported errors %v, want a span verification failure", errs)
+		}
+	})
+
+	t.Run("zTOC disagrees with the tar", func(t *testing.T) {
+		var renamed, resized string
+		fs, mp, _ := mountTampered(t, "soci/lies", func(z *soci.Ztoc) {
+			for i := range z.Files {
+				switch f := &z.Files[i]; {
+				case f.Name == "usr/lib/small10":
+					f.Name, renamed = "usr/lib/evil", "usr/lib/evil"
+				case f.Name == "usr/lib/small20" && f.Size > 0:
+					f.Size--
+					resized = f.Name
+				}
+			}
+		})
+		for _, name := range []string{renamed, resized} {
+			if _, err := os.ReadFile(filepath.Join(mp, name)); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("%s, which the zTOC misdescribes: %v, want EIO", name, err)
+			}
+			if e := fs.Layers()[0].LastError; !strings.Contains(e, "does not match the layer's tar header") {
+				t.Fatalf("layer error %q, want the header mismatch", e)
+			}
+		}
+	})
+
+	t.Run("v1 index, referrers tag schema", func(t *testing.T) {
+		img, err := r.Pusher().PushSociImageV1(ctx, r.Host, "soci/v1", "v1", 64<<10, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := newFS(t)
+		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(mp, "usr/bin/big")); err != nil || string(got) != files["usr/bin/big"] {
+			t.Fatalf("usr/bin/big through the v1 index: %v", err)
+		}
+	})
+
+	t.Run("no zTOC", func(t *testing.T) {
+		img, err := r.PushImage(ctx, "soci/none", "v1", blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = mount(t, newFS(t), img.Ref, img.Layers[0].Digest)
+		if !errors.Is(err, snapshotter.ReasonNotLazy) || !strings.Contains(err.Error(), "no SOCI index") {
+			t.Fatalf("Mount of a plain gzip layer: %v, want not-lazy naming the missing SOCI index", err)
+		}
+	})
+
+	t.Run("zTOC of another blob", func(t *testing.T) {
+		other, _ := sociLayer(t, 2)
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/other", "v1", 64<<10, func(_ int, z *soci.Ztoc) {
+			z.CompressedSize = int64(len(other)) + 1
+		}, blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = mount(t, newFS(t), img.Ref, img.Layers[0].Digest)
+		if !errors.Is(err, snapshotter.ReasonVerification) {
+			t.Fatalf("Mount with a zTOC of another size: %v, want verification", err)
+		}
+	})
+}

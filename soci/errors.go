@@ -1,0 +1,21 @@
+package soci
+
+import "errors"
+
+// Errors of the package; every error it returns wraps one of them.
+var (
+	// ErrFormat: the bytes are not a zTOC, checkpoint blob or SOCI index
+	// manifest.
+	ErrFormat = errors.New("soci: malformed")
+	// ErrInvalid: well-formed, but a value is out of range, out of order
+	// or inconsistent.
+	ErrInvalid = errors.New("soci: invalid")
+	// ErrTooLarge: past a size or count limit.
+	ErrTooLarge = errors.New("soci: too large")
+	// ErrUnsupported: a version or algorithm lazysnap does not read.
+	ErrUnsupported = errors.New("soci: unsupported")
+	// ErrVerify: bytes do not match the digest that names them.
+	ErrVerify = errors.New("soci: verification failed")
+	// ErrNotFound: the index has no zTOC for the layer.
+	ErrNotFound = errors.New("soci: not found")
+)
