@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages lazysnap's tests and demo use, if missing.
+# Installs the Debian packages lazysnap's tests and demo use, if missing
+# (zlib1g-dev: the test-only SOCI oracle, benchmarks/peer/soci, builds with cgo).
 set -euo pipefail
-pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo podman debootstrap busybox-static)
+pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo podman debootstrap busybox-static zlib1g-dev)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
