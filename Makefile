@@ -1,6 +1,6 @@
 # lazysnap — see README.md. Two commands matter to a new user:
 #   make demo   installs what is missing, builds, and runs the demo end to end
-#   make test   runs the whole test suite
+#   make test   installs what is missing, runs the whole test suite
 
 GO        ?= go
 BIN       := bin/lazysnap
@@ -15,11 +15,12 @@ all: build
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/lazysnap
 
-# The whole suite: vet, then every package's tests (real registry, containerd
-# and FUSE where the machine has them). Deterministic: go test runs each
+# The whole suite: installs the Debian packages it uses if missing (as make
+# demo does), vet, then every package's tests (real registry, containerd
+# and FUSE). Deterministic: go test runs each
 # fuzzer on its seed corpus only (f.Add and testdata/fuzz), never on random
 # inputs; random exploration is make fuzz.
-test: lint unit
+test: deps lint unit
 
 unit: rootfs
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test -count=1 -timeout 30m $(PKGS)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ func TestLoadServeConfig(t *testing.T) {
 		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
 			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
 		}, ""},
-		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
+		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "unknown key fetch.no_prefetc (line 2)"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "cache.max_bytes"},
 		{"not a duration", "[fetch]\n  timeout = \"2 minutes\"\n", nil, "fetch.timeout"},
@@ -54,6 +55,34 @@ func TestLoadServeConfig(t *testing.T) {
 			}
 			if err != nil || !tc.check(c) {
 				t.Fatalf("config %+v, %v", c, err)
+			}
+		})
+	}
+}
+
+// TestConfigPath: --config left at its default reads /etc/lazysnap/config.toml
+// only if it exists; a file named by --config must exist.
+func TestConfigPath(t *testing.T) {
+	if _, err := os.Stat(defaultConfigPath); err == nil {
+		t.Skipf("%s exists here", defaultConfigPath)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"default, absent", nil, ""},
+		{"default named", []string{"--config", defaultConfigPath}, defaultConfigPath},
+		{"another", []string{"--config", "/x.toml"}, "/x.toml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			p := configFlag(fs, "config")
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if got := configPath(fs, *p); got != tc.want {
+				t.Fatalf("configPath = %q, want %q", got, tc.want)
 			}
 		})
 	}

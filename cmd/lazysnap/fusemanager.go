@@ -36,6 +36,11 @@ const managerLogName = "fusemanager.log"
 func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fuse-manager", flag.ContinueOnError)
 	logPath := fs.String("log-file", "", "make this file stdout and stderr, rotated at 16 MiB keeping 3 (serve passes <root>/"+managerLogName+")")
+	daemonUsage(fs, stderr, "fuse-manager [flags]", `Serves the FUSE mounts of lazy layers for lazysnap serve, so that running
+containers keep their files while serve restarts. serve starts one if none
+answers on <root>/`+managerSocketName+`; under systemd run it as a unit of its own
+(lazysnap-fuse-manager.service) with the same --config as serve. SIGTERM
+unmounts every layer: stop it only after the containers.`)
 	pcfg, _, err := parseDaemonFlags(fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err

@@ -117,6 +117,12 @@ func defaultServeConfig() serveConfig {
 	return c
 }
 
+// defaultConfigPath is the configuration file serve, fuse-manager, status
+// and profile read when --config is not given; a missing default file means
+// the defaults (as containerd treats its config.toml), a missing file named
+// by --config is an error.
+const defaultConfigPath = "/etc/lazysnap/config.toml"
+
 func loadServeConfig(path string) (serveConfig, error) {
 	c := defaultServeConfig()
 	if path == "" {
@@ -125,12 +131,37 @@ func loadServeConfig(path string) (serveConfig, error) {
 	return c, tomlconfig.DecodeFile(path, &c)
 }
 
+// configFlag adds --config, defaulting to defaultConfigPath, to fs.
+func configFlag(fs *flag.FlagSet, usage string) *string {
+	return fs.String("config", defaultConfigPath, usage+"; the defaults if absent and not given")
+}
+
+// configPath is the file to load for the parsed --config flag: "" when it
+// was left at its default and that file does not exist.
+func configPath(fs *flag.FlagSet, path string) string {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "config" })
+	if _, err := os.Stat(path); !given && path == defaultConfigPath && errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	return path
+}
+
+// daemonUsage is the -h text of serve and fuse-manager.
+func daemonUsage(fs *flag.FlagSet, stderr io.Writer, synopsis, about string) {
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: lazysnap %s\n\n%s\n\nConfiguration: %s by default (every key optional; README.md lists them).\n\nflags:\n", synopsis, about, defaultConfigPath)
+		fs.PrintDefaults()
+	}
+}
+
 // parseDaemonFlags parses the flags of serve and fuse-manager: fs's own
 // and the two they share, --config and --root, then loads the
-// configuration with --root applied. A nil config and error means -h.
+// configuration with --root applied. It returns the configuration file it
+// read ("" for none). A nil config and error means -h.
 func parseDaemonFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (*serveConfig, string, error) {
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "TOML configuration file")
+	cfgFlag := configFlag(fs, "TOML configuration file")
 	root := fs.String("root", "", "root directory (overrides the config)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -138,20 +169,29 @@ func parseDaemonFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (*serve
 		}
 		return nil, "", errUsage{err.Error()}
 	}
-	cfg, err := loadServeConfig(*cfgPath)
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return nil, "", errUsage{"no arguments expected"}
+	}
+	cfgPath := configPath(fs, *cfgFlag)
+	cfg, err := loadServeConfig(cfgPath)
 	if err != nil {
 		return nil, "", err
 	}
 	if *root != "" {
 		cfg.Root = *root
 	}
-	return &cfg, *cfgPath, nil
+	return &cfg, cfgPath, nil
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
 	metricsAddr := fs.String("metrics-address", "", "TCP address serving /metrics and /status (overrides the config)")
+	daemonUsage(fs, stderr, "serve [flags]", `Runs the snapshotter daemon: containerd's proxy plugin "lazysnap" connects
+to its gRPC socket. It mounts lazy layers through the fuse manager (started
+if none answers; see lazysnap fuse-manager -h) and serves /status and
+/metrics on status.sock beside the socket. SIGTERM or SIGINT stop it.`)
 	pcfg, cfgPath, err := parseDaemonFlags(fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err
