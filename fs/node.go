@@ -268,6 +268,14 @@ func (l *Layer) Mount(mountpoint string) (*Mount, error) {
 			MaxReadAhead:  1 << 20,
 			MaxBackground: 64,
 			Options:       []string{"ro", "default_permissions"},
+			// FUSE_ALLOW_IDMAP (Linux 6.12): the mount may be cloned into
+			// idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP), as
+			// containerd does to a user-namespaced container's lower
+			// dirs; each clone shows the layer's owners through its map,
+			// nothing copied. The kernel checks permissions
+			// (default_permissions), so the IDs the requests carry (-1
+			// through an idmapped mount) are never looked at.
+			IDMappedMount: true,
 		},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -285,6 +293,12 @@ type Mount struct{ srv *fuse.Server }
 
 // Unmount unmounts the layer.
 func (m *Mount) Unmount() error { return m.srv.Unmount() }
+
+// IDMappable reports whether the kernel accepted FUSE_ALLOW_IDMAP: whether
+// idmapped mounts of this mount can be made.
+func (m *Mount) IDMappable() bool {
+	return m.srv.KernelSettings().Flags64()&fuse.CAP_ALLOW_IDMAP != 0
+}
 
 // Passthrough reports whether the kernel accepted FUSE passthrough.
 func (m *Mount) Passthrough() bool {
