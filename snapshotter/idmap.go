@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // idMapping is a snapshot's user-namespace ID mapping: the labels
@@ -18,6 +20,11 @@ import (
 // mounts the lower dirs, remote layers included, through idmapped mounts:
 // the container sees the image's owners through its map, nothing copied.
 // The upper dir's root belongs to the container's root.
+//
+// Without the capability, containerd copies the image into a snapshot
+// chowned through the map and still passes the labels with the
+// container's snapshot over it: lower dirs whose root already belongs to
+// the container's root are not mapped again (see forLowers).
 type idMapping struct {
 	uid, gid         string // validated label values: CONTAINER:HOST:SIZE[,...]
 	rootUID, rootGID int    // the host IDs of the container's root
@@ -82,4 +89,19 @@ func (m *idMapping) options() []string {
 		return nil
 	}
 	return []string{"uidmap=" + m.uid, "gidmap=" + m.gid}
+}
+
+// forLowers is the mapping to apply to snap's lower dirs: none when its
+// nearest parent's root already belongs to the container's root, as in
+// the copy containerd chowns through the map when the snapshotter lacks the
+// remap-ids capability (mapping it again would shift its owners twice).
+func (s *Snapshotter) forLowers(snap storage.Snapshot, m *idMapping) *idMapping {
+	if m == nil || len(snap.ParentIDs) == 0 {
+		return m
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.fsPath(snap.ParentIDs[0]), &st); err == nil && int(st.Uid) == m.rootUID && int(st.Gid) == m.rootGID {
+		return nil
+	}
+	return m
 }

@@ -1,6 +1,7 @@
 package snapshotter_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+
+	"github.com/lazysnap/lazysnap/snapshotter"
 )
 
 // idLabels are the labels containerd 2 puts on a user-namespaced
@@ -40,18 +43,9 @@ func TestIDMappedContainer(t *testing.T) {
 	})
 
 	const base = 100000
-	ms, err := sn.Prepare(ctx, "container", "c2", idLabels("0:100000:65536", "0:100000:65536"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := sn.Mounts(ctx, "container")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range [][]mount.Mount{ms, again} {
-		if len(m) != 1 || !slices.Contains(m[0].Options, "uidmap=0:100000:65536") || !slices.Contains(m[0].Options, "gidmap=0:100000:65536") {
-			t.Fatalf("mounts %+v carry no uidmap/gidmap", m)
-		}
+	ms, mapped := prepareMapped(t, ctx, sn, "c2")
+	if !mapped {
+		t.Fatalf("mounts %+v carry no uidmap/gidmap", ms)
 	}
 	rootfs := mountAt(t, ms)
 	for name, want := range map[string][2]uint32{".": {base, base}, "secret": {base, base}, "user": {base + 1000, base + 1001}, "lazy": {base, base}} {
@@ -115,4 +109,51 @@ func TestIDMappingLabels(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIDMappingOverChownedCopy: without the remap-ids capability containerd
+// copies the image into a snapshot chowned through the map (its root owned
+// by the container's root) and still labels the container's snapshot over
+// it with the maps: its lower dirs are then not mapped again.
+func TestIDMappingOverChownedCopy(t *testing.T) {
+	requireRoot(t)
+	ctx, _ := testCtx(t)
+	sn, _ := newSnapshotter(t, ctx, newFakeFS())
+	ms, err := sn.Prepare(ctx, "remapped-remap", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := mountAt(t, ms)
+	if err := os.Lchown(root, 100000, 100000); err != nil {
+		t.Fatal(err)
+	}
+	mount.UnmountAll(root, 0)
+	if err := sn.Commit(ctx, "remapped", "remapped-remap"); err != nil {
+		t.Fatal(err)
+	}
+	if ms, mapped := prepareMapped(t, ctx, sn, "remapped"); mapped {
+		t.Fatalf("mounts over an already chowned copy map it again: %+v", ms)
+	}
+}
+
+// prepareMapped prepares the snapshot "container" over parent with the
+// labels of a container whose root is host 100000, and reports whether its
+// mounts, from Prepare and again from Mounts, carry the maps.
+func prepareMapped(t *testing.T, ctx context.Context, sn *snapshotter.Snapshotter, parent string) ([]mount.Mount, bool) {
+	t.Helper()
+	ms, err := sn.Prepare(ctx, "container", parent, idLabels("0:100000:65536", "0:100000:65536"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := sn.Mounts(ctx, "container")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped := func(ms []mount.Mount) bool {
+		return len(ms) == 1 && slices.Contains(ms[0].Options, "uidmap=0:100000:65536") && slices.Contains(ms[0].Options, "gidmap=0:100000:65536")
+	}
+	if mapped(ms) != mapped(again) {
+		t.Fatalf("Prepare's mounts %+v and Mounts' %+v differ", ms, again)
+	}
+	return ms, mapped(ms)
 }

@@ -226,7 +226,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 			return nil, err
 		}
 	}
-	return s.mounts(snap, idm), nil
+	return s.mounts(snap, s.forLowers(snap, idm)), nil
 }
 
 // optsInfo applies a call's options and reads the ID mapping they label.
@@ -251,7 +251,7 @@ func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snap
 	if err != nil {
 		return nil, err
 	}
-	return s.mounts(snap, idm), nil
+	return s.mounts(snap, s.forLowers(snap, idm)), nil
 }
 
 // Mounts returns the mounts of an active snapshot or view, after making sure
@@ -278,7 +278,7 @@ func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, er
 	if err := s.ensureAvailable(ctx, snap.ParentIDs); err != nil {
 		return nil, fmt.Errorf("mounts %q: %w", key, err)
 	}
-	return s.mounts(snap, idm), nil
+	return s.mounts(snap, s.forLowers(snap, idm)), nil
 }
 
 // createSnapshot records an active snapshot or view, makes its directories

@@ -136,6 +136,9 @@ type stackOptions struct {
 	// node of the same registry, with a WAN proxy, containerd and
 	// lazysnap of its own); else the stack starts one.
 	reg *registry.Registry
+	// capabilities, if set, are the proxy plugin's capabilities in
+	// containerd's config (remap-ids).
+	capabilities []string
 }
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
@@ -164,10 +167,12 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		t.Fatal(err)
 	}
 	s.startLazysnap(t)
-	s.ctrd = ctrdenv.Start(t, ctrdenv.Options{
-		NeedCtrRemote: true,
-		ExtraConfig:   fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock()),
-	})
+	plugin := fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock())
+	if len(opts.capabilities) > 0 {
+		q, _ := json.Marshal(opts.capabilities) // a TOML array of strings
+		plugin += fmt.Sprintf("  capabilities = %s\n", q)
+	}
+	s.ctrd = ctrdenv.Start(t, ctrdenv.Options{NeedCtrRemote: true, ExtraConfig: plugin})
 	t.Cleanup(func() {
 		// containers first, then lazysnap, then (by its own cleanup) containerd
 		s.stopLazysnap(t)
@@ -365,9 +370,16 @@ func readJSON(t *testing.T, path string, v any) {
 // layouts: gzip (as built) and eStargz (converted by lazysnap).
 func buildImages(t *testing.T, variant ...string) (gzipDir, esgzDir string) {
 	t.Helper()
+	return buildLayouts(t, busyboxLayers(t, variant...)...)
+}
+
+// buildLayouts builds an image of layers in OCI layouts: gzip (as built)
+// and eStargz (converted by lazysnap).
+func buildLayouts(t *testing.T, layers ...[]byte) (gzipDir, esgzDir string) {
+	t.Helper()
 	tmp := t.TempDir()
 	gzipDir, esgzDir = filepath.Join(tmp, "gzip"), filepath.Join(tmp, "esgz")
-	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", busyboxLayers(t, variant...)...); err != nil {
+	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", layers...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := convert.Image(context.Background(), gzipDir, esgzDir, convert.Options{}); err != nil {
