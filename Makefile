@@ -8,12 +8,31 @@ ROOTFS    ?= /var/tmp/lazysnap-rootfs
 ROOTFS_TAR := $(ROOTFS)/bookworm.tar
 PKGS      := ./...
 
-.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer lint deps rootfs clean
+.PHONY: all build install test test-containerd2 unit fuzz demo bench bench-peer lint deps rootfs clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/lazysnap
+
+# Installs the binary, the systemd units (lazysnap.service and
+# lazysnap-fuse-manager.service, their paths filled in) and the example
+# configuration, which becomes $(SYSCONFDIR)/lazysnap/config.toml unless
+# that exists. DESTDIR stages it for a package.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/lazysnap
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in lazysnap.service lazysnap-fuse-manager.service; do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -D -m 0644 dist/config.toml $(DESTDIR)$(PREFIX)/share/lazysnap/config.toml.example
+	[ -e $(DESTDIR)$(SYSCONFDIR)/lazysnap/config.toml ] || \
+		install -D -m 0644 dist/config.toml $(DESTDIR)$(SYSCONFDIR)/lazysnap/config.toml
 
 # The whole suite: installs the Debian packages it uses if missing (as make
 # demo does), vet, then every package's tests (real registry, containerd

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -86,4 +88,56 @@ func TestConfigPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExampleConfig: dist/config.toml, installed as the configuration,
+// loads as the defaults; with every key it shows uncommented it still
+// loads (each is a key serve knows, its value of the right type); and it
+// shows every key serve knows.
+func TestExampleConfig(t *testing.T) {
+	example, err := os.ReadFile("../../dist/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	load := func(name, text string) serveConfig {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := loadServeConfig(p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return c
+	}
+	if c := load("as-is.toml", string(example)); !reflect.DeepEqual(c, defaultServeConfig()) {
+		t.Errorf("the example as installed is not the defaults: %+v", c)
+	}
+	key := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
+	load("uncommented.toml", key.ReplaceAllString(string(example), "$1"))
+
+	shown := map[string]bool{}
+	table := ""
+	for _, line := range strings.Split(key.ReplaceAllString(string(example), "$1"), "\n") {
+		if strings.HasPrefix(line, "[") {
+			table = strings.Trim(line, "[]") + "."
+		} else if k, _, ok := strings.Cut(line, " = "); ok && !strings.HasPrefix(k, "#") {
+			shown[table+k] = true
+		}
+	}
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name := prefix + f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct && f.Type.Name() == "" {
+				walk(name+".", f.Type)
+			} else if !shown[name] {
+				t.Errorf("dist/config.toml does not show %s", name)
+			}
+		}
+	}
+	walk("", reflect.TypeOf(serveConfig{}))
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logfile"
 	"github.com/lazysnap/lazysnap/ops"
@@ -97,11 +98,13 @@ unmounts every layer: stop it only after the containers.`)
 	go func() { errc <- srv.Serve(l) }()
 	logger.InfoContext(ctx, "fuse manager serving", "address", sock, "root", cfg.Root, "pid", os.Getpid(), "version", version)
 	fmt.Fprintf(stdout, "lazysnap fuse-manager serving on %s\n", sock)
+	notifySystemd(ctx, daemon.SdNotifyReady)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	notifySystemd(ctx, daemon.SdNotifyStopping)
 	logger.InfoContext(ctx, "fuse manager shutting down: unmounting layers")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/log"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/tomlconfig"
@@ -188,6 +189,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
 	metricsAddr := fs.String("metrics-address", "", "TCP address serving /metrics and /status (overrides the config)")
+	startManager := fs.Bool("start-fuse-manager", true, "start a fuse manager when none answers; false when its own service runs it (lazysnap-fuse-manager.service): wait for it instead")
 	daemonUsage(fs, stderr, "serve [flags]", `Runs the snapshotter daemon: containerd's proxy plugin "lazysnap" connects
 to its gRPC socket. It mounts lazy layers through the fuse manager (started
 if none answers; see lazysnap fuse-manager -h) and serves /status and
@@ -218,7 +220,11 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		ls      *layerService       // nil: by the manager
 	)
 	if cfg.FuseManager.Enable {
-		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), managerStarter(cfgPath, cfg.Root))
+		var start func() (<-chan error, error) // nil: the manager's service starts it
+		if *startManager {
+			start = managerStarter(cfgPath, cfg.Root)
+		}
+		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), start)
 		h, err := mfs.Ensure(ctx)
 		if err != nil {
 			return err
@@ -283,11 +289,13 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	go func() { errc <- srv.Serve(l) }()
 	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.statusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
 	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
+	notifySystemd(ctx, daemon.SdNotifyReady)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		logger.InfoContext(ctx, "shutting down")
+		notifySystemd(ctx, daemon.SdNotifyStopping)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		opsSrv.Shutdown(sctx)
 		cancel()
@@ -299,6 +307,14 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 			srv.Stop()
 		}
 		return nil
+	}
+}
+
+// notifySystemd tells systemd the daemon's state (Type=notify units: ready
+// once the socket is served); without NOTIFY_SOCKET it does nothing.
+func notifySystemd(ctx context.Context, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		logger(ctx).WarnContext(ctx, "notifying systemd", "state", state, "error", err)
 	}
 }
 
