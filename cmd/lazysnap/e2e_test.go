@@ -139,6 +139,9 @@ type stackOptions struct {
 	// capabilities, if set, are the proxy plugin's capabilities in
 	// containerd's config (remap-ids).
 	capabilities []string
+	// mirrors are the registry's mirrors in the stack's hosts.toml, tried
+	// before the registry (through the stack's WAN proxy).
+	mirrors []registry.Endpoint
 }
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
@@ -154,7 +157,7 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		s.reg = registry.Start(t, registry.Options{})
 	}
 	s.wan = registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{})
-	if _, err := registry.WriteHostsConfig(s.hosts, s.reg.Host, registry.Endpoint{URL: s.wan.URL}); err != nil {
+	if _, err := registry.WriteHostsConfig(s.hosts, s.reg.Host, registry.Endpoint{URL: s.wan.URL}, opts.mirrors...); err != nil {
 		t.Fatal(err)
 	}
 	var err error
