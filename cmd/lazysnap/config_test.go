@@ -31,6 +31,9 @@ func TestLoadServeConfig(t *testing.T) {
 		{"stall timeout", "[fetch]\n  stall_timeout = \"2s\"\n", func(c serveConfig) bool {
 			return c.Fetch.StallTimeout.D().Seconds() == 2
 		}, ""},
+		{"request timeout", "[fetch]\n  request_timeout = \"5s\"\n", func(c serveConfig) bool {
+			return c.Fetch.RequestTimeout.D().Seconds() == 5
+		}, ""},
 		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
 			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
 		}, ""},

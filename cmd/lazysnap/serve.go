@@ -67,7 +67,8 @@ type serveConfig struct {
 		BackgroundConcurrency int                 `toml:"background_concurrency"`
 		ReadAhead             int                 `toml:"read_ahead_chunks"`
 		Timeout               tomlconfig.Duration `toml:"timeout"`
-		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"` // fetcher.Config.StallTimeout
+		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"`   // fetcher.Config.StallTimeout
+		RequestTimeout        tomlconfig.Duration `toml:"request_timeout"` // fetcher.Config.RequestTimeout
 		MaxConnsPerHost       int                 `toml:"max_conns_per_host"`
 		// fs.Options: background fetch yields the link to on-demand reads
 		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
