@@ -1,6 +1,6 @@
 # lazysnap — see README.md. Two commands matter to a new user:
 #   make demo   installs what is missing, builds, and runs the demo end to end
-#   make test   runs the whole test suite
+#   make test   installs what is missing, runs the whole test suite
 
 GO        ?= go
 BIN       := bin/lazysnap
@@ -8,18 +8,38 @@ ROOTFS    ?= /var/tmp/lazysnap-rootfs
 ROOTFS_TAR := $(ROOTFS)/bookworm.tar
 PKGS      := ./...
 
-.PHONY: all build test test-containerd2 unit fuzz demo bench bench-peer bench-soci soci-peer lint deps rootfs clean
+.PHONY: all build install test test-containerd2 unit fuzz demo bench bench-peer bench-soci soci-peer lint deps rootfs clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/lazysnap
 
-# The whole suite: vet, then every package's tests (real registry, containerd
-# and FUSE where the machine has them). Deterministic: go test runs each
+# Installs the binary, the systemd units (lazysnap.service and
+# lazysnap-fuse-manager.service, their paths filled in) and the example
+# configuration, which becomes $(SYSCONFDIR)/lazysnap/config.toml unless
+# that exists. DESTDIR stages it for a package.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/lazysnap
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in lazysnap.service lazysnap-fuse-manager.service; do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/systemd/$$u >$(DESTDIR)$(UNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -D -m 0644 dist/config.toml $(DESTDIR)$(PREFIX)/share/lazysnap/config.toml.example
+	[ -e $(DESTDIR)$(SYSCONFDIR)/lazysnap/config.toml ] || \
+		install -D -m 0644 dist/config.toml $(DESTDIR)$(SYSCONFDIR)/lazysnap/config.toml
+
+# The whole suite: installs the Debian packages it uses if missing (as make
+# demo does), vet, then every package's tests (real registry, containerd
+# and FUSE). Deterministic: go test runs each
 # fuzzer on its seed corpus only (f.Add and testdata/fuzz), never on random
 # inputs; random exploration is make fuzz.
-test: lint unit
+test: deps lint unit
 
 unit: rootfs
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) $(GO) test -count=1 -timeout 30m $(PKGS)

@@ -41,6 +41,9 @@
 // the range is cut out of it. Redirects to blob storage are followed, the
 // target is remembered per blob and host, and a target that has expired
 // (400/401/403/404/410) is re-resolved through the registry transparently.
+// A mirror (a host before the last) that is unreachable or times out is
+// not retried: the read moves on to the next host, and the mirror is passed
+// over for MirrorRest before it is tried again.
 // BlobWithTail opens a blob whose size the descriptor does not give with
 // one suffix-range request ("bytes=-n"), which returns the size and the
 // blob's last bytes (an eStargz footer and TOC) at once, instead of a HEAD

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (test
@@ -186,3 +187,11 @@ func statusError(status int) *attemptError {
 	}
 	return attemptErr(ErrBadResponse, status, nil)
 }
+
+// MirrorRest is how long a mirror that was unreachable or timed out is
+// passed over for the next host (the registry itself) before it is tried
+// again.
+const MirrorRest = 30 * time.Second
+
+// errMirrorResting fails an operation on a mirror passed over (MirrorRest).
+var errMirrorResting = errors.New("mirror passed over: it failed less than 30s ago")

@@ -53,6 +53,7 @@ type hostState struct {
 	requests     atomic.Int64
 	bytes        atomic.Int64
 	noMultiRange atomic.Bool
+	restUntil    atomic.Int64 // unix ns: a mirror that failed is passed over until then
 }
 
 // New creates a Fetcher. It opens (and scans) the disk cache.

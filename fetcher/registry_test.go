@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -301,5 +304,57 @@ func TestRegistryStoppedMidRead(t *testing.T) {
 				t.Fatalf("read after restart: %v", err)
 			}
 		})
+	}
+}
+
+// TestHungMirror: a mirror that accepts connections and never answers costs
+// one request timeout, once: the read falls back to the upstream after a
+// single attempt on the mirror (no retries there), and the reads after it
+// pass the mirror over (MirrorRest) instead of each waiting a timeout.
+func TestHungMirror(t *testing.T) {
+	up := registry.Start(t, registry.Options{})
+	layer := randBytes(54, 1<<20)
+	img := pushTestImage(t, up, "team/app", layer)
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	var accepted atomic.Int64
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			held = append(held, c) // never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	hosts := writeHosts(t, up.Host, up.Endpoint(), registry.Endpoint{URL: "http://" + hung.Addr().String()})
+	f := newTestFetcher(t, Config{HostsDir: hosts, RequestTimeout: 300 * time.Millisecond, Retries: 3})
+	b := mustBlob(t, f, img.Ref, img.Layers[0])
+	for i, off := range []int64{0, 300 << 10, 700 << 10} {
+		got, err := b.ReadRange(context.Background(), off, 1000)
+		if err != nil || !bytes.Equal(got, layer[off:off+1000]) {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("the hung mirror got %d connections, want 1 (one attempt, then passed over)", n)
+	}
+	if f.Stats()[up.Host].Requests == 0 {
+		t.Error("no read reached the upstream")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/errdefs"
@@ -99,8 +100,19 @@ func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt 
 // the attempts are a stream's, and only attempts that received nothing
 // count against Retries: the budget starts over after an attempt that made
 // progress.
+//
+// A host followed by others (a mirror) is not retried when it is
+// unreachable or times out: the operation moves on to the next host at
+// once, and the host is passed over for MirrorRest, so that a mirror that
+// is down costs one attempt (at most one request timeout), not one per
+// request.
 func (b *Blob) retrying(ctx context.Context, hi int, op, rng string, received func() int64, attempt func(context.Context) error) error {
 	hs := b.f.host(b.hosts[hi].Host)
+	mirror := hi < len(b.hosts)-1
+	if until := hs.restUntil.Load(); mirror && time.Now().UnixNano() < until {
+		// not counted as an error: no request was made
+		return &RequestError{Op: op, Host: b.hosts[hi].Host, Digest: b.desc.Digest.String(), Range: rng, Kind: ErrUnavailable, Err: errMirrorResting}
+	}
 	fails := 0 // failed attempts since the last one that made progress
 	for n := 1; ; n++ {
 		select {
@@ -132,6 +144,10 @@ func (b *Blob) retrying(ctx context.Context, hi int, op, rng string, received fu
 		}
 		if received != nil && received() > before {
 			fails = 0
+		}
+		if mirror && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout)) && (received == nil || received() == before) {
+			hs.restUntil.Store(time.Now().Add(MirrorRest).UnixNano())
+			return b.requestError(op, hi, rng, n, err)
 		}
 		fails++
 		if !retryable(err) || fails > b.f.cfg.Retries {

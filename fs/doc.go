@@ -13,6 +13,11 @@
 // present, new opens are handed to the kernel through FUSE passthrough where
 // it supports that, so cached reads run at local-disk speed.
 //
+// A mount allows idmapped clones (FUSE_ALLOW_IDMAP, Linux 6.12; the kernel
+// checks permissions): a user-namespaced container sees the layer's owners
+// shifted by its ID map, each container through its own clone of the one
+// mount, the content fetched and stored once (Mount.IDMappable).
+//
 // Prefetch fetches the prioritized range of the blob (up to the prefetch
 // landmark) first, in as few requests as SpanSize allows; when the
 // BlobReader is a RangeStreamer, each chunk of a span is verified, stored

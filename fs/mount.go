@@ -189,3 +189,7 @@ func (m *Mount) Unmount() error {
 
 // Passthrough reports whether the kernel accepted FUSE passthrough.
 func (m *Mount) Passthrough() bool { return m.srv.passthrough() }
+
+// IDMappable reports whether the kernel accepted FUSE_ALLOW_IDMAP: whether
+// idmapped mounts of this mount can be made.
+func (m *Mount) IDMappable() bool { return m.srv.idmappable() }

@@ -54,6 +54,13 @@ func mountOptions() *fuse.MountOptions {
 		MaxWrite:      maxWrite,
 		MaxReadAhead:  1 << 20,
 		MaxBackground: 64,
+		// FUSE_ALLOW_IDMAP (Linux 6.12): the mount may be cloned into
+		// idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP), as containerd
+		// does to a user-namespaced container's lower dirs; each clone
+		// shows the layer's owners through its map, nothing copied. The
+		// kernel checks permissions (default_permissions), so the IDs the
+		// requests carry (-1 through an idmapped mount) are never looked at.
+		IDMappedMount: true,
 		Debug:         os.Getenv("LAZYSNAP_FUSE_DEBUG") != "",
 	}
 }
@@ -240,6 +247,8 @@ func (s *server) shutdown(wait time.Duration) {
 }
 
 func (s *server) passthrough() bool { return s.caps&fuse.CAP_PASSTHROUGH != 0 }
+
+func (s *server) idmappable() bool { return s.caps&fuse.CAP_ALLOW_IDMAP != 0 }
 
 // registerBacking registers f as the backing file of a passthrough open.
 func (s *server) registerBacking(f *os.File) (int32, syscall.Errno) {

@@ -156,16 +156,21 @@ func NotListening(err error) bool {
 
 // FS is the snapshotter.FileSystem of a process whose layers a fuse
 // manager serves. When no manager listens it starts one (start) and
-// retries.
+// retries; without start it waits for one that a supervisor (a systemd
+// unit of its own) starts, up to ManagerWait.
 type FS struct {
 	c     *Client
-	start func() (<-chan error, error) // starts a manager process, telling when it exits; nil: never
+	start func() (<-chan error, error) // starts a manager process, telling when it exits; nil: a supervisor does
 	mu    sync.Mutex                   // one start at a time
 }
 
+// ManagerWait bounds how long Ensure waits for a manager to answer.
+const ManagerWait = 30 * time.Second
+
 // NewFS returns the FileSystem of the manager c reaches. start, when not
 // nil, starts a manager process and returns a channel that receives its
-// exit; FS calls it when no manager listens.
+// exit; FS calls it when no manager listens. With a nil start FS never
+// starts one and waits for one to answer.
 func NewFS(c *Client, start func() (<-chan error, error)) *FS { return &FS{c: c, start: start} }
 
 // Client is the client of the manager.
@@ -179,7 +184,7 @@ var (
 
 func (m *FS) call(ctx context.Context, path string, req any, out any) error {
 	err := m.c.do(ctx, http.MethodPost, path, req, out)
-	if m.start == nil || !NotListening(err) {
+	if !NotListening(err) {
 		return err
 	}
 	if _, serr := m.Ensure(ctx); serr != nil {
@@ -188,19 +193,23 @@ func (m *FS) call(ctx context.Context, path string, req any, out any) error {
 	return m.c.do(ctx, http.MethodPost, path, req, out)
 }
 
-// Ensure starts a manager unless one answers, waits until it does, and
-// returns what it says of itself.
+// Ensure starts a manager unless one answers (or, without start, lets its
+// supervisor start it), waits until it does, up to ManagerWait, and returns
+// what it says of itself.
 func (m *FS) Ensure(ctx context.Context) (Health, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if h, err := m.c.Health(ctx); err == nil {
 		return h, nil
 	}
-	exited, err := m.start()
-	if err != nil {
-		return Health{}, err
+	var exited <-chan error // nil: started by a supervisor, not ours
+	if m.start != nil {
+		var err error
+		if exited, err = m.start(); err != nil {
+			return Health{}, err
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, ManagerWait)
 	defer cancel()
 	for {
 		h, err := m.c.Health(ctx)
@@ -209,6 +218,9 @@ func (m *FS) Ensure(ctx context.Context) (Health, error) {
 		}
 		select {
 		case <-ctx.Done():
+			if m.start == nil {
+				return Health{}, fmt.Errorf("no fuse manager answers on %s, and this process starts none (its service must run it): %w", m.c.Socket(), err)
+			}
 			return Health{}, fmt.Errorf("fuse manager did not answer: %w", err)
 		case xerr := <-exited:
 			return Health{}, fmt.Errorf("fuse manager exited at start: %w (see its log)", xerr)

@@ -112,6 +112,11 @@ ctr run --rm "$reg/demo:gzip" plain /bin/sh -c "$cmd"
 t2=$(ms)
 plain_pull=$((t1 - t0)) plain_run=$((t2 - t1))
 
+say "ctr-remote image convert --estargz of the same image, for comparison (Debian's stargz-snapshotter)"
+t0=$(ms)
+ctr-remote --address "$work/ctrd.sock" --namespace demo images convert --estargz --oci "$reg/demo:gzip" "$reg/demo:ctr-remote" >/dev/null
+ctr_remote_ms=$(($(ms) - t0))
+
 say "lazy pull through lazysnap, then run"
 t0=$(ms)
 "$bin" pull --address "$work/ctrd.sock" --namespace demo --hosts-dir "$work/hosts" "$reg/demo:esgz"
@@ -126,7 +131,8 @@ printf '%-42s %10s %10s %10s\n' "" "pull ms" "run ms" "total ms"
 printf '%-42s %10d %10d %10d\n' "overlayfs, ordinary pull (gzip image)" "$plain_pull" "$plain_run" "$((plain_pull + plain_run))"
 printf '%-42s %10d %10d %10d\n' "lazysnap, lazy pull (eStargz image)" "$lazy_pull" "$lazy_run" "$((lazy_pull + lazy_run))"
 echo
-echo "lazysnap convert took ${convert_ms} ms; the registry holds ${image_mb} MB (both images);"
+echo "converting the image to eStargz took lazysnap convert ${convert_ms} ms, ctr-remote ${ctr_remote_ms} ms;"
+echo "the registry holds ${image_mb} MB (both images);"
 echo "lazysnap had fetched ${fetched_kb} KB into its cache by the time the container finished"
 echo "(prefetch and background fetch continue while containers run)."
 echo "Logs: kept only while the demo runs; rerun with 'bash -x' to debug."

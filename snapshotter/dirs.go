@@ -74,19 +74,19 @@ func (s *Snapshotter) ensureDirs(id string) error {
 // mounts builds the mounts of an active snapshot or view: a bind mount when
 // there is nothing to overlay, else an overlay whose lower dirs are the
 // parents' fs directories, nearest parent first (a remote parent's fs is its
-// FUSE mountpoint).
-func (s *Snapshotter) mounts(snap storage.Snapshot) []mount.Mount {
+// FUSE mountpoint). An ID mapping adds uidmap= and gidmap= (see idMapping).
+func (s *Snapshotter) mounts(snap storage.Snapshot, idm *idMapping) []mount.Mount {
 	if len(snap.ParentIDs) == 0 {
 		mode := "rw"
 		if snap.Kind == snapshots.KindView {
 			mode = "ro"
 		}
-		return []mount.Mount{{Type: "bind", Source: s.fsPath(snap.ID), Options: []string{mode, "rbind"}}}
+		return []mount.Mount{{Type: "bind", Source: s.fsPath(snap.ID), Options: append(idm.options(), mode, "rbind")}}
 	}
 	if snap.Kind == snapshots.KindView && len(snap.ParentIDs) == 1 {
-		return []mount.Mount{{Type: "bind", Source: s.fsPath(snap.ParentIDs[0]), Options: []string{"ro", "rbind"}}}
+		return []mount.Mount{{Type: "bind", Source: s.fsPath(snap.ParentIDs[0]), Options: append(idm.options(), "ro", "rbind")}}
 	}
-	opts := append([]string(nil), s.overlayOpts...)
+	opts := append(idm.options(), s.overlayOpts...)
 	if snap.Kind == snapshots.KindActive {
 		opts = append(opts, "workdir="+s.workPath(snap.ID), "upperdir="+s.fsPath(snap.ID))
 	}

@@ -16,6 +16,19 @@
 // workdir. A view is a read-only bind of its only parent or an overlay
 // without upper dir. Options carry index=off where the kernel knows it.
 //
+// # User namespaces
+//
+// containerd 2 labels a user-namespaced container's snapshot with its ID
+// maps (snapshots.LabelSnapshotUIDMapping, LabelSnapshotGIDMapping) when
+// the snapshotter has the "remap-ids" capability (for a proxy plugin: its
+// capabilities in containerd's config). As containerd's overlay snapshotter
+// does, the snapshot's mounts then carry uidmap= and gidmap=, with which
+// containerd's mount code makes the lower dirs idmapped mounts, and the
+// upper dir's root belongs to the container's root. Remote layers are
+// idmapped like the others (their FileSystem must allow it; package fs
+// does on Linux 6.12 or later): nothing is copied or chowned. Labels that
+// do not parse or do not map the container's root are InvalidArgument.
+//
 // # Remote-snapshot protocol
 //
 // containerd's unpacker calls Prepare(key, parent) with the label

@@ -1,6 +1,7 @@
 package snapshotter_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -209,10 +210,10 @@ func TestFallback(t *testing.T) {
 	}
 }
 
-// TestMixedLayers puts an ordinary (fallback) layer under a remote one.
-func TestMixedLayers(t *testing.T) {
-	requireRoot(t)
-	ctx, _ := testCtx(t)
+// mixedLayers commits chain c1, an ordinary (fallback) layer whose files
+// fill writes, and over it c2, a remote layer with the file "lazy".
+func mixedLayers(t *testing.T, ctx context.Context, fill func(root string)) (*snapshotter.Snapshotter, *fakeFS, string) {
+	t.Helper()
 	fs := newFakeFS()
 	plain, lazy := digestOf("plain"), digestOf("lazy")
 	fs.fail[plain] = snapshotter.ReasonNotLazy
@@ -224,9 +225,7 @@ func TestMixedLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := mountAt(t, ms)
-	if err := os.WriteFile(filepath.Join(root, "plain"), []byte("unpacked"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fill(root)
 	mount.UnmountAll(root, 0)
 	if err := sn.Commit(ctx, "c1", "extract-1"); err != nil {
 		t.Fatal(err)
@@ -234,14 +233,26 @@ func TestMixedLayers(t *testing.T) {
 	if _, err := sn.Prepare(ctx, "extract-2", "c1", snapshots.WithLabels(layerLabels("c2", lazy))); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("Prepare remote layer over a plain one: %v", err)
 	}
-	ms, err = sn.View(ctx, "v", "c2")
+	return sn, fs, lazy
+}
+
+// TestMixedLayers puts an ordinary (fallback) layer under a remote one.
+func TestMixedLayers(t *testing.T) {
+	requireRoot(t)
+	ctx, _ := testCtx(t)
+	sn, fs, lazy := mixedLayers(t, ctx, func(root string) {
+		if err := os.WriteFile(filepath.Join(root, "plain"), []byte("unpacked"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ms, err := sn.View(ctx, "v", "c2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := lowerdirs(t, ms); len(got) != 2 || got[0] != fsMountpoint(t, fs, lazy) {
 		t.Errorf("lowerdir = %v", got)
 	}
-	root = mountAt(t, ms)
+	root := mountAt(t, ms)
 	if a, b := readFile(t, filepath.Join(root, "plain")), readFile(t, filepath.Join(root, "lazy")); a != "unpacked" || b != "from FUSE" {
 		t.Errorf("view shows %q, %q", a, b)
 	}

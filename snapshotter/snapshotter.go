@@ -204,11 +204,9 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshots.Usage, e
 // the layer; otherwise it falls back and returns the active snapshot's
 // mounts for an ordinary unpack.
 func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	var base snapshots.Info
-	for _, o := range opts {
-		if err := o(&base); err != nil {
-			return nil, fmt.Errorf("prepare %q: %v: %w", key, err, errdefs.ErrInvalidArgument)
-		}
+	base, idm, err := optsInfo(opts)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %q: %w", key, err)
 	}
 	target := base.Labels[LabelTargetSnapshotRef]
 	if target != "" {
@@ -219,7 +217,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 			return nil, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 		}
 	}
-	snap, err := s.createSnapshot(ctx, snapshots.KindActive, key, parent, opts)
+	snap, err := s.createSnapshot(ctx, snapshots.KindActive, key, parent, opts, idm)
 	if err != nil {
 		return nil, err
 	}
@@ -228,38 +226,66 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 			return nil, err
 		}
 	}
-	return s.mounts(snap), nil
+	return s.mounts(snap, s.forLowers(snap, idm)), nil
+}
+
+// optsInfo applies a call's options and reads the ID mapping they label.
+func optsInfo(opts []snapshots.Opt) (snapshots.Info, *idMapping, error) {
+	var info snapshots.Info
+	for _, o := range opts {
+		if err := o(&info); err != nil {
+			return info, nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+		}
+	}
+	idm, err := idMappingOf(info.Labels)
+	return info, idm, err
 }
 
 // View creates a read-only view of parent.
 func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	snap, err := s.createSnapshot(ctx, snapshots.KindView, key, parent, opts)
+	_, idm, err := optsInfo(opts)
+	if err != nil {
+		return nil, fmt.Errorf("view %q: %w", key, err)
+	}
+	snap, err := s.createSnapshot(ctx, snapshots.KindView, key, parent, opts, idm)
 	if err != nil {
 		return nil, err
 	}
-	return s.mounts(snap), nil
+	return s.mounts(snap, s.forLowers(snap, idm)), nil
 }
 
 // Mounts returns the mounts of an active snapshot or view, after making sure
 // its remote parents are usable (errdefs.ErrUnavailable if not).
 func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
-	var snap storage.Snapshot
+	var (
+		snap storage.Snapshot
+		info snapshots.Info
+	)
 	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
-		snap, err = storage.GetSnapshot(ctx, key)
+		if snap, err = storage.GetSnapshot(ctx, key); err != nil {
+			return err
+		}
+		_, info, _, err = storage.GetInfo(ctx, key)
 		return err
 	})
+	if err != nil {
+		return nil, fmt.Errorf("mounts %q: %w", key, err)
+	}
+	idm, err := idMappingOf(info.Labels)
 	if err != nil {
 		return nil, fmt.Errorf("mounts %q: %w", key, err)
 	}
 	if err := s.ensureAvailable(ctx, snap.ParentIDs); err != nil {
 		return nil, fmt.Errorf("mounts %q: %w", key, err)
 	}
-	return s.mounts(snap), nil
+	return s.mounts(snap, s.forLowers(snap, idm)), nil
 }
 
 // createSnapshot records an active snapshot or view, makes its directories
-// and checks its remote parents; on error nothing is left behind.
-func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, key, parent string, opts []snapshots.Opt) (storage.Snapshot, error) {
+// and checks its remote parents; on error nothing is left behind. The root
+// of its fs belongs to idm's root if it maps IDs, else to the owner of the
+// nearest parent's root.
+func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, key, parent string, opts []snapshots.Opt, idm *idMapping) (storage.Snapshot, error) {
 	var snap storage.Snapshot
 	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) (err error) {
 		td, err := s.newSnapshotDir(kind)
@@ -287,19 +313,30 @@ func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, k
 		s.removeQuietly(ctx, key)
 		return storage.Snapshot{}, fmt.Errorf("create %q: %w", key, err)
 	}
-	if len(snap.ParentIDs) > 0 {
-		// The upper dir's root takes its owner from the layer below.
-		st, err := os.Stat(s.fsPath(snap.ParentIDs[0]))
-		if err == nil {
-			sys := st.Sys().(*syscall.Stat_t)
-			err = os.Lchown(s.fsPath(snap.ID), int(sys.Uid), int(sys.Gid))
-		}
+	if idm != nil || len(snap.ParentIDs) > 0 {
+		err := s.chownRoot(snap, idm)
 		if err != nil {
 			s.removeQuietly(ctx, key)
 			return storage.Snapshot{}, fmt.Errorf("create %q: %w", key, err)
 		}
 	}
 	return snap, nil
+}
+
+// chownRoot gives the root of snap's fs its owner: the container's root
+// (host IDs) under an ID mapping, as containerd's overlay snapshotter does
+// (the lower dirs are idmapped, the upper dir is not), else the owner of
+// the layer below.
+func (s *Snapshotter) chownRoot(snap storage.Snapshot, idm *idMapping) error {
+	if idm != nil {
+		return os.Lchown(s.fsPath(snap.ID), idm.rootUID, idm.rootGID)
+	}
+	st, err := os.Stat(s.fsPath(snap.ParentIDs[0]))
+	if err != nil {
+		return err
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	return os.Lchown(s.fsPath(snap.ID), int(sys.Uid), int(sys.Gid))
 }
 
 // Commit turns the active snapshot key into the committed snapshot name,

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -28,6 +31,9 @@ func TestLoadServeConfig(t *testing.T) {
 		{"stall timeout", "[fetch]\n  stall_timeout = \"2s\"\n", func(c serveConfig) bool {
 			return c.Fetch.StallTimeout.D().Seconds() == 2
 		}, ""},
+		{"request timeout", "[fetch]\n  request_timeout = \"5s\"\n", func(c serveConfig) bool {
+			return c.Fetch.RequestTimeout.D().Seconds() == 5
+		}, ""},
 		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
 			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
 		}, ""},
@@ -35,7 +41,7 @@ func TestLoadServeConfig(t *testing.T) {
 			return c.Registry.CredentialProviderConfig == "/etc/kubernetes/cp.yaml" && c.Registry.CredentialProviderBinDir == "/usr/libexec/kubernetes/cp" &&
 				c.CRI.ImageServiceAddress == "/run/lazysnap/cri.sock" && c.CRI.ContainerdCRIAddress == "/run/containerd/containerd.sock"
 		}, ""},
-		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "no_prefetc"},
+		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "unknown key fetch.no_prefetc (line 2)"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},
 		{"wrong type", "[cache]\n  max_bytes = \"10G\"\n", nil, "cache.max_bytes"},
 		{"not a duration", "[fetch]\n  timeout = \"2 minutes\"\n", nil, "fetch.timeout"},
@@ -63,4 +69,87 @@ func TestLoadServeConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConfigPath: --config left at its default reads /etc/lazysnap/config.toml
+// only if it exists; a file named by --config must exist.
+func TestConfigPath(t *testing.T) {
+	if _, err := os.Stat(defaultConfigPath); err == nil {
+		t.Skipf("%s exists here", defaultConfigPath)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"default, absent", nil, ""},
+		{"default named", []string{"--config", defaultConfigPath}, defaultConfigPath},
+		{"another", []string{"--config", "/x.toml"}, "/x.toml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			p := configFlag(fs, "config")
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if got := configPath(fs, *p); got != tc.want {
+				t.Fatalf("configPath = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestExampleConfig: dist/config.toml, installed as the configuration,
+// loads as the defaults; with every key it shows uncommented it still
+// loads (each is a key serve knows, its value of the right type); and it
+// shows every key serve knows.
+func TestExampleConfig(t *testing.T) {
+	example, err := os.ReadFile("../../dist/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	load := func(name, text string) serveConfig {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := loadServeConfig(p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return c
+	}
+	if c := load("as-is.toml", string(example)); !reflect.DeepEqual(c, defaultServeConfig()) {
+		t.Errorf("the example as installed is not the defaults: %+v", c)
+	}
+	key := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
+	load("uncommented.toml", key.ReplaceAllString(string(example), "$1"))
+
+	shown := map[string]bool{}
+	table := ""
+	for _, line := range strings.Split(key.ReplaceAllString(string(example), "$1"), "\n") {
+		if strings.HasPrefix(line, "[") {
+			table = strings.Trim(line, "[]") + "."
+		} else if k, _, ok := strings.Cut(line, " = "); ok && !strings.HasPrefix(k, "#") {
+			shown[table+k] = true
+		}
+	}
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if !f.IsExported() {
+				continue // process state, not a key (handoverDir)
+			}
+			name := prefix + f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct && f.Type.Name() == "" {
+				walk(name+".", f.Type)
+			} else if !shown[name] {
+				t.Errorf("dist/config.toml does not show %s", name)
+			}
+		}
+	}
+	walk("", reflect.TypeOf(serveConfig{}))
 }

@@ -139,6 +139,12 @@ type stackOptions struct {
 	// cri, if set, enables containerd's CRI plugin with the configuration
 	// it returns (after the stack's registry and hosts directory exist).
 	cri func(s *stack) string
+	// capabilities, if set, are the proxy plugin's capabilities in
+	// containerd's config (remap-ids).
+	capabilities []string
+	// mirrors are the registry's mirrors in the stack's hosts.toml, tried
+	// before the registry (through the stack's WAN proxy).
+	mirrors []registry.Endpoint
 }
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
@@ -154,7 +160,7 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		s.reg = registry.Start(t, registry.Options{})
 	}
 	s.wan = registry.StartWANProxy(t, s.reg.URL(), registry.WANOptions{})
-	if _, err := registry.WriteHostsConfig(s.hosts, s.reg.Host, registry.Endpoint{URL: s.wan.URL}); err != nil {
+	if _, err := registry.WriteHostsConfig(s.hosts, s.reg.Host, registry.Endpoint{URL: s.wan.URL}, opts.mirrors...); err != nil {
 		t.Fatal(err)
 	}
 	var err error
@@ -167,10 +173,12 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		t.Fatal(err)
 	}
 	s.startLazysnap(t)
-	copts := ctrdenv.Options{
-		NeedCtrRemote: true,
-		ExtraConfig:   fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock()),
+	plugin := fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock())
+	if len(opts.capabilities) > 0 {
+		q, _ := json.Marshal(opts.capabilities) // a TOML array of strings
+		plugin += fmt.Sprintf("  capabilities = %s\n", q)
 	}
+	copts := ctrdenv.Options{NeedCtrRemote: true, ExtraConfig: plugin}
 	if opts.cri != nil {
 		copts.CRI = true
 		copts.ExtraConfig += opts.cri(s)
@@ -399,9 +407,16 @@ func readJSON(t *testing.T, path string, v any) {
 // layouts: gzip (as built) and eStargz (converted by lazysnap).
 func buildImages(t *testing.T, variant ...string) (gzipDir, esgzDir string) {
 	t.Helper()
+	return buildLayouts(t, busyboxLayers(t, variant...)...)
+}
+
+// buildLayouts builds an image of layers in OCI layouts: gzip (as built)
+// and eStargz (converted by lazysnap).
+func buildLayouts(t *testing.T, layers ...[]byte) (gzipDir, esgzDir string) {
+	t.Helper()
 	tmp := t.TempDir()
 	gzipDir, esgzDir = filepath.Join(tmp, "gzip"), filepath.Join(tmp, "esgz")
-	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", busyboxLayers(t, variant...)...); err != nil {
+	if _, err := testimage.Layout(gzipDir, "lazysnap.test/busybox:1", layers...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := convert.Image(context.Background(), gzipDir, esgzDir, convert.Options{}); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logfile"
 	"github.com/lazysnap/lazysnap/ops"
@@ -36,6 +37,11 @@ const managerLogName = "fusemanager.log"
 func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fuse-manager", flag.ContinueOnError)
 	logPath := fs.String("log-file", "", "make this file stdout and stderr, rotated at 16 MiB keeping 3 (serve passes <root>/"+managerLogName+")")
+	daemonUsage(fs, stderr, "fuse-manager [flags]", `Serves the FUSE mounts of lazy layers for lazysnap serve, so that running
+containers keep their files while serve restarts. serve starts one if none
+answers on <root>/`+managerSocketName+`; under systemd run it as a unit of its own
+(lazysnap-fuse-manager.service) with the same --config as serve. SIGTERM
+unmounts every layer: stop it only after the containers.`)
 	pcfg, _, err := parseDaemonFlags(fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err
@@ -108,11 +114,13 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 	go func() { errc <- srv.Serve(l) }()
 	logger.InfoContext(ctx, "fuse manager serving", "address", sock, "root", cfg.Root, "pid", os.Getpid(), "version", version)
 	fmt.Fprintf(stdout, "lazysnap fuse-manager serving on %s\n", sock)
+	notifySystemd(ctx, daemon.SdNotifyReady)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	notifySystemd(ctx, daemon.SdNotifyStopping)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if ls.hfs != nil {

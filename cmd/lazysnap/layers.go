@@ -58,6 +58,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		MemCacheMaxBytes: cfg.Cache.MemoryBytes,
 		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
 		StallTimeout:     cfg.Fetch.StallTimeout.D(),
+		RequestTimeout:   cfg.Fetch.RequestTimeout.D(),
 	})
 	if err != nil {
 		return nil, err

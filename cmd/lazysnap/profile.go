@@ -16,7 +16,7 @@ import (
 func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "lazysnap serve's TOML configuration file (root and registry access)")
+	cfgPath := configFlag(fs, "lazysnap serve's TOML configuration file (root and registry access)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: lazysnap profile [flags] list | show KEY | push KEY [REF] | rm KEY\n\nThe prefetch profiles lazysnap learned from cold starts, by image (KEY: a\nmanifest digest, as list prints it). push publishes one to REF's repository\n(default: the image it was recorded for) as an OCI artifact whose subject is\nthe image manifest; it needs push in the registry's hosts.toml.\n\nflags:")
 		fs.PrintDefaults()
@@ -27,7 +27,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return errUsage{err.Error()}
 	}
-	cfg, err := loadServeConfig(*cfgPath)
+	cfg, err := loadServeConfig(configPath(fs, *cfgPath))
 	if err != nil {
 		return err
 	}

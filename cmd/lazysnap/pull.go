@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -50,6 +54,9 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	ref := fs.Arg(0)
+	if err := checkSocket(*address); err != nil {
+		return err
+	}
 	client, err := containerd.New(*address, containerd.WithDefaultNamespace(*ns))
 	if err != nil {
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
@@ -79,6 +86,22 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return printSummary(stdout, *quiet, res)
+}
+
+// checkSocket fails at once, saying why, when nothing listens on the
+// containerd socket (containerd's client would retry until its 10 s
+// timeout and then say only "timeout").
+func checkSocket(path string) error {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	switch {
+	case err == nil:
+		return c.Close()
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("containerd socket %s does not exist: is containerd running? (--address names its socket)", path)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("nothing listens on containerd socket %s: is containerd running? (--address names its socket)", path)
+	}
+	return fmt.Errorf("connecting to containerd at %s: %w", path, err)
 }
 
 // registryFlags are the registry access flags of pull and convert, with

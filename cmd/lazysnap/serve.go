@@ -17,6 +17,7 @@ import (
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/log"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/lazysnap/lazysnap/cri"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
@@ -83,7 +84,8 @@ type serveConfig struct {
 		BackgroundConcurrency int                 `toml:"background_concurrency"`
 		ReadAhead             int                 `toml:"read_ahead_chunks"`
 		Timeout               tomlconfig.Duration `toml:"timeout"`
-		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"` // fetcher.Config.StallTimeout
+		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"`   // fetcher.Config.StallTimeout
+		RequestTimeout        tomlconfig.Duration `toml:"request_timeout"` // fetcher.Config.RequestTimeout
 		MaxConnsPerHost       int                 `toml:"max_conns_per_host"`
 		// fs.Options: background fetch yields the link to on-demand reads
 		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
@@ -139,6 +141,12 @@ func defaultServeConfig() serveConfig {
 	return c
 }
 
+// defaultConfigPath is the configuration file serve, fuse-manager, status
+// and profile read when --config is not given; a missing default file means
+// the defaults (as containerd treats its config.toml), a missing file named
+// by --config is an error.
+const defaultConfigPath = "/etc/lazysnap/config.toml"
+
 func loadServeConfig(path string) (serveConfig, error) {
 	c := defaultServeConfig()
 	if path == "" {
@@ -147,12 +155,37 @@ func loadServeConfig(path string) (serveConfig, error) {
 	return c, tomlconfig.DecodeFile(path, &c)
 }
 
+// configFlag adds --config, defaulting to defaultConfigPath, to fs.
+func configFlag(fs *flag.FlagSet, usage string) *string {
+	return fs.String("config", defaultConfigPath, usage+"; the defaults if absent and not given")
+}
+
+// configPath is the file to load for the parsed --config flag: "" when it
+// was left at its default and that file does not exist.
+func configPath(fs *flag.FlagSet, path string) string {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "config" })
+	if _, err := os.Stat(path); !given && path == defaultConfigPath && errors.Is(err, os.ErrNotExist) {
+		return ""
+	}
+	return path
+}
+
+// daemonUsage is the -h text of serve and fuse-manager.
+func daemonUsage(fs *flag.FlagSet, stderr io.Writer, synopsis, about string) {
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: lazysnap %s\n\n%s\n\nConfiguration: %s by default (every key optional; README.md lists them).\n\nflags:\n", synopsis, about, defaultConfigPath)
+		fs.PrintDefaults()
+	}
+}
+
 // parseDaemonFlags parses the flags of serve and fuse-manager: fs's own
 // and the two they share, --config and --root, then loads the
-// configuration with --root applied. A nil config and error means -h.
+// configuration with --root applied. It returns the configuration file it
+// read ("" for none). A nil config and error means -h.
 func parseDaemonFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (*serveConfig, string, error) {
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "TOML configuration file")
+	cfgFlag := configFlag(fs, "TOML configuration file")
 	root := fs.String("root", "", "root directory (overrides the config)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -160,20 +193,30 @@ func parseDaemonFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (*serve
 		}
 		return nil, "", errUsage{err.Error()}
 	}
-	cfg, err := loadServeConfig(*cfgPath)
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return nil, "", errUsage{"no arguments expected"}
+	}
+	cfgPath := configPath(fs, *cfgFlag)
+	cfg, err := loadServeConfig(cfgPath)
 	if err != nil {
 		return nil, "", err
 	}
 	if *root != "" {
 		cfg.Root = *root
 	}
-	return &cfg, *cfgPath, nil
+	return &cfg, cfgPath, nil
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("address", "", "unix socket to serve on (overrides the config)")
 	metricsAddr := fs.String("metrics-address", "", "TCP address serving /metrics and /status (overrides the config)")
+	startManager := fs.Bool("start-fuse-manager", true, "start a fuse manager when none answers; false when its own service runs it (lazysnap-fuse-manager.service): wait for it instead")
+	daemonUsage(fs, stderr, "serve [flags]", `Runs the snapshotter daemon: containerd's proxy plugin "lazysnap" connects
+to its gRPC socket. It mounts lazy layers through the fuse manager (started
+if none answers; see lazysnap fuse-manager -h) and serves /status and
+/metrics on status.sock beside the socket. SIGTERM or SIGINT stop it.`)
 	pcfg, cfgPath, err := parseDaemonFlags(fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err
@@ -201,7 +244,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		auths   cri.AuthStore       // where the CRI image service keeps pull auths
 	)
 	if cfg.FuseManager.Enable {
-		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), managerStarter(cfgPath, cfg.Root))
+		var start func() (<-chan error, error) // nil: the manager's service starts it
+		if *startManager {
+			start = managerStarter(cfgPath, cfg.Root)
+		}
+		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), start)
 		h, err := mfs.Ensure(ctx)
 		if err != nil {
 			return err
@@ -275,11 +322,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.statusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
 	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
+	notifySystemd(ctx, daemon.SdNotifyReady)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		logger.InfoContext(ctx, "shutting down")
+		notifySystemd(ctx, daemon.SdNotifyStopping)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		opsSrv.Shutdown(sctx)
 		cancel()
@@ -361,6 +410,14 @@ func (a localAuths) SetPullAuth(_ context.Context, image string, auth fetcher.Pu
 
 func (a localAuths) RevertPullAuth(_ context.Context, image string, gen uint64) error {
 	return a.pa.Revert(image, gen)
+}
+
+// notifySystemd tells systemd the daemon's state (Type=notify units: ready
+// once the socket is served); without NOTIFY_SOCKET it does nothing.
+func notifySystemd(ctx context.Context, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		logger(ctx).WarnContext(ctx, "notifying systemd", "state", state, "error", err)
+	}
 }
 
 // listenOps opens the status socket (mode 0600: status names images) and,

@@ -49,7 +49,7 @@ func opsHandler(m *ops.Metrics, st statusReporter) http.Handler {
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "lazysnap serve's TOML configuration file (to find its status socket)")
+	cfgPath := configFlag(fs, "lazysnap serve's TOML configuration file (to find its status socket)")
 	addr := fs.String("address", "", "status endpoint: a unix socket path or an http:// URL (default: "+statusSocketName+" beside the configured gRPC socket)")
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
@@ -69,7 +69,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	target := *addr
 	if target == "" {
-		cfg, err := loadServeConfig(*cfgPath)
+		cfg, err := loadServeConfig(configPath(fs, *cfgPath))
 		if err != nil {
 			return err
 		}
