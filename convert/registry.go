@@ -317,43 +317,65 @@ func destRef(ref string) (string, error) {
 // opts.TempDir (default the system's) and are removed when ImageAt
 // returns, whether it succeeded or not.
 func ImageAt(ctx context.Context, src, dst Location, opts Options) (*Report, error) {
+	var rep *Report
+	pull, push, err := throughLayouts(ctx, src, dst, opts, "lazysnap-convert-", false, func(srcPath, dstPath string) (err error) {
+		rep, err = Image(ctx, srcPath, dstPath, opts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	rep.Pull, rep.Push = pull, push
+	return rep, nil
+}
+
+// throughLayouts runs work from a source layout to a destination layout,
+// either of which may be a registry reference: a registry source is
+// pulled into a temporary layout under opts.TempDir (named after prefix),
+// and a registry destination is pushed from one, which work writes into
+// the pulled source itself when inPlace (it only adds to a layout) and
+// into a new one otherwise. The temporary layouts are removed when it
+// returns, whether it succeeded or not.
+func throughLayouts(ctx context.Context, src, dst Location, opts Options, prefix string, inPlace bool, work func(srcPath, dstPath string) error) (*PullReport, *PushReport, error) {
 	if dst.Ref != "" {
 		name, err := destRef(dst.Ref)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		dst.Ref = name
 	}
 	if src.Ref == "" && dst.Ref == "" {
-		return Image(ctx, src.Path, dst.Path, opts)
+		return nil, nil, work(src.Path, dst.Path)
 	}
-	work, err := os.MkdirTemp(opts.TempDir, "lazysnap-convert-")
+	tmp, err := os.MkdirTemp(opts.TempDir, prefix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer os.RemoveAll(work)
+	defer os.RemoveAll(tmp)
 	srcPath, dstPath := src.Path, dst.Path
 	var pulled *PullReport
 	if src.Ref != "" {
-		srcPath = filepath.Join(work, "src")
+		srcPath = filepath.Join(tmp, "src")
 		if pulled, err = Pull(ctx, src.Ref, srcPath, opts); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if dst.Ref != "" {
-		dstPath = filepath.Join(work, "dst")
-	}
-	rep, err := Image(ctx, srcPath, dstPath, opts)
-	if err != nil {
-		return nil, err
-	}
-	rep.Pull = pulled
-	if dst.Ref != "" {
-		if rep.Push, err = Push(ctx, dstPath, dst.Ref, opts); err != nil {
-			return nil, err
+		dstPath = filepath.Join(tmp, "dst")
+		if inPlace && src.Ref != "" {
+			dstPath = srcPath
 		}
 	}
-	return rep, nil
+	if err := work(srcPath, dstPath); err != nil {
+		return nil, nil, err
+	}
+	var pushed *PushReport
+	if dst.Ref != "" {
+		if pushed, err = Push(ctx, dstPath, dst.Ref, opts); err != nil {
+			return nil, nil, err
+		}
+	}
+	return pulled, pushed, nil
 }
 
 // pushError wraps a push failure with ErrPush, and ErrPushDenied where

@@ -377,44 +377,14 @@ func IndexAt(ctx context.Context, src, dst Location, opts IndexOptions, ropts Op
 	if dst == (Location{}) {
 		dst = src
 	}
-	if dst.Ref != "" {
-		name, err := destRef(dst.Ref)
-		if err != nil {
-			return nil, err
-		}
-		dst.Ref = name
-	}
-	if src.Ref == "" && dst.Ref == "" {
-		return IndexImage(ctx, src.Path, dst.Path, opts)
-	}
-	work, err := os.MkdirTemp(ropts.TempDir, "lazysnap-index-")
+	var rep *IndexReport
+	pull, push, err := throughLayouts(ctx, src, dst, ropts, "lazysnap-index-", true, func(srcPath, dstPath string) (err error) {
+		rep, err = IndexImage(ctx, srcPath, dstPath, opts)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
-	srcPath, dstPath := src.Path, dst.Path
-	var pulled *PullReport
-	if src.Ref != "" {
-		srcPath = filepath.Join(work, "src")
-		if pulled, err = Pull(ctx, src.Ref, srcPath, ropts); err != nil {
-			return nil, err
-		}
-	}
-	if dst.Ref != "" {
-		dstPath = filepath.Join(work, "dst")
-		if src.Ref != "" {
-			dstPath = srcPath
-		}
-	}
-	rep, err := IndexImage(ctx, srcPath, dstPath, opts)
-	if err != nil {
-		return nil, err
-	}
-	rep.Pull = pulled
-	if dst.Ref != "" {
-		if rep.Push, err = Push(ctx, dstPath, dst.Ref, ropts); err != nil {
-			return nil, err
-		}
-	}
+	rep.Pull, rep.Push = pull, push
 	return rep, nil
 }
