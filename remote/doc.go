@@ -35,10 +35,13 @@
 // tar header wholly inside the span against the zTOC's entry for it (name,
 // type, size: the span digests vouch for the blob's bytes, not for the
 // zTOC's reading of them; a mismatch fails the span's reads, EIO with the
-// reason in status), and keeps the
-// last few spans inflated, so that the many small files of one span cost
-// one inflate; fs stores all of a span's files from the request that
-// fetched it for one of them.
+// reason in status), and keeps the last few spans inflated, so that the
+// many small files of one span cost one inflate; fs stores all of a span's
+// files from the request that fetched it for one of them. Once the layer
+// is complete, the decoder's CheckBlob reads the whole tar and compares
+// its entries with the zTOC's, in order (an entry the zTOC omits or
+// invents, or names or sizes otherwise, marks that index of the layer
+// bad; see Verified layers below).
 //
 // When the first layer of an image is mounted, its labels list the layers
 // above it: the FS reads their tails and TOCs in the background (the

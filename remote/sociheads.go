@@ -1,12 +1,17 @@
 package remote
 
 import (
+	"archive/tar"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/lazysnap/lazysnap/soci"
 )
 
@@ -117,4 +122,85 @@ func octal(b []byte) (int64, error) {
 		return 0, nil
 	}
 	return strconv.ParseInt(s, 8, 64)
+}
+
+// CheckBlob implements BlobChecker: once the layer is complete, its tar is
+// read from the start and every entry's header is compared with the zTOC's
+// entry at the same place, in order, and no entry may be missing or extra.
+// The spans' reads compare only the headers inside the spans they inflate,
+// so this is what finds a zTOC that lists a file the layer lacks, or omits
+// one it has.
+func (d *sociDecoder) CheckBlob(ctx context.Context, blob io.Reader) error {
+	defer io.Copy(io.Discard, blob) // the verifier hashes what is left
+	zr, err := gzip.NewReader(blob)
+	if err != nil {
+		return fmt.Errorf("%w: the layer is not gzip: %v", errZtocMismatch, err)
+	}
+	cr := &countingReader{r: zr}
+	tr := tar.NewReader(cr)
+	i := 0
+	for ; ; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: the layer's tar after %d entries: %v", errZtocMismatch, i, err)
+		}
+		if i >= len(d.heads) {
+			return fmt.Errorf("%w: the layer has an entry %q at %d past the zTOC's %d", errZtocMismatch, h.Name, cr.n, len(d.heads))
+		}
+		if err := d.heads[i].matches(h, cr.n); err != nil {
+			return fmt.Errorf("%w: entry %d: %w", errZtocMismatch, i, err)
+		}
+	}
+	if i != len(d.heads) {
+		return fmt.Errorf("%w: the layer's tar has %d entries, the zTOC %d (the next it lists: %q at %d)", errZtocMismatch, i, len(d.heads), d.heads[i].name, d.heads[i].off)
+	}
+	return nil
+}
+
+// errZtocMismatch is a zTOC whose file list is not the layer's.
+var errZtocMismatch = errors.New("remote: the zTOC does not list the layer's files")
+
+var _ BlobChecker = (*sociDecoder)(nil)
+
+// matches compares e with a tar entry whose content starts at off, as
+// checkHead does with a raw header.
+func (e entryHead) matches(h *tar.Header, off int64) error {
+	name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
+	switch {
+	case off != e.off:
+		return fmt.Errorf("%q at %d, the zTOC's %q at %d", name, off, e.name, e.off)
+	case e.name != "" && name != e.name:
+		return fmt.Errorf("%q at %d, the zTOC says %q", name, off, e.name)
+	}
+	typ := h.Typeflag
+	if typ == tar.TypeRegA || typ == tar.TypeCont {
+		typ = tar.TypeReg
+	}
+	if e.typ != 0 && typ != e.typ {
+		return fmt.Errorf("%q: type %q, the zTOC says %q", name, typ, e.typ)
+	}
+	if e.typ == tar.TypeReg && e.size >= 0 && h.Size != e.size {
+		return fmt.Errorf("%q: %d bytes, the zTOC says %d", name, h.Size, e.size)
+	}
+	return nil
+}
+
+// countingReader counts the bytes read through it: archive/tar reads a
+// header's blocks and no further, so after Next it is the offset of the
+// entry's content in the tar stream.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
