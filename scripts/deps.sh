@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lazysnap's tests and demo use, if missing
-# (zlib1g-dev: the test-only SOCI oracle, benchmarks/peer/soci, builds with cgo).
+# (zlib1g-dev: the test-only SOCI oracle, benchmarks/peer/soci, builds with cgo;
+# systemd: systemd-analyze verify checks the units in TestInstall).
 set -euo pipefail
-pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo podman debootstrap busybox-static zlib1g-dev)
+pkgs=(containerd runc fuse3 docker-registry stargz-snapshotter umoci skopeo podman debootstrap busybox-static zlib1g-dev systemd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
