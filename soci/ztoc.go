@@ -332,10 +332,7 @@ func Marshal(z *Ztoc) []byte {
 		metas[i] = marshalFile(bl, &z.Files[i])
 	}
 	fb.TOCStartMetadataVector(bl, len(metas))
-	for i := len(metas) - 1; i >= 0; i-- {
-		bl.PrependUOffsetT(metas[i])
-	}
-	mv := bl.EndVector(len(metas))
+	mv := endOffsets(bl, metas)
 	fb.TOCStart(bl)
 	fb.TOCAddMetadata(bl, mv)
 	toc := fb.TOCEnd(bl)
@@ -346,10 +343,7 @@ func Marshal(z *Ztoc) []byte {
 		sds[i] = bl.CreateString(d.String())
 	}
 	fb.CompressionInfoStartSpanDigestsVector(bl, len(sds))
-	for i := len(sds) - 1; i >= 0; i-- {
-		bl.PrependUOffsetT(sds[i])
-	}
-	sdv := bl.EndVector(len(sds))
+	sdv := endOffsets(bl, sds)
 	fb.CompressionInfoStart(bl)
 	fb.CompressionInfoAddMaxSpanId(bl, int32(len(z.SpanDigests)-1))
 	fb.CompressionInfoAddSpanDigests(bl, sdv)
@@ -391,10 +385,7 @@ func marshalFile(bl *flatbuffers.Builder, f *File) flatbuffers.UOffsetT {
 		xs[i] = fb.XattrEnd(bl)
 	}
 	fb.FileMetadataStartXattrsVector(bl, len(xs))
-	for i := len(xs) - 1; i >= 0; i-- {
-		bl.PrependUOffsetT(xs[i])
-	}
-	xv := bl.EndVector(len(xs))
+	xv := endOffsets(bl, xs)
 	fb.FileMetadataStart(bl)
 	fb.FileMetadataAddName(bl, name)
 	fb.FileMetadataAddType(bl, typ)
@@ -411,4 +402,13 @@ func marshalFile(bl *flatbuffers.Builder, f *File) flatbuffers.UOffsetT {
 	fb.FileMetadataAddDevminor(bl, f.DevMinor)
 	fb.FileMetadataAddXattrs(bl, xv)
 	return fb.FileMetadataEnd(bl)
+}
+
+// endOffsets prepends offs to the vector just started (FlatBuffers builds
+// back to front, so the last first) and ends it.
+func endOffsets(bl *flatbuffers.Builder, offs []flatbuffers.UOffsetT) flatbuffers.UOffsetT {
+	for i := len(offs) - 1; i >= 0; i-- {
+		bl.PrependUOffsetT(offs[i])
+	}
+	return bl.EndVector(len(offs))
 }
