@@ -38,8 +38,15 @@
 // is validated strictly (Validate: known version and algorithm, one
 // checkpoint per span digest, checkpoints in order within the blob, spans
 // at most MaxSpanBytes, entries of known types with clean names whose
-// contents lie in the tar stream in tar order). Errors wrap ErrFormat,
-// ErrInvalid, ErrTooLarge, ErrUnsupported or ErrNotFound. What a span's
+// contents lie in the tar stream in tar order, a tar header apart).
+// Unmarshal reads a zTOC in two passes: the first checks that no record
+// the entries refer to (table, string, PAX record, span digest) is
+// referred to twice or overlaps another (ErrAliased, a FlatBuffers way to
+// make a small zTOC decode into gigabytes) and adds up what the copies
+// will take, which Limits.Reserve may refuse; the second copies. What it
+// allocates is at most DecodeBound of the buffer's size. Errors wrap
+// ErrFormat (ErrAliased among them), ErrInvalid, ErrTooLarge,
+// ErrUnsupported or ErrNotFound. What a span's
 // bytes are is verified where they are used (remote's SOCI decoder checks
 // each span against its digest before inflating it; ErrVerify).
 //

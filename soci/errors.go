@@ -1,12 +1,20 @@
 package soci
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors of the package; every error it returns wraps one of them.
 var (
 	// ErrFormat: the bytes are not a zTOC, checkpoint blob or SOCI index
 	// manifest.
 	ErrFormat = errors.New("soci: malformed")
+	// ErrAliased: a zTOC record (an entry's table, a string, an xattr) is
+	// referred to twice, or overlaps another; it wraps ErrFormat. SOCI's
+	// writer gives every entry records of its own, and sharing them is how
+	// a small zTOC would decode into gigabytes.
+	ErrAliased = fmt.Errorf("%w: aliased record", ErrFormat)
 	// ErrInvalid: well-formed, but a value is out of range, out of order
 	// or inconsistent.
 	ErrInvalid = errors.New("soci: invalid")

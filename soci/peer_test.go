@@ -106,10 +106,12 @@ func TestWeReadPeerZtocs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		theirs, err := soci.Unmarshal(zb, 0)
+		var theirs *soci.Ztoc
+		got := allocated(func() { theirs, err = soci.Unmarshal(zb, 0) })
 		if err != nil {
 			t.Fatalf("span %d: soci's zTOC: %v", span, err)
 		}
+		t.Logf("span %d: soci's zTOC of %d bytes decoded into %d allocated bytes (%.2fx)", span, len(zb), got, withinBound(t, zb, got))
 		ours, err := soci.Build(bytes.NewReader(blob), soci.BuildOptions{SpanSize: span})
 		if err != nil {
 			t.Fatal(err)

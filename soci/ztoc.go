@@ -121,127 +121,6 @@ func (z *Ztoc) SpanAt(off int64) int {
 	return max(i-1, 0)
 }
 
-// Unmarshal parses and validates a serialized zTOC. maxFiles caps its
-// entries (0: DefaultMaxFiles). Errors wrap ErrFormat, ErrInvalid,
-// ErrTooLarge or ErrUnsupported.
-func Unmarshal(b []byte, maxFiles int) (z *Ztoc, err error) {
-	if len(b) > MaxZtocSize {
-		return nil, fmt.Errorf("%w: zTOC of %d bytes (at most %d)", ErrTooLarge, len(b), MaxZtocSize)
-	}
-	if len(b) < 8 {
-		return nil, fmt.Errorf("%w: zTOC of %d bytes", ErrFormat, len(b))
-	}
-	if maxFiles <= 0 {
-		maxFiles = DefaultMaxFiles
-	}
-	defer func() {
-		// the FlatBuffers accessors index the buffer unchecked: an offset
-		// out of it panics, which is a malformed zTOC
-		if r := recover(); r != nil {
-			z, err = nil, fmt.Errorf("%w: %v", ErrFormat, r)
-		}
-	}()
-	z, err = decode(b, maxFiles)
-	if err != nil {
-		return nil, err
-	}
-	if err := z.Validate(); err != nil {
-		return nil, err
-	}
-	return z, nil
-}
-
-// vectorOK reports whether a vector of n elements of at least size bytes
-// each can be in a buffer of len bytes (before anything is allocated for it).
-func vectorOK(n, size, len int) bool { return n >= 0 && n <= len/size }
-
-func decode(b []byte, maxFiles int) (*Ztoc, error) {
-	root := fb.GetRootAsZtoc(b, 0)
-	z := &Ztoc{
-		Version:          string(root.Version()),
-		BuildTool:        string(root.BuildToolIdentifier()),
-		CompressedSize:   root.CompressedArchiveSize(),
-		UncompressedSize: root.UncompressedArchiveSize(),
-	}
-	toc := root.Toc(nil)
-	if toc == nil {
-		return nil, fmt.Errorf("%w: no TOC", ErrFormat)
-	}
-	n := toc.MetadataLength()
-	if !vectorOK(n, 4, len(b)) {
-		return nil, fmt.Errorf("%w: %d entries in %d bytes", ErrFormat, n, len(b))
-	}
-	if n > maxFiles {
-		return nil, fmt.Errorf("%w: %d entries (at most %d)", ErrTooLarge, n, maxFiles)
-	}
-	z.Files = make([]File, n)
-	var m fb.FileMetadata
-	var x fb.Xattr
-	for i := range n {
-		if !toc.Metadata(&m, i) {
-			return nil, fmt.Errorf("%w: entry %d missing", ErrFormat, i)
-		}
-		f := &z.Files[i]
-		f.Name, f.Type, f.Linkname = string(m.Name()), string(m.Type()), string(m.Linkname())
-		f.Offset, f.Size, f.Mode = m.UncompressedOffset(), m.UncompressedSize(), m.Mode()
-		f.UID, f.GID, f.Uname, f.Gname = m.Uid(), m.Gid(), string(m.Uname()), string(m.Gname())
-		f.DevMajor, f.DevMinor = m.Devmajor(), m.Devminor()
-		if mt := m.ModTime(); len(mt) > 0 {
-			if err := f.ModTime.UnmarshalText(mt); err != nil {
-				return nil, fmt.Errorf("%w: entry %q: mod_time %q: %w", ErrInvalid, f.Name, mt, err)
-			}
-		}
-		nx := m.XattrsLength()
-		if !vectorOK(nx, 4, len(b)) {
-			return nil, fmt.Errorf("%w: %d PAX records in %d bytes", ErrFormat, nx, len(b))
-		}
-		if nx > 0 {
-			f.PAX = make(map[string]string, nx)
-		}
-		for j := range nx {
-			if !m.Xattrs(&x, j) {
-				return nil, fmt.Errorf("%w: entry %q: PAX record %d missing", ErrFormat, f.Name, j)
-			}
-			f.PAX[string(x.Key())] = string(x.Value())
-		}
-	}
-	ci := root.CompressionInfo(nil)
-	if ci == nil {
-		return nil, fmt.Errorf("%w: no compression info", ErrFormat)
-	}
-	switch ci.CompressionAlgorithm() {
-	case fb.CompressionAlgorithmGzip:
-		z.Algorithm = AlgorithmGzip
-	case fb.CompressionAlgorithmUncompressed:
-		z.Algorithm = AlgorithmUncompressed
-	default:
-		return nil, fmt.Errorf("%w: compression algorithm %d", ErrUnsupported, ci.CompressionAlgorithm())
-	}
-	ns := ci.SpanDigestsLength()
-	if !vectorOK(ns, 4, len(b)) {
-		return nil, fmt.Errorf("%w: %d span digests in %d bytes", ErrFormat, ns, len(b))
-	}
-	if int(ci.MaxSpanId()) != ns-1 {
-		return nil, fmt.Errorf("%w: max span id %d with %d span digests", ErrInvalid, ci.MaxSpanId(), ns)
-	}
-	z.SpanDigests = make([]digest.Digest, ns)
-	for i := range ns {
-		d, err := digest.Parse(string(ci.SpanDigests(i)))
-		if err != nil || d.Algorithm() != digest.SHA256 {
-			return nil, fmt.Errorf("%w: span digest %d %q is not a sha256 digest", ErrInvalid, i, ci.SpanDigests(i))
-		}
-		z.SpanDigests[i] = d
-	}
-	if z.Algorithm == AlgorithmGzip {
-		cps, err := ParseCheckpoints(ci.CheckpointsBytes())
-		if err != nil {
-			return nil, err
-		}
-		z.Checkpoints = cps
-	}
-	return z, nil
-}
-
 // Validate checks what a reader relies on: sizes, spans and checkpoints in
 // order and in range, entries of known types with clean names whose
 // contents lie in the tar stream in tar order.
@@ -279,7 +158,7 @@ func (z *Ztoc) Validate() error {
 	var next int64 // where the next entry's header may start
 	for i := range z.Files {
 		f := &z.Files[i]
-		if _, err := Clean(f.Name); err != nil {
+		if err := checkName(f.Name); err != nil {
 			return err
 		}
 		if len(f.Linkname) > nameMax || strings.IndexByte(f.Linkname, 0) >= 0 {
@@ -295,14 +174,16 @@ func (z *Ztoc) Validate() error {
 			return fmt.Errorf("%w: entry %q of type %q", ErrInvalid, f.Name, f.Type)
 		}
 		if f.Type == TypeHardlink {
-			if _, err := Clean(f.Linkname); err != nil {
+			if err := checkName(f.Linkname); err != nil {
 				return fmt.Errorf("hardlink %q: %w", f.Name, err)
 			}
 		}
-		if f.Offset < next || f.Size < 0 || f.Offset > z.UncompressedSize || f.Size > z.UncompressedSize-f.Offset {
-			return fmt.Errorf("%w: entry %q at %d+%d: not after the previous entry or past the tar stream (%d bytes)", ErrInvalid, f.Name, f.Offset, f.Size, z.UncompressedSize)
+		// the content follows the entry's tar header, which follows the
+		// previous entry's content padded to a tar block
+		if f.Offset < next+tarBlock || f.Size < 0 || f.Offset > z.UncompressedSize || f.Size > z.UncompressedSize-f.Offset {
+			return fmt.Errorf("%w: entry %q at %d+%d: not after the previous entry and a tar header, or past the tar stream (%d bytes)", ErrInvalid, f.Name, f.Offset, f.Size, z.UncompressedSize)
 		}
-		next = f.Offset + f.Size
+		next = (f.Offset + f.Size + tarBlock - 1) &^ (tarBlock - 1)
 	}
 	return nil
 }
@@ -311,16 +192,26 @@ func (z *Ztoc) Validate() error {
 // leading "./" and "/" are dropped; names with ".." elements, NUL bytes or
 // longer than 4096 bytes are errors wrapping ErrInvalid.
 func Clean(name string) (string, error) {
-	if len(name) > nameMax || strings.IndexByte(name, 0) >= 0 {
-		return "", fmt.Errorf("%w: name %q", ErrInvalid, name)
-	}
-	for _, el := range strings.Split(name, "/") {
-		if el == ".." {
-			return "", fmt.Errorf("%w: name %q has a .. element", ErrInvalid, name)
-		}
+	if err := checkName(name); err != nil {
+		return "", err
 	}
 	c := path.Clean("/" + name)
 	return strings.TrimPrefix(c, "/"), nil
+}
+
+// checkName is Clean's check, without allocating.
+func checkName(name string) error {
+	if len(name) > nameMax || strings.IndexByte(name, 0) >= 0 {
+		return fmt.Errorf("%w: name %q", ErrInvalid, name)
+	}
+	for rest := name; rest != ""; {
+		var el string
+		el, rest, _ = strings.Cut(rest, "/")
+		if el == ".." {
+			return fmt.Errorf("%w: name %q has a .. element", ErrInvalid, name)
+		}
+	}
+	return nil
 }
 
 // Marshal serializes z in SOCI's FlatBuffers layout.
