@@ -21,7 +21,7 @@ import (
 // about twice its size.
 const (
 	DecodeRatio    = 16
-	DecodeOverhead = 256 << 10
+	DecodeOverhead = 64 << 10
 )
 
 // DecodeBound is the most Unmarshal allocates for a zTOC of n bytes.

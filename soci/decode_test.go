@@ -46,6 +46,7 @@ type craft struct {
 	onePAX                  bool   // each entry's PAX vector names one record 8 times
 	emptyPAX                bool   // each entry has one PAX record with neither key nor value
 	minimal                 bool   // entries have a type and nothing else
+	noCheckpoints           bool   // no checkpoint blob (small fuzz seeds: entries are read before it)
 	digest                  bool   // the span digests are one string
 	nameInName              bool   // each name starts inside another's bytes
 }
@@ -149,7 +150,10 @@ func (c craft) bytes() []byte {
 	for i := range spans {
 		cps.List = append(cps.List, soci.Checkpoint{In: 10 + int64(i), Out: int64(i) * 512, Window: make([]byte, soci.WindowSize)})
 	}
-	cpv := bl.CreateByteVector(cps.Marshal())
+	var cpv flatbuffers.UOffsetT
+	if !c.noCheckpoints {
+		cpv = bl.CreateByteVector(cps.Marshal())
+	}
 	d := bl.CreateString(digest.FromString("span").String())
 	ds := make([]flatbuffers.UOffsetT, spans)
 	for i := range ds {
@@ -162,7 +166,9 @@ func (c craft) bytes() []byte {
 	fb.CompressionInfoStart(bl)
 	fb.CompressionInfoAddMaxSpanId(bl, int32(spans-1))
 	fb.CompressionInfoAddSpanDigests(bl, dv)
-	fb.CompressionInfoAddCheckpoints(bl, cpv)
+	if cpv != 0 {
+		fb.CompressionInfoAddCheckpoints(bl, cpv)
+	}
 	fb.CompressionInfoAddCompressionAlgorithm(bl, fb.CompressionAlgorithmGzip)
 	ci := fb.CompressionInfoEnd(bl)
 	version := bl.CreateString(soci.Version)
