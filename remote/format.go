@@ -36,14 +36,14 @@ type Format interface {
 // formats are the formats Mount tries, in order: the only place that
 // knows them all. maxEntries caps a layer's index (0: each format's
 // default).
-func formats(maxEntries int) []Format {
-	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}, sociFormat{maxEntries: maxEntries}}
+func formats(maxEntries int, mem *index.Budget) []Format {
+	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}, sociFormat{maxEntries: maxEntries, mem: mem}}
 }
 
 // pickFormat returns the format of the layer desc describes, with the
 // digest its index is verified against.
-func pickFormat(desc ocispec.Descriptor, maxEntries int) (Format, digest.Digest, error) {
-	for _, f := range formats(maxEntries) {
+func pickFormat(desc ocispec.Descriptor, maxEntries int, mem *index.Budget) (Format, digest.Digest, error) {
+	for _, f := range formats(maxEntries, mem) {
 		d, ok, err := f.IndexDigest(desc)
 		if err != nil {
 			return nil, "", fmt.Errorf("layer %s: %w", desc.Digest, err)

@@ -36,8 +36,9 @@ type Options struct {
 	OnMount func(LayerInfo)
 	// MaxEntries caps the entries of one layer's index (0: the format's
 	// default, estargz.DefaultMaxEntries); IndexMemory caps the memory of
-	// the indexes of all mounted layers (nil: no cap). A layer past
-	// either falls back (snapshotter.ReasonNotLazy).
+	// the indexes of all mounted layers, with their decoders' (nil: no
+	// cap), and of a SOCI zTOC while it is decoded. A layer past either
+	// falls back (snapshotter.ReasonNotLazy).
 	MaxEntries  int
 	IndexMemory *index.Budget
 	// Profiles, if set, learns and uses prefetch profiles.
@@ -181,7 +182,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	desc, err := r.descriptor(ctx, src)
 	if err == nil {
-		f, indexDigest, err = pickFormat(desc, r.opts.MaxEntries)
+		f, indexDigest, err = pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory)
 	}
 	if err != nil {
 		if src.TOCDigest == "" {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
@@ -41,7 +42,8 @@ type artifactBlob interface {
 // the checkpoints from which each span of the blob is inflated alone, in
 // a separate blob found through the image's SOCI index.
 type sociFormat struct {
-	maxEntries int // 0: soci.DefaultMaxFiles
+	maxEntries int           // 0: soci.DefaultMaxFiles
+	mem        *index.Budget // holds the decoded zTOC while Open builds the index
 }
 
 func (sociFormat) Name() string { return "soci" }
@@ -73,7 +75,18 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 	case err != nil:
 		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
-	z, err := soci.Unmarshal(raw, f.maxEntries)
+	// the zTOC's buffer and what it decodes into (known before it is
+	// allocated) are held in the index budget until the index is built
+	var held int64
+	defer func() { f.mem.Release(held) }()
+	z, err := soci.UnmarshalLimits(raw, soci.Limits{MaxFiles: f.maxEntries, Reserve: func(n int64) error {
+		n += int64(len(raw))
+		if err := f.mem.Reserve(n); err != nil {
+			return err
+		}
+		held = n
+		return nil
+	}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
 	}
@@ -95,13 +108,29 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 // (counted against Options.IndexMemory).
 type memorySized interface{ MemoryBytes() int }
 
-// MemoryBytes is the decoder's checkpoints and cached spans at most.
+// MemoryBytes is what the decoder holds, counted from what it has rather
+// than from what the zTOC claims: each span's start, checkpoint, window
+// and digest, the entries' header facts, and the span cache at its
+// fullest, the sociSpanCache largest spans by their real sizes (the span
+// size in the checkpoint blob is the builder's target, unchecked).
 func (d *sociDecoder) MemoryBytes() int {
-	n := len(d.starts) * (8 + 64)
-	for _, c := range d.z.Checkpoints.List {
-		n += len(c.Window)
+	n := len(d.starts) * int(unsafe.Sizeof(int64(0))+unsafe.Sizeof(soci.Checkpoint{})+unsafe.Sizeof(digest.Digest("")))
+	for i, c := range d.z.Checkpoints.List {
+		n += len(c.Window) + len(d.z.SpanDigests[i])
 	}
-	return n + sociSpanCache*int(min(d.z.Checkpoints.SpanSize, soci.MaxSpanBytes))
+	for _, h := range d.heads {
+		n += int(unsafe.Sizeof(h)) + len(h.name)
+	}
+	sizes := make([]int64, len(d.starts))
+	for i := range sizes {
+		s, e := d.z.SpanOut(i)
+		sizes[i] = e - s
+	}
+	slices.Sort(sizes)
+	for _, s := range sizes[max(len(sizes)-sociSpanCache, 0):] {
+		n += int(s) + int(unsafe.Sizeof(spanData{}))
+	}
+	return n
 }
 
 // sociTOC lays the zTOC's entries out as a TOC for index.Build: the root

@@ -1,0 +1,141 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/soci"
+)
+
+// TestSociDecoderMemory: what a SOCI layer's decoder reports against the
+// index memory budget covers what it holds with its span cache full,
+// counted from the spans' real sizes: a zTOC that claims a span size of 1
+// byte (which the checkpoint blob carries unchecked) holds as much.
+func TestSociDecoderMemory(t *testing.T) {
+	blob, _ := sociLayer(t, 5)
+	for _, tc := range []struct {
+		name     string
+		spanSize int64 // claimed in the zTOC; 0: as built
+	}{
+		{"as built", 0},
+		{"span size claimed 1", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			z, err := soci.Build(bytesReader(blob), soci.BuildOptions{SpanSize: 64 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.spanSize != 0 {
+				z.Checkpoints.SpanSize = tc.spanSize
+			}
+			z, err = soci.Unmarshal(soci.Marshal(z), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			toc, err := sociTOC(z)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			dec := newSociDecoder(z)
+			// a part of every span, so that the cache ends up full (a
+			// chunk that is a whole span is not cached)
+			for i := range toc.Entries {
+				for _, c := range toc.Entries[i].Chunks {
+					if os, oe := z.SpanOut(spanOf(t, z, c.Offset, c.End)); c.InnerOffset == 0 && c.Size == oe-os {
+						continue
+					}
+					if _, err := dec.Decode(nil, &c, blob[c.Offset:c.End]); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			reported := int64(dec.MemoryBytes())
+			runtime.KeepAlive(dec)
+			t.Logf("%d spans: the decoder holds %d bytes with its cache full, reports %d", len(z.SpanDigests), held, reported)
+			if reported < held {
+				t.Fatalf("the decoder reports %d bytes, holds %d", reported, held)
+			}
+			if reported > 2*held {
+				t.Fatalf("the decoder reports %d bytes, holds only %d", reported, held)
+			}
+		})
+	}
+}
+
+// spanOf is the span whose compressed range is [s, e).
+func spanOf(t *testing.T, z *soci.Ztoc, s, e int64) int {
+	for i := range z.SpanDigests {
+		if a, b := z.SpanRange(i); a == s && b == e {
+			return i
+		}
+	}
+	t.Fatalf("no span at %d-%d", s, e)
+	return -1
+}
+
+// TestSociOpenBudget: opening a SOCI layer holds its zTOC, and what the
+// zTOC decodes into, in the index memory budget until the index is built
+// (a budget without room for them refuses the layer before it is decoded,
+// not lazy), and gives it back after.
+func TestSociOpenBudget(t *testing.T) {
+	r, hosts := startRegistry(t)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ctx := context.Background()
+	blob, _ := sociLayer(t, 6)
+	img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/budget", "v1", 64<<10, nil, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := NewRegistrySource(f)
+	desc, err := src.Layer(ctx, img.Ref, img.Layers[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zsize := img.Sizes[0].Size
+	for _, tc := range []struct {
+		name   string
+		budget int64
+		ok     bool
+	}{
+		{"room for it", 1 << 30, true},
+		{"no room for the zTOC", zsize - 1, false},
+		{"room for the zTOC, not for what it decodes into", zsize + 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			budget := index.NewBudget(tc.budget)
+			fm, d, err := pickFormat(desc, 0, budget)
+			if err != nil || fm.Name() != "soci" {
+				t.Fatalf("format %v: %v", fm, err)
+			}
+			b, err := src.Blob(ctx, img.Ref, desc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = fm.Open(ctx, b, d)
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("Open: %v", err)
+			case !tc.ok && (!errors.Is(err, index.ErrBudget) || !errors.Is(err, snapshotter.ReasonNotLazy)):
+				t.Fatalf("Open with a budget of %d bytes (zTOC of %d): %v, want not-lazy: budget", tc.budget, zsize, err)
+			}
+			if budget.Used() != 0 {
+				t.Fatalf("the budget holds %d bytes after Open", budget.Used())
+			}
+		})
+	}
+}
