@@ -3,13 +3,17 @@ package remote
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
+	"github.com/opencontainers/go-digest"
 )
 
 // TestSociDecoderMemory: what a SOCI layer's decoder reports against the
@@ -135,6 +139,54 @@ func TestSociOpenBudget(t *testing.T) {
 			}
 			if budget.Used() != 0 {
 				t.Fatalf("the budget holds %d bytes after Open", budget.Used())
+			}
+		})
+	}
+}
+
+// TestSociImpliedDirectories: the directories a zTOC's names imply (it
+// need not list them) are at most its entries and sociMaxImplied more:
+// 100 entries of 4 KB names are not laid out as 200,000 directories.
+func TestSociImpliedDirectories(t *testing.T) {
+	ztoc := func(n int, name func(i int) string) *soci.Ztoc {
+		z := &soci.Ztoc{Version: soci.Version, Algorithm: soci.AlgorithmGzip, CompressedSize: 1 << 20, UncompressedSize: 512 * int64(n+2),
+			Checkpoints: soci.Checkpoints{SpanSize: 1 << 20, List: []soci.Checkpoint{{In: 10, Window: make([]byte, soci.WindowSize)}}},
+			SpanDigests: []digest.Digest{digest.FromString("span")}}
+		for i := range n {
+			z.Files = append(z.Files, soci.File{Name: name(i), Type: soci.TypeDir, Offset: 512 * int64(i+1)})
+		}
+		zb := soci.Marshal(z)
+		z, err := soci.Unmarshal(zb, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return z
+	}
+	deep := strings.Repeat("a/", 2040)
+	for _, tc := range []struct {
+		name string
+		z    *soci.Ztoc
+		want error
+	}{
+		{"deep names", ztoc(100, func(i int) string { return fmt.Sprintf("d%d/%sf", i, deep) }), soci.ErrTooLarge},
+		{"one deep name", ztoc(1, func(int) string { return strings.Repeat("a/", 1000) + "f" }), nil},
+		{"a tree without its directories", ztoc(5000, func(i int) string { return fmt.Sprintf("usr/lib/p%d/m%d/f", i/10, i) }), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var toc *estargz.TOC
+			var err error
+			var a, b runtime.MemStats
+			runtime.ReadMemStats(&a)
+			toc, err = sociTOC(tc.z)
+			runtime.ReadMemStats(&b)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("sociTOC: %v, want %v", err, tc.want)
+			}
+			if err == nil {
+				t.Logf("%d entries laid out as %d; %d bytes allocated", len(tc.z.Files), len(toc.Entries), b.TotalAlloc-a.TotalAlloc)
+			}
+			if got := b.TotalAlloc - a.TotalAlloc; got > 64<<20 {
+				t.Fatalf("laying out %d entries allocated %d bytes", len(tc.z.Files), got)
 			}
 		})
 	}
