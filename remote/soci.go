@@ -75,8 +75,9 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 	case err != nil:
 		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
-	// the zTOC's buffer and what it decodes into (known before it is
-	// allocated) are held in the index budget until the index is built
+	// the zTOC's buffer, what it decodes into (known before it is
+	// allocated) and its entries laid out for index.Build are held in the
+	// index budget until the index is built
 	var held int64
 	defer func() { f.mem.Release(held) }()
 	z, err := soci.UnmarshalLimits(raw, soci.Limits{MaxFiles: f.maxEntries, Reserve: func(n int64) error {
@@ -93,6 +94,11 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 	if z.CompressedSize != b.Size() {
 		return nil, nil, fmt.Errorf("%w: zTOC %s is of a blob of %d bytes, the layer has %d", snapshotter.ReasonVerification, d, z.CompressedSize, b.Size())
 	}
+	lay := int64(len(z.Files)+1) * sociLayoutBytes
+	if err := f.mem.Reserve(lay); err != nil {
+		return nil, nil, fmt.Errorf("%w: zTOC %s of %d entries: %w", snapshotter.ReasonNotLazy, d, len(z.Files), err)
+	}
+	held += lay
 	toc, err := sociTOC(z)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
@@ -132,6 +138,11 @@ func (d *sociDecoder) MemoryBytes() int {
 	}
 	return n
 }
+
+// sociLayoutBytes is about what sociTOC and index.Build hold for an
+// entry at their peak: its estargz.Entry (208 bytes) in a slice grown by
+// appending, its name in a map, its place in the index being built.
+const sociLayoutBytes = 512
 
 // sociMaxImplied is how many more directories than entries a zTOC may
 // imply.

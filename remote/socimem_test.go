@@ -111,6 +111,10 @@ func TestSociOpenBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	zsize := img.Sizes[0].Size
+	var decoded int64
+	if _, err := soci.UnmarshalLimits(soci.Marshal(img.Ztocs[0]), soci.Limits{Reserve: func(n int64) error { decoded = n; return nil }}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name   string
 		budget int64
@@ -118,7 +122,9 @@ func TestSociOpenBudget(t *testing.T) {
 	}{
 		{"room for it", 1 << 30, true},
 		{"no room for the zTOC", zsize - 1, false},
-		{"room for the zTOC, not for what it decodes into", zsize + 1, false},
+		{"room for the zTOC, not for what it decodes into", zsize + decoded - 1, false},
+		{"room for the decoded zTOC, not for its layout", zsize + decoded + 1, false},
+		{"room for the decoded zTOC and its layout", zsize + decoded + int64(len(img.Ztocs[0].Files)+1)*sociLayoutBytes, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			budget := index.NewBudget(tc.budget)
