@@ -108,7 +108,7 @@ type serveConfig struct {
 	// cap is pulled the ordinary way (reason not-lazy).
 	Index struct {
 		MaxEntries     int   `toml:"max_entries"`      // TOC entries of one layer; 0 = estargz.DefaultMaxEntries
-		MaxMemoryBytes int64 `toml:"max_memory_bytes"` // indexes of all mounted layers; 0 = no cap
+		MaxMemoryBytes int64 `toml:"max_memory_bytes"` // indexes of all mounted layers, and a SOCI zTOC being decoded; 0 = no cap
 	} `toml:"index"`
 }
 
