@@ -97,14 +97,15 @@ type decoder struct {
 }
 
 // Sizes of what decoding allocates: a File, a Checkpoint, a string or
-// digest header, and a PAX map (Go's swiss tables: a group of 8 slots of
-// 32 bytes; about 75 bytes a record at the lowest load).
+// digest header, a PAX map (Go's swiss tables: a group of 8 slots of 32
+// bytes; about 75 bytes a record at the lowest load), a time zone.
 const (
 	fileBytes       = int64(unsafe.Sizeof(File{}))
 	checkpointBytes = int64(unsafe.Sizeof(Checkpoint{}))
 	stringBytes     = int64(unsafe.Sizeof(""))
 	mapBytes        = 320
 	mapRecordBytes  = 80
+	zoneBytes       = 176 // the *time.Location of a time at an offset of minutes
 )
 
 // claim takes [pos, pos+n) of the buffer for one record, or fails with
@@ -136,18 +137,12 @@ func (d *decoder) str(s []byte, what string, i int) (int, error) {
 	return len(s), d.claim(start-4, 4+len(s), what, i)
 }
 
-// strs claims the strings ss and adds their copies to need.
-func (d *decoder) strs(what string, i int, ss ...[]byte) error {
-	for _, s := range ss {
-		n, err := d.str(s, what, i)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			d.need += int64(n)
-		}
-	}
-	return nil
+// copied claims the string s, which is copied out, and adds the copy to
+// need.
+func (d *decoder) copied(s []byte, what string, i int) error {
+	n, err := d.str(s, what, i)
+	d.need += int64(n)
+	return err
 }
 
 // fileType returns the Type constant t names, without allocating ("" if
@@ -175,7 +170,10 @@ func fileType(t []byte) string {
 func (d *decoder) decode(l Limits) (*Ztoc, error) {
 	root := fb.GetRootAsZtoc(d.b, 0)
 	version, tool := root.Version(), root.BuildToolIdentifier()
-	if err := d.strs("version string", 0, version, tool); err != nil {
+	if err := d.copied(version, "the version string", 0); err != nil {
+		return nil, err
+	}
+	if err := d.copied(tool, "the build tool string", 0); err != nil {
 		return nil, err
 	}
 	z := &Ztoc{CompressedSize: root.CompressedArchiveSize(), UncompressedSize: root.UncompressedArchiveSize()}
@@ -211,13 +209,13 @@ func (d *decoder) decode(l Limits) (*Ztoc, error) {
 	}
 	for i := range ns {
 		s := ci.SpanDigests(i)
-		if _, err := d.str(s, "span digest", i); err != nil {
+		if _, err := d.str(s, "the digest of span", i); err != nil {
 			return nil, err
 		}
 		d.need += stringBytes + int64(len(s))
 	}
 	cpb := ci.CheckpointsBytes()
-	if _, err := d.str(cpb, "checkpoint blob", 0); err != nil {
+	if _, err := d.str(cpb, "the checkpoint blob", 0); err != nil {
 		return nil, err
 	}
 	d.need += int64(len(cpb))/PackedCheckpointSize*checkpointBytes + WindowSize // a v1 blob's first window is allocated
@@ -295,7 +293,7 @@ func (d *decoder) entries(toc *fb.TOC, files []File) error {
 			}
 			continue
 		}
-		if err := d.claim(int(m.Table().Pos), 4, "entry", i); err != nil {
+		if err := d.claim(int(m.Table().Pos), 4, "the table of entry", i); err != nil {
 			return err
 		}
 		name, typ, link := m.Name(), m.Type(), m.Linkname()
@@ -305,14 +303,23 @@ func (d *decoder) entries(toc *fb.TOC, files []File) error {
 		if fileType(typ) == "" {
 			return fmt.Errorf("%w: entry %q of type %q", ErrInvalid, name, typ)
 		}
-		if _, err := d.str(typ, "entry type", i); err != nil {
+		if _, err := d.str(typ, "the type of entry", i); err != nil { // not copied: a constant
 			return err
 		}
-		if err := d.strs("entry's string", i, name, link, m.Uname(), m.Gname()); err != nil {
+		mt := m.ModTime()
+		if _, err := d.str(mt, "the mod_time of entry", i); err != nil { // parsed, not copied
 			return err
 		}
-		if _, err := d.str(m.ModTime(), "entry's mod_time", i); err != nil {
-			return err
+		if len(mt) > 0 && mt[len(mt)-1] != 'Z' {
+			d.need += zoneBytes // maybe: time.FixedZone caches whole hours only
+		}
+		for _, c := range []struct {
+			s    []byte
+			what string
+		}{{name, "the name of entry"}, {link, "the link name of entry"}, {m.Uname(), "the user name of entry"}, {m.Gname(), "the group name of entry"}} {
+			if err := d.copied(c.s, c.what, i); err != nil {
+				return err
+			}
 		}
 		if !vectorOK(nx, 4, len(d.b)) {
 			return fmt.Errorf("%w: entry %d: %d PAX records in %d bytes", ErrFormat, i, nx, len(d.b))
@@ -324,10 +331,13 @@ func (d *decoder) entries(toc *fb.TOC, files []File) error {
 			if !m.Xattrs(&x, j) {
 				return fmt.Errorf("%w: entry %d: PAX record %d missing", ErrFormat, i, j)
 			}
-			if err := d.claim(int(x.Table().Pos), 4, "PAX record of entry", i); err != nil {
+			if err := d.claim(int(x.Table().Pos), 4, "a PAX record of entry", i); err != nil {
 				return err
 			}
-			if err := d.strs("PAX record of entry", i, x.Key(), x.Value()); err != nil {
+			if err := d.copied(x.Key(), "a PAX key of entry", i); err != nil {
+				return err
+			}
+			if err := d.copied(x.Value(), "a PAX value of entry", i); err != nil {
 				return err
 			}
 		}
