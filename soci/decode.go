@@ -15,10 +15,11 @@ import (
 // out must take bytes of the buffer no other record takes. What it
 // allocates is then bounded by the buffer's size: at most DecodeRatio
 // times the zTOC's bytes plus DecodeOverhead (DecodeBound). The worst case
-// is a buffer of minimal entries (an 8-byte table reference and table, a
-// 7-byte type string) each of which becomes a File; a real zTOC (every
-// string of every entry written out, as SOCI's writer does) decodes into
-// about twice its size.
+// is a buffer of minimal entries: 36 bytes (a table reference, a table of
+// a type and a PAX vector, the type string, one empty PAX record) become a
+// File and a one-record map, 14 times as many (TestUnmarshalDense). A real
+// zTOC (every string of every entry written out, as SOCI's writer does)
+// decodes into at most about twice its size.
 const (
 	DecodeRatio    = 16
 	DecodeOverhead = 64 << 10
