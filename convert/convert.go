@@ -53,6 +53,11 @@ type Options struct {
 	TempDir string
 	// Progress, if set, is called after each layer.
 	Progress func(LayerReport)
+	// Platforms, if any, select the manifests of an image index that are
+	// pulled and converted; the others are left out of the result (as
+	// ctr-remote's and nerdctl's convert --platform do). A single-manifest
+	// image must be of one of them. None selects every platform.
+	Platforms []ocispec.Platform
 
 	// Resolver reaches registries, for registry locations (ImageAt, Pull,
 	// Push); containerd's docker resolver built from a hosts directory
@@ -120,11 +125,17 @@ func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) 
 	out := *idx
 	out.Manifests = nil
 	for _, m := range idx.Manifests {
+		if m.Platform != nil && !platformSet(opts.Platforms).keep(m) {
+			continue // an index.json entry of another platform
+		}
 		nm, err := c.convertDesc(m)
 		if err != nil {
 			return nil, err
 		}
 		out.Manifests = append(out.Manifests, nm)
+	}
+	if len(out.Manifests) == 0 && len(idx.Manifests) > 0 {
+		return nil, platformSet(opts.Platforms).noneMatched(src)
 	}
 	switch {
 	case archive:
@@ -253,11 +264,22 @@ func (c *converter) convertIndex(d ocispec.Descriptor) (ocispec.Descriptor, erro
 	if err := json.Unmarshal(b, &idx); err != nil {
 		return d, fmt.Errorf("%w: index %s: %v", ErrLayout, d.Digest, err)
 	}
-	for i, m := range idx.Manifests {
-		if idx.Manifests[i], err = c.convertDesc(m); err != nil {
+	plats := platformSet(c.opts.Platforms)
+	kept := idx.Manifests[:0]
+	for _, m := range idx.Manifests {
+		if !plats.keep(m) {
+			continue
+		}
+		nm, err := c.convertDesc(m)
+		if err != nil {
 			return d, err
 		}
+		kept = append(kept, nm)
 	}
+	if len(kept) == 0 && !plats.all() {
+		return d, plats.noneMatched("index " + d.Digest.String())
+	}
+	idx.Manifests = kept
 	idx.MediaType = ocispec.MediaTypeImageIndex
 	idx.SchemaVersion = 2
 	nb, err := json.Marshal(&idx)
@@ -283,6 +305,9 @@ func (c *converter) convertManifest(d ocispec.Descriptor) (ocispec.Descriptor, e
 	var cfg map[string]json.RawMessage
 	if err := json.Unmarshal(cfgBytes, &cfg); err != nil {
 		return d, fmt.Errorf("%w: config %s: %v", ErrLayout, m.Config.Digest, err)
+	}
+	if plats := platformSet(c.opts.Platforms); d.Platform == nil && !plats.match(configPlatform(cfgBytes)) {
+		return d, plats.noneMatched("manifest " + d.Digest.String())
 	}
 	var rootfs ocispec.RootFS
 	if err := json.Unmarshal(cfg["rootfs"], &rootfs); err != nil || len(rootfs.DiffIDs) != len(m.Layers) {

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/internal/descriptor"
 	"github.com/opencontainers/go-digest"
@@ -170,7 +171,8 @@ type TransferReport struct {
 	Existing bool // not uploaded: the registry had it
 }
 
-// Pull fetches the image ref names (every platform of an index) from its
+// Pull fetches the image ref names (every platform of an index, or those
+// of opts.Platforms) from its
 // registry through opts.Resolver and writes it to dir as an OCI image
 // layout whose index.json names it. dir must be empty or not exist; after
 // a failure it holds what was fetched (no index.json), for the caller to
@@ -223,7 +225,11 @@ func Pull(ctx context.Context, ref, dir string, opts Options) (*PullReport, erro
 		notify(TransferReport{Ref: name, Desc: d})
 		return nil, nil
 	})
-	h := images.Handlers(counted, remotes.SkipNonDistributableBlobs(images.ChildrenHandler(store)))
+	children := images.ChildrenHandler(store)
+	if len(opts.Platforms) > 0 {
+		children = images.FilterPlatforms(children, platforms.Any(opts.Platforms...))
+	}
+	h := images.Handlers(counted, remotes.SkipNonDistributableBlobs(children))
 	if err := images.Dispatch(ctx, h, semaphore.NewWeighted(transferConcurrency), root); err != nil {
 		return fail("fetching", err)
 	}

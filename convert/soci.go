@@ -26,9 +26,14 @@ type IndexOptions struct {
 	Parallel int
 	// BuildTool is recorded in the zTOCs and index ("lazysnap").
 	BuildTool string
-	// Progress, if set, is called after each layer (from any goroutine,
-	// one call at a time).
+	// Progress, if set, is called after each layer that got a zTOC or
+	// was skipped (from any goroutine, one call at a time); a layer that
+	// failed is not reported: IndexImage returns its error.
 	Progress func(IndexLayerReport)
+	// Platforms, if any, select the manifests indexed (and, by IndexAt,
+	// pulled); the others are left out of the result, as for
+	// Options.Platforms. None selects every platform.
+	Platforms []ocispec.Platform
 }
 
 // IndexLayerReport describes one layer of an indexed image.
@@ -37,7 +42,8 @@ type IndexLayerReport struct {
 	Ztoc  *ocispec.Descriptor // nil if the layer got none
 	Files int
 	Spans int
-	// Skipped says why the layer got no zTOC.
+	// Skipped says why the layer got no zTOC (never empty when Ztoc is
+	// nil).
 	Skipped string
 }
 
@@ -76,11 +82,17 @@ func IndexImage(ctx context.Context, src, dst string, opts IndexOptions) (*Index
 	out := *idx
 	out.Manifests = nil
 	for _, m := range idx.Manifests {
+		if m.Platform != nil && !platformSet(opts.Platforms).keep(m) {
+			continue // an index.json entry of another platform
+		}
 		nm, err := x.indexRoot(m)
 		if err != nil {
 			return nil, err
 		}
 		out.Manifests = append(out.Manifests, nm)
+	}
+	if len(out.Manifests) == 0 && len(idx.Manifests) > 0 {
+		return nil, platformSet(opts.Platforms).noneMatched(src)
 	}
 	if len(out.Manifests) > 0 {
 		x.rep.Root = out.Manifests[0]
@@ -140,10 +152,15 @@ func (x *indexer) indexRoot(d ocispec.Descriptor) (ocispec.Descriptor, error) {
 		return d, fmt.Errorf("%w: index entry of media type %s", ErrLayout, d.MediaType)
 	}
 	var sociDescs []ocispec.Descriptor
+	plats := platformSet(x.opts.Platforms)
+	single := len(oi.Manifests) == 1 && oi.Manifests[0].Digest == d.Digest
 	kept := oi.Manifests[:0]
 	for _, m := range oi.Manifests {
 		if m.ArtifactType == soci.ArtifactTypeV2 {
 			continue // an earlier SOCI index: replaced
+		}
+		if !single && !plats.keep(m) {
+			continue
 		}
 		if m.MediaType != ocispec.MediaTypeImageManifest && m.MediaType != dockerManifest {
 			if err := x.copyTree(m); err != nil {
@@ -160,6 +177,9 @@ func (x *indexer) indexRoot(d ocispec.Descriptor) (ocispec.Descriptor, error) {
 		if sd != nil {
 			sociDescs = append(sociDescs, *sd)
 		}
+	}
+	if len(kept) == 0 && !plats.all() {
+		return d, plats.noneMatched("index " + d.Digest.String())
 	}
 	oi.Manifests = append(kept, sociDescs...)
 	oi.SchemaVersion, oi.MediaType = 2, ocispec.MediaTypeImageIndex
@@ -251,6 +271,9 @@ func (x *indexer) indexManifest(d ocispec.Descriptor) (ocispec.Descriptor, *ocis
 	if platform == nil {
 		platform = x.platform(m.Config)
 	}
+	if plats := platformSet(x.opts.Platforms); !plats.match(platform) {
+		return d, nil, plats.noneMatched("manifest " + d.Digest.String())
+	}
 	var sd *ocispec.Descriptor
 	delete(m.Annotations, soci.AnnotationIndexDigest)
 	if len(ztocs) > 0 {
@@ -292,7 +315,7 @@ func (x *indexer) indexManifest(d ocispec.Descriptor) (ocispec.Descriptor, *ocis
 }
 
 // layer builds the zTOC of one layer (once per digest) and stores it.
-func (x *indexer) layer(l ocispec.Descriptor) (*IndexLayerReport, error) {
+func (x *indexer) layer(l ocispec.Descriptor) (_ *IndexLayerReport, err error) {
 	x.mu.Lock()
 	if r, ok := x.ztocs[l.Digest]; ok {
 		x.mu.Unlock()
@@ -301,6 +324,9 @@ func (x *indexer) layer(l ocispec.Descriptor) (*IndexLayerReport, error) {
 	x.mu.Unlock()
 	r := &IndexLayerReport{Layer: l}
 	defer func() {
+		if err != nil {
+			return // not skipped: failed, and the indexing with it
+		}
 		x.mu.Lock()
 		x.ztocs[l.Digest] = r
 		x.rep.Layers = append(x.rep.Layers, *r)
@@ -349,11 +375,7 @@ func (x *indexer) platform(cfg ocispec.Descriptor) *ocispec.Platform {
 	if err != nil {
 		return nil
 	}
-	var p ocispec.Platform
-	if json.Unmarshal(b, &p) != nil || p.OS == "" || p.Architecture == "" {
-		return nil
-	}
-	return &ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
+	return configPlatform(b)
 }
 
 // teeHash hashes what is read through it.
@@ -378,6 +400,7 @@ func IndexAt(ctx context.Context, src, dst Location, opts IndexOptions, ropts Op
 		dst = src
 	}
 	var rep *IndexReport
+	ropts.Platforms = opts.Platforms
 	pull, push, err := throughLayouts(ctx, src, dst, ropts, "lazysnap-index-", true, func(srcPath, dstPath string) (err error) {
 		rep, err = IndexImage(ctx, srcPath, dstPath, opts)
 		return err

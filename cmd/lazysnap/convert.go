@@ -48,6 +48,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	rec := fs.Bool("record", false, "run the command after -- chrooted in SRC's unpacked image (as root), and place the files it opens first\n(after any -prioritized-files); the list is written to -record-list")
 	recList := fs.String("record-list", "", "where -record writes the list of files (default DST.prioritized for a local DST, none for a registry DST)")
 	recTimeout := fs.Duration("record-timeout", 10*time.Minute, "longest the -record command may run")
+	plat := platformFlag(fs)
 	reg := addRegistryFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, convertUsage)
@@ -80,6 +81,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	log := logger(ctx)
 	opts := convert.Options{Format: *format, ChunkSize: *chunk, CompressionLevel: *level}
+	if opts.Platforms, err = convert.ParsePlatforms(*plat); err != nil {
+		return errUsage{err.Error()}
+	}
 	if src.Ref != "" || dst.Ref != "" {
 		opts.Resolver = reg.resolver(ctx)
 		opts.Transfer = func(r convert.TransferReport) {
@@ -149,6 +153,11 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		rep.Pull = pulled
 	}
 	return printConvertReport(stdout, rep, time.Since(start))
+}
+
+// platformFlag is --platform of convert and index.
+func platformFlag(fs *flag.FlagSet) *string {
+	return fs.String("platform", "", "only these platforms of an image index, os/arch[/variant] comma-separated (linux/amd64,linux/arm64);\nthe others are left out of DST (default: every platform)")
 }
 
 // parseLocation is convert.ParseLocation that refuses a string without a

@@ -29,6 +29,7 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	span := fs.Int64("span-size", soci.DefaultSpanSize, "uncompressed bytes between checkpoints: the unit fetched, verified and inflated")
 	minSize := fs.Int64("min-layer-size", 0, "layers smaller than this many bytes get no zTOC (they are pulled whole)")
 	parallel := fs.Int("parallel", 2, "layers indexed at once")
+	plat := platformFlag(fs)
 	reg := addRegistryFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, indexUsage)
@@ -54,12 +55,16 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	platforms, err := convert.ParsePlatforms(*plat)
+	if err != nil {
+		return errUsage{err.Error()}
+	}
 	log := logger(ctx)
 	var ropts convert.Options
 	if src.Ref != "" || dst.Ref != "" {
 		ropts.Resolver = reg.resolver(ctx)
 	}
-	opts := convert.IndexOptions{SpanSize: *span, MinLayerSize: *minSize, Parallel: *parallel,
+	opts := convert.IndexOptions{SpanSize: *span, MinLayerSize: *minSize, Parallel: *parallel, Platforms: platforms,
 		Progress: func(l convert.IndexLayerReport) {
 			if l.Ztoc == nil {
 				log.InfoContext(ctx, "layer skipped", "digest", l.Layer.Digest, "reason", l.Skipped)

@@ -25,7 +25,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"convert", "convert an image (registry, OCI layout directory or archive) to eStargz", runConvert},
+		{"convert", "convert an image (registry, OCI layout directory or archive) to eStargz or zstd:chunked", runConvert},
 		{"index", "give an image (registry or OCI layout directory) SOCI indexes, its gzip layers unchanged", runIndex},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, "lazysnap", version)
@@ -34,7 +34,7 @@ func commands() []command {
 		{"serve", "run the snapshotter daemon (containerd proxy plugin)", runServe},
 		{"fuse-manager", "serve the FUSE layer mounts for serve (serve starts it)", runFuseManager},
 		{"fd-keeper", "hold the FUSE mounts' descriptors for the fuse manager's successor (the manager starts it)", runFDKeeper},
-		{"pull", "pull an image through containerd, eStargz layers lazily", runPull},
+		{"pull", "pull an image through containerd, its eStargz, zstd:chunked and SOCI-indexed layers lazily", runPull},
 		{"status", "show layers, fetch progress and cache use of a running serve", runStatus},
 		{"profile", "list, show, push or remove learned prefetch profiles", runProfile},
 	}

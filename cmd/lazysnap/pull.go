@@ -26,14 +26,15 @@ const progressInterval = pull.DefaultInterval
 func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	address := fs.String("address", "/run/containerd/containerd.sock", "containerd socket")
-	ns := fs.String("namespace", "default", "containerd namespace")
+	envAddr, envNS := pull.Env(os.Getenv)
+	address := fs.String("address", envAddr, "containerd socket ($CONTAINERD_ADDRESS if set)")
+	ns := fs.String("namespace", envNS, "containerd namespace ($CONTAINERD_NAMESPACE if set)")
 	sn := fs.String("snapshotter", "lazysnap", "snapshotter (the name of lazysnap's proxy plugin in containerd's config)")
 	reg := addRegistryFlags(fs)
 	quiet := fs.Bool("quiet", false, "print only the final line")
 	progress := fs.String("progress", "auto", "progress display: auto (tty on a terminal, else plain), tty (redrawn in place) or plain (a line per event)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lazysnap pull [flags] REF\n\nPulls REF through containerd so that eStargz layers are mounted lazily by\nlazysnap and other layers are pulled as usual. Shows each layer's progress\nwhile pulling, then a summary.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: lazysnap pull [flags] REF\n\nPulls REF through containerd so that lazysnap mounts its eStargz and\nzstd:chunked layers, and gzip layers with a SOCI index, lazily; other layers\nare pulled as usual. Shows each layer's progress while pulling, then a summary.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
