@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,6 +36,14 @@ type Config struct {
 	// 64 MiB; negative disables it). Chunks larger than 1/16 of it (at most
 	// 1 MiB) are not kept in memory.
 	MemCacheMaxBytes int64
+
+	// WrapTransport, if set, wraps each registry client's HTTP transport
+	// (the composable RoundTripper style): the wrapper sees every request
+	// the fetcher sends (token and redirect hops included), after the
+	// per-host concurrency limit, so that what it measures is the
+	// registry's time, not the wait for a slot. ops.Metrics's
+	// RegistryTransport times requests by host and status this way.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 
 	// MaxConnsPerHost limits concurrent requests per registry (or blob
 	// storage) host (default 8).

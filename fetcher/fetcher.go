@@ -49,11 +49,12 @@ type Fetcher struct {
 // hostState is the per-host (registry, mirror or blob storage) limiter and
 // counters.
 type hostState struct {
-	sem          chan struct{}
-	requests     atomic.Int64
-	bytes        atomic.Int64
-	noMultiRange atomic.Bool
-	restUntil    atomic.Int64 // unix ns: a mirror that failed is passed over until then
+	sem             chan struct{}
+	requests        atomic.Int64
+	bytes           atomic.Int64
+	mirrorFallbacks atomic.Int64
+	noMultiRange    atomic.Bool
+	restUntil       atomic.Int64 // unix ns: a mirror that failed is passed over until then
 }
 
 // New creates a Fetcher. It opens (and scans) the disk cache.
@@ -105,7 +106,11 @@ func (f *Fetcher) updateClient(c *http.Client) error {
 		tr.MaxIdleConns = 100
 		tr.IdleConnTimeout = 90 * time.Second
 	}
-	c.Transport = &meteredTransport{base: c.Transport, f: f}
+	base := c.Transport
+	if f.cfg.WrapTransport != nil {
+		base = f.cfg.WrapTransport(base)
+	}
+	c.Transport = &meteredTransport{base: base, f: f}
 	f.mu.Lock()
 	f.clients = append(f.clients, c)
 	f.mu.Unlock()
@@ -163,6 +168,10 @@ func (f *Fetcher) refCtx(ctx context.Context, ref string) context.Context {
 type HostStats struct {
 	Requests int64 // HTTP requests sent (including token and redirect hops)
 	Bytes    int64 // response body bytes read
+	// MirrorFallbacks counts operations that failed on this host, a
+	// mirror, and went on to the next host (the mirror passed over while
+	// it rests after a failure included).
+	MirrorFallbacks int64
 }
 
 // Stats returns per-host request and byte counters, keyed by host[:port].
@@ -171,7 +180,7 @@ func (f *Fetcher) Stats() map[string]HostStats {
 	defer f.mu.Unlock()
 	out := make(map[string]HostStats, len(f.hstate))
 	for h, s := range f.hstate {
-		out[h] = HostStats{Requests: s.requests.Load(), Bytes: s.bytes.Load()}
+		out[h] = HostStats{Requests: s.requests.Load(), Bytes: s.bytes.Load(), MirrorFallbacks: s.mirrorFallbacks.Load()}
 	}
 	return out
 }

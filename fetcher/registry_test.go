@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -343,7 +344,15 @@ func TestHungMirror(t *testing.T) {
 		}
 	})
 	hosts := writeHosts(t, up.Host, up.Endpoint(), registry.Endpoint{URL: "http://" + hung.Addr().String()})
-	f := newTestFetcher(t, Config{HostsDir: hosts, RequestTimeout: 300 * time.Millisecond, Retries: 3})
+	var wrapped sync.Map // host → requests the WrapTransport wrapper saw
+	f := newTestFetcher(t, Config{HostsDir: hosts, RequestTimeout: 300 * time.Millisecond, Retries: 3,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			return roundTripper(func(r *http.Request) (*http.Response, error) {
+				n, _ := wrapped.LoadOrStore(r.URL.Host, new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+				return rt.RoundTrip(r)
+			})
+		}})
 	b := mustBlob(t, f, img.Ref, img.Layers[0])
 	for i, off := range []int64{0, 300 << 10, 700 << 10} {
 		got, err := b.ReadRange(context.Background(), off, 1000)
@@ -357,4 +366,18 @@ func TestHungMirror(t *testing.T) {
 	if f.Stats()[up.Host].Requests == 0 {
 		t.Error("no read reached the upstream")
 	}
+	// each read went on from the mirror to the upstream: counted
+	if n := f.Stats()[hung.Addr().String()].MirrorFallbacks; n < 3 {
+		t.Errorf("%d mirror fallbacks counted, want at least the 3 reads", n)
+	}
+	// the wrapper saw the requests to both hosts
+	for _, h := range []string{up.Host, hung.Addr().String()} {
+		if n, ok := wrapped.Load(h); !ok || n.(*atomic.Int64).Load() == 0 {
+			t.Errorf("WrapTransport's wrapper saw no request to %s", h)
+		}
+	}
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

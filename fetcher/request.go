@@ -106,9 +106,17 @@ func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt 
 // once, and the host is passed over for MirrorRest, so that a mirror that
 // is down costs one attempt (at most one request timeout), not one per
 // request.
-func (b *Blob) retrying(ctx context.Context, hi int, op, rng string, received func() int64, attempt func(context.Context) error) error {
+func (b *Blob) retrying(ctx context.Context, hi int, op, rng string, received func() int64, attempt func(context.Context) error) (err error) {
 	hs := b.f.host(b.hosts[hi].Host)
 	mirror := hi < len(b.hosts)-1
+	if mirror {
+		defer func() {
+			// the operation goes on to the next host: HostStats.MirrorFallbacks
+			if err != nil && ctx.Err() == nil && !errors.Is(err, errMultiRangeUnsupported) && !errors.Is(err, errSuffixUnsupported) {
+				hs.mirrorFallbacks.Add(1)
+			}
+		}()
+	}
 	if until := hs.restUntil.Load(); mirror && time.Now().UnixNano() < until {
 		// not counted as an error: no request was made
 		return &RequestError{Op: op, Host: b.hosts[hi].Host, Digest: b.desc.Digest.String(), Range: rng, Kind: ErrUnavailable, Err: errMirrorResting}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
@@ -132,6 +133,12 @@ type Options struct {
 	// Reads of chunks already present do not call it. It must be cheap and
 	// safe for concurrent use: it runs on the read path.
 	OnReadLatency func(time.Duration)
+	// OnOp, if set, is called once for every FUSE request a mount of the
+	// layer handles, just before its answer: the operation's name (OpName), how
+	// long it took to handle, and the errno answered (0: success; FORGET
+	// is not answered). It must be cheap and safe for concurrent use: it
+	// runs on the request path.
+	OnOp func(op string, took time.Duration, errno syscall.Errno)
 	// OnChunkAccess, if set, is called once per chunk the first time a
 	// reader needs it (present or not), in first-access order: what a
 	// learned prefetch profile records. It must be cheap and safe for

@@ -58,7 +58,7 @@ func (l *Layer) MountShared(mountpoint, openTable string) (*Mount, error) {
 		m.opens.close()
 		return nil, fmt.Errorf("fs: mounting %s: %w", mountpoint, err)
 	}
-	if m.srv, err = newServer(fd); err != nil {
+	if m.srv, err = newServer(fd, l.opts.OnOp); err != nil {
 		unix.Unmount(mountpoint, unix.MNT_DETACH)
 		m.opens.close()
 		return nil, fmt.Errorf("fs: mounting %s: %w", mountpoint, err)
@@ -116,7 +116,7 @@ func (l *Layer) Adopt(mountpoint string, fd *os.File, s Session) (*Mount, error)
 		m.opens.close()
 		return nil, fmt.Errorf("fs: adopting %s: %w", mountpoint, err)
 	}
-	if m.srv, err = newServer(nfd); err != nil {
+	if m.srv, err = newServer(nfd, l.opts.OnOp); err != nil {
 		m.opens.close()
 		return nil, fmt.Errorf("fs: adopting %s: %w", mountpoint, err)
 	}

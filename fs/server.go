@@ -77,6 +77,8 @@ type server struct {
 	init []byte // the kernel's INIT request
 	rep  []byte // our reply to it
 	caps uint64 // the negotiated capabilities
+	// onOp is Options.OnOp
+	onOp func(op string, took time.Duration, errno syscall.Errno)
 
 	bufs      sync.Pool
 	stopping  atomic.Bool
@@ -90,8 +92,9 @@ type server struct {
 	stopOnce  sync.Once
 }
 
-// newServer prepares to serve fd (which it owns); the caller sets ps.
-func newServer(fd int) (*server, error) {
+// newServer prepares to serve fd (which it owns), calling onOp (if not
+// nil) after each request; the caller sets ps.
+func newServer(fd int, onOp func(string, time.Duration, syscall.Errno)) (*server, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -101,7 +104,7 @@ func newServer(fd int) (*server, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	s := &server{fd: fd, stop: stop, ended: make(chan struct{})}
+	s := &server{fd: fd, stop: stop, ended: make(chan struct{}), onOp: onOp}
 	s.bufs.New = func() any { return &[2][]byte{make([]byte, bufSize), make([]byte, bufSize)} }
 	return s, nil
 }
@@ -190,6 +193,10 @@ func (s *server) read() {
 func (s *server) handle(b *[2][]byte, n int) {
 	defer s.handlers.Done()
 	in, out := b[0][:n], b[1]
+	var start time.Time
+	if s.onOp != nil {
+		start = time.Now()
+	}
 	w, st := s.ps.HandleRequest([][]byte{in}, [][]byte{out})
 	if !st.Ok() && n >= 16 {
 		// HandleRequest could not reply: reply the error ourselves
@@ -197,6 +204,14 @@ func (s *server) handle(b *[2][]byte, n int) {
 		binary.LittleEndian.PutUint32(out[0:], 16)
 		binary.LittleEndian.PutUint32(out[4:], uint32(-int32(st)))
 		copy(out[8:16], in[8:16])
+	}
+	if s.onOp != nil && n >= 8 {
+		// before the answer: what the requester sees next is counted
+		var errno syscall.Errno
+		if w >= 16 {
+			errno = syscall.Errno(-int32(binary.LittleEndian.Uint32(out[4:])))
+		}
+		s.onOp(OpName(binary.LittleEndian.Uint32(in[4:])), time.Since(start), errno)
 	}
 	if w > 0 && !s.abandoned.Load() {
 		// ENOENT: the request was interrupted, or the connection ended

@@ -25,6 +25,7 @@ type Metrics struct {
 	reg         *prometheus.Registry
 	gatherers   prometheus.Gatherers // reg, then any added by gather
 	readLatency prometheus.Histogram
+	lat         latency // latency.go
 }
 
 // readLatencyBuckets span a chunk served from the local cache (about a
@@ -43,6 +44,7 @@ func NewMetrics(daemon, version string) *Metrics {
 			Help:    "Time FUSE reads waited for chunks to be fetched (only reads that had to wait: data not yet present).",
 			Buckets: readLatencyBuckets,
 		}),
+		lat: newLatency(),
 	}
 	m.gatherers = prometheus.Gatherers{m.reg}
 	var proc prometheus.Registerer = m.reg
@@ -62,14 +64,28 @@ func NewMetrics(daemon, version string) *Metrics {
 func (m *Metrics) ObserveRead(d time.Duration) { m.readLatency.Observe(d.Seconds()) }
 
 // Register adds the components' counters, read at scrape time from src,
-// and, where src has the layers, the read-latency histogram.
+// and the histograms their hooks feed: where src has the layers, read
+// latency and FUSE operations (fs.Options.OnReadLatency and OnOp: the
+// process serves the mounts); where it has the registries, request
+// latency (fetcher.Config.WrapTransport); where it has the snapshotter,
+// mount latency (snapshotter.WithOnMount).
 func (m *Metrics) Register(src Sources) error {
+	var cs []prometheus.Collector
 	if src.Layers != nil {
-		if err := m.reg.Register(m.readLatency); err != nil {
+		cs = append(cs, m.readLatency, m.lat.fuse, m.lat.fuseErrs)
+	}
+	if src.Registries != nil {
+		cs = append(cs, m.lat.registry)
+	}
+	if src.Snapshotter != nil {
+		cs = append(cs, m.lat.mount)
+	}
+	for _, c := range append(cs, &statsCollector{src: src}) {
+		if err := m.reg.Register(c); err != nil {
 			return err
 		}
 	}
-	return m.reg.Register(&statsCollector{src: src})
+	return nil
 }
 
 // Gather adds g's metrics (a fuse manager's, say) to Handler's, and a
@@ -106,6 +122,7 @@ var (
 	descRegistryRequests = desc("lazysnap_registry_requests_total", "HTTP requests sent to a registry, mirror or blob storage host (token and redirect hops included).", "host")
 	descRegistryBytes    = desc("lazysnap_registry_bytes_total", "Response body bytes received from a registry, mirror or blob storage host.", "host")
 	descRegistryErrors   = desc("lazysnap_registry_errors_total", "Registry operations that failed after their retries, by kind.", "kind")
+	descMirrorFallbacks  = desc("lazysnap_registry_mirror_fallbacks_total", "Operations that failed on a mirror and went on to the next host (the mirror passed over while it rests included).", "host")
 
 	descCacheHits        = desc("lazysnap_cache_hits_total", "Chunk cache lookups served from the cache, by tier (memory, disk).", "tier")
 	descCacheMisses      = desc("lazysnap_cache_misses_total", "Chunk cache lookups that went to the registry.")
@@ -155,7 +172,7 @@ type statsCollector struct{ src Sources }
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	var descs []*prometheus.Desc
 	if c.src.Registries != nil {
-		descs = append(descs, descRegistryRequests, descRegistryBytes)
+		descs = append(descs, descRegistryRequests, descRegistryBytes, descMirrorFallbacks)
 	}
 	if c.src.RegistryErrors != nil {
 		descs = append(descs, descRegistryErrors)
@@ -193,6 +210,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		for host, s := range c.src.Registries() {
 			counter(descRegistryRequests, float64(s.Requests), host)
 			counter(descRegistryBytes, float64(s.Bytes), host)
+			counter(descMirrorFallbacks, float64(s.MirrorFallbacks), host)
 		}
 	}
 	if c.src.RegistryErrors != nil {

@@ -191,8 +191,12 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, snap storage.Snapshot, 
 	if s.cfg.mountTimeout > 0 {
 		mctx, cancel = context.WithTimeout(ctx, s.cfg.mountTimeout)
 	}
+	start := time.Now()
 	err = s.fs.Mount(mctx, mp, maps.Clone(labels))
 	cancel()
+	if s.cfg.onMount != nil {
+		s.cfg.onMount(time.Since(start), err == nil)
+	}
 	if err != nil {
 		if uerr := s.forceUnmount(ctx, mp); uerr != nil {
 			// The directory cannot serve as an upper dir; give up on it.

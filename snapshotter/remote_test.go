@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +47,12 @@ func TestRemotePrepare(t *testing.T) {
 	d1, d2 := digestOf("layer1"), digestOf("layer2")
 	fs.files[d1] = map[string]string{"etc/os-release": "fake", "bin/sh": "shell v1"}
 	fs.files[d2] = map[string]string{"bin/sh": "shell v2", "app/main": "app"}
-	sn, _ := newSnapshotter(t, ctx, fs, snapshotter.WithUnmountOnClose())
+	var lazyMounts atomic.Int64
+	sn, _ := newSnapshotter(t, ctx, fs, snapshotter.WithUnmountOnClose(), snapshotter.WithOnMount(func(took time.Duration, lazy bool) {
+		if lazy && took >= 0 {
+			lazyMounts.Add(1)
+		}
+	}))
 
 	l1 := layerLabels("chain1", d1)
 	_, err := sn.Prepare(ctx, "extract-1 chain1", "", snapshots.WithLabels(l1))
@@ -56,6 +63,9 @@ func TestRemotePrepare(t *testing.T) {
 	l2[snapshotter.LabelStargzLayers] = d2
 	if _, err := sn.Prepare(ctx, "extract-2 chain2", "chain1", snapshots.WithLabels(l2)); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("Prepare of the second layer: got %v, want AlreadyExists", err)
+	}
+	if n := lazyMounts.Load(); n != 2 {
+		t.Fatalf("WithOnMount reported %d lazy mounts, want 2", n)
 	}
 
 	// The committed snapshots carry the target names and the remote mark,
@@ -160,7 +170,13 @@ func TestFallback(t *testing.T) {
 			fs := newFakeFS()
 			d := digestOf("plain layer")
 			fs.fail[d], fs.block = tt.fail, tt.block
-			sn, _ := newSnapshotter(t, ctx, fs, snapshotter.WithMountTimeout(100*time.Millisecond))
+			var mounts []bool // WithOnMount's reports
+			var mountsMu sync.Mutex
+			sn, _ := newSnapshotter(t, ctx, fs, snapshotter.WithMountTimeout(100*time.Millisecond), snapshotter.WithOnMount(func(took time.Duration, lazy bool) {
+				mountsMu.Lock()
+				defer mountsMu.Unlock()
+				mounts = append(mounts, lazy)
+			}))
 			labels := layerLabels("chainP", d)
 			if tt.labels != nil {
 				tt.labels(labels)
@@ -175,6 +191,11 @@ func TestFallback(t *testing.T) {
 			if n := len(fs.Calls("Mount")); n != tt.mounts {
 				t.Errorf("Mount called %d times, want %d", n, tt.mounts)
 			}
+			mountsMu.Lock()
+			if len(mounts) != tt.mounts || slices.Contains(mounts, true) {
+				t.Errorf("WithOnMount reported %v, want %d failed mounts", mounts, tt.mounts)
+			}
+			mountsMu.Unlock()
 			if st := sn.Stats(); st.Fallbacks[tt.want] != 1 || st.RemoteMounts != 0 {
 				t.Errorf("Stats = %+v, want one fallback %q", st, tt.want)
 			}

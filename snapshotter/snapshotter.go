@@ -26,6 +26,15 @@ type config struct {
 	mountTimeout   time.Duration
 	unmountOnClose bool
 	concurrency    int
+	onMount        func(took time.Duration, lazy bool)
+}
+
+// WithOnMount sets a function called after each FileSystem.Mount that
+// Prepare makes, with how long it took and whether the layer was then
+// mounted lazily (false: it fell back to an ordinary pull). It must be
+// cheap and safe for concurrent use.
+func WithOnMount(fn func(took time.Duration, lazy bool)) Opt {
+	return func(c *config) { c.onMount = fn }
 }
 
 // WithMountTimeout bounds each FileSystem.Mount that Prepare makes; a Mount

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -8,6 +11,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/internal/logging"
 )
 
 // TestLoadServeConfig: keys that are not set keep their defaults, and a
@@ -144,7 +150,7 @@ func TestExampleConfig(t *testing.T) {
 				continue // process state, not a key (handoverDir)
 			}
 			name := prefix + f.Tag.Get("toml")
-			if f.Type.Kind() == reflect.Struct && f.Type.Name() == "" {
+			if f.Type.Kind() == reflect.Struct && (f.Type.Name() == "" || f.Type == reflect.TypeOf(logging.Config{})) {
 				walk(name+".", f.Type)
 			} else if !shown[name] {
 				t.Errorf("dist/config.toml does not show %s", name)
@@ -152,4 +158,67 @@ func TestExampleConfig(t *testing.T) {
 		}
 	}
 	walk("", reflect.TypeOf(serveConfig{}))
+}
+
+// TestDaemonLog: the daemons' [log] level and format, and --log-level and
+// --log-format over them, apply to lazysnap's records and to containerd's
+// (log.G, which falls back to log.L: snapshotter/ logs that way); an
+// unknown level or format is refused.
+func TestDaemonLog(t *testing.T) {
+	old := log.L
+	t.Cleanup(func() { log.L = old })
+	for _, tc := range []struct {
+		name, toml string
+		flags      []string
+		json       bool
+		want       []string // messages logged
+		err        string
+	}{
+		{"defaults", "", nil, false, []string{"own info", "containerd info"}, ""},
+		{"config json debug", "[log]\n  level = \"debug\"\n  format = \"json\"\n", nil, true, []string{"own debug", "own info", "containerd debug", "containerd info"}, ""},
+		{"flags over config", "[log]\n  level = \"error\"\n  format = \"json\"\n", []string{"--log-level", "info", "--log-format", "text"}, false, []string{"own info", "containerd info"}, ""},
+		{"config warn", "[log]\n  level = \"warn\"\n", nil, false, nil, ""},
+		{"bad level", "[log]\n  level = \"loud\"\n", nil, false, nil, `log level "loud"`},
+		{"bad format flag", "", []string{"--log-format", "xml"}, false, nil, `log format "xml"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "lazysnap.toml")
+			if err := os.WriteFile(p, []byte(tc.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			ctx, cfg, _, err := parseDaemonFlags(context.Background(), flag.NewFlagSet("serve", flag.ContinueOnError), append([]string{"--config", p}, tc.flags...), &stderr)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || cfg == nil {
+				t.Fatal(err)
+			}
+			logger(ctx).Debug("own debug")
+			logger(ctx).Info("own info")
+			log.G(context.Background()).WithField("k", "v").Debug("containerd debug")
+			log.G(context.Background()).WithField("k", "v").Info("containerd info")
+			var got []string
+			for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+				if line == "" {
+					continue
+				}
+				var rec struct{ Msg string }
+				if jerr := json.Unmarshal([]byte(line), &rec); (jerr == nil) != tc.json {
+					t.Fatalf("json %v, line %q", tc.json, line)
+				}
+				if !tc.json {
+					_, rec.Msg, _ = strings.Cut(line, `msg="`)
+					rec.Msg, _, _ = strings.Cut(rec.Msg, `"`)
+				}
+				got = append(got, rec.Msg)
+			}
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("logged %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

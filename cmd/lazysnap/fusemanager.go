@@ -42,7 +42,7 @@ containers keep their files while serve restarts. serve starts one if none
 answers on <root>/`+managerSocketName+`; under systemd run it as a unit of its own
 (lazysnap-fuse-manager.service) with the same --config as serve. SIGTERM
 unmounts every layer: stop it only after the containers.`)
-	pcfg, _, err := parseDaemonFlags(fs, args, stderr)
+	ctx, pcfg, _, err := parseDaemonFlags(ctx, fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err
 	}

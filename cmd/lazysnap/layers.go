@@ -59,6 +59,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		MaxConnsPerHost:  cfg.Fetch.MaxConnsPerHost,
 		StallTimeout:     cfg.Fetch.StallTimeout.D(),
 		RequestTimeout:   cfg.Fetch.RequestTimeout.D(),
+		WrapTransport:    met.RegistryTransport,
 	})
 	if err != nil {
 		return nil, err
@@ -77,7 +78,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		Layer: lfs.Options{
 			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
-			FetchTimeout: cfg.Fetch.Timeout.D(), OnReadLatency: met.ObserveRead,
+			FetchTimeout: cfg.Fetch.Timeout.D(), OnReadLatency: met.ObserveRead, OnOp: met.ObserveFUSE,
 			BackgroundQuiet: cfg.Fetch.BackgroundQuiet.D(), BackgroundInflight: cfg.Fetch.BackgroundInflight, ReadAround: cfg.Fetch.ReadAround,
 		},
 		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },

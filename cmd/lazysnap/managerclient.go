@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/lazysnap/lazysnap/internal/logging"
 )
 
 // managerStarter returns the function that starts `lazysnap fuse-manager`
@@ -15,7 +18,7 @@ import (
 // a session of its own (so that it outlives serve and its terminal), its
 // output appended to fusemanager.log in the root directory, which the
 // manager rotates.
-func managerStarter(cfgPath, root string) func() (<-chan error, error) {
+func managerStarter(cfgPath, root string, lc logging.Config) func() (<-chan error, error) {
 	return func() (<-chan error, error) {
 		exe, err := os.Executable()
 		if err != nil {
@@ -26,7 +29,7 @@ func managerStarter(cfgPath, root string) func() (<-chan error, error) {
 			return nil, err
 		}
 		logPath := filepath.Join(root, managerLogName)
-		args := []string{"fuse-manager", "--root", root, "--log-file", logPath}
+		args := []string{"fuse-manager", "--root", root, "--log-file", logPath, "--log-level", cmp.Or(lc.Level, "info"), "--log-format", cmp.Or(lc.Format, "text")}
 		if cfgPath != "" {
 			p, err := filepath.Abs(cfgPath)
 			if err != nil {

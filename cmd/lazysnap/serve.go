@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +22,7 @@ import (
 	"github.com/lazysnap/lazysnap/cri"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
+	"github.com/lazysnap/lazysnap/internal/logging"
 	"github.com/lazysnap/lazysnap/internal/tomlconfig"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -104,6 +106,9 @@ type serveConfig struct {
 		MaxDuration tomlconfig.Duration `toml:"max_duration"`
 		MaxChunks   int                 `toml:"max_chunks"`
 	} `toml:"profile"`
+	// Log is the daemon's log level and format (--log-level and
+	// --log-format override it); containerd's log.G records obey it too.
+	Log logging.Config `toml:"log"`
 	// Index caps what a layer's in-memory index may take; a layer past a
 	// cap is pulled the ordinary way (reason not-lazy).
 	Index struct {
@@ -181,31 +186,38 @@ func daemonUsage(fs *flag.FlagSet, stderr io.Writer, synopsis, about string) {
 
 // parseDaemonFlags parses the flags of serve and fuse-manager: fs's own
 // and the two they share, --config and --root, then loads the
-// configuration with --root applied. It returns the configuration file it
-// read ("" for none). A nil config and error means -h.
-func parseDaemonFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (*serveConfig, string, error) {
+// configuration with --root, --log-level and --log-format applied, and
+// makes its [log] ctx's logger's and containerd's (log.L). It returns the
+// configuration file it read ("" for none). A nil config and error means -h.
+func parseDaemonFlags(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer) (context.Context, *serveConfig, string, error) {
 	fs.SetOutput(stderr)
 	cfgFlag := configFlag(fs, "TOML configuration file")
 	root := fs.String("root", "", "root directory (overrides the config)")
+	level := fs.String("log-level", "", "lowest level logged: "+logging.Levels+" (overrides [log] level; default info)")
+	format := fs.String("log-format", "", "log format: "+logging.Formats+" (overrides [log] format; default text)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return nil, "", nil
+			return ctx, nil, "", nil
 		}
-		return nil, "", errUsage{err.Error()}
+		return ctx, nil, "", errUsage{err.Error()}
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
-		return nil, "", errUsage{"no arguments expected"}
+		return ctx, nil, "", errUsage{"no arguments expected"}
 	}
 	cfgPath := configPath(fs, *cfgFlag)
 	cfg, err := loadServeConfig(cfgPath)
 	if err != nil {
-		return nil, "", err
+		return ctx, nil, "", err
 	}
-	if *root != "" {
-		cfg.Root = *root
+	cfg.Root = cmp.Or(*root, cfg.Root)
+	cfg.Log.Level, cfg.Log.Format = cmp.Or(*level, cfg.Log.Level), cmp.Or(*format, cfg.Log.Format)
+	h, err := logging.New(stderr, cfg.Log)
+	if err != nil {
+		return ctx, nil, "", err
 	}
-	return &cfg, cfgPath, nil
+	log.L = logging.Containerd(h) // containerd's packages and snapshotter/ log through log.G
+	return withLogger(ctx, slog.New(h)), &cfg, cfgPath, nil
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -217,7 +229,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 to its gRPC socket. It mounts lazy layers through the fuse manager (started
 if none answers; see lazysnap fuse-manager -h) and serves /status and
 /metrics on status.sock beside the socket. SIGTERM or SIGINT stop it.`)
-	pcfg, cfgPath, err := parseDaemonFlags(fs, args, stderr)
+	ctx, pcfg, cfgPath, err := parseDaemonFlags(ctx, fs, args, stderr)
 	if err != nil || pcfg == nil {
 		return err
 	}
@@ -246,7 +258,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	if cfg.FuseManager.Enable {
 		var start func() (<-chan error, error) // nil: the manager's service starts it
 		if *startManager {
-			start = managerStarter(cfgPath, cfg.Root)
+			start = managerStarter(cfgPath, cfg.Root, cfg.Log)
 		}
 		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), start)
 		h, err := mfs.Ensure(ctx)
@@ -269,7 +281,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		defer ls.Close()
 		fsys, auths = ls.fs, localAuths{ls.pullAuths}
 	}
-	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys)
+	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys, snapshotter.WithOnMount(met.ObserveMount))
 	if err != nil {
 		return err
 	}

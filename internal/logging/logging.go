@@ -1,19 +1,73 @@
 // Package logging gives a lazysnap daemon one log stream: an slog
-// handler (NewHandler) for lazysnap's own records, and containerd's
+// handler (NewHandler, or New for a configured level and format: the
+// [log] section, Config) for lazysnap's own records, and containerd's
 // log.G entries (logrus underneath; snapshotter/ logs that way, as
 // containerd's snapshotters do) turned into records of the same handler
-// (Containerd). It is safe for concurrent use, as slog handlers are.
+// (Containerd), so that they obey the same level and format. A Config
+// that names an unknown level or format is ErrConfig. It is safe for
+// concurrent use, as slog handlers are.
 package logging
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 )
+
+// ErrConfig is a log level or format that does not exist.
+var ErrConfig = errors.New("logging: invalid configuration")
+
+// Config is a daemon's [log] section (and its --log-level and
+// --log-format flags). Zero values mean the defaults.
+type Config struct {
+	// Level is the lowest level logged: trace, debug, info (the
+	// default), warn or error.
+	Level string `toml:"level"`
+	// Format is text (slog's key=value lines, the default) or json (one
+	// object a line: time, level, msg, then the attributes).
+	Format string `toml:"format"`
+}
+
+// Levels and Formats are the values Config takes.
+const (
+	Levels  = "trace, debug, info, warn, error"
+	Formats = "text, json"
+)
+
+// New is NewHandler for c: its format, at its level. It fails with
+// ErrConfig for a level or format it does not know.
+func New(w io.Writer, c Config) (slog.Handler, error) {
+	var level slog.Level
+	switch strings.ToLower(c.Level) {
+	case "trace":
+		level = slogLevel(logrus.TraceLevel)
+	case "debug":
+		level = slog.LevelDebug
+	case "", "info":
+		level = slog.LevelInfo
+	case "warn", "warning":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		return nil, fmt.Errorf("%w: log level %q (want one of %s)", ErrConfig, c.Level, Levels)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(c.Format) {
+	case "", "text":
+		return slog.NewTextHandler(w, opts), nil
+	case "json":
+		return slog.NewJSONHandler(w, opts), nil
+	}
+	return nil, fmt.Errorf("%w: log format %q (want one of %s)", ErrConfig, c.Format, Formats)
+}
 
 // NewHandler is the daemon's one log handler: lazysnap's own slog
 // records and, through Containerd, containerd's log.G entries (and
