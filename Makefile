@@ -31,6 +31,7 @@ install: build
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
 	install -D -m 0644 dist/config.toml $(DESTDIR)$(PREFIX)/share/lazysnap/config.toml.example
+	install -D -m 0644 dist/grafana/lazysnap.json $(DESTDIR)$(PREFIX)/share/lazysnap/grafana/lazysnap.json
 	[ -e $(DESTDIR)$(SYSCONFDIR)/lazysnap/config.toml ] || \
 		install -D -m 0644 dist/config.toml $(DESTDIR)$(SYSCONFDIR)/lazysnap/config.toml
 

@@ -34,7 +34,7 @@ func TestInstall(t *testing.T) {
 	}
 	install()
 	units := filepath.Join(prefix, "lib", "systemd", "system")
-	for _, f := range []string{"bin/lazysnap", "share/lazysnap/config.toml.example", "lib/systemd/system/lazysnap.service", "lib/systemd/system/lazysnap-fuse-manager.service"} {
+	for _, f := range []string{"bin/lazysnap", "share/lazysnap/config.toml.example", "share/lazysnap/grafana/lazysnap.json", "lib/systemd/system/lazysnap.service", "lib/systemd/system/lazysnap-fuse-manager.service"} {
 		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
 			t.Errorf("not installed: %v", err)
 		}
