@@ -55,9 +55,11 @@ fuzz:
 # The cmd/lazysnap suite against containerd 2.x, built once from the Go
 # module proxy (about 7 minutes on 2 cores; not part of make test).
 CONTAINERD2_DIR ?= /var/tmp/lazysnap-containerd2
+NERDCTL ?= /var/tmp/lazysnap-tools/nerdctl
 test-containerd2: rootfs
 	./scripts/containerd2.sh $(CONTAINERD2_DIR)
-	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_TESTENV_CONTAINERD_DIR=$(CONTAINERD2_DIR) LAZYSNAP_CONTAINERD2_DIR=$(CONTAINERD2_DIR) \
+	./scripts/nerdctl.sh $(dir $(NERDCTL))
+	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_TESTENV_CONTAINERD_DIR=$(CONTAINERD2_DIR) LAZYSNAP_CONTAINERD2_DIR=$(CONTAINERD2_DIR) LAZYSNAP_NERDCTL=$(NERDCTL) \
 		$(GO) test -count=1 -timeout 30m ./cmd/lazysnap
 
 lint:

@@ -145,6 +145,9 @@ type stackOptions struct {
 	// mirrors are the registry's mirrors in the stack's hosts.toml, tried
 	// before the registry (through the stack's WAN proxy).
 	mirrors []registry.Endpoint
+	// containerd is more of containerd's config, after the proxy plugin's
+	// table (its exports, say).
+	containerd string
 }
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
@@ -178,6 +181,7 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		q, _ := json.Marshal(opts.capabilities) // a TOML array of strings
 		plugin += fmt.Sprintf("  capabilities = %s\n", q)
 	}
+	plugin += opts.containerd
 	copts := ctrdenv.Options{NeedCtrRemote: true, ExtraConfig: plugin}
 	if opts.cri != nil {
 		copts.CRI = true
