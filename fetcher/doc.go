@@ -68,6 +68,12 @@
 // Blob.Invalidate when a check fails, or uses Blob.ReadRangeVerified to do
 // both. Blob.ReadAt (io.ReaderAt) bypasses the caches.
 //
+// Observability: Stats, ErrorStats and CacheUsage are counters read on
+// demand (package ops turns them into metrics at scrape time);
+// Config.WrapTransport wraps each registry client's transport (after the
+// per-host limiter), which is how ops times each request without this
+// package knowing of Prometheus.
+//
 // # Errors
 //
 // Functions return errors wrapping one of the sentinels (ErrNotFound,

@@ -41,6 +41,10 @@
 // (a profile recorded earlier) in as few requests as possible, joining
 // ranges that lie close together.
 //
+// Observability: Options.OnOp reports every FUSE request a mount
+// answers (its OpName, time, errno), Options.OnReadLatency every read that
+// waited for a fetch; Layer.Stats holds the counters.
+//
 // Serving: a Mount serves the FUSE protocol with go-fuse's ProtocolServer
 // over a /dev/fuse descriptor of its own (server.go says why not
 // fuse.Server), at the raw level, statelessly: a NodeID is the index's Ino

@@ -11,7 +11,11 @@
 // layers and registries, serve the snapshotter. Server assembles a Report
 // from them; Metrics turns them into metrics when scraped (nothing is
 // counted twice, and metrics add nothing to the hot paths), apart from the
-// read-latency histogram the filesystem feeds (ObserveRead).
+// histograms the components feed through hooks as things happen: read
+// latency (ObserveRead, fs.Options.OnReadLatency), FUSE operations and
+// their errors (ObserveFUSE, fs.Options.OnOp), registry requests
+// (RegistryTransport, a RoundTripper for fetcher.Config.WrapTransport) and
+// mounts (ObserveMount, snapshotter.WithOnMount).
 //
 // A Report lists images, each with its layers: the mounted ones in the
 // order containerd mounted them, with their fetch state (StatePrefetching,
