@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/pull"
 	"golang.org/x/sys/unix"
 )
@@ -27,9 +28,9 @@ func percent(done, total int64) int {
 
 // formatPullLayer is layer i's line.
 func formatPullLayer(i int, l pull.Layer) string {
-	head := fmt.Sprintf("layer %d %s %10s  ", i, shortDigest(l.Digest.String()), humanBytes(l.Size))
+	head := fmt.Sprintf("layer %d %s %10s  ", i, ops.ShortDigest(l.Digest.String()), ops.HumanBytes(l.Size))
 	if l.State == pull.Downloading {
-		return head + fmt.Sprintf("downloading %s / %s (%d%%)", humanBytes(l.Done), humanBytes(l.Size), percent(l.Done, l.Size))
+		return head + fmt.Sprintf("downloading %s / %s (%d%%)", ops.HumanBytes(l.Done), ops.HumanBytes(l.Size), percent(l.Done, l.Size))
 	}
 	return head + l.State.String()
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/pull"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -20,7 +21,7 @@ var (
 )
 
 func TestFormatPullLayer(t *testing.T) {
-	short := shortDigest(testDigestA.String())
+	short := ops.ShortDigest(testDigestA.String())
 	for _, tc := range []struct {
 		name  string
 		layer pull.Layer

@@ -71,35 +71,18 @@ fallbacks: not-lazy 1
 
 func TestWriteStatus(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeStatus(&b, sampleReport()); err != nil {
+	if err := ops.WriteText(&b, sampleReport()); err != nil {
 		t.Fatal(err)
 	}
 	if b.String() != sampleTable {
 		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), sampleTable)
 	}
 	b.Reset()
-	if err := writeStatus(&b, ops.Report{}); err != nil {
+	if err := ops.WriteText(&b, ops.Report{}); err != nil {
 		t.Fatal(err)
 	}
 	if want := "IMAGE  LAYER  FETCHED  BYTES  STATE  ERRORS\n(no lazy layers)\n\n"; b.String() != want {
 		t.Fatalf("empty status:\n%q\nwant\n%q", b.String(), want)
-	}
-}
-
-func TestFormatHelpers(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB",
-		5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 2 << 40: "2.0 TiB", 5000 << 40: "5000.0 TiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-	for in, want := range map[string]string{hexDigest('f'): "sha256:ffffffffffff", "sha256:abc": "sha256:abc", "": "", "nodigest": "nodigest"} {
-		if got := shortDigest(in); got != want {
-			t.Errorf("shortDigest(%q) = %q, want %q", in, got, want)
-		}
-	}
-	if got := nonZero(map[string]int64{"b": 2, "a": 1, "z": 0}); got != "a 1, b 2" {
-		t.Errorf("nonZero = %q", got)
 	}
 }
 
@@ -502,7 +485,7 @@ func TestStatusEndToEnd(t *testing.T) {
 	}
 	t.Logf("lazysnap status:\n%s", out)
 	for _, want := range []string{
-		ref + "  " + shortDigest(dataLayer) + "  " + fmt.Sprintf("%.1f%%", data.FetchedPercent),
+		ref + "  " + ops.ShortDigest(dataLayer) + "  " + fmt.Sprintf("%.1f%%", data.FetchedPercent),
 		plainRef, "fallback (not-lazy)", "fallbacks: not-lazy 2",
 	} {
 		if !strings.Contains(string(out), want) {
