@@ -20,7 +20,10 @@ func (d *decoder) huffman() error {
 	in, out, w := d.in, d.buf, d.w
 	lt, dt := d.lt, d.dt
 	lo := d.lo
-	wmax := len(out) - maxMatch - matchSlack
+	// a check that w <= wmax is followed by at most one literal before a
+	// match (the second literal of a run goes back to the top), and a match
+	// writes up to matchSlack bytes past its end
+	wmax := len(out) - 1 - maxMatch - matchSlack
 	var e uint32
 	for {
 		if ip+24 > len(in) {
@@ -131,7 +134,7 @@ func (d *decoder) huffman() error {
 		e = lt[bb&(1<<litBits-1)]
 		src := w - dist
 		switch {
-		case dist >= 8:
+		case dist >= 8 && w+length+matchSlack <= len(out): // always so, given wmax
 			// 8-byte words, each reading bytes at least 8 back, already
 			// written; up to matchSlack bytes past the match are scratch
 			dst := out[w : w+length+matchSlack]
