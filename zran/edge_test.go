@@ -158,7 +158,7 @@ func (c edgeCase) units(w *deflateWriter, rng *rand.Rand, n int) {
 
 // end writes a final block of units, about n bytes of output, and
 // returns the gzip member and its output, checked with compress/gzip.
-func (c edgeCase) end(t *testing.T, w *deflateWriter, rng *rand.Rand, n int) (blob, out []byte) {
+func (c edgeCase) end(t testing.TB, w *deflateWriter, rng *rand.Rand, n int) (blob, out []byte) {
 	t.Helper()
 	w.fixed(true)
 	c.units(w, rng, n/c.unit())

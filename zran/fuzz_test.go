@@ -5,6 +5,7 @@ import (
 	stdgzip "compress/gzip"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -32,6 +33,21 @@ func fuzzSeeds(f *testing.F) {
 	} {
 		f.Add(blob)
 	}
+	for _, blob := range wrapSeeds(f) {
+		f.Add(blob)
+	}
+}
+
+// wrapSeeds are small streams whose output is several times the decoder's
+// output area, so that the seeds wrap its buffer: a compressor's long
+// matches over repeated data, and 258-byte matches that cross the area's
+// edge one byte after a literal (issue 21's panic).
+func wrapSeeds(f *testing.F) [][]byte {
+	rep := bytes.Repeat(testData(5000, 11), 4*outSize/5000)
+	edge := edgeCase{"", 1, 258, 8}
+	w := edge.begin(rand.New(rand.NewPCG(1, 2)), 13) // 13: a match at the edge
+	blob, _ := edge.end(f, w, rand.New(rand.NewPCG(3, 4)), 4*outSize)
+	return [][]byte{stdGzip(f, rep, 9), kGzip(f, rep, 1), blob}
 }
 
 // FuzzIndexer: the Indexer gives compress/gzip's bytes or fails where it
@@ -95,6 +111,17 @@ func FuzzResume(f *testing.F) {
 		start := cp.In - int64(min(cp.Bits, 1))
 		f.Add(blob[start:min(start+3000, int64(len(blob)))], cp.Bits, cp.Window[WindowSize-300:])
 	}
+	// from a checkpoint early in a stream whose rest is several output areas
+	wrap := wrapSeeds(f)[0]
+	x, err = NewIndexer(bytes.NewReader(wrap), 64<<10)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := io.ReadAll(x); err != nil {
+		f.Fatal(err)
+	}
+	cp := x.Checkpoints()[1]
+	f.Add(wrap[cp.In-int64(min(cp.Bits, 1)):], cp.Bits, cp.Window)
 	f.Add([]byte{0x01, 0x00, 0x00, 0xff, 0xff}, uint8(0), []byte(nil))
 	f.Add([]byte{0xff, 0x02}, uint8(9), []byte("x"))
 	f.Fuzz(func(t *testing.T, data []byte, bits uint8, window []byte) {
