@@ -146,6 +146,9 @@ func corpusBlob(t *testing.T, dir string, src corpusSource, c corpusCompressor) 
 	if err != nil {
 		t.Fatalf("%s: %v", c.name, err)
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		t.Fatal(err)
 	}
@@ -157,17 +160,30 @@ func corpusBlob(t *testing.T, dir string, src corpusSource, c corpusCompressor) 
 // checkpoint to the next, to compress/gzip's bytes (compared by SHA-256 as
 // they stream, so memory stays small). The bookworm tar runs when its files
 // are in the corpus (LAZYSNAP_REQUIRE_INTEGRATION=1 compresses them), the
-// torch one when they are too (scripts/zran-corpus.sh makes both).
+// torch one when they are too (scripts/zran-corpus.sh makes both). Any other
+// *.gz file in the corpus directory runs as well (the script adds the layer
+// that umoci packed in scripts/torch-image.sh).
 func TestCorpus(t *testing.T) {
 	dir := corpusDir
 	if d := os.Getenv(corpusEnv); d != "" {
 		dir = d
 	}
+	made := map[string]bool{}
 	for _, src := range corpusSources() {
 		for _, c := range corpusCompressors() {
+			made[src.name+"."+c.name+".gz"] = true
 			t.Run(src.name+"/"+c.name, func(t *testing.T) {
 				checkCorpusBlob(t, corpusBlob(t, dir, src, c), src.span)
 			})
+		}
+	}
+	others, err := filepath.Glob(filepath.Join(dir, "*.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range others {
+		if name := filepath.Base(path); !made[name] {
+			t.Run(name, func(t *testing.T) { checkCorpusBlob(t, path, 4<<20) })
 		}
 	}
 }
