@@ -67,6 +67,19 @@
 // not log; Options.OnError receives every fetch error with the layer and
 // range it concerns, for the caller to log and count.
 //
+// A panic while a layer's bytes are decoded or served (a bug, met on some
+// layer's bytes) is contained to that layer, in one place per kind of
+// entry point: the layer's goroutines (every fetch runs fetchSpan, which
+// defers contain) and its FUSE requests (go-fuse recovers a handler's
+// panic and calls the mount's PanicHandler). The request, or the reads
+// waiting for the panicking fetch, fail with EIO; the layer is marked bad
+// (Layer.Bad: a PanicError, wrapping ErrPanic, says what panicked and
+// where, with a short stack), which OnError reports once; its background
+// work and fetches stop, and every later read or open of its files fails
+// with EIO at once (metadata still serves: it is the index's). Other
+// layers, and the process, go on. Recovered builds the PanicError, for
+// callers that contain panics of their own around a layer's decoding.
+//
 // # Concurrency
 //
 // Fetches are deduplicated per chunk: concurrent readers of a cold chunk

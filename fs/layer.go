@@ -223,6 +223,7 @@ type Layer struct {
 	fetched, requests, fuseReads, passthrough, errs atomic.Int64
 	aroundChunks, aroundBytes, steals               atomic.Int64
 	prefetchDone, backgroundDone                    atomic.Bool
+	bad                                             atomic.Pointer[PanicError] // the panic that made the layer bad
 }
 
 // NewLayer prepares a layer. Call Start to begin prefetch and background
@@ -301,6 +302,7 @@ func (l *Layer) Start() {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
+		defer l.contain(nil)
 		if !l.opts.NoPrefetch {
 			l.fetchAll(l.idx.PrefetchEnd, false)
 		}
@@ -403,6 +405,9 @@ type want struct {
 	around bool // read-around: not refetched when wrong, counted apart
 	shared bool // read-around within the reader's own blob range: no bytes of its own
 	steal  bool // fetched ahead of the background span that claimed it
+	// reported: this owner has completed the call (contain fails the
+	// others)
+	reported bool
 }
 
 // span is one request of a fetch: where its stream has got to, for readers
@@ -447,6 +452,7 @@ func (l *Layer) claim(ids []int, sp *span) (mine, wait []want) {
 // complete reports one owner's result for w's call: the first success
 // closes it, a failure only once no other owner is left.
 func (l *Layer) complete(w *want, err error) {
+	w.reported = true
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := w.c
@@ -485,8 +491,11 @@ func (l *Layer) settled(w *want) bool {
 // ensure makes chunks [from, to] of ino present, fetching what is missing
 // (with read-around, for a small file). The fetch runs detached from ctx;
 // if ctx ends first, ensure returns its error and the fetch goes on for
-// whoever else waits.
+// whoever else waits. A bad layer fails at once, with its PanicError.
 func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
+	if err := l.Bad(); err != nil {
+		return err
+	}
 	l.noteAccess(ino, from, to)
 	ids := make([]int, 0, to-from+1)
 	for i := from; i <= to; i++ {
@@ -589,6 +598,7 @@ func (l *Layer) readAhead(ino index.Ino, i int) {
 // verifies each, stores it, and completes their calls: the reader's own
 // chunks first, and a read-around chunk's failure is its own.
 func (l *Layer) fetchSpan(sp *span, ws []want) {
+	defer l.contain(ws)
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.FetchTimeout)
 	defer cancel()
 	lo, hi := int64(-1), int64(0)
@@ -691,6 +701,9 @@ func (l *Layer) fail(err error) error {
 // store verifies one chunk from its compressed bytes (refetching it once if
 // they are wrong and refetch is set) and writes it into the file's content.
 func (l *Layer) store(ctx context.Context, id int, c *estargz.Chunk, raw []byte, refetch bool) error {
+	if err := l.Bad(); err != nil {
+		return err // nothing more of a bad layer is decoded
+	}
 	data, err := l.opts.Decoder.Decode(nil, c, raw)
 	if err != nil {
 		if inv, ok := l.blob.(Invalidator); ok {

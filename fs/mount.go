@@ -63,7 +63,7 @@ func (l *Layer) MountShared(mountpoint, openTable string) (*Mount, error) {
 		m.opens.close()
 		return nil, fmt.Errorf("fs: mounting %s: %w", mountpoint, err)
 	}
-	m.srv.ps = fuse.NewProtocolServer(m.rawFS(), mountOptions())
+	m.srv.ps = fuse.NewProtocolServer(m.rawFS(), mountOptions(m.l))
 	// the kernel sends INIT as soon as it has mounted
 	buf := make([]byte, bufSize)
 	n, err := m.srv.readRequest(buf)
@@ -120,7 +120,7 @@ func (l *Layer) Adopt(mountpoint string, fd *os.File, s Session) (*Mount, error)
 		m.opens.close()
 		return nil, fmt.Errorf("fs: adopting %s: %w", mountpoint, err)
 	}
-	m.srv.ps = fuse.NewProtocolServer(m.rawFS(), mountOptions())
+	m.srv.ps = fuse.NewProtocolServer(m.rawFS(), mountOptions(m.l))
 	rep, err := m.srv.handleInit(s.Init)
 	if err == nil && !sameReply(rep, s.Reply) {
 		err = fmt.Errorf("%w: this process negotiates other FUSE parameters than the one that mounted", ErrNotResumable)

@@ -219,6 +219,9 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.EINVAL
 	}
 	l := fs.l
+	if err := l.Bad(); err != nil {
+		return fuse.Status(Errno(err)) // nothing of a bad layer is served, not even what is present
+	}
 	slot, backingID, err := fs.opens.open(ino, func() (int32, bool) {
 		// every byte is verified and on disk: the kernel can read it
 		// directly

@@ -47,8 +47,11 @@ const (
 // would answer with other parameters than the process that mounted it.
 var ErrNotResumable = errors.New("fs: session not resumable")
 
-func mountOptions() *fuse.MountOptions {
+// mountOptions are the options of a mount of l. A request whose handler
+// panics fails with EIO and marks l bad (go-fuse recovers the panic).
+func mountOptions(l *Layer) *fuse.MountOptions {
 	return &fuse.MountOptions{
+		PanicHandler:  l.panicStatus,
 		Name:          "lazysnap",
 		FsName:        "lazysnap",
 		MaxWrite:      maxWrite,
