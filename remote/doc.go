@@ -116,6 +116,17 @@
 // (fs.Layer.Adopt); Detach stops serving every mount and leaves them
 // mounted.
 //
+// Panics: a panic while a mounted layer is decoded or served (a bug met
+// on its bytes) is contained by fs to that layer (fs.ErrPanic): the read
+// fails with EIO, and the layer is marked bad as a failed check of it
+// against its index is (that index of the blob; "bad: panic: V at F" in
+// LayerInfo.Verification, with verification off too, and in BadLayers),
+// so that new Mounts of it fall back. Remote contains the panics of its
+// own calls into a format's code over registry bytes in one place
+// (contain): a Mount's (the index's Open: it fails as not lazy, with the
+// panic as the reason), the warmer's, and a BlobChecker's (the layer is
+// marked bad with the panic as the reason).
+//
 // # Errors
 //
 // Mount's errors wrap a snapshotter.Reason, so that the snapshotter falls

@@ -30,7 +30,8 @@ type Options struct {
 	// OnError are set per layer.
 	Layer lfs.Options
 	// OnError, if set, receives every failed read of a mounted layer
-	// (the reader sees EIO), with the layer's blob digest.
+	// (the reader sees EIO), with the layer's blob digest, and the panic
+	// that made a layer bad (an *lfs.PanicError, with its stack).
 	OnError func(layer digest.Digest, err error)
 	// OnMount, if set, is called once a layer is mounted.
 	OnMount func(LayerInfo)
@@ -161,11 +162,12 @@ func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]str
 
 // mount prepares the layer named by labels and serves it at mountpoint
 // with attach.
-func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]string, attach func(*lfs.Layer) (*lfs.Mount, error)) error {
+func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]string, attach func(*lfs.Layer) (*lfs.Mount, error)) (err error) {
 	src, err := snapshotter.ParseLayerSource(labels)
 	if err != nil {
 		return err
 	}
+	defer contain(src.Digest, snapshotter.ReasonNotLazy, &err) // a format's Open that panics
 	dg := src.Digest
 	var (
 		f           Format
@@ -231,6 +233,9 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	opts.OnError = func(err error) {
 		msg := err.Error()
 		lastErr.Store(&msg)
+		if errors.Is(err, lfs.ErrPanic) {
+			r.ver.poison(key, err.Error())
+		}
 		if r.opts.OnError != nil {
 			r.opts.OnError(dg, err)
 		}
@@ -278,8 +283,8 @@ func (r *FS) info(mountpoint string, ml *mountedLayer) LayerInfo {
 	if ml.prof != nil {
 		li.ProfileState = ml.prof.state()
 	}
-	if ml.stopVerify != nil {
-		li.Verification = r.ver.stateOf(ml.key)
+	if s := r.ver.stateOf(ml.key); ml.stopVerify != nil || isBad(s) {
+		li.Verification = s // bad also without Options.VerifyBlob: a panic
 	}
 	if e := ml.lastErr.Load(); e != nil {
 		li.LastError = *e

@@ -365,15 +365,24 @@ func (d *sociDecoder) span(i int, raw []byte) ([]byte, error) {
 	}
 	d.spans = append(d.spans, s)
 	d.mu.Unlock()
+	// deferred, so that a panicking inflate (contained by the caller)
+	// does not leave the span's other callers waiting
+	s.err = errSpanAbandoned
+	defer func() {
+		if s.err != nil {
+			d.mu.Lock()
+			d.spans = slices.DeleteFunc(d.spans, func(x *spanData) bool { return x == s })
+			d.mu.Unlock()
+		}
+		close(s.done)
+	}()
 	s.data, s.err = d.inflate(i, raw)
-	if s.err != nil {
-		d.mu.Lock()
-		d.spans = slices.DeleteFunc(d.spans, func(x *spanData) bool { return x == s })
-		d.mu.Unlock()
-	}
-	close(s.done)
 	return s.data, s.err
 }
+
+// errSpanAbandoned: the caller inflating a span stopped without an
+// outcome (it panicked); whoever waited for it inflates the span itself.
+var errSpanAbandoned = errors.New("remote: span inflate abandoned")
 
 // inflate verifies raw against span i's digest and inflates the span.
 func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {

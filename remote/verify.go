@@ -144,6 +144,22 @@ func (v *verifier) markBad(bl BadLayer) error {
 	return os.Rename(tmp, p)
 }
 
+// poison marks k bad for reason (a panic while decoding or serving it:
+// lfs.ErrPanic), as a failed check of the layer against its index is: on
+// disk, so that new Mounts of k are refused and pulled the ordinary way,
+// and in k's state, for status. The first reason is kept.
+func (v *verifier) poison(k layerKey, reason string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if isBad(v.state[k]) {
+		return
+	}
+	if err := v.markBad(BadLayer{Digest: k.blob, Index: k.index, Reason: reason, Time: time.Now().UTC()}); err != nil {
+		reason += fmt.Sprintf(" (the mark could not be stored: %v)", err)
+	}
+	v.state[k] = verifyBadPrefix + reason
+}
+
 // badLayers lists the marks, by digest and index.
 func (v *verifier) badLayers() []BadLayer {
 	ents, _ := os.ReadDir(v.badDir())
@@ -263,7 +279,9 @@ func (v *verifier) verifyOnce(ctx context.Context, k layerKey, b Blob, dec lfs.D
 		state := v.verify(ctx, k, b, dec)
 		v.mu.Lock()
 		delete(v.runs, k)
-		v.state[k] = state
+		if !isBad(v.state[k]) { // a panic may have made it bad meanwhile
+			v.state[k] = state
+		}
 		v.mu.Unlock()
 		close(run)
 		return ctx.Err() == nil && state != VerifyVerified && !isBad(state)
@@ -329,6 +347,8 @@ func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec lfs.Decode
 	switch {
 	case got != k.blob:
 		return fmt.Sprintf("the registry serves a blob whose digest is %s, not %s (the files served from it matched the index %s)", got, k.blob, k.index), true, nil
+	case errors.Is(chkErr, lfs.ErrPanic):
+		return chkErr.Error(), false, nil
 	case chkErr != nil:
 		return fmt.Sprintf("the layer does not match its index %s: %v", k.index, chkErr), false, nil
 	}
@@ -360,7 +380,7 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 		chkDone = make(chan struct{})
 		go func() {
 			defer close(chkDone)
-			chkErr = chk.CheckBlob(ctx, pr)
+			chkErr = checkBlob(ctx, want, chk, pr)
 			pr.CloseWithError(errCheckDone)
 		}()
 		w = io.MultiWriter(w, lenientWriter{pw})
@@ -384,6 +404,13 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 		return "", nil, err
 	}
 	return dg.Digest(), chkErr, nil
+}
+
+// checkBlob runs chk over blob, a panic of it contained (then the
+// error is an lfs.PanicError).
+func checkBlob(ctx context.Context, layer digest.Digest, chk BlobChecker, blob io.Reader) (err error) {
+	defer contain(layer, nil, &err)
+	return chk.CheckBlob(ctx, blob)
 }
 
 // errCheckDone: the BlobChecker returned before reading the whole blob.

@@ -207,9 +207,10 @@ func TestVerifyBlob(t *testing.T) {
 // (all with n < 0) and returns err.
 type checker struct {
 	lfs.EStargzDecoder
-	n    int64
-	err  error
-	read *int64
+	n     int64
+	err   error
+	read  *int64
+	panic bool // after reading
 }
 
 func (c checker) CheckBlob(ctx context.Context, blob io.Reader) error {
@@ -219,6 +220,10 @@ func (c checker) CheckBlob(ctx context.Context, blob io.Reader) error {
 	}
 	n, err := io.Copy(io.Discard, r)
 	*c.read = n
+	if c.panic {
+		var m map[string]int
+		m["entry"]++ // a nil map: a bug
+	}
 	if err != nil {
 		return err
 	}
@@ -247,18 +252,20 @@ func TestBlobChecker(t *testing.T) {
 		name       string
 		n          int64
 		err        error
+		panic      bool
 		wantReason string
 		wantRead   int64
 	}{
-		{"reads all, agrees", -1, nil, "", d.Size},
-		{"reads all, disagrees", -1, errors.New("file list differs"), "does not match its index", d.Size},
-		{"stops early, agrees", 100, nil, "", 100},
-		{"stops early, disagrees", 100, errors.New("bad header"), "bad header", 100},
+		{"reads all, agrees", -1, nil, false, "", d.Size},
+		{"reads all, disagrees", -1, errors.New("file list differs"), false, "does not match its index", d.Size},
+		{"stops early, agrees", 100, nil, false, "", 100},
+		{"stops early, disagrees", 100, errors.New("bad header"), false, "bad header", 100},
+		{"panics", 100, nil, true, "panic: assignment to entry in nil map at remote.checker.CheckBlob verify_test.go:", 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var read int64
 			v := newVerifier(t.TempDir())
-			reason, blobBad, err := v.check(context.Background(), k, b, checker{n: tc.n, err: tc.err, read: &read})
+			reason, blobBad, err := v.check(context.Background(), k, b, checker{n: tc.n, err: tc.err, read: &read, panic: tc.panic})
 			if err != nil || blobBad {
 				t.Fatalf("check: %v; the blob's fault: %v, want the index's at most", err, blobBad)
 			}

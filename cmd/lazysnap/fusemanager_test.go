@@ -32,14 +32,22 @@ type testManager struct {
 }
 
 func newTestManager(t *testing.T, src remote.Source) *testManager {
+	return newTestManagerWith(t, src, remote.Options{})
+}
+
+// newTestManagerWith is newTestManager with the layers' options (its Root
+// is the manager's directory).
+func newTestManagerWith(t *testing.T, src remote.Source, opts remote.Options) *testManager {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "lzm-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	rfs := remote.New(src, remote.Options{Root: dir})
-	ls := &layerService{fs: rfs, root: dir, met: ops.NewMetrics("fuse-manager", version), status: &ops.Server{FS: rfs, Src: ops.Sources{Layers: rfs.Layers}}}
+	opts.Root = dir
+	rfs := remote.New(src, opts)
+	ls := &layerService{fs: rfs, root: dir, met: ops.NewMetrics("fuse-manager", version),
+		status: &ops.Server{FS: rfs, Src: ops.Sources{Layers: rfs.Layers, BadLayers: rfs.BadLayers}}}
 	if err := ls.met.Register(ls.status.Src); err != nil {
 		t.Fatal(err)
 	}

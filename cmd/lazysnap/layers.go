@@ -81,7 +81,12 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			FetchTimeout: cfg.Fetch.Timeout.D(), OnReadLatency: met.ObserveRead, OnOp: met.ObserveFUSE,
 			BackgroundQuiet: cfg.Fetch.BackgroundQuiet.D(), BackgroundInflight: cfg.Fetch.BackgroundInflight, ReadAround: cfg.Fetch.ReadAround,
 		},
-		OnError:     func(layer digest.Digest, err error) { log.Error("layer read failed", "layer", layer, "error", err) },
+		OnError: func(layer digest.Digest, err error) {
+			log.Error("layer read failed", "layer", layer, "error", err)
+			if pe := (*lfs.PanicError)(nil); errors.As(err, &pe) {
+				log.Debug("layer panic stack", "layer", layer, "stack", pe.Stack)
+			}
+		},
 		MaxEntries:  cfg.Index.MaxEntries,
 		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
 		Handover:    cfg.handoverDir,
