@@ -167,7 +167,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err != nil {
 		return err
 	}
-	defer contain(src.Digest, snapshotter.ReasonNotLazy, &err) // a format's Open that panics
+	defer contain(src.Digest.String(), snapshotter.ReasonNotLazy, &err) // a format's Open that panics
 	dg := src.Digest
 	var (
 		f           Format

@@ -80,7 +80,7 @@ func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfi
 				timeout = 10 * time.Second
 			}
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-			p, err = profile.Find(lctx, o.Registry, src.Ref, src.Manifest)
+			p, err = findProfile(lctx, o.Registry, key, src)
 			cancel()
 			img.from = "registry"
 			if err == nil {
@@ -104,6 +104,13 @@ func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfi
 		}
 	})
 	return img
+}
+
+// findProfile looks up src's profile in the registry (profile.Find), a
+// panic of it contained: the image goes on without a profile.
+func findProfile(ctx context.Context, reg profile.Registry, key string, src snapshotter.LayerSource) (p *profile.Profile, err error) {
+	defer contain(key, nil, &err)
+	return profile.Find(ctx, reg, src.Ref, src.Manifest)
 }
 
 // saveProfile stores a recorded profile and publishes it when asked to.

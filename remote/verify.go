@@ -409,7 +409,7 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 // checkBlob runs chk over blob, a panic of it contained (then the
 // error is an lfs.PanicError).
 func checkBlob(ctx context.Context, layer digest.Digest, chk BlobChecker, blob io.Reader) (err error) {
-	defer contain(layer, nil, &err)
+	defer contain(layer.String(), nil, &err)
 	return chk.CheckBlob(ctx, blob)
 }
 

@@ -117,7 +117,7 @@ func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {
 	defer close(wl.done)
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
-	defer contain(d, nil, &wl.err) // a footer that panics its parser: the Mount reads the layer itself
+	defer contain(d.String(), nil, &wl.err) // a footer that panics its parser: the Mount reads the layer itself
 	ctx, cancel := context.WithTimeout(context.Background(), w.ttl)
 	defer cancel()
 	b, err := w.src.Blob(ctx, ref, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d})
