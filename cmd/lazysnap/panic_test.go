@@ -19,6 +19,7 @@ import (
 	"github.com/lazysnap/lazysnap/fusemanager"
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
@@ -105,7 +106,7 @@ func TestPanicStatusThroughManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := writeStatus(&out, rep); err != nil {
+	if err := ops.WriteText(&out, rep); err != nil {
 		t.Fatal(err)
 	}
 	const reason = "bad: panic: latency bug at lazysnap.TestPanicStatusThroughManager"
