@@ -224,7 +224,12 @@ func TestSociMount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs := newFS(t)
+		// off by default: the referrer is ignored, the layer falls back
+		_, err = mount(t, newFS(t), img.Ref, img.Layers[0].Digest)
+		if !errors.Is(err, snapshotter.ReasonNotLazy) || !strings.Contains(err.Error(), "v1 indexes are off") {
+			t.Fatalf("Mount with only a v1 index, v1 off: %v, want not-lazy saying v1 indexes are off", err)
+		}
+		fs := New(NewRegistrySource(f, WithSociV1(true)), Options{Root: t.TempDir()})
 		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
 		if err != nil {
 			t.Fatal(err)
