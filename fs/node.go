@@ -72,6 +72,11 @@ func (fs *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		out.SetEntryTimeout(cacheTimeout)
 		return fuse.OK
 	}
+	if isDevice(fs.l.idx.Attr(ino).Mode) {
+		if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
+			return fuse.Status(Errno(err))
+		}
+	}
 	fs.fillEntry(ino, out)
 	return fuse.OK
 }
@@ -98,6 +103,9 @@ func (fs *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	if !ok {
 		return nil, fuse.EINVAL
 	}
+	if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
+		return nil, fuse.Status(Errno(err))
+	}
 	return []byte(target), fuse.OK
 }
 
@@ -109,6 +117,9 @@ func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	ino, ok := fs.ino(h.NodeId)
 	if !ok {
 		return 0, fuse.ENOENT
+	}
+	if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
+		return 0, fuse.Status(Errno(err))
 	}
 	xs, opaque := fs.xattrs(ino)
 	v, ok := xs[attr]
@@ -128,6 +139,9 @@ func (fs *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 	ino, ok := fs.ino(h.NodeId)
 	if !ok {
 		return 0, fuse.ENOENT
+	}
+	if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
+		return 0, fuse.Status(Errno(err))
 	}
 	xs, opaque := fs.xattrs(ino)
 	var list []byte
@@ -166,6 +180,9 @@ func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	if !ok || !fs.l.idx.IsDir(ino) {
 		return fuse.Status(syscall.ENOTDIR)
 	}
+	if err := fs.l.verifyEntry(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino); err != nil {
+		return fuse.Status(Errno(err))
+	}
 	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	return fuse.OK
 }
@@ -201,6 +218,9 @@ func (fs *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		if eo == nil {
 			return false
 		}
+		if isDevice(e.Mode) && !fs.l.entryChecked(ino) {
+			return true // no attributes (NodeId 0): the kernel looks it up, which verifies it
+		}
 		fs.fillEntry(ino, eo)
 		return true
 	})
@@ -219,6 +239,9 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.EINVAL
 	}
 	l := fs.l
+	if err := l.verifyEntry(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino); err != nil {
+		return fuse.Status(Errno(err))
+	}
 	slot, backingID, err := fs.opens.open(ino, func() (int32, bool) {
 		// every byte is verified and on disk: the kernel can read it
 		// directly

@@ -231,6 +231,9 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	opts.OnError = func(err error) {
 		msg := err.Error()
 		lastErr.Store(&msg)
+		if errors.Is(err, errEntryMismatch) {
+			r.ver.markIndexBad(key, fmt.Sprintf("the layer does not match its index %s: %v", key.index, err))
+		}
 		if r.opts.OnError != nil {
 			r.opts.OnError(dg, err)
 		}

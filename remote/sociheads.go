@@ -22,13 +22,14 @@ import (
 // the span holding the header is inflated.
 type entryHead struct {
 	off  int64  // content offset in the tar stream; the header ends here
+	end  int64  // where the content ends (the zTOC's size)
 	size int64  // -1: not checked (a PAX size)
 	typ  byte   // expected typeflag class: '0' regular, or the tar typeflag
 	name string // "" when not checked (a PAX path or a long name)
 }
 
 func newEntryHead(f *soci.File) entryHead {
-	h := entryHead{off: f.Offset, size: f.Size}
+	h := entryHead{off: f.Offset, end: f.Offset + f.Size, size: f.Size}
 	if _, ok := f.PAX["size"]; ok {
 		h.size = -1
 	}

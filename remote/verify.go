@@ -219,6 +219,9 @@ func (v *verifier) watch(ctx context.Context, k layerKey, l *lfs.Layer, b Blob, 
 	v.mu.Unlock()
 	if _, err := os.Stat(v.okPath(k)); err == nil {
 		v.setState(k, VerifyVerified)
+		if t, ok := dec.(trustable); ok {
+			t.Trust()
+		}
 		return
 	}
 	select {
@@ -263,7 +266,9 @@ func (v *verifier) verifyOnce(ctx context.Context, k layerKey, b Blob, dec lfs.D
 		state := v.verify(ctx, k, b, dec)
 		v.mu.Lock()
 		delete(v.runs, k)
-		v.state[k] = state
+		if !isBad(v.state[k]) { // markIndexBad may have come first
+			v.state[k] = state
+		}
 		v.mu.Unlock()
 		close(run)
 		return ctx.Err() == nil && state != VerifyVerified && !isBad(state)
@@ -301,6 +306,9 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 	}
 	v.verified.Add(1)
 	_ = os.WriteFile(v.okPath(k), nil, 0o600) // without it, the next Mount verifies again
+	if t, ok := dec.(trustable); ok {
+		t.Trust()
+	}
 	return VerifyVerified
 }
 
@@ -384,6 +392,28 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 		return "", nil, err
 	}
 	return dg.Digest(), chkErr, nil
+}
+
+// trustable is a Decoder with checks of its own on the read path (a SOCI
+// layer's entry checks) that a verified layer no longer needs: Trust
+// ends them.
+type trustable interface{ Trust() }
+
+// markIndexBad marks k's index bad for a reason found while serving it
+// (a SOCI zTOC entry its tar header contradicts), as a failed BlobChecker
+// would: new Mounts with that index are refused.
+func (v *verifier) markIndexBad(k layerKey, reason string) {
+	v.mu.Lock()
+	if isBad(v.state[k]) {
+		v.mu.Unlock()
+		return
+	}
+	v.state[k] = verifyBadPrefix + reason
+	v.mu.Unlock()
+	v.bad.Add(1)
+	if err := v.markBad(BadLayer{Digest: k.blob, Index: k.index, Reason: reason, Time: time.Now().UTC()}); err != nil {
+		v.setState(k, verifyBadPrefix+reason+fmt.Sprintf(" (the mark could not be stored: %v)", err))
+	}
 }
 
 // errCheckDone: the BlobChecker returned before reading the whole blob.
