@@ -36,6 +36,12 @@ func (p *Pusher) PushSociImageV1(ctx context.Context, host, repo, tag string, sp
 	return p.pushSoci(ctx, host, repo, tag, span, nil, true, layers)
 }
 
+// PushSociImageV1Tampered is PushSociImageV1 with each zTOC changed by
+// tamper before it is pushed: a forged v1 referrer.
+func (p *Pusher) PushSociImageV1Tampered(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), layers ...[]byte) (SociImage, error) {
+	return p.pushSoci(ctx, host, repo, tag, span, tamper, true, layers)
+}
+
 func (p *Pusher) pushSoci(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), v1 bool, layers [][]byte) (SociImage, error) {
 	img := SociImage{Image: Image{Ref: host + "/" + repo + ":" + tag}}
 	var ztocs []soci.Descriptor
