@@ -154,7 +154,7 @@ func TestSociHostileZtoc(t *testing.T) {
 			use:    func(mp string) error { return getxattr(filepath.Join(mp, "bin/noted"), "user.note") },
 			reason: `"bin/noted": xattrs [user.note="kept"] in the layer, the zTOC says []`},
 		{name: "symlink target", tamper: func(z *soci.Ztoc) { zfile(z, "etc/link").Linkname = "/proc/1/root/etc/shadow" },
-			use: func(mp string) error { _, err := os.Readlink(filepath.Join(mp, "etc/link")); return err },
+			use:    func(mp string) error { _, err := os.Readlink(filepath.Join(mp, "etc/link")); return err },
 			reason: `"etc/link": a symlink to "passwd" in the layer, the zTOC says "/proc/1/root/etc/shadow"`},
 		{name: "hardlink target", tamper: func(z *soci.Ztoc) { zfile(z, "etc/hard").Linkname = "etc/passwd" },
 			use:    func(mp string) error { _, err := os.ReadFile(filepath.Join(mp, "etc/hard")); return err },
