@@ -136,4 +136,3 @@ func hasBadIndex(rep ops.Report, dg, reason string) bool {
 	}
 	return false
 }
-
