@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/lazysnap/lazysnap/estargz"
@@ -140,7 +139,7 @@ func (d *sociDecoder) MemoryBytes() int {
 	for _, s := range sizes[max(len(sizes)-sociSpanCache, 0):] {
 		n += int(s) + int(unsafe.Sizeof(spanData{}))
 	}
-	return n + d.bind.memoryBytes() + len(d.sums)*33
+	return n + d.bind.memoryBytes()
 }
 
 // sociLayoutBytes is about what sociTOC and index.Build hold for an
@@ -305,10 +304,6 @@ type sociDecoder struct {
 	spans []*spanData // most recently used last
 
 	entryState // VerifyEntry's (socientry.go)
-	// sums[i] is the sha256 of span i as inflated from its checkpoint,
-	// once summed[i]: what CheckBlob compares with the layer's bytes
-	sums   [][sha256.Size]byte
-	summed []atomic.Bool
 }
 
 // spanData is one span being inflated or inflated.
@@ -350,8 +345,7 @@ func newSociDecoder(z *soci.Ztoc, idx *index.Index) *sociDecoder {
 	}
 	z = &small
 	d := &sociDecoder{z: z, heads: heads, starts: make([]int64, len(z.SpanDigests)),
-		entryState: entryState{bind: bind, vspans: map[int]*spanCheck{}},
-		sums:       make([][sha256.Size]byte, len(z.SpanDigests)), summed: make([]atomic.Bool, len(z.SpanDigests))}
+		entryState: entryState{bind: bind, vspans: map[int]*spanCheck{}}}
 	for i := range d.starts {
 		d.starts[i], _ = z.SpanRange(i)
 	}
@@ -443,17 +437,6 @@ func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
 	}
 	if err := checkHeads(d.heads, data, os); err != nil {
 		return nil, fmt.Errorf("%w: span %d: %w", soci.ErrVerify, i, err)
-	}
-	if !d.summed[i].Load() {
-		// what CheckBlob compares with the layer's own bytes: the
-		// checkpoint's window is the zTOC's word alone
-		sum := sha256.Sum256(data)
-		d.mu.Lock()
-		if !d.summed[i].Load() {
-			d.sums[i] = sum
-			d.summed[i].Store(true)
-		}
-		d.mu.Unlock()
 	}
 	return data, nil
 }
