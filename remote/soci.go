@@ -433,10 +433,10 @@ func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
 	data := make([]byte, oe-os)
 	if _, err := io.ReadFull(r, data); err != nil {
 		// the bytes are the ones the digest names: the checkpoint is wrong
-		return nil, fmt.Errorf("%w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, i, err)
+		return nil, fmt.Errorf("%w: %w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, errEntryMismatch, i, err)
 	}
 	if err := checkHeads(d.heads, data, os); err != nil {
-		return nil, fmt.Errorf("%w: span %d: %w", soci.ErrVerify, i, err)
+		return nil, fmt.Errorf("%w: %w: span %d: %w", soci.ErrVerify, errEntryMismatch, i, err)
 	}
 	return data, nil
 }

@@ -20,11 +20,12 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// errEntryMismatch is a zTOC entry that the layer's own tar header for it
-// contradicts (a mode, owner, time, xattr, link target or device number
-// the tar does not have): the index is forged or broken, and the layer is
-// marked bad.
-var errEntryMismatch = errors.New("remote: the zTOC's entry does not match the layer's tar header")
+// errEntryMismatch is a zTOC that the layer's own verified bytes
+// contradict: an entry its tar header does not match (a name, mode,
+// owner, time, xattr, link target or device number the tar does not
+// have), or a span that does not inflate from its checkpoint. The index
+// is forged or broken, and the layer is marked bad.
+var errEntryMismatch = errors.New("remote: the zTOC contradicts the layer")
 
 // What a zTOC entry is to the inode it is bound to (entKind).
 const (
@@ -183,7 +184,7 @@ func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob lfs.BlobRead
 	for j := d.z.SpanAt(lo); j <= k; j++ {
 		b, err := d.spanBytes(ctx, j, blob)
 		if err != nil {
-			return err, errors.Is(err, errCheckpoint)
+			return err, errors.Is(err, errEntryMismatch)
 		}
 		if base < 0 {
 			base, _ = d.z.SpanOut(j)
@@ -230,15 +231,10 @@ func (d *sociDecoder) headerStart(i int) int64 {
 	return (d.heads[i-1].end + 511) &^ 511
 }
 
-// errCheckpoint marks a span whose verified bytes do not inflate from its
-// checkpoint, or whose tar headers its entries misname: the zTOC's fault,
-// a verdict kept.
-var errCheckpoint = errors.New("the span's verified bytes do not agree with the zTOC")
-
 // spanBytes returns span j inflated, from the cache or fetched through
 // blob (the cached range dropped and fetched again once if it fails its
-// digest: that decides nothing). An error wrapping errCheckpoint is the
-// zTOC's.
+// digest: that decides nothing). An error wrapping errEntryMismatch is
+// the zTOC's (inflate's).
 func (d *sociDecoder) spanBytes(ctx context.Context, j int, blob lfs.BlobReader) ([]byte, error) {
 	if b := d.cachedSpan(j); b != nil {
 		return b, nil
@@ -252,11 +248,7 @@ func (d *sociDecoder) spanBytes(ctx context.Context, j int, blob lfs.BlobReader)
 		sum := sha256.Sum256(raw)
 		got := digest.NewDigestFromBytes(digest.SHA256, sum[:])
 		if got == d.z.SpanDigests[j] {
-			b, err := d.span(j, raw)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", errCheckpoint, err)
-			}
-			return b, nil
+			return d.span(j, raw)
 		}
 		inv, ok := blob.(lfs.Invalidator)
 		if !ok || try > 0 {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -165,6 +166,17 @@ func TestSociHostileZtoc(t *testing.T) {
 		{name: "modification time", tamper: func(z *soci.Ztoc) { zfile(z, "bin/other").ModTime = time.Unix(1, 0) },
 			use:    func(mp string) error { _, err := os.Open(filepath.Join(mp, "bin/other")); return err },
 			reason: `"bin/other": modified at 1700000000 in the layer, the zTOC says 1`},
+		{name: "whiteout over a file", tamper: func(z *soci.Ztoc) { zfile(z, "etc/passwd").Name = "etc/.wh.passwd" },
+			use:    func(mp string) error { _, err := os.Lstat(filepath.Join(mp, "etc/passwd")); return err },
+			reason: `name "etc/passwd", the zTOC says "etc/.wh.passwd"`},
+		{name: "opaque mark", tamper: func(z *soci.Ztoc) { zfile(z, "bin/owned").Name = "bin/.wh..wh..opq" },
+			use:    func(mp string) error { return getxattr(filepath.Join(mp, "bin"), "trusted.overlay.opaque") },
+			reason: `name "bin/owned", the zTOC says "bin/.wh..wh..opq"`},
+		{name: "entry omitted", tamper: func(z *soci.Ztoc) {
+			i := slices.IndexFunc(z.Files, func(f soci.File) bool { return f.Name == "bin/capped" })
+			z.Files = slices.Delete(z.Files, i, i+1)
+		}, use: func(mp string) error { _, err := os.Open(filepath.Join(mp, "bin/noted")); return err },
+			reason: `the layer has an entry "bin/capped"`},
 		{name: "directory mode", tamper: func(z *soci.Ztoc) { zfile(z, "etc/").Mode = 0o777 },
 			use:    func(mp string) error { _, err := os.ReadDir(filepath.Join(mp, "etc")); return err },
 			reason: `"etc/": mode 755 in the layer, the zTOC says 777`},
