@@ -53,7 +53,7 @@ func rootfsLayer(t testing.TB) []byte {
 	if testing.Short() {
 		t.Skip("the Debian rootfs layer is large")
 	}
-	gzPath := filepath.Join(os.TempDir(), "lazysnap-socitrust", "bookworm.tar.gz")
+	gzPath := "/var/tmp/lazysnap-socitrust/bookworm.tar.gz"
 	if b, err := os.ReadFile(gzPath); err == nil {
 		return b
 	}
