@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -132,12 +131,4 @@ func (c *recentRaw) drop(off, n int64) {
 func isDevice(mode uint32) bool {
 	t := mode & syscall.S_IFMT
 	return t == syscall.S_IFCHR || t == syscall.S_IFBLK
-}
-
-// errEntry reports whether err is the index disagreeing with the layer
-// (not a fetch or an interruption).
-func errEntry(err error) bool {
-	var fe *fetchError
-	var in *interrupted
-	return err != nil && !errors.As(err, &fe) && !errors.As(err, &in)
 }
