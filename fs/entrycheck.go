@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -28,34 +29,50 @@ type EntryVerifier interface {
 }
 
 // verifyEntry verifies ino through the Decoder, if it is an
-// EntryVerifier, once: a verified inode is remembered.
-func (l *Layer) verifyEntry(ctx context.Context, ino index.Ino) error {
+// EntryVerifier, once: a verified inode is remembered, and so is one the
+// layer contradicts (refused reports that, for the caller to have the
+// kernel drop the attributes it holds of it).
+func (l *Layer) verifyEntry(ctx context.Context, ino index.Ino) (refused bool, err error) {
 	v, ok := l.opts.Decoder.(EntryVerifier)
-	if !ok || l.entryChecked(ino) {
-		return nil
+	if !ok || bitSet(l.checked, ino) {
+		return false, nil
 	}
 	if err := v.VerifyEntry(ctx, ino, layerBlob{l}); err != nil {
 		if ctx.Err() != nil {
-			return &interrupted{ctx.Err()}
+			return false, &interrupted{ctx.Err()}
 		}
-		return l.fail(fmt.Errorf("fs: layer %s: inode %d: %w", l.opts.Name, ino, err))
+		var fe *fetchError
+		refused = !errors.As(err, &fe)
+		if refused {
+			setBit(l.refused, ino)
+		}
+		return refused, l.fail(fmt.Errorf("fs: layer %s: inode %d: %w", l.opts.Name, ino, err))
 	}
-	w := &l.checked[ino/64]
+	setBit(l.checked, ino)
+	return false, nil
+}
+
+// entryRefused reports whether the layer contradicted what its index says
+// of ino: it is served no more, not even its attributes.
+func (l *Layer) entryRefused(ino index.Ino) bool { return bitSet(l.refused, ino) }
+
+func bitSet(bits []atomic.Uint64, i index.Ino) bool {
+	return int(i/64) < len(bits) && bits[i/64].Load()&(1<<(i%64)) != 0
+}
+
+func setBit(bits []atomic.Uint64, i index.Ino) {
+	w := &bits[i/64]
 	for {
 		old := w.Load()
-		if w.CompareAndSwap(old, old|1<<(ino%64)) {
-			return nil
+		if w.CompareAndSwap(old, old|1<<(i%64)) {
+			return
 		}
 	}
 }
 
-func (l *Layer) entryChecked(ino index.Ino) bool {
-	return int(ino/64) < len(l.checked) && l.checked[ino/64].Load()&(1<<(ino%64)) != 0
-}
-
-// newChecked is the bitmap of verified inodes, for a Decoder that is an
+// newInodeBits is a bitmap over the inodes, for a Decoder that is an
 // EntryVerifier (nil otherwise: nothing to remember).
-func newChecked(dec Decoder, inodes int) []atomic.Uint64 {
+func newInodeBits(dec Decoder, inodes int) []atomic.Uint64 {
 	if _, ok := dec.(EntryVerifier); !ok {
 		return nil
 	}

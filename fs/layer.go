@@ -198,6 +198,7 @@ type Layer struct {
 	present  []atomic.Uint64 // bitmap over chunk ids
 	accessed []atomic.Uint64 // chunk ids readers needed, for OnChunkAccess (nil without it)
 	checked  []atomic.Uint64 // inodes an EntryVerifier Decoder verified (nil for other Decoders)
+	refused  []atomic.Uint64 // inodes it found the layer contradicts
 	recent   recentRaw       // what entry checks read last
 	nPresent atomic.Int64
 	whole    chan struct{} // closed once every chunk is present
@@ -278,7 +279,8 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		owner:    make([]index.Ino, n),
 		present:  make([]atomic.Uint64, (n+63)/64),
 		accessed: newAccessed(opts, n),
-		checked:  newChecked(opts.Decoder, idx.Len()),
+		checked:  newInodeBits(opts.Decoder, idx.Len()),
+		refused:  newInodeBits(opts.Decoder, idx.Len()),
 		inflight: map[int]*call{},
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),

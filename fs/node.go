@@ -72,9 +72,12 @@ func (fs *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		out.SetEntryTimeout(cacheTimeout)
 		return fuse.OK
 	}
+	if fs.l.entryRefused(ino) {
+		return fuse.EIO
+	}
 	if isDevice(fs.l.idx.Attr(ino).Mode) {
-		if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
-			return fuse.Status(Errno(err))
+		if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+			return st
 		}
 	}
 	fs.fillEntry(ino, out)
@@ -89,8 +92,26 @@ func (fs *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if !ok {
 		return fuse.ENOENT
 	}
+	if fs.l.entryRefused(ino) {
+		return fuse.EIO
+	}
 	fs.fillAttr(ino, &out.Attr)
 	out.SetTimeout(cacheTimeout)
+	return fuse.OK
+}
+
+// verify is Layer.verifyEntry for a request: an inode the layer
+// contradicts is refused, and the attributes the kernel holds of it (the
+// index's, which a stat or a listing gave it) are dropped, so that its
+// next stat asks, and fails, rather than show them.
+func (fs *rawFS) verify(cancel <-chan struct{}, caller fuse.Caller, ino index.Ino) fuse.Status {
+	refused, err := fs.l.verifyEntry(&fuse.Context{Caller: caller, Cancel: cancel}, ino)
+	if refused {
+		fs.srv.invalAttr(uint64(ino) + 1)
+	}
+	if err != nil {
+		return fuse.Status(Errno(err))
+	}
 	return fuse.OK
 }
 
@@ -103,8 +124,8 @@ func (fs *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	if !ok {
 		return nil, fuse.EINVAL
 	}
-	if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
-		return nil, fuse.Status(Errno(err))
+	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+		return nil, st
 	}
 	return []byte(target), fuse.OK
 }
@@ -118,8 +139,8 @@ func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	if !ok {
 		return 0, fuse.ENOENT
 	}
-	if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
-		return 0, fuse.Status(Errno(err))
+	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+		return 0, st
 	}
 	xs, opaque := fs.xattrs(ino)
 	v, ok := xs[attr]
@@ -140,8 +161,8 @@ func (fs *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 	if !ok {
 		return 0, fuse.ENOENT
 	}
-	if err := fs.l.verifyEntry(&fuse.Context{Caller: h.Caller, Cancel: cancel}, ino); err != nil {
-		return 0, fuse.Status(Errno(err))
+	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+		return 0, st
 	}
 	xs, opaque := fs.xattrs(ino)
 	var list []byte
@@ -180,8 +201,8 @@ func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	if !ok || !fs.l.idx.IsDir(ino) {
 		return fuse.Status(syscall.ENOTDIR)
 	}
-	if err := fs.l.verifyEntry(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino); err != nil {
-		return fuse.Status(Errno(err))
+	if st := fs.verify(cancel, in.Caller, ino); st != fuse.OK {
+		return st
 	}
 	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	return fuse.OK
@@ -218,7 +239,7 @@ func (fs *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		if eo == nil {
 			return false
 		}
-		if isDevice(e.Mode) && !fs.l.entryChecked(ino) {
+		if isDevice(e.Mode) && !bitSet(fs.l.checked, ino) || fs.l.entryRefused(ino) {
 			return true // no attributes (NodeId 0): the kernel looks it up, which verifies it
 		}
 		fs.fillEntry(ino, eo)
@@ -239,8 +260,8 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		return fuse.EINVAL
 	}
 	l := fs.l
-	if err := l.verifyEntry(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino); err != nil {
-		return fuse.Status(Errno(err))
+	if st := fs.verify(cancel, in.Caller, ino); st != fuse.OK {
+		return st
 	}
 	slot, backingID, err := fs.opens.open(ino, func() (int32, bool) {
 		// every byte is verified and on disk: the kernel can read it

@@ -112,6 +112,9 @@ func TestSociHostileZtoc(t *testing.T) {
 		// use must fail with EIO (forged) or succeed (honest)
 		use    func(mp string) error
 		reason string // "" when honest
+		// stat names the forged inode: once refused, not even its
+		// attributes are served (the kernel's are dropped)
+		stat string
 	}{
 		{name: "honest", use: func(mp string) error {
 			if _, err := os.ReadFile(filepath.Join(mp, "bin/tool")); err != nil {
@@ -138,10 +141,10 @@ func TestSociHostileZtoc(t *testing.T) {
 		}},
 		{name: "setuid mode", tamper: func(z *soci.Ztoc) { zfile(z, "bin/tool").Mode = 0o4755 },
 			use:    func(mp string) error { _, err := os.ReadFile(filepath.Join(mp, "bin/tool")); return err },
-			reason: `"bin/tool": mode 755 in the layer, the zTOC says 4755`},
+			reason: `"bin/tool": mode 755 in the layer, the zTOC says 4755`, stat: "bin/tool"},
 		{name: "owner", tamper: func(z *soci.Ztoc) { f := zfile(z, "bin/owned"); f.UID, f.GID = 1000, 1000 },
 			use:    func(mp string) error { _, err := os.Open(filepath.Join(mp, "bin/owned")); return err },
-			reason: `"bin/owned": owner 0:0 in the layer, the zTOC says 1000:1000`},
+			reason: `"bin/owned": owner 0:0 in the layer, the zTOC says 1000:1000`, stat: "bin/owned"},
 		{name: "capability xattr", tamper: func(z *soci.Ztoc) {
 			zfile(z, "bin/capped").PAX = map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\xff\xff\xff\xff"}
 		}, use: func(mp string) error {
@@ -150,36 +153,36 @@ func TestSociHostileZtoc(t *testing.T) {
 				return errors.Join(err, errors.New("listxattr"))
 			}
 			return getxattr(p, "security.capability")
-		}, reason: `"bin/capped": xattrs [] in the layer`},
+		}, reason: `"bin/capped": xattrs [] in the layer`, stat: "bin/capped"},
 		{name: "xattr dropped", tamper: func(z *soci.Ztoc) { zfile(z, "bin/noted").PAX = nil },
 			use:    func(mp string) error { return getxattr(filepath.Join(mp, "bin/noted"), "user.note") },
-			reason: `"bin/noted": xattrs [user.note="kept"] in the layer, the zTOC says []`},
+			reason: `"bin/noted": xattrs [user.note="kept"] in the layer, the zTOC says []`, stat: "bin/noted"},
 		{name: "symlink target", tamper: func(z *soci.Ztoc) { zfile(z, "etc/link").Linkname = "/proc/1/root/etc/shadow" },
 			use:    func(mp string) error { _, err := os.Readlink(filepath.Join(mp, "etc/link")); return err },
-			reason: `"etc/link": a symlink to "passwd" in the layer, the zTOC says "/proc/1/root/etc/shadow"`},
+			reason: `"etc/link": a symlink to "passwd" in the layer, the zTOC says "/proc/1/root/etc/shadow"`, stat: "etc/link"},
 		{name: "hardlink target", tamper: func(z *soci.Ztoc) { zfile(z, "etc/hard").Linkname = "etc/passwd" },
 			use:    func(mp string) error { _, err := os.ReadFile(filepath.Join(mp, "etc/hard")); return err },
-			reason: `"etc/hard" is a hardlink to "bin/other", the zTOC links it elsewhere`},
+			reason: `"etc/hard" is a hardlink to "bin/other", the zTOC links it elsewhere`, stat: "etc/hard"},
 		{name: "device numbers", tamper: func(z *soci.Ztoc) { zfile(z, "dev/null").DevMinor = 1 },
 			use:    func(mp string) error { _, err := os.Lstat(filepath.Join(mp, "dev/null")); return err },
-			reason: `"dev/null": device 1:3 in the layer`},
+			reason: `"dev/null": device 1:3 in the layer`, stat: "dev/null"},
 		{name: "modification time", tamper: func(z *soci.Ztoc) { zfile(z, "bin/other").ModTime = time.Unix(1, 0) },
 			use:    func(mp string) error { _, err := os.Open(filepath.Join(mp, "bin/other")); return err },
-			reason: `"bin/other": modified at 1700000000 in the layer, the zTOC says 1`},
+			reason: `"bin/other": modified at 1700000000 in the layer, the zTOC says 1`, stat: "bin/other"},
 		{name: "whiteout over a file", tamper: func(z *soci.Ztoc) { zfile(z, "etc/passwd").Name = "etc/.wh.passwd" },
 			use:    func(mp string) error { _, err := os.Lstat(filepath.Join(mp, "etc/passwd")); return err },
-			reason: `name "etc/passwd", the zTOC says "etc/.wh.passwd"`},
+			reason: `name "etc/passwd", the zTOC says "etc/.wh.passwd"`, stat: "etc/passwd"},
 		{name: "opaque mark", tamper: func(z *soci.Ztoc) { zfile(z, "bin/owned").Name = "bin/.wh..wh..opq" },
 			use:    func(mp string) error { return getxattr(filepath.Join(mp, "bin"), "trusted.overlay.opaque") },
-			reason: `name "bin/owned", the zTOC says "bin/.wh..wh..opq"`},
+			reason: `name "bin/owned", the zTOC says "bin/.wh..wh..opq"`, stat: "bin"},
 		{name: "entry omitted", tamper: func(z *soci.Ztoc) {
 			i := slices.IndexFunc(z.Files, func(f soci.File) bool { return f.Name == "bin/capped" })
 			z.Files = slices.Delete(z.Files, i, i+1)
 		}, use: func(mp string) error { _, err := os.Open(filepath.Join(mp, "bin/noted")); return err },
-			reason: `the layer has an entry "bin/capped"`},
+			reason: `the layer has an entry "bin/capped"`, stat: "bin/noted"},
 		{name: "directory mode", tamper: func(z *soci.Ztoc) { zfile(z, "etc/").Mode = 0o777 },
 			use:    func(mp string) error { _, err := os.ReadDir(filepath.Join(mp, "etc")); return err },
-			reason: `"etc/": mode 755 in the layer, the zTOC says 777`},
+			reason: `"etc/": mode 755 in the layer, the zTOC says 777`, stat: "etc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			repo := "hostile/" + strings.ReplaceAll(tc.name, " ", "-")
@@ -210,6 +213,9 @@ func TestSociHostileZtoc(t *testing.T) {
 			}
 			if !eio(err) {
 				t.Fatalf("using what the zTOC forges: %v, want EIO", err)
+			}
+			if _, err := os.Lstat(filepath.Join(mp, tc.stat)); !eio(err) {
+				t.Fatalf("stat of %s after it was refused: %v, want EIO", tc.stat, err)
 			}
 			if e := fs.Layers()[0].LastError; !strings.Contains(e, tc.reason) {
 				t.Fatalf("layer error %q, want it to say %q", e, tc.reason)
