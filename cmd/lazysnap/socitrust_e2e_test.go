@@ -17,10 +17,9 @@ import (
 // with EIO, and then so does its stat (never mode 4755); status names the
 // mismatch as the layer's error and lists the index as a bad layer. (b) A
 // forged v1 index pushed as a referrer onto an image without one: with
-// the default config it is ignored (the layers
-// are pulled the ordinary way, the reason in status, the file as the
-// layer has it); with [soci] allow_v1_indexes it is used, and its forgery
-// fails as in (a). (c) A forged v1 referrer pushed onto a v2-indexed
+// the default config it is ignored (the layers are pulled the ordinary
+// way, the reason in status, the file as the layer has it); with [soci]
+// allow_v1_indexes it is used, and its forgery fails as in (a). (c) A forged v1 referrer pushed onto a v2-indexed
 // image, v1 allowed: the v2 index is used, and the file reads right.
 func TestSociForgedIndexE2E(t *testing.T) {
 	// each case's layers are its own (a variant file in each): containerd
