@@ -438,5 +438,6 @@ func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
 	if err := checkHeads(d.heads, data, os); err != nil {
 		return nil, fmt.Errorf("%w: %w: span %d: %w", soci.ErrVerify, errEntryMismatch, i, err)
 	}
+	d.precheck(i, data)
 	return data, nil
 }

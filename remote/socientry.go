@@ -174,10 +174,8 @@ func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob lfs.BlobRead
 		return nil, true
 	}
 	lo := d.headerStart(first)
-	for i := first; i < last; i++ {
-		if n := d.heads[i].off - d.headerStart(i); n > maxHeaderRegion {
-			return fmt.Errorf("%w: entry at %d: %d bytes of headers before it (at most %d): the layer has entries there that the zTOC does not list", errEntryMismatch, d.heads[i].off, n, maxHeaderRegion), true
-		}
+	if err := d.checkRegionSizes(first, last); err != nil {
+		return err, true
 	}
 	var data []byte
 	base := int64(-1)
@@ -195,13 +193,62 @@ func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob lfs.BlobRead
 		}
 		data = append(data, b...)
 	}
+	return d.checkRegions(k, first, last, data, base), true
+}
+
+// checkRegionSizes refuses entries first to last whose header blocks
+// would be too many to be one entry's, before anything is fetched.
+func (d *sociDecoder) checkRegionSizes(first, last int) error {
+	for i := first; i < last; i++ {
+		if n := d.heads[i].off - d.headerStart(i); n > maxHeaderRegion {
+			return fmt.Errorf("%w: entry at %d: %d bytes of headers before it (at most %d): the layer has entries there that the zTOC does not list", errEntryMismatch, d.heads[i].off, n, maxHeaderRegion)
+		}
+	}
+	return nil
+}
+
+// checkRegions checks the headers of entries first to last, whose bytes
+// data holds from tar offset base on: span k's verdict.
+func (d *sociDecoder) checkRegions(k, first, last int, data []byte, base int64) error {
 	for i := first; i < last; i++ {
 		region := data[d.headerStart(i)-base : d.heads[i].off-base]
 		if err := d.checkRegion(i, region); err != nil {
-			return fmt.Errorf("%w: span %d: %w", errEntryMismatch, k, err), true
+			return fmt.Errorf("%w: span %d: %w", errEntryMismatch, k, err)
 		}
 	}
-	return nil, true
+	return nil
+}
+
+// precheck gives span k its verdict from its inflated bytes when the
+// headers that end in it lie wholly in it (most spans), so that a span
+// inflated to be read is not fetched and inflated again when a file whose
+// header it holds is opened. A few tar headers parsed per span inflated.
+func (d *sociDecoder) precheck(k int, data []byte) {
+	if d.bind.idx == nil || d.trusted.Load() {
+		return
+	}
+	d.vmu.Lock()
+	_, done := d.vspans[k]
+	d.vmu.Unlock()
+	if done {
+		return // checked, or being checked
+	}
+	os, oe := d.z.SpanOut(k)
+	first, last := d.headsEndingIn(os, oe)
+	if first >= last || d.headerStart(first) < os || int64(len(data)) != oe-os {
+		return
+	}
+	err := d.checkRegionSizes(first, last)
+	if err == nil {
+		err = d.checkRegions(k, first, last, data, os)
+	}
+	c := &spanCheck{done: make(chan struct{}), err: err, keep: true}
+	close(c.done)
+	d.vmu.Lock()
+	if _, ok := d.vspans[k]; !ok {
+		d.vspans[k] = c
+	}
+	d.vmu.Unlock()
 }
 
 // headsEndingIn returns the entries whose header ends in (os, oe]: the

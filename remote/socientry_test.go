@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,16 +26,9 @@ func (b *bytesBlob) ReadRange(_ context.Context, off, n int64) ([]byte, error) {
 	return b.b[off : off+n], nil
 }
 
-// openSociBytes indexes blob with spans of span bytes, as Open does.
-func openSociBytes(t testing.TB, blob []byte, span int64, tamper func(z *soci.Ztoc)) (*index.Index, *sociDecoder) {
+// openZtoc indexes z's layer, as Open does.
+func openZtoc(t testing.TB, z *soci.Ztoc) (*index.Index, *sociDecoder) {
 	t.Helper()
-	z, err := soci.Build(bytes.NewReader(blob), soci.BuildOptions{SpanSize: span})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tamper != nil {
-		tamper(z)
-	}
 	toc, err := sociTOC(z)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +87,19 @@ func TestSociVerifyEntries(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			blob := tc.blob(t)
-			idx, dec := openSociBytes(t, blob, tc.span, nil)
+			z, err := soci.Build(bytes.NewReader(blob), soci.BuildOptions{SpanSize: tc.span})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reopen := func(tamper func(z *soci.Ztoc)) (*index.Index, *sociDecoder) {
+				zc := *z
+				zc.Files = slices.Clone(z.Files)
+				if tamper != nil {
+					tamper(&zc)
+				}
+				return openZtoc(t, &zc)
+			}
+			idx, dec := reopen(nil)
 			src := &bytesBlob{b: blob}
 			for ino := index.Ino(0); int(ino) < idx.Len(); ino++ {
 				if err := dec.VerifyEntry(t.Context(), ino, src); err != nil {
@@ -107,9 +113,35 @@ func TestSociVerifyEntries(t *testing.T) {
 				t.Fatalf("CheckBlob: %v", err)
 			}
 
+			// every span read (inflated) first: the opens that follow
+			// fetch only what a span's own bytes could not check, the
+			// spans before those whose first header starts in another
+			_, dec = reopen(nil)
+			want := 0
+			for k := range dec.z.SpanDigests {
+				s, e := dec.z.SpanRange(k)
+				if _, err := dec.inflate(k, blob[s:e]); err != nil {
+					t.Fatal(err)
+				}
+				os, oe := dec.z.SpanOut(k)
+				if first, last := dec.headsEndingIn(os, oe); first < last && dec.headerStart(first) < os {
+					want += k - dec.z.SpanAt(dec.headerStart(first)) + 1
+				}
+			}
+			src = &bytesBlob{b: blob}
+			for ino := index.Ino(0); int(ino) < idx.Len(); ino++ {
+				if err := dec.VerifyEntry(t.Context(), ino, src); err != nil {
+					t.Fatalf("inode %d, its spans read before: %v", ino, err)
+				}
+			}
+			if src.n > want {
+				t.Errorf("%d span fetches after every span was read, want at most %d (spans whose headers start in the span before)", src.n, want)
+			}
+			t.Logf("%d spans; %d fetched again for entry checks after all were read", len(dec.z.SpanDigests), src.n)
+
 			// the last regular file's mode forged
 			var forged string
-			idx, dec = openSociBytes(t, blob, tc.span, func(z *soci.Ztoc) {
+			idx, dec = reopen(func(z *soci.Ztoc) {
 				for i := len(z.Files) - 1; i >= 0; i-- {
 					if f := &z.Files[i]; f.Type == soci.TypeReg && f.Size > 0 {
 						f.Mode ^= 0o4000
@@ -123,7 +155,7 @@ func TestSociVerifyEntries(t *testing.T) {
 			if !ok {
 				t.Fatalf("no inode for %q", forged)
 			}
-			err := dec.VerifyEntry(t.Context(), ino, src)
+			err = dec.VerifyEntry(t.Context(), ino, src)
 			if !errors.Is(err, errEntryMismatch) || !strings.Contains(err.Error(), "mode") {
 				t.Fatalf("VerifyEntry of %q, whose mode is forged: %v, want errEntryMismatch", forged, err)
 			}
