@@ -62,7 +62,9 @@
 // before it is opened, its link read, its xattrs listed or read, and, for
 // a device node, before a lookup returns it (READDIRPLUS leaves an
 // unverified device's attributes out, so that the kernel looks it up);
-// a verified inode is remembered, a failed one is EIO.
+// a verified inode is remembered, and so is one the layer contradicts:
+// it is refused from then on, its attributes too (GETATTR is EIO, and the
+// kernel is told to drop what it caches of it, FUSE_NOTIFY_INVAL_INODE).
 //
 // # Errors
 //

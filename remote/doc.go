@@ -51,12 +51,14 @@
 // records included: the bytes between one entry's content and the next's
 // must be exactly one entry's headers) and compared with what the index
 // serves; the verdict is kept, so that a span is fetched and parsed once
-// (fs keeps the raw span for the read that follows the open). A mismatch
-// fails the operation with EIO, is the layer's last error, and marks the
-// index bad (as a failed BlobChecker does: new Mounts refused). stat and
-// readdir show the zTOC's attributes before any check: a forged setuid
-// bit is seen but the file cannot be opened, so neither read nor
-// executed. What one span check cannot see is an entry the zTOC leaves
+// (fs keeps the raw span for the read that follows the open), and a span
+// inflated to be read gets its verdict from the same bytes when its
+// headers lie wholly in it. A mismatch fails the operation with EIO, is
+// the layer's last error, and marks the index bad (as a failed
+// BlobChecker does: new Mounts refused); fs refuses the inode from then
+// on, its attributes too. stat and readdir show the zTOC's attributes
+// before any check: a forged setuid bit can be seen but the file cannot
+// be opened, so neither read nor executed. What one span check cannot see is an entry the zTOC leaves
 // out in a span nobody checked (a whiteout, say): the complete layer's
 // check finds it. A checkpoint's 32 KiB window is the zTOC's word alone
 // (the span digest covers the compressed bytes, not what they inflate to
