@@ -57,6 +57,15 @@
 // (FUSE_NOTIFY_RESEND, Linux 6.9; resent requests carry the high bit of
 // their unique ID, and answering one twice is harmless read-only).
 //
+// A Decoder may be an EntryVerifier (SOCI's, whose index carries file
+// metadata its chunk digests do not cover): then an inode is verified
+// before it is opened, its link read, its xattrs listed or read, and, for
+// a device node, before a lookup returns it (READDIRPLUS leaves an
+// unverified device's attributes out, so that the kernel looks it up);
+// a verified inode is remembered, and so is one the layer contradicts:
+// it is refused from then on, its attributes too (GETATTR is EIO, and the
+// kernel is told to drop what it caches of it, FUSE_NOTIFY_INVAL_INODE).
+//
 // # Errors
 //
 // Nothing unverified is ever served: a chunk that fails verification is

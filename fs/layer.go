@@ -197,6 +197,9 @@ type Layer struct {
 
 	present  []atomic.Uint64 // bitmap over chunk ids
 	accessed []atomic.Uint64 // chunk ids readers needed, for OnChunkAccess (nil without it)
+	checked  []atomic.Uint64 // inodes an EntryVerifier Decoder verified (nil for other Decoders)
+	refused  []atomic.Uint64 // inodes it found the layer contradicts
+	recent   recentRaw       // what entry checks read last
 	nPresent atomic.Int64
 	whole    chan struct{} // closed once every chunk is present
 
@@ -277,6 +280,8 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		owner:    make([]index.Ino, n),
 		present:  make([]atomic.Uint64, (n+63)/64),
 		accessed: newAccessed(opts, n),
+		checked:  newInodeBits(opts.Decoder, idx.Len()),
+		refused:  newInodeBits(opts.Decoder, idx.Len()),
 		inflight: map[int]*call{},
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),
@@ -609,7 +614,7 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 		hi = max(hi, w.chunk.End)
 	}
 	sp.pos.Store(lo)
-	if rs, ok := l.blob.(RangeStreamer); ok && len(ws) > 1 {
+	if rs, ok := l.blob.(RangeStreamer); ok && len(ws) > 1 && l.recent.get(lo, hi-lo) == nil {
 		l.streamSpan(ctx, rs, sp, ws, lo, hi)
 		return
 	}
@@ -678,6 +683,9 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 }
 
 func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
+	if b := l.recent.get(off, n); b != nil {
+		return b, nil
+	}
 	l.requests.Add(1)
 	b, err := l.blob.ReadRange(ctx, off, n)
 	if err != nil {
@@ -706,6 +714,7 @@ func (l *Layer) store(ctx context.Context, id int, c *estargz.Chunk, raw []byte,
 	}
 	data, err := l.opts.Decoder.Decode(nil, c, raw)
 	if err != nil {
+		l.recent.drop(c.Offset, c.CompressedSize())
 		if inv, ok := l.blob.(Invalidator); ok {
 			inv.Invalidate(c.Offset, c.CompressedSize())
 		}

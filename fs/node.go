@@ -72,6 +72,14 @@ func (fs *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		out.SetEntryTimeout(cacheTimeout)
 		return fuse.OK
 	}
+	if fs.l.entryRefused(ino) {
+		return fuse.EIO
+	}
+	if isDevice(fs.l.idx.Attr(ino).Mode) {
+		if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+			return st
+		}
+	}
 	fs.fillEntry(ino, out)
 	return fuse.OK
 }
@@ -84,8 +92,26 @@ func (fs *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if !ok {
 		return fuse.ENOENT
 	}
+	if fs.l.entryRefused(ino) {
+		return fuse.EIO
+	}
 	fs.fillAttr(ino, &out.Attr)
 	out.SetTimeout(cacheTimeout)
+	return fuse.OK
+}
+
+// verify is Layer.verifyEntry for a request: an inode the layer
+// contradicts is refused, and the attributes the kernel holds of it (the
+// index's, which a stat or a listing gave it) are dropped, so that its
+// next stat asks, and fails, rather than show them.
+func (fs *rawFS) verify(cancel <-chan struct{}, caller fuse.Caller, ino index.Ino) fuse.Status {
+	refused, err := fs.l.verifyEntry(&fuse.Context{Caller: caller, Cancel: cancel}, ino)
+	if refused {
+		fs.srv.invalAttr(uint64(ino) + 1)
+	}
+	if err != nil {
+		return fuse.Status(Errno(err))
+	}
 	return fuse.OK
 }
 
@@ -98,6 +124,9 @@ func (fs *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	if !ok {
 		return nil, fuse.EINVAL
 	}
+	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+		return nil, st
+	}
 	return []byte(target), fuse.OK
 }
 
@@ -109,6 +138,9 @@ func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	ino, ok := fs.ino(h.NodeId)
 	if !ok {
 		return 0, fuse.ENOENT
+	}
+	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+		return 0, st
 	}
 	xs, opaque := fs.xattrs(ino)
 	v, ok := xs[attr]
@@ -128,6 +160,9 @@ func (fs *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 	ino, ok := fs.ino(h.NodeId)
 	if !ok {
 		return 0, fuse.ENOENT
+	}
+	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
+		return 0, st
 	}
 	xs, opaque := fs.xattrs(ino)
 	var list []byte
@@ -166,6 +201,9 @@ func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	if !ok || !fs.l.idx.IsDir(ino) {
 		return fuse.Status(syscall.ENOTDIR)
 	}
+	if st := fs.verify(cancel, in.Caller, ino); st != fuse.OK {
+		return st
+	}
 	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	return fuse.OK
 }
@@ -201,6 +239,9 @@ func (fs *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		if eo == nil {
 			return false
 		}
+		if isDevice(e.Mode) && !bitSet(fs.l.checked, ino) || fs.l.entryRefused(ino) {
+			return true // no attributes (NodeId 0): the kernel looks it up, which verifies it
+		}
 		fs.fillEntry(ino, eo)
 		return true
 	})
@@ -221,6 +262,9 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	l := fs.l
 	if err := l.Bad(); err != nil {
 		return fuse.Status(Errno(err)) // nothing of a bad layer is served, not even what is present
+	}
+	if st := fs.verify(cancel, in.Caller, ino); st != fuse.OK {
+		return st
 	}
 	slot, backingID, err := fs.opens.open(ino, func() (int32, bool) {
 		// every byte is verified and on disk: the kernel can read it

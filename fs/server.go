@@ -33,8 +33,9 @@ const (
 	// a READ of maxWrite, an xattr value or list (64 KiB at most).
 	bufSize = maxWrite + 64<<10
 
-	opInit       = 26
-	notifyResend = 7 // FUSE_NOTIFY_RESEND, protocol 7.40
+	opInit          = 26
+	notifyInvalNode = 2 // FUSE_NOTIFY_INVAL_INODE
+	notifyResend    = 7 // FUSE_NOTIFY_RESEND, protocol 7.40
 
 	devIocBackingOpen  = 0x4010e501 // FUSE_DEV_IOC_BACKING_OPEN
 	devIocBackingClose = 0x4004e502 // FUSE_DEV_IOC_BACKING_CLOSE
@@ -234,6 +235,19 @@ func (s *server) resend() error {
 	binary.LittleEndian.PutUint32(h[4:], notifyResend)
 	_, err := unix.Write(s.fd, h[:])
 	return err
+}
+
+// invalAttr has the kernel drop the attributes it caches of nodeID
+// (FUSE_NOTIFY_INVAL_INODE with a negative offset: not its pages, so no
+// lock a request in flight could hold is taken). An inode the kernel does
+// not hold is no error.
+func (s *server) invalAttr(nodeID uint64) {
+	var b [16 + 24]byte
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.LittleEndian.PutUint32(b[4:], notifyInvalNode)
+	binary.LittleEndian.PutUint64(b[16:], nodeID)
+	binary.LittleEndian.PutUint64(b[24:], ^uint64(0)) // offset -1
+	unix.Write(s.fd, b[:])
 }
 
 // shutdown stops reading requests and waits up to wait for those being

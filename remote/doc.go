@@ -37,11 +37,43 @@
 // zTOC's reading of them; a mismatch fails the span's reads, EIO with the
 // reason in status), and keeps the last few spans inflated, so that the
 // many small files of one span cost one inflate; fs stores all of a span's
-// files from the request that fetched it for one of them. Once the layer
-// is complete, the decoder's CheckBlob reads the whole tar and compares
-// its entries with the zTOC's, in order (an entry the zTOC omits or
-// invents, or names or sizes otherwise, marks that index of the layer
-// bad; see Verified layers below).
+// files from the request that fetched it for one of them.
+//
+// A zTOC says more of a file than the span digests vouch for: its mode,
+// owners, times, xattrs, link target and device numbers. So the SOCI
+// decoder is an fs.EntryVerifier: before fs opens a file or directory,
+// returns a link target or xattrs, or a lookup returns a device node, the
+// zTOC entries behind the inode (its own, hardlinks to it, a whiteout or
+// opaque mark) are checked against the layer's own tar headers for them
+// (socientry.go). The check is per span: the first inode that needs span
+// k has every entry whose header ends in k parsed from k's inflated bytes
+// (with the span before, for headers that start there; PAX and GNU
+// records included: the bytes between one entry's content and the next's
+// must be exactly one entry's headers) and compared with what the index
+// serves; the verdict is kept, so that a span is fetched and parsed once
+// (fs keeps the raw span for the read that follows the open), and a span
+// inflated to be read gets its verdict from the same bytes when its
+// headers lie wholly in it. A mismatch fails the operation with EIO, is
+// the layer's last error, and marks the index bad (as a failed
+// BlobChecker does: new Mounts refused); fs refuses the inode from then
+// on, its attributes too. stat and readdir show the zTOC's attributes
+// before any check: a forged setuid bit can be seen but the file cannot
+// be opened, so neither read nor executed. What one span check cannot see is an entry the zTOC leaves
+// out in a span nobody checked (a whiteout, say): the complete layer's
+// check finds it. A checkpoint's 32 KiB window is the zTOC's word alone
+// (the span digest covers the compressed bytes, not what they inflate to
+// from the window), and nothing on the read path can check the bytes
+// inflated from it; the decoder keeps the sha256 of every span it
+// inflates. Once the layer is complete, the decoder's CheckBlob reads the
+// whole tar and compares its entries with the zTOC's and the index's, in
+// order (an entry the zTOC omits or invents, or describes otherwise),
+// each checkpoint's window with the layer's 32 KiB before it, and each
+// span as inflated from its checkpoint (as served, or inflated there from
+// the blob's bytes for a span this process did not inflate) with the
+// layer's bytes: a mismatch marks that index of the layer bad (see
+// Verified layers below); a verified layer's entry checks end (Trust).
+// SOCI v1 indexes, which come from the referrers rather than the image,
+// are used only with WithSociV1. A hardlink to a directory is refused.
 //
 // When the first layer of an image is mounted, its labels list the layers
 // above it: the FS reads their tails and TOCs in the background (the

@@ -234,7 +234,10 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		msg := err.Error()
 		lastErr.Store(&msg)
 		if errors.Is(err, lfs.ErrPanic) {
-			r.ver.poison(key, err.Error())
+			r.ver.markIndexBad(key, err.Error())
+		}
+		if errors.Is(err, errEntryMismatch) {
+			r.ver.markIndexBad(key, fmt.Sprintf("the layer does not match its index %s: %v", key.index, err))
 		}
 		if r.opts.OnError != nil {
 			r.opts.OnError(dg, err)

@@ -107,7 +107,10 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
 	}
-	return idx, newSociDecoder(z), nil
+	if err := noDirHardlinks(toc); err != nil {
+		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+	}
+	return idx, newSociDecoder(z, idx), nil
 }
 
 // memorySized is a Decoder that holds memory of its own besides the index
@@ -136,7 +139,7 @@ func (d *sociDecoder) MemoryBytes() int {
 	for _, s := range sizes[max(len(sizes)-sociSpanCache, 0):] {
 		n += int(s) + int(unsafe.Sizeof(spanData{}))
 	}
-	return n
+	return n + d.bind.memoryBytes()
 }
 
 // sociLayoutBytes is about what sociTOC and index.Build hold for an
@@ -234,6 +237,33 @@ func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
 	return toc, nil
 }
 
+// noDirHardlinks refuses a hardlink to a directory (through other
+// hardlinks too), as the eStargz reader does: a directory with two
+// parents is a loop for whoever walks the tree.
+func noDirHardlinks(toc *estargz.TOC) error {
+	byName := make(map[string]int, len(toc.Entries))
+	for i := range toc.Entries {
+		byName[toc.Entries[i].Name] = i
+	}
+	for i := range toc.Entries {
+		e := &toc.Entries[i]
+		if e.Type != estargz.TypeHardlink {
+			continue
+		}
+		for n := 0; e.Type == estargz.TypeHardlink && n < len(toc.Entries); n++ {
+			j, ok := byName[e.LinkName]
+			if !ok {
+				break
+			}
+			e = &toc.Entries[j]
+		}
+		if e.Type == estargz.TypeDir {
+			return fmt.Errorf("%w: hardlink %q to directory %q", soci.ErrInvalid, toc.Entries[i].Name, e.Name)
+		}
+	}
+	return nil
+}
+
 // fileChunks returns f's intersections with the spans: each chunk's
 // range is its span's, its digest the span's.
 func fileChunks(z *soci.Ztoc, f *soci.File) ([]estargz.Chunk, error) {
@@ -272,6 +302,8 @@ type sociDecoder struct {
 
 	mu    sync.Mutex
 	spans []*spanData // most recently used last
+
+	entryState // VerifyEntry's (socientry.go)
 }
 
 // spanData is one span being inflated or inflated.
@@ -291,12 +323,18 @@ var _ lfs.Decoder = (*sociDecoder)(nil)
 // newSociDecoder keeps of z what decoding needs: not its entries (the
 // index has them), and the windows copied out of the zTOC's buffer, which
 // is dropped.
-func newSociDecoder(z *soci.Ztoc) *sociDecoder {
+// idx, the index built from z, is what VerifyEntry checks (nil: no entry
+// checks).
+func newSociDecoder(z *soci.Ztoc, idx *index.Index) *sociDecoder {
 	small := *z
 	small.Files = nil
 	heads := make([]entryHead, 0, len(z.Files))
 	for _, f := range z.Files {
 		heads = append(heads, newEntryHead(&f))
+	}
+	var bind entryBinding
+	if idx != nil {
+		bind = bindEntries(z, idx)
 	}
 	small.Checkpoints.List = slices.Clone(z.Checkpoints.List)
 	windows := make([]byte, 0, len(z.Checkpoints.List)*soci.WindowSize)
@@ -306,7 +344,8 @@ func newSociDecoder(z *soci.Ztoc) *sociDecoder {
 		c.Window = windows[len(windows)-len(c.Window) : len(windows) : len(windows)]
 	}
 	z = &small
-	d := &sociDecoder{z: z, heads: heads, starts: make([]int64, len(z.SpanDigests))}
+	d := &sociDecoder{z: z, heads: heads, starts: make([]int64, len(z.SpanDigests)),
+		entryState: entryState{bind: bind, vspans: map[int]*spanCheck{}}}
 	for i := range d.starts {
 		d.starts[i], _ = z.SpanRange(i)
 	}
@@ -403,10 +442,11 @@ func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
 	data := make([]byte, oe-os)
 	if _, err := io.ReadFull(r, data); err != nil {
 		// the bytes are the ones the digest names: the checkpoint is wrong
-		return nil, fmt.Errorf("%w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, i, err)
+		return nil, fmt.Errorf("%w: %w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, errEntryMismatch, i, err)
 	}
 	if err := checkHeads(d.heads, data, os); err != nil {
-		return nil, fmt.Errorf("%w: span %d: %w", soci.ErrVerify, i, err)
+		return nil, fmt.Errorf("%w: %w: span %d: %w", soci.ErrVerify, errEntryMismatch, i, err)
 	}
+	d.precheck(i, data)
 	return data, nil
 }

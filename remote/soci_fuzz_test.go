@@ -37,7 +37,7 @@ func FuzzSociIndex(f *testing.F) {
 		if err != nil {
 			return
 		}
-		dec := newSociDecoder(z)
+		dec := newSociDecoder(z, idx)
 		for i := range toc.Entries {
 			for _, c := range toc.Entries[i].Chunks {
 				raw := make([]byte, c.CompressedSize())

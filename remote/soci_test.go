@@ -178,8 +178,10 @@ func TestSociMount(t *testing.T) {
 		})
 		for _, zf := range z.Files {
 			got, err := os.ReadFile(filepath.Join(mp, zf.Name))
+			// an open checks the span holding the file's header, a read
+			// the spans of its bytes
 			s, e := z.SpanAt(zf.Offset), z.SpanAt(zf.Offset+max(zf.Size-1, 0))
-			if zf.Size > 0 && s <= bad && bad <= e {
+			if zf.Size > 0 && s <= bad && bad <= e || z.SpanAt(zf.Offset-1) == bad {
 				if !errors.Is(err, syscall.EIO) {
 					t.Fatalf("%s in the tampered span: %v, want EIO", zf.Name, err)
 				}
@@ -224,7 +226,12 @@ func TestSociMount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs := newFS(t)
+		// off by default: the referrer is ignored, the layer falls back
+		_, err = mount(t, newFS(t), img.Ref, img.Layers[0].Digest)
+		if !errors.Is(err, snapshotter.ReasonNotLazy) || !strings.Contains(err.Error(), "v1 indexes are off") {
+			t.Fatalf("Mount with only a v1 index, v1 off: %v, want not-lazy saying v1 indexes are off", err)
+		}
+		fs := New(NewRegistrySource(f, WithSociV1(true)), Options{Root: t.TempDir()})
 		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
 		if err != nil {
 			t.Fatal(err)

@@ -48,7 +48,7 @@ func TestSociCheckBlob(t *testing.T) {
 			edited := *z
 			edited.Files = tc.edit(append([]soci.File(nil), z.Files...))
 			r := &countingReader{r: bytes.NewReader(blob)}
-			err := newSociDecoder(&edited).CheckBlob(context.Background(), r)
+			err := newSociDecoder(&edited, nil).CheckBlob(context.Background(), r)
 			if r.n != int64(len(blob)) {
 				t.Errorf("read %d of the blob's %d bytes", r.n, len(blob))
 			}
@@ -64,7 +64,7 @@ func TestSociCheckBlob(t *testing.T) {
 		})
 	}
 	t.Run("not gzip", func(t *testing.T) {
-		err := newSociDecoder(z).CheckBlob(context.Background(), io.MultiReader(strings.NewReader("not a gzip stream")))
+		err := newSociDecoder(z, nil).CheckBlob(context.Background(), io.MultiReader(strings.NewReader("not a gzip stream")))
 		if !errors.Is(err, errZtocMismatch) {
 			t.Fatalf("CheckBlob: %v, want errZtocMismatch", err)
 		}

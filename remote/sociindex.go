@@ -70,8 +70,8 @@ func newSociCache() *sociCache {
 // zTOC its image's SOCI index names for it (annZtocDigest, annZtocSize),
 // or with why there is none (annSociNone). An eStargz layer is returned
 // as it is. The SOCI index is the one the manifest's annotation names
-// (v2, listed in the image index beside it), else the newest v1 index
-// among the manifest's referrers.
+// (v2, listed in the image index beside it), else, with WithSociV1, the
+// newest v1 index among the manifest's referrers.
 func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Descriptor, ann map[string]string, siblings []ocispec.Descriptor, l ocispec.Descriptor) ocispec.Descriptor {
 	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok {
 		return l
@@ -158,6 +158,9 @@ func (s fetcherSource) findSociIndex(ctx context.Context, ref string, man ocispe
 		}
 		if desc.Digest == "" {
 			return sociLookup{why: "the image has no SOCI index"}, true
+		}
+		if !s.sociV1 {
+			return sociLookup{why: fmt.Sprintf("the image's only SOCI index, %s, is a v1 index among the manifest's referrers, which anyone who can push to the repository can add; v1 indexes are off ([soci] allow_v1_indexes)", desc.Digest)}, true
 		}
 	}
 	b, err := s.fetchBlob(ctx, ref, desc, soci.MaxIndexManifest)

@@ -45,10 +45,14 @@ func TestSociDecoderMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			idx, err := index.Build(toc)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			dec := newSociDecoder(z)
+			dec := newSociDecoder(z, idx)
 			// a part of every span, so that the cache ends up full (a
 			// chunk that is a whole span is not cached)
 			for i := range toc.Entries {

@@ -38,7 +38,23 @@ type fetcherSource struct {
 	f    *fetcher.Fetcher
 	m    *manifestCache // nil: none
 	soci *sociCache     // SOCI indexes by image manifest digest
+	// sociV1 lets SOCI v1 indexes (found among the manifest's referrers)
+	// be used: see WithSociV1
+	sociV1 bool
 }
+
+// SourceOption configures NewRegistrySource.
+type SourceOption func(*fetcherSource)
+
+// WithSociV1 lets the Source use SOCI v1 indexes (off by default). A v1
+// index is not named by the image: it is found among the manifest's
+// referrers (the referrers API or its tag schema), which anyone who can
+// push to the repository, or a mirror, can add to, and its zTOCs say what
+// a layer's files are. Every file's metadata is checked against the
+// layer's tar before it is served, but a forged index can still make
+// mounts of the image fail (EIO) where an ordinary pull would work. Off,
+// a layer whose image has only a v1 index falls back, with that reason.
+func WithSociV1(allow bool) SourceOption { return func(s *fetcherSource) { s.sociV1 = allow } }
 
 var _ Source = fetcherSource{}
 
@@ -46,8 +62,12 @@ var _ Source = fetcherSource{}
 // blobs read the layer's tail (the footer and, for small layers, the
 // whole TOC) in the request that opens them, and serve later reads that
 // reach into the tail from memory.
-func NewRegistrySource(f *fetcher.Fetcher) Source {
-	return fetcherSource{f: f, m: &manifestCache{byRef: map[string]cachedManifest{}}, soci: newSociCache()}
+func NewRegistrySource(f *fetcher.Fetcher, opts ...SourceOption) Source {
+	s := fetcherSource{f: f, m: &manifestCache{byRef: map[string]cachedManifest{}}, soci: newSociCache()}
+	for _, o := range opts {
+		o(&s)
+	}
+	return s
 }
 
 // manifestCache keeps the layer descriptors of the manifests Layer read

@@ -144,22 +144,6 @@ func (v *verifier) markBad(bl BadLayer) error {
 	return os.Rename(tmp, p)
 }
 
-// poison marks k bad for reason (a panic while decoding or serving it:
-// lfs.ErrPanic), as a failed check of the layer against its index is: on
-// disk, so that new Mounts of k are refused and pulled the ordinary way,
-// and in k's state, for status. The first reason is kept.
-func (v *verifier) poison(k layerKey, reason string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if isBad(v.state[k]) {
-		return
-	}
-	if err := v.markBad(BadLayer{Digest: k.blob, Index: k.index, Reason: reason, Time: time.Now().UTC()}); err != nil {
-		reason += fmt.Sprintf(" (the mark could not be stored: %v)", err)
-	}
-	v.state[k] = verifyBadPrefix + reason
-}
-
 // badLayers lists the marks, by digest and index.
 func (v *verifier) badLayers() []BadLayer {
 	ents, _ := os.ReadDir(v.badDir())
@@ -235,6 +219,9 @@ func (v *verifier) watch(ctx context.Context, k layerKey, l *lfs.Layer, b Blob, 
 	v.mu.Unlock()
 	if _, err := os.Stat(v.okPath(k)); err == nil {
 		v.setState(k, VerifyVerified)
+		if t, ok := dec.(trustable); ok {
+			t.Trust()
+		}
 		return
 	}
 	select {
@@ -279,7 +266,7 @@ func (v *verifier) verifyOnce(ctx context.Context, k layerKey, b Blob, dec lfs.D
 		state := v.verify(ctx, k, b, dec)
 		v.mu.Lock()
 		delete(v.runs, k)
-		if !isBad(v.state[k]) { // a panic may have made it bad meanwhile
+		if !isBad(v.state[k]) { // a panic or markIndexBad may have come first
 			v.state[k] = state
 		}
 		v.mu.Unlock()
@@ -319,6 +306,9 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 	}
 	v.verified.Add(1)
 	_ = os.WriteFile(v.okPath(k), nil, 0o600) // without it, the next Mount verifies again
+	if t, ok := dec.(trustable); ok {
+		t.Trust()
+	}
 	return VerifyVerified
 }
 
@@ -411,6 +401,28 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 func checkBlob(ctx context.Context, layer digest.Digest, chk BlobChecker, blob io.Reader) (err error) {
 	defer contain(layer.String(), nil, &err)
 	return chk.CheckBlob(ctx, blob)
+}
+
+// trustable is a Decoder with checks of its own on the read path (a SOCI
+// layer's entry checks) that a verified layer no longer needs: Trust
+// ends them.
+type trustable interface{ Trust() }
+
+// markIndexBad marks k's index bad for a reason found while serving it
+// (a SOCI zTOC entry its tar header contradicts), as a failed BlobChecker
+// would: new Mounts with that index are refused.
+func (v *verifier) markIndexBad(k layerKey, reason string) {
+	v.mu.Lock()
+	if isBad(v.state[k]) {
+		v.mu.Unlock()
+		return
+	}
+	v.state[k] = verifyBadPrefix + reason
+	v.mu.Unlock()
+	v.bad.Add(1)
+	if err := v.markBad(BadLayer{Digest: k.blob, Index: k.index, Reason: reason, Time: time.Now().UTC()}); err != nil {
+		v.setState(k, verifyBadPrefix+reason+fmt.Sprintf(" (the mark could not be stored: %v)", err))
+	}
 }
 
 // errCheckDone: the BlobChecker returned before reading the whole blob.

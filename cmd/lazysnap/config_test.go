@@ -53,6 +53,8 @@ func TestLoadServeConfig(t *testing.T) {
 		{"not a duration", "[fetch]\n  timeout = \"2 minutes\"\n", nil, "fetch.timeout"},
 		{"blob verification by default", "", func(c serveConfig) bool { return c.Fetch.VerifyBlob }, ""},
 		{"blob verification off", "[fetch]\n  verify_blob = false\n", func(c serveConfig) bool { return !c.Fetch.VerifyBlob }, ""},
+		{"SOCI v1 indexes off by default", "", func(c serveConfig) bool { return !c.Soci.AllowV1Indexes }, ""},
+		{"SOCI v1 indexes allowed", "[soci]\n  allow_v1_indexes = true\n", func(c serveConfig) bool { return c.Soci.AllowV1Indexes }, ""},
 		{"profiles by default", "", func(c serveConfig) bool { return c.Profile.Record && c.Profile.Fetch && !c.Profile.Publish }, ""},
 		{"fetch policy", "[fetch]\n  background_quiet = \"1s\"\n  read_around_bytes = 0\n[profile]\n  publish = true\n  quiet = \"3s\"\n", func(c serveConfig) bool {
 			return c.Fetch.BackgroundQuiet.D().Seconds() == 1 && c.Profile.Publish && c.Profile.Quiet.D().Seconds() == 3
@@ -130,7 +132,7 @@ func TestExampleConfig(t *testing.T) {
 	if c := load("as-is.toml", string(example)); !reflect.DeepEqual(c, defaultServeConfig()) {
 		t.Errorf("the example as installed is not the defaults: %+v", c)
 	}
-	key := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
+	key := regexp.MustCompile(`(?m)^# ([a-z0-9_]+ = .*)$`)
 	load("uncommented.toml", key.ReplaceAllString(string(example), "$1"))
 
 	shown := map[string]bool{}

@@ -71,7 +71,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 			Limits:  profile.Limits{Quiet: cfg.Profile.Quiet.D(), Total: cfg.Profile.MaxDuration.D(), MaxChunks: cfg.Profile.MaxChunks},
 			OnError: func(key string, err error) { log.Warn("prefetch profile", "image", key, "error", err) }}
 	}
-	rfs := remote.New(remote.NewRegistrySource(f), remote.Options{
+	rfs := remote.New(remote.NewRegistrySource(f, remote.WithSociV1(cfg.Soci.AllowV1Indexes)), remote.Options{
 		Profiles:   profiles,
 		Root:       cfg.Root,
 		VerifyBlob: cfg.Fetch.VerifyBlob,

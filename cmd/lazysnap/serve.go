@@ -115,6 +115,11 @@ type serveConfig struct {
 		MaxEntries     int   `toml:"max_entries"`      // TOC entries of one layer; 0 = estargz.DefaultMaxEntries
 		MaxMemoryBytes int64 `toml:"max_memory_bytes"` // indexes of all mounted layers, and a SOCI zTOC being decoded; 0 = no cap
 	} `toml:"index"`
+	Soci struct {
+		// AllowV1Indexes uses SOCI v1 indexes, which come from the
+		// manifest's referrers (remote.WithSociV1); off by default.
+		AllowV1Indexes bool `toml:"allow_v1_indexes"`
+	} `toml:"soci"`
 }
 
 // statusSocket is where serve listens for /status and /metrics.

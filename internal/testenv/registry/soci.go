@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -36,38 +37,106 @@ func (p *Pusher) PushSociImageV1(ctx context.Context, host, repo, tag string, sp
 	return p.pushSoci(ctx, host, repo, tag, span, nil, true, layers)
 }
 
-func (p *Pusher) pushSoci(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), v1 bool, layers [][]byte) (SociImage, error) {
-	img := SociImage{Image: Image{Ref: host + "/" + repo + ":" + tag}}
+// PushSociImageV1Tampered is PushSociImageV1 with each zTOC changed by
+// tamper before it is pushed: a forged v1 referrer.
+func (p *Pusher) PushSociImageV1Tampered(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), layers ...[]byte) (SociImage, error) {
+	return p.pushSoci(ctx, host, repo, tag, span, tamper, true, layers)
+}
+
+// pushZtocs pushes the gzip layers (into img.Layers) and a zTOC of each,
+// changed by tamper, and returns the zTOCs' descriptors.
+func (p *Pusher) pushZtocs(ctx context.Context, repo string, span int64, tamper func(layer int, z *soci.Ztoc), layers [][]byte, img *SociImage) ([]soci.Descriptor, error) {
 	var ztocs []soci.Descriptor
 	for i, l := range layers {
 		d, err := p.PushBlob(ctx, repo, l)
 		if err != nil {
-			return img, err
+			return nil, err
 		}
 		d.MediaType = ocispec.MediaTypeImageLayerGzip
 		img.Layers = append(img.Layers, d)
 		z, err := soci.Build(bytes.NewReader(l), soci.BuildOptions{SpanSize: span})
 		if err != nil {
-			return img, fmt.Errorf("layer %d: %w", i, err)
+			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
 		if tamper != nil {
 			tamper(i, z)
 		}
 		zb := soci.Marshal(z)
 		if _, err := p.PushBlob(ctx, repo, zb); err != nil {
-			return img, err
+			return nil, err
 		}
 		zd := soci.ZtocDescriptor(zb, soci.Descriptor{MediaType: d.MediaType, Digest: d.Digest}, span)
 		ztocs = append(ztocs, zd)
 		img.Ztocs = append(img.Ztocs, z)
 		img.Sizes = append(img.Sizes, ocispec.Descriptor{MediaType: zd.MediaType, Digest: zd.Digest, Size: zd.Size})
 	}
+	return ztocs, nil
+}
+
+// PushSociReferrerV1 attaches a v1 SOCI index of the gzip layers (zTOCs
+// changed by tamper) to the manifest subject already in repo, as a
+// referrer listed under the referrers tag schema (tag sha256-<hex>), as
+// anyone who can push to the repository could.
+func (p *Pusher) PushSociReferrerV1(ctx context.Context, repo string, subject ocispec.Descriptor, span int64, tamper func(layer int, z *soci.Ztoc), layers ...[]byte) (SociImage, error) {
+	var img SociImage
+	ztocs, err := p.pushZtocs(ctx, repo, span, tamper, layers, &img)
+	if err != nil {
+		return img, err
+	}
+	return img, p.pushReferrerV1(ctx, repo, subject, ztocs)
+}
+
+func (p *Pusher) pushReferrerV1(ctx context.Context, repo string, subject ocispec.Descriptor, ztocs []soci.Descriptor) error {
+	if _, err := p.PushBlob(ctx, repo, []byte("{}")); err != nil {
+		return err
+	}
+	sociIdx := soci.NewIndexManifest(ztocs, "lazysnap test")
+	sociIdx.Config.MediaType = soci.ArtifactTypeV1
+	sociIdx.Subject = &soci.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
+	ib, _ := json.Marshal(sociIdx)
+	sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
+	if err != nil {
+		return err
+	}
+	sd.ArtifactType = soci.ArtifactTypeV1
+	refs, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{sd}})
+	_, err = p.PushManifest(ctx, repo, "sha256-"+subject.Digest.Encoded(), ocispec.MediaTypeImageIndex, refs)
+	return err
+}
+
+// diffIDs are the digests of the gzip layers' tars, for the image config.
+func diffIDs(layers [][]byte) ([]digest.Digest, error) {
+	ids := make([]digest.Digest, 0, len(layers))
+	for i, l := range layers {
+		zr, err := gzip.NewReader(bytes.NewReader(l))
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		dg, err := digest.FromReader(zr)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		ids = append(ids, dg)
+	}
+	return ids, nil
+}
+
+func (p *Pusher) pushSoci(ctx context.Context, host, repo, tag string, span int64, tamper func(layer int, z *soci.Ztoc), v1 bool, layers [][]byte) (SociImage, error) {
+	img := SociImage{Image: Image{Ref: host + "/" + repo + ":" + tag}}
+	ztocs, err := p.pushZtocs(ctx, repo, span, tamper, layers, &img)
+	if err != nil {
+		return img, err
+	}
 	if _, err := p.PushBlob(ctx, repo, []byte("{}")); err != nil {
 		return img, err
 	}
+	ids, err := diffIDs(layers)
+	if err != nil {
+		return img, err
+	}
 	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
-		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}}})
-	var err error
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: ids}})
 	if img.Config, err = p.PushBlob(ctx, repo, cfg); err != nil {
 		return img, err
 	}
@@ -80,18 +149,7 @@ func (p *Pusher) pushSoci(ctx context.Context, host, repo, tag string, span int6
 			return img, err
 		}
 		img.ManifestBytes = m
-		sociIdx.Config.MediaType = soci.ArtifactTypeV1
-		sociIdx.Subject = &soci.Descriptor{MediaType: img.Manifest.MediaType, Digest: img.Manifest.Digest, Size: img.Manifest.Size}
-		ib, _ := json.Marshal(sociIdx)
-		sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)
-		if err != nil {
-			return img, err
-		}
-		sd.ArtifactType = soci.ArtifactTypeV1
-		refs, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
-			Manifests: []ocispec.Descriptor{sd}})
-		_, err = p.PushManifest(ctx, repo, "sha256-"+img.Manifest.Digest.Encoded(), ocispec.MediaTypeImageIndex, refs)
-		return img, err
+		return img, p.pushReferrerV1(ctx, repo, img.Manifest, ztocs)
 	}
 	ib, _ := json.Marshal(sociIdx)
 	sd, err := p.PushManifest(ctx, repo, digest.FromBytes(ib).String(), ocispec.MediaTypeImageManifest, ib)

@@ -1,0 +1,151 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/lazysnap/lazysnap/index"
+)
+
+// EntryVerifier is a Decoder of a format whose index says more of a file
+// than its chunk digests vouch for: SOCI's zTOC gives each file's mode,
+// owners, times, xattrs and link target, which only the layer's own tar
+// headers confirm. The layer calls VerifyEntry before it serves an inode
+// beyond what stat shows: before an open (of a file or a directory), a
+// readlink, a getxattr or listxattr, and before a lookup returns a device
+// node; the inode is served only if it returns nil. blob reads the
+// layer's compressed ranges (it counts them as the layer's requests; it is
+// an Invalidator when the layer's BlobReader is one).
+//
+// An error wrapping context.Canceled or DeadlineExceeded, or a fetch
+// error, decides nothing (the next call tries again); any other error is
+// the index disagreeing with the layer, and the inode is refused (EIO).
+type EntryVerifier interface {
+	VerifyEntry(ctx context.Context, ino index.Ino, blob BlobReader) error
+}
+
+// verifyEntry verifies ino through the Decoder, if it is an
+// EntryVerifier, once: a verified inode is remembered, and so is one the
+// layer contradicts (refused reports that, for the caller to have the
+// kernel drop the attributes it holds of it).
+func (l *Layer) verifyEntry(ctx context.Context, ino index.Ino) (refused bool, err error) {
+	v, ok := l.opts.Decoder.(EntryVerifier)
+	if !ok || bitSet(l.checked, ino) {
+		return false, nil
+	}
+	if err := v.VerifyEntry(ctx, ino, layerBlob{l}); err != nil {
+		if ctx.Err() != nil {
+			return false, &interrupted{ctx.Err()}
+		}
+		var fe *fetchError
+		refused = !errors.As(err, &fe)
+		if refused {
+			setBit(l.refused, ino)
+		}
+		return refused, l.fail(fmt.Errorf("fs: layer %s: inode %d: %w", l.opts.Name, ino, err))
+	}
+	setBit(l.checked, ino)
+	return false, nil
+}
+
+// entryRefused reports whether the layer contradicted what its index says
+// of ino: it is served no more, not even its attributes.
+func (l *Layer) entryRefused(ino index.Ino) bool { return bitSet(l.refused, ino) }
+
+func bitSet(bits []atomic.Uint64, i index.Ino) bool {
+	return int(i/64) < len(bits) && bits[i/64].Load()&(1<<(i%64)) != 0
+}
+
+func setBit(bits []atomic.Uint64, i index.Ino) {
+	w := &bits[i/64]
+	for {
+		old := w.Load()
+		if w.CompareAndSwap(old, old|1<<(i%64)) {
+			return
+		}
+	}
+}
+
+// newInodeBits is a bitmap over the inodes, for a Decoder that is an
+// EntryVerifier (nil otherwise: nothing to remember).
+func newInodeBits(dec Decoder, inodes int) []atomic.Uint64 {
+	if _, ok := dec.(EntryVerifier); !ok {
+		return nil
+	}
+	return make([]atomic.Uint64, (inodes+63)/64)
+}
+
+// layerBlob is the layer's BlobReader as an EntryVerifier reads it: its
+// requests and bytes are the layer's.
+type layerBlob struct{ l *Layer }
+
+func (b layerBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	raw, err := b.l.read(ctx, off, n)
+	if err == nil {
+		b.l.recent.put(off, raw)
+	}
+	return raw, err
+}
+
+func (b layerBlob) Invalidate(off, n int64) {
+	b.l.recent.drop(off, n)
+	if inv, ok := b.l.blob.(Invalidator); ok {
+		inv.Invalidate(off, n)
+	}
+}
+
+// recentRaw keeps the last compressed ranges entry checks read: an open
+// checks the span holding the file's header, and its first read then
+// fetches that span's chunks, which are served from here instead of
+// another request.
+type recentRaw struct {
+	mu   sync.Mutex
+	r    [2]rawRange
+	next int
+}
+
+type rawRange struct {
+	off int64
+	b   []byte
+}
+
+// get returns [off, off+n) if a kept range holds it (shared: read only).
+func (c *recentRaw) get(off, n int64) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.r {
+		if r.b != nil && off >= r.off && off+n <= r.off+int64(len(r.b)) {
+			return r.b[off-r.off : off-r.off+n : off-r.off+n]
+		}
+	}
+	return nil
+}
+
+func (c *recentRaw) put(off int64, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.r[c.next] = rawRange{off: off, b: b}
+	c.next = (c.next + 1) % len(c.r)
+}
+
+// drop forgets the kept ranges that overlap [off, off+n).
+func (c *recentRaw) drop(off, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, r := range c.r {
+		if r.b != nil && off < r.off+int64(len(r.b)) && r.off < off+n {
+			c.r[i] = rawRange{}
+		}
+	}
+}
+
+// isDevice reports whether mode is a device node's (what a lookup
+// verifies before it returns the node: a whiteout is one too).
+func isDevice(mode uint32) bool {
+	t := mode & syscall.S_IFMT
+	return t == syscall.S_IFCHR || t == syscall.S_IFBLK
+}
