@@ -30,7 +30,7 @@ func allowedImports() map[string][]string {
 		"soci":                {"soci/internal/fb", "zran"},
 		"soci/internal/fb":    {},
 		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
-		"fusemanager":         {"fetcher", "ops", "snapshotter"},
+		"fusemanager":         {"fetcher", "internal/sockets", "ops", "snapshotter"},
 		"pull":                {"snapshotter"},
 		"convert":             {"estargz", "internal/descriptor", "soci", "zstdchunked"},
 		"convert/record":      {"convert"},
@@ -38,6 +38,7 @@ func allowedImports() map[string][]string {
 		"internal/logging":    {},
 		"internal/logfile":    {},
 		"internal/tomlconfig": {},
+		"internal/sockets":    {},
 		"zran":                {},
 	}
 }
