@@ -1,14 +1,18 @@
 package fusemanager
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
+	"time"
 
+	"github.com/lazysnap/lazysnap/internal/sockets"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +33,11 @@ import (
 //
 // Take leaves the keeper holding what it had: the manager that took the
 // mounts is their manager until it drops them, or a successor takes them.
+//
+// Only root and the keeper's own user may call it (SO_PEERCRED); the
+// last caller is taken to be the manager. RunKeeper exits once the keeper
+// holds nothing and that manager is gone, or, after SIGTERM, once it holds
+// nothing.
 
 // keeperMsg is a message of the keeper protocol.
 type keeperMsg struct {
@@ -51,11 +60,21 @@ type Held struct {
 
 // Keeper holds descriptors for the manager's successors.
 type Keeper struct {
-	mu   sync.Mutex
-	held map[string]Held
+	mu      sync.Mutex
+	held    map[string]Held
+	manager int32 // pid of the last caller: the manager
 }
 
-func NewKeeper() *Keeper { return &Keeper{held: map[string]Held{}} }
+// NewKeeper returns a keeper holding nothing, whose manager is process
+// manager (its parent) until another calls.
+func NewKeeper(manager int) *Keeper { return &Keeper{held: map[string]Held{}, manager: int32(manager)} }
+
+// Manager is the pid of the last process that called the keeper.
+func (k *Keeper) Manager() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return int(k.manager)
+}
 
 // Len is how many mounts the keeper holds.
 func (k *Keeper) Len() int {
@@ -76,6 +95,56 @@ func (k *Keeper) Prune() {
 			delete(k.held, mp)
 		}
 	}
+}
+
+// RunKeeper is the fd keeper process: it listens on sock (mode 0600),
+// writes its pid to pidFile, and serves until it holds nothing and its
+// manager is gone (checked every poll), or, once ctx ends (SIGTERM), until
+// it holds nothing: a descriptor it lets go of ends a live mount. Mounts
+// unmounted behind the managers' backs are let go of as it checks.
+func RunKeeper(ctx context.Context, sock, pidFile string, poll time.Duration) error {
+	l, err := sockets.Listen(ctx, "unixpacket", sock, 0o600, 0o700)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		l.Close()
+		return err
+	}
+	defer os.Remove(pidFile)
+	k := NewKeeper(os.Getppid())
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		defer cancel()
+		t := time.NewTicker(poll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			k.Prune()
+			if k.Len() == 0 && (ctx.Err() != nil || !processAlive(k.Manager())) {
+				return
+			}
+		}
+	}()
+	return k.Serve(sctx, l.UnixListener)
+}
+
+// processAlive reports whether process pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if pid <= 0 || err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces; the state follows the last ')'
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
 // Serve answers requests on l until ctx ends.
@@ -102,7 +171,22 @@ func (k *Keeper) serve(c *net.UnixConn) {
 		return
 	}
 	reply := keeperMsg{}
+	uid, pid, err := sockets.PeerUID(c)
+	switch {
+	case err != nil:
+		reply.Error = fmt.Sprintf("peer credentials: %v", err)
+		m.Op = ""
+	case uid != 0 && uid != uint32(os.Getuid()):
+		reply.Error = fmt.Sprintf("uid %d may not use the fd keeper (root's and uid %d's only)", uid, os.Getuid())
+		m.Op = ""
+	default:
+		k.mu.Lock()
+		k.manager = pid
+		k.mu.Unlock()
+	}
 	switch m.Op {
+	case "":
+		// refused above
 	case "put":
 		if fd == nil || m.Mountpoint == "" {
 			reply.Error = "put: no descriptor or mountpoint"
@@ -269,6 +353,12 @@ func (c *KeeperClient) Take(ctx context.Context) ([]Held, error) {
 		}
 		if m.End {
 			return out, nil
+		}
+		if m.Error != "" {
+			for _, h := range out {
+				h.FD.Close()
+			}
+			return nil, fmt.Errorf("fd keeper: %s", m.Error)
 		}
 		if fd == nil {
 			continue

@@ -3,10 +3,15 @@ package fusemanager
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestKeeperHoldsDescriptors(t *testing.T) {
@@ -17,7 +22,7 @@ func TestKeeperHoldsDescriptors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewKeeper()
+	k := NewKeeper(0)
 	go k.Serve(ctx, l)
 	c := NewKeeperClient(sock)
 
@@ -68,7 +73,7 @@ func TestKeeperHoldsDescriptors(t *testing.T) {
 }
 
 func TestKeeperPrunesEndedConnections(t *testing.T) {
-	k := NewKeeper()
+	k := NewKeeper(0)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -82,5 +87,142 @@ func TestKeeperPrunesEndedConnections(t *testing.T) {
 	k.Prune()
 	if k.Len() != 0 {
 		t.Fatal("kept an ended descriptor")
+	}
+}
+
+// TestKeeperPeerCredentials: a process of another user that can reach
+// the keeper's socket (here made world-writable) is refused put and take;
+// root is served.
+func TestKeeperPeerCredentials(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: the client runs as another user")
+	}
+	dir, err := os.MkdirTemp("", "keeperpeer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "keeper.sock")
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(sock, 0o777)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := NewKeeper(0)
+	go k.Serve(ctx, l)
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	if err := NewKeeperClient(sock).Put(ctx, "/a", json.RawMessage(`{}`), w); err != nil {
+		t.Fatalf("root's put: %v", err)
+	}
+	w.Close()
+	// the client: this test binary, copied where another user may run it
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "client")
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"take", "put"} {
+		t.Run(op, func(t *testing.T) {
+			cmd := exec.Command(bin, "-test.run=^TestKeeperClientProcess$")
+			cmd.Env = append(os.Environ(), "LAZYSNAP_KEEPER_CLIENT="+op+":"+sock)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			out, _ := cmd.CombinedOutput()
+			if !strings.Contains(string(out), "may not use the fd keeper") {
+				t.Fatalf("uid 65534's %s: %s", op, out)
+			}
+		})
+	}
+	if k.Len() != 1 || k.Manager() != os.Getpid() {
+		t.Fatalf("after the refused calls the keeper holds %d, manager %d; want 1, %d", k.Len(), k.Manager(), os.Getpid())
+	}
+}
+
+// TestKeeperClientProcess is the other user's client of
+// TestKeeperPeerCredentials (it does nothing in a test run).
+func TestKeeperClientProcess(t *testing.T) {
+	op, sock, ok := strings.Cut(os.Getenv("LAZYSNAP_KEEPER_CLIENT"), ":")
+	if !ok {
+		t.Skip("the client process of TestKeeperPeerCredentials")
+	}
+	c := NewKeeperClient(sock)
+	var err error
+	switch op {
+	case "take":
+		_, err = c.Take(context.Background())
+	case "drop":
+		err = c.Drop(context.Background(), "")
+	case "put":
+		r, w, _ := os.Pipe()
+		defer r.Close()
+		err = c.Put(context.Background(), "/b", json.RawMessage(`{}`), w)
+	}
+	fmt.Println("client:", err)
+}
+
+// TestRunKeeperExitsWhenOrphaned: a keeper whose manager (its last
+// caller) is gone stays while it holds a live descriptor, and exits once
+// it holds nothing.
+func TestRunKeeperExitsWhenOrphaned(t *testing.T) {
+	dir := t.TempDir()
+	sock, pidFile := filepath.Join(dir, "k.sock"), filepath.Join(dir, "k.pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- RunKeeper(ctx, sock, pidFile, 20*time.Millisecond) }()
+	c := NewKeeperClient(sock)
+	for i := 0; ; i++ {
+		if err := c.Drop(ctx, ""); err == nil {
+			break
+		} else if i == 500 {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	if err := c.Put(ctx, "/a", json.RawMessage(`{}`), w); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// a manager process calls the keeper, then exits
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manager := exec.Command(self, "-test.run=^TestKeeperClientProcess$")
+	manager.Env = append(os.Environ(), "LAZYSNAP_KEEPER_CLIENT=drop:"+sock)
+	if out, err := manager.CombinedOutput(); err != nil || !strings.Contains(string(out), "client: <nil>") {
+		t.Fatalf("the manager's call: %v\n%s", err, out)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the keeper exited holding a live descriptor: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	r.Close() // the mount ends
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the keeper did not exit holding nothing, its manager gone")
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Fatalf("pid file after exit: %v", err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket after exit: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/internal/sockets"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/prometheus/common/expfmt"
@@ -266,8 +267,9 @@ func (m *FS) RevertPullAuth(ctx context.Context, image string, gen uint64) error
 	return m.call(ctx, "/pullauth/revert", PullAuthRevert{Image: image, Generation: gen}, nil)
 }
 
-// ClaimSocket removes a stale socket at path, and refuses to start when a
-// manager answers there: two managers would both serve the same root.
+// ClaimSocket refuses to start when a manager answers at path (two
+// managers would both serve the same root), or anything else does; a
+// stale socket is removed (sockets.Claim).
 func ClaimSocket(ctx context.Context, path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -276,10 +278,7 @@ func ClaimSocket(ctx context.Context, path string) error {
 	if h, err := c.Health(ctx); err == nil {
 		return fmt.Errorf("a fuse manager (pid %d) already serves %s", h.PID, path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	return sockets.Claim(ctx, "unix", path)
 }
 
 // Service is what a fuse manager serves.

@@ -16,6 +16,46 @@ import (
 	"github.com/lazysnap/lazysnap/internal/logging"
 )
 
+// TestCRIListenAddress: the CRI image service's address, from
+// listen_address or (warned) its old name; one that is containerd's CRI
+// socket, where the calls go, is refused.
+func TestCRIListenAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name, toml, addr, warn, err string
+	}{
+		{"off", "", "", "", ""},
+		{"listen_address", "[cri]\n  listen_address = \"/run/lazysnap/cri.sock\"\n", "/run/lazysnap/cri.sock", "", ""},
+		{"unix URL", "[cri]\n  listen_address = \"unix:///run/lazysnap/cri.sock\"\n", "/run/lazysnap/cri.sock", "", ""},
+		{"old name warns", "[cri]\n  image_service_address = \"/run/lazysnap/cri.sock\"\n", "/run/lazysnap/cri.sock", "old name of listen_address", ""},
+		{"both names alike", "[cri]\n  listen_address = \"/run/l.sock\"\n  image_service_address = \"/run/l.sock\"\n", "/run/l.sock", "old name", ""},
+		{"both names differ", "[cri]\n  listen_address = \"/run/a.sock\"\n  image_service_address = \"/run/b.sock\"\n", "", "", "differ"},
+		{"containerd's socket", "[cri]\n  listen_address = \"/run/containerd/containerd.sock\"\n", "", "", "is containerd_cri_address"},
+		{"containerd's socket as a nydus value", "[cri]\n  image_service_address = \"unix:///run/containerd/containerd.sock\"\n", "", "", "is containerd_cri_address"},
+		{"containerd's socket configured", "[cri]\n  listen_address = \"/run/k/c.sock\"\n  containerd_cri_address = \"/run/k/../k/c.sock\"\n", "", "", "is containerd_cri_address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "lazysnap.toml")
+			if err := os.WriteFile(p, []byte(tc.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := loadServeConfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, warn, err := criListenAddress(c)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || addr != tc.addr || (tc.warn == "") != (warn == "") || !strings.Contains(warn, tc.warn) {
+				t.Fatalf("got %q, warning %q, %v; want %q, warning %q", addr, warn, err, tc.addr, tc.warn)
+			}
+		})
+	}
+}
+
 // TestLoadServeConfig: keys that are not set keep their defaults, and a
 // key lazysnap does not know (a typo) or a value of the wrong type fails
 // with the file's name and the key, instead of being ignored.
@@ -43,9 +83,9 @@ func TestLoadServeConfig(t *testing.T) {
 		{"index caps", "[index]\n  max_entries = 1000\n  max_memory_bytes = 1048576\n", func(c serveConfig) bool {
 			return c.Index.MaxEntries == 1000 && c.Index.MaxMemoryBytes == 1<<20
 		}, ""},
-		{"kubernetes", "[registry]\n  credential_provider_config = \"/etc/kubernetes/cp.yaml\"\n  credential_provider_bin_dir = \"/usr/libexec/kubernetes/cp\"\n[cri]\n  image_service_address = \"/run/lazysnap/cri.sock\"\n", func(c serveConfig) bool {
+		{"kubernetes", "[registry]\n  credential_provider_config = \"/etc/kubernetes/cp.yaml\"\n  credential_provider_bin_dir = \"/usr/libexec/kubernetes/cp\"\n[cri]\n  listen_address = \"/run/lazysnap/cri.sock\"\n", func(c serveConfig) bool {
 			return c.Registry.CredentialProviderConfig == "/etc/kubernetes/cp.yaml" && c.Registry.CredentialProviderBinDir == "/usr/libexec/kubernetes/cp" &&
-				c.CRI.ImageServiceAddress == "/run/lazysnap/cri.sock" && c.CRI.ContainerdCRIAddress == "/run/containerd/containerd.sock"
+				c.CRI.ListenAddress == "/run/lazysnap/cri.sock" && c.CRI.ContainerdCRIAddress == "/run/containerd/containerd.sock"
 		}, ""},
 		{"misspelt key", "[fetch]\n  no_prefetc = true\n", nil, "unknown key fetch.no_prefetc (line 2)"},
 		{"unknown table", "[registries]\n  hosts_dir = \"/x\"\n", nil, "registries"},

@@ -60,7 +60,7 @@ func startCRINode(t *testing.T, extraConfig string) *criNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "[cri]\n  image_service_address = %q\n  containerd_cri_address = %q\n", n.imgSock, s.ctrd.Address())
+	fmt.Fprintf(f, "[cri]\n  listen_address = %q\n  containerd_cri_address = %q\n", n.imgSock, s.ctrd.Address())
 	f.Close()
 	s.startLazysnap(t)
 	n.rt = runtimeapi.NewRuntimeServiceClient(dialCRI(t, s.ctrd.Address()))

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logfile"
+	"github.com/lazysnap/lazysnap/internal/sockets"
 	"github.com/lazysnap/lazysnap/ops"
 )
 
@@ -82,10 +82,11 @@ unmounts every layer: stop it only after the containers.`)
 	defer ls.Close()
 	// the mounts a predecessor left, held by the fd keeper, before serve
 	// can ask about them
-	keeper, err := startKeeper(ctx, cfg.Root)
+	keeper, err := holder(ctx, cfg.Root)
 	if err != nil {
 		logger.ErrorContext(ctx, "no fd keeper: the mounts end with this manager", "error", err)
 	} else {
+		logger.InfoContext(ctx, "the mounts are held for the next manager", "by", fmt.Sprintf("%T", keeper))
 		ls.hfs = &handoverFS{FS: ls.fs, keeper: keeper, log: logger}
 		n, err := ls.hfs.adoptAll(ctx)
 		if err != nil {
@@ -95,12 +96,8 @@ unmounts every layer: stop it only after the containers.`)
 			logger.InfoContext(ctx, "adopted the mounts of the previous fuse manager", "layers", n)
 		}
 	}
-	l, err := net.Listen("unix", sock)
+	l, err := sockets.Listen(ctx, "unix", sock, 0o600, 0o700)
 	if err != nil {
-		return err
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		l.Close()
 		return err
 	}
 	pidFile := filepath.Join(cfg.Root, managerPIDName)

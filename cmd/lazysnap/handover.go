@@ -8,21 +8,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
 
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/remote"
 )
 
 // Handing the FUSE mounts from a fuse manager to its successor: the fd
-// keeper (fusemanager.Keeper) holds a duplicate of each mount's /dev/fuse
-// descriptor with its remote.MountState; a starting manager takes them and
+// keeper (fusemanager.Keeper), or under systemd the unit's file
+// descriptor store (fusemanager.FDStore), holds a duplicate of each
+// mount's /dev/fuse descriptor with its remote.MountState; a starting manager takes them and
 // adopts the mounts (remote.FS.Adopt), a stopping one (SIGTERM) leaves
 // them mounted for it, and a killed one leaves them too: running
 // containers' reads wait for the successor, which the kernel resends
@@ -48,53 +49,21 @@ func runFDKeeper(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *sock == "" {
 		return errUsage{"fd-keeper: --socket is required"}
 	}
-	if err := os.MkdirAll(filepath.Dir(*sock), 0o700); err != nil {
-		return err
-	}
-	// one keeper per socket: a second one would hold nothing
-	if c, err := net.Dial("unixpacket", *sock); err == nil {
-		c.Close()
-		return fmt.Errorf("an fd keeper already listens on %s", *sock)
-	}
-	os.Remove(*sock)
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: *sock, Net: "unixpacket"})
-	if err != nil {
-		return err
-	}
-	if err := os.Chmod(*sock, 0o600); err != nil {
-		l.Close()
-		return err
-	}
-	pidFile := filepath.Join(filepath.Dir(*sock), keeperPIDName)
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		l.Close()
-		return err
-	}
-	defer os.Remove(pidFile)
 	fmt.Fprintf(stdout, "lazysnap fd-keeper holding descriptors on %s\n", *sock)
-	// it outlives managers: on SIGTERM and SIGINT (ctx) it exits only
-	// once it holds no live mount, whose connection would end with it
-	k := fusemanager.NewKeeper()
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	go func() {
-		// let go of mounts unmounted behind the managers' backs (a
-		// manager that was down when containerd removed a snapshot)
-		for {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Minute):
-				k.Prune()
-				continue
-			}
-			break
-		}
-		for k.Prune(); k.Len() > 0; k.Prune() {
-			time.Sleep(time.Second)
-		}
-		cancel()
-	}()
-	return k.Serve(sctx, l)
+	// it outlives managers; it exits once it holds nothing and its
+	// manager is gone, or, after SIGTERM, once it holds nothing
+	return fusemanager.RunKeeper(ctx, *sock, filepath.Join(filepath.Dir(*sock), keeperPIDName), 2*time.Second)
+}
+
+// holder returns what holds the manager's mounts for its successor:
+// systemd's file descriptor store when systemd runs the manager
+// (NOTIFY_SOCKET; the unit sets FileDescriptorStoreMax=), else the root's
+// fd keeper, started unless it answers.
+func holder(ctx context.Context, root string) (fusemanager.Holder, error) {
+	if sock := os.Getenv("NOTIFY_SOCKET"); sock != "" {
+		return fusemanager.NewFDStore(sock, filepath.Join(root, handoverDirName), activation.Files(true))
+	}
+	return startKeeper(ctx, root)
 }
 
 // startKeeper returns the client of the root's keeper, starting one unless it
@@ -132,10 +101,11 @@ func startKeeper(ctx context.Context, root string) (*fusemanager.KeeperClient, e
 	}
 }
 
-// handoverFS is the manager's remote.FS with its mounts held by the keeper.
+// handoverFS is the manager's remote.FS with its mounts held for its
+// successor (by the fd keeper or systemd).
 type handoverFS struct {
 	*remote.FS
-	keeper *fusemanager.KeeperClient
+	keeper fusemanager.Holder
 	log    *slog.Logger
 }
 
@@ -146,7 +116,7 @@ func (h *handoverFS) Mount(ctx context.Context, mountpoint string, labels map[st
 		return err
 	}
 	if err := h.hold(ctx, mountpoint); err != nil {
-		h.log.WarnContext(ctx, "the fd keeper does not hold a mount: it ends with this manager", "mountpoint", mountpoint, "error", err)
+		h.log.WarnContext(ctx, "no successor can adopt a mount: it ends with this manager", "mountpoint", mountpoint, "error", err)
 	}
 	return nil
 }
@@ -167,7 +137,7 @@ func (h *handoverFS) hold(ctx context.Context, mountpoint string) error {
 func (h *handoverFS) Unmount(ctx context.Context, mountpoint string) error {
 	err := h.FS.Unmount(ctx, mountpoint)
 	if derr := h.keeper.Drop(ctx, mountpoint); derr != nil {
-		h.log.WarnContext(ctx, "the fd keeper did not let go of an unmounted layer", "mountpoint", mountpoint, "error", derr)
+		h.log.WarnContext(ctx, "the unmounted layer's descriptor is still held", "mountpoint", mountpoint, "error", derr)
 	}
 	return err
 }

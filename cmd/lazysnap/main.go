@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	"github.com/lazysnap/lazysnap/internal/logging"
@@ -69,7 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// the keeper must outlive a stop while it holds live mounts
+	ctx, stop := signalContext(stderr, args[0] != "fd-keeper")
 	defer stop()
 	logger := slog.New(logging.NewHandler(stderr))
 	ctx = withLogger(ctx, logger)
@@ -91,6 +93,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "lazysnap: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// shutdownBound is how long a command has to exit after SIGTERM or
+// SIGINT, whatever is in flight (a call stuck on a hung FUSE mount); a
+// second signal ends it at once.
+const shutdownBound = 10 * time.Second
+
+// signalContext is cancelled by the first SIGTERM or SIGINT; with bound,
+// the process exits shutdownBound later if it is still running.
+func signalContext(stderr io.Writer, bound bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		defer signal.Stop(sigc)
+		select {
+		case sig := <-sigc:
+			cancel()
+			signal.Reset(os.Interrupt, syscall.SIGTERM) // a second one kills
+			if bound {
+				time.AfterFunc(shutdownBound, func() {
+					fmt.Fprintf(stderr, "lazysnap: still running %v after %v: exiting\n", shutdownBound, sig)
+					os.Exit(1)
+				})
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 type loggerKey struct{}

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
@@ -23,6 +25,7 @@ import (
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logging"
+	"github.com/lazysnap/lazysnap/internal/sockets"
 	"github.com/lazysnap/lazysnap/internal/tomlconfig"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -42,9 +45,11 @@ type serveConfig struct {
 	// GET /metrics over HTTP; empty means status.sock beside Address.
 	StatusAddress string `toml:"status_address"`
 	// MetricsAddress is a TCP address (such as "127.0.0.1:9119") that also
-	// serves /metrics and /status; empty, the default, serves them only on
-	// the status socket.
-	MetricsAddress string `toml:"metrics_address"`
+	// serves /metrics (and /status with MetricsServeStatus: it names images
+	// and repositories); empty, the default, serves them only on the status
+	// socket.
+	MetricsAddress     string `toml:"metrics_address"`
+	MetricsServeStatus bool   `toml:"metrics_serve_status"`
 	// MemoryLimit is a soft cap on the daemon's Go heap in bytes (the Go
 	// runtime's GOMEMLIMIT); 0 leaves the runtime's default. The chunk
 	// caches are bounded separately (cache.memory_bytes, cache.max_bytes).
@@ -61,9 +66,11 @@ type serveConfig struct {
 		CredentialProviderBinDir string `toml:"credential_provider_bin_dir"`
 	} `toml:"registry"`
 	// CRI: the image service kubelet is pointed at (--image-service-endpoint)
-	// so that lazysnap gets the auth of its pulls (package cri); off when
-	// ImageServiceAddress is empty.
+	// so that lazysnap gets the auth of its pulls (package cri), listening
+	// on ListenAddress (off when empty); ImageServiceAddress is its old
+	// name, accepted with a warning (criListenAddress).
 	CRI struct {
+		ListenAddress        string `toml:"listen_address"`
 		ImageServiceAddress  string `toml:"image_service_address"`
 		ContainerdCRIAddress string `toml:"containerd_cri_address"`
 	} `toml:"cri"`
@@ -251,6 +258,13 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	logger := logger(ctx)
 	// containerd's packages log through containerd/log; send it our way
 	ctx = log.WithLogger(ctx, log.L)
+	criAddr, warning, err := criListenAddress(cfg)
+	if err != nil {
+		return err
+	}
+	if warning != "" {
+		logger.WarnContext(ctx, warning)
+	}
 
 	// the layers: served here, or by a fuse manager
 	met := ops.NewMetrics("", version)
@@ -301,27 +315,29 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		ls.status.Src.Snapshotter, ls.status.Src.Fallbacks = sn.Stats, sn.Fallbacks
 		st = ls.status
 	}
-	opsSrv := &http.Server{Handler: opsHandler(met, st), ReadHeaderTimeout: 10 * time.Second}
-	defer opsSrv.Close()
-	opsListeners, err := listenOps(cfg)
+	var opsSrvs []*http.Server
+	defer func() {
+		for _, srv := range opsSrvs {
+			srv.Close()
+		}
+	}()
+	opsListeners, err := listenOps(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	for _, l := range opsListeners {
+	for i, l := range opsListeners {
+		// the status socket is root's; the TCP address serves /status only when asked
+		srv := &http.Server{Handler: opsHandler(met, st, i == 0 || cfg.MetricsServeStatus), ReadHeaderTimeout: 10 * time.Second}
+		opsSrvs = append(opsSrvs, srv)
 		go func() {
-			if err := opsSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.ErrorContext(ctx, "status server failed", "address", l.Addr().String(), "error", err)
 			}
 		}()
 	}
 
-	if err := os.MkdirAll(filepath.Dir(cfg.Address), 0o711); err != nil {
-		return err
-	}
-	if err := os.Remove(cfg.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	l, err := net.Listen("unix", cfg.Address)
+	// containerd's socket, root's alone: it prepares and removes snapshots
+	l, err := sockets.Listen(ctx, "unix", cfg.Address, 0o600, 0o711)
 	if err != nil {
 		return err
 	}
@@ -329,14 +345,15 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	if cfg.CRI.ImageServiceAddress != "" {
-		stop, err := serveCRI(ctx, cfg, auths, errc)
-		if err != nil {
+	stopCRI := func() {}
+	if criAddr != "" {
+		if stopCRI, err = serveCRI(ctx, cfg, criAddr, auths, errc); err != nil {
 			srv.Stop()
 			return err
 		}
-		defer stop()
 	}
+	stopCRI = sync.OnceFunc(stopCRI)
+	defer stopCRI()
 	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.statusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
 	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
 	notifySystemd(ctx, daemon.SdNotifyReady)
@@ -344,17 +361,23 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+		// within shutdownBound (main), whatever is in flight: calls get
+		// gracePeriod to finish, then are cancelled
 		logger.InfoContext(ctx, "shutting down")
 		notifySystemd(ctx, daemon.SdNotifyStopping)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		opsSrv.Shutdown(sctx)
-		cancel()
-		stopGracefully(srv, 10*time.Second)
+		done := make(chan struct{})
+		go func() { defer close(done); stopCRI() }()
+		stopGracefully(srv, gracePeriod)
+		<-done
 		return nil
 	}
 }
 
-// stopGracefully lets srv's calls in flight finish, for at most timeout.
+// gracePeriod is how long calls in flight may take to finish at shutdown.
+const gracePeriod = 5 * time.Second
+
+// stopGracefully lets srv's calls in flight finish, for at most timeout,
+// then cancels them.
 func stopGracefully(srv *grpc.Server, timeout time.Duration) {
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
@@ -362,13 +385,34 @@ func stopGracefully(srv *grpc.Server, timeout time.Duration) {
 	case <-stopped:
 	case <-time.After(timeout):
 		srv.Stop()
+		<-stopped
 	}
 }
 
-// serveCRI serves the CRI image service (package cri) on
-// cri.image_service_address, forwarding to containerd's CRI socket; its
-// failure is sent to errc. stop stops it.
-func serveCRI(ctx context.Context, cfg serveConfig, auths cri.AuthStore, errc chan<- error) (stop func(), err error) {
+// criListenAddress is where the CRI image service listens ("" = off),
+// from [cri] listen_address or its old name image_service_address (with
+// a warning). It must not be containerd's CRI socket, where the calls go:
+// nydus-snapshotter's key of that old name is the socket it talks to.
+func criListenAddress(cfg serveConfig) (addr, warning string, err error) {
+	c := cfg.CRI
+	addr = c.ListenAddress
+	if c.ImageServiceAddress != "" {
+		if addr != "" && addr != c.ImageServiceAddress {
+			return "", "", fmt.Errorf("[cri] listen_address %q and its old name image_service_address %q differ: keep listen_address", addr, c.ImageServiceAddress)
+		}
+		addr = c.ImageServiceAddress
+		warning = "[cri] image_service_address is the old name of listen_address (where lazysnap listens for kubelet, not containerd's socket): rename it"
+	}
+	unixPath := func(a string) string { return filepath.Clean(strings.TrimPrefix(a, "unix://")) }
+	if addr != "" && unixPath(addr) == unixPath(c.ContainerdCRIAddress) {
+		return "", "", fmt.Errorf("[cri] listen_address %q is containerd_cri_address, containerd's CRI socket lazysnap forwards to: it must be a socket of its own (such as /run/lazysnap/cri.sock)", addr)
+	}
+	return strings.TrimPrefix(addr, "unix://"), warning, nil
+}
+
+// serveCRI serves the CRI image service (package cri) on p, forwarding to
+// containerd's CRI socket; its failure is sent to errc. stop stops it.
+func serveCRI(ctx context.Context, cfg serveConfig, p string, auths cri.AuthStore, errc chan<- error) (stop func(), err error) {
 	logger := logger(ctx)
 	conn, err := cri.Dial(cfg.CRI.ContainerdCRIAddress)
 	if err != nil {
@@ -386,24 +430,10 @@ func serveCRI(ctx context.Context, cfg serveConfig, auths cri.AuthStore, errc ch
 			logger.InfoContext(ctx, "CRI pull", "image", image, "auth", withAuth)
 		},
 	})
-	p := cfg.CRI.ImageServiceAddress
-	if err := os.MkdirAll(filepath.Dir(p), 0o711); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		conn.Close()
-		return nil, err
-	}
-	l, err := net.Listen("unix", p)
+	l, err := sockets.Listen(ctx, "unix", p, 0o600, 0o711)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("cri.image_service_address: %w", err)
-	}
-	if err := os.Chmod(p, 0o600); err != nil {
-		l.Close()
-		conn.Close()
-		return nil, err
+		return nil, fmt.Errorf("[cri] listen_address: %w", err)
 	}
 	srv := cri.NewServer(proxy)
 	go func() {
@@ -413,7 +443,7 @@ func serveCRI(ctx context.Context, cfg serveConfig, auths cri.AuthStore, errc ch
 	}()
 	logger.InfoContext(ctx, "CRI image service", "address", p, "containerd", cfg.CRI.ContainerdCRIAddress)
 	return func() {
-		stopGracefully(srv, 10*time.Second)
+		stopGracefully(srv, gracePeriod)
 		conn.Close()
 	}, nil
 }
@@ -439,21 +469,10 @@ func notifySystemd(ctx context.Context, state string) {
 
 // listenOps opens the status socket (mode 0600: status names images) and,
 // if configured, the metrics TCP address.
-func listenOps(cfg serveConfig) ([]net.Listener, error) {
-	p := cfg.statusSocket()
-	if err := os.MkdirAll(filepath.Dir(p), 0o711); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	sl, err := net.Listen("unix", p)
+func listenOps(ctx context.Context, cfg serveConfig) ([]net.Listener, error) {
+	sl, err := sockets.Listen(ctx, "unix", cfg.statusSocket(), 0o600, 0o711)
 	if err != nil {
 		return nil, fmt.Errorf("status socket: %w", err)
-	}
-	if err := os.Chmod(p, 0o600); err != nil {
-		sl.Close()
-		return nil, err
 	}
 	if cfg.MetricsAddress == "" {
 		return []net.Listener{sl}, nil

@@ -29,9 +29,12 @@ type statusReporter interface {
 }
 
 // opsHandler serves /metrics and /status.
-func opsHandler(m *ops.Metrics, st statusReporter) http.Handler {
+func opsHandler(m *ops.Metrics, st statusReporter, status bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if !status {
+		return mux
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

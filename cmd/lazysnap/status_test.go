@@ -284,8 +284,9 @@ func testServeOps(t *testing.T, manager bool) {
 	metricsAddr := l.Addr().String()
 	l.Close()
 	cfgPath := filepath.Join(dir, "lazysnap.toml")
-	cfg := fmt.Sprintf("root = %q\naddress = %q\nmetrics_address = %q\n[registry]\n  hosts_dir = %q\n  docker_config = %q\n",
-		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), metricsAddr, filepath.Join(dir, "hosts"), filepath.Join(dir, "none.json"))
+	// /status over TCP only when asked (metrics_serve_status): asked in-process
+	cfg := fmt.Sprintf("root = %q\naddress = %q\nmetrics_address = %q\nmetrics_serve_status = %v\n[registry]\n  hosts_dir = %q\n  docker_config = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), metricsAddr, !manager, filepath.Join(dir, "hosts"), filepath.Join(dir, "none.json"))
 	cfg += fmt.Sprintf("[fuse_manager]\n  enable = %v\n", manager)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -345,8 +346,10 @@ func testServeOps(t *testing.T, manager bool) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("status socket: %v %v", fi, err)
+	for _, p := range []string{sock, filepath.Join(dir, "lazysnap.sock")} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("socket %s: %v %v, want mode 0600", p, fi, err)
+		}
 	}
 	for name, get := range map[string]func() map[string]float64{
 		"tcp":  func() map[string]float64 { return scrape(t, http.DefaultClient, "http://"+metricsAddr+"/metrics") },
@@ -389,7 +392,17 @@ func testServeOps(t *testing.T, manager bool) {
 		t.Fatalf("status: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 	stdout.Reset()
-	if code := run([]string{"status", "--address", "http://" + metricsAddr, "--json"}, &stdout, &stderr); code != 0 {
+	statusAddr := "http://" + metricsAddr
+	if manager {
+		// metrics_serve_status = false: the TCP address serves no /status
+		resp, err := http.Get(statusAddr + "/status")
+		if err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("/status over TCP without metrics_serve_status: %v %v, want 404", resp, err)
+		}
+		resp.Body.Close()
+		statusAddr = sock
+	}
+	if code := run([]string{"status", "--address", statusAddr, "--json"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("status over TCP: exit %d\n%s", code, stderr.String())
 	}
 	var rep ops.Report
