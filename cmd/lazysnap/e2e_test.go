@@ -23,6 +23,7 @@ import (
 	"github.com/lazysnap/lazysnap/convert"
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/lazysnap/lazysnap/internal/testenv/systemd"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/opencontainers/go-digest"
@@ -123,6 +124,9 @@ type stack struct {
 	hosts string
 	bin   string
 	cmd   *exec.Cmd
+	// manager is the fuse manager's service when the stack runs it as
+	// systemd does (stackOptions.systemd); serve then starts none
+	manager *systemd.Service
 }
 
 func startStack(t *testing.T, extraConfig string) *stack {
@@ -147,7 +151,10 @@ type stackOptions struct {
 	mirrors []registry.Endpoint
 	// containerd is more of containerd's config, after the proxy plugin's
 	// table (its exports, say).
-	containerd string
+	containerd string	// systemd runs the fuse manager as lazysnap-fuse-manager.service does
+	// (a Type=notify service with a file descriptor store) and serve with
+	// --start-fuse-manager=false.
+	systemd bool
 }
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
@@ -174,6 +181,10 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 	cfg := fmt.Sprintf("root = %q\naddress = %q\n[registry]\n  hosts_dir = %q\n%s", filepath.Join(s.dir, "root"), s.sock(), s.hosts, extraConfig)
 	if err := os.WriteFile(filepath.Join(s.dir, "lazysnap.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if opts.systemd {
+		s.manager = systemd.Start(t, s.dir, "fuse-manager", s.bin, "fuse-manager", "--config", filepath.Join(s.dir, "lazysnap.toml"))
+		s.manager.Expect(t, "READY=1", time.Minute)
 	}
 	s.startLazysnap(t)
 	plugin := fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", s.sock())
@@ -211,7 +222,7 @@ func (s *stack) sock() string { return filepath.Join(s.dir, "lazysnap.sock") }
 func (s *stack) startLazysnap(t *testing.T) {
 	t.Helper()
 	os.Remove(s.sock())
-	s.cmd = exec.Command(s.bin, "serve", "--config", filepath.Join(s.dir, "lazysnap.toml"))
+	s.cmd = exec.Command(s.bin, "serve", "--config", filepath.Join(s.dir, "lazysnap.toml"), fmt.Sprintf("--start-fuse-manager=%v", s.manager == nil))
 	logf, err := os.OpenFile(filepath.Join(s.dir, "lazysnap.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -313,6 +324,9 @@ func (s *stack) stopManager(t *testing.T, sig syscall.Signal) {
 func (s *stack) log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "lazysnap.log"))
 	m, _ := os.ReadFile(filepath.Join(s.dir, "root", managerLogName))
+	if s.manager != nil {
+		m = []byte(s.manager.Log())
+	}
 	return string(b) + "\n--- fuse manager:\n" + string(m)
 }
 

@@ -6,7 +6,11 @@
 // it stores (FDSTORE=1, FDNAME=, FDSTOREREMOVE=1), lets go of those whose
 // peer ended (as systemd polls them), and on a restart passes them to the
 // next process (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID) as systemd does.
-// Stop empties the store, as a stop of the unit does.
+// Stop empties the store, as a stop of the unit does. As with the default
+// KillMode=control-group, stopping the service signals every process of
+// its cgroup (a cgroup v2 group of its own, under
+// /sys/fs/cgroup/unified or /sys/fs/cgroup), children that left its
+// session included, and waits for them all.
 package systemd
 
 import (
@@ -30,6 +34,7 @@ import (
 type Service struct {
 	name, dir string
 	argv      []string
+	cgroup    string // the service's cgroup directory
 	conn      *net.UnixConn
 	states    chan string
 
@@ -58,10 +63,24 @@ func Start(t testing.TB, dir, name string, argv ...string) *Service {
 	rc, _ := conn.SyscallConn()
 	rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
 	s := &Service{name: name, dir: dir, argv: argv, conn: conn, states: make(chan string, 64)}
+	for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+			continue
+		}
+		cg, err := os.MkdirTemp(root, "lazysnap-test-"+name+"-")
+		if err == nil {
+			s.cgroup = cg
+			break
+		}
+	}
+	if s.cgroup == "" {
+		t.Skip("no cgroup v2 hierarchy to run a service in")
+	}
 	go s.receive()
 	t.Cleanup(func() {
 		s.Stop(t)
 		conn.Close()
+		os.Remove(s.cgroup)
 	})
 	s.start(t)
 	return s
@@ -138,8 +157,9 @@ func (s *Service) Stop(t testing.TB) {
 	s.stored = nil
 }
 
-// signal sends sig to the main process and waits for it to exit, killing
-// it after timeout (then failing the test: it did not stop in time).
+// signal sends sig to every process of the service's cgroup and waits
+// for them all to exit, killing them after timeout (then failing the
+// test: the service did not stop in time).
 func (s *Service) signal(t testing.TB, sig syscall.Signal, timeout time.Duration) {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
@@ -147,17 +167,39 @@ func (s *Service) signal(t testing.TB, sig syscall.Signal, timeout time.Duration
 	if cmd == nil {
 		return
 	}
-	cmd.Process.Signal(sig)
+	for _, pid := range s.procs() {
+		syscall.Kill(pid, sig)
+	}
+	deadline := time.After(timeout)
 	select {
 	case <-exited:
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		<-exited
-		t.Errorf("%s did not exit within %v of %v", s.name, timeout, sig)
+	case <-deadline:
 	}
+	for len(s.procs()) > 0 {
+		select {
+		case <-deadline:
+			t.Errorf("%s: processes %v still running %v after %v", s.name, s.procs(), timeout, sig)
+			os.WriteFile(filepath.Join(s.cgroup, "cgroup.kill"), []byte("1"), 0o644)
+			deadline = nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	<-exited
 	s.mu.Lock()
 	s.cmd, s.main = nil, 0
 	s.mu.Unlock()
+}
+
+// procs lists the processes in the service's cgroup.
+func (s *Service) procs() []int {
+	b, _ := os.ReadFile(filepath.Join(s.cgroup, "cgroup.procs"))
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func (s *Service) start(t testing.TB) {
@@ -170,10 +212,10 @@ func (s *Service) start(t testing.TB) {
 	for _, st := range s.stored {
 		names, files = append(names, st.name), append(files, st.f)
 	}
-	// LISTEN_PID is the pid of the process that execs the command
-	argv := append([]string{"/bin/sh", "-c", `export LISTEN_PID=$$; exec "$0" "$@"`}, s.argv...)
+	// the shell joins the cgroup and execs the command: LISTEN_PID is its pid
+	argv := append([]string{"/bin/sh", "-c", `echo $$ > "$LAZYSNAP_TEST_CGROUP/cgroup.procs" && export LISTEN_PID=$$ && exec "$0" "$@"`}, s.argv...)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+s.conn.LocalAddr().String())
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+s.conn.LocalAddr().String(), "LAZYSNAP_TEST_CGROUP="+s.cgroup)
 	if len(files) > 0 {
 		cmd.Env = append(cmd.Env, "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
 		cmd.ExtraFiles = files
