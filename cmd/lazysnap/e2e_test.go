@@ -86,13 +86,63 @@ var buildOnce struct {
 	err  error
 }
 
-// TestMain removes the binary lazysnapBinary built once the tests are done.
+// TestMain runs the tests, then fails the run if any process of the
+// lazysnap binary the tests built, or of this test binary, is still
+// running (a test that leaves one is a defect; they are killed), and
+// removes the binary. Started with a lazysnap command as its first
+// argument, the test binary is lazysnap: a fuse manager the tests run in
+// this process starts its fd keeper with os.Executable.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	code := m.Run()
+	self, _ := os.Executable()
+	exes := []string{self}
+	if buildOnce.path != "" {
+		exes = append(exes, buildOnce.path)
+	}
+	if left := leftProcesses(exes, 10*time.Second); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the tests left %d lazysnap processes running (killed now):\n", len(left))
+		for pid, cmdline := range left {
+			fmt.Fprintf(os.Stderr, "  %d %s\n", pid, cmdline)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		code = 1
+	}
 	if buildOnce.path != "" {
 		os.RemoveAll(filepath.Dir(buildOnce.path))
 	}
 	os.Exit(code)
+}
+
+// leftProcesses returns the live processes (but this one) running one of
+// exes (or a binary since replaced at that path), by pid with their
+// command lines, after giving them up to grace to exit: a keeper exits
+// within seconds of its manager.
+func leftProcesses(exes []string, grace time.Duration) map[int]string {
+	deadline := time.Now().Add(grace)
+	for {
+		left := map[int]string{}
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			exe, err := os.Readlink(filepath.Join(d, "exe"))
+			if err != nil || pid == os.Getpid() || !alive(pid) {
+				continue
+			}
+			for _, e := range exes {
+				if exe == e || exe == e+" (deleted)" {
+					b, _ := os.ReadFile(filepath.Join(d, "cmdline"))
+					left[pid] = strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " ")
+				}
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // lazysnapBinary builds the lazysnap binary once per test run.
@@ -207,14 +257,33 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 		for _, m := range strings.Fields(string(out)) {
 			syscall.Unmount(m, syscall.MNT_DETACH)
 		}
-		// the fd keeper held the mounts for the next manager
-		if b, err := os.ReadFile(filepath.Join(s.dir, "root", keeperPIDName)); err == nil {
-			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+		// the fd keeper held the mounts for the next manager; they are
+		// gone, and so is the manager
+		stopKeeper(t, filepath.Join(s.dir, "root"))
 	})
 	return s
+}
+
+// stopKeeper stops the fd keeper of root, if one runs: SIGTERM, which
+// ends a keeper that holds nothing within seconds, then SIGKILL (and a
+// test failure) after 15 s.
+func stopKeeper(t *testing.T, root string) {
+	b, err := os.ReadFile(filepath.Join(root, keeperPIDName))
+	if err != nil {
+		return
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 || !alive(pid) {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for deadline := time.Now().Add(15 * time.Second); alive(pid); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("fd keeper %d still running 15 s after SIGTERM; killing it", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			return
+		}
+	}
 }
 
 func (s *stack) sock() string { return filepath.Join(s.dir, "lazysnap.sock") }

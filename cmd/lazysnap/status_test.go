@@ -300,6 +300,9 @@ func testServeOps(t *testing.T, manager bool) {
 			if err := <-mdone; err != nil {
 				t.Errorf("fuse manager: %v", err)
 			}
+			// its fd keeper (this test binary as lazysnap) holds nothing:
+			// SIGTERM ends it
+			stopKeeper(t, filepath.Join(dir, "root"))
 		}()
 		c := fusemanager.NewClient(filepath.Join(dir, "root", managerSocketName))
 		for i := 0; ; i++ {
