@@ -12,6 +12,7 @@ rootfs_tar=${2:-/var/tmp/lazysnap-rootfs/bookworm.tar}
 work=$(mktemp -d /tmp/lzdemo.XXXXXX)
 pids=()
 cleanup() {
+	local status=$?
 	set +e
 	if [ -S "$work/ctrd.sock" ]; then
 		for c in $(command ctr --address "$work/ctrd.sock" -n demo tasks ls -q 2>/dev/null); do
@@ -29,7 +30,37 @@ cleanup() {
 		for _ in $(seq 100); do kill -0 "$fm" 2>/dev/null || break; sleep 0.1; done
 	fi
 	grep -o "$work[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null
+	# the fd keeper exits once it holds nothing and its manager is gone
+	# (within seconds); SIGTERM ends one that holds nothing at once
+	if [ -f "$work/lazysnap/fdkeeper.pid" ]; then
+		kill "$(cat "$work/lazysnap/fdkeeper.pid")" 2>/dev/null
+	fi
+	# nothing the demo started may outlive it
+	local left=""
+	for _ in $(seq 100); do
+		left=$(leftover)
+		[ -z "$left" ] && break
+		sleep 0.1
+	done
+	if [ -n "$left" ]; then
+		printf 'demo: processes left running (killed now):\n%s\n' "$left" >&2
+		awk '{print $1}' <<<"$left" | xargs -r kill -9
+		status=1
+	fi
 	if [ -n "${LAZYSNAP_DEMO_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+	exit "$status"
+}
+# leftover lists the processes (pid and command line) whose command line
+# names the demo's directory (builtins only: no helper process of its own)
+leftover() {
+	local f pid args
+	for f in /proc/[0-9]*/cmdline; do
+		pid=${f#/proc/}
+		pid=${pid%/cmdline}
+		[ "$pid" = "$$" ] && continue
+		mapfile -d '' args <"$f" 2>/dev/null || continue
+		[[ "${args[*]}" == *"$work"* ]] && echo "$pid ${args[*]}"
+	done
 }
 trap cleanup EXIT
 ms() { date +%s%3N; }
