@@ -32,12 +32,15 @@
 // mount timeout, or containerd cancelling Prepare), the manager's Mount
 // sees its context cancelled just as in-process.
 //
-// The fd keeper (keeper.go) holds a duplicate of each mount's /dev/fuse
-// descriptor with the state a successor needs, so that a manager that is
-// stopped (SIGTERM, SIGINT: it stops serving and leaves the mounts),
-// upgraded or killed is replaced with no lost mount: the next manager
-// takes and adopts them. Without a keeper, stopping the manager unmounts
-// every layer.
+// A Holder holds a duplicate of each mount's /dev/fuse descriptor with
+// the state a successor needs, so that a manager that is stopped
+// (SIGTERM, SIGINT: it stops serving and leaves the mounts), upgraded or
+// killed is replaced with no lost mount: the next manager takes and
+// adopts them. Under systemd that is the unit's file descriptor store
+// (FDStore, fdstore.go); otherwise the fd keeper process (keeper.go),
+// which only root and the manager's user may call (SO_PEERCRED) and which
+// exits once it holds nothing and its manager is gone. Without either,
+// stopping the manager unmounts every layer.
 //
 // # Concepts
 //

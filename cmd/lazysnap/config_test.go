@@ -188,8 +188,8 @@ func TestExampleConfig(t *testing.T) {
 	walk = func(prefix string, typ reflect.Type) {
 		for i := range typ.NumField() {
 			f := typ.Field(i)
-			if !f.IsExported() {
-				continue // process state, not a key (handoverDir)
+			if !f.IsExported() || f.Tag.Get("deprecated") != "" {
+				continue // process state, not a key (handoverDir); an old name
 			}
 			name := prefix + f.Tag.Get("toml")
 			if f.Type.Kind() == reflect.Struct && (f.Type.Name() == "" || f.Type == reflect.TypeOf(logging.Config{})) {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -58,6 +59,10 @@ func TestInstall(t *testing.T) {
 			if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
 				exec0 = v
 			}
+		}
+		// the manager's mounts outlive its restarts only in the unit's fd store
+		if unit == "lazysnap-fuse-manager.service" && !regexp.MustCompile(`(?m)^FileDescriptorStoreMax=[1-9]`).Match(b) {
+			t.Errorf("%s has no file descriptor store (FileDescriptorStoreMax=)", unit)
 		}
 		args := strings.Fields(exec0)
 		if len(args) < 2 || args[0] != filepath.Join(prefix, "bin", "lazysnap") || !strings.Contains(exec0, "--config "+cfg) {

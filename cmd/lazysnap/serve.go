@@ -71,7 +71,7 @@ type serveConfig struct {
 	// name, accepted with a warning (criListenAddress).
 	CRI struct {
 		ListenAddress        string `toml:"listen_address"`
-		ImageServiceAddress  string `toml:"image_service_address"`
+		ImageServiceAddress  string `toml:"image_service_address" deprecated:"listen_address"`
 		ContainerdCRIAddress string `toml:"containerd_cri_address"`
 	} `toml:"cri"`
 	Cache struct {
