@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -63,42 +62,7 @@ func holder(ctx context.Context, root string) (fusemanager.Holder, error) {
 	if sock := os.Getenv("NOTIFY_SOCKET"); sock != "" {
 		return fusemanager.NewFDStore(sock, filepath.Join(root, handoverDirName), activation.Files(true))
 	}
-	return startKeeper(ctx, root)
-}
-
-// startKeeper returns the client of the root's keeper, starting one unless it
-// answers.
-func startKeeper(ctx context.Context, root string) (*fusemanager.KeeperClient, error) {
-	sock := filepath.Join(root, keeperSocketName)
-	c := fusemanager.NewKeeperClient(sock)
-	if err := c.Drop(ctx, ""); err == nil {
-		return c, nil
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	logf, err := os.OpenFile(filepath.Join(root, "fdkeeper.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	cmd := exec.Command(exe, "fd-keeper", "--socket", sock)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = logf, logf, "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start fd keeper: %w", err)
-	}
-	go cmd.Wait()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		err := c.Drop(ctx, "")
-		if err == nil {
-			return c, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("fd keeper did not answer: %w", err)
-		}
-	}
+	return fusemanager.StartKeeper(ctx, filepath.Join(root, keeperSocketName), filepath.Join(root, "fdkeeper.log"))
 }
 
 // handoverFS is the manager's remote.FS with its mounts held for its
