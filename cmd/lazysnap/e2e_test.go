@@ -201,7 +201,8 @@ type stackOptions struct {
 	mirrors []registry.Endpoint
 	// containerd is more of containerd's config, after the proxy plugin's
 	// table (its exports, say).
-	containerd string	// systemd runs the fuse manager as lazysnap-fuse-manager.service does
+	containerd string
+	// systemd runs the fuse manager as lazysnap-fuse-manager.service does
 	// (a Type=notify service with a file descriptor store) and serve with
 	// --start-fuse-manager=false.
 	systemd bool
