@@ -86,7 +86,11 @@ unmounts every layer: stop it only after the containers.`)
 	if err != nil {
 		logger.ErrorContext(ctx, "no fd keeper: the mounts end with this manager", "error", err)
 	} else {
-		logger.InfoContext(ctx, "the mounts are held for the next manager", "by", fmt.Sprintf("%T", keeper))
+		by := "fd keeper"
+		if _, ok := keeper.(*fusemanager.FDStore); ok {
+			by = "systemd's fd store"
+		}
+		logger.InfoContext(ctx, "the mounts are held for the next manager", "by", by)
 		ls.hfs = &handoverFS{FS: ls.fs, keeper: keeper, log: logger}
 		n, err := ls.hfs.adoptAll(ctx)
 		if err != nil {
