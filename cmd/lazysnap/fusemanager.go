@@ -104,6 +104,7 @@ unmounts every layer: stop it only after the containers.`)
 	if err != nil {
 		return err
 	}
+	l.RootOrOwner() // its calls mount and unmount
 	pidFile := filepath.Join(cfg.Root, managerPIDName)
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		l.Close()

@@ -341,6 +341,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	if err != nil {
 		return err
 	}
+	l.RootOrOwner()
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
 	errc := make(chan error, 1)
@@ -435,6 +436,7 @@ func serveCRI(ctx context.Context, cfg serveConfig, p string, auths cri.AuthStor
 		conn.Close()
 		return nil, fmt.Errorf("[cri] listen_address: %w", err)
 	}
+	l.RootOrOwner()
 	srv := cri.NewServer(proxy)
 	go func() {
 		if err := srv.Serve(l); err != nil {

@@ -14,7 +14,8 @@
 // socket when closed, unless another socket has replaced it by then.
 //
 // PeerUID reads a connection's peer credentials (SO_PEERCRED), for the
-// sockets whose commands act on mounts.
+// sockets whose commands act on mounts; Listener.RootOrOwner accepts only
+// connections of root and of the listening process's user.
 //
 // # Errors
 //

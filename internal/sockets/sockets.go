@@ -101,8 +101,9 @@ func Claim(ctx context.Context, network, path string) error {
 // another has replaced it at the path by then (a successor listens there).
 type Listener struct {
 	*net.UnixListener
-	path     string
-	dev, ino uint64
+	path        string
+	dev, ino    uint64
+	rootOrOwner bool
 }
 
 func (l *Listener) Close() error {
@@ -116,6 +117,29 @@ func (l *Listener) Close() error {
 
 // Path is the socket's path.
 func (l *Listener) Path() string { return l.path }
+
+// RootOrOwner makes Accept close the connections of processes that are
+// neither root's nor this process's user's (SO_PEERCRED), whatever the
+// socket's mode: for sockets whose calls act on mounts.
+func (l *Listener) RootOrOwner() *Listener {
+	l.rootOrOwner = true
+	return l
+}
+
+// Accept accepts the next connection (of root or the owner only, with
+// RootOrOwner).
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.UnixListener.AcceptUnix()
+		if err != nil || !l.rootOrOwner {
+			return c, err
+		}
+		if uid, _, err := PeerUID(c); err == nil && (uid == 0 || uid == uint32(os.Getuid())) {
+			return c, nil
+		}
+		c.Close()
+	}
+}
 
 // PeerUID returns the uid and pid of the process at the other end of c.
 func PeerUID(c syscall.Conn) (uid uint32, pid int32, err error) {

@@ -3,11 +3,16 @@ package sockets_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lazysnap/lazysnap/internal/sockets"
 )
@@ -169,4 +174,84 @@ func TestPeerUID(t *testing.T) {
 	if err != nil || uid != uint32(os.Getuid()) || pid != int32(os.Getpid()) {
 		t.Fatalf("PeerUID: uid %d pid %d %v, want %d %d", uid, pid, err, os.Getuid(), os.Getpid())
 	}
+}
+
+// TestRootOrOwner: with RootOrOwner, a process of another user that can
+// reach the socket (here world-writable) is disconnected unserved; root
+// is served.
+func TestRootOrOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: the client runs as another user")
+	}
+	dir, err := os.MkdirTemp("", "sockpeer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	p := filepath.Join(dir, "s.sock")
+	l, err := sockets.Listen(context.Background(), "unix", p, 0o666, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.RootOrOwner()
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("served\n"))
+			c.Close()
+		}
+	}()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "client")
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		uid  uint32
+		want string
+	}{
+		{"root", 0, "client read \"served\\n\""},
+		{"uid 65534", 65534, "client read \"\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, "-test.run=^TestRootOrOwnerClient$")
+			cmd.Env = append(os.Environ(), "LAZYSNAP_SOCKET_CLIENT="+p)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tc.uid, Gid: tc.uid}}
+			out, _ := cmd.CombinedOutput()
+			if !strings.Contains(string(out), tc.want) {
+				t.Fatalf("%s's client: %s, want %s", tc.name, out, tc.want)
+			}
+		})
+	}
+}
+
+// TestRootOrOwnerClient is TestRootOrOwner's client (it does nothing in a
+// test run).
+func TestRootOrOwnerClient(t *testing.T) {
+	p := os.Getenv("LAZYSNAP_SOCKET_CLIENT")
+	if p == "" {
+		t.Skip("the client process of TestRootOrOwner")
+	}
+	c, err := net.Dial("unix", p)
+	if err != nil {
+		fmt.Println("client dial:", err)
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	b, _ := io.ReadAll(c)
+	fmt.Printf("client read %q\n", b)
 }
