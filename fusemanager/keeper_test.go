@@ -9,9 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lazysnap/lazysnap/internal/testenv/asuser"
 )
 
 func TestKeeperHoldsDescriptors(t *testing.T) {
@@ -94,15 +95,7 @@ func TestKeeperPrunesEndedConnections(t *testing.T) {
 // the keeper's socket (here made world-writable) is refused put and take;
 // root is served.
 func TestKeeperPeerCredentials(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: the client runs as another user")
-	}
-	dir, err := os.MkdirTemp("", "keeperpeer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
+	dir := asuser.Dir(t)
 	sock := filepath.Join(dir, "keeper.sock")
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
@@ -119,25 +112,9 @@ func TestKeeperPeerCredentials(t *testing.T) {
 		t.Fatalf("root's put: %v", err)
 	}
 	w.Close()
-	// the client: this test binary, copied where another user may run it
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "client")
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	for _, op := range []string{"take", "put"} {
 		t.Run(op, func(t *testing.T) {
-			cmd := exec.Command(bin, "-test.run=^TestKeeperClientProcess$")
-			cmd.Env = append(os.Environ(), "LAZYSNAP_KEEPER_CLIENT="+op+":"+sock)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			out, _ := cmd.CombinedOutput()
+			out, _ := asuser.Command(dir, "TestKeeperClientProcess", 65534, "LAZYSNAP_KEEPER_CLIENT="+op+":"+sock).CombinedOutput()
 			if !strings.Contains(string(out), "may not use the fd keeper") {
 				t.Fatalf("uid 65534's %s: %s", op, out)
 			}

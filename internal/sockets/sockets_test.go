@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/internal/sockets"
+	"github.com/lazysnap/lazysnap/internal/testenv/asuser"
 )
 
 // TestListenMode: the socket has its final mode as soon as it exists,
@@ -180,15 +180,7 @@ func TestPeerUID(t *testing.T) {
 // reach the socket (here world-writable) is disconnected unserved; root
 // is served.
 func TestRootOrOwner(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root: the client runs as another user")
-	}
-	dir, err := os.MkdirTemp("", "sockpeer-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
+	dir := asuser.Dir(t)
 	p := filepath.Join(dir, "s.sock")
 	l, err := sockets.Listen(context.Background(), "unix", p, 0o666, 0o755)
 	if err != nil {
@@ -206,18 +198,6 @@ func TestRootOrOwner(t *testing.T) {
 			c.Close()
 		}
 	}()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "client")
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name string
 		uid  uint32
@@ -227,10 +207,7 @@ func TestRootOrOwner(t *testing.T) {
 		{"uid 65534", 65534, "client read \"\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, "-test.run=^TestRootOrOwnerClient$")
-			cmd.Env = append(os.Environ(), "LAZYSNAP_SOCKET_CLIENT="+p)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tc.uid, Gid: tc.uid}}
-			out, _ := cmd.CombinedOutput()
+			out, _ := asuser.Command(dir, "TestRootOrOwnerClient", tc.uid, "LAZYSNAP_SOCKET_CLIENT="+p).CombinedOutput()
 			if !strings.Contains(string(out), tc.want) {
 				t.Fatalf("%s's client: %s, want %s", tc.name, out, tc.want)
 			}
