@@ -66,6 +66,14 @@ func NewFDStore(notifySocket, stateDir string, passed []*os.File) (*FDStore, err
 			f.Close()
 		}
 	}
+	// the states of descriptors systemd no longer holds (it lets go of
+	// those whose connection ended, and of all at a stop)
+	stale, _ := filepath.Glob(filepath.Join(stateDir, fdNamePrefix+"*.state"))
+	for _, p := range stale {
+		if _, ok := s.passed[strings.TrimSuffix(filepath.Base(p), ".state")]; !ok {
+			os.Remove(p)
+		}
+	}
 	return s, nil
 }
 

@@ -108,4 +108,15 @@ func TestFDStore(t *testing.T) {
 	if again, _ := next.Take(ctx); len(again) != 0 {
 		t.Fatalf("a second Take returned %d", len(again))
 	}
+	if _, err := os.Stat(next.statePath(name)); err != nil {
+		t.Fatalf("the state of a mount held: %v", err)
+	}
+	// a manager started with nothing passed (the unit was stopped)
+	// forgets the states
+	if _, err := NewFDStore(notify, stateDir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(next.statePath(name)); !os.IsNotExist(err) {
+		t.Fatalf("the state of a descriptor systemd no longer holds: %v", err)
+	}
 }
