@@ -30,7 +30,7 @@ import (
 // the FUSE mounts outlive a restart of serve.
 type layerService struct {
 	fetcher   *fetcher.Fetcher
-	pullAuths *fetcher.PullAuths // CRI pulls' auths (cri.image_service_address)
+	pullAuths *fetcher.PullAuths // CRI pulls' auths (cri.listen_address)
 	fs        *remote.FS
 	root      string // content directories live under root/content
 	met       *ops.Metrics
