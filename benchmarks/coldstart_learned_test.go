@@ -83,12 +83,12 @@ func (b *bench) firstNode(t *testing.T, w workload, v *imageVariant, ref, repo s
 	t.Cleanup(d.stop) // before containerd's cleanup
 	ctx, cancel := context.WithTimeout(context.Background(), 2*runTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrdenv.Namespace,
+	out, err := exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
 		"--snapshotter", "lazysnap", "--hosts-dir", b.hosts, ref).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pull %s: %v\n%s%s", ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
 	}
-	args := append([]string{"--address", ctrd.Address(), "--namespace", ctrdenv.Namespace,
+	args := append([]string{"--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
 		"run", "--rm", "--snapshotter", "lazysnap", ref, "first-" + w.name}, w.argv...)
 	_, _, stdout, stderr, err := timedRun(ctx, "ctr", args...)
 	if err != nil || stdout != b.images.expect[w.name] {

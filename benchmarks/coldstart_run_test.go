@@ -98,7 +98,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	ctx, cancel := context.WithTimeout(context.Background(), 2*runTimeout)
 	defer cancel()
 	ctr := func(args ...string) []string {
-		return append([]string{"--address", ctrd.Address(), "--namespace", ctrdenv.Namespace}, args...)
+		return append([]string{"--address", ctrd.Address(), "--namespace", ctrd.Namespace()}, args...)
 	}
 
 	var pull *exec.Cmd
@@ -108,7 +108,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	case m.kind == "peer" && b.cfg.peer.pull == "rpull":
 		pull = exec.CommandContext(ctx, "ctr-remote", ctr("images", "rpull", "--snapshotter", snapshotter, "--hosts-dir", b.hosts, ref)...)
 	default:
-		pull = exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrdenv.Namespace,
+		pull = exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
 			"--snapshotter", snapshotter, "--hosts-dir", b.hosts, ref)
 	}
 	if left := b.wan.Reset(); left > 0 {

@@ -70,7 +70,7 @@ func progressStates(t *testing.T, out string) map[int][]string {
 // standard output.
 func (s *stack) pullOut(t *testing.T, hosts, ref string, flags ...string) string {
 	t.Helper()
-	args := append([]string{"pull", "--address", s.ctrd.Address(), "--namespace", ctrdenv.Namespace, "--hosts-dir", hosts}, flags...)
+	args := append([]string{"pull", "--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--hosts-dir", hosts}, flags...)
 	var stderr bytes.Buffer
 	cmd := exec.Command(s.bin, append(args, ref)...)
 	cmd.Stderr = &stderr
@@ -88,7 +88,7 @@ func (s *stack) pullTTY(t *testing.T, hosts, ref string) string {
 	t.Helper()
 	ptmx, pts := openPTY(t, 100)
 	var stderr, out bytes.Buffer
-	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", ctrdenv.Namespace, "--hosts-dir", hosts, ref)
+	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--hosts-dir", hosts, ref)
 	cmd.Stdout, cmd.Stderr = pts, &stderr
 	copied := make(chan struct{})
 	go func() { io.Copy(&out, ptmx); close(copied) }()

@@ -413,7 +413,7 @@ func (s *stack) ctr(t *testing.T, args ...string) string {
 // pull runs `lazysnap pull [flags] ref` and returns its output.
 func (s *stack) pull(t *testing.T, ref string, flags ...string) string {
 	t.Helper()
-	args := append([]string{"pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts}, flags...)
+	args := append([]string{"pull", "--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--hosts-dir", s.hosts}, flags...)
 	cmd := exec.Command(s.bin, append(args, ref)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -75,7 +75,7 @@ func TestLyingRegistryE2E(t *testing.T) {
 
 	pullB := func(when string) {
 		t.Helper()
-		out, err := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, refB).CombinedOutput()
+		out, err := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--hosts-dir", s.hosts, refB).CombinedOutput()
 		if err == nil {
 			// lazily mounted with B's TOC: what B's container reads must
 			// still not reach A's

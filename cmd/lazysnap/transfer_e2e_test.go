@@ -85,7 +85,7 @@ func TestTransferServiceContainerd2(t *testing.T) {
 				ref, _ := s.pushLayout(t, esgz, "transfer", "nerdctl")
 				nc := func(args ...string) string {
 					t.Helper()
-					base := []string{"--address", s.ctrd.Address(), "--namespace", ctrdenv.Namespace, "--snapshotter", "lazysnap",
+					base := []string{"--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--snapshotter", "lazysnap",
 						"--hosts-dir", s.hosts, "--insecure-registry", "--data-root", filepath.Join(t.TempDir(), "nerdctl")}
 					out, err := exec.Command(nerdctl, append(base, args...)...).CombinedOutput()
 					if err != nil {

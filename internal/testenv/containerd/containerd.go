@@ -36,8 +36,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Namespace is the containerd namespace Ctr and CtrRemote work in.
-const Namespace = "lazysnap-test"
+// namespacePrefix begins the containerd namespace of each daemon (see
+// Containerd.Namespace).
+const namespacePrefix = "lazysnap-test-"
 
 // RequireEnv names the environment variable that turns every skip for a
 // missing prerequisite into a test failure when set to "1".
@@ -102,6 +103,7 @@ type Containerd struct {
 	configPath string
 	logPath    string
 	address    string
+	namespace  string // see Namespace
 	ctr        string
 	ctrRemote  string
 	major      int // containerd's major version
@@ -197,6 +199,7 @@ func Start(t testing.TB, opts Options) *Containerd {
 		t.Fatal(err)
 	}
 	c.dir = dir
+	c.namespace = namespacePrefix + filepath.Base(dir)
 	c.configPath = filepath.Join(dir, "config.toml")
 	c.logPath = filepath.Join(dir, "containerd.log")
 	c.address = filepath.Join(dir, "c.sock")
@@ -457,7 +460,15 @@ func (c *Containerd) LogPath() string { return c.logPath }
 // (image archives, exports) to have them cleaned up with the daemon.
 func (c *Containerd) Dir() string { return c.dir }
 
-// Ctr runs `ctr --address ADDR --namespace lazysnap-test args...` and
+// Namespace is the containerd namespace Ctr and CtrRemote work in, one
+// of this daemon's own: runc keeps a container's state under
+// /run/containerd/runc/<namespace>/<id> and its cgroup at
+// /<namespace>/<id>, whichever containerd started it, so two test daemons
+// running containers of the same id in one namespace (other packages',
+// another checkout's) would share, and kill, each other's.
+func (c *Containerd) Namespace() string { return c.namespace }
+
+// Ctr runs `ctr --address ADDR --namespace NAMESPACE args...` and
 // returns its combined output.
 func (c *Containerd) Ctr(t testing.TB, args ...string) ([]byte, error) {
 	t.Helper()
@@ -473,7 +484,7 @@ func (c *Containerd) CtrRemote(t testing.TB, args ...string) ([]byte, error) {
 
 func (c *Containerd) run(t testing.TB, bin string, args []string) ([]byte, error) {
 	t.Helper()
-	full := append([]string{"--address", c.address, "--namespace", Namespace}, args...)
+	full := append([]string{"--address", c.address, "--namespace", c.namespace}, args...)
 	t.Logf("$ %s %s", filepath.Base(bin), strings.Join(args, " "))
 	ctx, cancel := context.WithTimeout(context.Background(), c.cmdTimeout)
 	defer cancel()
