@@ -434,6 +434,15 @@ type meteredTransport struct {
 	f    *Fetcher
 }
 
+// CloseIdleConnections closes the base transport's idle connections:
+// http.Client.CloseIdleConnections (Fetcher.Close) reaches them only
+// through it.
+func (t *meteredTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	hs := t.f.host(req.URL.Host)
 	release := func() {}

@@ -36,8 +36,10 @@ type ProfileOptions struct {
 	OnError func(key string, err error)
 }
 
-// imageProfile is what the FS knows of one image's profile.
+// imageProfile is what the FS knows of one image's profile, kept while a
+// layer of the image is mounted or being mounted (refs).
 type imageProfile struct {
+	refs   int // guarded by FS.mu
 	once   sync.Once
 	p      *profile.Profile
 	from   string // "local" or "registry"
@@ -59,17 +61,62 @@ func (r *FS) profileErr(key string, err error) {
 	}
 }
 
-// image finds the profile of the image src belongs to, once per image:
-// in the Store, else in the registry; or starts recording one.
-func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfile {
-	o := r.opts.Profiles
+// holdImage counts a Mount of a layer of src's image, keeping the image's
+// profile state until releaseImage; it returns the image's key, "" when
+// the FS uses no profiles.
+func (r *FS) holdImage(src snapshotter.LayerSource) string {
+	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
+		return ""
+	}
 	key := profile.Key(src.Manifest, src.Ref)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	img, ok := r.images[key]
 	if !ok {
 		img = &imageProfile{}
 		r.images[key] = img
 	}
+	img.refs++
+	return key
+}
+
+// releaseImage ends what holdImage counted: the last layer of an image
+// forgets the image, ending its recording (stored and published as a
+// recording that went quiet is).
+func (r *FS) releaseImage(key string) {
+	if key == "" {
+		return
+	}
+	r.mu.Lock()
+	img := r.images[key]
+	img.refs--
+	last := img.refs == 0
+	if last {
+		delete(r.images, key)
+	}
+	r.mu.Unlock()
+	if last && !r.spawn(func(context.Context) { img.end() }) {
+		img.end() // Close has begun: it waits for its caller
+	}
+}
+
+// end ends the image's recording, if it has one, once its lookup is done.
+func (img *imageProfile) end() {
+	img.once.Do(func() {}) // waits for a lookup in progress
+	if img.rec != nil {
+		img.rec.Flush()
+	}
+}
+
+// image finds the profile of the image src belongs to, once per image (a
+// Mount holds it: holdImage): in the Store, else in the registry; or
+// starts recording one. The lookup has the FS's lifetime; a caller
+// waits for one in progress.
+func (r *FS) image(src snapshotter.LayerSource) *imageProfile {
+	o := r.opts.Profiles
+	key := profile.Key(src.Manifest, src.Ref)
+	r.mu.Lock()
+	img := r.images[key]
 	r.mu.Unlock()
 	img.once.Do(func() {
 		p, err := o.Store.Get(key)
@@ -79,7 +126,7 @@ func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfi
 			if timeout <= 0 {
 				timeout = 10 * time.Second
 			}
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			lctx, cancel := context.WithTimeout(r.ctx, timeout)
 			p, err = findProfile(lctx, o.Registry, key, src)
 			cancel()
 			img.from = "registry"
@@ -119,8 +166,8 @@ func (r *FS) saveProfile(p *profile.Profile) {
 	if err := o.Store.Put(p); err != nil {
 		r.profileErr(p.Key(), err)
 	}
-	if o.Publish && o.Registry != nil && p.Manifest != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if o.Publish && o.Registry != nil && p.Manifest != "" && r.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
 		defer cancel()
 		if _, err := profile.Publish(ctx, o.Registry, p.Ref, p, time.Now()); err != nil {
 			r.profileErr(p.Key(), err)
@@ -134,7 +181,7 @@ func (r *FS) layerProfile(ctx context.Context, src snapshotter.LayerSource, inde
 	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
 		return nil
 	}
-	img := r.image(ctx, src)
+	img := r.image(src)
 	fixed := func(s string) func() string { return func() string { return s } }
 	if img.rec != nil {
 		rl := img.rec.Layer(src.Digest, indexDigest, namer(idx))
