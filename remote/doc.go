@@ -165,8 +165,11 @@
 // back to an ordinary pull and counts it: ReasonVerification when an index
 // does not match its digest, or a mounted blob is named with another index;
 // ReasonNotLazy when the layer is in no format, or its index is malformed;
-// ReasonVerification too when the blob was marked bad;
-// the fetcher's errors otherwise. Check and Usage of a mountpoint that has
+// ReasonVerification too when the blob was marked bad; ReasonTimeout when
+// the registry timed out (fetcher.ErrTimeout) reading the index;
+// the fetcher's errors otherwise. The errors keep their kind (%w): a
+// registry's error is never taken for a malformed index, and one function
+// (fallbackReason) maps every format's errors to reasons. Check and Usage of a mountpoint that has
 // no layer return ErrNotMounted. The package does not log: read failures
 // and mounts are reported through Options.OnError and Options.OnMount;
 // profile lookup, store and publish failures through

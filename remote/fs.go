@@ -288,7 +288,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	idx, dec, err := f.Open(ctx, b, indexDigest)
 	if err != nil {
-		return fmt.Errorf("layer %s: %w", dg, err)
+		return fmt.Errorf("layer %s: %w", dg, fallbackReason(err))
 	}
 	mem := int64(idx.MemoryBytes())
 	if ms, ok := dec.(memorySized); ok {
