@@ -112,7 +112,7 @@ type mountedLayer struct {
 	key    layerKey
 	labels map[string]string // what it was mounted with
 	ref    string            // the image it was mounted for
-	image  string            // its key in FS.images; "" without Options.Profiles
+	image  *imageProfile     // its image's, held (holdImage); nil without Options.Profiles
 	format string
 	seq    int
 	layer  *lfs.Layer
@@ -250,10 +250,10 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 			r.releaseImage(img)
 		}
 	}()
-	if img != "" {
+	if img != nil {
 		// the image's profile lookup (a registry round trip or two the
 		// first time) overlaps the blob's open; layerProfile waits for it
-		r.spawn(func(context.Context) { r.image(src) })
+		r.spawn(func(context.Context) { r.lookup(img, src) })
 	}
 	if src.TOCDigest == "" && !r.busy(dg) {
 		r.warm.startOwn(src) // in parallel with the manifest's round trips
@@ -318,7 +318,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 			r.opts.OnError(dg, err)
 		}
 	}
-	prof := r.layerProfile(ctx, src, indexDigest, idx)
+	prof := r.layerProfile(img, src, indexDigest, idx)
 	if prof != nil && prof.rec != nil {
 		opts.OnChunkAccess = func(ino index.Ino, chunk int) { prof.rec.Add(uint32(ino), chunk) }
 	}

@@ -39,7 +39,8 @@ type ProfileOptions struct {
 // imageProfile is what the FS knows of one image's profile, kept while a
 // layer of the image is mounted or being mounted (refs).
 type imageProfile struct {
-	refs   int // guarded by FS.mu
+	key    string // in FS.images
+	refs   int    // guarded by FS.mu
 	once   sync.Once
 	p      *profile.Profile
 	from   string // "local" or "registry"
@@ -62,37 +63,35 @@ func (r *FS) profileErr(key string, err error) {
 }
 
 // holdImage counts a Mount of a layer of src's image, keeping the image's
-// profile state until releaseImage; it returns the image's key, "" when
-// the FS uses no profiles.
-func (r *FS) holdImage(src snapshotter.LayerSource) string {
+// profile state until releaseImage; nil when the FS uses no profiles.
+func (r *FS) holdImage(src snapshotter.LayerSource) *imageProfile {
 	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
-		return ""
+		return nil
 	}
 	key := profile.Key(src.Manifest, src.Ref)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	img, ok := r.images[key]
 	if !ok {
-		img = &imageProfile{}
+		img = &imageProfile{key: key}
 		r.images[key] = img
 	}
 	img.refs++
-	return key
+	return img
 }
 
 // releaseImage ends what holdImage counted: the last layer of an image
 // forgets the image, ending its recording (stored and published as a
 // recording that went quiet is).
-func (r *FS) releaseImage(key string) {
-	if key == "" {
+func (r *FS) releaseImage(img *imageProfile) {
+	if img == nil {
 		return
 	}
 	r.mu.Lock()
-	img := r.images[key]
 	img.refs--
 	last := img.refs == 0
 	if last {
-		delete(r.images, key)
+		delete(r.images, img.key)
 	}
 	r.mu.Unlock()
 	if last && !r.spawn(func(context.Context) { img.end() }) {
@@ -108,16 +107,13 @@ func (img *imageProfile) end() {
 	}
 }
 
-// image finds the profile of the image src belongs to, once per image (a
-// Mount holds it: holdImage): in the Store, else in the registry; or
-// starts recording one. The lookup has the FS's lifetime; a caller
-// waits for one in progress.
-func (r *FS) image(src snapshotter.LayerSource) *imageProfile {
+// lookup finds the profile of img, the image src belongs to, once per
+// image (a Mount holds it: holdImage): in the Store, else in the
+// registry; or starts recording one. The lookup has the FS's lifetime; a
+// caller waits for one in progress.
+func (r *FS) lookup(img *imageProfile, src snapshotter.LayerSource) {
 	o := r.opts.Profiles
-	key := profile.Key(src.Manifest, src.Ref)
-	r.mu.Lock()
-	img := r.images[key]
-	r.mu.Unlock()
+	key := img.key
 	img.once.Do(func() {
 		p, err := o.Store.Get(key)
 		img.from = "local"
@@ -150,7 +146,6 @@ func (r *FS) image(src snapshotter.LayerSource) *imageProfile {
 			img.rec = profile.NewRecorder(src.Manifest, src.Ref, o.Limits, func(p *profile.Profile) { r.saveProfile(p) })
 		}
 	})
-	return img
 }
 
 // findProfile looks up src's profile in the registry (profile.Find), a
@@ -177,11 +172,11 @@ func (r *FS) saveProfile(p *profile.Profile) {
 
 // layerProfile decides what the profile does for the layer being mounted:
 // the chunks to prefetch (every one checked against idx), or a recording.
-func (r *FS) layerProfile(ctx context.Context, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) *layerProfile {
-	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
+func (r *FS) layerProfile(img *imageProfile, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) *layerProfile {
+	if img == nil {
 		return nil
 	}
-	img := r.image(src)
+	r.lookup(img, src)
 	fixed := func(s string) func() string { return func() string { return s } }
 	if img.rec != nil {
 		rl := img.rec.Layer(src.Digest, indexDigest, namer(idx))
