@@ -62,7 +62,7 @@ func fallbackReason(err error) error {
 	case is(fetcher.ErrDigestMismatch, estargz.ErrVerify, zstdchunked.ErrVerify, soci.ErrVerify):
 		return fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
 	case is(estargz.ErrFormat, estargz.ErrTooLarge, estargz.ErrTooManyEntries, zstdchunked.ErrFormat, zstdchunked.ErrTooLarge,
-		soci.ErrFormat, soci.ErrInvalid, soci.ErrTooLarge, soci.ErrUnsupported, index.ErrInvalid):
+		soci.ErrFormat, soci.ErrInvalid, soci.ErrTooLarge, soci.ErrUnsupported, index.ErrInvalid, index.ErrBudget):
 		return fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
 	}
 	return err
