@@ -106,6 +106,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+	during := runtime.NumGoroutine()
 	if err := rfs.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +122,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	f.Close() // its idle connections, and the proxy's
 	tr.CloseIdleConnections()
 	settleGoroutines(t, before)
+	t.Logf("goroutines: %d before New, %d with two layers mounted and one mounting, %d after Close", before, during, runtime.NumGoroutine())
 }
 
 // TestImagesForgotten: the FS keeps an image's profile state while a
