@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 )
 
@@ -311,12 +311,7 @@ func TestColdStart(t *testing.T) {
 	if os.Getenv(envBench) != "1" {
 		t.Skipf("set %s=1 to run the cold-start benchmark (make bench)", envBench)
 	}
-	if os.Geteuid() != 0 {
-		ctrdenv.Unavailable(t, "needs root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		ctrdenv.Unavailable(t, "needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	cfg := loadConfig(t)
 	started := time.Now()
 	b := &bench{cfg: cfg, bin: buildLazysnap(t), hosts: t.TempDir()}

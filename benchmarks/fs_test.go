@@ -15,6 +15,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // fileBlob serves ranges of a blob file.
@@ -27,9 +28,7 @@ func (b fileBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
 }
 
 func needFUSE(b *testing.B) {
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		b.Skip("needs root and /dev/fuse")
-	}
+	testenv.NeedFUSE(b)
 }
 
 // mountTar converts a tar file to eStargz in dir, mounts it, runs the

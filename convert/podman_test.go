@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/internal/testtar"
@@ -20,14 +21,7 @@ import (
 // (failing when integration tests are required).
 func lookTool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv(registry.RequireEnv) == "1" {
-			t.Fatalf("%s not installed (Debian package %s)", name, pkg)
-		}
-		t.Skipf("%s not installed (Debian package %s)", name, pkg)
-	}
-	return p
+	return testenv.LookPath(t, name, pkg)
 }
 
 // TestPodmanPartialPull: podman (Debian's 4.3, containers-storage with
@@ -37,9 +31,7 @@ func lookTool(t *testing.T, name, pkg string) string {
 // second image that shares all but one file with the first fetches only a
 // small part of its layer (the rest is found in the first by chunk digest).
 func TestPodmanPartialPull(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (podman's overlay storage)")
-	}
+	testenv.NeedRoot(t, "podman's overlay storage")
 	podman := lookTool(t, "podman", "podman")
 	skopeo := lookTool(t, "skopeo", "skopeo")
 	r := registry.Start(t, registry.Options{})

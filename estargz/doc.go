@@ -38,7 +38,12 @@
 //
 // Errors wrap one of the package's sentinels (ErrFormat, ErrVerify,
 // ErrTooLarge, ErrNotFound, ErrNoTOCDigest) with %w and say which entry, offset
-// or field was wrong. Hostile input yields an error, never a panic.
+// or field was wrong. Hostile input yields an error, never a panic. An
+// error reading the blob is not one of them: it is returned as itself,
+// wrapped with %w ("estargz: reading TOC: ..."), whatever the decoders
+// above the read made of it (ReadTracker), so that a registry timeout
+// stays a timeout; only bytes that were read and found malformed are
+// ErrFormat.
 //
 // # Concurrency
 //

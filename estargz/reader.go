@@ -178,7 +178,7 @@ func newOpenConfig(opts []OpenOption) (openConfig, error) {
 	}
 	if cfg.tocDigest != "" {
 		if err := cfg.tocDigest.Validate(); err != nil {
-			return cfg, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, cfg.tocDigest, err)
+			return cfg, fmt.Errorf("%w: TOC digest %q: %w", ErrFormat, cfg.tocDigest, err)
 		}
 	}
 	return cfg, nil
@@ -235,13 +235,13 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 func tocTar(r io.Reader, maxSize int64) (io.Reader, int64, error) {
 	zr, err := gzip.NewReader(r)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: TOC: gzip: %v", ErrFormat, err)
+		return nil, 0, fmt.Errorf("%w: TOC: gzip: %w", ErrFormat, err)
 	}
 	zr.Multistream(false)
 	tr := tar.NewReader(zr)
 	h, err := tr.Next()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: TOC: tar: %v", ErrFormat, err)
+		return nil, 0, fmt.Errorf("%w: TOC: tar: %w", ErrFormat, err)
 	}
 	if h.Name != TOCTarName || (h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA) {
 		return nil, 0, fmt.Errorf("%w: TOC: tar entry %q, want %q", ErrFormat, h.Name, TOCTarName)
@@ -253,15 +253,25 @@ func tocTar(r io.Reader, maxSize int64) (io.Reader, int64, error) {
 }
 
 // ReadTOCMember decompresses the TOC gzip member in r and returns the TOC
-// JSON, reading at most maxSize bytes of it.
+// JSON, reading at most maxSize bytes of it. An error reading r is
+// returned as itself (ReadTracker).
 func ReadTOCMember(r io.Reader, maxSize int64) ([]byte, error) {
+	src := NewReadTracker(r)
+	b, err := readTOCMember(src, maxSize)
+	if rerr := src.Err(); rerr != nil {
+		return nil, fmt.Errorf("estargz: reading TOC: %w", rerr)
+	}
+	return b, err
+}
+
+func readTOCMember(r io.Reader, maxSize int64) ([]byte, error) {
 	tr, size, err := tocTar(r, maxSize)
 	if err != nil {
 		return nil, err
 	}
 	b := make([]byte, size)
 	if _, err := io.ReadFull(tr, b); err != nil {
-		return nil, fmt.Errorf("%w: TOC: reading %d bytes: %v", ErrFormat, size, err)
+		return nil, fmt.Errorf("%w: TOC: reading %d bytes: %w", ErrFormat, size, err)
 	}
 	return b, nil
 }
@@ -269,13 +279,53 @@ func ReadTOCMember(r io.Reader, maxSize int64) ([]byte, error) {
 // decodeMember decodes the TOC member in r into sink, hashing the JSON as
 // it goes. A TOC whose digest does not match fails with ErrVerify whatever
 // else is wrong with it: the rest of it is read and hashed after an error.
+// An error reading r (the blob) is returned as itself, whatever the gzip,
+// tar and JSON decoders made of it (ReadTracker).
 func decodeMember(r io.Reader, tocOff int64, sink TOCSink, cfg openConfig) (TOCInfo, error) {
-	tr, size, err := tocTar(r, cfg.maxTOCSize)
-	if err != nil {
-		return TOCInfo{}, err
+	src := NewReadTracker(r)
+	info, err := func() (TOCInfo, error) {
+		tr, size, err := tocTar(src, cfg.maxTOCSize)
+		if err != nil {
+			return TOCInfo{}, err
+		}
+		return decodeJSON(tr, size, tocOff, sink, cfg)
+	}()
+	if rerr := src.Err(); rerr != nil {
+		return TOCInfo{}, fmt.Errorf("estargz: reading TOC: %w", rerr)
 	}
-	return decodeJSON(tr, size, tocOff, sink, cfg)
+	return info, err
 }
+
+// ReadTracker reads from a blob for a decoder (gzip, tar, zstd, the TOC's
+// JSON) and keeps the first read error other than io.EOF, returning it
+// again from every later Read. The decoders above it report a failed read
+// in their own ways (a truncated stream, a corrupt one), so a format's
+// decoder asks the tracker instead: when Err is set, the blob could not
+// be read (an I/O error, returned as itself, wrapped with %w); only when
+// it is not are the bytes malformed (ErrFormat). Keeping the error also
+// stops a decoder from reading on past it (a second request that may
+// fail again, or succeed and make the TOC look corrupt).
+type ReadTracker struct {
+	r   io.Reader
+	err error
+}
+
+// NewReadTracker returns a ReadTracker reading from r.
+func NewReadTracker(r io.Reader) *ReadTracker { return &ReadTracker{r: r} }
+
+func (t *ReadTracker) Read(p []byte) (int, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
+
+// Err is the first read error other than io.EOF, nil if none.
+func (t *ReadTracker) Err() error { return t.err }
 
 // DecodeTOCJSON decodes a TOC JSON of size bytes read from r, of a blob
 // whose data (every chunk) lies before dataEnd, into sink, with the checks
@@ -327,10 +377,10 @@ func decodeJSON(tr io.Reader, size, tocOff int64, sink TOCSink, cfg openConfig) 
 		derr = b.finish()
 	}
 	if _, err := io.Copy(io.Discard, body); err != nil && derr == nil {
-		derr = fmt.Errorf("%w: TOC: %v", ErrFormat, err)
+		derr = fmt.Errorf("%w: TOC: %w", ErrFormat, err)
 	}
 	if body.n != size {
-		return TOCInfo{}, fmt.Errorf("%w: TOC: reading %d bytes: %v", ErrFormat, size, io.ErrUnexpectedEOF)
+		return TOCInfo{}, fmt.Errorf("%w: TOC: reading %d bytes: %w", ErrFormat, size, io.ErrUnexpectedEOF)
 	}
 	got := h.Digest()
 	if cfg.tocDigest != "" && got != cfg.tocDigest {

@@ -77,7 +77,7 @@ func (d *tocDecoder) fill() bool {
 
 func (d *tocDecoder) unexpectedEnd() error {
 	if d.rerr != nil && d.rerr != io.EOF {
-		return fmt.Errorf("%w: TOC JSON: reading: %v", ErrFormat, d.rerr)
+		return fmt.Errorf("%w: TOC JSON: reading: %w", ErrFormat, d.rerr)
 	}
 	return d.errorf("unexpected end of JSON")
 }

@@ -238,25 +238,6 @@ func (b *Blob) ReadRanges(ctx context.Context, rs []Range) ([][]byte, error) {
 	return out, nil
 }
 
-// ReadRangeVerified is ReadRange with a content check: when verify rejects
-// the bytes (cached or fetched) they are dropped from the cache and fetched
-// once more; if verify rejects them again the result is ErrVerify.
-func (b *Blob) ReadRangeVerified(ctx context.Context, off, n int64, verify func([]byte) error) ([]byte, error) {
-	var lastErr error
-	for try := 0; try < 2; try++ {
-		data, err := b.ReadRange(ctx, off, n)
-		if err != nil {
-			return nil, err
-		}
-		if lastErr = verify(data); lastErr == nil {
-			return data, nil
-		}
-		b.Invalidate(off, n)
-	}
-	return nil, b.f.countError(&RequestError{Op: "verify", Digest: b.desc.Digest.String(),
-		Range: Range{off, n}.String(), Attempts: 2, Kind: ErrVerify, Err: lastErr})
-}
-
 // Invalidate drops every cached range of this blob overlapping
 // [off, off+n), so the next read refetches. Callers use it when their own
 // verification (e.g. a chunk digest) fails.

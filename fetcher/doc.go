@@ -65,8 +65,8 @@
 // is capped (Config.CacheMaxBytes) with LRU eviction; small chunks are also
 // kept in a memory LRU. Cached bytes are raw blob bytes: their content
 // (e.g. eStargz chunk digests) is verified by the caller, who calls
-// Blob.Invalidate when a check fails, or uses Blob.ReadRangeVerified to do
-// both. Blob.ReadAt (io.ReaderAt) bypasses the caches.
+// Blob.Invalidate when a check fails and reads again. Blob.ReadAt
+// (io.ReaderAt) bypasses the caches.
 //
 // Observability: Stats, ErrorStats and CacheUsage are counters read on
 // demand (package ops turns them into metrics at scrape time);
@@ -78,7 +78,7 @@
 //
 // Functions return errors wrapping one of the sentinels (ErrNotFound,
 // ErrUnauthorized, ErrRangeNotSatisfied, ErrBadResponse, ErrUnavailable,
-// ErrTimeout, ErrDigestMismatch, ErrVerify, ErrInvalid; test with
+// ErrTimeout, ErrDigestMismatch, ErrInvalid; test with
 // errors.Is), usually as a *RequestError carrying the operation, host,
 // digest, range, HTTP status and number of attempts. When the caller's
 // context ends, its error (context.Canceled or DeadlineExceeded) is
@@ -88,8 +88,8 @@
 // backoff and jitter, then the next configured host is tried. A response whose status,
 // Content-Range, length or blob size does not match the request is never
 // used. Bytes with correct framing but wrong content cannot be recognised
-// here: the caller's content check catches them (ReadRangeVerified, or
-// Invalidate and read again), so they are not served twice. The package
+// here: the caller's content check catches them (Invalidate and read
+// again), so they are not served twice. The package
 // does not log.
 //
 // # Concurrency

@@ -35,9 +35,6 @@ var (
 	ErrTimeout = errors.New("fetcher: request timed out")
 	// ErrDigestMismatch: whole-blob content did not match its descriptor.
 	ErrDigestMismatch = errors.New("fetcher: digest mismatch")
-	// ErrVerify: a caller-supplied verifier rejected the bytes, also after
-	// a refetch.
-	ErrVerify = errors.New("fetcher: verification failed")
 	// ErrInvalid: bad argument or configuration.
 	ErrInvalid = errors.New("fetcher: invalid argument")
 )

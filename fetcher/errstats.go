@@ -18,7 +18,6 @@ var errorKinds = [...]struct {
 	{"unavailable", ErrUnavailable},
 	{"timeout", ErrTimeout},
 	{"digest_mismatch", ErrDigestMismatch},
-	{"verify", ErrVerify},
 	{"invalid", ErrInvalid},
 }
 
@@ -49,7 +48,7 @@ func (f *Fetcher) countError(err error) error {
 // ErrorStats returns how many registry operations failed, by kind: the
 // sentinel an error wraps ("not_found", "unauthorized",
 // "range_not_satisfied", "bad_response", "unavailable", "timeout",
-// "digest_mismatch", "verify", "invalid"), or "other". An operation counts
+// "digest_mismatch", "invalid"), or "other". An operation counts
 // once per host it failed on after its retries (a mirror that fails before
 // the registry succeeds counts), and once per failed Resolve or Fetch and
 // per range that failed verification twice. Every kind is present, zero or

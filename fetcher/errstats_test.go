@@ -75,16 +75,4 @@ func TestErrorStats(t *testing.T) {
 	}
 	want["not_found"]++
 	check("resolving a missing tag")
-
-	if _, err := b.ReadRangeVerified(context.Background(), 0, 100, func([]byte) error { return errBadForTest }); err == nil {
-		t.Fatal("a rejected range was returned")
-	}
-	want["verify"]++
-	check("a range failing verification twice")
 }
-
-var errBadForTest = errorString("rejected by the test")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }

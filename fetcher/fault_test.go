@@ -574,10 +574,11 @@ func TestSizeDiscovery(t *testing.T) {
 	}
 }
 
-// TestReadRangeVerified: a server that returns wrong bytes (with correct
-// headers) is caught by the caller's verifier; the bad copy is dropped and
-// refetched.
-func TestReadRangeVerified(t *testing.T) {
+// TestInvalidateRefetches: a server that returns wrong bytes (with correct
+// headers) is caught by the caller's check, as fs checks a chunk against
+// its digest; Invalidate drops the bad copy from the caches and the next
+// read fetches it again.
+func TestInvalidateRefetches(t *testing.T) {
 	data := randBytes(8, 256<<10)
 	const off, n = 4096, 8192
 	want := sha256.Sum256(data[off : off+n])
@@ -590,10 +591,10 @@ func TestReadRangeVerified(t *testing.T) {
 	tests := []struct {
 		name     string
 		badUntil int // requests answered with corrupt bytes
-		wantErr  error
+		wantBad  bool
 	}{
 		{name: "wrong bytes once: refetched", badUntil: 1},
-		{name: "wrong bytes always: ErrVerify", badUntil: 1 << 30, wantErr: ErrVerify},
+		{name: "wrong bytes always", badUntil: 1 << 30, wantBad: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -609,18 +610,28 @@ func TestReadRangeVerified(t *testing.T) {
 			})
 			f := newTestFetcher(t, Config{CacheDir: t.TempDir()})
 			b := mustBlob(t, f, srv.ref(), srv.desc())
-			got, err := b.ReadRangeVerified(context.Background(), off, n, verify)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			var got []byte
+			for range 2 {
+				raw, err := b.ReadRange(context.Background(), off, n)
+				if err != nil {
+					t.Fatal(err)
 				}
+				if got = raw; verify(raw) == nil {
+					break
+				}
+				b.Invalidate(off, n)
 				if u := f.CacheUsage(); u.Entries != 0 || u.MemEntries != 0 {
-					t.Fatalf("bad bytes left in cache: %+v", u)
+					t.Fatalf("bad bytes left in cache after Invalidate: %+v", u)
 				}
+			}
+			if bad := verify(got) != nil; bad != tc.wantBad {
+				t.Fatalf("bytes read bad: %v, want %v", bad, tc.wantBad)
+			}
+			if tc.wantBad {
 				return
 			}
-			if err != nil || !bytes.Equal(got, data[off:off+n]) {
-				t.Fatalf("err %v / wrong bytes", err)
+			if !bytes.Equal(got, data[off:off+n]) {
+				t.Fatal("wrong bytes")
 			}
 			if r := srv.blobRequests(); r != 2 {
 				t.Fatalf("requests %d, want 2", r)

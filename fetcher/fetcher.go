@@ -36,11 +36,15 @@ type Fetcher struct {
 	mem      *memCache
 	flights  flightGroup
 
-	mu      sync.Mutex
-	hosts   map[string][]docker.RegistryHost // authorizers: chainAuthorizer
-	creds   credChain
-	clients []*http.Client
-	hstate  map[string]*hostState
+	mu    sync.Mutex
+	hosts map[string][]docker.RegistryHost // authorizers: chainAuthorizer
+	creds credChain
+	// idle are the clients' own transports, which hold their connections:
+	// Close closes them directly, for a client's Transport is wrapped (by
+	// meteredTransport, Config.WrapTransport, containerd's HTTP fallback)
+	// in RoundTrippers that do not pass CloseIdleConnections on
+	idle   []interface{ CloseIdleConnections() }
+	hstate map[string]*hostState
 
 	hits, misses, memHits, writeErrors atomic.Int64
 	errCounts                          errorCounts // see ErrorStats
@@ -92,7 +96,7 @@ func New(cfg Config) (*Fetcher, error) {
 func (f *Fetcher) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, c := range f.clients {
+	for _, c := range f.idle {
 		c.CloseIdleConnections()
 	}
 	return nil
@@ -110,10 +114,12 @@ func (f *Fetcher) updateClient(c *http.Client) error {
 	if f.cfg.WrapTransport != nil {
 		base = f.cfg.WrapTransport(base)
 	}
-	c.Transport = &meteredTransport{base: base, f: f}
 	f.mu.Lock()
-	f.clients = append(f.clients, c)
+	if ci, ok := c.Transport.(interface{ CloseIdleConnections() }); ok {
+		f.idle = append(f.idle, ci)
+	}
 	f.mu.Unlock()
+	c.Transport = &meteredTransport{base: base, f: f}
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +13,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // memBlob serves a blob from memory, counting reads, with faults on demand.
@@ -61,14 +61,7 @@ func (b *memBlob) set(fn func(b *memBlob)) {
 
 func requireFUSE(t testing.TB) {
 	t.Helper()
-	_, err := os.Stat("/dev/fuse")
-	if err == nil && os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("LAZYSNAP_REQUIRE_INTEGRATION") != "" {
-		t.Fatalf("FUSE mounts need root and /dev/fuse: %v", err)
-	}
-	t.Skip("FUSE mounts need root and /dev/fuse")
+	testenv.NeedFUSE(t)
 }
 
 // layerOf converts a tar and prepares a layer over it.

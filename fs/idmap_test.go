@@ -10,6 +10,7 @@ import (
 
 	ctrdmount "github.com/containerd/containerd/v2/core/mount"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // TestIDMappedMounts: a mounted layer can be cloned into idmapped mounts,
@@ -28,10 +29,7 @@ func TestIDMappedMounts(t *testing.T) {
 	l, blob := layerOf(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true})
 	mnt, m := mount(t, l)
 	if !m.IDMappable() {
-		if os.Getenv("LAZYSNAP_REQUIRE_INTEGRATION") != "" {
-			t.Fatal("the kernel refused FUSE_ALLOW_IDMAP (Linux 6.12 or later has it)")
-		}
-		t.Skip("kernel without idmapped FUSE mounts (Linux 6.12 or later)")
+		testenv.Unavailable(t, "the kernel refused FUSE_ALLOW_IDMAP (Linux 6.12 or later has it)")
 	}
 	owners := map[string][2]uint32{"etc/shadow": {0, 0}, "home/user/notes": {1000, 1001}, "etc/link": {7, 8}, "etc": {0, 0}}
 	var requests int64

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,10 +19,7 @@ import (
 // a container does.
 func TestPassthroughUnderOverlay(t *testing.T) {
 	requireFUSE(t)
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skipf("no static busybox: %v", err)
-	}
+	bb := testenv.ReadFile(t, "/bin/busybox", "Debian busybox-static")
 	tb := tarWith(t, map[string][]byte{"bin/busybox": bb})
 	l, _ := layerOf(t, tb, lfs.Options{NoPrefetch: true, NoBackground: true})
 	mnt, m := mount(t, l)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
 
@@ -16,13 +17,7 @@ func TestMountDebianRootfs(t *testing.T) {
 	if path == "" {
 		path = "/var/tmp/lazysnap-rootfs/bookworm.tar"
 	}
-	tarball, err := os.ReadFile(path)
-	if err != nil {
-		if os.Getenv("LAZYSNAP_REQUIRE_INTEGRATION") != "" {
-			t.Fatalf("no rootfs tar (make rootfs): %v", err)
-		}
-		t.Skipf("no rootfs tar (make rootfs): %v", err)
-	}
+	tarball := testenv.ReadFile(t, path, "make rootfs")
 	src, err := testtar.Read(tarball)
 	if err != nil {
 		t.Fatal(err)

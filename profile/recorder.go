@@ -46,6 +46,7 @@ type Recorder struct {
 
 	mu           sync.Mutex
 	ended        bool
+	flushed      chan struct{} // closed when the Flush that ended the recording returns
 	n            int
 	layers       []*RecLayer
 	quiet, total *time.Timer
@@ -62,7 +63,7 @@ type RecLayer struct {
 // NewRecorder starts a recording for the image (manifest digest, may be
 // empty, and reference). Its timers start with the first chunk read.
 func NewRecorder(manifest digest.Digest, ref string, lim Limits, done func(*Profile)) *Recorder {
-	return &Recorder{manifest: manifest, ref: ref, lim: lim.withDefaults(), done: done}
+	return &Recorder{manifest: manifest, ref: ref, lim: lim.withDefaults(), done: done, flushed: make(chan struct{})}
 }
 
 // Layer adds a layer to the recording (the same blob again returns the
@@ -114,14 +115,17 @@ func (r *Recorder) Ended() bool {
 }
 
 // Flush ends the recording now (if it has not ended) and hands what it
-// has to done, when it has anything; it returns after done does.
+// has to done, when it has anything; it returns after done does, also
+// when another Flush (a timer's) ended the recording.
 func (r *Recorder) Flush() {
 	r.mu.Lock()
 	if r.ended {
 		r.mu.Unlock()
+		<-r.flushed
 		return
 	}
 	r.ended = true
+	defer close(r.flushed)
 	if r.quiet != nil {
 		r.quiet.Stop()
 		r.total.Stop()

@@ -15,6 +15,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -27,9 +28,7 @@ import (
 // and new Mounts of it are refused (the snapshotter pulls it the ordinary
 // way). The other layer of the image keeps serving.
 func TestPanicMarksLayerBad(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	ref, layers := pushLazyImage(t, r, "panic/two", 2)
 	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})

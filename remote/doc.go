@@ -165,8 +165,11 @@
 // back to an ordinary pull and counts it: ReasonVerification when an index
 // does not match its digest, or a mounted blob is named with another index;
 // ReasonNotLazy when the layer is in no format, or its index is malformed;
-// ReasonVerification too when the blob was marked bad;
-// the fetcher's errors otherwise. Check and Usage of a mountpoint that has
+// ReasonVerification too when the blob was marked bad; ReasonTimeout when
+// the registry timed out (fetcher.ErrTimeout) reading the index;
+// the fetcher's errors otherwise. The errors keep their kind (%w): a
+// registry's error is never taken for a malformed index, and one function
+// (fallbackReason) maps every format's errors to reasons. Check and Usage of a mountpoint that has
 // no layer return ErrNotMounted. The package does not log: read failures
 // and mounts are reported through Options.OnError and Options.OnMount;
 // profile lookup, store and publish failures through
@@ -179,9 +182,22 @@
 // content directory (the same verified bytes). Mount does not keep its ctx
 // (a Prepare request's) beyond its return: the blob, prefetch and
 // background fetch run detached from it until Unmount.
+//
+// Lifetime: New starts nothing; every goroutine the FS starts (read
+// ahead, profile lookups, verification, a mounted layer's fetching and
+// FUSE server) runs under the FS's lifetime context, which Close ends:
+// Close cancels the Mounts in progress, stops serving the layers still
+// mounted (as Detach), ends the profile recordings (stored, not
+// published) and returns once every one of those goroutines has. An
+// image's profile state is kept while a layer of it is mounted or being
+// mounted, and dropped (its recording ended) when the last one unmounts.
 package remote
 
 import "errors"
 
-// ErrNotMounted: no layer is mounted at the mountpoint.
-var ErrNotMounted = errors.New("remote: no layer mounted")
+var (
+	// ErrNotMounted: no layer is mounted at the mountpoint.
+	ErrNotMounted = errors.New("remote: no layer mounted")
+	// ErrClosed: the FS was closed (FS.Close).
+	ErrClosed = errors.New("remote: closed")
+)

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/soci"
+	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -27,10 +31,41 @@ type Format interface {
 	// valid digest is an error wrapping snapshotter.ReasonNotLazy.
 	IndexDigest(desc ocispec.Descriptor) (d digest.Digest, ok bool, err error)
 	// Open reads the layer's index from b, verified against d. Its errors
-	// wrap snapshotter.ReasonVerification when the index is not the one d
-	// names, snapshotter.ReasonNotLazy when the blob is not a valid layer
-	// of this format, and are the blob's errors otherwise.
+	// wrap its format package's sentinels (and index's), or are the blob's
+	// errors, as they are: Mount gives them their fallback Reason
+	// (fallbackReason), the one place that does. An Open may wrap a
+	// Reason itself for a decision no sentinel names.
 	Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, lfs.Decoder, error)
+}
+
+// fallbackReason gives an error of a Format's Open the snapshotter.Reason
+// its layer falls back with, keeping the error (%w) so that its kind
+// survives: the one mapping from the formats' errors to reasons. The
+// blob's errors come first, whatever else the error wraps: a registry
+// that timed out is ReasonTimeout (the layer may well be lazy, it was not
+// read), its other errors carry no Reason (the snapshotter counts a
+// mount error). Bytes that do not match the digest vouching for them are
+// ReasonVerification; bytes that are no valid layer of the format, or
+// past a cap, ReasonNotLazy. An error that carries a Reason keeps it.
+func fallbackReason(err error) error {
+	var r snapshotter.Reason
+	is := func(targets ...error) bool {
+		return slices.ContainsFunc(targets, func(t error) bool { return errors.Is(err, t) })
+	}
+	switch {
+	case err == nil || errors.As(err, &r):
+		return err
+	case is(fetcher.ErrTimeout):
+		return fmt.Errorf("%w: %w", snapshotter.ReasonTimeout, err)
+	case is(fetcher.ErrNotFound, fetcher.ErrUnauthorized, fetcher.ErrUnavailable, fetcher.ErrBadResponse, fetcher.ErrRangeNotSatisfied):
+		return err
+	case is(fetcher.ErrDigestMismatch, estargz.ErrVerify, zstdchunked.ErrVerify, soci.ErrVerify):
+		return fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
+	case is(estargz.ErrFormat, estargz.ErrTooLarge, estargz.ErrTooManyEntries, zstdchunked.ErrFormat, zstdchunked.ErrTooLarge,
+		soci.ErrFormat, soci.ErrInvalid, soci.ErrTooLarge, soci.ErrUnsupported, index.ErrInvalid, index.ErrBudget):
+		return fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
+	}
+	return err
 }
 
 // formats are the formats Mount tries, in order: the only place that
@@ -109,17 +144,11 @@ func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*in
 	if errors.Is(err, estargz.ErrFormat) {
 		// the eStargz library's zstd:chunked layers carry an eStargz TOC
 		// digest too, and it alone reaches us when labels name the layer
-		if zidx, dec, zerr := (zstdChunkedFormat{maxEntries: f.maxEntries}).Open(ctx, b, toc); zerr == nil || errors.Is(zerr, snapshotter.ReasonVerification) {
+		if zidx, dec, zerr := (zstdChunkedFormat{maxEntries: f.maxEntries}).Open(ctx, b, toc); zerr == nil || errors.Is(zerr, zstdchunked.ErrVerify) {
 			return zidx, dec, zerr
 		}
 	}
-	switch {
-	case errors.Is(err, estargz.ErrVerify):
-		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
-	case errors.Is(err, estargz.ErrFormat) || errors.Is(err, estargz.ErrTooLarge) ||
-		errors.Is(err, estargz.ErrTooManyEntries) || errors.Is(err, index.ErrInvalid):
-		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
-	case err != nil:
+	if err != nil {
 		return nil, nil, err
 	}
 	return idx, lfs.EStargzDecoder{}, nil

@@ -72,12 +72,21 @@ type FS struct {
 	src  Source
 	opts Options
 
+	// ctx is the FS's lifetime: every background context derives from
+	// it, and Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the goroutines the FS started (spawn) and the Mounts in
+	// progress; Close waits for them.
+	wg sync.WaitGroup
+
 	mu       sync.Mutex
+	closed   bool                     // Close has begun: no more Mounts or goroutines
 	seq      int                      // Mounts so far: orders LayerInfo
 	mounted  map[string]*mountedLayer // by mountpoint
 	mounting map[layerKey]int         // Mounts in progress: Cleanup spares their content
 	warm     *warmer                  // reads ahead the layers above one being mounted
-	images   map[string]*imageProfile // by profile key
+	images   map[string]*imageProfile // by profile key, while a layer of the image is mounted or mounting
 	ver      *verifier
 }
 
@@ -103,6 +112,7 @@ type mountedLayer struct {
 	key    layerKey
 	labels map[string]string // what it was mounted with
 	ref    string            // the image it was mounted for
+	image  *imageProfile     // its image's, held (holdImage); nil without Options.Profiles
 	format string
 	seq    int
 	layer  *lfs.Layer
@@ -141,9 +151,60 @@ type LayerInfo struct {
 	ProfileState string
 }
 
-// New returns an FS reading layers from src.
+// New returns an FS reading layers from src. Close stops what it starts.
 func New(src Source, opts Options) *FS {
-	return &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, warm: newWarmer(src), images: map[string]*imageProfile{}, ver: newVerifier(opts.Root)}
+	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, ver: newVerifier(opts.Root)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.warm = newWarmer(src, r.spawn)
+	return r
+}
+
+// spawn runs fn in a goroutine of the FS's (Close waits for it), with the
+// FS's lifetime context; it reports false, running nothing, once Close
+// has begun.
+func (r *FS) spawn(fn func(ctx context.Context)) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Go(func() { fn(r.ctx) })
+	return true
+}
+
+// enter registers a Mount in progress (Close waits for it), unless Close
+// has begun; leave ends it.
+func (r *FS) enter() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	r.wg.Add(1)
+	return nil
+}
+
+func (r *FS) leave() { r.wg.Done() }
+
+// Close stops the FS: Mounts from now on fail with ErrClosed, those in
+// progress are cancelled, the layers still mounted stop being served as
+// Detach leaves them (Unmount them first to unmount them), the recordings
+// of prefetch profiles end and are stored (not published), and every
+// background read (read ahead, profile lookups, verification) is
+// cancelled. It returns once every goroutine the FS started has ended.
+func (r *FS) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.Detach()
+	r.wg.Wait() // Mounts in progress, profile lookups, read ahead, recordings ending
+	r.warm.close()
+	return nil
 }
 
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
@@ -168,16 +229,31 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		return err
 	}
 	defer contain(src.Digest.String(), snapshotter.ReasonNotLazy, &err) // a format's Open that panics
+	if err := r.enter(); err != nil {
+		return err
+	}
+	defer r.leave()
+	// the Mount ends with ctx (a Prepare request's) or with the FS
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.ctx, cancel)()
 	dg := src.Digest
 	var (
 		f           Format
 		indexDigest digest.Digest
+		mounted     bool
 	)
 	r.warm.start(src, r.busy)
-	if r.opts.Profiles != nil && r.opts.Profiles.Store != nil {
+	img := r.holdImage(src)
+	defer func() {
+		if !mounted {
+			r.releaseImage(img)
+		}
+	}()
+	if img != nil {
 		// the image's profile lookup (a registry round trip or two the
 		// first time) overlaps the blob's open; layerProfile waits for it
-		go r.image(context.WithoutCancel(ctx), src)
+		r.spawn(func(context.Context) { r.lookup(img, src) })
 	}
 	if src.TOCDigest == "" && !r.busy(dg) {
 		r.warm.startOwn(src) // in parallel with the manifest's round trips
@@ -205,14 +281,14 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	defer r.release(key)
 	b := r.warm.take(ctx, dg)
 	if b == nil {
-		// ctx is the Prepare request's; the blob outlives it
-		if b, err = r.src.Blob(context.WithoutCancel(ctx), src.Ref, desc); err != nil {
+		// ctx is the Prepare request's; the blob outlives it, not the FS
+		if b, err = r.src.Blob(r.ctx, src.Ref, desc); err != nil {
 			return fmt.Errorf("layer %s: %w", dg, err)
 		}
 	}
 	idx, dec, err := f.Open(ctx, b, indexDigest)
 	if err != nil {
-		return fmt.Errorf("layer %s: %w", dg, err)
+		return fmt.Errorf("layer %s: %w", dg, fallbackReason(err))
 	}
 	mem := int64(idx.MemoryBytes())
 	if ms, ok := dec.(memorySized); ok {
@@ -221,7 +297,6 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	if err := r.opts.IndexMemory.Reserve(mem); err != nil {
 		return fmt.Errorf("%w: layer %s: %w", snapshotter.ReasonNotLazy, dg, err)
 	}
-	mounted := false
 	defer func() {
 		if !mounted {
 			r.opts.IndexMemory.Release(mem)
@@ -243,7 +318,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 			r.opts.OnError(dg, err)
 		}
 	}
-	prof := r.layerProfile(ctx, src, indexDigest, idx)
+	prof := r.layerProfile(img, src, indexDigest, idx)
 	if prof != nil && prof.rec != nil {
 		opts.OnChunkAccess = func(ino index.Ino, chunk int) { prof.rec.Add(uint32(ino), chunk) }
 	}
@@ -261,10 +336,16 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		return err
 	}
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		m.Detach()
+		l.Close()
+		return ErrClosed
+	}
 	r.seq++
-	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof, lastErr: lastErr}
+	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, image: img, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof, lastErr: lastErr}
 	if r.opts.VerifyBlob {
-		vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		vctx, cancel := context.WithCancel(r.ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -442,10 +523,23 @@ func (r *FS) Unmount(ctx context.Context, mountpoint string) error {
 		}
 		return nil
 	}
+	return r.stop(ml, false)
+}
+
+// stop ends a layer taken out of r.mounted: unmounted, or with detach
+// only no longer served (Detach). The last layer of its blob takes its
+// verification state with it, the last of its image the image's profile
+// state.
+func (r *FS) stop(ml *mountedLayer, detach bool) error {
 	if ml.stopVerify != nil {
-		ml.stopVerify()
+		ml.stopVerify() // with detach, the adopter verifies the layer anew
 	}
-	err := ml.mount.Unmount()
+	var err error
+	if detach {
+		ml.mount.Detach()
+	} else {
+		err = ml.mount.Unmount()
+	}
 	ml.layer.Close()
 	r.opts.IndexMemory.Release(ml.mem)
 	r.mu.Lock()
@@ -457,6 +551,7 @@ func (r *FS) Unmount(ctx context.Context, mountpoint string) error {
 		r.ver.forget(ml.key)
 	}
 	r.mu.Unlock()
+	r.releaseImage(ml.image)
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
@@ -92,9 +93,7 @@ func TestSecondIndexRefused(t *testing.T) {
 // the mounted indexes past their memory budget, falls back (not-lazy) with
 // the cap named; the budget is released on Unmount.
 func TestIndexCaps(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	ref, layers := pushLazyImage(t, r, "caps/two", 2)
 	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})

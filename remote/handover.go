@@ -65,11 +65,6 @@ func (r *FS) Detach() {
 	r.mounted = map[string]*mountedLayer{}
 	r.mu.Unlock()
 	for _, ml := range mounted {
-		if ml.stopVerify != nil {
-			ml.stopVerify() // the adopter verifies the layer anew
-		}
-		ml.mount.Detach()
-		ml.layer.Close()
-		r.opts.IndexMemory.Release(ml.mem)
+		r.stop(ml, true)
 	}
 }

@@ -36,8 +36,11 @@ type ProfileOptions struct {
 	OnError func(key string, err error)
 }
 
-// imageProfile is what the FS knows of one image's profile.
+// imageProfile is what the FS knows of one image's profile, kept while a
+// layer of the image is mounted or being mounted (refs).
 type imageProfile struct {
+	key    string // in FS.images
+	refs   int    // guarded by FS.mu
 	once   sync.Once
 	p      *profile.Profile
 	from   string // "local" or "registry"
@@ -59,18 +62,58 @@ func (r *FS) profileErr(key string, err error) {
 	}
 }
 
-// image finds the profile of the image src belongs to, once per image:
-// in the Store, else in the registry; or starts recording one.
-func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfile {
-	o := r.opts.Profiles
+// holdImage counts a Mount of a layer of src's image, keeping the image's
+// profile state until releaseImage; nil when the FS uses no profiles.
+func (r *FS) holdImage(src snapshotter.LayerSource) *imageProfile {
+	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
+		return nil
+	}
 	key := profile.Key(src.Manifest, src.Ref)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	img, ok := r.images[key]
 	if !ok {
-		img = &imageProfile{}
+		img = &imageProfile{key: key}
 		r.images[key] = img
 	}
+	img.refs++
+	return img
+}
+
+// releaseImage ends what holdImage counted: the last layer of an image
+// forgets the image, ending its recording (stored and published as a
+// recording that went quiet is).
+func (r *FS) releaseImage(img *imageProfile) {
+	if img == nil {
+		return
+	}
+	r.mu.Lock()
+	img.refs--
+	last := img.refs == 0
+	if last {
+		delete(r.images, img.key)
+	}
 	r.mu.Unlock()
+	if last && !r.spawn(func(context.Context) { img.end() }) {
+		img.end() // Close has begun: it waits for its caller
+	}
+}
+
+// end ends the image's recording, if it has one, once its lookup is done.
+func (img *imageProfile) end() {
+	img.once.Do(func() {}) // waits for a lookup in progress
+	if img.rec != nil {
+		img.rec.Flush()
+	}
+}
+
+// lookup finds the profile of img, the image src belongs to, once per
+// image (a Mount holds it: holdImage): in the Store, else in the
+// registry; or starts recording one. The lookup has the FS's lifetime; a
+// caller waits for one in progress.
+func (r *FS) lookup(img *imageProfile, src snapshotter.LayerSource) {
+	o := r.opts.Profiles
+	key := img.key
 	img.once.Do(func() {
 		p, err := o.Store.Get(key)
 		img.from = "local"
@@ -79,7 +122,7 @@ func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfi
 			if timeout <= 0 {
 				timeout = 10 * time.Second
 			}
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+			lctx, cancel := context.WithTimeout(r.ctx, timeout)
 			p, err = findProfile(lctx, o.Registry, key, src)
 			cancel()
 			img.from = "registry"
@@ -103,7 +146,6 @@ func (r *FS) image(ctx context.Context, src snapshotter.LayerSource) *imageProfi
 			img.rec = profile.NewRecorder(src.Manifest, src.Ref, o.Limits, func(p *profile.Profile) { r.saveProfile(p) })
 		}
 	})
-	return img
 }
 
 // findProfile looks up src's profile in the registry (profile.Find), a
@@ -119,8 +161,8 @@ func (r *FS) saveProfile(p *profile.Profile) {
 	if err := o.Store.Put(p); err != nil {
 		r.profileErr(p.Key(), err)
 	}
-	if o.Publish && o.Registry != nil && p.Manifest != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if o.Publish && o.Registry != nil && p.Manifest != "" && r.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
 		defer cancel()
 		if _, err := profile.Publish(ctx, o.Registry, p.Ref, p, time.Now()); err != nil {
 			r.profileErr(p.Key(), err)
@@ -130,11 +172,11 @@ func (r *FS) saveProfile(p *profile.Profile) {
 
 // layerProfile decides what the profile does for the layer being mounted:
 // the chunks to prefetch (every one checked against idx), or a recording.
-func (r *FS) layerProfile(ctx context.Context, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) *layerProfile {
-	if r.opts.Profiles == nil || r.opts.Profiles.Store == nil {
+func (r *FS) layerProfile(img *imageProfile, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) *layerProfile {
+	if img == nil {
 		return nil
 	}
-	img := r.image(ctx, src)
+	r.lookup(img, src)
 	fixed := func(s string) func() string { return func() string { return s } }
 	if img.rec != nil {
 		rl := img.rec.Layer(src.Digest, indexDigest, namer(idx))

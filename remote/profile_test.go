@@ -15,6 +15,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/profile"
@@ -68,9 +69,7 @@ func pushFilesImage(t *testing.T, r *registry.Registry, repo string) (labels map
 // most 2 requests, before any read; hostile profiles are ignored with
 // their reason.
 func TestProfileRecordAndPrefetch(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	reg, hosts := startRegistry(t)
 	labels, manifest := pushFilesImage(t, reg, "profile/app")
 	ctx := context.Background()

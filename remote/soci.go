@@ -13,7 +13,6 @@ import (
 	"unsafe"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -69,10 +68,7 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 		return nil, nil, fmt.Errorf("%w: zTOC %s: the layer's source fetches no other blobs", snapshotter.ReasonNotLazy, d)
 	}
 	raw, err := ab.Artifact(ctx, d)
-	switch {
-	case errors.Is(err, fetcher.ErrDigestMismatch):
-		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonVerification, d, err)
-	case err != nil:
+	if err != nil {
 		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	// the zTOC's buffer, what it decodes into (known before it is
@@ -89,7 +85,7 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 		return nil
 	}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	if z.CompressedSize != b.Size() {
 		return nil, nil, fmt.Errorf("%w: zTOC %s is of a blob of %d bytes, the layer has %d", snapshotter.ReasonVerification, d, z.CompressedSize, b.Size())
@@ -101,11 +97,11 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 	held += lay
 	toc, err := sociTOC(z)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	idx, err := index.Build(toc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	if err := noDirHardlinks(toc); err != nil {
 		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)

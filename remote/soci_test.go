@@ -17,6 +17,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
@@ -67,9 +68,7 @@ func sociLabels(ref string, layer digest.Digest) map[string]string {
 // the right bytes for the others; a layer without a zTOC falls back with
 // the reason.
 func TestSociMount(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
 	if err != nil {

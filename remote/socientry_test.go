@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/soci"
 )
 
@@ -51,10 +52,7 @@ func rootfsLayer(t testing.TB) []byte {
 	if b, err := os.ReadFile(gzPath); err == nil {
 		return b
 	}
-	raw, err := os.ReadFile(tarPath)
-	if err != nil {
-		t.Skipf("no Debian rootfs tar: %v", err)
-	}
+	raw := testenv.ReadFile(t, tarPath, "make rootfs")
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	zw.Write(raw)

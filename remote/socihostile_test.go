@@ -17,6 +17,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
 	"golang.org/x/sys/unix"
@@ -85,9 +86,7 @@ func zfile(z *soci.Ztoc, name string) *soci.File {
 // can tell), and marks the index bad likewise. A hardlink to a directory
 // is refused at Mount. The honest zTOC serves every one of those.
 func TestSociHostileZtoc(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
 	if err != nil {

@@ -141,6 +141,7 @@ func TestSociOpenBudget(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, _, err = fm.Open(ctx, b, d)
+			err = fallbackReason(err) // as Mount gives it its reason
 			switch {
 			case tc.ok && err != nil:
 				t.Fatalf("Open: %v", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -113,9 +114,7 @@ func waitVerification(t *testing.T, rfs *FS, mp string) string {
 // restart, and new Mounts refused as verification (the snapshotter falls
 // back), while the running mount keeps serving its verified files.
 func TestVerifyBlob(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	newFS := func(t *testing.T, root string) (*FS, *fetcher.Fetcher) {
 		f, err := fetcher.New(fetcher.Config{HostsDir: hosts, CacheDir: filepath.Join(root, "cache"), CacheMaxBytes: 2 << 20, MemCacheMaxBytes: -1})

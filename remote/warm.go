@@ -38,6 +38,9 @@ type warmer struct {
 	src Source
 	ttl time.Duration
 	sem chan struct{}
+	// spawn runs a read in a goroutine of the FS, with its lifetime
+	// context (FS.spawn); false once the FS is closing
+	spawn func(func(context.Context)) bool
 
 	mu sync.Mutex
 	m  map[digest.Digest]*warmLayer
@@ -48,10 +51,11 @@ type warmLayer struct {
 	done chan struct{} // closed when b and err are set
 	b    Blob
 	err  error
+	drop *time.Timer // forgets the layer warmTTL after its read; guarded by warmer.mu
 }
 
-func newWarmer(src Source) *warmer {
-	return &warmer{src: src, ttl: warmTTL, sem: make(chan struct{}, warmParallel), m: map[digest.Digest]*warmLayer{}}
+func newWarmer(src Source, spawn func(func(context.Context)) bool) *warmer {
+	return &warmer{src: src, ttl: warmTTL, sem: make(chan struct{}, warmParallel), spawn: spawn, m: map[digest.Digest]*warmLayer{}}
 }
 
 // start reads, in the background, the layers src lists besides its own
@@ -97,8 +101,8 @@ func (w *warmer) readAhead(ref string, d digest.Digest) {
 		w.m[d] = wl
 	}
 	w.mu.Unlock()
-	if !dup {
-		go w.read(ref, d, wl)
+	if !dup && !w.spawn(func(ctx context.Context) { w.read(ctx, ref, d, wl) }) {
+		w.forget(d)
 	}
 }
 
@@ -108,17 +112,47 @@ func (w *warmer) forget(d digest.Digest) {
 		return
 	}
 	w.mu.Lock()
-	delete(w.m, d)
+	w.remove(d)
 	w.mu.Unlock()
 }
 
-func (w *warmer) read(ref string, d digest.Digest, wl *warmLayer) {
-	defer time.AfterFunc(w.ttl, func() { w.drop(d, wl) })
+// remove deletes layer d's entry and stops its timer; w.mu is held.
+func (w *warmer) remove(d digest.Digest) {
+	if wl := w.m[d]; wl != nil && wl.drop != nil {
+		wl.drop.Stop()
+	}
+	delete(w.m, d)
+}
+
+// close forgets every layer read ahead, once the FS's goroutines (the
+// reads) have ended.
+func (w *warmer) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for d := range w.m {
+		w.remove(d)
+	}
+}
+
+// read reads layer d ahead, within ctx (the FS's lifetime) and the TTL.
+func (w *warmer) read(ctx context.Context, ref string, d digest.Digest, wl *warmLayer) {
+	defer func() {
+		w.mu.Lock()
+		if w.m[d] == wl {
+			wl.drop = time.AfterFunc(w.ttl, func() { w.drop(d, wl) })
+		}
+		w.mu.Unlock()
+	}()
 	defer close(wl.done)
-	w.sem <- struct{}{}
+	select {
+	case w.sem <- struct{}{}:
+	case <-ctx.Done():
+		wl.err = ctx.Err()
+		return
+	}
 	defer func() { <-w.sem }()
 	defer contain(d.String(), nil, &wl.err) // a footer that panics its parser: the Mount reads the layer itself
-	ctx, cancel := context.WithTimeout(context.Background(), w.ttl)
+	ctx, cancel := context.WithTimeout(ctx, w.ttl)
 	defer cancel()
 	b, err := w.src.Blob(ctx, ref, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d})
 	if err == nil {
@@ -134,7 +168,7 @@ func (w *warmer) drop(d digest.Digest, wl *warmLayer) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m[d] == wl {
-		delete(w.m, d)
+		w.remove(d)
 	}
 }
 
@@ -148,7 +182,7 @@ func (w *warmer) take(ctx context.Context, d digest.Digest) Blob {
 	}
 	w.mu.Lock()
 	wl := w.m[d]
-	delete(w.m, d)
+	w.remove(d)
 	w.mu.Unlock()
 	if wl == nil {
 		return nil

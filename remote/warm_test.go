@@ -16,6 +16,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -97,9 +98,7 @@ func layerLabels(ref string, layers []ocispec.Descriptor, i int) map[string]stri
 // larger than the tail is read ahead too; and layers of images without
 // TOC digest labels are not warmed.
 func TestWarmNeighbours(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	newFS := func(t *testing.T) (*FS, *fetcher.Fetcher) {
 		f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
@@ -257,9 +256,7 @@ func TestWarmNeighbours(t *testing.T) {
 //
 //	go test ./cmd/lazysnap -run '^$' -bench MountImageWAN -benchtime 5x
 func BenchmarkMountImageWAN(b *testing.B) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		b.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(b)
 	r := registry.Start(b, registry.Options{})
 	wan := registry.StartWANProxy(b, r.URL(), registry.WANOptions{RTT: 20 * time.Millisecond})
 	hosts := b.TempDir()

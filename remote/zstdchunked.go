@@ -2,7 +2,6 @@ package remote
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 
@@ -59,12 +58,7 @@ func (f zstdChunkedFormat) Open(ctx context.Context, b Blob, toc digest.Digest) 
 	if tb != nil {
 		tb.trimTail(mountTailSize)
 	}
-	switch {
-	case errors.Is(err, zstdchunked.ErrVerify):
-		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
-	case errors.Is(err, zstdchunked.ErrFormat) || errors.Is(err, zstdchunked.ErrTooLarge) || errors.Is(err, index.ErrInvalid):
-		return nil, nil, fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
-	case err != nil:
+	if err != nil {
 		return nil, nil, err
 	}
 	return idx, &zstdchunked.Decoder{}, nil

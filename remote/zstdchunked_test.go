@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/fetcher"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/internal/testtar"
@@ -28,9 +29,7 @@ import (
 // pass the zstd:chunked annotations: Mount reads the manifest), and every
 // file reads back as the source tar has it.
 func TestZstdChunkedMount(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	r, hosts := startRegistry(t)
 	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
 	if err != nil {
@@ -149,13 +148,7 @@ func pushZstdChunkedAnnotated(t *testing.T, r *registry.Registry, repo string, t
 // returns the layers of the manifest it pushed.
 func skopeoZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball []byte) (string, []ocispec.Descriptor) {
 	t.Helper()
-	skopeo, err := exec.LookPath("skopeo")
-	if err != nil {
-		if os.Getenv(registry.RequireEnv) == "1" {
-			t.Fatal("skopeo not installed (Debian package skopeo)")
-		}
-		t.Skip("skopeo not installed (Debian package skopeo)")
-	}
+	skopeo := testenv.LookPath(t, "skopeo", "skopeo")
 	dir := t.TempDir()
 	if _, err := testimage.Layout(dir, "lazysnap.test/zc:v1", tarball); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
@@ -23,20 +24,11 @@ import (
 	"github.com/lazysnap/lazysnap/snapshotter"
 )
 
-// requireEnv turns skips for missing prerequisites into failures.
-const requireEnv = "LAZYSNAP_REQUIRE_INTEGRATION"
-
-// requireRoot skips (or fails under LAZYSNAP_REQUIRE_INTEGRATION=1) when the
-// test cannot mount.
+// requireRoot skips (or fails under testenv.RequireEnv) when the test
+// cannot mount.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv(requireEnv) == "1" {
-		t.Fatalf("needs root for overlay and tmpfs mounts (%s=1)", requireEnv)
-	}
-	t.Skip("needs root for overlay and tmpfs mounts")
+	testenv.NeedRoot(t, "overlay and tmpfs mounts")
 }
 
 // fsCall is one call a fakeFS received.

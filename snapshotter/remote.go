@@ -72,7 +72,8 @@ const (
 	ReasonNotLazy Reason = "not-lazy"
 	// ReasonVerification: the layer failed verification (TOC digest).
 	ReasonVerification Reason = "verification"
-	// ReasonTimeout: Mount took longer than WithMountTimeout allows.
+	// ReasonTimeout: Mount took longer than WithMountTimeout allows, or
+	// the FileSystem says the registry timed out.
 	ReasonTimeout Reason = "timeout"
 	// ReasonMountError: Mount failed for any other reason.
 	ReasonMountError Reason = "mount-error"

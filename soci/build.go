@@ -39,7 +39,7 @@ func Build(r io.Reader, opts BuildOptions) (*Ztoc, error) {
 	tee := io.TeeReader(r, sp)
 	ix, err := zran.NewIndexer(tee, opts.SpanSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrFormat, err)
+		return nil, buildErr(err)
 	}
 	pr := &progress{ix: ix, sp: sp, span: opts.SpanSize}
 	z := &Ztoc{Version: Version, BuildTool: opts.BuildTool, Algorithm: AlgorithmGzip}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/pgzip"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // The corpus: real layers as tar, compressed by the compressors images are
@@ -21,7 +22,6 @@ import (
 const (
 	corpusEnv      = "LAZYSNAP_ZRAN_CORPUS"          // its directory
 	corpusGenEnv   = "LAZYSNAP_ZRAN_CORPUS_GENERATE" // 1: compress what is missing
-	requireEnv     = "LAZYSNAP_REQUIRE_INTEGRATION"  // 1: compress bookworm's, fail rather than skip
 	corpusDir      = "/var/tmp/lazysnap-zran-corpus"
 	defaultRootfs  = "/var/tmp/lazysnap-rootfs/bookworm.tar" // make rootfs
 	defaultTorch   = "/var/tmp/lazysnap-torch/torch.tar"     // scripts/torch-image.sh
@@ -106,7 +106,7 @@ sys.stdout.buffer.write(c.flush())
 // skips (or fails, if the source is required under
 // LAZYSNAP_REQUIRE_INTEGRATION=1) with the reason.
 func corpusBlob(t *testing.T, dir string, src corpusSource, c corpusCompressor) string {
-	required := src.require && os.Getenv(requireEnv) != ""
+	required := src.require && testenv.Required() // compress bookworm's, fail rather than skip
 	stop := t.Skipf
 	if required {
 		stop = t.Fatalf

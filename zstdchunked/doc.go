@@ -48,7 +48,9 @@
 //
 // Errors wrap ErrFormat (not a valid blob or TOC), ErrVerify (bytes that do
 // not match the digest that vouches for them) or ErrTooLarge (a cap
-// exceeded) with %w, or are the blob reader's errors.
+// exceeded) with %w, or are the blob reader's errors: a failed read of the
+// blob is returned as itself (wrapped with %w), never as ErrFormat, even
+// when it cut the TOC short (estargz.ReadTracker).
 //
 // # Concurrency
 //

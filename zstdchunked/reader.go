@@ -47,7 +47,7 @@ type Options struct {
 // before it, the rest of the TOC in one read.
 func DecodeTOC(sr *io.SectionReader, sink estargz.TOCSink, o Options) (estargz.TOCInfo, Footer, error) {
 	if err := o.Digest.Validate(); err != nil {
-		return estargz.TOCInfo{}, Footer{}, fmt.Errorf("%w: TOC digest %q: %v", ErrFormat, o.Digest, err)
+		return estargz.TOCInfo{}, Footer{}, fmt.Errorf("%w: TOC digest %q: %w", ErrFormat, o.Digest, err)
 	}
 	size := sr.Size()
 	tail := o.Tail
@@ -66,7 +66,10 @@ func DecodeTOC(sr *io.SectionReader, sink estargz.TOCSink, o Options) (estargz.T
 		return estargz.TOCInfo{}, f, fmt.Errorf("%w: TOC is %d bytes, cap %d", ErrTooLarge, f.RawSize, maxTOC)
 	}
 	h := digest.SHA256.Digester()
-	compressed := io.TeeReader(region(sr, tail, f.Offset, f.Offset+f.Size), h.Hash())
+	// a failed read of the blob is returned as itself (by the Copy below,
+	// which sees it again), not as the TOC decoder's ErrFormat
+	src := estargz.NewReadTracker(region(sr, tail, f.Offset, f.Offset+f.Size))
+	compressed := io.TeeReader(src, h.Hash())
 	zr, err := zstd.NewReader(compressed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(maxTOC)+maxDecoderMemory))
 	if err != nil {
 		return estargz.TOCInfo{}, f, err
@@ -77,7 +80,10 @@ func DecodeTOC(sr *io.SectionReader, sink estargz.TOCSink, o Options) (estargz.T
 		opts = append(opts, estargz.WithMaxEntries(o.MaxEntries))
 	}
 	info, derr := estargz.DecodeTOCJSON(zr, f.RawSize, f.DataEnd(), sink, opts...)
-	if _, err := io.Copy(io.Discard, compressed); err != nil {
+	if _, err := io.Copy(io.Discard, compressed); err != nil || src.Err() != nil {
+		if src.Err() != nil {
+			err = src.Err()
+		}
 		return estargz.TOCInfo{}, f, fmt.Errorf("zstdchunked: reading TOC: %w", err)
 	}
 	if h.Digest() != o.Digest && (derr != nil || info.Digest != o.Digest) {
@@ -144,7 +150,7 @@ func decodeChunk(zr *zstd.Decoder, dst []byte, c *estargz.Chunk, raw []byte) ([]
 		return nil, fmt.Errorf("%w: chunk at %d: %d bytes at %d of its frame", ErrFormat, c.Offset, c.Size, c.InnerOffset)
 	}
 	if err := zr.Reset(bytes.NewReader(raw)); err != nil {
-		return nil, fmt.Errorf("%w: chunk at %d: %v", ErrFormat, c.Offset, err)
+		return nil, fmt.Errorf("%w: chunk at %d: %w", ErrFormat, c.Offset, err)
 	}
 	b, err := c.ReadVerified(dst, zr)
 	return b, wrapEstargz(err)

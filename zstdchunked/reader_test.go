@@ -3,6 +3,7 @@ package zstdchunked_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 
@@ -149,4 +150,28 @@ func blobChunk(t *testing.T, blob []byte, ch *estargz.Chunk) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestTOCLargerThanBlob: a layer of many small files, whose uncompressed
+// TOC is larger than the whole blob (the footer's RawSize past the blob's
+// size), decodes.
+func TestTOCLargerThanBlob(t *testing.T) {
+	var files [][2]string
+	for i := range 10000 {
+		files = append(files, [2]string{fmt.Sprintf("d%02d/f%05d", i%50, i), fmt.Sprintf("file %d\n", i)})
+	}
+	tarball := testtar.Files(files)
+	blob, res := convert(t, tarball)
+	c, f, err := decode(blob, res.TOCDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.RawSize <= int64(len(blob)) {
+		t.Fatalf("the TOC is %d bytes uncompressed, the blob %d: want a TOC larger than the blob", f.RawSize, len(blob))
+	}
+	src, err := testtar.Read(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkContents(t, blob, c, src)
 }

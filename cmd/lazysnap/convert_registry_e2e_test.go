@@ -15,6 +15,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -162,8 +163,8 @@ func TestRegistryConvertE2E(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "record from a registry source" && os.Geteuid() != 0 {
-				t.Skip("needs root (chroot, fanotify)")
+			if tc.name == "record from a registry source" {
+				testenv.NeedRoot(t, "chroot, fanotify")
 			}
 			tmp := t.TempDir()
 			var stdout, stderr bytes.Buffer

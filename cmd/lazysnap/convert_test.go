@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/opencontainers/go-digest"
@@ -39,13 +40,8 @@ func TestConvertRecordUsage(t *testing.T) {
 // writes the files it opened to DST.prioritized and puts them first in
 // the converted layer, before the prefetch landmark.
 func TestConvertRecord(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chroot, fanotify)")
-	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skipf("needs a static /bin/busybox: %v", err)
-	}
+	testenv.NeedRoot(t, "chroot, fanotify")
+	bb := testenv.ReadFile(t, "/bin/busybox", "Debian busybox-static")
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
 	layer := testtar.Files([][2]string{

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testenv/systemd"
@@ -38,7 +39,7 @@ func busyboxLayers(t *testing.T, variant ...string) [][]byte {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		ctrdenv.Unavailable(t, "static busybox (Debian busybox-static): %v", err)
+		testenv.Unavailable(t, "static busybox (Debian busybox-static): %v", err)
 	}
 	var l1, l2 bytes.Buffer
 	tw := tar.NewWriter(&l1)
@@ -210,12 +211,7 @@ type stackOptions struct {
 
 func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		ctrdenv.Unavailable(t, "needs root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		ctrdenv.Unavailable(t, "needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	s := &stack{bin: lazysnapBinary(t), hosts: t.TempDir(), reg: opts.reg}
 	if s.reg == nil {
 		s.reg = registry.Start(t, registry.Options{})

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // TestInstall: make install into a temporary PREFIX puts the binary, the
@@ -19,7 +19,7 @@ import (
 func TestInstall(t *testing.T) {
 	for _, tool := range []string{"make", "systemd-analyze"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			ctrdenv.Unavailable(t, "make install test: %v", err)
+			testenv.Unavailable(t, "make install test: %v", err)
 		}
 	}
 	bin := lazysnapBinary(t)

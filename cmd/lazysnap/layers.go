@@ -117,8 +117,9 @@ func (l *layerService) unmountAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close releases the fetcher; mounts are left as they are.
-func (l *layerService) Close() error { return l.fetcher.Close() }
+// Close stops the FS's goroutines and releases the fetcher; mounts are
+// left as they are (remote.FS.Close detaches those still served).
+func (l *layerService) Close() error { return errors.Join(l.fs.Close(), l.fetcher.Close()) }
 
 // handler serves the manager protocol for l, and Go's profiles under
 // /debug/pprof/ (the socket is root's alone): where the mounts live,

@@ -17,7 +17,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/fusemanager"
-	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"
@@ -54,12 +54,7 @@ func (b memoryBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error)
 // read EIO, keeps serving its other layer, and `lazysnap status` shows the
 // layer bad with the panic and where it happened.
 func TestPanicStatusThroughManager(t *testing.T) {
-	if os.Geteuid() != 0 {
-		ctrdenv.Unavailable(t, "needs root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		ctrdenv.Unavailable(t, "needs /dev/fuse: %v", err)
-	}
+	testenv.NeedFUSE(t)
 	src := memorySource{}
 	var layers []ocispec.Descriptor
 	for i := range 2 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/pull"
 	"github.com/opencontainers/go-digest"
@@ -210,7 +211,7 @@ func openPTY(t *testing.T, cols uint16) (ptmx, pts *os.File) {
 	t.Helper()
 	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
+		testenv.Unavailable(t, "no pseudo-terminals: %v", err)
 	}
 	t.Cleanup(func() { ptmx.Close() })
 	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // TestZstdChunkedEndToEnd: zstd:chunked images, converted by lazysnap,
@@ -24,10 +25,7 @@ func TestZstdChunkedEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ours, size := s.pushLayout(t, zcDir, "busybox", "zstd-chunked")
-	skopeo, err := exec.LookPath("skopeo")
-	if err != nil {
-		t.Skip("skopeo not installed (Debian package skopeo)")
-	}
+	skopeo := testenv.LookPath(t, "skopeo", "skopeo")
 	bySkopeo := s.reg.Ref("skopeo/busybox", "zstd-chunked")
 	cmd := exec.Command(skopeo, "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-compress",
 		"--dest-compress-format", "zstd:chunked", "oci:"+gzipDir+":1", "docker://"+bySkopeo)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 )
 
@@ -97,13 +98,8 @@ func TestUnpackBadLayout(t *testing.T) {
 
 // TestTrace records a static busybox reading files through a symlink.
 func TestTrace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skipf("needs a static /bin/busybox: %v", err)
-	}
+	testenv.NeedRoot(t, "fanotify")
+	bb := testenv.ReadFile(t, "/bin/busybox", "Debian busybox-static")
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
 	os.MkdirAll(filepath.Join(root, "data"), 0o755)

@@ -33,16 +33,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
 // namespacePrefix begins the containerd namespace of each daemon (see
 // Containerd.Namespace).
 const namespacePrefix = "lazysnap-test-"
-
-// RequireEnv names the environment variable that turns every skip for a
-// missing prerequisite into a test failure when set to "1".
-const RequireEnv = "LAZYSNAP_REQUIRE_INTEGRATION"
 
 // Containerd2Env names the environment variable holding the directory of a
 // containerd 2.x build (containerd, ctr, containerd-shim-runc-v2); see
@@ -143,32 +140,22 @@ func alwaysDisabled(major int) []string {
 	return ids
 }
 
-// Unavailable skips t with reason, or fails it when RequireEnv is "1".
-func Unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	reason := fmt.Sprintf(format, args...)
-	if os.Getenv(RequireEnv) == "1" {
-		t.Fatalf("integration prerequisite missing (%s=1): %s", RequireEnv, reason)
-	}
-	t.Skipf("integration test skipped: %s (set %s=1 to fail instead)", reason, RequireEnv)
-}
-
 // lookBinary resolves name like exec.LookPath, or skips t.
 func lookBinary(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		Unavailable(t, "%s not found: %v", name, err)
+		testenv.Unavailable(t, "%s not found: %v", name, err)
 	}
 	return p
 }
 
 // Start runs a private containerd for the duration of the test. It skips the
-// test (see Unavailable) when not root or when a binary is missing.
+// test (see testenv.Unavailable) when not root or when a binary is missing.
 func Start(t testing.TB, opts Options) *Containerd {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		Unavailable(t, "containerd needs root (euid %d)", os.Geteuid())
+		testenv.Unavailable(t, "containerd needs root (euid %d)", os.Geteuid())
 	}
 	c := &Containerd{cmdTimeout: opts.CommandTimeout, exited: make(chan struct{})}
 	if c.cmdTimeout == 0 {
@@ -246,7 +233,7 @@ func Start(t testing.TB, opts Options) *Containerd {
 
 // Containerd2Dir returns the directory that Containerd2Env names, for
 // Options.BinDir, after checking that it holds containerd 2.x. Otherwise it
-// skips t, even when RequireEnv is set: CI does not build containerd 2.x.
+// skips t, even when testenv.RequireEnv is set: CI does not build containerd 2.x.
 func Containerd2Dir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv(Containerd2Env)
@@ -475,7 +462,7 @@ func (c *Containerd) Ctr(t testing.TB, args ...string) ([]byte, error) {
 	return c.run(t, c.ctr, args)
 }
 
-// CtrRemote runs ctr-remote like Ctr. It skips the test (see Unavailable)
+// CtrRemote runs ctr-remote like Ctr. It skips the test (see testenv.Unavailable)
 // when ctr-remote is missing.
 func (c *Containerd) CtrRemote(t testing.TB, args ...string) ([]byte, error) {
 	t.Helper()

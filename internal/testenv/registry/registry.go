@@ -28,16 +28,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"golang.org/x/crypto/bcrypt"
 )
 
 // DefaultBinary is where Debian's docker-registry package installs the
 // distribution server.
 const DefaultBinary = "/usr/bin/docker-registry"
-
-// RequireEnv is the environment variable that turns a missing registry
-// binary from a skip into a failure.
-const RequireEnv = "LAZYSNAP_REQUIRE_INTEGRATION"
 
 // Options configures a registry started by Start.
 type Options struct {
@@ -100,11 +97,7 @@ func Start(tb testing.TB, opts Options) *Registry {
 		bin = DefaultBinary
 	}
 	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("registry binary %s not available (%v): install Debian package docker-registry", bin, err)
-		if os.Getenv(RequireEnv) == "1" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
+		testenv.Unavailable(tb, "registry binary %s not available (%v): install Debian package docker-registry", bin, err)
 	}
 	dir := tb.TempDir()
 	r := &Registry{

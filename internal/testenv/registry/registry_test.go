@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 func randBytes(seed uint64, n int) []byte {
@@ -168,7 +170,7 @@ func TestStartWithoutBinary(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv(RequireEnv, tc.require)
+			t.Setenv(testenv.RequireEnv, tc.require)
 			rec := &recordingTB{TB: t}
 			done := make(chan struct{})
 			go func() {

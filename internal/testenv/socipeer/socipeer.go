@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
 // Env names a prebuilt soci-peer binary, used instead of building one.
@@ -25,7 +25,7 @@ var once struct {
 
 // Binary returns the soci-peer binary: $LAZYSNAP_SOCI_PEER, else built
 // once per test process into /var/tmp/lazysnap-peer (it needs the Go
-// module proxy the first time and Debian's zlib1g-dev). Unavailable skips
+// module proxy the first time and Debian's zlib1g-dev). testenv.Unavailable skips
 // t when it cannot be had.
 func Binary(t testing.TB) string {
 	t.Helper()
@@ -48,7 +48,7 @@ func Binary(t testing.TB) string {
 		once.path = out
 	})
 	if once.path == "" {
-		ctrdenv.Unavailable(t, "%s", once.err)
+		testenv.Unavailable(t, "%s", once.err)
 	}
 	return once.path
 }
