@@ -22,6 +22,7 @@ func allowedImports() map[string][]string {
 		"zstdchunked":         {"estargz"},
 		"fetcher":             {"internal/descriptor"},
 		"credprovider":        {},
+		"config":              {"fetcher", "internal/logging", "internal/tomlconfig"},
 		"cri":                 {"fetcher"},
 		"fs":                  {"estargz", "index"},
 		"snapshotter":         {"internal/descriptor"},

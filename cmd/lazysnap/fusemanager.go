@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net/http"
 	"os"
@@ -22,9 +23,6 @@ import (
 // The FUSE manager process: see package fusemanager for why it exists and
 // its protocol; here are its command and how serve starts it.
 
-// managerSocketName is the manager's socket in the root directory.
-const managerSocketName = "fusemanager.sock"
-
 // managerPIDName is the file in the root directory holding its pid.
 const managerPIDName = "fusemanager.pid"
 
@@ -39,7 +37,7 @@ func runFuseManager(ctx context.Context, args []string, stdout, stderr io.Writer
 	logPath := fs.String("log-file", "", "make this file stdout and stderr, rotated at 16 MiB keeping 3 (serve passes <root>/"+managerLogName+")")
 	daemonUsage(fs, stderr, "fuse-manager [flags]", `Serves the FUSE mounts of lazy layers for lazysnap serve, so that running
 containers keep their files while serve restarts. serve starts one if none
-answers on <root>/`+managerSocketName+`; under systemd run it as a unit of its own
+answers on <root>/`+config.ManagerSocketName+`; under systemd run it as a unit of its own
 (lazysnap-fuse-manager.service) with the same --config as serve. SIGTERM
 unmounts every layer: stop it only after the containers.`)
 	ctx, pcfg, _, err := parseDaemonFlags(ctx, fs, args, stderr)
@@ -70,12 +68,11 @@ unmounts every layer: stop it only after the containers.`)
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return err
 	}
-	sock := cfg.managerSocket()
+	sock := cfg.ManagerSocket()
 	if err := fusemanager.ClaimSocket(ctx, sock); err != nil {
 		return err
 	}
-	cfg.handoverDir = filepath.Join(cfg.Root, handoverDirName)
-	ls, err := newLayerService(cfg, ops.NewMetrics("fuse-manager", version), logger)
+	ls, err := newLayerService(cfg, filepath.Join(cfg.Root, handoverDirName), ops.NewMetrics("fuse-manager", version), logger)
 	if err != nil {
 		return err
 	}

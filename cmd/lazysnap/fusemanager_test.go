@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"net"
 	"net/http"
 	"os"
@@ -51,7 +52,7 @@ func newTestManagerWith(t *testing.T, src remote.Source, opts remote.Options) *t
 	if err := ls.met.Register(ls.status.Src); err != nil {
 		t.Fatal(err)
 	}
-	m := &testManager{sock: filepath.Join(dir, managerSocketName), ls: ls}
+	m := &testManager{sock: filepath.Join(dir, config.ManagerSocketName), ls: ls}
 	m.srv = &http.Server{Handler: ls.handler(dir)}
 	t.Cleanup(func() { m.srv.Close() })
 	return m
@@ -176,7 +177,7 @@ func TestManagerStart(t *testing.T) {
 		t.Fatalf("%d managers started, want 1", n)
 	}
 
-	dead := fusemanager.NewFS(fusemanager.NewClient(filepath.Join(t.TempDir(), managerSocketName)), func() (<-chan error, error) {
+	dead := fusemanager.NewFS(fusemanager.NewClient(filepath.Join(t.TempDir(), config.ManagerSocketName)), func() (<-chan error, error) {
 		exited := make(chan error, 1)
 		exited <- errors.New("exit status 1")
 		return exited, nil

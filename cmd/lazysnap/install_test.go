@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/lazysnap/lazysnap/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,7 +42,7 @@ func TestInstall(t *testing.T) {
 		}
 	}
 	cfg := filepath.Join(sysconf, "lazysnap", "config.toml")
-	if c, err := loadServeConfig(cfg); err != nil || c.Root != defaultServeConfig().Root {
+	if c, err := config.Load(cfg); err != nil || c.Root != config.Default().Root {
 		t.Errorf("installed configuration: %+v, %v", c, err)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -39,7 +40,9 @@ type layerService struct {
 }
 
 // newLayerService builds the layer half from cfg; its metrics go to met.
-func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*layerService, error) {
+// handoverDir holds the mounts' open tables for a successor to adopt them
+// (the fuse manager's; "" in serve).
+func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, log *slog.Logger) (*layerService, error) {
 	pullAuths := fetcher.NewPullAuths()
 	creds := []fetcher.CredentialSource{pullAuths}
 	if cfg.Registry.CredentialProviderConfig != "" {
@@ -89,7 +92,7 @@ func newLayerService(cfg serveConfig, met *ops.Metrics, log *slog.Logger) (*laye
 		},
 		MaxEntries:  cfg.Index.MaxEntries,
 		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
-		Handover:    cfg.handoverDir,
+		Handover:    handoverDir,
 		OnMount: func(l remote.LayerInfo) {
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},

@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net/http"
 	"os"
@@ -32,7 +33,7 @@ var goroutineGroup = regexp.MustCompile(`^(\d+) @`)
 // are not counted: their number follows connection pools, not mounts.
 func (s *stack) managerGoroutines(t *testing.T) (ours int, dump string) {
 	t.Helper()
-	c := unixClient(filepath.Join(s.dir, "root", managerSocketName))
+	c := unixClient(filepath.Join(s.dir, "root", config.ManagerSocketName))
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://manager/debug/pprof/goroutine?debug=1")
 	if err != nil {

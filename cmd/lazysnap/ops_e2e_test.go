@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/lazysnap/lazysnap/config"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -48,7 +49,7 @@ func TestOperations(t *testing.T) {
 		t.Fatalf("getxattr on the lazy layer at %q: %v, want ENODATA", mp, err)
 	}
 
-	families := exported(scrape(t, unixClient(filepath.Join(s.dir, statusSocketName)), "http://lazysnap/metrics"))
+	families := exported(scrape(t, unixClient(filepath.Join(s.dir, config.StatusSocketName)), "http://lazysnap/metrics"))
 	for _, name := range []string{"lazysnap_mount_duration_seconds_count", "lazysnap_registry_request_duration_seconds_count", "lazysnap_fuse_operation_duration_seconds_count", "lazysnap_fuse_operation_errors_total"} {
 		if !families[name] {
 			t.Errorf("%s not exported", name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"path/filepath"
 
@@ -27,7 +28,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return errUsage{err.Error()}
 	}
-	cfg, err := loadServeConfig(configPath(fs, *cfgPath))
+	cfg, err := config.Load(configPath(fs, *cfgPath))
 	if err != nil {
 		return err
 	}

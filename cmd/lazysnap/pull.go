@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net"
 	"os"
@@ -15,7 +16,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
-	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/pull"
 )
@@ -113,7 +114,7 @@ type registryFlags struct {
 }
 
 func addRegistryFlags(fs *flag.FlagSet) *registryFlags {
-	def := defaultServeConfig().Registry
+	def := config.Default().Registry
 	return &registryFlags{
 		hostsDir:     fs.String("hosts-dir", def.HostsDir, "containerd hosts directory (mirrors, TLS, plain HTTP, push capability)"),
 		dockerConfig: fs.String("docker-config", def.DockerConfig, "Docker config file with registry credentials (auths, credHelpers, credsStore), as lazysnap serve reads it"),
@@ -130,7 +131,7 @@ func (r *registryFlags) resolver(ctx context.Context) remotes.Resolver {
 		creds = func(string) (string, string, error) { return name, secret, nil }
 	}
 	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: config.ConfigureHosts(ctx, config.HostOptions{HostDir: config.HostDirFromRoot(*r.hostsDir), Credentials: creds}),
+		Hosts: dockerconfig.ConfigureHosts(ctx, dockerconfig.HostOptions{HostDir: dockerconfig.HostDirFromRoot(*r.hostsDir), Credentials: creds}),
 	})
 }
 

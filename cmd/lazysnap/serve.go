@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"log/slog"
 	"net"
@@ -13,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,155 +26,14 @@ import (
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logging"
 	"github.com/lazysnap/lazysnap/internal/sockets"
-	"github.com/lazysnap/lazysnap/internal/tomlconfig"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"google.golang.org/grpc"
 )
 
-// serveConfig is lazysnap serve's TOML configuration file.
-type serveConfig struct {
-	// Root holds the snapshots, the chunk cache and layer contents.
-	Root string `toml:"root"`
-	// handoverDir, set in the fuse manager, holds the mounts' open
-	// tables, for a successor to adopt them.
-	handoverDir string
-	// Address is the unix socket containerd's proxy plugin connects to.
-	Address string `toml:"address"`
-	// StatusAddress is the unix socket serving GET /status (JSON) and
-	// GET /metrics over HTTP; empty means status.sock beside Address.
-	StatusAddress string `toml:"status_address"`
-	// MetricsAddress is a TCP address (such as "127.0.0.1:9119") that also
-	// serves /metrics (and /status with MetricsServeStatus: it names images
-	// and repositories); empty, the default, serves them only on the status
-	// socket.
-	MetricsAddress     string `toml:"metrics_address"`
-	MetricsServeStatus bool   `toml:"metrics_serve_status"`
-	// MemoryLimit is a soft cap on the daemon's Go heap in bytes (the Go
-	// runtime's GOMEMLIMIT); 0 leaves the runtime's default. The chunk
-	// caches are bounded separately (cache.memory_bytes, cache.max_bytes).
-	MemoryLimit int64 `toml:"memory_limit"`
-	// Registry access: a containerd hosts directory (shared with
-	// containerd) and a Docker config for credentials.
-	Registry struct {
-		HostsDir     string `toml:"hosts_dir"`
-		DockerConfig string `toml:"docker_config"`
-		// kubelet's --image-credential-provider-config and
-		// --image-credential-provider-bin-dir: credential provider
-		// plugins, asked after CRI pulls' auths, before the Docker config
-		CredentialProviderConfig string `toml:"credential_provider_config"`
-		CredentialProviderBinDir string `toml:"credential_provider_bin_dir"`
-	} `toml:"registry"`
-	// CRI: the image service kubelet is pointed at (--image-service-endpoint)
-	// so that lazysnap gets the auth of its pulls (package cri), listening
-	// on ListenAddress (off when empty); ImageServiceAddress is its old
-	// name, accepted with a warning (criListenAddress).
-	CRI struct {
-		ListenAddress        string `toml:"listen_address"`
-		ImageServiceAddress  string `toml:"image_service_address" deprecated:"listen_address"`
-		ContainerdCRIAddress string `toml:"containerd_cri_address"`
-	} `toml:"cri"`
-	Cache struct {
-		MaxBytes    int64 `toml:"max_bytes"`
-		MemoryBytes int64 `toml:"memory_bytes"`
-	} `toml:"cache"`
-	// FuseManager: whether the FUSE mounts are served by a separate,
-	// long-lived `lazysnap fuse-manager` process (the default), so that
-	// running containers keep their files while serve restarts.
-	FuseManager struct {
-		Enable bool `toml:"enable"`
-		// Address is the manager's unix socket; empty means
-		// fusemanager.sock in the root directory.
-		Address string `toml:"address"`
-	} `toml:"fuse_manager"`
-	Fetch struct {
-		NoPrefetch            bool                `toml:"no_prefetch"`
-		NoBackground          bool                `toml:"no_background"`
-		BackgroundConcurrency int                 `toml:"background_concurrency"`
-		ReadAhead             int                 `toml:"read_ahead_chunks"`
-		Timeout               tomlconfig.Duration `toml:"timeout"`
-		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"`   // fetcher.Config.StallTimeout
-		RequestTimeout        tomlconfig.Duration `toml:"request_timeout"` // fetcher.Config.RequestTimeout
-		MaxConnsPerHost       int                 `toml:"max_conns_per_host"`
-		// fs.Options: background fetch yields the link to on-demand reads
-		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
-		BackgroundInflight int64               `toml:"background_inflight_bytes"`
-		ReadAround         int64               `toml:"read_around_bytes"`
-		// VerifyBlob checks each complete layer against its blob digest
-		// and marks one that differs bad (remote.Options.VerifyBlob).
-		VerifyBlob bool `toml:"verify_blob"`
-	} `toml:"fetch"`
-	// Profile: learned prefetch profiles (remote.ProfileOptions).
-	Profile struct {
-		Record      bool                `toml:"record"`
-		Fetch       bool                `toml:"fetch"`
-		Publish     bool                `toml:"publish"`
-		Quiet       tomlconfig.Duration `toml:"quiet"`
-		MaxDuration tomlconfig.Duration `toml:"max_duration"`
-		MaxChunks   int                 `toml:"max_chunks"`
-	} `toml:"profile"`
-	// Log is the daemon's log level and format (--log-level and
-	// --log-format override it); containerd's log.G records obey it too.
-	Log logging.Config `toml:"log"`
-	// Index caps what a layer's in-memory index may take; a layer past a
-	// cap is pulled the ordinary way (reason not-lazy).
-	Index struct {
-		MaxEntries     int   `toml:"max_entries"`      // TOC entries of one layer; 0 = estargz.DefaultMaxEntries
-		MaxMemoryBytes int64 `toml:"max_memory_bytes"` // indexes of all mounted layers, and a SOCI zTOC being decoded; 0 = no cap
-	} `toml:"index"`
-	Soci struct {
-		// AllowV1Indexes uses SOCI v1 indexes, which come from the
-		// manifest's referrers (remote.WithSociV1); off by default.
-		AllowV1Indexes bool `toml:"allow_v1_indexes"`
-	} `toml:"soci"`
-}
-
-// statusSocket is where serve listens for /status and /metrics.
-func (c serveConfig) statusSocket() string {
-	if c.StatusAddress != "" {
-		return c.StatusAddress
-	}
-	return filepath.Join(filepath.Dir(c.Address), statusSocketName)
-}
-
-// managerSocket is where the manager listens.
-func (c serveConfig) managerSocket() string {
-	if c.FuseManager.Address != "" {
-		return c.FuseManager.Address
-	}
-	return filepath.Join(c.Root, managerSocketName)
-}
-
-func defaultServeConfig() serveConfig {
-	var c serveConfig
-	c.Root = "/var/lib/lazysnap"
-	c.Address = "/run/lazysnap/lazysnap.sock"
-	c.Registry.HostsDir = "/etc/containerd/certs.d"
-	c.Registry.DockerConfig = fetcher.DefaultDockerConfigPath()
-	c.FuseManager.Enable = true
-	c.CRI.ContainerdCRIAddress = "/run/containerd/containerd.sock"
-	c.Profile.Record, c.Profile.Fetch = true, true
-	c.Fetch.VerifyBlob = true
-	return c
-}
-
-// defaultConfigPath is the configuration file serve, fuse-manager, status
-// and profile read when --config is not given; a missing default file means
-// the defaults (as containerd treats its config.toml), a missing file named
-// by --config is an error.
-const defaultConfigPath = "/etc/lazysnap/config.toml"
-
-func loadServeConfig(path string) (serveConfig, error) {
-	c := defaultServeConfig()
-	if path == "" {
-		return c, nil
-	}
-	return c, tomlconfig.DecodeFile(path, &c)
-}
-
-// configFlag adds --config, defaulting to defaultConfigPath, to fs.
+// configFlag adds --config, defaulting to config.DefaultPath, to fs.
 func configFlag(fs *flag.FlagSet, usage string) *string {
-	return fs.String("config", defaultConfigPath, usage+"; the defaults if absent and not given")
+	return fs.String("config", config.DefaultPath, usage+"; the defaults if absent and not given")
 }
 
 // configPath is the file to load for the parsed --config flag: "" when it
@@ -182,7 +41,7 @@ func configFlag(fs *flag.FlagSet, usage string) *string {
 func configPath(fs *flag.FlagSet, path string) string {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "config" })
-	if _, err := os.Stat(path); !given && path == defaultConfigPath && errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); !given && path == config.DefaultPath && errors.Is(err, os.ErrNotExist) {
 		return ""
 	}
 	return path
@@ -191,7 +50,7 @@ func configPath(fs *flag.FlagSet, path string) string {
 // daemonUsage is the -h text of serve and fuse-manager.
 func daemonUsage(fs *flag.FlagSet, stderr io.Writer, synopsis, about string) {
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: lazysnap %s\n\n%s\n\nConfiguration: %s by default (every key optional; README.md lists them).\n\nflags:\n", synopsis, about, defaultConfigPath)
+		fmt.Fprintf(stderr, "usage: lazysnap %s\n\n%s\n\nConfiguration: %s by default (every key optional; README.md lists them).\n\nflags:\n", synopsis, about, config.DefaultPath)
 		fs.PrintDefaults()
 	}
 }
@@ -201,7 +60,7 @@ func daemonUsage(fs *flag.FlagSet, stderr io.Writer, synopsis, about string) {
 // configuration with --root, --log-level and --log-format applied, and
 // makes its [log] ctx's logger's and containerd's (log.L). It returns the
 // configuration file it read ("" for none). A nil config and error means -h.
-func parseDaemonFlags(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer) (context.Context, *serveConfig, string, error) {
+func parseDaemonFlags(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer) (context.Context, *config.Config, string, error) {
 	fs.SetOutput(stderr)
 	cfgFlag := configFlag(fs, "TOML configuration file")
 	root := fs.String("root", "", "root directory (overrides the config)")
@@ -218,7 +77,7 @@ func parseDaemonFlags(ctx context.Context, fs *flag.FlagSet, args []string, stde
 		return ctx, nil, "", errUsage{"no arguments expected"}
 	}
 	cfgPath := configPath(fs, *cfgFlag)
-	cfg, err := loadServeConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return ctx, nil, "", err
 	}
@@ -258,7 +117,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	logger := logger(ctx)
 	// containerd's packages log through containerd/log; send it our way
 	ctx = log.WithLogger(ctx, log.L)
-	criAddr, warning, err := criListenAddress(cfg)
+	criAddr, warning, err := cfg.CRIListenAddress()
 	if err != nil {
 		return err
 	}
@@ -279,7 +138,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		if *startManager {
 			start = managerStarter(cfgPath, cfg.Root, cfg.Log)
 		}
-		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.managerSocket()), start)
+		mfs := fusemanager.NewFS(fusemanager.NewClient(cfg.ManagerSocket()), start)
 		h, err := mfs.Ensure(ctx)
 		if err != nil {
 			return err
@@ -294,7 +153,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		fsys, manager, auths = mfs, mfs.Client(), mfs
 		go superviseManager(ctx, mfs, logger)
 	} else {
-		if ls, err = newLayerService(cfg, met, logger); err != nil {
+		if ls, err = newLayerService(cfg, "", met, logger); err != nil {
 			return err
 		}
 		defer ls.Close()
@@ -355,7 +214,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	}
 	stopCRI = sync.OnceFunc(stopCRI)
 	defer stopCRI()
-	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.statusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
+	logger.InfoContext(ctx, "serving", "address", cfg.Address, "status", cfg.StatusSocket(), "metrics", cfg.MetricsAddress, "root", cfg.Root, "version", version)
 	fmt.Fprintf(stdout, "lazysnap serving on %s\n", cfg.Address)
 	notifySystemd(ctx, daemon.SdNotifyReady)
 	select {
@@ -390,30 +249,9 @@ func stopGracefully(srv *grpc.Server, timeout time.Duration) {
 	}
 }
 
-// criListenAddress is where the CRI image service listens ("" = off),
-// from [cri] listen_address or its old name image_service_address (with
-// a warning). It must not be containerd's CRI socket, where the calls go:
-// nydus-snapshotter's key of that old name is the socket it talks to.
-func criListenAddress(cfg serveConfig) (addr, warning string, err error) {
-	c := cfg.CRI
-	addr = c.ListenAddress
-	if c.ImageServiceAddress != "" {
-		if addr != "" && addr != c.ImageServiceAddress {
-			return "", "", fmt.Errorf("[cri] listen_address %q and its old name image_service_address %q differ: keep listen_address", addr, c.ImageServiceAddress)
-		}
-		addr = c.ImageServiceAddress
-		warning = "[cri] image_service_address is the old name of listen_address (where lazysnap listens for kubelet, not containerd's socket): rename it"
-	}
-	unixPath := func(a string) string { return filepath.Clean(strings.TrimPrefix(a, "unix://")) }
-	if addr != "" && unixPath(addr) == unixPath(c.ContainerdCRIAddress) {
-		return "", "", fmt.Errorf("[cri] listen_address %q is containerd_cri_address, containerd's CRI socket lazysnap forwards to: it must be a socket of its own (such as /run/lazysnap/cri.sock)", addr)
-	}
-	return strings.TrimPrefix(addr, "unix://"), warning, nil
-}
-
 // serveCRI serves the CRI image service (package cri) on p, forwarding to
 // containerd's CRI socket; its failure is sent to errc. stop stops it.
-func serveCRI(ctx context.Context, cfg serveConfig, p string, auths cri.AuthStore, errc chan<- error) (stop func(), err error) {
+func serveCRI(ctx context.Context, cfg config.Config, p string, auths cri.AuthStore, errc chan<- error) (stop func(), err error) {
 	logger := logger(ctx)
 	conn, err := cri.Dial(cfg.CRI.ContainerdCRIAddress)
 	if err != nil {
@@ -471,8 +309,8 @@ func notifySystemd(ctx context.Context, state string) {
 
 // listenOps opens the status socket (mode 0600: status names images) and,
 // if configured, the metrics TCP address.
-func listenOps(ctx context.Context, cfg serveConfig) ([]net.Listener, error) {
-	sl, err := sockets.Listen(ctx, "unix", cfg.statusSocket(), 0o600, 0o711)
+func listenOps(ctx context.Context, cfg config.Config) ([]net.Listener, error) {
+	sl, err := sockets.Listen(ctx, "unix", cfg.StatusSocket(), 0o600, 0o711)
 	if err != nil {
 		return nil, fmt.Errorf("status socket: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net/http"
 	"time"
@@ -18,9 +19,6 @@ import (
 // status_address says otherwise, and on metrics_address over TCP when that
 // is set. `lazysnap status` finds the socket from the same configuration
 // file, or is given --address.
-
-// statusSocketName is the status socket's name beside the gRPC socket.
-const statusSocketName = "status.sock"
 
 // statusReporter assembles GET /status: a ops.Server, or a
 // fusemanager.Status when a fuse manager serves the layers.
@@ -49,7 +47,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := configFlag(fs, "lazysnap serve's TOML configuration file (to find its status socket)")
-	addr := fs.String("address", "", "status endpoint: a unix socket path or an http:// URL (default: "+statusSocketName+" beside the configured gRPC socket)")
+	addr := fs.String("address", "", "status endpoint: a unix socket path or an http:// URL (default: "+config.StatusSocketName+" beside the configured gRPC socket)")
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	fs.Usage = func() {
@@ -68,11 +66,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	target := *addr
 	if target == "" {
-		cfg, err := loadServeConfig(configPath(fs, *cfgPath))
+		cfg, err := config.Load(configPath(fs, *cfgPath))
 		if err != nil {
 			return err
 		}
-		target = cfg.statusSocket()
+		target = cfg.StatusSocket()
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

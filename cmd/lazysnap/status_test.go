@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net"
 	"net/http"
@@ -94,7 +95,7 @@ func serveUnix(t *testing.T, h http.Handler) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := filepath.Join(dir, statusSocketName)
+	p := filepath.Join(dir, config.StatusSocketName)
 	l, err := net.Listen("unix", p)
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +305,7 @@ func testServeOps(t *testing.T, manager bool) {
 			// SIGTERM ends it
 			stopKeeper(t, filepath.Join(dir, "root"))
 		}()
-		c := fusemanager.NewClient(filepath.Join(dir, "root", managerSocketName))
+		c := fusemanager.NewClient(filepath.Join(dir, "root", config.ManagerSocketName))
 		for i := 0; ; i++ {
 			h, err := c.Health(context.Background())
 			if err == nil {
@@ -334,7 +335,7 @@ func testServeOps(t *testing.T, manager bool) {
 			t.Error("serve did not stop")
 		}
 	}()
-	sock := filepath.Join(dir, statusSocketName)
+	sock := filepath.Join(dir, config.StatusSocketName)
 	for i := 0; ; i++ {
 		if _, err := os.Stat(filepath.Join(dir, "lazysnap.sock")); err == nil {
 			break
@@ -443,7 +444,7 @@ func TestStatusEndToEnd(t *testing.T) {
 		t.Fatalf("pull of the gzip image: %s", out)
 	}
 
-	sock := filepath.Join(s.dir, statusSocketName)
+	sock := filepath.Join(s.dir, config.StatusSocketName)
 	out, err := exec.Command(s.bin, "status", "--address", sock, "--json").CombinedOutput()
 	if err != nil {
 		t.Fatalf("lazysnap status --json: %v\n%s", err, out)

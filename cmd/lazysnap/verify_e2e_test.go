@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/lazysnap/lazysnap/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,7 +76,7 @@ func TestBadBlobE2E(t *testing.T) {
 	if err != nil || !strings.Contains(string(text), "BAD LAYER "+data.Digest.String()) {
 		t.Fatalf("lazysnap status: %v\n%s", err, text)
 	}
-	metrics := scrape(t, unixClient(filepath.Join(s.dir, statusSocketName)), "http://lazysnap/metrics")
+	metrics := scrape(t, unixClient(filepath.Join(s.dir, config.StatusSocketName)), "http://lazysnap/metrics")
 	for _, name := range []string{"lazysnap_bad_layers", `lazysnap_layer_verifications_total{result="bad"}`} {
 		if metrics[name] != 1 {
 			t.Errorf("metric %s = %v, want 1", name, metrics[name])
