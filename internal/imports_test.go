@@ -32,7 +32,7 @@ func allowedImports() map[string][]string {
 		"soci/internal/fb":    {},
 		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
 		"fusemanager":         {"fetcher", "internal/sockets", "ops", "snapshotter"},
-		"pull":                {"snapshotter"},
+		"pull":                {"ops", "snapshotter"},
 		"convert":             {"estargz", "internal/descriptor", "soci", "zstdchunked"},
 		"convert/record":      {"convert"},
 		"internal/descriptor": {},

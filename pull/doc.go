@@ -25,13 +25,21 @@
 // snapshotter.LabelRemote). Unpacked and Lazy are final: once seen they
 // are not asked again.
 //
+// A Renderer shows the Tracker's snapshots as they come (Options.Progress):
+// on a terminal a block of one line per layer redrawn in place, cut to the
+// width and, when the layers outnumber the rows, those in progress and a
+// count of the rest; elsewhere (logs) a line per event: a new state, or
+// another quarter of a download. WriteSummary writes the final states and
+// a line on the whole pull.
+//
 // # Errors
 //
 // Image returns the pull's error (wrapped with the reference), else the
 // first error of the Options.Progress callback, as that callback returned
 // it, else an error reading the pulled image's layers. Poll reports no
 // errors: a failed status call leaves a layer as it was, since the pull
-// itself reports what matters. The package logs nothing.
+// itself reports what matters. NewRenderer refuses an unknown mode with
+// ErrMode; a Renderer returns its writer's errors. The package logs nothing.
 //
 // # Concurrency
 //
@@ -39,5 +47,5 @@
 // handlers from many goroutines while Poll runs in another, and Poll does
 // not hold the tracker's lock during its calls to containerd. Image calls
 // Options.Progress from one goroutine at a time, never concurrently, and
-// not after Image has returned.
+// not after Image has returned. A Renderer is for one goroutine at a time.
 package pull

@@ -7,6 +7,8 @@ package main
 
 import (
 	"bytes"
+	"github.com/lazysnap/lazysnap/internal/testenv"
+	"github.com/lazysnap/lazysnap/pull"
 	"io"
 	"os/exec"
 	"regexp"
@@ -86,7 +88,7 @@ func (s *stack) pullOut(t *testing.T, hosts, ref string, flags ...string) string
 // terminal received.
 func (s *stack) pullTTY(t *testing.T, hosts, ref string) string {
 	t.Helper()
-	ptmx, pts := openPTY(t, 100)
+	ptmx, pts := testenv.OpenPTY(t, 100)
 	var stderr, out bytes.Buffer
 	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--hosts-dir", hosts, ref)
 	cmd.Stdout, cmd.Stderr = pts, &stderr
@@ -194,7 +196,7 @@ func testPullProgress(t *testing.T, s *stack) {
 		t.Logf("%d frames in %v", frames, d)
 		// one frame a tick at the most (the ticker starts a little before the
 		// clock of the summary and stops a little after), and the last
-		if max := int(d/progressInterval) + 3; frames > max || frames < 3 {
+		if max := int(d/pull.DefaultInterval) + 3; frames > max || frames < 3 {
 			t.Errorf("%d frames in %v: want at least 3 (it took a while) and at most %d (10 Hz)", frames, d, max)
 		}
 		if !strings.Contains(live, "downloading") || !strings.Contains(live, "unpacked") {

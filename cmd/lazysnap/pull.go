@@ -21,9 +21,6 @@ import (
 	"github.com/lazysnap/lazysnap/pull"
 )
 
-// progressInterval is how often the live display is refreshed (10 Hz).
-const progressInterval = pull.DefaultInterval
-
 func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pull", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -48,10 +45,10 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.Usage()
 		return errUsage{"want one image reference"}
 	}
-	var render pullRenderer
+	var render pull.Renderer
 	if !*quiet {
 		var err error
-		if render, err = newPullRenderer(*progress, stdout); err != nil {
+		if render, err = pull.NewRenderer(*progress, stdout); err != nil {
 			return errUsage{err.Error()}
 		}
 	}
@@ -68,11 +65,11 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := client.Version(ctx); err != nil {
 		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
 	}
-	opts := pull.Options{Snapshotter: *sn, Resolver: reg.resolver(ctx), Interval: progressInterval}
+	opts := pull.Options{Snapshotter: *sn, Resolver: reg.resolver(ctx), Interval: pull.DefaultInterval}
 	var rerr error // the display's first error; the pull goes on regardless
 	if render != nil {
 		opts.Progress = func(layers []pull.Layer) error {
-			if err := render.update(layers); err != nil {
+			if err := render.Update(layers); err != nil {
 				rerr = fmt.Errorf("progress display: %w", err)
 			}
 			return rerr
@@ -80,14 +77,14 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	res, err := pull.Image(ctx, client, ref, opts)
 	if render != nil && rerr == nil {
-		if ferr := render.finish(); err == nil && ferr != nil {
+		if ferr := render.Finish(); err == nil && ferr != nil {
 			err = fmt.Errorf("progress display: %w", ferr)
 		}
 	}
 	if err != nil {
 		return err
 	}
-	return printSummary(stdout, *quiet, res)
+	return pull.WriteSummary(stdout, res, *quiet)
 }
 
 // checkSocket fails at once, saying why, when nothing listens on the
@@ -133,23 +130,4 @@ func (r *registryFlags) resolver(ctx context.Context) remotes.Resolver {
 	return docker.NewResolver(docker.ResolverOptions{
 		Hosts: dockerconfig.ConfigureHosts(ctx, dockerconfig.HostOptions{HostDir: dockerconfig.HostDirFromRoot(*r.hostsDir), Credentials: creds}),
 	})
-}
-
-// printSummary prints each layer's final state (unless quiet) and a line on
-// the whole pull.
-func printSummary(w io.Writer, quiet bool, res pull.Result) error {
-	for i, l := range res.Layers {
-		if quiet {
-			break
-		}
-		name := res.DiffIDs[i].String()
-		if l.Digest != "" {
-			name = fmt.Sprintf("%s (%d bytes)", l.Digest, l.Size)
-		}
-		if _, err := fmt.Fprintf(w, "layer %d: %s: %s\n", i, name, l.State); err != nil {
-			return err
-		}
-	}
-	_, err := fmt.Fprintf(w, "pulled %s in %s: %d of %d layers lazy\n", res.Image.Name(), res.Took.Round(time.Millisecond), res.LazyLayers(), len(res.Layers))
-	return err
 }

@@ -1,17 +1,18 @@
-package main
+package pull
 
-// Live progress of `lazysnap pull`: two renderers of what package pull's
-// tracker sees, one that redraws a block of lines in place on a terminal,
-// one that prints a line per event for logs.
+// Live progress of `lazysnap pull`: two renderers of what the tracker
+// sees, one that redraws a block of lines in place on a terminal, one that
+// prints a line per event for logs; and the summary after the pull.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/lazysnap/lazysnap/ops"
-	"github.com/lazysnap/lazysnap/pull"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,38 +27,39 @@ func percent(done, total int64) int {
 	return int(done * 100 / total)
 }
 
-// formatPullLayer is layer i's line.
-func formatPullLayer(i int, l pull.Layer) string {
+// FormatLayer is layer i's line in the progress display.
+func FormatLayer(i int, l Layer) string {
 	head := fmt.Sprintf("layer %d %s %10s  ", i, ops.ShortDigest(l.Digest.String()), ops.HumanBytes(l.Size))
-	if l.State == pull.Downloading {
+	if l.State == Downloading {
 		return head + fmt.Sprintf("downloading %s / %s (%d%%)", ops.HumanBytes(l.Done), ops.HumanBytes(l.Size), percent(l.Done, l.Size))
 	}
 	return head + l.State.String()
 }
 
-// pullRenderer shows successive snapshots of a pull's layers.
-type pullRenderer interface {
-	update(layers []pull.Layer) error
-	// finish is called once after the last update, before the summary.
-	finish() error
+// Renderer shows successive snapshots of a pull's layers
+// (Options.Progress).
+type Renderer interface {
+	Update(layers []Layer) error
+	// Finish is called once after the last Update, before the summary.
+	Finish() error
 }
 
 // plainRenderer prints a line when a layer changes state, and while it
 // downloads each time another quarter of it has arrived: readable in logs.
 type plainRenderer struct {
 	w    io.Writer
-	last []pull.Layer
+	last []Layer
 }
 
-func (r *plainRenderer) update(layers []pull.Layer) error {
+func (r *plainRenderer) Update(layers []Layer) error {
 	for i, l := range layers {
 		if i < len(r.last) && !plainEvent(r.last[i], l) {
 			continue
 		}
-		if i >= len(r.last) && l.State == pull.Waiting {
+		if i >= len(r.last) && l.State == Waiting {
 			continue // a new layer that nothing happened to yet
 		}
-		if _, err := fmt.Fprintln(r.w, formatPullLayer(i, l)); err != nil {
+		if _, err := fmt.Fprintln(r.w, FormatLayer(i, l)); err != nil {
 			return err
 		}
 	}
@@ -66,14 +68,14 @@ func (r *plainRenderer) update(layers []pull.Layer) error {
 }
 
 // plainEvent reports whether going from prev to cur is worth a line.
-func plainEvent(prev, cur pull.Layer) bool {
+func plainEvent(prev, cur Layer) bool {
 	if prev.State != cur.State {
 		return true
 	}
-	return cur.State == pull.Downloading && percent(cur.Done, cur.Size)/25 > percent(prev.Done, prev.Size)/25
+	return cur.State == Downloading && percent(cur.Done, cur.Size)/25 > percent(prev.Done, prev.Size)/25
 }
 
-func (r *plainRenderer) finish() error { return nil }
+func (r *plainRenderer) Finish() error { return nil }
 
 // ttyRenderer redraws one line per layer in place with ANSI cursor
 // movement; finish erases them so that the summary takes their place.
@@ -85,7 +87,7 @@ type ttyRenderer struct {
 	frame  string
 }
 
-func (r *ttyRenderer) update(layers []pull.Layer) error {
+func (r *ttyRenderer) Update(layers []Layer) error {
 	var b strings.Builder
 	lines := frameLines(layers, r.height-1)
 	for _, line := range lines {
@@ -113,11 +115,11 @@ func (r *ttyRenderer) update(layers []pull.Layer) error {
 // frameLines returns the lines of a frame of at most max lines (max < 1: no
 // limit). When the layers do not fit, those still in progress are shown,
 // and a last line counts the others.
-func frameLines(layers []pull.Layer, max int) []string {
+func frameLines(layers []Layer, max int) []string {
 	var lines []string
 	if max < 1 || len(layers) <= max {
 		for i, l := range layers {
-			lines = append(lines, formatPullLayer(i, l))
+			lines = append(lines, FormatLayer(i, l))
 		}
 		return lines
 	}
@@ -126,13 +128,13 @@ func frameLines(layers []pull.Layer, max int) []string {
 		if l.State.Final() {
 			done++
 		} else if len(lines) < max-1 {
-			lines = append(lines, formatPullLayer(i, l))
+			lines = append(lines, FormatLayer(i, l))
 		}
 	}
 	return append(lines, fmt.Sprintf("and %d more layers; %d of %d done", len(layers)-len(lines), done, len(layers)))
 }
 
-func (r *ttyRenderer) finish() error {
+func (r *ttyRenderer) Finish() error {
 	if r.lines == 0 {
 		return nil
 	}
@@ -158,9 +160,12 @@ func terminalSize(w io.Writer) (cols, rows int, ok bool) {
 	return int(ws.Col), int(ws.Row), true
 }
 
-// newPullRenderer picks the renderer for mode: "tty", "plain", or "auto"
+// ErrMode is NewRenderer's error for a mode it does not know.
+var ErrMode = errors.New("pull: unknown progress mode")
+
+// NewRenderer picks the renderer for mode: "tty", "plain", or "auto"
 // (tty when w is a terminal).
-func newPullRenderer(mode string, w io.Writer) (pullRenderer, error) {
+func NewRenderer(mode string, w io.Writer) (Renderer, error) {
 	width, height, isTTY := terminalSize(w)
 	switch mode {
 	case "auto":
@@ -173,5 +178,24 @@ func newPullRenderer(mode string, w io.Writer) (pullRenderer, error) {
 	case "plain":
 		return &plainRenderer{w: w}, nil
 	}
-	return nil, fmt.Errorf("unknown progress mode %q (want auto, tty or plain)", mode)
+	return nil, fmt.Errorf("%w %q (want auto, tty or plain)", ErrMode, mode)
+}
+
+// WriteSummary writes each layer's final state (unless quiet) and a line on
+// the whole pull.
+func WriteSummary(w io.Writer, res Result, quiet bool) error {
+	for i, l := range res.Layers {
+		if quiet {
+			break
+		}
+		name := res.DiffIDs[i].String()
+		if l.Digest != "" {
+			name = fmt.Sprintf("%s (%d bytes)", l.Digest, l.Size)
+		}
+		if _, err := fmt.Fprintf(w, "layer %d: %s: %s\n", i, name, l.State); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "pulled %s in %s: %d of %d layers lazy\n", res.Image.Name(), res.Took.Round(time.Millisecond), res.LazyLayers(), len(res.Layers))
+	return err
 }
