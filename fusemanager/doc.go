@@ -48,6 +48,12 @@
 // on the manager's side; FS is the FileSystem on serve's side, a Client
 // call per method, starting a manager when none listens. A manager's
 // error reaches serve as an error that wraps the same snapshotter.Reason.
+// HandoverFS is the manager's remote.FS with each mount put in the Holder
+// (OpenHolder picks it) as it is mounted and dropped as it is unmounted;
+// AdoptAll serves what a predecessor left there, detaching and dropping a
+// mount it cannot adopt (ErrHandover: a state that is not that mount's).
+// The handover's files live in the manager's root directory
+// (KeeperSocketName, KeeperPIDName, KeeperLogName, HandoverDirName).
 //
 // # Concurrency
 //

@@ -31,7 +31,7 @@ func allowedImports() map[string][]string {
 		"soci":                {"soci/internal/fb", "zran"},
 		"soci/internal/fb":    {},
 		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
-		"fusemanager":         {"fetcher", "internal/sockets", "ops", "snapshotter"},
+		"fusemanager":         {"fetcher", "internal/sockets", "ops", "remote", "snapshotter"},
 		"pull":                {"ops", "snapshotter"},
 		"convert":             {"estargz", "internal/descriptor", "soci", "zstdchunked"},
 		"convert/record":      {"convert"},

@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"github.com/lazysnap/lazysnap/config"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/log"
+	"github.com/lazysnap/lazysnap/config"
 )
 
 // TestConfigPath: --config left at its default reads /etc/lazysnap/config.toml

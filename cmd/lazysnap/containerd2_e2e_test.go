@@ -7,8 +7,6 @@ package main
 
 import (
 	"bytes"
-	"github.com/lazysnap/lazysnap/internal/testenv"
-	"github.com/lazysnap/lazysnap/pull"
 	"io"
 	"os/exec"
 	"regexp"
@@ -17,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/lazysnap/lazysnap/pull"
 )
 
 func TestPullThroughContainerd(t *testing.T) {

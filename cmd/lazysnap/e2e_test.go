@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/convert"
+	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
@@ -265,7 +266,7 @@ func startStackWith(t *testing.T, extraConfig string, opts stackOptions) *stack 
 // ends a keeper that holds nothing within seconds, then SIGKILL (and a
 // test failure) after 15 s.
 func stopKeeper(t *testing.T, root string) {
-	b, err := os.ReadFile(filepath.Join(root, keeperPIDName))
+	b, err := os.ReadFile(filepath.Join(root, fusemanager.KeeperPIDName))
 	if err != nil {
 		return
 	}

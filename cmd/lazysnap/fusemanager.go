@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logfile"
 	"github.com/lazysnap/lazysnap/internal/sockets"
@@ -72,14 +72,14 @@ unmounts every layer: stop it only after the containers.`)
 	if err := fusemanager.ClaimSocket(ctx, sock); err != nil {
 		return err
 	}
-	ls, err := newLayerService(cfg, filepath.Join(cfg.Root, handoverDirName), ops.NewMetrics("fuse-manager", version), logger)
+	ls, err := newLayerService(cfg, filepath.Join(cfg.Root, fusemanager.HandoverDirName), ops.NewMetrics("fuse-manager", version), logger)
 	if err != nil {
 		return err
 	}
 	defer ls.Close()
 	// the mounts a predecessor left, held by the fd keeper, before serve
 	// can ask about them
-	keeper, err := holder(ctx, cfg.Root)
+	keeper, err := fusemanager.OpenHolder(ctx, cfg.Root)
 	if err != nil {
 		logger.ErrorContext(ctx, "no fd keeper: the mounts end with this manager", "error", err)
 	} else {
@@ -88,8 +88,10 @@ unmounts every layer: stop it only after the containers.`)
 			by = "systemd's fd store"
 		}
 		logger.InfoContext(ctx, "the mounts are held for the next manager", "by", by)
-		ls.hfs = &handoverFS{FS: ls.fs, keeper: keeper, log: logger}
-		n, err := ls.hfs.adoptAll(ctx)
+		ls.hfs = &fusemanager.HandoverFS{FS: ls.fs, Holder: keeper, OnError: func(msg, mountpoint string, err error) {
+			logger.WarnContext(ctx, msg, "mountpoint", mountpoint, "error", err)
+		}}
+		n, err := ls.hfs.AdoptAll(ctx)
 		if err != nil {
 			logger.ErrorContext(ctx, "adopting the mounts of the previous fuse manager", "error", err)
 		}
@@ -135,4 +137,21 @@ unmounts every layer: stop it only after the containers.`)
 		logger.ErrorContext(ctx, "unmount at shutdown", "error", err)
 	}
 	return nil
+}
+
+// runFDKeeper is `lazysnap fd-keeper`: the manager starts it.
+func runFDKeeper(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fd-keeper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("socket", "", "the socket to listen on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *sock == "" {
+		return errUsage{"fd-keeper: --socket is required"}
+	}
+	fmt.Fprintf(stdout, "lazysnap fd-keeper holding descriptors on %s\n", *sock)
+	// it outlives managers; it exits once it holds nothing and its
+	// manager is gone, or, after SIGTERM, once it holds nothing
+	return fusemanager.RunKeeper(ctx, *sock, filepath.Join(filepath.Dir(*sock), fusemanager.KeeperPIDName), 2*time.Second)
 }

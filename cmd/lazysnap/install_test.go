@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/lazysnap/lazysnap/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 

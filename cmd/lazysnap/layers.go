@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/lazysnap/lazysnap/config"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/credprovider"
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
@@ -36,7 +36,7 @@ type layerService struct {
 	root      string // content directories live under root/content
 	met       *ops.Metrics
 	status    *ops.Server
-	hfs       *handoverFS // the fuse manager's: fs with the mounts held by the fd keeper
+	hfs       *fusemanager.HandoverFS // the fuse manager's: fs with the mounts held for its successor
 }
 
 // newLayerService builds the layer half from cfg; its metrics go to met.

@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/remote"
 )

@@ -2,13 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/lazysnap/lazysnap/config"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/lazysnap/lazysnap/config"
 )
 
 // TestOperations runs a daemon as an operator would watch it: logs in JSON

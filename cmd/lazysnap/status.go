@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net/http"
 	"time"
 
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/ops"
 )
 

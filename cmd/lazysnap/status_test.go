@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/lazysnap/lazysnap/config"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/ops"
 	"github.com/lazysnap/lazysnap/remote"

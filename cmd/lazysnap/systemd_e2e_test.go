@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lazysnap/lazysnap/fusemanager"
 )
 
 // TestManagerRestartUnderSystemd: the fuse manager runs as
@@ -71,7 +73,7 @@ func TestManagerRestartUnderSystemd(t *testing.T) {
 	if len(rep.Images) == 0 {
 		t.Errorf("the last manager reports no image: it did not adopt the mounts\n%s", s.log())
 	}
-	if _, err := os.Stat(filepath.Join(s.dir, "root", keeperPIDName)); err == nil {
+	if _, err := os.Stat(filepath.Join(s.dir, "root", fusemanager.KeeperPIDName)); err == nil {
 		t.Error("an fd keeper runs beside the manager under systemd")
 	}
 	if n := len(s.manager.Stored()); n != 2 {
