@@ -48,6 +48,10 @@
 // image converted; ImageAt removes its temporary layouts whether it
 // succeeds or fails, and stops at the context's cancellation.
 //
+// Report.WriteSummary and IndexReport.WriteSummary write the lines
+// `lazysnap convert` and `lazysnap index` end with; ReadPrioritized reads
+// a -prioritized-files list.
+//
 // The package does not log: containerd's code, which logs through the
 // context, is silenced; progress is reported through Options.Progress and
 // Options.Transfer.

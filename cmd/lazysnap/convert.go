@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -98,7 +97,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	if *prio != "" {
-		names, err := readLines(*prio)
+		names, err := convert.ReadPrioritized(*prio)
 		if err != nil {
 			return err
 		}
@@ -152,7 +151,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if rep.Pull == nil {
 		rep.Pull = pulled
 	}
-	return printConvertReport(stdout, rep, time.Since(start))
+	return rep.WriteSummary(stdout, time.Since(start))
 }
 
 // platformFlag is --platform of convert and index.
@@ -174,46 +173,4 @@ func parseLocation(s string) (convert.Location, error) {
 		}
 	}
 	return loc, nil
-}
-
-func printConvertReport(w io.Writer, rep *convert.Report, took time.Duration) error {
-	var in, out int64
-	converted := 0
-	for _, l := range rep.Layers {
-		in += l.From.Size
-		out += l.To.Size
-		if l.Result != nil {
-			converted++
-		}
-	}
-	if p := rep.Pull; p != nil {
-		if _, err := fmt.Fprintf(w, "pulled %s: %d blobs, %d bytes\n", p.Ref, p.Blobs, p.Bytes); err != nil {
-			return err
-		}
-	}
-	if _, err := fmt.Fprintf(w, "converted %d of %d layers in %d manifests: %d -> %d bytes in %s\n",
-		converted, len(rep.Layers), rep.Manifests, in, out, took.Round(time.Millisecond)); err != nil {
-		return err
-	}
-	if p := rep.Push; p != nil {
-		_, err := fmt.Fprintf(w, "pushed %s: %d uploaded (%d bytes), %d already in the registry\n", p.Ref, p.Uploaded, p.UploadedBytes, p.Existing)
-		return err
-	}
-	return nil
-}
-
-func readLines(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
-			out = append(out, l)
-		}
-	}
-	return out, sc.Err()
 }

@@ -77,22 +77,5 @@ func runIndex(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	var in, out int64
-	n := 0
-	for _, l := range rep.Layers {
-		if l.Ztoc != nil {
-			n++
-			in += l.Layer.Size
-			out += l.Ztoc.Size
-		}
-	}
-	if p := rep.Pull; p != nil {
-		fmt.Fprintf(stdout, "pulled %s: %d blobs, %d bytes\n", p.Ref, p.Blobs, p.Bytes)
-	}
-	fmt.Fprintf(stdout, "indexed %d of %d layers in %d manifests: %d bytes of layers, %d bytes of zTOCs, in %s; image index %s\n",
-		n, len(rep.Layers), rep.Manifests, in, out, time.Since(start).Round(time.Millisecond), rep.Root.Digest)
-	if p := rep.Push; p != nil {
-		fmt.Fprintf(stdout, "pushed %s: %d uploaded (%d bytes), %d already in the registry\n", p.Ref, p.Uploaded, p.UploadedBytes, p.Existing)
-	}
-	return nil
+	return rep.WriteSummary(stdout, time.Since(start))
 }
