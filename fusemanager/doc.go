@@ -52,11 +52,14 @@
 // (OpenHolder picks it) as it is mounted and dropped as it is unmounted;
 // AdoptAll serves what a predecessor left there, detaching and dropping a
 // mount it cannot adopt (ErrHandover: a state that is not that mount's).
+// On serve's side, Supervise starts a manager again whenever none
+// answers, and Client.GatherInto adds the manager's metrics to serve's.
 // The handover's files live in the manager's root directory
 // (KeeperSocketName, KeeperPIDName, KeeperLogName, HandoverDirName).
 //
 // # Concurrency
 //
 // Client and FS are safe for concurrent use; FS starts at most one
-// manager at a time.
+// manager at a time. Supervise runs in its caller's goroutine until its
+// context ends (serve runs it in one of its own, for its lifetime).
 package fusemanager

@@ -147,11 +147,17 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		if h.Version != version {
 			logger.WarnContext(ctx, "fuse manager runs another version; it keeps it until it is restarted", "manager_version", h.Version)
 		}
-		if err := gatherManager(met, mfs.Client()); err != nil {
+		if err := mfs.Client().GatherInto(met); err != nil {
 			return err
 		}
 		fsys, manager, auths = mfs, mfs.Client(), mfs
-		go superviseManager(ctx, mfs, logger)
+		go mfs.Supervise(ctx, time.Second, func(h fusemanager.Health, err error) {
+			if err != nil {
+				logger.ErrorContext(ctx, "starting a fuse manager", "error", err)
+				return
+			}
+			logger.InfoContext(ctx, "started a fuse manager", "pid", h.PID, "version", h.Version)
+		})
 	} else {
 		if ls, err = newLayerService(cfg, "", met, logger); err != nil {
 			return err
@@ -323,27 +329,4 @@ func listenOps(ctx context.Context, cfg config.Config) ([]net.Listener, error) {
 		return nil, fmt.Errorf("metrics_address: %w", err)
 	}
 	return []net.Listener{sl, ml}, nil
-}
-
-// superviseManager starts a fuse manager whenever none answers (it was
-// stopped, upgraded or killed): running containers' reads of lazy layers
-// wait until one serves the mounts again (handover.go).
-func superviseManager(ctx context.Context, mfs *fusemanager.FS, logger *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-		hctx, cancel := context.WithTimeout(ctx, time.Minute) // a manager adopting many mounts answers late
-		_, err := mfs.Client().Health(hctx)
-		if err != nil && fusemanager.NotListening(err) {
-			if h, err := mfs.Ensure(hctx); err != nil {
-				logger.ErrorContext(ctx, "starting a fuse manager", "error", err)
-			} else {
-				logger.InfoContext(ctx, "started a fuse manager", "pid", h.PID, "version", h.Version)
-			}
-		}
-		cancel()
-	}
 }
