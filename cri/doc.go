@@ -11,8 +11,8 @@
 // file lazysnap could read. containerd pulls with them, but the layers it
 // asks lazysnap to mount are fetched by lazysnap, later and lazily, for as
 // long as the containers run. So Proxy.PullImage hands the call's auth to
-// an AuthStore (the fetching process's memory: fetcher.PullAuths, through
-// the fuse manager protocol when a manager fetches) before forwarding the
+// an AuthStore (the fetching process's memory: fetcher.PullAuths, as
+// LocalAuths, or through the fuse manager protocol when a manager fetches) before forwarding the
 // call: the layers containerd mounts during the pull are fetched with it.
 // The auth replaces the image repository's previous one (an anonymous pull
 // replaces it with none); when containerd fails the pull (a wrong secret,

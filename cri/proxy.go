@@ -25,6 +25,20 @@ type AuthStore interface {
 	RevertPullAuth(ctx context.Context, image string, gen uint64) error
 }
 
+// LocalAuths is the AuthStore of a process that fetches the layers
+// itself: pa, which its fetcher asks.
+func LocalAuths(pa *fetcher.PullAuths) AuthStore { return localAuths{pa} }
+
+type localAuths struct{ pa *fetcher.PullAuths }
+
+func (a localAuths) SetPullAuth(_ context.Context, image string, auth fetcher.PullAuth) (uint64, error) {
+	return a.pa.Set(image, auth)
+}
+
+func (a localAuths) RevertPullAuth(_ context.Context, image string, gen uint64) error {
+	return a.pa.Revert(image, gen)
+}
+
 // Options are a Proxy's hooks.
 type Options struct {
 	// OnAuthError is told when the auth of a pull could not be kept or

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"testing"
 
 	"github.com/lazysnap/lazysnap/fetcher"
@@ -39,5 +40,28 @@ func TestDial(t *testing.T) {
 			t.Fatalf("Dial(%q) targets %q", addr, got)
 		}
 		conn.Close()
+	}
+}
+
+// TestLocalAuths: a pull's auth reaches the process's PullAuths, where
+// its fetcher asks for credentials; reverting the pull's generation takes
+// it back.
+func TestLocalAuths(t *testing.T) {
+	ctx := context.Background()
+	pa := fetcher.NewPullAuths()
+	store := LocalAuths(pa)
+	gen, err := store.SetPullAuth(ctx, "reg.example/team/app:1", fetcher.PullAuth{Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, secret, ok, err := pa.Credentials(ctx, "reg.example/team/app:2", "reg.example", false)
+	if err != nil || !ok || user != "u" || secret != "p" {
+		t.Fatalf("credentials after the pull: %q %q %v %v", user, secret, ok, err)
+	}
+	if err := store.RevertPullAuth(ctx, "reg.example/team/app:1", gen); err != nil {
+		t.Fatal(err)
+	}
+	if repos := pa.Repositories(); len(repos) != 0 {
+		t.Fatalf("auths kept after the revert: %v", repos)
 	}
 }

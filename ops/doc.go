@@ -17,6 +17,9 @@
 // (RegistryTransport, a RoundTripper for fetcher.Config.WrapTransport) and
 // mounts (ObserveMount, snapshotter.WithOnMount).
 //
+// Handler serves both over HTTP (GET /metrics, and GET /status when given
+// a report); Fetch reads /status back.
+//
 // A Report lists images, each with its layers: the mounted ones in the
 // order containerd mounted them, with their fetch state (StatePrefetching,
 // StateBackground, StateLazy, StateComplete), then the ones that fell back

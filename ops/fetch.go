@@ -3,6 +3,7 @@ package ops
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -39,4 +40,21 @@ func Fetch(ctx context.Context, target string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %s: %s", target, resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
 	}
 	return body, nil
+}
+
+// Handler serves GET /metrics from m and, unless report is nil, GET
+// /status: the report as indented JSON, what Fetch reads.
+func Handler(m *Metrics, report func(context.Context) Report) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	if report == nil {
+		return mux
+	}
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(report(r.Context()))
+	})
+	return mux
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/cri"
-	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/logging"
 	"github.com/lazysnap/lazysnap/internal/sockets"
@@ -163,7 +162,7 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 			return err
 		}
 		defer ls.Close()
-		fsys, auths = ls.fs, localAuths{ls.pullAuths}
+		fsys, auths = ls.fs, cri.LocalAuths(ls.pullAuths)
 	}
 	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys, snapshotter.WithOnMount(met.ObserveMount))
 	if err != nil {
@@ -175,10 +174,10 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	if err := met.Register(ops.Sources{Snapshotter: sn.Stats}); err != nil {
 		return err
 	}
-	var st statusReporter = &fusemanager.Status{Client: manager, Version: version, Snapshotter: sn.Stats, Fallbacks: sn.Fallbacks}
+	report := (&fusemanager.Status{Client: manager, Version: version, Snapshotter: sn.Stats, Fallbacks: sn.Fallbacks}).Report
 	if ls != nil {
 		ls.status.Src.Snapshotter, ls.status.Src.Fallbacks = sn.Stats, sn.Fallbacks
-		st = ls.status
+		report = ls.status.Report
 	}
 	var opsSrvs []*http.Server
 	defer func() {
@@ -192,7 +191,11 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 	}
 	for i, l := range opsListeners {
 		// the status socket is root's; the TCP address serves /status only when asked
-		srv := &http.Server{Handler: opsHandler(met, st, i == 0 || cfg.MetricsServeStatus), ReadHeaderTimeout: 10 * time.Second}
+		h := ops.Handler(met, report)
+		if i > 0 && !cfg.MetricsServeStatus {
+			h = ops.Handler(met, nil)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		opsSrvs = append(opsSrvs, srv)
 		go func() {
 			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -292,17 +295,6 @@ func serveCRI(ctx context.Context, cfg config.Config, p string, auths cri.AuthSt
 		stopGracefully(srv, gracePeriod)
 		conn.Close()
 	}, nil
-}
-
-// localAuths keeps pull auths in this process, whose fetcher uses them.
-type localAuths struct{ pa *fetcher.PullAuths }
-
-func (a localAuths) SetPullAuth(_ context.Context, image string, auth fetcher.PullAuth) (uint64, error) {
-	return a.pa.Set(image, auth)
-}
-
-func (a localAuths) RevertPullAuth(_ context.Context, image string, gen uint64) error {
-	return a.pa.Revert(image, gen)
 }
 
 // notifySystemd tells systemd the daemon's state (Type=notify units: ready

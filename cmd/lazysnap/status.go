@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/lazysnap/lazysnap/config"
@@ -19,28 +18,6 @@ import (
 // status_address says otherwise, and on metrics_address over TCP when that
 // is set. `lazysnap status` finds the socket from the same configuration
 // file, or is given --address.
-
-// statusReporter assembles GET /status: a ops.Server, or a
-// fusemanager.Status when a fuse manager serves the layers.
-type statusReporter interface {
-	Report(ctx context.Context) ops.Report
-}
-
-// opsHandler serves /metrics and /status.
-func opsHandler(m *ops.Metrics, st statusReporter, status bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
-	if !status {
-		return mux
-	}
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st.Report(r.Context()))
-	})
-	return mux
-}
 
 // runStatus is `lazysnap status`.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
