@@ -23,6 +23,7 @@
 //	POST /pullauth/revert  PullAuthRevert -> 204, or Error
 //	GET  /status    -> ops.Report (without the snapshotter's part)
 //	GET  /metrics   -> Prometheus text
+//	GET  /debug/pprof/...  -> Go's profiles (net/http/pprof)
 //
 // The pull auths serve's CRI image service captures (package cri) reach
 // the manager, which fetches, through /pullauth and live only in its

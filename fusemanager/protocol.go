@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"slices"
@@ -295,7 +296,8 @@ type Service struct {
 	Status    func(ctx context.Context) ops.Report // GET /status
 }
 
-// Handler serves the manager protocol for svc.
+// Handler serves the manager protocol for svc, and Go's profiles under
+// /debug/pprof/.
 func Handler(svc Service) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -375,6 +377,13 @@ func Handler(svc Service) http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, svc.Status(r.Context()))
 	})
+	// Go's profiles (the socket is root's alone): where the mounts live,
+	// goroutines and heap are worth a look
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -2,8 +2,10 @@ package fusemanager_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,5 +46,21 @@ func TestEnsureWaitsForSupervisor(t *testing.T) {
 	}
 	if err != nil || h.PID != 42 {
 		t.Fatalf("Ensure: %+v, %v; want the manager the supervisor started", h, err)
+	}
+}
+
+// TestHandlerProfiles: the manager's socket serves Go's profiles, to see
+// its goroutines where the mounts live.
+func TestHandlerProfiles(t *testing.T) {
+	srv := httptest.NewServer(fusemanager.Handler(fusemanager.Service{Metrics: http.NotFoundHandler()}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile:") {
+		t.Fatalf("GET /debug/pprof/goroutine: %s, %v:\n%.200s", resp.Status, err, body)
 	}
 }

@@ -4,6 +4,9 @@
 //
 // # Concepts
 //
+// Connect connects to containerd (Env: where ctr would), failing at once
+// with ErrNoContainerd when nothing listens on its socket.
+//
 // Image runs containerd's client.Pull with unpacking into the named
 // snapshotter and with the image handler wrapper that sets the labels
 // containerd's CRI plugin sets on every layer descriptor

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -124,9 +123,7 @@ func (l *layerService) unmountAll(ctx context.Context) error {
 // left as they are (remote.FS.Close detaches those still served).
 func (l *layerService) Close() error { return errors.Join(l.fs.Close(), l.fetcher.Close()) }
 
-// handler serves the manager protocol for l, and Go's profiles under
-// /debug/pprof/ (the socket is root's alone): where the mounts live,
-// goroutines and heap are worth a look.
+// handler serves the manager protocol for l.
 func (l *layerService) handler(root string) http.Handler {
 	var fs interface {
 		snapshotter.FileSystem
@@ -136,18 +133,11 @@ func (l *layerService) handler(root string) http.Handler {
 	if l.hfs != nil {
 		fs = l.hfs
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", fusemanager.Handler(fusemanager.Service{
+	return fusemanager.Handler(fusemanager.Service{
 		FS:        fs,
 		PullAuths: l.pullAuths,
 		Health:    fusemanager.Health{PID: os.Getpid(), Version: version, Root: root},
 		Metrics:   l.met.Handler(),
 		Status:    l.status.Report,
-	}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
+	})
 }

@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
-	"syscall"
-	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
@@ -53,18 +48,11 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	ref := fs.Arg(0)
-	if err := checkSocket(*address); err != nil {
+	client, err := pull.Connect(ctx, *address, *ns)
+	if err != nil {
 		return err
 	}
-	client, err := containerd.New(*address, containerd.WithDefaultNamespace(*ns))
-	if err != nil {
-		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
-	}
 	defer client.Close()
-	// containerd 2's client connects at its first call, not in New
-	if _, err := client.Version(ctx); err != nil {
-		return fmt.Errorf("connecting to containerd at %s: %w", *address, err)
-	}
 	opts := pull.Options{Snapshotter: *sn, Resolver: reg.resolver(ctx), Interval: pull.DefaultInterval}
 	var rerr error // the display's first error; the pull goes on regardless
 	if render != nil {
@@ -85,22 +73,6 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return pull.WriteSummary(stdout, res, *quiet)
-}
-
-// checkSocket fails at once, saying why, when nothing listens on the
-// containerd socket (containerd's client would retry until its 10 s
-// timeout and then say only "timeout").
-func checkSocket(path string) error {
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
-	switch {
-	case err == nil:
-		return c.Close()
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("containerd socket %s does not exist: is containerd running? (--address names its socket)", path)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("nothing listens on containerd socket %s: is containerd running? (--address names its socket)", path)
-	}
-	return fmt.Errorf("connecting to containerd at %s: %w", path, err)
 }
 
 // registryFlags are the registry access flags of pull and convert, with
