@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -157,6 +158,10 @@ func Load(path string) (Config, error) {
 	return c, tomlconfig.DecodeFile(path, &c)
 }
 
+// ErrInvalid is the error of values that decode but may not go together
+// (CRIListenAddress); decoding errors are tomlconfig's.
+var ErrInvalid = errors.New("config")
+
 // CRIListenAddress is where the CRI image service listens ("" = off),
 // from [cri] listen_address or its old name image_service_address (with
 // a warning). It must not be containerd's CRI socket, where the calls go:
@@ -166,14 +171,14 @@ func (c Config) CRIListenAddress() (addr, warning string, err error) {
 	addr = cri.ListenAddress
 	if cri.ImageServiceAddress != "" {
 		if addr != "" && addr != cri.ImageServiceAddress {
-			return "", "", fmt.Errorf("[cri] listen_address %q and its old name image_service_address %q differ: keep listen_address", addr, cri.ImageServiceAddress)
+			return "", "", fmt.Errorf("%w: [cri] listen_address %q and its old name image_service_address %q differ: keep listen_address", ErrInvalid, addr, cri.ImageServiceAddress)
 		}
 		addr = cri.ImageServiceAddress
 		warning = "[cri] image_service_address is the old name of listen_address (where lazysnap listens for kubelet, not containerd's socket): rename it"
 	}
 	unixPath := func(a string) string { return filepath.Clean(strings.TrimPrefix(a, "unix://")) }
 	if addr != "" && unixPath(addr) == unixPath(cri.ContainerdCRIAddress) {
-		return "", "", fmt.Errorf("[cri] listen_address %q is containerd_cri_address, containerd's CRI socket lazysnap forwards to: it must be a socket of its own (such as /run/lazysnap/cri.sock)", addr)
+		return "", "", fmt.Errorf("%w: [cri] listen_address %q is containerd_cri_address, containerd's CRI socket lazysnap forwards to: it must be a socket of its own (such as /run/lazysnap/cri.sock)", ErrInvalid, addr)
 	}
 	return strings.TrimPrefix(addr, "unix://"), warning, nil
 }

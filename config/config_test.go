@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -39,8 +40,8 @@ func TestCRIListenAddress(t *testing.T) {
 			}
 			addr, warn, err := c.CRIListenAddress()
 			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want %q", err, tc.err)
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want ErrInvalid saying %q", err, tc.err)
 				}
 				return
 			}

@@ -3,6 +3,6 @@
 // decoding (an unknown key or a value of the wrong type is an error naming
 // the file and the key: internal/tomlconfig), and the values derived or
 // checked across keys (the status and fuse manager sockets, the CRI image
-// service's address). A Config is plain data; the daemons turn it into
-// their components' options.
+// service's address: ErrInvalid when they do not go together). A Config
+// is plain data; the daemons turn it into their components' options.
 package config
