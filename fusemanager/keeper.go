@@ -206,16 +206,32 @@ func (k *Keeper) serve(c *net.UnixConn) {
 		}
 		k.mu.Unlock()
 	case "take":
+		// each descriptor is sent as a duplicate made under the lock: a
+		// drop or put meanwhile may close the one held
 		k.mu.Lock()
 		held := make([]Held, 0, len(k.held))
+		var dupErr error
 		for _, h := range k.held {
+			d, err := unix.FcntlInt(h.FD.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				dupErr = err
+				break
+			}
+			h.FD = os.NewFile(uintptr(d), h.Mountpoint)
 			held = append(held, h)
 		}
 		k.mu.Unlock()
-		for _, h := range held {
-			if err := sendMsg(c, keeperMsg{Mountpoint: h.Mountpoint, State: h.State}, h.FD); err != nil {
-				return
+		for i, h := range held {
+			if dupErr == nil {
+				if err := sendMsg(c, keeperMsg{Mountpoint: h.Mountpoint, State: h.State}, h.FD); err != nil {
+					dupErr = err
+				}
 			}
+			held[i].FD.Close()
+		}
+		if dupErr != nil {
+			reply.Error = fmt.Sprintf("take: %v", dupErr)
+			break
 		}
 		reply.End = true
 	default:
