@@ -53,11 +53,11 @@ func mountTar(b *testing.B, tarPath, dir string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := lfs.NewLayer(x, fileBlob{blobF}, lfs.Options{ContentDir: filepath.Join(dir, "content"), BackgroundConcurrency: 2})
+	l, err := lfs.NewLayer(x, fileBlob{blobF}, lfs.Options{ContentDir: filepath.Join(dir, "content"), BackgroundConcurrency: 2, Decoder: estargz.Decoder{}})
 	if err != nil {
 		b.Fatal(err)
 	}

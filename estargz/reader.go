@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -117,6 +118,11 @@ type TOCInfo struct {
 	Digest digest.Digest
 	// Entries and Chunks count what the sink was given (Entries in IDs).
 	Entries, Chunks int
+}
+
+// LayerInfo is what i tells of its layer besides its entries.
+func (i TOCInfo) LayerInfo() layer.Info {
+	return layer.Info{PrefetchEnd: i.PrefetchEnd, DataEnd: i.Offset}
 }
 
 // DecodeTOC reads the footer and TOC of the blob in sr as Open does, with
@@ -459,7 +465,7 @@ func (r *Reader) ReadChunk(ctx context.Context, c *Chunk, dst []byte) ([]byte, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return c.decodeFrom(dst, io.NewSectionReader(r.sr, c.Offset, c.CompressedSize()))
+	return decodeFrom(dst, c, io.NewSectionReader(r.sr, c.Offset, c.CompressedSize()))
 }
 
 // OpenFile returns a verified reader of a regular file's content. A
@@ -505,7 +511,7 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	n := 0
 	var buf []byte
 	for n < len(p) && off < f.e.Size {
-		c := f.e.ChunkAt(off)
+		c := chunkAt(f.e, off)
 		data, err := f.r.ReadChunk(ctx, c, buf)
 		if err != nil {
 			return n, err
@@ -521,8 +527,8 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	return n, nil
 }
 
-// ChunkAt returns the chunk holding file offset off (0 <= off < Size).
-func (e *Entry) ChunkAt(off int64) *Chunk {
+// chunkAt returns the chunk of e holding file offset off (0 <= off < Size).
+func chunkAt(e *Entry, off int64) *Chunk {
 	lo, hi := 0, len(e.Chunks)
 	for lo+1 < hi {
 		mid := (lo + hi) / 2

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -44,34 +45,17 @@ func cleanName(name string) (string, error) {
 }
 
 // TOCSink receives the entries of a TOC from DecodeTOC as they are
-// decoded and validated.
-type TOCSink interface {
-	// Entry is called for every entry, in ID order. IDs count from 0 (the
-	// root, given first) up, one per entry of Entry's kind (chunk entries
-	// are folded into their file's Chunks; implicit directories have
-	// IDs). A directory given as implicit that the TOC lists later is
-	// given again, with its ID and Implicit false. parent is the ID of the
-	// entry's directory (-1 for the root), link the ID of a hardlink's
-	// target (-1 for other entries) and base the last element of e.Name.
-	// e.Chunks have End 0: ChunkEnd gives them once the whole TOC has been
-	// read. The sink must not keep e or e.Chunks (it may keep strings and
-	// Xattrs). An error stops the decoding and is returned.
-	Entry(id, parent, link int, base string, e *Entry) error
-	// ChunkEnd gives the End of the i-th chunk given, counting the chunks
-	// of every entry in the order Entry gave them, for i from 0 up, after
-	// the last entry.
-	ChunkEnd(i int, end int64)
-}
+// decoded and validated (layer.Sink). e.Chunks have End 0: ChunkEnd gives
+// them once the whole TOC has been read.
+type TOCSink = layer.Sink
 
 // TOCReserver may be implemented by a TOCSink that would rather size its
-// arrays once than grow them: DecodeTOC calls Reserve at most once, early
-// in a large TOC (at least reserveMinTOC bytes of JSON), with estimates of
-// how many IDs and chunks the whole TOC gives, extrapolated from the first
-// 1/reserveSample of its bytes and capped by the entry cap. They are
-// estimates: the TOC may give more or fewer.
-type TOCReserver interface {
-	Reserve(ids, chunks int)
-}
+// arrays once than grow them (layer.Reserver): DecodeTOC calls Reserve at
+// most once, early in a large TOC (at least reserveMinTOC bytes of JSON),
+// with estimates of how many IDs and chunks the whole TOC gives,
+// extrapolated from the first 1/reserveSample of its bytes and capped by
+// the entry cap.
+type TOCReserver = layer.Reserver
 
 // reserveMinTOC is the smallest TOC JSON whose decoding reserves its
 // arrays: 4 MiB, about 12 000 entries at the ~330 bytes per entry the

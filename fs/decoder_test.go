@@ -30,7 +30,7 @@ func (d *gateDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, 
 	if d.reject.Load() {
 		return nil, errRejected
 	}
-	return lfs.EStargzDecoder{}.Decode(dst, c, raw)
+	return estargz.DecodeChunk(dst, c, raw)
 }
 
 // TestDecoderDecidesWhatIsServed: every chunk a reader gets went through

@@ -7,7 +7,7 @@
 // compressed blob, usually the fetcher behind a consumer-defined interface)
 // and a content directory on local disk. A file's data is a list of chunks;
 // each chunk is fetched as a compressed range, decompressed and verified
-// by the layer format's Decoder (EStargzDecoder: estargz.Chunk.Decode), then written at its file offset into a sparse
+// by the layer format's Decoder (a layer.Decoder: fs knows no format), then written at its file offset into a sparse
 // per-file content file, and marked present. Reads are served from the
 // content files (read into the reply: one copy more than a splice); once every chunk of a file is
 // present, new opens are handed to the kernel through FUSE passthrough where

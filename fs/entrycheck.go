@@ -9,24 +9,22 @@ import (
 	"syscall"
 
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 )
 
 // EntryVerifier is a Decoder of a format whose index says more of a file
-// than its chunk digests vouch for: SOCI's zTOC gives each file's mode,
-// owners, times, xattrs and link target, which only the layer's own tar
-// headers confirm. The layer calls VerifyEntry before it serves an inode
-// beyond what stat shows: before an open (of a file or a directory), a
-// readlink, a getxattr or listxattr, and before a lookup returns a device
-// node; the inode is served only if it returns nil. blob reads the
-// layer's compressed ranges (it counts them as the layer's requests; it is
-// an Invalidator when the layer's BlobReader is one).
+// than its chunks vouch for (layer.EntryVerifier: SOCI's). The layer
+// calls VerifyEntry before it serves an inode beyond what stat shows:
+// before an open (of a file or a directory), a readlink, a getxattr or
+// listxattr, and before a lookup returns a device node; the inode is
+// served only if it returns nil. blob reads the layer's compressed ranges
+// (it counts them as the layer's requests; it is an Invalidator when the
+// layer's BlobReader is one).
 //
 // An error wrapping context.Canceled or DeadlineExceeded, or a fetch
 // error, decides nothing (the next call tries again); any other error is
 // the index disagreeing with the layer, and the inode is refused (EIO).
-type EntryVerifier interface {
-	VerifyEntry(ctx context.Context, ino index.Ino, blob BlobReader) error
-}
+type EntryVerifier = layer.EntryVerifier
 
 // verifyEntry verifies ino through the Decoder, if it is an
 // EntryVerifier, once: a verified inode is remembered, and so is one the

@@ -77,12 +77,12 @@ func TestCancelledReaderDoesNotCancelOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}
 	blob := &gateBlob{data: out.Bytes(), gate: make(chan struct{}), requests: make(chan struct{}, 10)}
-	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true})
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: estargz.Decoder{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func chunkOf(t *testing.T, blob []byte, name string) estargz.Chunk {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}

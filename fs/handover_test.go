@@ -25,6 +25,7 @@ func handoverLayer(t *testing.T, opts lfs.Options) (l *lfs.Layer, blob *memBlob,
 		rand.Read(b)
 	}
 	opts.ContentDir = t.TempDir()
+	opts.Decoder = estargz.Decoder{}
 	tarball := testtar.Files([][2]string{{"big", string(content["big"])}, {"dir/small", string(content["dir/small"])}})
 	var x *index.Index
 	l, blob, x = layerIndexed(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b }, estargz.WithChunkSize(64<<10))

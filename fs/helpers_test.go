@@ -90,12 +90,15 @@ func layerIndexed(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*mem
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if opts.ContentDir == "" {
 		opts.ContentDir = t.TempDir()
+	}
+	if opts.Decoder == nil {
+		opts.Decoder = estargz.Decoder{}
 	}
 	l, err := lfs.NewLayer(x, wrap(blob), opts)
 	if err != nil {

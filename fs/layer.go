@@ -13,15 +13,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 )
 
 // BlobReader reads compressed byte ranges of a layer blob. The fetcher
 // satisfies it; so does anything that can serve ranges.
-type BlobReader interface {
-	ReadRange(ctx context.Context, off, n int64) ([]byte, error)
-}
+type BlobReader = layer.BlobReader
 
 // RangeStreamer is implemented by BlobReaders that can hand over a range
 // while it arrives: fn is called repeatedly with the bytes of the range
@@ -34,29 +32,11 @@ type RangeStreamer interface {
 
 // Invalidator is implemented by caching BlobReaders: the layer calls it when
 // bytes it read fail verification, so that the next read fetches them anew.
-type Invalidator interface {
-	Invalidate(off, n int64)
-}
+type Invalidator = layer.Invalidator
 
 // Decoder turns the compressed bytes of one chunk into its verified
-// content: a layer format is one Decoder. raw is the blob's range
-// [c.Offset, c.End); the chunk's c.Size bytes are returned (written into
-// dst's backing array if it has room) only if they verify against what the
-// format's index says of them, else an error. Safe for concurrent use.
-type Decoder interface {
-	Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, error)
-}
-
-// EStargzDecoder decodes eStargz chunks: each is a gzip member (or part of
-// one), verified against the sha256 of its uncompressed bytes.
-type EStargzDecoder struct{}
-
-var _ Decoder = EStargzDecoder{}
-
-// Decode implements Decoder with estargz.Chunk.Decode.
-func (EStargzDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, error) {
-	return c.Decode(dst, raw)
-}
+// content: a layer format's layer.Decoder.
+type Decoder = layer.Decoder
 
 // Options configures a Layer. Zero values mean the defaults.
 //
@@ -68,7 +48,8 @@ func (EStargzDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, 
 type Options struct {
 	// Name names the layer (its digest) in errors.
 	Name string
-	// Decoder decodes and verifies the layer's chunks (EStargzDecoder).
+	// Decoder decodes and verifies the layer's chunks: the layer format's
+	// (required).
 	Decoder Decoder
 	// ContentDir holds the decompressed, verified file contents; it is
 	// created if missing.
@@ -263,7 +244,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		opts.ReadAroundFileMax = 64 << 10
 	}
 	if opts.Decoder == nil {
-		opts.Decoder = EStargzDecoder{}
+		return nil, errors.New("fs: no decoder")
 	}
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
@@ -406,7 +387,7 @@ func (l *Layer) filePresent(ino index.Ino) bool {
 type want struct {
 	id     int
 	c      *call
-	chunk  estargz.Chunk
+	chunk  layer.Chunk
 	around bool // read-around: not refetched when wrong, counted apart
 	shared bool // read-around within the reader's own blob range: no bytes of its own
 	steal  bool // fetched ahead of the background span that claimed it
@@ -422,7 +403,7 @@ type span struct {
 	pos        atomic.Int64 // blob offset up to which bytes have arrived
 }
 
-func (l *Layer) chunkOf(id int) estargz.Chunk {
+func (l *Layer) chunkOf(id int) layer.Chunk {
 	ino := l.owner[id]
 	return l.idx.Chunk(ino, id-l.idx.ChunkID(ino, 0))
 }
@@ -708,7 +689,7 @@ func (l *Layer) fail(err error) error {
 
 // store verifies one chunk from its compressed bytes (refetching it once if
 // they are wrong and refetch is set) and writes it into the file's content.
-func (l *Layer) store(ctx context.Context, id int, c *estargz.Chunk, raw []byte, refetch bool) error {
+func (l *Layer) store(ctx context.Context, id int, c *layer.Chunk, raw []byte, refetch bool) error {
 	if err := l.Bad(); err != nil {
 		return err // nothing more of a bad layer is decoded
 	}

@@ -30,7 +30,7 @@ func (d *panicDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte,
 	if c.Offset == d.at.Load() {
 		_ = decodeBug(raw, len(raw))
 	}
-	return lfs.EStargzDecoder{}.Decode(dst, c, raw)
+	return estargz.DecodeChunk(dst, c, raw)
 }
 
 // decodeBug reads raw[i]: out of range for i = len(raw).

@@ -37,14 +37,14 @@ func TestOnReadLatency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}
 	const delay = 30 * time.Millisecond
 	var calls, total atomic.Int64
 	l, err := NewLayer(x, &slowBlob{data: out.Bytes(), delay: delay}, Options{
-		ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true,
+		ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: estargz.Decoder{},
 		OnReadLatency: func(d time.Duration) { calls.Add(1); total.Add(int64(d)) },
 	})
 	if err != nil {

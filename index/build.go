@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"math"
-	"path"
 	"slices"
 	"sort"
 	"syscall"
 
-	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/layer"
 )
 
 // pending is a directory entry before the entries are sorted and laid out.
@@ -39,77 +37,31 @@ func newBuilder() *builder {
 	return &builder{x: &Index{}, interns: map[string]uint32{}}
 }
 
-// Open decodes the TOC of the eStargz blob in sr straight into an index
-// (estargz.DecodeTOC with the options given), without keeping the TOC's
-// entries on the way: its peak memory is the index's and a compact name
-// table's.
-func Open(sr *io.SectionReader, opts ...estargz.OpenOption) (*Index, error) {
-	return Decode(func(sink estargz.TOCSink) (estargz.TOCInfo, error) { return estargz.DecodeTOC(sr, sink, opts...) })
-}
-
-// Decode is Open for any decoder of an eStargz-shaped TOC (zstd:chunked's):
-// decode hands the validated entries to the sink it is given.
-func Decode(decode func(estargz.TOCSink) (estargz.TOCInfo, error)) (*Index, error) {
+// Decode builds an index from the entries decode hands the sink it is
+// given (a format's decoder of its index), without keeping the entries on
+// the way: its peak memory is the index's and a compact name table's.
+func Decode(decode func(layer.Sink) (layer.Info, error)) (*Index, error) {
 	b := newBuilder()
 	info, err := decode(b)
 	if err != nil {
 		return nil, err
 	}
-	b.x.PrefetchEnd, b.x.DataEnd = info.PrefetchEnd, info.Offset
+	b.x.PrefetchEnd, b.x.DataEnd = info.PrefetchEnd, info.DataEnd
 	b.layout()
 	return b.x, nil
 }
 
-// Build indexes a validated TOC.
-func Build(toc *estargz.TOC) (*Index, error) {
-	if len(toc.Entries) == 0 || toc.Entries[0].Name != "" || toc.Entries[0].Type != estargz.TypeDir {
-		return nil, fmt.Errorf("%w: TOC has no root directory first", ErrInvalid)
-	}
-	if len(toc.Entries) >= math.MaxUint32 {
-		return nil, fmt.Errorf("%w: %d entries", ErrInvalid, len(toc.Entries))
-	}
-	b := newBuilder()
-	b.x.PrefetchEnd, b.x.DataEnd = toc.PrefetchEnd, toc.Offset
-	b.x.nodes = make([]node, 0, len(toc.Entries))
-	b.ents = make([]pending, 0, len(toc.Entries))
-	byName := make(map[string]int, len(toc.Entries))
-	for i := range toc.Entries {
-		e := &toc.Entries[i]
-		byName[e.Name] = i
-		parent, link := -1, -1
-		dir, base := path.Split(e.Name)
-		if e.Name != "" {
-			dir = path.Clean(dir)
-			if dir == "." {
-				dir = ""
-			}
-			p, ok := byName[dir]
-			if !ok {
-				return nil, fmt.Errorf("%w: %q has no parent directory", ErrInvalid, e.Name)
-			}
-			parent = p
-		}
-		if e.Type == estargz.TypeHardlink {
-			l, ok := byName[e.LinkName]
-			if !ok {
-				return nil, fmt.Errorf("%w: hardlink %q to unknown %q", ErrInvalid, e.Name, e.LinkName)
-			}
-			link = l
-		}
-		if err := b.Entry(i, parent, link, base, e); err != nil {
-			return nil, err
-		}
-	}
-	b.layout()
-	return b.x, nil
+// Build indexes a complete list of validated entries (layer.Feed).
+func Build(entries []layer.Entry, info layer.Info) (*Index, error) {
+	return Decode(func(s layer.Sink) (layer.Info, error) { return info, layer.Feed(s, entries) })
 }
 
 var (
-	_ estargz.TOCSink     = (*builder)(nil)
-	_ estargz.TOCReserver = (*builder)(nil)
+	_ layer.Sink     = (*builder)(nil)
+	_ layer.Reserver = (*builder)(nil)
 )
 
-// Reserve implements estargz.TOCReserver: the arrays that grow with the
+// Reserve implements layer.Reserver: the arrays that grow with the
 // entries are sized once rather than by append, whose growth holds the old
 // array and the new (2.25 times the array) and leaves up to a quarter of
 // the new one unused.
@@ -120,8 +72,8 @@ func (b *builder) Reserve(ids, chunks int) {
 	b.x.chunks = slices.Grow(b.x.chunks, chunks-len(b.x.chunks))
 }
 
-// Entry implements estargz.TOCSink.
-func (b *builder) Entry(id, parent, link int, base string, e *estargz.Entry) error {
+// Entry implements layer.Sink.
+func (b *builder) Entry(id, parent, link int, base string, e *layer.Entry) error {
 	if id < len(b.ids) { // an implicit directory, listed
 		if ino := b.ids[id]; ino != noIno && b.x.nodes[ino].mode&syscall.S_IFMT == syscall.S_IFDIR {
 			n := b.node(e)
@@ -146,7 +98,7 @@ func (b *builder) Entry(id, parent, link int, base string, e *estargz.Entry) err
 	return nil
 }
 
-// ChunkEnd implements estargz.TOCSink.
+// ChunkEnd implements layer.Sink.
 func (b *builder) ChunkEnd(i int, end int64) {
 	for len(b.skipped) > 0 && i >= b.skipped[0][1] {
 		b.dropped += b.skipped[0][1] - b.skipped[0][0]
@@ -171,11 +123,11 @@ func (b *builder) intern(s string) uint32 {
 
 // add adds e, given in directory parent (-1 for the root), and returns its
 // inode, noIno if it has none.
-func (b *builder) add(parent, link int, base string, e *estargz.Entry) (Ino, error) {
+func (b *builder) add(parent, link int, base string, e *layer.Entry) (Ino, error) {
 	if parent < 0 { // the root
 		return b.newNode(e), nil
 	}
-	if parent == 0 && (base == estargz.PrefetchLandmark || base == estargz.NoPrefetchLandmark) {
+	if parent == 0 && (base == prefetchLandmark || base == noPrefetchLandmark) {
 		return noIno, nil
 	}
 	if parent >= len(b.ids) || b.ids[parent] == noIno {
@@ -192,7 +144,7 @@ func (b *builder) add(parent, link int, base string, e *estargz.Entry) (Ino, err
 	var ino Ino
 	whiteout := false
 	switch {
-	case e.Type == estargz.TypeHardlink:
+	case e.Type == layer.TypeHardlink:
 		if link < 0 || link >= len(b.ids) || b.ids[link] == noIno {
 			return noIno, fmt.Errorf("%w: hardlink %q to unknown %q", ErrInvalid, e.Name, e.LinkName)
 		}
@@ -211,45 +163,48 @@ func (b *builder) add(parent, link int, base string, e *estargz.Entry) (Ino, err
 	return ino, nil
 }
 
-func (b *builder) newNode(e *estargz.Entry) Ino {
+func (b *builder) newNode(e *layer.Entry) Ino {
 	b.x.nodes = append(b.x.nodes, b.node(e))
 	return Ino(len(b.x.nodes) - 1)
 }
 
 // node returns e's inode, adding its chunks, symlink target and xattrs to
 // the index.
-func (b *builder) node(e *estargz.Entry) node {
+func (b *builder) node(e *layer.Entry) node {
 	n := node{mode: uint32(e.Mode & 0o7777), uid: uint32(e.UID), gid: uint32(e.GID), nlink: 1, xattr: noXattrs}
 	if !e.ModTime.IsZero() {
 		n.mtime = e.ModTime.Unix()
 	}
 	switch e.Type {
-	case estargz.TypeDir:
+	case layer.TypeDir:
 		n.mode |= syscall.S_IFDIR
-	case estargz.TypeReg:
+	case layer.TypeReg:
 		n.mode |= syscall.S_IFREG
 		n.size = e.Size
 		n.first, n.count = uint32(len(b.x.chunks)), uint32(len(e.Chunks))
 		for _, c := range e.Chunks {
-			ch := chunk{offset: c.Offset, fileOff: c.FileOffset, inner: uint32(c.InnerOffset), size: uint32(c.Size)}
+			ch := chunk{offset: c.Offset, fileOff: c.FileOffset, inner: uint32(c.InnerOffset), size: uint32(c.Size), span: uint32(c.Span)}
 			if c.End != 0 { // else ChunkEnd gives it
 				ch.compLen = uint32(c.End - c.Offset)
 			}
-			// estargz validated the digest as sha256 and the span as <= 64 MiB
-			hex.Decode(ch.digest[:], []byte(c.Digest.Encoded()))
+			// the format validated the digest as sha256 (or gave none)
+			// and the range as <= 64 MiB
+			if c.Digest != "" {
+				hex.Decode(ch.digest[:], []byte(c.Digest.Encoded()))
+			}
 			b.x.chunks = append(b.x.chunks, ch)
 		}
-	case estargz.TypeSymlink:
+	case layer.TypeSymlink:
 		n.mode |= syscall.S_IFLNK
 		n.first, n.count = uint32(len(b.x.names)), uint32(len(e.LinkName))
 		b.x.names = append(b.x.names, e.LinkName...)
-	case estargz.TypeChar:
+	case layer.TypeChar:
 		n.mode |= syscall.S_IFCHR
 		n.rdev = newDev(e.DevMajor, e.DevMinor)
-	case estargz.TypeBlock:
+	case layer.TypeBlock:
 		n.mode |= syscall.S_IFBLK
 		n.rdev = newDev(e.DevMajor, e.DevMinor)
-	case estargz.TypeFifo:
+	case layer.TypeFifo:
 		n.mode |= syscall.S_IFIFO
 	}
 	if len(e.Xattrs) > 0 {

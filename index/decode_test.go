@@ -18,8 +18,18 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
+
+// openIndex decodes the TOC of the eStargz blob in sr straight into an
+// index, as the eStargz format's Open does.
+func openIndex(sr *io.SectionReader, opts ...estargz.OpenOption) (*index.Index, error) {
+	return index.Decode(func(s layer.Sink) (layer.Info, error) {
+		info, err := estargz.DecodeTOC(sr, s, opts...)
+		return info.LayerInfo(), err
+	})
+}
 
 // synthBlob is an eStargz blob whose data (before the TOC) reads as zeros
 // and takes no memory: only the TOC is read, and a measure of the heap is
@@ -111,11 +121,11 @@ func TestOpenMatchesBuild(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := index.Build(r.TOC())
+			want, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := index.Open(blob.section(), estargz.WithTOCDigest(dg))
+			got, err := openIndex(blob.section(), estargz.WithTOCDigest(dg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +147,7 @@ func TestOpenEntryCap(t *testing.T) {
 		{"over", 999, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := index.Open(blob.section(), estargz.WithTOCDigest(dg), estargz.WithMaxEntries(tc.max))
+			_, err := openIndex(blob.section(), estargz.WithTOCDigest(dg), estargz.WithMaxEntries(tc.max))
 			if tc.ok != (err == nil) {
 				t.Fatalf("cap %d: %v", tc.max, err)
 			}
@@ -202,7 +212,7 @@ func TestOpenPeakMemory(t *testing.T) {
 	var x *index.Index
 	peak := peakHeap(func() {
 		var err error
-		if x, err = index.Open(blob.section(), estargz.WithTOCDigest(dg), estargz.WithMaxTOCSize(1<<30)); err != nil {
+		if x, err = openIndex(blob.section(), estargz.WithTOCDigest(dg), estargz.WithMaxTOCSize(1<<30)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -230,12 +240,12 @@ func BenchmarkDecodeTOC100k(b *testing.B) {
 	b.ReportAllocs()
 	var x *index.Index
 	for b.Loop() {
-		if x, err = index.Open(blob.section(), estargz.WithTOCDigest(dg)); err != nil {
+		if x, err = openIndex(blob.section(), estargz.WithTOCDigest(dg)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(x.MemoryBytes())/n, "index-B/entry")
-	b.ReportMetric(float64(peakHeap(func() { x, _ = index.Open(blob.section(), estargz.WithTOCDigest(dg)) }))/n, "peak-B/entry")
+	b.ReportMetric(float64(peakHeap(func() { x, _ = openIndex(blob.section(), estargz.WithTOCDigest(dg)) }))/n, "peak-B/entry")
 	runtime.KeepAlive(blob)
 }
 

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -9,15 +8,16 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
-// ErrInvalid means the TOC cannot be presented as a filesystem.
-var ErrInvalid = errors.New("index: invalid layer")
+// ErrInvalid means the entries cannot be presented as a filesystem
+// (layer.ErrInvalid).
+var ErrInvalid = layer.ErrInvalid
 
 // Ino identifies an inode of the layer; 0 is the root.
-type Ino uint32
+type Ino = layer.Ino
 
 // Root is the root directory's Ino.
 const Root Ino = 0
@@ -28,6 +28,11 @@ const (
 
 	whiteoutPrefix = ".wh."
 	opaqueMarker   = ".wh..wh..opq"
+
+	// eStargz's landmarks, which are no files (estargz.PrefetchLandmark,
+	// NoPrefetchLandmark)
+	prefetchLandmark   = ".prefetch.landmark"
+	noPrefetchLandmark = ".no.prefetch.landmark"
 )
 
 // node is one inode. 48 bytes: the fields are ordered to avoid padding.
@@ -53,12 +58,13 @@ type dirent struct {
 
 // chunk is one chunk of a regular file: 64 bytes.
 type chunk struct {
-	offset  int64 // compressed offset of its gzip member
+	offset  int64 // compressed offset of the range it is decoded from
 	fileOff int64
 	compLen uint32 // End - offset
 	inner   uint32
 	size    uint32
-	digest  [32]byte
+	span    uint32   // layer.Chunk.Span
+	digest  [32]byte // all zero: none
 }
 
 // Index is the compact index of one layer.
@@ -77,17 +83,9 @@ type Index struct {
 }
 
 // Attr holds an inode's attributes as stat(2) presents them.
-type Attr struct {
-	Mode   uint32 // type and permission bits
-	Size   int64
-	Blocks int64 // 512-byte blocks
-	UID    uint32
-	GID    uint32
-	Nlink  uint32
-	Mtime  int64 // unix seconds
-	Rdev   uint32
-	Opaque bool // an overlayfs opaque directory
-}
+type Attr = layer.Attr
+
+var _ layer.Index = (*Index)(nil)
 
 // Len is the number of inodes.
 func (x *Index) Len() int { return len(x.nodes) }
@@ -196,12 +194,14 @@ func (x *Index) NumChunks(ino Ino) int {
 }
 
 // Chunk returns a regular file's i-th chunk.
-func (x *Index) Chunk(ino Ino, i int) estargz.Chunk {
+func (x *Index) Chunk(ino Ino, i int) layer.Chunk {
 	c := &x.chunks[x.nodes[ino].first+uint32(i)]
-	return estargz.Chunk{
-		Offset: c.offset, End: c.offset + int64(c.compLen), InnerOffset: int64(c.inner),
-		FileOffset: c.fileOff, Size: int64(c.size), Digest: digest.NewDigestFromBytes(digest.SHA256, c.digest[:]),
+	lc := layer.Chunk{Offset: c.offset, End: c.offset + int64(c.compLen), InnerOffset: int64(c.inner),
+		FileOffset: c.fileOff, Size: int64(c.size), Span: int(c.span)}
+	if c.digest != ([32]byte{}) {
+		lc.Digest = digest.NewDigestFromBytes(digest.SHA256, c.digest[:])
 	}
+	return lc
 }
 
 // ChunkIndex returns the index of the chunk of ino holding file offset off,

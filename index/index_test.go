@@ -28,7 +28,7 @@ func build(t testing.TB, tarball []byte) (*index.Index, *estargz.Reader) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func BenchmarkIndex100k(b *testing.B) {
 	b.Run("build", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := index.Build(toc); err != nil {
+			if _, err := index.Build(toc.Entries, toc.LayerInfo()); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -185,7 +185,7 @@ func BenchmarkIndex100k(b *testing.B) {
 		for b.Loop() {
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			x, _ = index.Build(toc)
+			x, _ = index.Build(toc.Entries, toc.LayerInfo())
 			runtime.GC()
 			runtime.ReadMemStats(&after)
 		}
@@ -194,7 +194,7 @@ func BenchmarkIndex100k(b *testing.B) {
 		runtime.KeepAlive(x)
 	})
 	b.Run("lookup", func(b *testing.B) {
-		x, _ := index.Build(toc)
+		x, _ := index.Build(toc.Entries, toc.LayerInfo())
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -209,7 +209,7 @@ func BenchmarkIndex100k(b *testing.B) {
 
 func TestIndexHeapBudget(t *testing.T) {
 	toc := syntheticTOC(100_000)
-	x, err := index.Build(toc)
+	x, err := index.Build(toc.Entries, toc.LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}

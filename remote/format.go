@@ -11,6 +11,7 @@ import (
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/lazysnap/lazysnap/zstdchunked"
@@ -137,7 +138,11 @@ func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*in
 	if f.maxEntries > 0 {
 		opts = append(opts, estargz.WithMaxEntries(f.maxEntries))
 	}
-	idx, err := index.Open(io.NewSectionReader(b, 0, b.Size()), opts...)
+	sr := io.NewSectionReader(b, 0, b.Size())
+	idx, err := index.Decode(func(s layer.Sink) (layer.Info, error) {
+		info, err := estargz.DecodeTOC(sr, s, opts...)
+		return info.LayerInfo(), err
+	})
 	if tb != nil {
 		tb.trimTail(mountTailSize)
 	}
@@ -151,5 +156,5 @@ func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*in
 	if err != nil {
 		return nil, nil, err
 	}
-	return idx, lfs.EStargzDecoder{}, nil
+	return idx, estargz.Decoder{}, nil
 }

@@ -12,9 +12,9 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/lazysnap/lazysnap/zran"
@@ -95,15 +95,15 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 		return nil, nil, fmt.Errorf("%w: zTOC %s of %d entries: %w", snapshotter.ReasonNotLazy, d, len(z.Files), err)
 	}
 	held += lay
-	toc, err := sociTOC(z)
+	ents, err := sociEntries(z)
 	if err != nil {
 		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
-	idx, err := index.Build(toc)
+	idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
 	if err != nil {
 		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
-	if err := noDirHardlinks(toc); err != nil {
+	if err := noDirHardlinks(ents); err != nil {
 		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
 	}
 	return idx, newSociDecoder(z, idx), nil
@@ -119,14 +119,14 @@ type memorySized interface{ MemoryBytes() int }
 // fullest, the sociSpanCache largest spans by their real sizes (the span
 // size in the checkpoint blob is the builder's target, unchecked).
 func (d *sociDecoder) MemoryBytes() int {
-	n := len(d.starts) * int(unsafe.Sizeof(int64(0))+unsafe.Sizeof(soci.Checkpoint{})+unsafe.Sizeof(digest.Digest("")))
+	n := len(d.z.SpanDigests) * int(unsafe.Sizeof(soci.Checkpoint{})+unsafe.Sizeof(digest.Digest("")))
 	for i, c := range d.z.Checkpoints.List {
 		n += len(c.Window) + len(d.z.SpanDigests[i])
 	}
 	for _, h := range d.heads {
 		n += int(unsafe.Sizeof(h)) + len(h.name)
 	}
-	sizes := make([]int64, len(d.starts))
+	sizes := make([]int64, len(d.z.SpanDigests))
 	for i := range sizes {
 		s, e := d.z.SpanOut(i)
 		sizes[i] = e - s
@@ -138,8 +138,8 @@ func (d *sociDecoder) MemoryBytes() int {
 	return n + d.bind.memoryBytes()
 }
 
-// sociLayoutBytes is about what sociTOC and index.Build hold for an
-// entry at their peak: its estargz.Entry (208 bytes) in a slice grown by
+// sociLayoutBytes is about what sociEntries and index.Build hold for an
+// entry at their peak: its layer.Entry (208 bytes) in a slice grown by
 // appending, its name in a map, its place in the index being built.
 const sociLayoutBytes = 512
 
@@ -147,13 +147,12 @@ const sociLayoutBytes = 512
 // imply.
 const sociMaxImplied = 4096
 
-// sociTOC lays the zTOC's entries out as a TOC for index.Build: the root
+// sociEntries lays the zTOC's entries out for index.Build: the root
 // first, parents before children (implied directories added), a name
 // given twice taking the later entry's metadata, and each regular file's
 // chunks its intersections with the spans.
-func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
-	toc := &estargz.TOC{Version: 1, Offset: z.CompressedSize,
-		Entries: []estargz.Entry{{Name: "", Type: estargz.TypeDir, Mode: 0o755, Implicit: true}}}
+func sociEntries(z *soci.Ztoc) ([]layer.Entry, error) {
+	ents := []layer.Entry{{Name: "", Type: layer.TypeDir, Mode: 0o755, Implicit: true}}
 	byName := map[string]int{"": 0}
 	// directories a zTOC leaves out are implied, at most as many as its
 	// entries and a few more (a name of 4096 bytes implies 2048: 1,000 of
@@ -164,7 +163,7 @@ func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
 		dir := name[:max(strings.LastIndexByte(name, '/'), 0)]
 		i, ok := byName[dir]
 		if ok {
-			if toc.Entries[i].Type != estargz.TypeDir {
+			if ents[i].Type != layer.TypeDir {
 				return fmt.Errorf("%w: %q is in %q, which is not a directory", soci.ErrInvalid, name, dir)
 			}
 			return nil
@@ -175,8 +174,8 @@ func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
 		if err := parents(dir); err != nil {
 			return err
 		}
-		byName[dir] = len(toc.Entries)
-		toc.Entries = append(toc.Entries, estargz.Entry{Name: dir, Type: estargz.TypeDir, Mode: 0o755, Implicit: true})
+		byName[dir] = len(ents)
+		ents = append(ents, layer.Entry{Name: dir, Type: layer.TypeDir, Mode: 0o755, Implicit: true})
 		return nil
 	}
 	for i := range z.Files {
@@ -185,7 +184,7 @@ func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
 		if err != nil {
 			return nil, err
 		}
-		e := estargz.Entry{Name: name, Type: f.Type, Size: f.Size, ModTime: f.ModTime, LinkName: f.Linkname,
+		e := layer.Entry{Name: name, Type: f.Type, Size: f.Size, ModTime: f.ModTime, LinkName: f.Linkname,
 			Mode: f.Mode & 0o7777, UID: int(f.UID), GID: int(f.GID), Uname: f.Uname, Gname: f.Gname,
 			DevMajor: int(f.DevMajor), DevMinor: int(f.DevMinor)}
 		for k, v := range f.PAX {
@@ -210,15 +209,15 @@ func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
 			}
 		}
 		if name == "" {
-			if e.Type != estargz.TypeDir {
+			if e.Type != layer.TypeDir {
 				return nil, fmt.Errorf("%w: the root is a %s", soci.ErrInvalid, e.Type)
 			}
-			toc.Entries[0] = e
+			ents[0] = e
 			continue
 		}
 		if j, ok := byName[name]; ok {
-			old := &toc.Entries[j]
-			if old.Type == estargz.TypeDir && e.Type != estargz.TypeDir {
+			old := &ents[j]
+			if old.Type == layer.TypeDir && e.Type != layer.TypeDir {
 				return nil, fmt.Errorf("%w: directory %q given again as a %s", soci.ErrInvalid, name, e.Type)
 			}
 			*old = e // a later entry of a name replaces the earlier, in place
@@ -227,43 +226,43 @@ func sociTOC(z *soci.Ztoc) (*estargz.TOC, error) {
 		if err := parents(name); err != nil {
 			return nil, err
 		}
-		byName[name] = len(toc.Entries)
-		toc.Entries = append(toc.Entries, e)
+		byName[name] = len(ents)
+		ents = append(ents, e)
 	}
-	return toc, nil
+	return ents, nil
 }
 
 // noDirHardlinks refuses a hardlink to a directory (through other
 // hardlinks too), as the eStargz reader does: a directory with two
 // parents is a loop for whoever walks the tree.
-func noDirHardlinks(toc *estargz.TOC) error {
-	byName := make(map[string]int, len(toc.Entries))
-	for i := range toc.Entries {
-		byName[toc.Entries[i].Name] = i
+func noDirHardlinks(ents []layer.Entry) error {
+	byName := make(map[string]int, len(ents))
+	for i := range ents {
+		byName[ents[i].Name] = i
 	}
-	for i := range toc.Entries {
-		e := &toc.Entries[i]
-		if e.Type != estargz.TypeHardlink {
+	for i := range ents {
+		e := &ents[i]
+		if e.Type != layer.TypeHardlink {
 			continue
 		}
-		for n := 0; e.Type == estargz.TypeHardlink && n < len(toc.Entries); n++ {
+		for n := 0; e.Type == layer.TypeHardlink && n < len(ents); n++ {
 			j, ok := byName[e.LinkName]
 			if !ok {
 				break
 			}
-			e = &toc.Entries[j]
+			e = &ents[j]
 		}
-		if e.Type == estargz.TypeDir {
-			return fmt.Errorf("%w: hardlink %q to directory %q", soci.ErrInvalid, toc.Entries[i].Name, e.Name)
+		if e.Type == layer.TypeDir {
+			return fmt.Errorf("%w: hardlink %q to directory %q", soci.ErrInvalid, ents[i].Name, e.Name)
 		}
 	}
 	return nil
 }
 
 // fileChunks returns f's intersections with the spans: each chunk's
-// range is its span's, its digest the span's.
-func fileChunks(z *soci.Ztoc, f *soci.File) ([]estargz.Chunk, error) {
-	var cs []estargz.Chunk
+// range is its span's, its Span the span's number.
+func fileChunks(z *soci.Ztoc, f *soci.File) ([]layer.Chunk, error) {
+	var cs []layer.Chunk
 	end := f.Offset + f.Size
 	for k := z.SpanAt(f.Offset); k < len(z.SpanDigests); k++ {
 		os, oe := z.SpanOut(k)
@@ -275,7 +274,7 @@ func fileChunks(z *soci.Ztoc, f *soci.File) ([]estargz.Chunk, error) {
 			continue
 		}
 		s, e := z.SpanRange(k)
-		cs = append(cs, estargz.Chunk{Offset: s, End: e, InnerOffset: lo - os, FileOffset: lo - f.Offset, Size: hi - lo, Digest: z.SpanDigests[k]})
+		cs = append(cs, layer.Chunk{Offset: s, End: e, InnerOffset: lo - os, FileOffset: lo - f.Offset, Size: hi - lo, Span: k})
 	}
 	var n int64
 	for _, c := range cs {
@@ -292,9 +291,8 @@ func fileChunks(z *soci.Ztoc, f *soci.File) ([]estargz.Chunk, error) {
 // span's checkpoint. The last few spans inflated are kept, so that the
 // many small files of one span inflate it once.
 type sociDecoder struct {
-	z      *soci.Ztoc
-	heads  []entryHead // the zTOC's entries, in tar order
-	starts []int64     // each span's compressed start, ascending
+	z     *soci.Ztoc
+	heads []entryHead // the zTOC's entries, in tar order
 
 	mu    sync.Mutex
 	spans []*spanData // most recently used last
@@ -314,7 +312,7 @@ type spanData struct {
 // a little more each at the default span size).
 const sociSpanCache = 4
 
-var _ lfs.Decoder = (*sociDecoder)(nil)
+var _ layer.Decoder = (*sociDecoder)(nil)
 
 // newSociDecoder keeps of z what decoding needs: not its entries (the
 // index has them), and the windows copied out of the zTOC's buffer, which
@@ -340,27 +338,17 @@ func newSociDecoder(z *soci.Ztoc, idx *index.Index) *sociDecoder {
 		c.Window = windows[len(windows)-len(c.Window) : len(windows) : len(windows)]
 	}
 	z = &small
-	d := &sociDecoder{z: z, heads: heads, starts: make([]int64, len(z.SpanDigests)),
-		entryState: entryState{bind: bind, vspans: map[int]*spanCheck{}}}
-	for i := range d.starts {
-		d.starts[i], _ = z.SpanRange(i)
-	}
-	return d
+	return &sociDecoder{z: z, heads: heads, entryState: entryState{bind: bind, vspans: map[int]*spanCheck{}}}
 }
 
-// Decode implements fs.Decoder.
-func (d *sociDecoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, error) {
-	i, ok := slices.BinarySearch(d.starts, c.Offset)
-	if !ok {
-		return nil, fmt.Errorf("%w: chunk at %d is at no span's start", soci.ErrInvalid, c.Offset)
+// Decode implements layer.Decoder: c.Span is the span the chunk lies in.
+func (d *sociDecoder) Decode(dst []byte, c *layer.Chunk, raw []byte) ([]byte, error) {
+	i := c.Span
+	if i < 0 || i >= len(d.z.SpanDigests) {
+		return nil, fmt.Errorf("%w: chunk at %d is in span %d of %d", soci.ErrInvalid, c.Offset, i, len(d.z.SpanDigests))
 	}
-	// two spans share a start only if the second is empty of bytes of its
-	// own: take the one whose range the chunk names
-	for i+1 < len(d.starts) && d.starts[i+1] == c.Offset {
-		if _, e := d.z.SpanRange(i); e == c.End {
-			break
-		}
-		i++
+	if s, e := d.z.SpanRange(i); s != c.Offset || e != c.End {
+		return nil, fmt.Errorf("%w: chunk at %d+%d is not span %d's range %d+%d", soci.ErrInvalid, c.Offset, c.End-c.Offset, i, s, e-s)
 	}
 	if os, oe := d.z.SpanOut(i); c.InnerOffset == 0 && c.Size == oe-os {
 		// the chunk is the whole span (a large file's middle): no other

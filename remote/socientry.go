@@ -50,7 +50,7 @@ type entryBinding struct {
 	inoEnts  []uint32
 }
 
-// bindEntries binds z's entries to idx's inodes (built from z by sociTOC).
+// bindEntries binds z's entries to idx's inodes (built from z by sociEntries).
 func bindEntries(z *soci.Ztoc, idx *index.Index) entryBinding {
 	b := entryBinding{idx: idx, entIno: make([]int32, len(z.Files)), entKind: make([]uint8, len(z.Files))}
 	seen := make(map[string]bool, len(z.Files))

@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testenv"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 )
 
@@ -30,11 +31,11 @@ func (b *bytesBlob) ReadRange(_ context.Context, off, n int64) ([]byte, error) {
 // openZtoc indexes z's layer, as Open does.
 func openZtoc(t testing.TB, z *soci.Ztoc) (*index.Index, *sociDecoder) {
 	t.Helper()
-	toc, err := sociTOC(z)
+	ents, err := sociEntries(z)
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, err := index.Build(toc)
+	idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,11 +177,11 @@ func BenchmarkSociEntryChecks(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	toc, err := sociTOC(z)
+	ents, err := sociEntries(z)
 	if err != nil {
 		b.Fatal(err)
 	}
-	idx, err := index.Build(toc)
+	idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
 	if err != nil {
 		b.Fatal(err)
 	}

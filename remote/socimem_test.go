@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
@@ -41,11 +41,11 @@ func TestSociDecoderMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			toc, err := sociTOC(z)
+			ents, err := sociEntries(z)
 			if err != nil {
 				t.Fatal(err)
 			}
-			idx, err := index.Build(toc)
+			idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -55,8 +55,8 @@ func TestSociDecoderMemory(t *testing.T) {
 			dec := newSociDecoder(z, idx)
 			// a part of every span, so that the cache ends up full (a
 			// chunk that is a whole span is not cached)
-			for i := range toc.Entries {
-				for _, c := range toc.Entries[i].Chunks {
+			for i := range ents {
+				for _, c := range ents[i].Chunks {
 					if os, oe := z.SpanOut(spanOf(t, z, c.Offset, c.End)); c.InnerOffset == 0 && c.Size == oe-os {
 						continue
 					}
@@ -184,17 +184,17 @@ func TestSociImpliedDirectories(t *testing.T) {
 		{"a tree without its directories", ztoc(5000, func(i int) string { return fmt.Sprintf("usr/lib/p%d/m%d/f", i/10, i) }), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var toc *estargz.TOC
+			var ents []layer.Entry
 			var err error
 			var a, b runtime.MemStats
 			runtime.ReadMemStats(&a)
-			toc, err = sociTOC(tc.z)
+			ents, err = sociEntries(tc.z)
 			runtime.ReadMemStats(&b)
 			if !errors.Is(err, tc.want) {
-				t.Fatalf("sociTOC: %v, want %v", err, tc.want)
+				t.Fatalf("sociEntries: %v, want %v", err, tc.want)
 			}
 			if err == nil {
-				t.Logf("%d entries laid out as %d; %d bytes allocated", len(tc.z.Files), len(toc.Entries), b.TotalAlloc-a.TotalAlloc)
+				t.Logf("%d entries laid out as %d; %d bytes allocated", len(tc.z.Files), len(ents), b.TotalAlloc-a.TotalAlloc)
 			}
 			if got := b.TotalAlloc - a.TotalAlloc; got > 64<<20 {
 				t.Fatalf("laying out %d entries allocated %d bytes", len(tc.z.Files), got)

@@ -96,7 +96,7 @@ func TestOpenLayerRequests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			data, err := c.Decode(nil, raw)
+			data, err := estargz.DecodeChunk(nil, c, raw)
 			if err != nil {
 				t.Fatalf("chunk of %s: %v", last, err)
 			}

@@ -205,7 +205,7 @@ func TestVerifyBlob(t *testing.T) {
 // checker is a Decoder with a BlobChecker: it reads n bytes of the blob
 // (all with n < 0) and returns err.
 type checker struct {
-	lfs.EStargzDecoder
+	estargz.Decoder
 	n     int64
 	err   error
 	read  *int64
@@ -280,7 +280,7 @@ func TestBlobChecker(t *testing.T) {
 
 // stuckChecker reads nothing and returns only when ctx ends.
 type stuckChecker struct {
-	lfs.EStargzDecoder
+	estargz.Decoder
 	started chan struct{}
 }
 

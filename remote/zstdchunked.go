@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
@@ -51,9 +51,9 @@ func (f zstdChunkedFormat) Open(ctx context.Context, b Blob, toc digest.Digest) 
 		o.Tail = tb.Tail()
 	}
 	sr := io.NewSectionReader(b, 0, b.Size())
-	idx, err := index.Decode(func(sink estargz.TOCSink) (estargz.TOCInfo, error) {
+	idx, err := index.Decode(func(sink layer.Sink) (layer.Info, error) {
 		info, _, err := zstdchunked.DecodeTOC(sr, sink, o)
-		return info, err
+		return info.LayerInfo(), err
 	})
 	if tb != nil {
 		tb.trimTail(mountTailSize)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/flatbuffers/go"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci/internal/fb"
 	"github.com/opencontainers/go-digest"
 )
@@ -22,15 +23,15 @@ const (
 	AlgorithmUncompressed = "uncompressed"
 )
 
-// File types of a zTOC entry (SOCI's names, those of estargz).
+// File types of a zTOC entry: SOCI's names are layer's (and estargz's).
 const (
-	TypeDir      = "dir"
-	TypeReg      = "reg"
-	TypeSymlink  = "symlink"
-	TypeHardlink = "hardlink"
-	TypeChar     = "char"
-	TypeBlock    = "block"
-	TypeFifo     = "fifo"
+	TypeDir      = layer.TypeDir
+	TypeReg      = layer.TypeReg
+	TypeSymlink  = layer.TypeSymlink
+	TypeHardlink = layer.TypeHardlink
+	TypeChar     = layer.TypeChar
+	TypeBlock    = layer.TypeBlock
+	TypeFifo     = layer.TypeFifo
 )
 
 // Limits applied by Unmarshal (a zTOC is registry data).

@@ -152,6 +152,6 @@ func decodeChunk(zr *zstd.Decoder, dst []byte, c *estargz.Chunk, raw []byte) ([]
 	if err := zr.Reset(bytes.NewReader(raw)); err != nil {
 		return nil, fmt.Errorf("%w: chunk at %d: %w", ErrFormat, c.Offset, err)
 	}
-	b, err := c.ReadVerified(dst, zr)
+	b, err := estargz.ReadVerified(dst, c, zr)
 	return b, wrapEstargz(err)
 }
