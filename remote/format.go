@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -19,25 +17,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Format is one lazily loadable layer format: how a layer's descriptor
-// names the digest of its index, and how the index is read from the blob
-// and verified against it. A new format is one more implementation, listed
-// in formats.
-type Format interface {
-	// Name names the format in status and errors ("estargz").
-	Name() string
-	// IndexDigest returns the digest that the layer's index is verified
-	// against, from its descriptor; ok is false when desc is not a layer
-	// of this format. A descriptor that claims the format but names no
-	// valid digest is an error wrapping snapshotter.ReasonNotLazy.
-	IndexDigest(desc ocispec.Descriptor) (d digest.Digest, ok bool, err error)
-	// Open reads the layer's index from b, verified against d. Its errors
-	// wrap its format package's sentinels (and index's), or are the blob's
-	// errors, as they are: Mount gives them their fallback Reason
-	// (fallbackReason), the one place that does. An Open may wrap a
-	// Reason itself for a decision no sentinel names.
-	Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, lfs.Decoder, error)
-}
+// Format is one lazily loadable layer format (layer.Format, where its
+// contract and optional capabilities are declared). A new format is one
+// more implementation, listed in formats.
+type Format = layer.Format
 
 // fallbackReason gives an error of a Format's Open the snapshotter.Reason
 // its layer falls back with, keeping the error (%w) so that its kind
@@ -73,27 +56,75 @@ func fallbackReason(err error) error {
 // knows them all. maxEntries caps a layer's index (0: each format's
 // default).
 func formats(maxEntries int, mem *index.Budget) []Format {
-	return []Format{estargzFormat{maxEntries: maxEntries}, zstdChunkedFormat{maxEntries: maxEntries}, sociFormat{maxEntries: maxEntries, mem: mem}}
+	return []Format{
+		estargz.Format{MaxEntries: maxEntries},
+		zstdchunked.Format{MaxEntries: maxEntries},
+		sociFormat{maxEntries: maxEntries, mem: mem},
+	}
 }
 
-// pickFormat returns the format of the layer desc describes, with the
-// digest its index is verified against.
-func pickFormat(desc ocispec.Descriptor, maxEntries int, mem *index.Budget) (Format, digest.Digest, error) {
+// claim is a format that claims a layer, with the digest its index is
+// verified against.
+type claim struct {
+	f Format
+	d digest.Digest
+}
+
+// pickFormat returns the formats that claim the layer desc describes, in
+// the order of formats, each with the digest its index is verified
+// against: the first whose Open does not find the blob another format's
+// reads it. Only formats that verify the index against the first one's
+// digest are listed (the layer's local state is keyed by it).
+func pickFormat(desc ocispec.Descriptor, maxEntries int, mem *index.Budget) ([]claim, error) {
+	var cs []claim
 	for _, f := range formats(maxEntries, mem) {
 		d, ok, err := f.IndexDigest(desc)
-		if err != nil {
-			return nil, "", fmt.Errorf("layer %s: %w", desc.Digest, err)
+		if err != nil && len(cs) == 0 {
+			return nil, fmt.Errorf("layer %s: %w", desc.Digest, fallbackReason(err))
 		}
-		if ok {
-			return f, d, nil
+		if ok && err == nil && (len(cs) == 0 || d == cs[0].d) {
+			cs = append(cs, claim{f, d})
 		}
+	}
+	if len(cs) > 0 {
+		return cs, nil
 	}
 	soci := ""
 	if why, ok := desc.Annotations[annSociNone]; ok {
 		soci = "; no SOCI zTOC: " + why
 	}
-	return nil, "", fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (it has no %s annotation%s)",
+	return nil, fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (it has no %s annotation%s)",
 		snapshotter.ReasonNotLazy, desc.Digest, desc.MediaType, estargz.TOCJSONDigestAnnotation, soci)
+}
+
+// openIndex reads the layer's index from b with the first of cs whose
+// Open does not find the blob another format's, and returns it with the
+// layer's Decoder and the format's name. When every format finds the
+// blob another's, the first one's error is returned.
+func openIndex(ctx context.Context, b Blob, cs []claim) (*index.Index, layer.Decoder, string, error) {
+	var first error
+	for _, c := range cs {
+		var idx *index.Index
+		build := func(decode func(layer.Sink) (layer.Info, error)) (layer.Index, error) {
+			x, err := index.Decode(decode)
+			idx = x
+			return x, err
+		}
+		dec, err := c.f.Open(ctx, b, c.d, build)
+		if err == nil && idx == nil {
+			err = fmt.Errorf("%w: format %s built no index", layer.ErrInvalid, c.f.Name())
+		}
+		if err == nil {
+			return idx, dec, c.f.Name(), nil
+		}
+		if first == nil {
+			first = err
+		}
+		if !errors.Is(err, layer.ErrOtherFormat) {
+			return nil, nil, "", err
+		}
+	}
+	return nil, nil, "", first
 }
 
 // descriptorFromLabels is the layer's descriptor when the labels carry
@@ -104,57 +135,4 @@ func descriptorFromLabels(src snapshotter.LayerSource) (ocispec.Descriptor, bool
 	}
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
 		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}, true
-}
-
-// estargzFormat is eStargz: a gzip layer whose TOC (a JSON index of its
-// files and chunks) sits at its end, found by its footer, verified against
-// the TOC digest annotation.
-type estargzFormat struct {
-	maxEntries int // 0: estargz.DefaultMaxEntries
-}
-
-func (estargzFormat) Name() string { return "estargz" }
-
-func (estargzFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, error) {
-	v, ok := desc.Annotations[estargz.TOCJSONDigestAnnotation]
-	if !ok {
-		return "", false, nil
-	}
-	d, err := digest.Parse(v)
-	if err != nil {
-		return "", true, fmt.Errorf("%w: %s=%q: %w", snapshotter.ReasonNotLazy, estargz.TOCJSONDigestAnnotation, v, err)
-	}
-	return d, true, nil
-}
-
-// Open decodes the TOC straight into the index (index.Open), taking what
-// it can from the blob's tail when it has one.
-func (f estargzFormat) Open(ctx context.Context, b Blob, toc digest.Digest) (*index.Index, lfs.Decoder, error) {
-	tb, _ := b.(*tailBlob)
-	opts := []estargz.OpenOption{estargz.WithTOCDigest(toc)}
-	if tb != nil {
-		opts = append(opts, estargz.WithTail(tb.Tail()))
-	}
-	if f.maxEntries > 0 {
-		opts = append(opts, estargz.WithMaxEntries(f.maxEntries))
-	}
-	sr := io.NewSectionReader(b, 0, b.Size())
-	idx, err := index.Decode(func(s layer.Sink) (layer.Info, error) {
-		info, err := estargz.DecodeTOC(sr, s, opts...)
-		return info.LayerInfo(), err
-	})
-	if tb != nil {
-		tb.trimTail(mountTailSize)
-	}
-	if errors.Is(err, estargz.ErrFormat) {
-		// the eStargz library's zstd:chunked layers carry an eStargz TOC
-		// digest too, and it alone reaches us when labels name the layer
-		if zidx, dec, zerr := (zstdChunkedFormat{maxEntries: f.maxEntries}).Open(ctx, b, toc); zerr == nil || errors.Is(zerr, zstdchunked.ErrVerify) {
-			return zidx, dec, zerr
-		}
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return idx, estargz.Decoder{}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -239,7 +240,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	defer context.AfterFunc(r.ctx, cancel)()
 	dg := src.Digest
 	var (
-		f           Format
+		claims      []claim
 		indexDigest digest.Digest
 		mounted     bool
 	)
@@ -260,7 +261,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}
 	desc, err := r.descriptor(ctx, src)
 	if err == nil {
-		f, indexDigest, err = pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory)
+		claims, err = pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory)
 	}
 	if err != nil {
 		if src.TOCDigest == "" {
@@ -271,6 +272,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	if src.TOCDigest == "" { // the manifest said the layer is lazy: so are its neighbours, likely
 		r.warm.startAll(src, r.busy)
 	}
+	indexDigest = claims[0].d
 	key := layerKey{blob: dg, index: indexDigest}
 	if bl, bad := r.ver.badMark(key); bad {
 		return fmt.Errorf("%w: layer %s was found bad at %s: %s", snapshotter.ReasonVerification, dg, bl.Time.Format(time.RFC3339), bl.Reason)
@@ -286,12 +288,15 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 			return fmt.Errorf("layer %s: %w", dg, err)
 		}
 	}
-	idx, dec, err := f.Open(ctx, b, indexDigest)
+	idx, dec, format, err := openIndex(ctx, b, claims)
+	if tb, ok := b.(*tailBlob); ok {
+		tb.trimTail(mountTailSize) // Open has read the index
+	}
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, fallbackReason(err))
 	}
 	mem := int64(idx.MemoryBytes())
-	if ms, ok := dec.(memorySized); ok {
+	if ms, ok := dec.(layer.MemorySized); ok {
 		mem += int64(ms.MemoryBytes())
 	}
 	if err := r.opts.IndexMemory.Reserve(mem); err != nil {
@@ -343,7 +348,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		return ErrClosed
 	}
 	r.seq++
-	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, image: img, format: f.Name(), seq: r.seq, layer: l, mount: m, mem: mem, prof: prof, lastErr: lastErr}
+	ml := &mountedLayer{key: key, labels: labels, ref: src.Ref, image: img, format: format, seq: r.seq, layer: l, mount: m, mem: mem, prof: prof, lastErr: lastErr}
 	if r.opts.VerifyBlob {
 		vctx, cancel := context.WithCancel(r.ctx)
 		done := make(chan struct{})

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"unsafe"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -29,13 +28,6 @@ const (
 	annZtocDigest = "dev.lazysnap.soci.ztoc-digest"
 	annZtocSize   = "dev.lazysnap.soci.ztoc-size"
 )
-
-// artifactBlob is a Blob that fetches the other blobs of its layer's
-// format from the same repository: the zTOC of a SOCI layer.
-type artifactBlob interface {
-	// Artifact returns the whole blob d, verified against d.
-	Artifact(ctx context.Context, d digest.Digest) ([]byte, error)
-}
 
 // sociFormat is an unmodified gzip layer with a SOCI zTOC: its files and
 // the checkpoints from which each span of the blob is inflated alone, in
@@ -62,14 +54,14 @@ func (sociFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, err
 // Open fetches the zTOC (verified against d), validates it against the
 // blob and builds the index: a regular file's chunks are its
 // intersections with the spans.
-func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.Index, lfs.Decoder, error) {
-	ab, ok := b.(artifactBlob)
+func (f sociFormat) Open(ctx context.Context, b layer.Blob, d digest.Digest, build layer.Build) (layer.Decoder, error) {
+	ab, ok := b.(layer.ArtifactBlob)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: zTOC %s: the layer's source fetches no other blobs", snapshotter.ReasonNotLazy, d)
+		return nil, fmt.Errorf("%w: zTOC %s: the layer's source fetches no other blobs", soci.ErrUnsupported, d)
 	}
 	raw, err := ab.Artifact(ctx, d)
 	if err != nil {
-		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
+		return nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	// the zTOC's buffer, what it decodes into (known before it is
 	// allocated) and its entries laid out for index.Build are held in the
@@ -85,35 +77,33 @@ func (f sociFormat) Open(ctx context.Context, b Blob, d digest.Digest) (*index.I
 		return nil
 	}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
+		return nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	if z.CompressedSize != b.Size() {
-		return nil, nil, fmt.Errorf("%w: zTOC %s is of a blob of %d bytes, the layer has %d", snapshotter.ReasonVerification, d, z.CompressedSize, b.Size())
+		return nil, fmt.Errorf("%w: zTOC %s is of a blob of %d bytes, the layer has %d", soci.ErrVerify, d, z.CompressedSize, b.Size())
 	}
 	lay := int64(len(z.Files)+1) * sociLayoutBytes
 	if err := f.mem.Reserve(lay); err != nil {
-		return nil, nil, fmt.Errorf("%w: zTOC %s of %d entries: %w", snapshotter.ReasonNotLazy, d, len(z.Files), err)
+		return nil, fmt.Errorf("zTOC %s of %d entries: %w", d, len(z.Files), err)
 	}
 	held += lay
 	ents, err := sociEntries(z)
 	if err != nil {
-		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
-	}
-	idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
-	if err != nil {
-		return nil, nil, fmt.Errorf("zTOC %s: %w", d, err)
+		return nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
 	if err := noDirHardlinks(ents); err != nil {
-		return nil, nil, fmt.Errorf("%w: zTOC %s: %w", snapshotter.ReasonNotLazy, d, err)
+		return nil, fmt.Errorf("zTOC %s: %w", d, err)
 	}
-	return idx, newSociDecoder(z, idx), nil
+	idx, err := build(func(s layer.Sink) (layer.Info, error) {
+		return layer.Info{DataEnd: z.CompressedSize}, layer.Feed(s, ents)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("zTOC %s: %w", d, err)
+	}
+	return newSociDecoder(z, idx), nil
 }
 
-// memorySized is a Decoder that holds memory of its own besides the index
-// (counted against Options.IndexMemory).
-type memorySized interface{ MemoryBytes() int }
-
-// MemoryBytes is what the decoder holds, counted from what it has rather
+// MemoryBytes implements layer.MemorySized: what the decoder holds, counted from what it has rather
 // than from what the zTOC claims: each span's start, checkpoint, window
 // and digest, the entries' header facts, and the span cache at its
 // fullest, the sociSpanCache largest spans by their real sizes (the span
@@ -319,7 +309,7 @@ var _ layer.Decoder = (*sociDecoder)(nil)
 // is dropped.
 // idx, the index built from z, is what VerifyEntry checks (nil: no entry
 // checks).
-func newSociDecoder(z *soci.Ztoc, idx *index.Index) *sociDecoder {
+func newSociDecoder(z *soci.Ztoc, idx layer.Index) *sociDecoder {
 	small := *z
 	small.Files = nil
 	heads := make([]entryHead, 0, len(z.Files))

@@ -15,7 +15,7 @@ import (
 	"syscall"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
-	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
 )
@@ -43,7 +43,7 @@ const maxHeaderRegion = 1<<20 + 4<<10
 // entryBinding is which inode each zTOC entry describes, and back: what
 // VerifyEntry checks for an inode.
 type entryBinding struct {
-	idx      *index.Index
+	idx      layer.Index
 	entIno   []int32  // per entry: the inode it describes, -1 none (an earlier entry of a name given twice)
 	entKind  []uint8  // per entry: kind*
 	inoFirst []uint32 // the entries of inode i are inoEnts[inoFirst[i]:inoFirst[i+1]]
@@ -51,7 +51,7 @@ type entryBinding struct {
 }
 
 // bindEntries binds z's entries to idx's inodes (built from z by sociEntries).
-func bindEntries(z *soci.Ztoc, idx *index.Index) entryBinding {
+func bindEntries(z *soci.Ztoc, idx layer.Index) entryBinding {
 	b := entryBinding{idx: idx, entIno: make([]int32, len(z.Files)), entKind: make([]uint8, len(z.Files))}
 	seen := make(map[string]bool, len(z.Files))
 	counts := make([]uint32, idx.Len()+1)
@@ -117,7 +117,7 @@ type spanCheck struct {
 // checked together, once: every entry whose header ends in the span is
 // parsed from the span's inflated bytes (the span before too, for a
 // header that starts there) and compared with what the index serves.
-func (d *sociDecoder) VerifyEntry(ctx context.Context, ino index.Ino, blob lfs.BlobReader) error {
+func (d *sociDecoder) VerifyEntry(ctx context.Context, ino layer.Ino, blob lfs.BlobReader) error {
 	b := &d.bind
 	if d.trusted.Load() || b.idx == nil || int(ino) >= len(b.inoFirst)-1 {
 		return nil
@@ -351,7 +351,7 @@ func (d *sociDecoder) compareEntry(i int, h *tar.Header) error {
 	if b.idx == nil || b.entIno[i] < 0 {
 		return nil
 	}
-	ino := index.Ino(b.entIno[i])
+	ino := layer.Ino(b.entIno[i])
 	name, err := soci.Clean(h.Name)
 	if err != nil {
 		return fmt.Errorf("the layer's entry at %d: %w", e.off, err)
@@ -380,7 +380,7 @@ func kindName(kind int) string {
 // compareAttr compares what the index serves of ino with tar header h:
 // type, permission bits, owners, modification time, size, device
 // numbers, symlink target and xattrs.
-func compareAttr(idx *index.Index, ino index.Ino, h *tar.Header) error {
+func compareAttr(idx layer.Index, ino layer.Ino, h *tar.Header) error {
 	a := idx.Attr(ino)
 	typ := map[byte]uint32{tar.TypeReg: syscall.S_IFREG, tar.TypeRegA: syscall.S_IFREG, tar.TypeCont: syscall.S_IFREG,
 		tar.TypeDir: syscall.S_IFDIR, tar.TypeSymlink: syscall.S_IFLNK, tar.TypeChar: syscall.S_IFCHR,

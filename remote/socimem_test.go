@@ -132,15 +132,15 @@ func TestSociOpenBudget(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			budget := index.NewBudget(tc.budget)
-			fm, d, err := pickFormat(desc, 0, budget)
-			if err != nil || fm.Name() != "soci" {
-				t.Fatalf("format %v: %v", fm, err)
+			cs, err := pickFormat(desc, 0, budget)
+			if err != nil || len(cs) != 1 || cs[0].f.Name() != "soci" {
+				t.Fatalf("formats %v: %v", cs, err)
 			}
 			b, err := src.Blob(ctx, img.Ref, desc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = fm.Open(ctx, b, d)
+			_, _, _, err = openIndex(ctx, b, cs)
 			err = fallbackReason(err) // as Mount gives it its reason
 			switch {
 			case tc.ok && err != nil:

@@ -3,26 +3,21 @@ package remote
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"sync"
 	"time"
 
-	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
-	"github.com/lazysnap/lazysnap/zstdchunked"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Blob is a layer blob opened for range reads.
-type Blob interface {
-	lfs.BlobReader
-	io.ReaderAt
-	Size() int64
-}
+// Blob is a layer blob opened for range reads (layer.Blob).
+type Blob = layer.Blob
 
 // Source is where an FS finds layers: a registry (NewRegistrySource).
 type Source interface {
@@ -135,10 +130,10 @@ func (c *manifestCache) put(ref string, layers []ocispec.Descriptor) {
 const mountTailSize = 64 << 10
 
 // Blob opens the blob and reads its tail in the same request (which also
-// tells the size, when the labels did not).
+// tells the size, when the labels did not), unless the blob's format
+// keeps its index elsewhere (is no layer.Tailer).
 func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descriptor) (Blob, error) {
-	if _, ok := desc.Annotations[annZtocDigest]; ok && desc.Size > 0 {
-		// a SOCI layer's index is a blob of its own: its tail is not needed
+	if !wantsTail(desc) && desc.Size > 0 {
 		b, err := s.f.Blob(ctx, ref, desc)
 		if err != nil {
 			return nil, err
@@ -150,6 +145,19 @@ func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descri
 		return nil, err
 	}
 	return &tailBlob{Blob: b, off: b.Size() - int64(len(tail)), tail: tail, f: s.f, ref: ref}, nil
+}
+
+// wantsTail reports whether a blob of desc is opened with its tail: unless
+// the first format that claims it is no layer.Tailer. A blob of no format
+// known yet (a layer read ahead) is.
+func wantsTail(desc ocispec.Descriptor) bool {
+	for _, f := range formats(0, nil) {
+		if _, ok, _ := f.IndexDigest(desc); ok {
+			_, tailer := f.(layer.Tailer)
+			return tailer
+		}
+	}
+	return true
 }
 
 // tailBlob is a fetcher blob whose last bytes are already in memory:
@@ -217,21 +225,25 @@ func (t *tailBlob) Invalidate(off, n int64) {
 // itself; compressed, a TOC within it is far smaller.
 const maxWarmTOC = 64 << 20
 
-// extendTail makes the tail reach back to the start of the TOC that the
-// footer at its end (eStargz's or zstd:chunked's) points to, reading what
-// lies before it in one request, so that a later Open reads nothing. The bytes are not verified
+// extendTail makes the tail reach back to the start of the index that the
+// footer at its end points to (the first layer.Tailer format's that finds
+// its footer there), reading what lies before it in one request, so that
+// a later Open reads nothing. The bytes are not verified
 // here: Open verifies the TOC against its digest and every chunk read
 // from the tail is verified as usual. It must be called before the blob
 // is shared.
 func (t *tailBlob) extendTail(ctx context.Context) error {
 	tail := t.Tail()
-	tocOff, _, err := estargz.ParseFooter(tail)
-	if err != nil {
-		f, _, zerr := zstdchunked.ParseFooter(tail, t.Size())
-		if zerr != nil {
-			return err
+	tocOff, found := int64(0), false
+	for _, f := range formats(0, nil) {
+		if tf, ok := f.(layer.Tailer); ok {
+			if tocOff, found = tf.IndexStart(tail, t.Size()); found {
+				break
+			}
 		}
-		tocOff = f.Offset
+	}
+	if !found {
+		return errNoFooter
 	}
 	if tocOff >= t.off {
 		return nil
@@ -248,6 +260,9 @@ func (t *tailBlob) extendTail(ctx context.Context) error {
 	t.mu.Unlock()
 	return nil
 }
+
+// errNoFooter: the blob's tail ends in no format's footer.
+var errNoFooter = errors.New("remote: the blob's tail ends in no known footer")
 
 // trimTail keeps only the last n bytes of the tail in memory, once Open
 // no longer needs a tail that extendTail grew to cover a large TOC: the

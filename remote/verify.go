@@ -17,21 +17,15 @@ import (
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
-// BlobChecker is implemented by a layer format's Decoder (as Format.Open
-// returns it) that checks a complete layer beyond its chunks: a SOCI
-// index's file list against the layer's tar, say. Once the layer is
-// complete, CheckBlob is called with the whole blob, in blob order, while
-// the same bytes are checked against the descriptor's digest; it must read
-// blob to its end or return (what it leaves is discarded), and end when
-// ctx does. An error marks the layer bad with the error as the reason,
-// unless the blob failed its digest too (then that is the reason) or could
-// not be read (then nothing is decided).
-type BlobChecker interface {
-	CheckBlob(ctx context.Context, blob io.Reader) error
-}
+// BlobChecker is a layer format's Decoder that checks a complete layer
+// beyond its chunks (layer.BlobChecker). An error marks the layer bad with
+// the error as the reason, unless the blob failed its digest too (then
+// that is the reason) or could not be read (then nothing is decided).
+type BlobChecker = layer.BlobChecker
 
 // Verification states (LayerInfo.Verification).
 const (
@@ -219,7 +213,7 @@ func (v *verifier) watch(ctx context.Context, k layerKey, l *lfs.Layer, b Blob, 
 	v.mu.Unlock()
 	if _, err := os.Stat(v.okPath(k)); err == nil {
 		v.setState(k, VerifyVerified)
-		if t, ok := dec.(trustable); ok {
+		if t, ok := dec.(layer.Truster); ok {
 			t.Trust()
 		}
 		return
@@ -306,7 +300,7 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 	}
 	v.verified.Add(1)
 	_ = os.WriteFile(v.okPath(k), nil, 0o600) // without it, the next Mount verifies again
-	if t, ok := dec.(trustable); ok {
+	if t, ok := dec.(layer.Truster); ok {
 		t.Trust()
 	}
 	return VerifyVerified
@@ -398,15 +392,10 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 
 // checkBlob runs chk over blob, a panic of it contained (then the
 // error is an lfs.PanicError).
-func checkBlob(ctx context.Context, layer digest.Digest, chk BlobChecker, blob io.Reader) (err error) {
-	defer contain(layer.String(), nil, &err)
-	return chk.CheckBlob(ctx, blob)
+func checkBlob(ctx context.Context, blob digest.Digest, chk BlobChecker, r io.Reader) (err error) {
+	defer contain(blob.String(), nil, &err)
+	return chk.CheckBlob(ctx, r)
 }
-
-// trustable is a Decoder with checks of its own on the read path (a SOCI
-// layer's entry checks) that a verified layer no longer needs: Trust
-// ends them.
-type trustable interface{ Trust() }
 
 // markIndexBad marks k's index bad for a reason found while serving it
 // (a SOCI zTOC entry its tar header contradicts), as a failed BlobChecker
