@@ -16,62 +16,26 @@
 // with the index digest: what the Mount verified (see FS for why the blob
 // digest alone is not enough).
 //
-// A Format is one lazily loadable layer format: the digest its descriptor
-// names for the index (IndexDigest) and how the index is read and verified
-// (Open). Three are listed in formats: eStargz (the TOC at the blob's end,
-// its digest annotated on the layer), zstd:chunked (the same TOC in a
-// zstd skippable frame, its checksum annotated) and SOCI. A SOCI layer is an
-// unmodified gzip blob whose image has a SOCI index: the Source, reading
-// the image's manifest, finds the index (v2: the manifest's
-// com.amazon.soci.index-digest annotation; v1: the manifest's referrers,
-// through the API or its tag schema) and annotates the layer descriptor
-// with its zTOC's digest and size (lazysnap's own annotations; a layer
-// without a zTOC gets the reason instead, for the fallback). Open fetches
-// the zTOC from the same repository, verified against that digest, and
-// lays its entries out as the index: each regular file's chunks are its
-// intersections with the spans, a chunk's range its span's, its digest the
-// span's. The SOCI decoder verifies a span's bytes against the span digest
-// before inflating them from the span's checkpoint (zran), checks every
-// tar header wholly inside the span against the zTOC's entry for it (name,
-// type, size: the span digests vouch for the blob's bytes, not for the
-// zTOC's reading of them; a mismatch fails the span's reads, EIO with the
-// reason in status), and keeps the last few spans inflated, so that the
-// many small files of one span cost one inflate; fs stores all of a span's
-// files from the request that fetched it for one of them.
-//
-// A zTOC says more of a file than the span digests vouch for: its mode,
-// owners, times, xattrs, link target and device numbers. So the SOCI
-// decoder is an fs.EntryVerifier: before fs opens a file or directory,
-// returns a link target or xattrs, or a lookup returns a device node, the
-// zTOC entries behind the inode (its own, hardlinks to it, a whiteout or
-// opaque mark) are checked against the layer's own tar headers for them
-// (socientry.go). The check is per span: the first inode that needs span
-// k has every entry whose header ends in k parsed from k's inflated bytes
-// (with the span before, for headers that start there; PAX and GNU
-// records included: the bytes between one entry's content and the next's
-// must be exactly one entry's headers) and compared with what the index
-// serves; the verdict is kept, so that a span is fetched and parsed once
-// (fs keeps the raw span for the read that follows the open), and a span
-// inflated to be read gets its verdict from the same bytes when its
-// headers lie wholly in it. A mismatch fails the operation with EIO, is
-// the layer's last error, and marks the index bad (as a failed
-// BlobChecker does: new Mounts refused); fs refuses the inode from then
-// on, its attributes too. stat and readdir show the zTOC's attributes
-// before any check: a forged setuid bit can be seen but the file cannot
-// be opened, so neither read nor executed. What one span check cannot see is an entry the zTOC leaves
-// out in a span nobody checked (a whiteout, say): the complete layer's
-// check finds it. A checkpoint's 32 KiB window is the zTOC's word alone
-// (the span digest covers the compressed bytes, not what they inflate to
-// from the window), and nothing on the read path can check the bytes
-// inflated from it; the decoder keeps the sha256 of every span it
-// inflates. Once the layer is complete, the decoder's CheckBlob reads the
-// whole tar and compares its entries with the zTOC's and the index's, in
-// order (an entry the zTOC omits or invents, or describes otherwise),
-// each checkpoint's window with the layer's 32 KiB before it, and each
-// span as inflated from its checkpoint (as served, or inflated there from
-// the blob's bytes for a span this process did not inflate) with the
-// layer's bytes: a mismatch marks that index of the layer bad (see
-// Verified layers below); a verified layer's entry checks end (Trust).
+// A Format is one lazily loadable layer format (layer.Format, whose
+// api.go declares the contract and its optional capabilities): the digest
+// its descriptor names for the index (IndexDigest) and how the index is
+// read and verified (Open). Three are listed in formats, each in a
+// package of its own: eStargz (estargz.Format: the TOC at the blob's end,
+// its digest annotated on the layer), zstd:chunked (zstdchunked.Format:
+// the same TOC in a zstd skippable frame, its checksum annotated) and
+// SOCI (soci/lazy.Format). When the first format that claims a layer finds
+// its blob another format's (layer.ErrOtherFormat: the eStargz library's
+// zstd:chunked layers carry an eStargz TOC digest), the next that claims
+// it reads it. A SOCI layer is an unmodified gzip blob whose image has a
+// SOCI index: the Source, reading the image's manifest, finds the index
+// (v2: the manifest's com.amazon.soci.index-digest annotation; v1: the
+// manifest's referrers, through the API or its tag schema) and annotates
+// the layer descriptor with its zTOC's digest and size (lazysnap's own
+// annotations; a layer without a zTOC gets the reason instead, for the
+// fallback); soci/lazy says how the zTOC is read and checked against the
+// layer. A Decoder that finds its index contradicted by the layer
+// (layer.ErrMismatch) has the index marked bad, as a failed BlobChecker
+// does (Verified layers below).
 // SOCI v1 indexes, which come from the referrers rather than the image,
 // are used only with WithSociV1. A hardlink to a directory is refused.
 //

@@ -12,6 +12,7 @@ import (
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
+	"github.com/lazysnap/lazysnap/soci/lazy"
 	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -59,7 +60,7 @@ func formats(maxEntries int, mem *index.Budget) []Format {
 	return []Format{
 		estargz.Format{MaxEntries: maxEntries},
 		zstdchunked.Format{MaxEntries: maxEntries},
-		sociFormat{maxEntries: maxEntries, mem: mem},
+		lazy.Format{MaxEntries: maxEntries, Memory: mem},
 	}
 }
 

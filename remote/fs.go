@@ -316,7 +316,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		if errors.Is(err, lfs.ErrPanic) {
 			r.ver.markIndexBad(key, err.Error())
 		}
-		if errors.Is(err, errEntryMismatch) {
+		if errors.Is(err, layer.ErrMismatch) {
 			r.ver.markIndexBad(key, fmt.Sprintf("the layer does not match its index %s: %v", key.index, err))
 		}
 		if r.opts.OnError != nil {

@@ -1,12 +1,8 @@
 package remote
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,39 +19,6 @@ import (
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
 )
-
-// sociLayer is a gzip tar of small and large files, some incompressible,
-// spanning many 64 KiB spans, with files in subdirectories whose
-// directories the tar does not list.
-func sociLayer(t testing.TB, seed uint64) ([]byte, map[string]string) {
-	r := rand.New(rand.NewPCG(seed, 7))
-	files := map[string]string{}
-	var list [][2]string
-	add := func(name string, n int, random bool) {
-		b := make([]byte, n)
-		for i := range b {
-			if random {
-				b[i] = byte(r.Uint32())
-			} else {
-				b[i] = "abcdefgh\n"[r.IntN(9)]
-			}
-		}
-		files[name] = string(b)
-		list = append(list, [2]string{name, string(b)})
-	}
-	for i := range 60 {
-		add(fmt.Sprintf("usr/lib/small%02d", i), r.IntN(4000), i%2 == 0)
-	}
-	add("usr/bin/big", 400<<10, true)
-	add("usr/share/text", 600<<10, false)
-	add("etc/empty", 0, false)
-	add("etc/conf", 100, false)
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	gz.Write(testtar.Files(list))
-	gz.Close()
-	return buf.Bytes(), files
-}
 
 func sociLabels(ref string, layer digest.Digest) map[string]string {
 	return map[string]string{snapshotter.LabelCRIImageRef: ref, snapshotter.LabelCRILayerDigest: layer.String()}
@@ -76,7 +39,7 @@ func TestSociMount(t *testing.T) {
 	}
 	t.Cleanup(func() { f.Close() })
 	ctx := context.Background()
-	blob, files := sociLayer(t, 1)
+	blob, files := testtar.SociLayer(1)
 	var mu sync.Mutex
 	var errs []error
 	newFS := func(t *testing.T) *FS {
@@ -252,7 +215,7 @@ func TestSociMount(t *testing.T) {
 	})
 
 	t.Run("zTOC of another blob", func(t *testing.T) {
-		other, _ := sociLayer(t, 2)
+		other, _ := testtar.SociLayer(2)
 		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/other", "v1", 64<<10, func(_ int, z *soci.Ztoc) {
 			z.CompressedSize = int64(len(other)) + 1
 		}, blob)

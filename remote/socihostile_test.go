@@ -1,12 +1,8 @@
 package remote
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,53 +14,11 @@ import (
 	"github.com/lazysnap/lazysnap/fetcher"
 	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/internal/testenv"
+	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
 	"golang.org/x/sys/unix"
 )
-
-// hostileLayer is a gzip tar with what a forged zTOC would change: an
-// executable, files of other owners, a file with an xattr, a symlink, a
-// hardlink, a device node, and a large text file whose spans inflate
-// with back-references into their checkpoints' windows.
-func hostileLayer(t testing.TB) []byte {
-	r := rand.New(rand.NewPCG(3, 4))
-	text := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = "abcdefgh\n"[r.IntN(9)]
-		}
-		return b
-	}
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	mt := time.Unix(1700000000, 0)
-	add := func(h tar.Header, body []byte) {
-		h.ModTime, h.Size, h.Format = mt, int64(len(body)), tar.FormatPAX
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(body)
-	}
-	add(tar.Header{Typeflag: tar.TypeDir, Name: "bin/", Mode: 0o755}, nil)
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "bin/tool", Mode: 0o755}, text(200<<10))
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "bin/other", Mode: 0o644}, []byte("other\n"))
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "bin/capped", Mode: 0o755}, []byte("#!/bin/sh\n"))
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "bin/noted", Mode: 0o644,
-		PAXRecords: map[string]string{"SCHILY.xattr.user.note": "kept"}}, []byte("noted\n"))
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "bin/owned", Mode: 0o644}, []byte("root's\n"))
-	add(tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755}, nil)
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "etc/passwd", Mode: 0o644}, []byte("root:x:0:0::/root:/bin/sh\n"))
-	add(tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/link", Linkname: "passwd", Mode: 0o777}, nil)
-	add(tar.Header{Typeflag: tar.TypeLink, Name: "etc/hard", Linkname: "bin/other", Mode: 0o644}, nil)
-	add(tar.Header{Typeflag: tar.TypeDir, Name: "dev/", Mode: 0o755}, nil)
-	add(tar.Header{Typeflag: tar.TypeChar, Name: "dev/null", Mode: 0o666, Devmajor: 1, Devminor: 3}, nil)
-	add(tar.Header{Typeflag: tar.TypeReg, Name: "usr/share/text", Mode: 0o644}, text(600<<10))
-	tw.Close()
-	gz.Close()
-	return buf.Bytes()
-}
 
 func zfile(z *soci.Ztoc, name string) *soci.File {
 	for i := range z.Files {
@@ -94,7 +48,7 @@ func TestSociHostileZtoc(t *testing.T) {
 	}
 	t.Cleanup(func() { f.Close() })
 	ctx := context.Background()
-	blob := hostileLayer(t)
+	blob := testtar.HostileLayer()
 	eio := func(err error) bool { return errors.Is(err, syscall.EIO) }
 	getxattr := func(p, name string) error {
 		_, err := unix.Getxattr(p, name, make([]byte, 256))

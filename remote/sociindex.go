@@ -10,15 +10,14 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/v2/pkg/reference"
-	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/soci"
-	"github.com/lazysnap/lazysnap/zstdchunked"
+	"github.com/lazysnap/lazysnap/soci/lazy"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// annSociNone, on a layer descriptor without annZtocDigest, says why the
+// annSociNone, on a layer descriptor without lazy.AnnotationZtocDigest, says why the
 // image's SOCI index gives it no zTOC (for the fallback's reason).
 const annSociNone = "dev.lazysnap.soci.none"
 
@@ -67,17 +66,15 @@ func newSociCache() *sociCache {
 }
 
 // withZtoc returns layer l of the image manifest man, annotated with the
-// zTOC its image's SOCI index names for it (annZtocDigest, annZtocSize),
-// or with why there is none (annSociNone). An eStargz layer is returned
-// as it is. The SOCI index is the one the manifest's annotation names
+// zTOC its image's SOCI index names for it (lazy.AnnotationZtocDigest, lazy.AnnotationZtocSize),
+// or with why there is none (annSociNone). A layer that a format claims
+// already (eStargz, zstd:chunked: an index of its own) is returned as it
+// is. The SOCI index is the one the manifest's annotation names
 // (v2, listed in the image index beside it), else, with WithSociV1, the
 // newest v1 index among the manifest's referrers.
 func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Descriptor, ann map[string]string, siblings []ocispec.Descriptor, l ocispec.Descriptor) ocispec.Descriptor {
-	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok {
+	if _, err := pickFormat(l, 0, nil); err == nil {
 		return l
-	}
-	if _, ok, _ := zstdchunked.ManifestDigest(l.Annotations); ok {
-		return l // zstd:chunked: its own index, no SOCI lookup
 	}
 	lk := s.sociIndex(ctx, ref, man, ann, siblings)
 	out := l
@@ -94,8 +91,8 @@ func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Des
 		out.Annotations[annSociNone] = err.Error()
 		return out
 	}
-	out.Annotations[annZtocDigest] = z.Digest.String()
-	out.Annotations[annZtocSize] = strconv.FormatInt(z.Size, 10)
+	out.Annotations[lazy.AnnotationZtocDigest] = z.Digest.String()
+	out.Annotations[lazy.AnnotationZtocSize] = strconv.FormatInt(z.Size, 10)
 	return out
 }
 
@@ -215,12 +212,12 @@ func (s fetcherSource) fetchBlob(ctx context.Context, ref string, desc ocispec.D
 // Artifact implements artifactBlob: the zTOC the layer's descriptor names.
 func (t *tailBlob) Artifact(ctx context.Context, d digest.Digest) ([]byte, error) {
 	ann := t.Descriptor().Annotations
-	if ann[annZtocDigest] != d.String() {
+	if ann[lazy.AnnotationZtocDigest] != d.String() {
 		return nil, fmt.Errorf("layer %s names no blob %s", t.Descriptor().Digest, d)
 	}
-	size, err := strconv.ParseInt(ann[annZtocSize], 10, 64)
+	size, err := strconv.ParseInt(ann[lazy.AnnotationZtocSize], 10, 64)
 	if err != nil || size <= 0 {
-		return nil, fmt.Errorf("zTOC %s: size %q", d, ann[annZtocSize])
+		return nil, fmt.Errorf("zTOC %s: size %q", d, ann[lazy.AnnotationZtocSize])
 	}
 	return fetcherSource{f: t.f}.fetchBlob(ctx, t.ref, ocispec.Descriptor{MediaType: soci.ZtocMediaType, Digest: d, Size: size}, soci.MaxZtocSize)
 }

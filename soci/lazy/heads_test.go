@@ -1,4 +1,4 @@
-package remote
+package lazy
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/soci"
 )
 
@@ -17,7 +18,7 @@ import (
 // fails with errZtocMismatch, after reading the whole blob (the verifier
 // hashes the same stream).
 func TestSociCheckBlob(t *testing.T) {
-	blob, _ := sociLayer(t, 11)
+	blob, _ := testtar.SociLayer(11)
 	z, err := soci.Build(bytes.NewReader(blob), soci.BuildOptions{SpanSize: 64 << 10})
 	if err != nil {
 		t.Fatal(err)

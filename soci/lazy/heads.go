@@ -1,4 +1,4 @@
-package remote
+package lazy
 
 import (
 	"archive/tar"
@@ -124,9 +124,7 @@ func octal(b []byte) (int64, error) {
 }
 
 // errZtocMismatch is a zTOC whose file list is not the layer's.
-var errZtocMismatch = errors.New("remote: the zTOC does not list the layer's files")
-
-var _ BlobChecker = (*sociDecoder)(nil)
+var errZtocMismatch = errors.New("soci/lazy: the zTOC does not list the layer's files")
 
 // matches compares e with a tar entry whose content starts at off, as
 // checkHead does with a raw header.

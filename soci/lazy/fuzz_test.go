@@ -1,10 +1,11 @@
-package remote
+package lazy
 
 import (
 	"bytes"
 	"testing"
 
 	"github.com/lazysnap/lazysnap/index"
+	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
@@ -14,7 +15,7 @@ import (
 // an index (sociEntries, index.Build) and decoding a chunk of every file
 // neither panics nor serves bytes that did not verify.
 func FuzzSociIndex(f *testing.F) {
-	blob, _ := sociLayer(f, 3)
+	blob, _ := testtar.SociLayer(3)
 	z, err := soci.Build(bytesReader(blob), soci.BuildOptions{SpanSize: 64 << 10})
 	if err != nil {
 		f.Fatal(err)

@@ -1,4 +1,4 @@
-package remote
+package lazy
 
 import (
 	"archive/tar"

@@ -1,4 +1,4 @@
-package remote
+package lazy
 
 import (
 	"archive/tar"
@@ -14,18 +14,10 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
 )
-
-// errEntryMismatch is a zTOC that the layer's own verified bytes
-// contradict: an entry its tar header does not match (a name, mode,
-// owner, time, xattr, link target or device number the tar does not
-// have), or a span that does not inflate from its checkpoint. The index
-// is forged or broken, and the layer is marked bad.
-var errEntryMismatch = errors.New("remote: the zTOC contradicts the layer")
 
 // What a zTOC entry is to the inode it is bound to (entKind).
 const (
@@ -112,12 +104,12 @@ type spanCheck struct {
 	keep bool // err is the span's verdict, not a failure to fetch it
 }
 
-// VerifyEntry implements fs.EntryVerifier: every zTOC entry bound to ino
+// VerifyEntry implements layer.EntryVerifier: every zTOC entry bound to ino
 // is checked against the layer's tar header for it. A span's headers are
 // checked together, once: every entry whose header ends in the span is
 // parsed from the span's inflated bytes (the span before too, for a
 // header that starts there) and compared with what the index serves.
-func (d *sociDecoder) VerifyEntry(ctx context.Context, ino layer.Ino, blob lfs.BlobReader) error {
+func (d *sociDecoder) VerifyEntry(ctx context.Context, ino layer.Ino, blob layer.BlobReader) error {
 	b := &d.bind
 	if d.trusted.Load() || b.idx == nil || int(ino) >= len(b.inoFirst)-1 {
 		return nil
@@ -135,7 +127,7 @@ func (d *sociDecoder) VerifyEntry(ctx context.Context, ino layer.Ino, blob lfs.B
 func (d *sociDecoder) Trust() { d.trusted.Store(true) }
 
 // checkSpan checks the headers that end in span k, once.
-func (d *sociDecoder) checkSpan(ctx context.Context, k int, blob lfs.BlobReader) error {
+func (d *sociDecoder) checkSpan(ctx context.Context, k int, blob layer.BlobReader) error {
 	for {
 		d.vmu.Lock()
 		c, ok := d.vspans[k]
@@ -167,7 +159,7 @@ func (d *sociDecoder) checkSpan(ctx context.Context, k int, blob lfs.BlobReader)
 
 // runSpanCheck returns span k's verdict (keep) or why it could not be
 // reached.
-func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob lfs.BlobReader) (err error, keep bool) {
+func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob layer.BlobReader) (err error, keep bool) {
 	os, oe := d.z.SpanOut(k)
 	first, last := d.headsEndingIn(os, oe)
 	if first >= last {
@@ -182,7 +174,7 @@ func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob lfs.BlobRead
 	for j := d.z.SpanAt(lo); j <= k; j++ {
 		b, err := d.spanBytes(ctx, j, blob)
 		if err != nil {
-			return err, errors.Is(err, errEntryMismatch)
+			return err, errors.Is(err, layer.ErrMismatch)
 		}
 		if base < 0 {
 			base, _ = d.z.SpanOut(j)
@@ -201,7 +193,7 @@ func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob lfs.BlobRead
 func (d *sociDecoder) checkRegionSizes(first, last int) error {
 	for i := first; i < last; i++ {
 		if n := d.heads[i].off - d.headerStart(i); n > maxHeaderRegion {
-			return fmt.Errorf("%w: entry at %d: %d bytes of headers before it (at most %d): the layer has entries there that the zTOC does not list", errEntryMismatch, d.heads[i].off, n, maxHeaderRegion)
+			return fmt.Errorf("%w: entry at %d: %d bytes of headers before it (at most %d): the layer has entries there that the zTOC does not list", layer.ErrMismatch, d.heads[i].off, n, maxHeaderRegion)
 		}
 	}
 	return nil
@@ -213,7 +205,7 @@ func (d *sociDecoder) checkRegions(k, first, last int, data []byte, base int64) 
 	for i := first; i < last; i++ {
 		region := data[d.headerStart(i)-base : d.heads[i].off-base]
 		if err := d.checkRegion(i, region); err != nil {
-			return fmt.Errorf("%w: span %d: %w", errEntryMismatch, k, err)
+			return fmt.Errorf("%w: span %d: %w", layer.ErrMismatch, k, err)
 		}
 	}
 	return nil
@@ -280,9 +272,9 @@ func (d *sociDecoder) headerStart(i int) int64 {
 
 // spanBytes returns span j inflated, from the cache or fetched through
 // blob (the cached range dropped and fetched again once if it fails its
-// digest: that decides nothing). An error wrapping errEntryMismatch is
+// digest: that decides nothing). An error wrapping layer.ErrMismatch is
 // the zTOC's (inflate's).
-func (d *sociDecoder) spanBytes(ctx context.Context, j int, blob lfs.BlobReader) ([]byte, error) {
+func (d *sociDecoder) spanBytes(ctx context.Context, j int, blob layer.BlobReader) ([]byte, error) {
 	if b := d.cachedSpan(j); b != nil {
 		return b, nil
 	}
@@ -297,7 +289,7 @@ func (d *sociDecoder) spanBytes(ctx context.Context, j int, blob lfs.BlobReader)
 		if got == d.z.SpanDigests[j] {
 			return d.span(j, raw)
 		}
-		inv, ok := blob.(lfs.Invalidator)
+		inv, ok := blob.(layer.Invalidator)
 		if !ok || try > 0 {
 			return nil, fmt.Errorf("%w: span %d (%d+%d): digest %s, the zTOC says %s", soci.ErrVerify, j, s, e-s, got, d.z.SpanDigests[j])
 		}

@@ -1,4 +1,4 @@
-package remote
+package lazy
 
 import (
 	"bytes"
@@ -12,41 +12,66 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/layer"
-	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/lazysnap/lazysnap/zran"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Annotations the Source puts on a layer descriptor whose image has a
-// SOCI index naming a zTOC for the layer (they are lazysnap's own: an
-// image's manifest does not carry them).
+// Annotations a Source puts on a layer descriptor whose image has a SOCI
+// index naming a zTOC for the layer (they are lazysnap's own: an image's
+// manifest does not carry them).
 const (
-	annZtocDigest = "dev.lazysnap.soci.ztoc-digest"
-	annZtocSize   = "dev.lazysnap.soci.ztoc-size"
+	AnnotationZtocDigest = "dev.lazysnap.soci.ztoc-digest"
+	AnnotationZtocSize   = "dev.lazysnap.soci.ztoc-size"
 )
 
-// sociFormat is an unmodified gzip layer with a SOCI zTOC: its files and
-// the checkpoints from which each span of the blob is inflated alone, in
-// a separate blob found through the image's SOCI index.
-type sociFormat struct {
-	maxEntries int           // 0: soci.DefaultMaxFiles
-	mem        *index.Budget // holds the decoded zTOC while Open builds the index
+// Budget is the memory budget a Format's Open holds the decoded zTOC in
+// while it builds the index (index.Budget; a nil *index.Budget has no
+// cap).
+type Budget interface {
+	// Reserve takes n bytes, or fails wrapping the budget's sentinel.
+	Reserve(n int64) error
+	// Release gives back n bytes Reserve took.
+	Release(n int64)
 }
 
-func (sociFormat) Name() string { return "soci" }
+// Format is an unmodified gzip layer with a SOCI zTOC (layer.Format):
+// its files and the checkpoints from which each span of the blob is
+// inflated alone, in a separate blob found through the image's SOCI
+// index, which the layer's descriptor names (AnnotationZtocDigest). Its
+// Open needs a layer.ArtifactBlob. It is no layer.Tailer: its blobs are
+// opened without a tail.
+type Format struct {
+	// MaxEntries caps the zTOC's entries (0: soci.DefaultMaxFiles).
+	MaxEntries int
+	// Memory holds the decoded zTOC while Open builds the index (nil: no
+	// cap).
+	Memory Budget
+}
 
-func (sociFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, error) {
-	v, ok := desc.Annotations[annZtocDigest]
+var (
+	_ layer.Format        = Format{}
+	_ layer.Decoder       = (*sociDecoder)(nil)
+	_ layer.EntryVerifier = (*sociDecoder)(nil)
+	_ layer.Truster       = (*sociDecoder)(nil)
+	_ layer.BlobChecker   = (*sociDecoder)(nil)
+	_ layer.MemorySized   = (*sociDecoder)(nil)
+)
+
+// Name implements layer.Format.
+func (Format) Name() string { return "soci" }
+
+// IndexDigest implements layer.Format: the zTOC's digest.
+func (Format) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, error) {
+	v, ok := desc.Annotations[AnnotationZtocDigest]
 	if !ok {
 		return "", false, nil
 	}
 	d, err := digest.Parse(v)
 	if err != nil {
-		return "", true, fmt.Errorf("%w: zTOC digest %q: %w", snapshotter.ReasonNotLazy, v, err)
+		return "", true, fmt.Errorf("%w: zTOC digest %q: %w", soci.ErrFormat, v, err)
 	}
 	return d, true, nil
 }
@@ -54,7 +79,7 @@ func (sociFormat) IndexDigest(desc ocispec.Descriptor) (digest.Digest, bool, err
 // Open fetches the zTOC (verified against d), validates it against the
 // blob and builds the index: a regular file's chunks are its
 // intersections with the spans.
-func (f sociFormat) Open(ctx context.Context, b layer.Blob, d digest.Digest, build layer.Build) (layer.Decoder, error) {
+func (f Format) Open(ctx context.Context, b layer.Blob, d digest.Digest, build layer.Build) (layer.Decoder, error) {
 	ab, ok := b.(layer.ArtifactBlob)
 	if !ok {
 		return nil, fmt.Errorf("%w: zTOC %s: the layer's source fetches no other blobs", soci.ErrUnsupported, d)
@@ -67,10 +92,10 @@ func (f sociFormat) Open(ctx context.Context, b layer.Blob, d digest.Digest, bui
 	// allocated) and its entries laid out for index.Build are held in the
 	// index budget until the index is built
 	var held int64
-	defer func() { f.mem.Release(held) }()
-	z, err := soci.UnmarshalLimits(raw, soci.Limits{MaxFiles: f.maxEntries, Reserve: func(n int64) error {
+	defer func() { f.reserve().Release(held) }()
+	z, err := soci.UnmarshalLimits(raw, soci.Limits{MaxFiles: f.MaxEntries, Reserve: func(n int64) error {
 		n += int64(len(raw))
-		if err := f.mem.Reserve(n); err != nil {
+		if err := f.reserve().Reserve(n); err != nil {
 			return err
 		}
 		held = n
@@ -82,8 +107,8 @@ func (f sociFormat) Open(ctx context.Context, b layer.Blob, d digest.Digest, bui
 	if z.CompressedSize != b.Size() {
 		return nil, fmt.Errorf("%w: zTOC %s is of a blob of %d bytes, the layer has %d", soci.ErrVerify, d, z.CompressedSize, b.Size())
 	}
-	lay := int64(len(z.Files)+1) * sociLayoutBytes
-	if err := f.mem.Reserve(lay); err != nil {
+	lay := int64(len(z.Files)+1) * EntryLayoutBytes
+	if err := f.reserve().Reserve(lay); err != nil {
 		return nil, fmt.Errorf("zTOC %s of %d entries: %w", d, len(z.Files), err)
 	}
 	held += lay
@@ -102,6 +127,19 @@ func (f sociFormat) Open(ctx context.Context, b layer.Blob, d digest.Digest, bui
 	}
 	return newSociDecoder(z, idx), nil
 }
+
+// reserve is the budget Open holds the zTOC in.
+func (f Format) reserve() Budget {
+	if f.Memory == nil {
+		return noBudget{}
+	}
+	return f.Memory
+}
+
+type noBudget struct{}
+
+func (noBudget) Reserve(int64) error { return nil }
+func (noBudget) Release(int64)       {}
 
 // MemoryBytes implements layer.MemorySized: what the decoder holds, counted from what it has rather
 // than from what the zTOC claims: each span's start, checkpoint, window
@@ -128,10 +166,11 @@ func (d *sociDecoder) MemoryBytes() int {
 	return n + d.bind.memoryBytes()
 }
 
-// sociLayoutBytes is about what sociEntries and index.Build hold for an
+// EntryLayoutBytes is about what Open holds in the budget, for each
+// zTOC entry, besides the zTOC: about what sociEntries and index.Build hold for an
 // entry at their peak: its layer.Entry (208 bytes) in a slice grown by
 // appending, its name in a map, its place in the index being built.
-const sociLayoutBytes = 512
+const EntryLayoutBytes = 512
 
 // sociMaxImplied is how many more directories than entries a zTOC may
 // imply.
@@ -302,8 +341,6 @@ type spanData struct {
 // a little more each at the default span size).
 const sociSpanCache = 4
 
-var _ layer.Decoder = (*sociDecoder)(nil)
-
 // newSociDecoder keeps of z what decoding needs: not its entries (the
 // index has them), and the windows copied out of the zTOC's buffer, which
 // is dropped.
@@ -395,7 +432,7 @@ func (d *sociDecoder) span(i int, raw []byte) ([]byte, error) {
 
 // errSpanAbandoned: the caller inflating a span stopped without an
 // outcome (it panicked); whoever waited for it inflates the span itself.
-var errSpanAbandoned = errors.New("remote: span inflate abandoned")
+var errSpanAbandoned = errors.New("soci/lazy: span inflate abandoned")
 
 // inflate verifies raw against span i's digest and inflates the span.
 func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
@@ -416,10 +453,10 @@ func (d *sociDecoder) inflate(i int, raw []byte) ([]byte, error) {
 	data := make([]byte, oe-os)
 	if _, err := io.ReadFull(r, data); err != nil {
 		// the bytes are the ones the digest names: the checkpoint is wrong
-		return nil, fmt.Errorf("%w: %w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, errEntryMismatch, i, err)
+		return nil, fmt.Errorf("%w: %w: span %d does not inflate from its checkpoint: %w", soci.ErrVerify, layer.ErrMismatch, i, err)
 	}
 	if err := checkHeads(d.heads, data, os); err != nil {
-		return nil, fmt.Errorf("%w: %w: span %d: %w", soci.ErrVerify, errEntryMismatch, i, err)
+		return nil, fmt.Errorf("%w: %w: span %d: %w", soci.ErrVerify, layer.ErrMismatch, i, err)
 	}
 	d.precheck(i, data)
 	return data, nil

@@ -1,4 +1,4 @@
-package remote
+package lazy
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testenv"
+	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 )
@@ -72,16 +73,16 @@ func rootfsLayer(t testing.TB) []byte {
 // at small ones), on a real Debian tree too (hardlinks, symlinks, devices,
 // long names); a span's headers are fetched and checked once however many
 // inodes they hold. The same layers with one entry's mode forged fail
-// VerifyEntry for that inode (errEntryMismatch) and CheckBlob.
+// VerifyEntry for that inode (layer.ErrMismatch) and CheckBlob.
 func TestSociVerifyEntries(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		blob func(t testing.TB) []byte
 		span int64
 	}{
-		{"small files, 64 KiB spans", func(t testing.TB) []byte { b, _ := sociLayer(t, 1); return b }, 64 << 10},
-		{"small files, 4 KiB spans", func(t testing.TB) []byte { b, _ := sociLayer(t, 1); return b }, 4 << 10},
-		{"hostile layer, 2 KiB spans", hostileLayer, 2 << 10},
+		{"small files, 64 KiB spans", func(t testing.TB) []byte { b, _ := testtar.SociLayer(1); return b }, 64 << 10},
+		{"small files, 4 KiB spans", func(t testing.TB) []byte { b, _ := testtar.SociLayer(1); return b }, 4 << 10},
+		{"hostile layer, 2 KiB spans", func(testing.TB) []byte { return testtar.HostileLayer() }, 2 << 10},
 		{"Debian rootfs", rootfsLayer, 4 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,8 +156,8 @@ func TestSociVerifyEntries(t *testing.T) {
 				t.Fatalf("no inode for %q", forged)
 			}
 			err = dec.VerifyEntry(t.Context(), ino, src)
-			if !errors.Is(err, errEntryMismatch) || !strings.Contains(err.Error(), "mode") {
-				t.Fatalf("VerifyEntry of %q, whose mode is forged: %v, want errEntryMismatch", forged, err)
+			if !errors.Is(err, layer.ErrMismatch) || !strings.Contains(err.Error(), "mode") {
+				t.Fatalf("VerifyEntry of %q, whose mode is forged: %v, want layer.ErrMismatch", forged, err)
 			}
 			if err := dec.CheckBlob(t.Context(), bytes.NewReader(blob)); !errors.Is(err, errZtocMismatch) || !strings.Contains(err.Error(), "mode") {
 				t.Fatalf("CheckBlob with %q's mode forged: %v, want errZtocMismatch", forged, err)
