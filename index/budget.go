@@ -1,14 +1,15 @@
 package index
 
 import (
-	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/lazysnap/lazysnap/layer"
 )
 
 // ErrBudget means a reservation would take the indexes' memory past the
 // Budget's cap.
-var ErrBudget = errors.New("index: memory budget exceeded")
+var ErrBudget = layer.Sentinel("index: memory budget exceeded", layer.ErrNotLazy)
 
 // Budget caps the memory of the indexes of the layers mounted at once
 // (MemoryBytes of each). It is safe for concurrent use. A nil *Budget, or

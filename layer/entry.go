@@ -1,25 +1,10 @@
 package layer
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"path"
 	"time"
-)
-
-var (
-	// ErrInvalid means a list of entries cannot be presented as a
-	// filesystem.
-	ErrInvalid = errors.New("layer: invalid layer")
-	// ErrOtherFormat means a blob whose descriptor claims a format is in
-	// another: the next format that claims it is tried.
-	ErrOtherFormat = errors.New("layer: the blob is in another format")
-	// ErrMismatch is an index that the layer's own verified bytes
-	// contradict (a SOCI zTOC entry its tar header does not match, or a
-	// span that does not inflate from its checkpoint): the index is
-	// forged or broken, and the mount marks it bad.
-	ErrMismatch = errors.New("layer: the index contradicts the layer")
 )
 
 // Entry types.

@@ -11,7 +11,6 @@ import (
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
-	"github.com/lazysnap/lazysnap/soci"
 	"github.com/lazysnap/lazysnap/soci/lazy"
 	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
@@ -30,8 +29,10 @@ type Format = layer.Format
 // that timed out is ReasonTimeout (the layer may well be lazy, it was not
 // read), its other errors carry no Reason (the snapshotter counts a
 // mount error). Bytes that do not match the digest vouching for them are
-// ReasonVerification; bytes that are no valid layer of the format, or
-// past a cap, ReasonNotLazy. An error that carries a Reason keeps it.
+// ReasonVerification (layer.ErrVerify); bytes that are no valid layer of
+// the format, or past a cap, ReasonNotLazy (layer.ErrNotLazy): each
+// format's sentinels are one of those kinds (layer.Sentinel), so that no
+// format is named here. An error that carries a Reason keeps it.
 func fallbackReason(err error) error {
 	var r snapshotter.Reason
 	is := func(targets ...error) bool {
@@ -44,10 +45,9 @@ func fallbackReason(err error) error {
 		return fmt.Errorf("%w: %w", snapshotter.ReasonTimeout, err)
 	case is(fetcher.ErrNotFound, fetcher.ErrUnauthorized, fetcher.ErrUnavailable, fetcher.ErrBadResponse, fetcher.ErrRangeNotSatisfied):
 		return err
-	case is(fetcher.ErrDigestMismatch, estargz.ErrVerify, zstdchunked.ErrVerify, soci.ErrVerify):
+	case is(fetcher.ErrDigestMismatch, layer.ErrVerify):
 		return fmt.Errorf("%w: %w", snapshotter.ReasonVerification, err)
-	case is(estargz.ErrFormat, estargz.ErrTooLarge, estargz.ErrTooManyEntries, zstdchunked.ErrFormat, zstdchunked.ErrTooLarge,
-		soci.ErrFormat, soci.ErrInvalid, soci.ErrTooLarge, soci.ErrUnsupported, index.ErrInvalid, index.ErrBudget):
+	case is(layer.ErrNotLazy): // formats' and index's sentinels (layer.Sentinel)
 		return fmt.Errorf("%w: %w", snapshotter.ReasonNotLazy, err)
 	}
 	return err

@@ -154,7 +154,10 @@ func (w *warmer) read(ctx context.Context, ref string, d digest.Digest, wl *warm
 	defer contain(d.String(), nil, &wl.err) // a footer that panics its parser: the Mount reads the layer itself
 	ctx, cancel := context.WithTimeout(ctx, w.ttl)
 	defer cancel()
-	b, err := w.src.Blob(ctx, ref, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d})
+	// the labels give the layers' digests, not their media types or
+	// formats: the blob is opened with its tail (no format claims it) and
+	// extended back to whichever format's index its footer names
+	b, err := w.src.Blob(ctx, ref, ocispec.Descriptor{MediaType: unknownMediaType, Digest: d})
 	if err == nil {
 		if tb, ok := b.(*tailBlob); ok {
 			err = tb.extendTail(ctx)
@@ -162,6 +165,10 @@ func (w *warmer) read(ctx context.Context, ref string, d digest.Digest, wl *warm
 	}
 	wl.b, wl.err = b, err
 }
+
+// unknownMediaType is the media type of a layer read ahead, which its
+// labels do not give.
+const unknownMediaType = "application/octet-stream"
 
 // drop forgets wl if it is still the entry for d.
 func (w *warmer) drop(d digest.Digest, wl *warmLayer) {

@@ -3,6 +3,7 @@ package zstdchunked
 import (
 	"errors"
 	"fmt"
+	"github.com/lazysnap/lazysnap/layer"
 
 	"github.com/lazysnap/lazysnap/estargz"
 )
@@ -11,11 +12,11 @@ var (
 	// ErrFormat means the blob is not well-formed zstd:chunked: a bad
 	// footer or annotation, a TOC that does not decode, or entries that
 	// break the format's rules.
-	ErrFormat = errors.New("zstdchunked: invalid format")
+	ErrFormat = layer.Sentinel("zstdchunked: invalid format", layer.ErrNotLazy)
 	// ErrVerify means content did not match the digest that vouches for it.
-	ErrVerify = errors.New("zstdchunked: verification failed")
+	ErrVerify = layer.Sentinel("zstdchunked: verification failed", layer.ErrVerify)
 	// ErrTooLarge means a size cap was exceeded.
-	ErrTooLarge = errors.New("zstdchunked: too large")
+	ErrTooLarge = layer.Sentinel("zstdchunked: too large", layer.ErrNotLazy)
 )
 
 // wrapEstargz gives an error of the estargz package (its TOC decoder, a
