@@ -105,3 +105,31 @@ func TestImportRules(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatBoundary: the packages that mount layers build from layer's
+// neutral types and import no format package, and layer imports nothing
+// of ours: the rows of allowedImports may not say otherwise.
+func TestFormatBoundary(t *testing.T) {
+	formats := []string{"estargz", "zstdchunked", "soci", "soci/lazy", "zran"}
+	allowed := allowedImports()
+	for _, tc := range []struct {
+		pkg    string
+		denied []string
+	}{
+		{"layer", nil}, // nothing at all
+		{"index", formats},
+		{"fs", formats},
+	} {
+		t.Run(tc.pkg, func(t *testing.T) {
+			ok := allowed[tc.pkg]
+			if tc.denied == nil && len(ok) > 0 {
+				t.Errorf("%s may import %v: it must import nothing of ours", tc.pkg, ok)
+			}
+			for _, d := range tc.denied {
+				if slices.Contains(ok, d) {
+					t.Errorf("%s may import the format package %s", tc.pkg, d)
+				}
+			}
+		})
+	}
+}
