@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
@@ -94,8 +95,12 @@ func pickFormat(desc ocispec.Descriptor, maxEntries int, mem *index.Budget) ([]c
 	if why, ok := desc.Annotations[annSociNone]; ok {
 		soci = "; no SOCI zTOC: " + why
 	}
-	return nil, fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (it has no %s annotation%s)",
-		snapshotter.ReasonNotLazy, desc.Digest, desc.MediaType, estargz.TOCJSONDigestAnnotation, soci)
+	var names []string
+	for _, f := range formats(0, nil) {
+		names = append(names, f.Name())
+	}
+	return nil, fmt.Errorf("%w: layer %s (%s) is in no lazily loadable format (its annotations name no index of %s%s)",
+		snapshotter.ReasonNotLazy, desc.Digest, desc.MediaType, strings.Join(names, ", "), soci)
 }
 
 // openIndex reads the layer's index from b with the first of cs whose
@@ -128,12 +133,22 @@ func openIndex(ctx context.Context, b Blob, cs []claim) (*index.Index, layer.Dec
 	return nil, nil, "", first
 }
 
+// unknownMediaType is the media type of a layer known by its labels alone
+// (a layer read ahead, or described by its labels), which they do not
+// give: no format is picked by media type.
+const unknownMediaType = "application/octet-stream"
+
 // descriptorFromLabels is the layer's descriptor when the labels carry
-// what its format needs, so that Mount need not read the manifest.
+// what its format needs, so that Mount need not read the manifest: the
+// layer annotations containerd passes as labels (LabelTOCDigest is
+// eStargz's TOC digest annotation), when a format claims them. Its media
+// type is not among them.
 func descriptorFromLabels(src snapshotter.LayerSource) (ocispec.Descriptor, bool) {
 	if src.TOCDigest == "" {
 		return ocispec.Descriptor{}, false
 	}
-	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: src.Digest,
-		Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: src.TOCDigest.String()}}, true
+	d := ocispec.Descriptor{MediaType: unknownMediaType, Digest: src.Digest,
+		Annotations: map[string]string{snapshotter.LabelTOCDigest: src.TOCDigest.String()}}
+	_, err := pickFormat(d, 0, nil)
+	return d, err == nil
 }

@@ -166,10 +166,6 @@ func (w *warmer) read(ctx context.Context, ref string, d digest.Digest, wl *warm
 	wl.b, wl.err = b, err
 }
 
-// unknownMediaType is the media type of a layer read ahead, which its
-// labels do not give.
-const unknownMediaType = "application/octet-stream"
-
 // drop forgets wl if it is still the entry for d.
 func (w *warmer) drop(d digest.Digest, wl *warmLayer) {
 	w.mu.Lock()
