@@ -29,8 +29,8 @@ func (b *bytesBlob) ReadRange(_ context.Context, off, n int64) ([]byte, error) {
 	return b.b[off : off+n], nil
 }
 
-// openZtoc indexes z's layer, as Open does.
-func openZtoc(t testing.TB, z *soci.Ztoc) (*index.Index, *sociDecoder) {
+// indexZtoc lays z's entries out and indexes them, as Open does.
+func indexZtoc(t testing.TB, z *soci.Ztoc) ([]layer.Entry, *index.Index) {
 	t.Helper()
 	ents, err := sociEntries(z)
 	if err != nil {
@@ -40,6 +40,13 @@ func openZtoc(t testing.TB, z *soci.Ztoc) (*index.Index, *sociDecoder) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ents, idx
+}
+
+// openZtoc indexes z's layer and makes its decoder, as Open does.
+func openZtoc(t testing.TB, z *soci.Ztoc) (*index.Index, *sociDecoder) {
+	t.Helper()
+	_, idx := indexZtoc(t, z)
 	return idx, newSociDecoder(z, idx)
 }
 
@@ -178,14 +185,7 @@ func BenchmarkSociEntryChecks(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ents, err := sociEntries(z)
-	if err != nil {
-		b.Fatal(err)
-	}
-	idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, idx := indexZtoc(b, z)
 	b.Logf("%d entries, %d spans, %d compressed bytes", len(z.Files), len(z.SpanDigests), len(blob))
 	b.Run("inflate every span", func(b *testing.B) {
 		b.SetBytes(int64(len(blob)))

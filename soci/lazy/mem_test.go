@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
@@ -39,14 +38,7 @@ func TestSociDecoderMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ents, err := sociEntries(z)
-			if err != nil {
-				t.Fatal(err)
-			}
-			idx, err := index.Build(ents, layer.Info{DataEnd: z.CompressedSize})
-			if err != nil {
-				t.Fatal(err)
-			}
+			ents, idx := indexZtoc(t, z)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
@@ -55,7 +47,7 @@ func TestSociDecoderMemory(t *testing.T) {
 			// chunk that is a whole span is not cached)
 			for i := range ents {
 				for _, c := range ents[i].Chunks {
-					if os, oe := z.SpanOut(spanOf(t, z, c.Offset, c.End)); c.InnerOffset == 0 && c.Size == oe-os {
+					if os, oe := z.SpanOut(c.Span); c.InnerOffset == 0 && c.Size == oe-os {
 						continue
 					}
 					if _, err := dec.Decode(nil, &c, blob[c.Offset:c.End]); err != nil {
@@ -77,17 +69,6 @@ func TestSociDecoderMemory(t *testing.T) {
 			}
 		})
 	}
-}
-
-// spanOf is the span whose compressed range is [s, e).
-func spanOf(t *testing.T, z *soci.Ztoc, s, e int64) int {
-	for i := range z.SpanDigests {
-		if a, b := z.SpanRange(i); a == s && b == e {
-			return i
-		}
-	}
-	t.Fatalf("no span at %d-%d", s, e)
-	return -1
 }
 
 // TestSociImpliedDirectories: the directories a zTOC's names imply (it
