@@ -209,7 +209,7 @@ func (s fetcherSource) fetchBlob(ctx context.Context, ref string, desc ocispec.D
 	return b, nil
 }
 
-// Artifact implements artifactBlob: the zTOC the layer's descriptor names.
+// Artifact implements layer.ArtifactBlob: the zTOC the layer's descriptor names.
 func (t *tailBlob) Artifact(ctx context.Context, d digest.Digest) ([]byte, error) {
 	ann := t.Descriptor().Annotations
 	if ann[lazy.AnnotationZtocDigest] != d.String() {

@@ -326,7 +326,7 @@ type sociDecoder struct {
 	mu    sync.Mutex
 	spans []*spanData // most recently used last
 
-	entryState // VerifyEntry's (socientry.go)
+	entryState // VerifyEntry's (entry.go)
 }
 
 // spanData is one span being inflated or inflated.
