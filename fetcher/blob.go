@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -34,9 +34,7 @@ type Blob struct {
 	desc    ocispec.Descriptor
 	size    int64
 	hosts   []docker.RegistryHost
-
-	mu  sync.Mutex
-	loc map[int]*url.URL // per host index: cached redirect target
+	tr      []http.RoundTripper // per host index: newBlobTransport
 }
 
 // Blob returns a handle for the blob desc in the repository of ref (a
@@ -85,11 +83,11 @@ func (f *Fetcher) newBlob(ref string, desc ocispec.Descriptor) (*Blob, error) {
 		repo:    repo,
 		desc:    desc,
 		size:    desc.Size,
-		loc:     map[int]*url.URL{},
 	}
 	for _, h := range all {
 		if h.Capabilities.Has(docker.HostCapabilityPull) {
 			b.hosts = append(b.hosts, h)
+			b.tr = append(b.tr, newBlobTransport(h))
 		}
 	}
 	if len(b.hosts) == 0 {
@@ -337,20 +335,4 @@ func (b *Blob) plan(keys []chunkKey, todo []int) (spans []Range, members [][]int
 		members = append(members, []int{i})
 	}
 	return spans, members
-}
-
-func (b *Blob) location(hi int) *url.URL {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.loc[hi]
-}
-
-func (b *Blob) setLocation(hi int, u *url.URL) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if u == nil {
-		delete(b.loc, hi)
-		return
-	}
-	b.loc[hi] = u
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -306,57 +305,6 @@ func refHostname(ref string) string {
 	return spec.Hostname()
 }
 
-// retry runs op (a containerd resolver call) until it succeeds, fails
-// for good, or ctx ends. Each attempt is bounded by RequestTimeout, body
-// included: a registry that stalls a manifest is retried, not waited on
-// for as long as the caller's context lasts. After a success the
-// attempt's context lives on until release is called (Fetch's body is
-// read after op returns).
-func (f *Fetcher) retry(ctx context.Context, op func(context.Context) error) (release func(), err error) {
-	for attempt := 1; ; attempt++ {
-		limit := &limitError{"request timeout", f.cfg.RequestTimeout}
-		actx, cancel := context.WithTimeoutCause(ctx, f.cfg.RequestTimeout, limit)
-		err := op(actx)
-		if err == nil {
-			return cancel, nil
-		}
-		timedOut := ctx.Err() == nil && context.Cause(actx) == limit
-		cancel()
-		if cerr := ctx.Err(); cerr != nil {
-			return nil, cerr
-		}
-		if timedOut {
-			// what the transport made of the deadline is not the cause
-			err = attemptErr(ErrTimeout, 0, limit)
-		}
-		if !retryable(err) || attempt > f.cfg.Retries {
-			return nil, err
-		}
-		if err := sleepCtx(ctx, f.backoff(attempt)); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// backoff returns the delay before retry number attempt (1-based):
-// exponential from RetryBaseDelay, capped at 5s, with jitter in [d/2, d).
-func (f *Fetcher) backoff(attempt int) time.Duration {
-	d := f.cfg.RetryBaseDelay << min(attempt-1, 16)
-	d = min(d, 5*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // mapContainerdErr translates errors of containerd's resolver and fetcher
 // into this package's sentinels, keeping the cause.
 func mapContainerdErr(err error) error {
@@ -429,64 +377,9 @@ func (v *verifyingReader) Close() error {
 	return err
 }
 
-// slotHeldKey marks a request context whose caller already holds the
-// host's concurrency slot (so the transport does not take a second one).
-type slotHeldKey struct{}
-
-// meteredTransport limits concurrent requests per host and counts requests
-// and response bytes.
-type meteredTransport struct {
-	base http.RoundTripper
-	f    *Fetcher
-}
-
-func (t *meteredTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	hs := t.f.host(req.URL.Host)
-	release := func() {}
-	if req.Context().Value(slotHeldKey{}) == nil {
-		select {
-		case hs.sem <- struct{}{}:
-			var once sync.Once
-			release = func() { once.Do(func() { <-hs.sem }) }
-		case <-req.Context().Done():
-			return nil, req.Context().Err()
-		}
-	}
-	hs.requests.Add(1)
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		release()
-		return nil, err
-	}
-	resp.Body = &meteredBody{rc: resp.Body, hs: hs, release: release}
-	return resp, nil
-}
-
-type meteredBody struct {
-	rc      io.ReadCloser
-	hs      *hostState
-	release func()
-}
-
-func (b *meteredBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	b.hs.bytes.Add(int64(n))
-	if err != nil {
-		b.release()
-	}
-	return n, err
-}
-
-func (b *meteredBody) Close() error {
-	b.release()
-	return b.rc.Close()
-}
-
 // Compile-time interface checks.
 var (
-	_ io.ReaderAt       = (*Blob)(nil)
-	_ io.ReadCloser     = (*verifyingReader)(nil)
-	_ http.RoundTripper = (*meteredTransport)(nil)
-	_ io.ReadCloser     = (*meteredBody)(nil)
-	_ error             = (*RequestError)(nil)
+	_ io.ReaderAt   = (*Blob)(nil)
+	_ io.ReadCloser = (*verifyingReader)(nil)
+	_ error         = (*RequestError)(nil)
 )

@@ -14,18 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
-	"github.com/containerd/errdefs"
 )
 
 // maxDrain is how much of an unwanted 200 body tail is read so that the
 // connection can be reused (and a pull-through cache can finish storing).
 const maxDrain = 1 << 20
-
-// maxAuthRounds bounds 401 -> authorizer -> retry rounds per attempt.
-const maxAuthRounds = 3
 
 // fetch returns the bytes of spans (sorted, disjoint), trying the pull
 // hosts in order (mirrors first), each with retries. Several spans go in
@@ -36,30 +31,22 @@ func (b *Blob) fetch(ctx context.Context, spans []Range) ([][]byte, error) {
 	if len(spans) > 1 && (b.f.cfg.MaxRangesPerRequest == 1 || b.f.host(b.hosts[0].Host).noMultiRange.Load()) {
 		return b.fetchEach(ctx, spans)
 	}
-	rng := rangeHeader(spans)
-	var firstErr error
-	for hi := range b.hosts {
-		var res [][]byte
-		err := b.withRetries(ctx, hi, "get", rng, func(actx context.Context) error {
-			var err error
-			res, err = b.getRanges(actx, hi, spans)
-			return err
-		})
-		if err == nil {
-			return res, nil
-		}
-		if errors.Is(err, errMultiRangeUnsupported) {
-			b.f.host(b.hosts[hi].Host).noMultiRange.Store(true)
-			return b.fetchEach(ctx, spans)
-		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
+	var res [][]byte
+	last := 0 // the host of the last attempt
+	err := b.onHosts(ctx, "get", rangeHeader(spans), nil, func(actx context.Context, hi int) error {
+		last = hi
+		var err error
+		res, err = b.getRanges(actx, hi, spans)
+		return err
+	})
+	if errors.Is(err, errMultiRangeUnsupported) {
+		b.f.host(b.hosts[last].Host).noMultiRange.Store(true)
+		return b.fetchEach(ctx, spans)
 	}
-	return nil, firstErr
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // fetchEach fetches spans with one request each, concurrently (bounded by
@@ -88,95 +75,6 @@ func (b *Blob) fetchEach(ctx context.Context, spans []Range) ([][]byte, error) {
 	return out, nil
 }
 
-// withRetries runs one bounded operation against host hi: it takes the
-// host's concurrency slot per attempt, bounds each attempt (startAttempt)
-// and retries retryable failures with backoff. The error is a
-// *RequestError (or the caller's context error).
-func (b *Blob) withRetries(ctx context.Context, hi int, op, rng string, attempt func(context.Context) error) error {
-	return b.retrying(ctx, hi, op, rng, nil, attempt)
-}
-
-// retrying is withRetries; with received (the bytes a stream has so far)
-// the attempts are a stream's, and only attempts that received nothing
-// count against Retries: the budget starts over after an attempt that made
-// progress.
-//
-// A host followed by others (a mirror) is not retried when it is
-// unreachable or times out: the operation moves on to the next host at
-// once, and the host is passed over for MirrorRest, so that a mirror that
-// is down costs one attempt (at most one request timeout), not one per
-// request.
-func (b *Blob) retrying(ctx context.Context, hi int, op, rng string, received func() int64, attempt func(context.Context) error) (err error) {
-	hs := b.f.host(b.hosts[hi].Host)
-	mirror := hi < len(b.hosts)-1
-	if mirror {
-		defer func() {
-			// the operation goes on to the next host: HostStats.MirrorFallbacks
-			if err != nil && ctx.Err() == nil && !errors.Is(err, errMultiRangeUnsupported) && !errors.Is(err, errSuffixUnsupported) {
-				hs.mirrorFallbacks.Add(1)
-			}
-		}()
-	}
-	if until := hs.restUntil.Load(); mirror && time.Now().UnixNano() < until {
-		// not counted as an error: no request was made
-		return &RequestError{Op: op, Host: b.hosts[hi].Host, Digest: b.desc.Digest.String(), Range: rng, Kind: ErrUnavailable, Err: errMirrorResting}
-	}
-	fails := 0 // failed attempts since the last one that made progress
-	for n := 1; ; n++ {
-		select {
-		case hs.sem <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		var before int64
-		if received != nil {
-			before = received()
-		}
-		actx, end := b.f.startAttempt(ctx, received != nil)
-		err := attempt(actx)
-		limit := end()
-		<-hs.sem
-		if err == nil {
-			return nil
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		if errors.Is(err, errMultiRangeUnsupported) || errors.Is(err, errSuffixUnsupported) {
-			return err
-		}
-		if limit != nil {
-			// the attempt's own bound cut it short; what the transport
-			// made of that (a cancelled request) is not the cause
-			err = attemptErr(ErrTimeout, 0, limit)
-		}
-		if received != nil && received() > before {
-			fails = 0
-		}
-		if mirror && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout)) && (received == nil || received() == before) {
-			hs.restUntil.Store(time.Now().Add(MirrorRest).UnixNano())
-			return b.requestError(op, hi, rng, n, err)
-		}
-		fails++
-		if !retryable(err) || fails > b.f.cfg.Retries {
-			return b.requestError(op, hi, rng, n, err)
-		}
-		if err := sleepCtx(ctx, b.f.backoff(fails)); err != nil {
-			return err
-		}
-	}
-}
-
-func (b *Blob) requestError(op string, hi int, rng string, attempts int, err error) error {
-	re := &RequestError{Op: op, Host: b.hosts[hi].Host, Digest: b.desc.Digest.String(),
-		Range: rng, Attempts: attempts, Kind: ErrUnavailable, Err: err}
-	var ae *attemptError
-	if errors.As(err, &ae) {
-		re.Kind, re.Status, re.Err = ae.kind, ae.status, ae.err
-	}
-	return b.f.countError(re)
-}
-
 // blobURL is the registry URL of the blob on host h, with containerd's
 // "ns" parameter when h is a mirror.
 func (b *Blob) blobURL(h docker.RegistryHost) string {
@@ -192,100 +90,27 @@ func isProxy(host, refHost string) bool {
 	return host != refHost && (refHost != "docker.io" || host != "registry-1.docker.io")
 }
 
-// send performs one request on host hi: it uses the cached redirect target
-// when there is one (re-resolving through the registry if that target has
-// expired), answers auth challenges through the host's containerd
-// authorizer, follows redirects and remembers where a successful one led.
-// The caller checks the status and closes the body.
+// send performs one request for the blob on host hi, through the host's
+// transport (newBlobTransport: remembered redirect target, redirects,
+// watchdog, auth). The caller checks the status and closes the body.
 func (b *Blob) send(ctx context.Context, hi int, method, rng string) (*http.Response, error) {
 	h := b.hosts[hi]
-	loc := b.location(hi)
-	var responses []*http.Response
-	wd := watchdogFrom(ctx)
-	for rounds := 0; ; rounds++ {
-		if wd != nil {
-			wd.awaitHeaders()
-		}
-		u := b.blobURL(h)
-		if loc != nil {
-			u = loc.String()
-		}
-		req, err := http.NewRequestWithContext(ctx, method, u, nil)
-		if err != nil {
-			return nil, attemptErr(ErrInvalid, 0, err)
-		}
-		for k, v := range h.Header {
-			req.Header[k] = append([]string(nil), v...)
-		}
-		if rng != "" {
-			req.Header.Set("Range", rng)
-		}
-		req.Header.Set("Accept-Encoding", "identity")
-		if err := b.authorize(ctx, h, req); err != nil {
-			return nil, err
-		}
-		client := *h.Client
-		client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-			if len(via) >= 10 {
-				return errors.New("stopped after 10 redirects")
-			}
-			return b.authorize(ctx, h, r)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, classifyTransport(err)
-		}
-		switch {
-		case loc != nil && expiredLocation(resp.StatusCode):
-			// The storage URL the registry redirected to has expired:
-			// forget it and ask the registry again.
-			drainClose(resp)
-			b.setLocation(hi, nil)
-			loc = nil
-			continue
-		case resp.StatusCode == http.StatusUnauthorized && h.Authorizer != nil && rounds < maxAuthRounds:
-			drainClose(resp)
-			responses = append(responses, resp)
-			if err := h.Authorizer.AddResponses(ctx, responses); err != nil {
-				if errdefs.IsNotImplemented(err) {
-					return nil, attemptErr(ErrUnauthorized, resp.StatusCode, errors.New("no credentials for the registry's auth challenge"))
-				}
-				return nil, attemptErr(ErrUnauthorized, resp.StatusCode, err)
-			}
-			continue
-		}
-		if loc == nil && resp.StatusCode/100 == 2 && resp.Request.URL.String() != u {
-			b.setLocation(hi, resp.Request.URL)
-		}
-		if wd != nil {
-			wd.awaitBody()
-			resp.Body = &watchedBody{ReadCloser: resp.Body, w: wd}
-		}
-		return resp, nil
+	req, err := http.NewRequestWithContext(ctx, method, b.blobURL(h), nil)
+	if err != nil {
+		return nil, attemptErr(ErrInvalid, 0, err)
 	}
-}
-
-func (b *Blob) authorize(ctx context.Context, h docker.RegistryHost, req *http.Request) error {
-	if h.Authorizer == nil {
-		return nil
+	for k, v := range h.Header {
+		req.Header[k] = append([]string(nil), v...)
 	}
-	if err := h.Authorizer.Authorize(ctx, req); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return attemptErr(ErrUnauthorized, 0, err)
+	if rng != "" {
+		req.Header.Set("Range", rng)
 	}
-	return nil
-}
-
-// expiredLocation: statuses with which blob storage rejects an expired or
-// revoked pre-signed URL.
-func expiredLocation(status int) bool {
-	switch status {
-	case 400, 401, 403, 404, 410:
-		return true
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := b.tr[hi].RoundTrip(req)
+	if err != nil {
+		return nil, classifyTransport(err)
 	}
-	return false
+	return resp, nil
 }
 
 // getRanges does one GET of spans and checks and parses the answer.
@@ -511,28 +336,19 @@ func rangeHeader(spans []Range) string {
 // means the server does not serve suffix ranges usefully.
 func (b *Blob) readSuffix(ctx context.Context, n int64) ([]byte, error) {
 	rng := fmt.Sprintf("bytes=-%d", n)
-	var firstErr error
-	for hi := range b.hosts {
-		var tail []byte
-		err := b.withRetries(ctx, hi, "get", rng, func(actx context.Context) error {
-			var err error
-			tail, err = b.getSuffix(actx, hi, rng, n)
-			return err
-		})
-		if err == nil {
-			if tail != nil {
-				b.f.cachePut(b.key(Range{Off: b.size - int64(len(tail)), Len: int64(len(tail))}), tail)
-			}
-			return tail, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
+	var tail []byte
+	err := b.onHosts(ctx, "get", rng, nil, func(actx context.Context, hi int) error {
+		var err error
+		tail, err = b.getSuffix(actx, hi, rng, n)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, firstErr
+	if tail != nil {
+		b.f.cachePut(b.key(Range{Off: b.size - int64(len(tail)), Len: int64(len(tail))}), tail)
+	}
+	return tail, nil
 }
 
 func (b *Blob) getSuffix(ctx context.Context, hi int, rng string, n int64) ([]byte, error) {
@@ -578,37 +394,28 @@ func (b *Blob) getSuffix(ctx context.Context, hi int, rng string, n int64) ([]by
 // stat finds the blob size: HEAD, falling back to a one-byte ranged GET
 // when HEAD is refused or carries no length.
 func (b *Blob) stat(ctx context.Context) (int64, error) {
-	var firstErr error
-	for hi := range b.hosts {
-		var size int64
-		err := b.withRetries(ctx, hi, "head", "", func(actx context.Context) error {
-			resp, err := b.send(actx, hi, http.MethodHead, "")
-			if err != nil {
-				return err
-			}
-			drainClose(resp)
-			switch {
-			case resp.StatusCode == http.StatusOK && resp.ContentLength > 0:
-				size = resp.ContentLength
-				return nil
-			case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusUnauthorized,
-				resp.StatusCode == http.StatusForbidden, resp.StatusCode >= 500, resp.StatusCode == 429:
-				return statusError(resp.StatusCode)
-			}
-			size, err = b.statByGet(actx, hi)
+	var size int64
+	err := b.onHosts(ctx, "head", "", nil, func(actx context.Context, hi int) error {
+		resp, err := b.send(actx, hi, http.MethodHead, "")
+		if err != nil {
 			return err
-		})
-		if err == nil {
-			return size, nil
 		}
-		if ctx.Err() != nil {
-			return 0, err
+		drainClose(resp)
+		switch {
+		case resp.StatusCode == http.StatusOK && resp.ContentLength > 0:
+			size = resp.ContentLength
+			return nil
+		case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusUnauthorized,
+			resp.StatusCode == http.StatusForbidden, resp.StatusCode >= 500, resp.StatusCode == 429:
+			return statusError(resp.StatusCode)
 		}
-		if firstErr == nil {
-			firstErr = err
-		}
+		size, err = b.statByGet(actx, hi)
+		return err
+	})
+	if err != nil {
+		return 0, err
 	}
-	return 0, firstErr
+	return size, nil
 }
 
 func (b *Blob) statByGet(ctx context.Context, hi int) (int64, error) {

@@ -40,25 +40,16 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 		buf = append(buf, p...)
 		fn(buf)
 	}
-	var firstErr error
-	for hi := range b.hosts {
-		received := func() int64 { return int64(len(buf)) }
-		err := b.retrying(ctx, hi, "get", r.String(), received, func(actx context.Context) error {
-			got := int64(len(buf))
-			return b.streamOnce(actx, hi, Range{Off: off + got, Len: n - got}, deliver)
-		})
-		if err == nil {
-			b.f.cachePut(k, buf)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
+	received := func() int64 { return int64(len(buf)) }
+	err := b.onHosts(ctx, "get", r.String(), received, func(actx context.Context, hi int) error {
+		got := int64(len(buf))
+		return b.streamOnce(actx, hi, Range{Off: off + got, Len: n - got}, deliver)
+	})
+	if err != nil {
+		return err
 	}
-	return firstErr
+	b.f.cachePut(k, buf)
+	return nil
 }
 
 // streamOnce is one GET of r whose body goes to deliver as it is read;

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,18 +131,4 @@ func (w *watchdog) fire(gen int) {
 		return
 	}
 	w.cancel(&limitError{"response stalled: no body bytes for", w.stall})
-}
-
-// watchedBody reports a response body's progress to its watchdog.
-type watchedBody struct {
-	io.ReadCloser
-	w *watchdog
-}
-
-func (b *watchedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.w.progress()
-	}
-	return n, err
 }
