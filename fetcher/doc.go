@@ -55,6 +55,42 @@
 // (MaxSpan at a time, not cached), for checking a complete layer against
 // its digest without fetching it again.
 //
+// # Transports
+//
+// A Blob's requests go through a stack of http.RoundTrippers per host
+// (newBlobTransport, transport.go), each one concern in its own file,
+// outermost first:
+//
+//   - locationTransport (transport_location.go): the redirect target
+//     (pre-signed storage URL) a successful request was sent to is
+//     remembered and used directly; one that has expired is forgotten and
+//     the request goes to the registry again. Outermost, because it must
+//     see where the whole redirect chain ended.
+//   - redirectTransport: follows redirects (at most 10), so that every
+//     hop goes through the layers below.
+//   - stallTransport (transport_stall.go): the attempt's watchdog, from
+//     the request context: the wait for headers, then the body going
+//     quiet. Above auth, so that a token fetch counts as waiting for
+//     headers.
+//   - authTransport (transport_auth.go): the host's credentials on every
+//     hop; a 401 is handed to the authorizer and the request sent again
+//     (at most three times); a request to a remembered target passes its
+//     401 up (it means expired, not a challenge).
+//   - meteredTransport (transport_meter.go): the per-host concurrency
+//     limit and the request and byte counters, then Config.WrapTransport,
+//     then containerd's transport. These are the host client's own
+//     transport, shared with containerd's resolver (Resolve, Fetch), which
+//     authorizes on its own; WrapTransport sits under the limiter, so the
+//     time it measures excludes the wait for a slot.
+//
+// Retries and mirror fallback are not RoundTrippers: an attempt includes
+// reading and checking the body (a short body or a wrong Content-Range is
+// retried; a stream resumes after the bytes it has), which a RoundTripper
+// does not see. Fetcher.attempts (retry.go) runs one operation's attempts
+// on one host (slot, attempt bounds, backoff, error kinds); Blob.onHosts
+// (mirror.go) runs it on the pull hosts in order, mirrors first, resting a
+// mirror that is down and counting its fallbacks.
+//
 // Cache: ranges are cached per (blob digest, offset, length), on disk under
 // Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are
 // shared by every reference and image that uses the same layer, and survive
