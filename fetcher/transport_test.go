@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker"
 )
 
 // countingServer is an httptest server that counts its requests.
@@ -267,5 +269,46 @@ func TestMeteredTransport(t *testing.T) {
 				t.Errorf("stats %+v, want 3 requests and %d bytes", st, tc.wantBytes)
 			}
 		})
+	}
+}
+
+// TestBlobTransportExpired401: through the composed stack, a remembered
+// storage URL that answers 401 with an auth challenge (as some storage
+// does once a pre-signed URL expires) is re-resolved through the
+// registry, not handed to the authorizer, which has no credentials for it.
+func TestBlobTransportExpired401(t *testing.T) {
+	var expired atomic.Bool
+	storage, sn := countingServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		if expired.Load() && r.URL.Query().Get("sig") == "1" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="storage"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, "blob")
+	})
+	var sigs atomic.Int64
+	registry, rn := countingServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, fmt.Sprintf("%s/blob?sig=%d", storage.URL, sigs.Add(1)), http.StatusTemporaryRedirect)
+	})
+	rt := newBlobTransport(docker.RegistryHost{
+		Client:     registry.Client(),
+		Authorizer: newChainAuthorizer(credChain{&rotatingSource{}}, registry.Client(), nil),
+	})
+	for i := range 2 {
+		if i == 1 {
+			expired.Store(true)
+		}
+		resp, err := get(t, context.Background(), rt, registry.URL+"/v2/repo/blobs/x")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "blob" {
+			t.Fatalf("request %d: status %d %q, want 200 \"blob\"", i, resp.StatusCode, b)
+		}
+	}
+	if rn.Load() != 2 || sn.Load() != 3 {
+		t.Errorf("registry %d, storage %d requests; want 2, 3", rn.Load(), sn.Load())
 	}
 }
