@@ -119,46 +119,31 @@ func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Dige
 	return nil, errors.Join(errs...)
 }
 
-// getIndex GETs an image index from host h, answering auth challenges.
+// getIndex GETs an image index from host h, answering auth challenges
+// (authorizedClient).
 func (f *Fetcher) getIndex(ctx context.Context, h docker.RegistryHost, u string) ([]byte, error) {
-	var responses []*http.Response
-	for rounds := 0; ; rounds++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, attemptErr(ErrInvalid, 0, err)
-		}
-		for k, v := range h.Header {
-			req.Header[k] = append([]string(nil), v...)
-		}
-		req.Header.Set("Accept", ocispec.MediaTypeImageIndex)
-		if h.Authorizer != nil {
-			if err := h.Authorizer.Authorize(ctx, req); err != nil {
-				return nil, attemptErr(ErrUnauthorized, 0, err)
-			}
-		}
-		resp, err := h.Client.Do(req)
-		if err != nil {
-			return nil, classifyTransport(err)
-		}
-		if resp.StatusCode == http.StatusUnauthorized && h.Authorizer != nil && rounds < maxAuthRounds {
-			drainClose(resp)
-			responses = append(responses, resp)
-			if err := h.Authorizer.AddResponses(ctx, responses); err != nil {
-				return nil, attemptErr(ErrUnauthorized, resp.StatusCode, err)
-			}
-			continue
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, statusError(resp.StatusCode)
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, MaxReferrers+1))
-		if err != nil {
-			return nil, classifyTransport(err)
-		}
-		if len(b) > MaxReferrers {
-			return nil, badResponse(resp.StatusCode, "referrers index over %d bytes", MaxReferrers)
-		}
-		return b, nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, attemptErr(ErrInvalid, 0, err)
 	}
+	for k, v := range h.Header {
+		req.Header[k] = append([]string(nil), v...)
+	}
+	req.Header.Set("Accept", ocispec.MediaTypeImageIndex)
+	resp, err := authorizedClient(h).Do(req)
+	if err != nil {
+		return nil, classifyTransport(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(resp.StatusCode)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxReferrers+1))
+	if err != nil {
+		return nil, classifyTransport(err)
+	}
+	if len(b) > MaxReferrers {
+		return nil, badResponse(resp.StatusCode, "referrers index over %d bytes", MaxReferrers)
+	}
+	return b, nil
 }

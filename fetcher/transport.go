@@ -15,20 +15,27 @@ import (
 //	authTransport      credentials; 401 challenge -> authorizer -> resend
 //	h.Client.Transport meteredTransport, Config.WrapTransport, containerd's
 func newBlobTransport(h docker.RegistryHost) http.RoundTripper {
-	var hop http.RoundTripper = http.DefaultTransport
+	client := authorizedClient(h)
+	client.Transport = &stallTransport{next: client.Transport}
+	client.CheckRedirect = stopAfterRedirects
+	return &locationTransport{next: &redirectTransport{client: client}}
+}
+
+// authorizedClient is a copy of h's client whose transport puts h's
+// credentials on every request (every redirect hop) and answers auth
+// challenges: authTransport over h's client transport.
+func authorizedClient(h docker.RegistryHost) *http.Client {
 	client := &http.Client{}
 	if h.Client != nil {
 		*client = *h.Client
-		if h.Client.Transport != nil {
-			hop = h.Client.Transport
-		}
+	}
+	if client.Transport == nil {
+		client.Transport = http.DefaultTransport
 	}
 	if h.Authorizer != nil {
-		hop = &authTransport{auth: h.Authorizer, next: hop}
+		client.Transport = &authTransport{auth: h.Authorizer, next: client.Transport}
 	}
-	client.Transport = &stallTransport{next: hop}
-	client.CheckRedirect = stopAfterRedirects
-	return &locationTransport{next: &redirectTransport{client: client}}
+	return client
 }
 
 // Compile-time interface checks.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/opencontainers/go-digest"
 )
 
 // countingServer is an httptest server that counts its requests.
@@ -310,5 +311,43 @@ func TestBlobTransportExpired401(t *testing.T) {
 	}
 	if rn.Load() != 2 || sn.Load() != 3 {
 		t.Errorf("registry %d, storage %d requests; want 2, 3", rn.Load(), sn.Load())
+	}
+}
+
+// TestReferrersAuth: the referrers API goes through the same auth layer
+// as blob reads: a challenge is answered with the sources' credentials;
+// refused ones fail with ErrUnauthorized.
+func TestReferrersAuth(t *testing.T) {
+	good := credential{"user", "pass"}
+	const index = `{"schemaVersion":2,"manifests":[]}`
+	subject := digest.FromString("subject")
+	for _, tc := range []struct {
+		name    string
+		have    credential
+		wantErr error
+	}{
+		{name: "challenge answered", have: good},
+		{name: "credentials refused", have: credential{"user", "wrong"}, wantErr: ErrUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := countingServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+				if u, p, ok := r.BasicAuth(); !ok || (credential{u, p}) != good {
+					w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				if r.URL.Path != "/v2/test/repo/referrers/"+subject.String() {
+					http.NotFound(w, r)
+					return
+				}
+				_, _ = io.WriteString(w, index)
+			})
+			f := newTestFetcher(t, Config{Credentials: []CredentialSource{&rotatingSource{cur: tc.have}}})
+			ref := strings.TrimPrefix(srv.URL, "http://") + "/test/repo:latest"
+			b, err := f.Referrers(context.Background(), ref, subject, "")
+			if !errors.Is(err, tc.wantErr) || (err == nil && string(b) != index) {
+				t.Fatalf("Referrers = %q, %v; want %q, %v", b, err, index, tc.wantErr)
+			}
+		})
 	}
 }
