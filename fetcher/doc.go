@@ -87,9 +87,10 @@
 // reading and checking the body (a short body or a wrong Content-Range is
 // retried; a stream resumes after the bytes it has), which a RoundTripper
 // does not see. Fetcher.attempts (retry.go) runs one operation's attempts
-// on one host (slot, attempt bounds, backoff, error kinds); Blob.onHosts
-// (mirror.go) runs it on the pull hosts in order, mirrors first, resting a
-// mirror that is down and counting its fallbacks.
+// on one host (slot, attempt bounds, backoff, error kinds, resting a
+// mirror that is down); Blob.retrying (mirror.go) runs them on one of the
+// blob's hosts, counting a mirror's fallbacks, and Blob.onHosts on the
+// pull hosts in order, mirrors first.
 //
 // Cache: ranges are cached per (blob digest, offset, length), on disk under
 // Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are
