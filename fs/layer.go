@@ -99,6 +99,13 @@ type Options struct {
 	// ReadAround (64 KiB: most modules of a language's standard library,
 	// compressed).
 	ReadAroundFileMax int64
+	// NoPredict turns off fetching what the image says is read next: when
+	// a reader's chunk of an ELF file arrives, the rest of what the dynamic
+	// loader reads of it (its dynamic section), its interpreter, the
+	// layer's ld.so.cache and the libraries it needs (DT_NEEDED, found as
+	// the loader finds them) are fetched at once, in parallel, instead of
+	// one cold miss after another.
+	NoPredict bool
 	// ReadAhead is how many chunks a sequential reader is fetched ahead (4).
 	ReadAhead int
 	// FetchTimeout bounds one fetch, however many readers wait for it (2m).
@@ -150,6 +157,8 @@ type Stats struct {
 	Errors                int64
 	ReadAroundChunks      int64 // chunks stored from read-around
 	ReadAroundBytes       int64 // their compressed bytes
+	PredictedChunks       int64 // chunks fetched because the image said they are read next (NoPredict)
+	PredictedBytes        int64 // their compressed bytes
 	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
 	Waiting               int   // readers waiting for chunks now
 	InFlight              int   // chunks being fetched now
@@ -206,6 +215,8 @@ type Layer struct {
 
 	fetched, requests, fuseReads, passthrough, errs atomic.Int64
 	aroundChunks, aroundBytes, steals               atomic.Int64
+	predicted, predictedBytes                       atomic.Int64
+	pred                                            predictor
 	prefetchDone, backgroundDone                    atomic.Bool
 	bad                                             atomic.Pointer[PanicError] // the panic that made the layer bad
 }
@@ -268,6 +279,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		sem:      make(chan struct{}, 8),
 		sig:      make(chan struct{}),
 		whole:    make(chan struct{}),
+		pred:     predictor{done: map[index.Ino]bool{}},
 	}
 	if n == 0 {
 		close(l.whole)
@@ -351,6 +363,7 @@ func (l *Layer) Stats() Stats {
 		PassthroughOpens: l.passthrough.Load(), PrefetchDone: l.prefetchDone.Load(),
 		BackgroundDone: l.backgroundDone.Load(), Errors: l.errs.Load(),
 		ReadAroundChunks: l.aroundChunks.Load(), ReadAroundBytes: l.aroundBytes.Load(), Steals: l.steals.Load(),
+		PredictedChunks: l.predicted.Load(), PredictedBytes: l.predictedBytes.Load(),
 		Waiting: int(l.onDemand.Load()),
 	}
 }
@@ -400,6 +413,7 @@ type want struct {
 // deciding whether to wait for it.
 type span struct {
 	background bool
+	predict    bool // a reader's or a prediction's: its chunks, once stored, tell what is read next (predictAfter)
 	pos        atomic.Int64 // blob offset up to which bytes have arrived
 }
 
@@ -487,7 +501,7 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	for i := from; i <= to; i++ {
 		ids = append(ids, l.idx.ChunkID(ino, i))
 	}
-	sp := &span{}
+	sp := &span{predict: true}
 	mine, wait := l.claim(ids, sp)
 	if len(wait) == 0 {
 		return nil
@@ -608,7 +622,7 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 	for k := range ws {
 		w := &ws[k]
 		if err == nil {
-			l.complete(w, l.storeWant(ctx, w, raw[w.chunk.Offset-lo:w.chunk.End-lo]))
+			l.complete(w, l.storeLook(ctx, sp, w, raw[w.chunk.Offset-lo:w.chunk.End-lo]))
 			continue
 		}
 		l.complete(w, err)
@@ -630,6 +644,17 @@ func (l *Layer) storeWant(ctx context.Context, w *want, raw []byte) error {
 	return err
 }
 
+// storeLook is storeWant, and then, for a reader's or a prediction's chunk,
+// a look at what its file says is read next (predictAfter), before the
+// reader is woken.
+func (l *Layer) storeLook(ctx context.Context, sp *span, w *want, raw []byte) error {
+	err := l.storeWant(ctx, w, raw)
+	if err == nil && sp.predict && !w.around {
+		l.predictAfter(l.owner[w.id])
+	}
+	return err
+}
+
 // streamSpan is fetchSpan over a RangeStreamer: each chunk is verified,
 // stored and completed as soon as its last byte has arrived.
 func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws []want, lo, hi int64) {
@@ -645,7 +670,7 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 		sp.pos.Store(lo + got)
 		for ; next < len(ws) && ws[next].chunk.End-lo <= got; next++ {
 			w := &ws[next]
-			l.complete(w, l.storeWant(ctx, w, buf[w.chunk.Offset-lo:w.chunk.End-lo]))
+			l.complete(w, l.storeLook(ctx, sp, w, buf[w.chunk.Offset-lo:w.chunk.End-lo]))
 		}
 	})
 	if sp.background {

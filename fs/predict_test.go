@@ -1,0 +1,223 @@
+package fs_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	lfs "github.com/lazysnap/lazysnap/fs"
+)
+
+// elfImage is a little-endian x86-64 ELF file of size bytes (random
+// filler) whose program headers name interp (if not "") and a dynamic
+// section at dynAt needing the libraries needed, its string table at 0x400.
+func elfImage(rng *rand.Rand, size int, interp string, dynAt int, needed ...string) []byte {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(rng.IntN(256))
+	}
+	le := binary.LittleEndian
+	const vaddr, phoff, interpAt, strAt = 0x400000, 64, 0x200, 0x400
+	copy(b, elf.ELFMAG)
+	b[elf.EI_CLASS], b[elf.EI_DATA], b[elf.EI_VERSION], b[elf.EI_OSABI] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), 1, 0
+	clear(b[8:16])
+	le.PutUint16(b[16:], uint16(elf.ET_DYN))
+	le.PutUint16(b[18:], uint16(elf.EM_X86_64))
+	le.PutUint32(b[20:], 1)
+	le.PutUint64(b[24:], vaddr)
+	le.PutUint64(b[32:], phoff)
+	le.PutUint64(b[40:], 0) // no section headers
+	le.PutUint32(b[48:], 0)
+	le.PutUint16(b[52:], 64)
+	le.PutUint16(b[54:], 56)
+	le.PutUint16(b[58:], 64)
+	le.PutUint16(b[60:], 0)
+	le.PutUint16(b[62:], 0)
+	var strs []byte
+	strs = append(strs, 0)
+	var offs []int
+	for _, n := range needed {
+		offs = append(offs, len(strs))
+		strs = append(append(strs, n...), 0)
+	}
+	copy(b[strAt:], strs)
+	dyn := []uint64{}
+	for _, o := range offs {
+		dyn = append(dyn, uint64(elf.DT_NEEDED), uint64(o))
+	}
+	dyn = append(dyn, uint64(elf.DT_STRTAB), vaddr+strAt, uint64(elf.DT_STRSZ), uint64(len(strs)), uint64(elf.DT_NULL), 0)
+	for i, v := range dyn {
+		le.PutUint64(b[dynAt+8*i:], v)
+	}
+	type prog struct {
+		typ          elf.ProgType
+		off, filesz  int
+		vaddrOfFile0 bool
+	}
+	progs := []prog{{elf.PT_LOAD, 0, size, true}, {elf.PT_DYNAMIC, dynAt, 8 * len(dyn), true}}
+	if interp != "" {
+		copy(b[interpAt:], interp+"\x00")
+		progs = append(progs, prog{elf.PT_INTERP, interpAt, len(interp) + 1, true})
+	}
+	le.PutUint16(b[56:], uint16(len(progs)))
+	for i, p := range progs {
+		h := b[phoff+56*i:]
+		le.PutUint32(h, uint32(p.typ))
+		le.PutUint32(h[4:], uint32(elf.PF_R))
+		le.PutUint64(h[8:], uint64(p.off))
+		le.PutUint64(h[16:], uint64(vaddr+p.off))
+		le.PutUint64(h[24:], uint64(vaddr+p.off))
+		le.PutUint64(h[32:], uint64(p.filesz))
+		le.PutUint64(h[40:], uint64(p.filesz))
+		le.PutUint64(h[48:], 0x1000)
+	}
+	return b
+}
+
+// ldSoCache is an ld.so.cache in glibc's new format listing the x86-64
+// libraries libs (name → path).
+func ldSoCache(libs [][2]string) []byte {
+	le := binary.LittleEndian
+	const hdr, ent = 48, 24
+	strAt := hdr + ent*len(libs)
+	var strs []byte
+	b := make([]byte, strAt)
+	copy(b, "glibc-ld.so.cache1.1")
+	le.PutUint32(b[20:], uint32(len(libs)))
+	for i, l := range libs {
+		e := b[hdr+ent*i:]
+		le.PutUint32(e, 0x0303) // libc6, x86-64
+		le.PutUint32(e[4:], uint32(strAt+len(strs)))
+		strs = append(append(strs, l[0]...), 0)
+		le.PutUint32(e[8:], uint32(strAt+len(strs)))
+		strs = append(append(strs, l[1]...), 0)
+	}
+	le.PutUint32(b[24:], uint32(len(strs)))
+	return append(b, strs...)
+}
+
+// loaderTar is a layer laid out as a dynamically linked program's: the
+// program, its interpreter (through a symbolic link, as /lib64 is),
+// ld.so.cache, a library found through it (a link to the versioned file),
+// one found in a default directory, one that library needs, and unrelated
+// files between them all; the chunks are 256 KiB (more than the kernel
+// reads ahead), so the program's dynamic section lies in a chunk after its
+// headers'.
+func loaderTar(t *testing.T) []byte {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, 8))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		return b
+	}
+	const libdir = "usr/lib/x86_64-linux-gnu/"
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	n := 0
+	file := func(name string, data []byte) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(data))})
+		tw.Write(data)
+		n++ // an unrelated file after each, that nothing may fetch
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name + ".unrelated", Mode: 0o644, Size: 20 << 10})
+		tw.Write(random(20 << 10))
+	}
+	link := func(name, target string) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777})
+	}
+	for _, d := range []string{"etc/", "lib64/", "usr/", "usr/bin/", "usr/lib/", libdir} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755})
+	}
+	file("etc/ld.so.cache", ldSoCache([][2]string{{"libfoo.so.1", "/lib/x86_64-linux-gnu/libfoo.so.1"}}))
+	link("lib", "usr/lib")
+	link("lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+	file(libdir+"ld-linux-x86-64.so.2", elfImage(rng, 30<<10, "", 0x800))
+	file("usr/bin/prog", elfImage(rng, 1<<20, "/lib64/ld-linux-x86-64.so.2", 900<<10, "libfoo.so.1", "libbar.so.2"))
+	file(libdir+"libfoo.so.1.0", elfImage(rng, 40<<10, "", 0x800, "libbaz.so"))
+	link(libdir+"libfoo.so.1", "libfoo.so.1.0")
+	file(libdir+"libbar.so.2", elfImage(rng, 40<<10, "", 0x800))
+	file("usr/lib/libbaz.so", elfImage(rng, 40<<10, "", 0x800))
+	file("usr/bin/notelf", random(100<<10))
+	tw.Close()
+	return buf.Bytes()
+}
+
+// TestPredictLoader replays what exec and the dynamic loader read of a
+// program (its first page, then the interpreter, ld.so.cache, the
+// program's dynamic section and each library in turn) against a layer,
+// and counts the requests made by the reads after the first: one for each
+// without prediction, none with it (what the first read's chunk says comes
+// next is fetched in parallel while it is answered), and nothing unrelated
+// fetched.
+func TestPredictLoader(t *testing.T) {
+	tarball := loaderTar(t)
+	// what exec and the loader read, in order: path, offset, length
+	reads := []struct {
+		path    string
+		off, n  int64
+		comment string
+	}{
+		{"usr/bin/prog", 0, 4096, "exec: the headers"},
+		// the interpreter, by the link's target: an absolute link in the
+		// mount leads out of it
+		{"usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0, 4096, "exec: the interpreter"},
+		{"usr/bin/prog", 900 << 10, 4096, "the loader: the program's dynamic section"},
+		{"etc/ld.so.cache", 0, 4096, "the loader: its cache"},
+		{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 0, 4096, "through ld.so.cache"},
+		{"usr/lib/x86_64-linux-gnu/libbar.so.2", 0, 4096, "a default directory"},
+		{"usr/lib/libbaz.so", 0, 4096, "libfoo's library"},
+	}
+	for _, tc := range []struct {
+		name       string
+		noPredict  bool
+		wantLater     int64 // requests made by the reads after the first
+		wantPredicted int64
+	}{
+		{name: "predicted", wantLater: 0, wantPredicted: 6},
+		{name: "off: one miss after another", noPredict: true, wantLater: 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, blob := layerOf(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: tc.noPredict},
+				estargz.WithChunkSize(256<<10))
+			mnt, _ := mount(t, l)
+			var first int64
+			for i, r := range reads {
+				f, err := os.Open(filepath.Join(mnt, r.path))
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := f.ReadAt(make([]byte, r.n), r.off)
+				f.Close() // before any Fatal: an open file keeps the mount busy
+				if n == 0 || err != nil && err != io.EOF {
+					t.Fatalf("%s (%s): read %d bytes: %v", r.path, r.comment, n, err)
+				}
+				// what the read set going arrives before the next read, as
+				// it does over a link while the reader runs
+				waitFor(t, "fetches done", func() bool { return l.Stats().InFlight == 0 })
+				if i == 0 {
+					first = blob.requests.Load()
+				}
+			}
+			st := l.Stats()
+			if later := blob.requests.Load() - first; later != tc.wantLater {
+				t.Errorf("the reads after the first made %d requests, want %d", later, tc.wantLater)
+			}
+			if st.ChunksPresent != 7 {
+				t.Errorf("%d chunks present, want 7 (the program's two read, each other file's one)", st.ChunksPresent)
+			}
+			if st.PredictedChunks != tc.wantPredicted {
+				t.Errorf("%d chunks predicted, want %d", st.PredictedChunks, tc.wantPredicted)
+			}
+			t.Logf("%d requests, %d bytes, %d predicted", blob.requests.Load(), blob.bytes.Load(), st.PredictedChunks)
+		})
+	}
+}
