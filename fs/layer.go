@@ -413,7 +413,7 @@ type want struct {
 // deciding whether to wait for it.
 type span struct {
 	background bool
-	predict    bool // a reader's or a prediction's: its chunks, once stored, tell what is read next (predictAfter)
+	predict    bool         // a reader's or a prediction's: its chunks, once stored, tell what is read next (predictAfter)
 	pos        atomic.Int64 // blob offset up to which bytes have arrived
 }
 

@@ -177,8 +177,8 @@ func TestPredictLoader(t *testing.T) {
 		{"usr/lib/libbaz.so", 0, 4096, "libfoo's library"},
 	}
 	for _, tc := range []struct {
-		name       string
-		noPredict  bool
+		name          string
+		noPredict     bool
 		wantLater     int64 // requests made by the reads after the first
 		wantPredicted int64
 	}{
