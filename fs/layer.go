@@ -644,17 +644,6 @@ func (l *Layer) storeWant(ctx context.Context, w *want, raw []byte) error {
 	return err
 }
 
-// storeLook is storeWant, and then, for a reader's or a prediction's chunk,
-// a look at what its file says is read next (predictAfter), before the
-// reader is woken.
-func (l *Layer) storeLook(ctx context.Context, sp *span, w *want, raw []byte) error {
-	err := l.storeWant(ctx, w, raw)
-	if err == nil && sp.predict && !w.around {
-		l.predictAfter(l.owner[w.id])
-	}
-	return err
-}
-
 // streamSpan is fetchSpan over a RangeStreamer: each chunk is verified,
 // stored and completed as soon as its last byte has arrived.
 func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws []want, lo, hi int64) {

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"sync"
@@ -34,6 +35,17 @@ const ldCachePath = "/etc/ld.so.cache"
 // is fetched for a file that is not ELF.
 func (l *Layer) predictAfter(ino index.Ino) {
 	l.fetchPredicted(l.predictIDs(ino, 0))
+}
+
+// storeLook is storeWant, and then, for a reader's or a prediction's chunk,
+// a look at what its file says is read next (predictAfter), before the
+// reader is woken.
+func (l *Layer) storeLook(ctx context.Context, sp *span, w *want, raw []byte) error {
+	err := l.storeWant(ctx, w, raw)
+	if err == nil && sp.predict && !w.around {
+		l.predictAfter(l.owner[w.id])
+	}
+	return err
 }
 
 // predictIDs returns the chunk ids predictAfter(ino) would fetch.
