@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 
@@ -142,16 +143,37 @@ func (l *Layer) ldCache() ldCache {
 	return c
 }
 
+// MultiRangeReader is implemented by BlobReaders that can fetch several
+// ranges in one request (an HTTP multi-range request): out[i] holds
+// ranges[i]'s bytes.
+type MultiRangeReader interface {
+	ReadMultiRange(ctx context.Context, ranges []Range) ([][]byte, error)
+}
+
+// Range is a byte range [Off, Off+Len) of a blob.
+type Range struct{ Off, Len int64 }
+
+// maxMultiRange bounds the compressed bytes of predicted chunks fetched in
+// one multi-range request, which hands over its bytes only once all have
+// come: about 40 ms at 100 Mbit/s, two round trips. Larger runs get a
+// streamed request of their own.
+const maxMultiRange = 512 << 10
+
 // fetchPredicted claims the chunks of ids that are neither present nor in
-// flight and fetches them: chunks next to each other in the blob in one
-// request, each run apart in its own, all at once. Their stores look
-// further (predictAfter).
+// flight and fetches them, all at once: chunks next to each other in the
+// blob as one range; ranges up to maxMultiRange together in one
+// multi-range request where the BlobReader can (MultiRangeReader), each
+// larger one in a request of its own. Their stores look further
+// (predictAfter).
 func (l *Layer) fetchPredicted(ids []int) {
 	if len(ids) == 0 {
 		return
 	}
 	sort.Slice(ids, func(i, j int) bool { return l.chunkOf(ids[i]).Offset < l.chunkOf(ids[j]).Offset })
 	ids = dedupeSorted(ids)
+	var small [][]want // runs for one multi-range request
+	var smallBytes int64
+	_, multi := l.blob.(MultiRangeReader)
 	for len(ids) > 0 {
 		n := 1
 		for n < len(ids) && l.chunkOf(ids[n]).Offset == l.chunkOf(ids[n-1]).End {
@@ -163,12 +185,75 @@ func (l *Layer) fetchPredicted(ids []int) {
 		if len(mine) == 0 {
 			continue
 		}
+		var size int64
 		for _, w := range mine {
-			l.predicted.Add(1)
-			l.predictedBytes.Add(w.chunk.CompressedSize())
+			size += w.chunk.CompressedSize()
+		}
+		l.predicted.Add(int64(len(mine)))
+		l.predictedBytes.Add(size)
+		if multi && size <= maxMultiRange && smallBytes+size <= maxMultiRange {
+			small = append(small, mine)
+			smallBytes += size
+			continue
 		}
 		if !l.spawn(func() { l.fetchSpan(sp, mine) }) {
 			l.failClosed(mine)
+		}
+	}
+	switch len(small) {
+	case 0:
+	case 1:
+		ws := small[0]
+		if !l.spawn(func() { l.fetchSpan(ws[0].c.span, ws) }) {
+			l.failClosed(ws)
+		}
+	default:
+		if !l.spawn(func() { l.fetchMulti(small) }) {
+			for _, ws := range small {
+				l.failClosed(ws)
+			}
+		}
+	}
+}
+
+// fetchMulti fetches runs of chunks (each run contiguous in the blob) with
+// one multi-range request, and stores and completes them.
+func (l *Layer) fetchMulti(runs [][]want) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.FetchTimeout)
+	defer cancel()
+	ranges := make([]Range, len(runs))
+	var total int64
+	for i, ws := range runs {
+		lo, hi := ws[0].chunk.Offset, ws[len(ws)-1].chunk.End
+		ranges[i] = Range{lo, hi - lo}
+		total += hi - lo
+	}
+	l.requests.Add(1)
+	out, err := l.blob.(MultiRangeReader).ReadMultiRange(ctx, ranges)
+	if err == nil && len(out) != len(ranges) {
+		err = fmt.Errorf("%d ranges read, %d asked for", len(out), len(ranges))
+	}
+	for i := range ranges {
+		if err == nil && int64(len(out[i])) != ranges[i].Len {
+			err = fmt.Errorf("range %d+%d: got %d bytes", ranges[i].Off, ranges[i].Len, len(out[i]))
+		}
+	}
+	if err != nil {
+		err = l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})
+		for _, ws := range runs {
+			for k := range ws {
+				l.complete(&ws[k], err)
+			}
+		}
+		return
+	}
+	l.fetched.Add(total)
+	for i, ws := range runs {
+		sp := ws[0].c.span
+		sp.pos.Store(ranges[i].Off + ranges[i].Len)
+		for k := range ws {
+			w := &ws[k]
+			l.complete(w, l.storeLook(ctx, sp, w, out[i][w.chunk.Offset-ranges[i].Off:w.chunk.End-ranges[i].Off]))
 		}
 	}
 }

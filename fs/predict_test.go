@@ -3,8 +3,10 @@ package fs_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -179,15 +181,25 @@ func TestPredictLoader(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		noPredict     bool
+		multi         bool  // the blob reads several ranges in one request
 		wantLater     int64 // requests made by the reads after the first
 		wantPredicted int64
+		wantRequests  int64
 	}{
-		{name: "predicted", wantLater: 0, wantPredicted: 6},
-		{name: "off: one miss after another", noPredict: true, wantLater: 6},
+		{name: "predicted", wantLater: 0, wantPredicted: 6, wantRequests: 7},
+		// the program's dynamic section, the interpreter and ld.so.cache
+		// in one request; libfoo and libbar in one; libbaz
+		{name: "predicted, multi-range requests", multi: true, wantLater: 0, wantPredicted: 6, wantRequests: 4},
+		{name: "off: one miss after another", noPredict: true, wantLater: 6, wantRequests: 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, blob := layerOf(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: tc.noPredict},
-				estargz.WithChunkSize(256<<10))
+			l, blob := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: tc.noPredict},
+				func(b *memBlob) lfs.BlobReader {
+					if tc.multi {
+						return multiBlob{b}
+					}
+					return b
+				}, estargz.WithChunkSize(256<<10))
 			mnt, _ := mount(t, l)
 			var first int64
 			for i, r := range reads {
@@ -214,10 +226,29 @@ func TestPredictLoader(t *testing.T) {
 			if st.ChunksPresent != 7 {
 				t.Errorf("%d chunks present, want 7 (the program's two read, each other file's one)", st.ChunksPresent)
 			}
+			if n := blob.requests.Load(); n != tc.wantRequests {
+				t.Errorf("%d requests, want %d", n, tc.wantRequests)
+			}
 			if st.PredictedChunks != tc.wantPredicted {
 				t.Errorf("%d chunks predicted, want %d", st.PredictedChunks, tc.wantPredicted)
 			}
 			t.Logf("%d requests, %d bytes, %d predicted", blob.requests.Load(), blob.bytes.Load(), st.PredictedChunks)
 		})
 	}
+}
+
+// multiBlob is a memBlob that reads several ranges in one request.
+type multiBlob struct{ *memBlob }
+
+func (b multiBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]byte, error) {
+	b.requests.Add(1)
+	out := make([][]byte, len(ranges))
+	for i, r := range ranges {
+		if r.Off < 0 || r.Off+r.Len > int64(len(b.data)) {
+			return nil, errors.New("range outside blob")
+		}
+		b.bytes.Add(r.Len)
+		out[i] = bytes.Clone(b.data[r.Off : r.Off+r.Len])
+	}
+	return out, nil
 }

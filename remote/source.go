@@ -211,6 +211,38 @@ func (t *tailBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte
 	return nil
 }
 
+// ReadMultiRange reads several ranges: those before the tail with one
+// multi-range request (fetcher.Blob.ReadRanges), the others as ReadRange
+// does.
+func (t *tailBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]byte, error) {
+	out := make([][]byte, len(ranges))
+	var far []fetcher.Range
+	var at []int
+	tail := t.Tail()
+	for i, r := range ranges {
+		if tail == nil || r.Off+r.Len <= t.off {
+			far = append(far, fetcher.Range{Off: r.Off, Len: r.Len})
+			at = append(at, i)
+			continue
+		}
+		b, err := t.ReadRange(ctx, r.Off, r.Len)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = b
+	}
+	if len(far) > 0 {
+		got, err := t.Blob.ReadRanges(ctx, far)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range at {
+			out[i] = got[j]
+		}
+	}
+	return out, nil
+}
+
 func (t *tailBlob) Invalidate(off, n int64) {
 	if off+n > t.off {
 		t.mu.Lock()
