@@ -89,11 +89,14 @@ type Options struct {
 	// have arrived.
 	StreamWait int64
 	// ReadAround: a cold read of a small file fetches, in the same request,
-	// the chunks of the small files beside it in the blob (tar order, in
-	// which a package's modules lie together), up to ReadAround compressed
-	// bytes more (256 KiB, about a BDP: less than the round trip a later
-	// miss of one of them would cost; negative: off). It stops at a large
-	// file and at a chunk already present or in flight.
+	// the chunks of the small files beside it in the blob that lie in its
+	// directory (tar order, in which a package's modules lie together),
+	// up to ReadAround compressed bytes more (256 KiB, about a BDP: less
+	// than the round trip a later miss of one of them would cost;
+	// negative: off), doubled for a directory's second cold miss and
+	// quadrupled from its third (a package being imported). It stops at a
+	// large file, a file of another directory, and a chunk already present
+	// or in flight.
 	ReadAround int64
 	// ReadAroundFileMax is the largest compressed size of a small file, for
 	// ReadAround (64 KiB: most modules of a language's standard library,
@@ -196,7 +199,8 @@ type Layer struct {
 	mu       sync.Mutex
 	inflight map[int]*call
 	files    map[index.Ino]*os.File
-	closed   bool // Close has begun: no new fetch, no new content file
+	misses   map[index.Ino]uint // cold misses of small files per directory (read-around)
+	closed   bool               // Close has begun: no new fetch, no new content file
 
 	ctx      context.Context // the layer's lifetime: background work and fetches
 	cancel   context.CancelFunc
@@ -217,6 +221,7 @@ type Layer struct {
 	aroundChunks, aroundBytes, steals               atomic.Int64
 	predicted, predictedBytes                       atomic.Int64
 	pred                                            predictor
+	parents                                         parents
 	prefetchDone, backgroundDone                    atomic.Bool
 	bad                                             atomic.Pointer[PanicError] // the panic that made the layer bad
 }

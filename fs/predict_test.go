@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -251,4 +252,56 @@ func (b multiBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]
 		out[i] = bytes.Clone(b.data[r.Off : r.Off+r.Len])
 	}
 	return out, nil
+}
+
+// TestReadAroundKeepsToDirectory: read-around fetches the small files of
+// the read file's directory, not those of the directory after it in the
+// blob; a directory's later cold misses read around more.
+func TestReadAroundKeepsToDirectory(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		return b
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"a", "b"} {
+		for i := range 40 {
+			data := random(2000)
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s/m%02d", d, i), Mode: 0o644, Size: int64(len(data))})
+			tw.Write(data)
+		}
+	}
+	tw.Close()
+	for _, tc := range []struct {
+		name        string
+		reads       []string
+		readAround  int64
+		wantPresent int
+	}{
+		// 10 KiB: the file and 4 more; the next directory's files, close
+		// by, are not read around
+		{name: "not into the next directory", reads: []string{"a/m38"}, readAround: 12 << 10, wantPresent: 2},
+		{name: "budget", reads: []string{"a/m00"}, readAround: 12 << 10, wantPresent: 6},
+		// the second miss reads around twice as much, the third four times
+		{name: "a directory's second miss", reads: []string{"a/m00", "a/m06"}, readAround: 12 << 10, wantPresent: 6 + 11},
+		{name: "its third", reads: []string{"a/m00", "a/m06", "a/m17"}, readAround: 12 << 10, wantPresent: 6 + 11 + 21},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := layerOf(t, buf.Bytes(), lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: tc.readAround}, estargz.WithChunkSize(64<<10))
+			mnt, _ := mount(t, l)
+			for _, name := range tc.reads {
+				if _, err := os.ReadFile(filepath.Join(mnt, name)); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "read-around stored", func() bool { return l.Stats().InFlight == 0 })
+			}
+			if st := l.Stats(); st.ChunksPresent != tc.wantPresent {
+				t.Errorf("%d chunks present, want %d", st.ChunksPresent, tc.wantPresent)
+			}
+		})
+	}
 }

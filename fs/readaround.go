@@ -1,6 +1,39 @@
 package fs
 
-import "github.com/lazysnap/lazysnap/index"
+import (
+	"sync"
+
+	"github.com/lazysnap/lazysnap/index"
+)
+
+// parents maps each inode of a layer to its directory, for read-around,
+// which keeps to the directory of the file read. Built on the first
+// read-around (a walk of the index, 4 bytes an inode).
+type parents struct {
+	once sync.Once
+	of   []index.Ino
+}
+
+// parentOf returns ino's directory (the last one listing it, for a hard
+// link).
+func (l *Layer) parentOf(ino index.Ino) index.Ino {
+	p := &l.parents
+	p.once.Do(func() {
+		p.of = make([]index.Ino, l.idx.Len())
+		for dir := index.Ino(0); int(dir) < l.idx.Len(); dir++ {
+			if !l.idx.IsDir(dir) {
+				continue
+			}
+			l.idx.ReadDir(dir, func(name string, child index.Ino) bool {
+				if child != dir && name != "." && name != ".." {
+					p.of[child] = dir
+				}
+				return true
+			})
+		}
+	})
+	return p.of[ino]
+}
 
 // small reports whether ino is a small file, for read-around: at most
 // ReadAroundFileMax compressed bytes.
@@ -35,8 +68,10 @@ func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 	}
 	first, last := mine[0], mine[len(mine)-1]
 	lo, hi := first.chunk.Offset, last.chunk.End
-	backBudget := l.opts.ReadAround / 8
-	fwdEnd, backStart := hi+l.opts.ReadAround-backBudget, lo-backBudget
+	dir := l.parentOf(ino)
+	budget := l.opts.ReadAround << l.dirMisses(dir)
+	backBudget := budget / 8
+	fwdEnd, backStart := hi+budget-backBudget, lo-backBudget
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// eligible returns id's chunk if it may join a request of [lo, hi)
@@ -44,8 +79,8 @@ func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 		if id < 0 || id >= len(l.owner) || l.isPresent(id) {
 			return want{}, false
 		}
-		if _, ok := l.inflight[id]; ok || !l.small(l.owner[id]) {
-			return want{}, false
+		if _, ok := l.inflight[id]; ok || !l.small(l.owner[id]) || l.parentOf(l.owner[id]) != dir {
+			return want{}, false // in flight, large, or in another directory
 		}
 		c := l.chunkOf(id)
 		if c.Offset < hi && c.End > lo || c.End > fwdEnd || c.Offset < backStart {
@@ -81,6 +116,26 @@ func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 		}
 	}
 	return out
+}
+
+// maxDirGrowth: read-around in a directory that has had n cold misses
+// before gets ReadAround << min(n, maxDirGrowth) bytes.
+const maxDirGrowth = 2
+
+// dirMisses counts a cold miss of a small file in dir and returns how
+// many it had before (at most maxDirGrowth): a directory whose files are
+// read one after another (a package being imported) reads around more.
+func (l *Layer) dirMisses(dir index.Ino) uint {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.misses == nil {
+		l.misses = map[index.Ino]uint{}
+	}
+	n := l.misses[dir]
+	if n < maxDirGrowth {
+		l.misses[dir] = n + 1
+	}
+	return n
 }
 
 // claimShared claims, for sp, the chunks beside mine (in chunk order, both
