@@ -523,6 +523,7 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	}
 	if len(mine) > 0 {
 		ws := append(mine, l.claimAround(ino, mine, sp)...)
+		ws = append(ws, l.wholeExecutable(ino, mine, sp)...)
 		if !l.spawn(func() { l.fetchSpan(sp, ws) }) {
 			l.failClosed(ws)
 		}

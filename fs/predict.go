@@ -111,6 +111,33 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 	return ids
 }
 
+// maxExecutable bounds the compressed bytes of an executable that a cold
+// read of its first chunk fetches whole (wholeExecutable).
+const maxExecutable = 16 << 20
+
+// wholeExecutable claims, for sp, the chunks of ino after its first when
+// a reader has just claimed the first (mine) and ino is an executable
+// file of several chunks: exec maps a program whole, and the loader reads
+// its dynamic section, usually in a later chunk, right after, so they
+// come in the same request, streamed after the reader's chunk.
+func (l *Layer) wholeExecutable(ino index.Ino, mine []want, sp *span) []want {
+	n := l.idx.NumChunks(ino)
+	if l.opts.NoPredict || n < 2 || l.idx.Attr(ino).Mode&0o111 == 0 || len(mine) == 0 || mine[0].id != l.idx.ChunkID(ino, 0) {
+		return nil
+	}
+	first := l.idx.Chunk(ino, 0).Offset
+	var ids []int
+	for i := 1; i < n && l.idx.Chunk(ino, i).End-first <= maxExecutable; i++ {
+		ids = append(ids, l.idx.ChunkID(ino, i))
+	}
+	more, _ := l.claim(ids, sp)
+	for _, w := range more {
+		l.predicted.Add(1)
+		l.predictedBytes.Add(w.chunk.CompressedSize())
+	}
+	return more
+}
+
 // ldCache returns the layer's parsed ld.so.cache once it is present (nil
 // before, or when the layer has none).
 func (l *Layer) ldCache() ldCache {
@@ -155,9 +182,10 @@ type Range struct{ Off, Len int64 }
 
 // maxMultiRange bounds the compressed bytes of predicted chunks fetched in
 // one multi-range request, which hands over its bytes only once all have
-// come: about 40 ms at 100 Mbit/s, two round trips. Larger runs get a
-// streamed request of their own.
-const maxMultiRange = 512 << 10
+// come. What the loader needs next it needs all of before the program
+// runs, so the request is as large as one span of the fetcher (4 MiB);
+// larger runs get a streamed request of their own.
+const maxMultiRange = 4 << 20
 
 // fetchPredicted claims the chunks of ids that are neither present nor in
 // flight and fetches them, all at once: chunks next to each other in the

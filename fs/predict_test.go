@@ -111,8 +111,8 @@ func ldSoCache(libs [][2]string) []byte {
 // ld.so.cache, a library found through it (a link to the versioned file),
 // one found in a default directory, one that library needs, and unrelated
 // files between them all; the chunks are 256 KiB (more than the kernel
-// reads ahead), so the program's dynamic section lies in a chunk after its
-// headers'.
+// reads ahead), so the dynamic sections of the program (executable: it
+// comes whole) and of libfoo (not) lie in chunks after their headers'.
 func loaderTar(t *testing.T) []byte {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -128,7 +128,11 @@ func loaderTar(t *testing.T) []byte {
 	tw := tar.NewWriter(&buf)
 	n := 0
 	file := func(name string, data []byte) {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(data))})
+		mode := int64(0o644)
+		if filepath.Dir(name) == "usr/bin" {
+			mode = 0o755
+		}
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))})
 		tw.Write(data)
 		n++ // an unrelated file after each, that nothing may fetch
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name + ".unrelated", Mode: 0o644, Size: 20 << 10})
@@ -145,7 +149,7 @@ func loaderTar(t *testing.T) []byte {
 	link("lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
 	file(libdir+"ld-linux-x86-64.so.2", elfImage(rng, 30<<10, "", 0x800))
 	file("usr/bin/prog", elfImage(rng, 1<<20, "/lib64/ld-linux-x86-64.so.2", 900<<10, "libfoo.so.1", "libbar.so.2"))
-	file(libdir+"libfoo.so.1.0", elfImage(rng, 40<<10, "", 0x800, "libbaz.so"))
+	file(libdir+"libfoo.so.1.0", elfImage(rng, 600<<10, "", 500<<10, "libbaz.so"))
 	link(libdir+"libfoo.so.1", "libfoo.so.1.0")
 	file(libdir+"libbar.so.2", elfImage(rng, 40<<10, "", 0x800))
 	file("usr/lib/libbaz.so", elfImage(rng, 40<<10, "", 0x800))
@@ -176,6 +180,7 @@ func TestPredictLoader(t *testing.T) {
 		{"usr/bin/prog", 900 << 10, 4096, "the loader: the program's dynamic section"},
 		{"etc/ld.so.cache", 0, 4096, "the loader: its cache"},
 		{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 0, 4096, "through ld.so.cache"},
+		{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 500 << 10, 4096, "libfoo's dynamic section"},
 		{"usr/lib/x86_64-linux-gnu/libbar.so.2", 0, 4096, "a default directory"},
 		{"usr/lib/libbaz.so", 0, 4096, "libfoo's library"},
 	}
@@ -186,12 +191,15 @@ func TestPredictLoader(t *testing.T) {
 		wantLater     int64 // requests made by the reads after the first
 		wantPredicted int64
 		wantRequests  int64
+		wantPresent   int
 	}{
-		{name: "predicted", wantLater: 0, wantPredicted: 6, wantRequests: 7},
-		// the program's dynamic section, the interpreter and ld.so.cache
-		// in one request; libfoo and libbar in one; libbaz
-		{name: "predicted, multi-range requests", multi: true, wantLater: 0, wantPredicted: 6, wantRequests: 4},
-		{name: "off: one miss after another", noPredict: true, wantLater: 6, wantRequests: 7},
+		// the program whole (its 3 chunks after the first predicted); with
+		// its first chunk the interpreter and ld.so.cache; with its
+		// dynamic section libfoo's first chunk and libbar; libfoo's
+		// dynamic section; libbaz
+		{name: "predicted", wantLater: 0, wantPredicted: 9, wantPresent: 10, wantRequests: 7},
+		{name: "predicted, multi-range requests", multi: true, wantLater: 0, wantPredicted: 9, wantPresent: 10, wantRequests: 5},
+		{name: "off: one miss after another", noPredict: true, wantLater: 7, wantPresent: 8, wantRequests: 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, blob := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: tc.noPredict},
@@ -224,8 +232,8 @@ func TestPredictLoader(t *testing.T) {
 			if later := blob.requests.Load() - first; later != tc.wantLater {
 				t.Errorf("the reads after the first made %d requests, want %d", later, tc.wantLater)
 			}
-			if st.ChunksPresent != 7 {
-				t.Errorf("%d chunks present, want 7 (the program's two read, each other file's one)", st.ChunksPresent)
+			if st.ChunksPresent != tc.wantPresent {
+				t.Errorf("%d chunks present, want %d", st.ChunksPresent, tc.wantPresent)
 			}
 			if n := blob.requests.Load(); n != tc.wantRequests {
 				t.Errorf("%d requests, want %d", n, tc.wantRequests)
