@@ -509,6 +509,9 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	sp := &span{predict: true}
 	mine, wait := l.claim(ids, sp)
 	if len(wait) == 0 {
+		if from == 0 { // read around or prefetched: what it says comes next may not be
+			l.predictAfter(ino)
+		}
 		return nil
 	}
 	l.onDemand.Add(1)

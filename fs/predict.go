@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -61,6 +62,15 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 	if done {
 		return nil
 	}
+	if hdr, err := (presentReader{l, ino}).read(0, min(l.idx.Attr(ino).Size, 64)); err == nil && isPyc(hdr) {
+		if !l.filePresent(ino) {
+			return nil // looked at again when its last chunk is stored
+		}
+		p.mu.Lock()
+		p.done[ino] = true
+		p.mu.Unlock()
+		return l.followFiles(l.predictPyc(ino), depth)
+	}
 	info, err := parseELF(presentReader{l, ino})
 	var me *missingErr
 	partial := errors.As(err, &me)
@@ -95,17 +105,30 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 			}
 		}
 	}
-	for _, d := range deps {
-		if d == ino || l.idx.NumChunks(d) == 0 {
+	deps = slices.DeleteFunc(deps, func(d index.Ino) bool { return d == ino })
+	return append(ids, l.followFiles(deps, depth)...)
+}
+
+// followFiles returns the chunks to fetch of files read next: the first
+// chunk of each (all of a small file's), and for one present already
+// (read before, or read around), what it says is read after it.
+func (l *Layer) followFiles(files []index.Ino, depth int) []int {
+	var ids []int
+	for _, d := range files {
+		n := l.idx.NumChunks(d)
+		if n == 0 {
 			continue
 		}
 		first := l.idx.ChunkID(d, 0)
 		if !l.isPresent(first) {
 			ids = append(ids, first)
+			if l.small(d) {
+				for i := 1; i < n; i++ {
+					ids = append(ids, l.idx.ChunkID(d, i))
+				}
+			}
 			continue
 		}
-		// present already (read before, or read around): what it needs may
-		// not be
 		ids = append(ids, l.predictIDs(d, depth+1)...)
 	}
 	return ids
