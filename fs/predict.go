@@ -18,6 +18,9 @@ type predictor struct {
 	done    map[index.Ino]bool // ELF files read in full, or found not to be ELF
 	ldc     ldCache
 	ldcRead bool
+
+	inflight int   // fetchPredicted calls whose fetches are in flight
+	queue    []int // chunk ids predicted meanwhile
 }
 
 // maxPredictDepth bounds how far predictAfter follows libraries that are
@@ -210,8 +213,16 @@ type Range struct{ Off, Len int64 }
 // larger runs get a streamed request of their own.
 const maxMultiRange = 4 << 20
 
+// maxPredictInflight bounds the predicted fetches (fetchPredicted calls)
+// in flight: the predictions made while they are are queued and fetched
+// together after, unclaimed meanwhile (a reader that needs one of their
+// chunks fetches it itself). Each module a program imports names the next
+// ones; one request a round of them, not one a module.
+const maxPredictInflight = 2
+
 // fetchPredicted claims the chunks of ids that are neither present nor in
-// flight and fetches them, all at once: chunks next to each other in the
+// flight and fetches them, at once unless maxPredictInflight predicted
+// fetches are in flight: chunks next to each other in the
 // blob as one range; ranges up to maxMultiRange together in one
 // multi-range request where the BlobReader can (MultiRangeReader), each
 // larger one in a request of its own. Their stores look further
@@ -220,8 +231,47 @@ func (l *Layer) fetchPredicted(ids []int) {
 	if len(ids) == 0 {
 		return
 	}
+	p := &l.pred
+	p.mu.Lock()
+	if p.inflight >= maxPredictInflight {
+		p.queue = append(p.queue, ids...)
+		p.mu.Unlock()
+		return
+	}
+	p.inflight++
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	l.issuePredicted(ids, &wg)
+	next := func() {
+		wg.Wait()
+		p.mu.Lock()
+		p.inflight--
+		q := p.queue
+		p.queue = nil
+		p.mu.Unlock()
+		l.fetchPredicted(q)
+	}
+	if !l.spawn(next) {
+		p.mu.Lock()
+		p.inflight--
+		p.mu.Unlock()
+	}
+}
+
+// issuePredicted claims and fetches ids as fetchPredicted says, each fetch
+// counted in wg.
+func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup) {
 	sort.Slice(ids, func(i, j int) bool { return l.chunkOf(ids[i]).Offset < l.chunkOf(ids[j]).Offset })
 	ids = dedupeSorted(ids)
+	run := func(fn func(), ws ...[]want) {
+		wg.Add(1)
+		if !l.spawn(func() { defer wg.Done(); fn() }) {
+			wg.Done()
+			for _, w := range ws {
+				l.failClosed(w)
+			}
+		}
+	}
 	var small [][]want // runs for one multi-range request
 	var smallBytes int64
 	_, multi := l.blob.(MultiRangeReader)
@@ -247,23 +297,15 @@ func (l *Layer) fetchPredicted(ids []int) {
 			smallBytes += size
 			continue
 		}
-		if !l.spawn(func() { l.fetchSpan(sp, mine) }) {
-			l.failClosed(mine)
-		}
+		run(func() { l.fetchSpan(sp, mine) }, mine)
 	}
 	switch len(small) {
 	case 0:
 	case 1:
 		ws := small[0]
-		if !l.spawn(func() { l.fetchSpan(ws[0].c.span, ws) }) {
-			l.failClosed(ws)
-		}
+		run(func() { l.fetchSpan(ws[0].c.span, ws) }, ws)
 	default:
-		if !l.spawn(func() { l.fetchMulti(small) }) {
-			for _, ws := range small {
-				l.failClosed(ws)
-			}
-		}
+		run(func() { l.fetchMulti(small) }, small...)
 	}
 }
 
