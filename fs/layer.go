@@ -160,6 +160,7 @@ type Stats struct {
 	Errors                int64
 	ReadAroundChunks      int64 // chunks stored from read-around
 	ReadAroundBytes       int64 // their compressed bytes
+	Misses                int64 // reads that found a chunk neither present nor in flight, and fetched it
 	PredictedChunks       int64 // chunks fetched because the image said they are read next (NoPredict)
 	PredictedBytes        int64 // their compressed bytes
 	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
@@ -199,7 +200,7 @@ type Layer struct {
 	mu       sync.Mutex
 	inflight map[int]*call
 	files    map[index.Ino]*os.File
-	misses   map[index.Ino]uint // cold misses of small files per directory (read-around)
+	dirMiss  map[index.Ino]uint // cold misses of small files per directory (read-around)
 	closed   bool               // Close has begun: no new fetch, no new content file
 
 	ctx      context.Context // the layer's lifetime: background work and fetches
@@ -219,7 +220,7 @@ type Layer struct {
 
 	fetched, requests, fuseReads, passthrough, errs atomic.Int64
 	aroundChunks, aroundBytes, steals               atomic.Int64
-	predicted, predictedBytes                       atomic.Int64
+	predicted, predictedBytes, misses               atomic.Int64
 	pred                                            predictor
 	parents                                         parents
 	prefetchDone, backgroundDone                    atomic.Bool
@@ -368,7 +369,7 @@ func (l *Layer) Stats() Stats {
 		PassthroughOpens: l.passthrough.Load(), PrefetchDone: l.prefetchDone.Load(),
 		BackgroundDone: l.backgroundDone.Load(), Errors: l.errs.Load(),
 		ReadAroundChunks: l.aroundChunks.Load(), ReadAroundBytes: l.aroundBytes.Load(), Steals: l.steals.Load(),
-		PredictedChunks: l.predicted.Load(), PredictedBytes: l.predictedBytes.Load(),
+		Misses: l.misses.Load(), PredictedChunks: l.predicted.Load(), PredictedBytes: l.predictedBytes.Load(),
 		Waiting: int(l.onDemand.Load()),
 	}
 }
@@ -525,6 +526,7 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
 	}
 	if len(mine) > 0 {
+		l.misses.Add(1)
 		ws := append(mine, l.claimAround(ino, mine, sp)...)
 		ws = append(ws, l.wholeExecutable(ino, mine, sp)...)
 		if !l.spawn(func() { l.fetchSpan(sp, ws) }) {

@@ -263,8 +263,9 @@ func (b multiBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]
 }
 
 // TestReadAroundKeepsToDirectory: read-around fetches the small files of
-// the read file's directory, not those of the directory after it in the
-// blob; a directory's later cold misses read around more.
+// the read file's directory, and those of a subdirectory between them in
+// the blob, not those of the directory after it; a directory's later cold
+// misses read around more.
 func TestReadAroundKeepsToDirectory(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	random := func(n int) []byte {
@@ -276,12 +277,23 @@ func TestReadAroundKeepsToDirectory(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, d := range []string{"a", "b"} {
-		for i := range 40 {
-			data := random(2000)
-			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("%s/m%02d", d, i), Mode: 0o644, Size: int64(len(data))})
-			tw.Write(data)
-		}
+	add := func(name string) {
+		data := random(2000)
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(data))})
+		tw.Write(data)
+	}
+	// a's files, a subdirectory's, a's again (tar order), then b's
+	for i := range 40 {
+		add(fmt.Sprintf("a/m%02d", i))
+	}
+	for i := range 5 {
+		add(fmt.Sprintf("a/sub/s%02d", i))
+	}
+	for i := range 5 {
+		add(fmt.Sprintf("a/n%02d", i))
+	}
+	for i := range 40 {
+		add(fmt.Sprintf("b/m%02d", i))
 	}
 	tw.Close()
 	for _, tc := range []struct {
@@ -292,7 +304,10 @@ func TestReadAroundKeepsToDirectory(t *testing.T) {
 	}{
 		// 10 KiB: the file and 4 more; the next directory's files, close
 		// by, are not read around
-		{name: "not into the next directory", reads: []string{"a/m38"}, readAround: 12 << 10, wantPresent: 2},
+		{name: "not into a subdirectory after", reads: []string{"a/m38"}, readAround: 12 << 10, wantPresent: 2},
+		// 24 KiB: 3 back (1 file), 21 forwards (10)
+		{name: "past a subdirectory to the directory's files after it", reads: []string{"a/m38"}, readAround: 24 << 10, wantPresent: 1 + 1 + 10},
+		{name: "not into the next directory", reads: []string{"a/n02"}, readAround: 24 << 10, wantPresent: 1 + 1 + 2},
 		{name: "budget", reads: []string{"a/m00"}, readAround: 12 << 10, wantPresent: 6},
 		// the second miss reads around twice as much, the third four times
 		{name: "a directory's second miss", reads: []string{"a/m00", "a/m06"}, readAround: 12 << 10, wantPresent: 6 + 11},

@@ -48,10 +48,12 @@ func (l *Layer) small(ino index.Ino) bool {
 // claimAround claims, for sp, the chunks of the small files beside the
 // chunks of ino that a reader has just claimed (mine, ascending), so that
 // they come in the same request: chunk by chunk outwards in blob order,
-// forwards and backwards in turn, each way up to a chunk that is present,
-// in flight, or of a file that is not small, and within its budget of
-// bytes beyond mine's (counting the bytes between the chunks, which the
-// one request fetches too). The request streams in blob order, so bytes
+// forwards then backwards, each way up to a chunk that is present, in
+// flight, or of a file that is not small, and within its budget of bytes
+// beyond mine's (counting the bytes between the chunks, which the one
+// request fetches too), and then back to the last chunk of a file of
+// ino's directory: the chunks of other directories' files between (a
+// subdirectory in tar order) come along, those after do not. The request streams in blob order, so bytes
 // before the reader's chunk delay it and bytes after do not: backwards
 // gets an eighth of ReadAround (32 KiB by default, under 3 ms at
 // 100 Mbit/s), forwards the rest. (Measured on the cold-start bench,
@@ -79,8 +81,8 @@ func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 		if id < 0 || id >= len(l.owner) || l.isPresent(id) {
 			return want{}, false
 		}
-		if _, ok := l.inflight[id]; ok || !l.small(l.owner[id]) || l.parentOf(l.owner[id]) != dir {
-			return want{}, false // in flight, large, or in another directory
+		if _, ok := l.inflight[id]; ok || !l.small(l.owner[id]) {
+			return want{}, false
 		}
 		c := l.chunkOf(id)
 		if c.Offset < hi && c.End > lo || c.End > fwdEnd || c.Offset < backStart {
@@ -89,29 +91,33 @@ func (l *Layer) claimAround(ino index.Ino, mine []want, sp *span) []want {
 		return want{id: id, chunk: c}, true
 	}
 	out := shared
-	next, prev := last.id+1, first.id-1
-	fwd, back := true, true
-	for fwd || back {
-		if fwd {
-			if w, ok := eligible(next); ok && w.chunk.Offset >= hi {
-				w = l.claimLocked(w.id, sp)
-				w.around = true
-				out = append(out, w)
-				hi = w.chunk.End
-				next++
-			} else {
-				fwd = false
+	// each way, the request reaches the last chunk of the directory's
+	// files within the budget, and takes every chunk up to it
+	for _, step := range []int{1, -1} {
+		var cand []want
+		keep := 0
+		id := last.id + 1
+		if step < 0 {
+			id = first.id - 1
+		}
+		for ; ; id += step {
+			w, ok := eligible(id)
+			if !ok || step > 0 && w.chunk.Offset < hi || step < 0 && w.chunk.End > lo {
+				break
+			}
+			cand = append(cand, w)
+			if l.parentOf(l.owner[id]) == dir {
+				keep = len(cand)
 			}
 		}
-		if back {
-			if w, ok := eligible(prev); ok && w.chunk.End <= lo {
-				w = l.claimLocked(w.id, sp)
-				w.around = true
-				out = append(out, w)
-				lo = w.chunk.Offset
-				prev--
+		for _, w := range cand[:keep] {
+			w = l.claimLocked(w.id, sp)
+			w.around = true
+			out = append(out, w)
+			if step > 0 {
+				hi = w.chunk.End
 			} else {
-				back = false
+				lo = w.chunk.Offset
 			}
 		}
 	}
@@ -128,12 +134,12 @@ const maxDirGrowth = 2
 func (l *Layer) dirMisses(dir index.Ino) uint {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.misses == nil {
-		l.misses = map[index.Ino]uint{}
+	if l.dirMiss == nil {
+		l.dirMiss = map[index.Ino]uint{}
 	}
-	n := l.misses[dir]
+	n := l.dirMiss[dir]
 	if n < maxDirGrowth {
-		l.misses[dir] = n + 1
+		l.dirMiss[dir] = n + 1
 	}
 	return n
 }
