@@ -511,7 +511,7 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	mine, wait := l.claim(ids, sp)
 	if len(wait) == 0 {
 		if from == 0 { // read around or prefetched: what it says comes next may not be
-			l.predictAfter(ino)
+			l.predictAfter(ino, nil)
 		}
 		return nil
 	}
@@ -633,7 +633,7 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 	for k := range ws {
 		w := &ws[k]
 		if err == nil {
-			l.complete(w, l.storeLook(ctx, sp, w, raw[w.chunk.Offset-lo:w.chunk.End-lo]))
+			l.complete(w, l.storeLook(ctx, sp, w, raw[w.chunk.Offset-lo:w.chunk.End-lo], nil))
 			continue
 		}
 		l.complete(w, err)
@@ -662,6 +662,8 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 	next := 0
 	var got int64
 	l.requests.Add(1)
+	ended := make(chan struct{}) // predictions made at the stream's last bytes wait for its connection
+	defer close(ended)
 	err := rs.StreamRange(ctx, lo, hi-lo, func(buf []byte) {
 		if sp.background {
 			l.bgRelease(int64(len(buf)) - got)
@@ -670,7 +672,11 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 		sp.pos.Store(lo + got)
 		for ; next < len(ws) && ws[next].chunk.End-lo <= got; next++ {
 			w := &ws[next]
-			l.complete(w, l.storeLook(ctx, sp, w, buf[w.chunk.Offset-lo:w.chunk.End-lo]))
+			var after <-chan struct{}
+			if got == hi-lo {
+				after = ended
+			}
+			l.complete(w, l.storeLook(ctx, sp, w, buf[w.chunk.Offset-lo:w.chunk.End-lo], after))
 		}
 	})
 	if sp.background {

@@ -38,17 +38,22 @@ const ldCachePath = "/etc/ld.so.cache"
 // executable's), and the first chunk of each library it needs that the
 // layer holds. Each of those, once stored, is looked at in turn. Nothing
 // is fetched for a file that is not ELF.
-func (l *Layer) predictAfter(ino index.Ino) {
-	l.fetchPredicted(l.predictIDs(ino, 0))
+//
+// Its fetches wait for after, if not nil, to be closed: the end of the
+// stream that brought the chunk, so that they take its connection rather
+// than open one.
+func (l *Layer) predictAfter(ino index.Ino, after <-chan struct{}) {
+	l.fetchPredicted(l.predictIDs(ino, 0), after)
 }
 
 // storeLook is storeWant, and then, for a reader's or a prediction's chunk,
 // a look at what its file says is read next (predictAfter), before the
-// reader is woken.
-func (l *Layer) storeLook(ctx context.Context, sp *span, w *want, raw []byte) error {
+// reader is woken. after is closed when the request that brought raw has
+// ended (nil: it has).
+func (l *Layer) storeLook(ctx context.Context, sp *span, w *want, raw []byte, after <-chan struct{}) error {
 	err := l.storeWant(ctx, w, raw)
 	if err == nil && sp.predict && !w.around {
-		l.predictAfter(l.owner[w.id])
+		l.predictAfter(l.owner[w.id], after)
 	}
 	return err
 }
@@ -227,7 +232,7 @@ const maxPredictInflight = 2
 // multi-range request where the BlobReader can (MultiRangeReader), each
 // larger one in a request of its own. Their stores look further
 // (predictAfter).
-func (l *Layer) fetchPredicted(ids []int) {
+func (l *Layer) fetchPredicted(ids []int, after <-chan struct{}) {
 	if len(ids) == 0 {
 		return
 	}
@@ -241,7 +246,7 @@ func (l *Layer) fetchPredicted(ids []int) {
 	p.inflight++
 	p.mu.Unlock()
 	var wg sync.WaitGroup
-	l.issuePredicted(ids, &wg)
+	l.issuePredicted(ids, &wg, after)
 	next := func() {
 		wg.Wait()
 		p.mu.Lock()
@@ -249,7 +254,7 @@ func (l *Layer) fetchPredicted(ids []int) {
 		q := p.queue
 		p.queue = nil
 		p.mu.Unlock()
-		l.fetchPredicted(q)
+		l.fetchPredicted(q, nil)
 	}
 	if !l.spawn(next) {
 		p.mu.Lock()
@@ -260,12 +265,21 @@ func (l *Layer) fetchPredicted(ids []int) {
 
 // issuePredicted claims and fetches ids as fetchPredicted says, each fetch
 // counted in wg.
-func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup) {
+func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup, after <-chan struct{}) {
 	sort.Slice(ids, func(i, j int) bool { return l.chunkOf(ids[i]).Offset < l.chunkOf(ids[j]).Offset })
 	ids = dedupeSorted(ids)
 	run := func(fn func(), ws ...[]want) {
 		wg.Add(1)
-		if !l.spawn(func() { defer wg.Done(); fn() }) {
+		if !l.spawn(func() {
+			defer wg.Done()
+			if after != nil {
+				select {
+				case <-after:
+				case <-l.ctx.Done():
+				}
+			}
+			fn()
+		}) {
 			wg.Done()
 			for _, w := range ws {
 				l.failClosed(w)
@@ -346,7 +360,7 @@ func (l *Layer) fetchMulti(runs [][]want) {
 		sp.pos.Store(ranges[i].Off + ranges[i].Len)
 		for k := range ws {
 			w := &ws[k]
-			l.complete(w, l.storeLook(ctx, sp, w, out[i][w.chunk.Offset-ranges[i].Off:w.chunk.End-ranges[i].Off]))
+			l.complete(w, l.storeLook(ctx, sp, w, out[i][w.chunk.Offset-ranges[i].Off:w.chunk.End-ranges[i].Off], nil))
 		}
 	}
 }
