@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -171,4 +172,47 @@ func startRegistry(t *testing.T) (*registry.Registry, string) {
 		t.Fatal(err)
 	}
 	return r, hosts
+}
+
+// TestTailBlobMultiRange: several ranges before the tail come in one
+// multi-range request to the real registry; one in the tail from memory;
+// every range's bytes are the blob's.
+func TestTailBlobMultiRange(t *testing.T) {
+	r, hosts := startRegistry(t)
+	img, blob, toc, f := pushSmallFiles(t, r, hosts, 5000)
+	requests := func() int64 { return f.Stats()[r.Host].Requests }
+	b, _, err := openLayer(NewRegistrySource(f), img.Ref, img.Layers[0], toc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, ok := b.(*tailBlob)
+	if !ok {
+		t.Fatalf("%T is not a tailBlob", b)
+	}
+	size := int64(len(blob))
+	for _, tc := range []struct {
+		name         string
+		ranges       []lfs.Range
+		wantRequests int64
+	}{
+		{name: "three far apart: one request", ranges: []lfs.Range{{Off: 100, Len: 50}, {Off: size / 3, Len: 700}, {Off: size / 2, Len: 3000}}, wantRequests: 1},
+		{name: "one in the tail: none", ranges: []lfs.Range{{Off: size - 100, Len: 60}}, wantRequests: 0},
+		{name: "both", ranges: []lfs.Range{{Off: 5000, Len: 80}, {Off: size - 30, Len: 30}}, wantRequests: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := requests()
+			got, err := tb.ReadMultiRange(context.Background(), tc.ranges)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, rg := range tc.ranges {
+				if !bytes.Equal(got[i], blob[rg.Off:rg.Off+rg.Len]) {
+					t.Errorf("range %d+%d: wrong bytes", rg.Off, rg.Len)
+				}
+			}
+			if n := requests() - before; n != tc.wantRequests {
+				t.Errorf("%d requests, want %d", n, tc.wantRequests)
+			}
+		})
+	}
 }
