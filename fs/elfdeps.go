@@ -87,17 +87,17 @@ const (
 	elfHdr64Len = 64
 )
 
-// parseELF reads r's ELF headers as far as the present chunks allow. It
-// returns what it found, and a *missingErr when it needs more chunks (the
-// interpreter may be known then, the libraries not yet), or another error
-// when the file is not a dynamically linked ELF file it can read.
-func parseELF(r presentReader) (elfInfo, error) {
+// parseELF reads the ELF headers of a file of size bytes through read
+// (a presentReader's) as far as it can. It returns what it found, and
+// read's *missingErr when it needs more chunks (the interpreter may be
+// known then, the libraries not yet), or another error when the file is
+// not a dynamically linked ELF file it can read.
+func parseELF(read func(off, n int64) ([]byte, error), size int64) (elfInfo, error) {
 	var info elfInfo
-	size := r.l.idx.Attr(r.ino).Size
 	if size < elfHdr64Len {
 		return info, errors.New("fs: not ELF")
 	}
-	hdr, err := r.read(0, elfHdr64Len)
+	hdr, err := read(0, elfHdr64Len)
 	if err != nil {
 		return info, err
 	}
@@ -127,7 +127,7 @@ func parseELF(r presentReader) (elfInfo, error) {
 	if phnum == 0 || phnum > maxPhnum || phentsize < wantEnt || phoff <= 0 || phoff+phnum*phentsize > size {
 		return info, errors.New("fs: ELF program headers")
 	}
-	ph, err := r.read(phoff, phnum*phentsize)
+	ph, err := read(phoff, phnum*phentsize)
 	if err != nil {
 		return info, err
 	}
@@ -149,7 +149,7 @@ func parseELF(r presentReader) (elfInfo, error) {
 			if p.filesz <= 0 || p.filesz > maxInterp || p.off < 0 || p.off+p.filesz > size {
 				continue
 			}
-			b, err := r.read(p.off, p.filesz)
+			b, err := read(p.off, p.filesz)
 			if err != nil {
 				return info, err
 			}
@@ -164,7 +164,7 @@ func parseELF(r presentReader) (elfInfo, error) {
 	if dyn.filesz <= 0 || dyn.filesz > maxDynamic || dyn.off < 0 || dyn.off+dyn.filesz > size {
 		return info, errors.New("fs: ELF dynamic section")
 	}
-	d, err := r.read(dyn.off, dyn.filesz)
+	d, err := read(dyn.off, dyn.filesz)
 	if err != nil {
 		return info, err
 	}
@@ -213,7 +213,7 @@ func parseELF(r presentReader) (elfInfo, error) {
 	if stroff < 0 || strsz <= 0 || strsz > maxDynstr || stroff+strsz > size {
 		return info, errors.New("fs: ELF string table")
 	}
-	strs, err := r.read(stroff, strsz)
+	strs, err := read(stroff, strsz)
 	if err != nil {
 		return info, err
 	}

@@ -79,7 +79,7 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 		p.mu.Unlock()
 		return l.followFiles(l.predictPyc(ino), depth)
 	}
-	info, err := parseELF(presentReader{l, ino})
+	info, err := parseELF(presentReader{l, ino}.read, l.idx.Attr(ino).Size)
 	var me *missingErr
 	partial := errors.As(err, &me)
 	if err == nil || !partial {
