@@ -97,7 +97,7 @@ func TestReplayPythonStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := index.Build(r.TOC())
+	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +128,7 @@ func TestReplayPythonStart(t *testing.T) {
 			var waits atomic.Int64
 			opts := tc.opts
 			opts.NoPrefetch, opts.NoBackground = true, true
+			opts.Decoder = estargz.Decoder{}
 			opts.ContentDir = t.TempDir()
 			opts.OnReadLatency = func(time.Duration) { waits.Add(1) }
 			blob := &memBlob{data: data}

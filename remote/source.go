@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
+	lfs "github.com/lazysnap/lazysnap/fs"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
