@@ -77,6 +77,7 @@ type Config struct {
 		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
 		BackgroundInflight int64               `toml:"background_inflight_bytes"`
 		ReadAround         int64               `toml:"read_around_bytes"`
+		NoPredict          bool                `toml:"no_predict"`
 		// VerifyBlob checks each complete layer against its blob digest
 		// and marks one that differs bad (remote.Options.VerifyBlob).
 		VerifyBlob bool `toml:"verify_blob"`

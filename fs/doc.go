@@ -29,8 +29,22 @@
 // waited for BackgroundQuiet. A reader whose chunk a background span holds
 // is served when the chunk's bytes arrive, or fetches it itself when the
 // stream is more than StreamWait bytes from it. A cold read of a small file
-// brings its small neighbours in blob order in the same request
-// (ReadAround). Sequential reads of a file are detected and the next chunks
+// brings its small neighbours in blob order in the same request, those of
+// its directory and whatever lies between them (ReadAround), more for a
+// directory's later misses.
+//
+// Prediction (Options.NoPredict turns it off): a file a reader needs may
+// say what is read next, and that is fetched at once, before the reader
+// is woken, instead of one cold miss after another. An ELF file names its
+// interpreter and its libraries (DT_NEEDED, found through the layer's
+// ld.so.cache, run path and default directories, as the loader finds
+// them); an executable's first chunk brings the file whole. A compiled
+// Python module (.pyc, CPython 3.8-3.12) names the modules its body
+// imports (IMPORT_NAME/IMPORT_FROM), found as the path finder would. Each
+// predicted file, once it arrives or is read, is looked at in turn.
+// Predicted chunks of several files come in one multi-range request where
+// the BlobReader can (MultiRangeReader); at most two predicted fetches are
+// in flight, and what is predicted meanwhile comes in one request after. Sequential reads of a file are detected and the next chunks
 // fetched ahead, in parallel range requests. Complete is closed once every
 // chunk is present, whoever fetched it: what a check of the whole layer
 // (remote's blob verification) waits for.
