@@ -166,6 +166,7 @@ type Stats struct {
 	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
 	Waiting               int   // readers waiting for chunks now
 	InFlight              int   // chunks being fetched now
+	Predicting            int   // predicted fetches in flight, or queued (one for the queue)
 }
 
 // call is one in-flight chunk fetch that readers can wait for.
@@ -370,7 +371,7 @@ func (l *Layer) Stats() Stats {
 		BackgroundDone: l.backgroundDone.Load(), Errors: l.errs.Load(),
 		ReadAroundChunks: l.aroundChunks.Load(), ReadAroundBytes: l.aroundBytes.Load(), Steals: l.steals.Load(),
 		Misses: l.misses.Load(), PredictedChunks: l.predicted.Load(), PredictedBytes: l.predictedBytes.Load(),
-		Waiting: int(l.onDemand.Load()),
+		Waiting: int(l.onDemand.Load()), Predicting: l.predicting(),
 	}
 }
 

@@ -245,22 +245,46 @@ func (l *Layer) fetchPredicted(ids []int, after <-chan struct{}) {
 	}
 	p.inflight++
 	p.mu.Unlock()
+	l.predictRound(ids, after)
+}
+
+// predictRound fetches ids under one of the maxPredictInflight slots, and
+// then, while predictions were queued meanwhile, those under the same
+// slot; it gives the slot up when none are left.
+func (l *Layer) predictRound(ids []int, after <-chan struct{}) {
+	p := &l.pred
 	var wg sync.WaitGroup
 	l.issuePredicted(ids, &wg, after)
 	next := func() {
 		wg.Wait()
 		p.mu.Lock()
-		p.inflight--
 		q := p.queue
 		p.queue = nil
+		if len(q) == 0 {
+			p.inflight--
+			p.mu.Unlock()
+			return
+		}
 		p.mu.Unlock()
-		l.fetchPredicted(q, nil)
+		l.predictRound(q, nil)
 	}
 	if !l.spawn(next) {
 		p.mu.Lock()
 		p.inflight--
 		p.mu.Unlock()
 	}
+}
+
+// predicting reports how many predicted fetches are in flight or queued.
+func (l *Layer) predicting() int {
+	p := &l.pred
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.inflight
+	if len(p.queue) > 0 {
+		n++
+	}
+	return n
 }
 
 // issuePredicted claims and fetches ids as fetchPredicted says, each fetch

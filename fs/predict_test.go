@@ -223,7 +223,7 @@ func TestPredictLoader(t *testing.T) {
 				}
 				// what the read set going arrives before the next read, as
 				// it does over a link while the reader runs
-				waitFor(t, "fetches done", func() bool { return l.Stats().InFlight == 0 })
+				waitFor(t, "fetches done", func() bool { st := l.Stats(); return st.InFlight == 0 && st.Predicting == 0 })
 				if i == 0 {
 					first = blob.requests.Load()
 				}
@@ -320,7 +320,7 @@ func TestReadAroundKeepsToDirectory(t *testing.T) {
 				if _, err := os.ReadFile(filepath.Join(mnt, name)); err != nil {
 					t.Fatal(err)
 				}
-				waitFor(t, "read-around stored", func() bool { return l.Stats().InFlight == 0 })
+				waitFor(t, "read-around stored", func() bool { st := l.Stats(); return st.InFlight == 0 && st.Predicting == 0 })
 			}
 			if st := l.Stats(); st.ChunksPresent != tc.wantPresent {
 				t.Errorf("%d chunks present, want %d", st.ChunksPresent, tc.wantPresent)

@@ -152,7 +152,7 @@ func TestReplayPythonStart(t *testing.T) {
 				}
 				f.Close()
 			}
-			waitFor(t, "fetches done", func() bool { return l.Stats().InFlight == 0 })
+			waitFor(t, "fetches done", func() bool { st := l.Stats(); return st.InFlight == 0 && st.Predicting == 0 })
 			st := l.Stats()
 			t.Logf("%s: %d files, %d requests, %.2f MB, %d misses, %d reads waited; read around %d chunks %.2f MB, predicted %d chunks %.2f MB",
 				tc.workload, len(files), st.Requests, float64(st.FetchedBytes)/1e6, st.Misses, waits.Load(),
