@@ -14,6 +14,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
@@ -57,13 +58,13 @@ func mountTar(b *testing.B, tarPath, dir string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := lfs.NewLayer(x, fileBlob{blobF}, lfs.Options{ContentDir: filepath.Join(dir, "content"), BackgroundConcurrency: 2, Decoder: estargz.Decoder{}})
+	l, err := fetch.NewLayer(x, fileBlob{blobF}, fetch.Options{ContentDir: filepath.Join(dir, "content"), BackgroundConcurrency: 2, Decoder: estargz.Decoder{}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
-	m, err := l.Mount(mnt)
+	m, err := lfs.MountLayer(l, mnt)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -73,7 +73,7 @@ type Config struct {
 		StallTimeout          tomlconfig.Duration `toml:"stall_timeout"`   // fetcher.Config.StallTimeout
 		RequestTimeout        tomlconfig.Duration `toml:"request_timeout"` // fetcher.Config.RequestTimeout
 		MaxConnsPerHost       int                 `toml:"max_conns_per_host"`
-		// fs.Options: background fetch yields the link to on-demand reads
+		// fetch.Options: background fetch yields the link to on-demand reads
 		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
 		BackgroundInflight int64               `toml:"background_inflight_bytes"`
 		ReadAround         int64               `toml:"read_around_bytes"`

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
 
@@ -21,7 +21,7 @@ type gateDecoder struct {
 	reject atomic.Bool
 }
 
-var _ lfs.Decoder = (*gateDecoder)(nil)
+var _ fetch.Decoder = (*gateDecoder)(nil)
 
 var errRejected = errors.New("decoder: rejected")
 
@@ -40,7 +40,7 @@ func TestDecoderDecidesWhatIsServed(t *testing.T) {
 	tarball := testtar.Synthetic(1 << 20)
 	dec := &gateDecoder{}
 	var errs atomic.Int64
-	l, blob := layerOf(t, tarball, lfs.Options{Decoder: dec, NoPrefetch: true, NoBackground: true,
+	l, blob := layerOf(t, tarball, fetch.Options{Decoder: dec, NoPrefetch: true, NoBackground: true,
 		OnError: func(err error) {
 			if errors.Is(err, errRejected) {
 				errs.Add(1)

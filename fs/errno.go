@@ -3,23 +3,9 @@ package fs
 import (
 	"errors"
 	"syscall"
+
+	"github.com/lazysnap/lazysnap/fs/fetch"
 )
-
-// fetchError is a failure of the BlobReader. Whatever errno it carries (a
-// socket's ECONNRESET or ECONNREFUSED, say) is the network's, not the
-// file's: the reader gets EIO.
-type fetchError struct{ err error }
-
-func (e *fetchError) Error() string { return e.err.Error() }
-func (e *fetchError) Unwrap() error { return e.err }
-
-// interrupted is the reader's own context ending while it waited (the
-// kernel interrupted the request): the reader gets EINTR. A context that
-// ended anywhere else (a fetch's, the layer's) is a failure: EIO.
-type interrupted struct{ err error }
-
-func (e *interrupted) Error() string { return "fs: read interrupted: " + e.err.Error() }
-func (e *interrupted) Unwrap() error { return e.err }
 
 // fileErrno reports whether errno is one fs gives for the file itself
 // (what a lookup, readlink, xattr or open of a read-only tree answers).
@@ -43,15 +29,15 @@ func fileErrno(errno syscall.Errno) bool {
 func Errno(err error) syscall.Errno {
 	var (
 		errno syscall.Errno
-		fetch *fetchError
-		intr  *interrupted
+		blob  *fetch.BlobError
+		intr  *fetch.Interrupted
 	)
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &intr):
 		return syscall.EINTR
-	case errors.As(err, &fetch):
+	case errors.As(err, &blob):
 		return syscall.EIO
 	case errors.As(err, &errno) && fileErrno(errno):
 		return errno

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 )
 
@@ -111,8 +111,8 @@ func TestReadAround(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var wrapped *corruptOnce
-			l, blob := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: tc.readAround},
-				func(b *memBlob) lfs.BlobReader {
+			l, blob := layerOver(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: tc.readAround},
+				func(b *memBlob) fetch.BlobReader {
 					wrapped = &corruptOnce{memBlob: b, at: -1}
 					if tc.corrupt != "" {
 						c := chunkOf(t, b.data, tc.corrupt)
@@ -188,8 +188,8 @@ func TestReadAroundForwards(t *testing.T) {
 	tarball, content := stdlibTar()
 	const budget = 16 << 10
 	var log *rangeLog
-	l, blob := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: budget},
-		func(b *memBlob) lfs.BlobReader { log = &rangeLog{memBlob: b}; return log }, estargz.WithChunkSize(64<<10))
+	l, blob := layerOver(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: budget},
+		func(b *memBlob) fetch.BlobReader { log = &rangeLog{memBlob: b}; return log }, estargz.WithChunkSize(64<<10))
 	mnt, _ := mount(t, l)
 	if got, err := os.ReadFile(filepath.Join(mnt, "lib/m10")); err != nil || !bytes.Equal(got, content["lib/m10"]) {
 		t.Fatalf("read lib/m10: %v", err)
@@ -268,7 +268,7 @@ func TestBackgroundWaitsForQuiet(t *testing.T) {
 	tarball, content := stdlibTar()
 	clock := &fakeClock{now: time.Unix(1000, 0), afters: make(chan fakeAfter, 16)}
 	const quiet = 300 * time.Millisecond
-	l, blob := layerOf(t, tarball, lfs.Options{NoPrefetch: true, BackgroundQuiet: quiet, Clock: clock, ReadAround: -1}, estargz.WithChunkSize(64<<10))
+	l, blob := layerOf(t, tarball, fetch.Options{NoPrefetch: true, BackgroundQuiet: quiet, Clock: clock, ReadAround: -1}, estargz.WithChunkSize(64<<10))
 	mnt, _ := mount(t, l)
 	l.Start()
 	a := guard(t, clock.afters, "background asks for the quiet period")
@@ -409,10 +409,10 @@ func TestOnDemandNotBehindBackground(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cb := &ctlBlob{started: make(chan *ctlStream, 64)}
-			l, blob := layerOver(t, tarball, lfs.Options{
+			l, blob := layerOver(t, tarball, fetch.Options{
 				NoPrefetch: true, BackgroundQuiet: -1, ReadAround: -1,
 				BackgroundSpanSize: tc.spanSize, BackgroundInflight: tc.spanSize, StreamWait: tc.streamWait,
-			}, func(b *memBlob) lfs.BlobReader { cb.memBlob = b; return cb }, estargz.WithChunkSize(64<<10))
+			}, func(b *memBlob) fetch.BlobReader { cb.memBlob = b; return cb }, estargz.WithChunkSize(64<<10))
 			own := chunkOf(t, blob.data, file)
 			mnt, _ := mount(t, l)
 			l.Start()
@@ -487,8 +487,8 @@ func TestCloseWaitsForFetches(t *testing.T) {
 	tarball, _ := stdlibTar()
 	content := t.TempDir()
 	var hb *heldBlob
-	l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, ContentDir: content},
-		func(b *memBlob) lfs.BlobReader {
+	l, _ := layerOver(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, ContentDir: content},
+		func(b *memBlob) fetch.BlobReader {
 			hb = &heldBlob{memBlob: b, asked: make(chan struct{}, 1), release: make(chan struct{})}
 			return hb
 		}, estargz.WithChunkSize(64<<10))
@@ -528,15 +528,15 @@ func TestCloseWaitsForFetches(t *testing.T) {
 func TestBackgroundWaitsForProfile(t *testing.T) {
 	tarball, _ := stdlibTar()
 	var hb *heldBlob
-	l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, BackgroundQuiet: -1, ReadAround: -1},
-		func(b *memBlob) lfs.BlobReader {
+	l, _ := layerOver(t, tarball, fetch.Options{NoPrefetch: true, BackgroundQuiet: -1, ReadAround: -1},
+		func(b *memBlob) fetch.BlobReader {
 			hb = &heldBlob{memBlob: b, asked: make(chan struct{}, 1), release: make(chan struct{})}
 			return hb
 		}, estargz.WithChunkSize(64<<10))
 	var once sync.Once
 	release := func() { once.Do(func() { close(hb.release) }) }
 	t.Cleanup(release)
-	done := l.PrefetchChunks([]lfs.ChunkRef{{Ino: 1, Chunk: 0}}) // big1's first chunk (ino 0 is the root)
+	done := l.PrefetchChunks([]fetch.ChunkRef{{Ino: 1, Chunk: 0}}) // big1's first chunk (ino 0 is the root)
 	select {
 	case <-hb.asked: // the profile's request is in flight
 	case <-time.After(30 * time.Second): // a deadlock guard, not a timing assertion
@@ -561,8 +561,8 @@ func TestBackgroundWaitsForProfile(t *testing.T) {
 func TestBackgroundHoldsNoDescriptors(t *testing.T) {
 	tarball, _ := stdlibTarN(300)
 	content := t.TempDir()
-	l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, BackgroundQuiet: -1, ContentDir: content},
-		func(b *memBlob) lfs.BlobReader { return b }, estargz.WithChunkSize(64<<10))
+	l, _ := layerOver(t, tarball, fetch.Options{NoPrefetch: true, BackgroundQuiet: -1, ContentDir: content},
+		func(b *memBlob) fetch.BlobReader { return b }, estargz.WithChunkSize(64<<10))
 	l.Start()
 	waitFor(t, "background done", func() bool { return l.Stats().BackgroundDone })
 	if ents, _ := os.ReadDir(content); len(ents) < 300 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
@@ -18,7 +19,7 @@ import (
 // handoverLayer is a layer of two random files (big: 4 MiB in 64 KiB
 // chunks), and how to make another Layer of the same index and content
 // directory, as a successor process would.
-func handoverLayer(t *testing.T, opts lfs.Options) (l *lfs.Layer, blob *memBlob, again func(lfs.BlobReader) *lfs.Layer, content map[string][]byte) {
+func handoverLayer(t *testing.T, opts fetch.Options) (l *fetch.Layer, blob *memBlob, again func(fetch.BlobReader) *fetch.Layer, content map[string][]byte) {
 	t.Helper()
 	content = map[string][]byte{"big": make([]byte, 4<<20), "dir/small": make([]byte, 1000)}
 	for _, b := range content {
@@ -28,9 +29,9 @@ func handoverLayer(t *testing.T, opts lfs.Options) (l *lfs.Layer, blob *memBlob,
 	opts.Decoder = estargz.Decoder{}
 	tarball := testtar.Files([][2]string{{"big", string(content["big"])}, {"dir/small", string(content["dir/small"])}})
 	var x *index.Index
-	l, blob, x = layerIndexed(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b }, estargz.WithChunkSize(64<<10))
-	again = func(br lfs.BlobReader) *lfs.Layer {
-		l2, err := lfs.NewLayer(x, br, opts)
+	l, blob, x = layerIndexed(t, tarball, opts, func(b *memBlob) fetch.BlobReader { return b }, estargz.WithChunkSize(64<<10))
+	again = func(br fetch.BlobReader) *fetch.Layer {
+		l2, err := fetch.NewLayer(x, br, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,11 +42,11 @@ func handoverLayer(t *testing.T, opts lfs.Options) (l *lfs.Layer, blob *memBlob,
 }
 
 // mountShared mounts l with an open table, for a successor to adopt.
-func mountShared(t *testing.T, l *lfs.Layer) (string, *lfs.Mount) {
+func mountShared(t *testing.T, l *fetch.Layer) (string, *lfs.Mount) {
 	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()
-	m, err := l.MountShared(dir, filepath.Join(t.TempDir(), "opens"))
+	m, err := lfs.MountShared(l, dir, filepath.Join(t.TempDir(), "opens"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,10 +55,10 @@ func mountShared(t *testing.T, l *lfs.Layer) (string, *lfs.Mount) {
 }
 
 // adopt serves mnt in a successor layer from m's descriptor and session.
-func adopt(t *testing.T, l *lfs.Layer, mnt string, fd *os.File, s lfs.Session) *lfs.Mount {
+func adopt(t *testing.T, l *fetch.Layer, mnt string, fd *os.File, s lfs.Session) *lfs.Mount {
 	t.Helper()
 	defer fd.Close()
-	m, err := l.Adopt(mnt, fd, s)
+	m, err := lfs.Adopt(l, mnt, fd, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func adopt(t *testing.T, l *lfs.Layer, mnt string, fd *os.File, s lfs.Session) *
 }
 
 func TestAdoptDetachedMount(t *testing.T) {
-	l, blob, again, content := handoverLayer(t, lfs.Options{NoPrefetch: true, NoBackground: true})
+	l, blob, again, content := handoverLayer(t, fetch.Options{NoPrefetch: true, NoBackground: true})
 	mnt, m := mountShared(t, l)
 	f, err := os.Open(filepath.Join(mnt, "big")) // cached mode: big is not fetched
 	if err != nil {
@@ -107,7 +108,7 @@ func TestAdoptDetachedMount(t *testing.T) {
 }
 
 func TestAdoptAfterCrashResendsUnanswered(t *testing.T) {
-	l, blob, again, content := handoverLayer(t, lfs.Options{NoPrefetch: true, NoBackground: true})
+	l, blob, again, content := handoverLayer(t, fetch.Options{NoPrefetch: true, NoBackground: true})
 	blob.set(func(b *memBlob) { b.gate = make(chan struct{}) }) // the predecessor's fetches never return
 	mnt, m := mountShared(t, l)
 	done := make(chan error, 1)
@@ -137,7 +138,7 @@ func TestAdoptAfterCrashResendsUnanswered(t *testing.T) {
 }
 
 func TestAdoptKeepsPassthroughOpens(t *testing.T) {
-	l, blob, again, content := handoverLayer(t, lfs.Options{NoPrefetch: true, BackgroundQuiet: -1})
+	l, blob, again, content := handoverLayer(t, fetch.Options{NoPrefetch: true, BackgroundQuiet: -1})
 	mnt, m := mountShared(t, l)
 	l.Start()
 	waitFor(t, "background done", func() bool { return l.Stats().BackgroundDone })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
@@ -65,20 +66,20 @@ func requireFUSE(t testing.TB) {
 }
 
 // layerOf converts a tar and prepares a layer over it.
-func layerOf(t testing.TB, tarball []byte, opts lfs.Options, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob) {
+func layerOf(t testing.TB, tarball []byte, opts fetch.Options, convOpts ...estargz.ConvertOption) (*fetch.Layer, *memBlob) {
 	t.Helper()
-	return layerOver(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b }, convOpts...)
+	return layerOver(t, tarball, opts, func(b *memBlob) fetch.BlobReader { return b }, convOpts...)
 }
 
 // layerOver is layerOf with the layer reading through wrap(blob).
-func layerOver(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*memBlob) lfs.BlobReader, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob) {
+func layerOver(t testing.TB, tarball []byte, opts fetch.Options, wrap func(*memBlob) fetch.BlobReader, convOpts ...estargz.ConvertOption) (*fetch.Layer, *memBlob) {
 	t.Helper()
 	l, blob, _ := layerIndexed(t, tarball, opts, wrap, convOpts...)
 	return l, blob
 }
 
 // layerIndexed is layerOver, returning the layer's index too.
-func layerIndexed(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*memBlob) lfs.BlobReader, convOpts ...estargz.ConvertOption) (*lfs.Layer, *memBlob, *index.Index) {
+func layerIndexed(t testing.TB, tarball []byte, opts fetch.Options, wrap func(*memBlob) fetch.BlobReader, convOpts ...estargz.ConvertOption) (*fetch.Layer, *memBlob, *index.Index) {
 	t.Helper()
 	var out bytes.Buffer
 	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), convOpts...)
@@ -100,7 +101,7 @@ func layerIndexed(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*mem
 	if opts.Decoder == nil {
 		opts.Decoder = estargz.Decoder{}
 	}
-	l, err := lfs.NewLayer(x, wrap(blob), opts)
+	l, err := fetch.NewLayer(x, wrap(blob), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,11 +110,11 @@ func layerIndexed(t testing.TB, tarball []byte, opts lfs.Options, wrap func(*mem
 }
 
 // mount mounts l on a new temp dir until the test ends.
-func mount(t testing.TB, l *lfs.Layer) (string, *lfs.Mount) {
+func mount(t testing.TB, l *fetch.Layer) (string, *lfs.Mount) {
 	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()
-	m, err := l.Mount(dir)
+	m, err := lfs.MountLayer(l, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

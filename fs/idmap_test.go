@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	ctrdmount "github.com/containerd/containerd/v2/core/mount"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 )
 
@@ -26,7 +26,7 @@ func TestIDMappedMounts(t *testing.T) {
 		tar.Header{Typeflag: tar.TypeReg, Name: "home/user/notes", Mode: 0o640, Uid: 1000, Gid: 1001},
 		tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/link", Linkname: "shadow", Uid: 7, Gid: 8},
 	)
-	l, blob := layerOf(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true})
+	l, blob := layerOf(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true})
 	mnt, m := mount(t, l)
 	if !m.IDMappable() {
 		testenv.Unavailable(t, "the kernel refused FUSE_ALLOW_IDMAP (Linux 6.12 or later has it)")

@@ -28,28 +28,28 @@ const detachWait = 5 * time.Second
 // Mount is a mounted layer being served.
 type Mount struct {
 	mountpoint string
-	l          *Layer
+	l          Layer
 	srv        *server
 	opens      *openTable
 	table      string
 }
 
-// Mount serves the layer at mountpoint until Unmount. It starts nothing in
-// the background: call Layer.Start for prefetch and background fetch. The
-// mount cannot be handed over (MountShared can).
-func (l *Layer) Mount(mountpoint string) (*Mount, error) { return l.MountShared(mountpoint, "") }
+// MountLayer serves l at mountpoint until Unmount. It starts nothing in
+// the background: call fetch.Layer.Start for prefetch and background
+// fetch. The mount cannot be handed over (MountShared can).
+func MountLayer(l Layer, mountpoint string) (*Mount, error) { return MountShared(l, mountpoint, "") }
 
-// MountShared is Mount, keeping the mount's open table in the file
+// MountShared is MountLayer, keeping the mount's open table in the file
 // openTable (created, and removed by Unmount), so that a successor can
 // Adopt the mount, even after this process is killed.
-func (l *Layer) MountShared(mountpoint, openTable string) (*Mount, error) {
+func MountShared(l Layer, mountpoint, openTable string) (*Mount, error) {
 	if openTable != "" {
 		// a new connection: what a table there says is of another
 		if err := os.Remove(openTable); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("fs: open table: %w", err)
 		}
 	}
-	m, err := l.newMount(mountpoint, openTable)
+	m, err := newMount(l, mountpoint, openTable)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func (l *Layer) MountShared(mountpoint, openTable string) (*Mount, error) {
 		m.opens.close()
 		return nil, fmt.Errorf("fs: mounting %s: %w", mountpoint, err)
 	}
-	if m.srv, err = newServer(fd, l.opts.OnOp); err != nil {
+	if m.srv, err = newServer(fd, l.OnOp()); err != nil {
 		unix.Unmount(mountpoint, unix.MNT_DETACH)
 		m.opens.close()
 		return nil, fmt.Errorf("fs: mounting %s: %w", mountpoint, err)
@@ -106,8 +106,8 @@ func pollHack(mountpoint string) {
 // its own; the caller closes fd), s what Mount.Session said, l a layer of
 // the same index. The kernel then resends the requests the other process
 // read and did not answer, should it have died.
-func (l *Layer) Adopt(mountpoint string, fd *os.File, s Session) (*Mount, error) {
-	m, err := l.newMount(mountpoint, s.Opens)
+func Adopt(l Layer, mountpoint string, fd *os.File, s Session) (*Mount, error) {
+	m, err := newMount(l, mountpoint, s.Opens)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +116,7 @@ func (l *Layer) Adopt(mountpoint string, fd *os.File, s Session) (*Mount, error)
 		m.opens.close()
 		return nil, fmt.Errorf("fs: adopting %s: %w", mountpoint, err)
 	}
-	if m.srv, err = newServer(nfd, l.opts.OnOp); err != nil {
+	if m.srv, err = newServer(nfd, l.OnOp()); err != nil {
 		m.opens.close()
 		return nil, fmt.Errorf("fs: adopting %s: %w", mountpoint, err)
 	}
@@ -144,7 +144,7 @@ func sameReply(a, b []byte) bool {
 	return len(a) == len(b) && len(a) >= 16 && bytes.Equal(a[:8], b[:8]) && bytes.Equal(a[16:], b[16:])
 }
 
-func (l *Layer) newMount(mountpoint, table string) (*Mount, error) {
+func newMount(l Layer, mountpoint, table string) (*Mount, error) {
 	opens, err := newOpenTable(table)
 	if err != nil {
 		return nil, err
@@ -153,7 +153,7 @@ func (l *Layer) newMount(mountpoint, table string) (*Mount, error) {
 }
 
 func (m *Mount) rawFS() *rawFS {
-	return &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), l: m.l, opens: m.opens, srv: m.srv}
+	return &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), l: m.l, idx: m.l.Index(), opens: m.opens, srv: m.srv}
 }
 
 // Session returns what a successor needs to Adopt the mount.

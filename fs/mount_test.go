@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"golang.org/x/sys/unix"
 )
@@ -126,7 +126,7 @@ func TestMountSynthetic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, blob := layerOf(t, tarball, lfs.Options{Name: "synthetic", NoPrefetch: true, NoBackground: true}, estargz.WithChunkSize(1<<20))
+	l, blob := layerOf(t, tarball, fetch.Options{Name: "synthetic", NoPrefetch: true, NoBackground: true}, estargz.WithChunkSize(1<<20))
 	mnt, _ := mount(t, l)
 
 	// a small file costs one small request, not the layer
@@ -164,7 +164,7 @@ func TestMountSynthetic(t *testing.T) {
 
 func TestConcurrentColdReadersFetchOnce(t *testing.T) {
 	tarball := testtar.Synthetic(8 << 20)
-	l, blob := layerOf(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAhead: 1}, estargz.WithChunkSize(1<<20))
+	l, blob := layerOf(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true, ReadAhead: 1}, estargz.WithChunkSize(1<<20))
 	mnt, _ := mount(t, l)
 	want := mustRead(t, tarball, "big")
 	var wg sync.WaitGroup
@@ -204,7 +204,7 @@ func TestFaultsNeverServeWrongBytes(t *testing.T) {
 	tarball := testtar.Synthetic(2 << 20)
 	var mu sync.Mutex
 	var reported []string
-	l, blob := layerOf(t, tarball, lfs.Options{Name: "sha256:feed", NoPrefetch: true, NoBackground: true, OnError: func(err error) {
+	l, blob := layerOf(t, tarball, fetch.Options{Name: "sha256:feed", NoPrefetch: true, NoBackground: true, OnError: func(err error) {
 		mu.Lock()
 		reported = append(reported, err.Error())
 		mu.Unlock()
@@ -241,7 +241,7 @@ func TestFaultsNeverServeWrongBytes(t *testing.T) {
 func TestPrefetchBackgroundPassthrough(t *testing.T) {
 	tarball := testtar.Synthetic(6 << 20)
 	src, _ := testtar.Read(tarball)
-	l, blob := layerOf(t, tarball, lfs.Options{}, estargz.WithPrioritizedFiles([]string{"etc/hostname", "usr/bin/tool"}), estargz.WithChunkSize(1<<20))
+	l, blob := layerOf(t, tarball, fetch.Options{}, estargz.WithPrioritizedFiles([]string{"etc/hostname", "usr/bin/tool"}), estargz.WithChunkSize(1<<20))
 	mnt, m := mount(t, l)
 	l.Start()
 	deadline := time.Now().Add(30 * time.Second)
@@ -280,7 +280,7 @@ func TestPrefetchBackgroundPassthrough(t *testing.T) {
 
 func TestPrefetchFetchesPrioritizedFirst(t *testing.T) {
 	tarball := testtar.Synthetic(6 << 20)
-	l, blob := layerOf(t, tarball, lfs.Options{NoBackground: true}, estargz.WithPrioritizedFiles([]string{"etc/hostname"}))
+	l, blob := layerOf(t, tarball, fetch.Options{NoBackground: true}, estargz.WithPrioritizedFiles([]string{"etc/hostname"}))
 	mnt, _ := mount(t, l)
 	l.Start()
 	for !l.Stats().PrefetchDone {
@@ -315,7 +315,7 @@ func TestPrefetchStreams(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			halfway, hold := make(chan struct{}), make(chan struct{})
-			l, _ := layerOver(t, tarball, lfs.Options{NoBackground: true}, func(b *memBlob) lfs.BlobReader {
+			l, _ := layerOver(t, tarball, fetch.Options{NoBackground: true}, func(b *memBlob) fetch.BlobReader {
 				return &streamBlob{memBlob: b, halfway: halfway, hold: hold, failAfterHalf: tc.fail}
 			}, estargz.WithPrioritizedFiles(prio), estargz.WithChunkSize(64<<10))
 			l.Start()
@@ -364,7 +364,7 @@ func TestStreamedSpanResetIsEIO(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sb := &streamBlob{halfway: make(chan struct{}), failAfterHalf: tc.fail}
-			l, _ := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true}, func(b *memBlob) lfs.BlobReader {
+			l, _ := layerOver(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true}, func(b *memBlob) fetch.BlobReader {
 				sb.memBlob = b
 				return sb
 			}, estargz.WithChunkSize(16<<10))
@@ -397,11 +397,11 @@ func TestComplete(t *testing.T) {
 	tarball := testtar.Synthetic(2 << 20)
 	for _, tc := range []struct {
 		name string
-		opts lfs.Options
+		opts fetch.Options
 		read bool // read every file through the mount
 	}{
-		{"background", lfs.Options{BackgroundQuiet: -1}, false},
-		{"readers alone", lfs.Options{NoPrefetch: true, NoBackground: true}, true},
+		{"background", fetch.Options{BackgroundQuiet: -1}, false},
+		{"readers alone", fetch.Options{NoPrefetch: true, NoBackground: true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, _ := layerOf(t, tarball, tc.opts, estargz.WithChunkSize(256<<10))

@@ -18,7 +18,8 @@ import (
 // handles its predecessor gave the kernel.
 type rawFS struct {
 	fuse.RawFileSystem // the default: ENOSYS for what a read-only layer does not do
-	l                  *Layer
+	l                  Layer
+	idx                *index.Index // l.Index()
 	opens              *openTable
 	srv                *server
 }
@@ -32,14 +33,14 @@ var opaqueXattrs = [...]string{"trusted.overlay.opaque", "user.overlay.opaque"}
 
 // ino resolves a NodeID, or reports that it names no inode of the layer.
 func (fs *rawFS) ino(nodeID uint64) (index.Ino, bool) {
-	if nodeID == 0 || nodeID > uint64(fs.l.idx.Len()) {
+	if nodeID == 0 || nodeID > uint64(fs.idx.Len()) {
 		return 0, false
 	}
 	return index.Ino(nodeID - 1), true
 }
 
 func (fs *rawFS) fillAttr(ino index.Ino, out *fuse.Attr) {
-	a := fs.l.idx.Attr(ino)
+	a := fs.idx.Attr(ino)
 	out.Ino = uint64(ino) + 1
 	out.Mode = a.Mode
 	out.Size = uint64(a.Size)
@@ -62,20 +63,20 @@ func (fs *rawFS) String() string { return "lazysnap" }
 
 func (fs *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	dir, ok := fs.ino(h.NodeId)
-	if !ok || !fs.l.idx.IsDir(dir) {
+	if !ok || !fs.idx.IsDir(dir) {
 		return fuse.Status(syscall.ENOTDIR)
 	}
-	ino, ok := fs.l.idx.Lookup(dir, name)
+	ino, ok := fs.idx.Lookup(dir, name)
 	if !ok {
 		// a negative entry, cached as long as the positive ones
 		out.NodeId = 0
 		out.SetEntryTimeout(cacheTimeout)
 		return fuse.OK
 	}
-	if fs.l.entryRefused(ino) {
+	if fs.l.EntryRefused(ino) {
 		return fuse.EIO
 	}
-	if isDevice(fs.l.idx.Attr(ino).Mode) {
+	if isDevice(fs.idx.Attr(ino).Mode) {
 		if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
 			return st
 		}
@@ -92,7 +93,7 @@ func (fs *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if !ok {
 		return fuse.ENOENT
 	}
-	if fs.l.entryRefused(ino) {
+	if fs.l.EntryRefused(ino) {
 		return fuse.EIO
 	}
 	fs.fillAttr(ino, &out.Attr)
@@ -100,12 +101,12 @@ func (fs *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	return fuse.OK
 }
 
-// verify is Layer.verifyEntry for a request: an inode the layer
+// verify is Layer.VerifyEntry for a request: an inode the layer
 // contradicts is refused, and the attributes the kernel holds of it (the
 // index's, which a stat or a listing gave it) are dropped, so that its
 // next stat asks, and fails, rather than show them.
 func (fs *rawFS) verify(cancel <-chan struct{}, caller fuse.Caller, ino index.Ino) fuse.Status {
-	refused, err := fs.l.verifyEntry(&fuse.Context{Caller: caller, Cancel: cancel}, ino)
+	refused, err := fs.l.VerifyEntry(&fuse.Context{Caller: caller, Cancel: cancel}, ino)
 	if refused {
 		fs.srv.invalAttr(uint64(ino) + 1)
 	}
@@ -120,7 +121,7 @@ func (fs *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 	if !ok {
 		return nil, fuse.ENOENT
 	}
-	target, ok := fs.l.idx.Readlink(ino)
+	target, ok := fs.idx.Readlink(ino)
 	if !ok {
 		return nil, fuse.EINVAL
 	}
@@ -131,7 +132,7 @@ func (fs *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fus
 }
 
 func (fs *rawFS) xattrs(ino index.Ino) (map[string][]byte, bool) {
-	return fs.l.idx.Xattrs(ino), fs.l.idx.Attr(ino).Opaque
+	return fs.idx.Xattrs(ino), fs.idx.Attr(ino).Opaque
 }
 
 func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
@@ -182,7 +183,7 @@ func (fs *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 
 func (fs *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	out.Bsize, out.Frsize, out.NameLen = 4096, 4096, 255
-	out.Files = uint64(fs.l.idx.Len())
+	out.Files = uint64(fs.idx.Len())
 	return fuse.OK
 }
 
@@ -198,7 +199,7 @@ func (fs *rawFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 // The handle is none: ReadDir reads the index at the offset.
 func (fs *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	ino, ok := fs.ino(in.NodeId)
-	if !ok || !fs.l.idx.IsDir(ino) {
+	if !ok || !fs.idx.IsDir(ino) {
 		return fuse.Status(syscall.ENOTDIR)
 	}
 	if st := fs.verify(cancel, in.Caller, ino); st != fuse.OK {
@@ -222,16 +223,16 @@ func (fs *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 // its position + 1, the same in every process.
 func (fs *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
 	dir, ok := fs.ino(in.NodeId)
-	if !ok || !fs.l.idx.IsDir(dir) {
+	if !ok || !fs.idx.IsDir(dir) {
 		return fuse.Status(syscall.ENOTDIR)
 	}
 	i := uint64(0)
-	fs.l.idx.ReadDir(dir, func(name string, ino index.Ino) bool {
+	fs.idx.ReadDir(dir, func(name string, ino index.Ino) bool {
 		i++
 		if i <= in.Offset {
 			return true
 		}
-		e := fuse.DirEntry{Name: name, Ino: uint64(ino) + 1, Mode: fs.l.idx.Attr(ino).Mode & syscall.S_IFMT, Off: i}
+		e := fuse.DirEntry{Name: name, Ino: uint64(ino) + 1, Mode: fs.idx.Attr(ino).Mode & syscall.S_IFMT, Off: i}
 		if !plus {
 			return out.AddDirEntry(e)
 		}
@@ -239,7 +240,7 @@ func (fs *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		if eo == nil {
 			return false
 		}
-		if isDevice(e.Mode) && !bitSet(fs.l.checked, ino) || fs.l.entryRefused(ino) {
+		if isDevice(e.Mode) && !fs.l.EntryVerified(ino) || fs.l.EntryRefused(ino) {
 			return true // no attributes (NodeId 0): the kernel looks it up, which verifies it
 		}
 		fs.fillEntry(ino, eo)
@@ -256,7 +257,7 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if !ok {
 		return fuse.ENOENT
 	}
-	if !fs.l.idx.IsRegular(ino) {
+	if !fs.idx.IsRegular(ino) {
 		return fuse.EINVAL
 	}
 	l := fs.l
@@ -269,10 +270,10 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	slot, backingID, err := fs.opens.open(ino, func() (int32, bool) {
 		// every byte is verified and on disk: the kernel can read it
 		// directly
-		if !fs.srv.passthrough() || l.idx.NumChunks(ino) == 0 || !l.filePresent(ino) {
+		if !fs.srv.passthrough() || fs.idx.NumChunks(ino) == 0 || !l.FilePresent(ino) {
 			return 0, false
 		}
-		f, err := os.Open(l.contentPath(ino))
+		f, err := os.Open(l.ContentPath(ino))
 		if err != nil {
 			return 0, false
 		}
@@ -290,8 +291,8 @@ func (fs *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	}
 	// its reads never reach ensure: a learned profile records the whole
 	// file now (read-around or prefetch made it complete)
-	l.noteAccess(ino, 0, l.idx.NumChunks(ino)-1)
-	l.passthrough.Add(1)
+	l.NoteAccess(ino, 0, fs.idx.NumChunks(ino)-1)
+	l.NotePassthrough()
 	out.BackingID = backingID
 	out.OpenFlags = fuse.FOPEN_PASSTHROUGH
 	return fuse.OK
@@ -305,28 +306,28 @@ func (fs *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 
 func (fs *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse.ReadResult, fuse.Status) {
 	ino, ok := fs.ino(in.NodeId)
-	if !ok || !fs.l.idx.IsRegular(ino) {
+	if !ok || !fs.idx.IsRegular(ino) {
 		return nil, fuse.EINVAL
 	}
 	l := fs.l
-	l.fuseReads.Add(1)
+	l.NoteFUSERead()
 	off := int64(in.Offset)
-	size := l.idx.Attr(ino).Size
+	size := fs.idx.Attr(ino).Size
 	if off >= size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), fuse.OK
 	}
 	end := min(off+int64(len(dest)), size)
-	last := l.idx.ChunkIndex(ino, end-1)
-	if err := l.ensure(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino, l.idx.ChunkIndex(ino, off), last); err != nil {
+	last := fs.idx.ChunkIndex(ino, end-1)
+	if err := l.Ensure(&fuse.Context{Caller: in.Caller, Cancel: cancel}, ino, fs.idx.ChunkIndex(ino, off), last); err != nil {
 		return nil, fuse.Status(Errno(err))
 	}
 	if in.Fh != 0 {
 		sequential := fs.opens.swapLastEnd(int(in.Fh-1), end) == off && off > 0
 		if sequential || last > 0 && off == 0 {
-			l.readAhead(ino, last+1)
+			l.ReadAhead(ino, last+1)
 		}
 	}
-	f, err := l.file(ino)
+	f, err := l.File(ino)
 	if err != nil {
 		return nil, fuse.Status(Errno(err))
 	}
@@ -335,4 +336,11 @@ func (fs *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fus
 		return nil, fuse.Status(Errno(err))
 	}
 	return fuse.ReadResultData(dest[:n]), fuse.OK
+}
+
+// isDevice reports whether mode is a device node's (what a lookup
+// verifies before it returns the node: a whiteout is one too).
+func isDevice(mode uint32) bool {
+	t := mode & syscall.S_IFMT
+	return t == syscall.S_IFCHR || t == syscall.S_IFBLK
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
 
@@ -25,7 +26,7 @@ func TestOnOp(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[key]int{}
 	var negative bool
-	opts := lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, OnOp: func(op string, took time.Duration, errno syscall.Errno) {
+	opts := fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, OnOp: func(op string, took time.Duration, errno syscall.Errno) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen[key{op, errno}]++

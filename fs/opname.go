@@ -1,7 +1,7 @@
 package fs
 
 // opNames are the FUSE opcodes (linux/fuse.h) a read-only layer is sent,
-// by the names Options.OnOp reports.
+// by the names fetch.Options.OnOp reports.
 var opNames = map[uint32]string{
 	1: "lookup", 2: "forget", 3: "getattr", 5: "readlink", 14: "open", 15: "read",
 	17: "statfs", 18: "release", 22: "getxattr", 23: "listxattr", 25: "flush",

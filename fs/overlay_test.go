@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"golang.org/x/sys/unix"
 )
 
@@ -109,7 +109,7 @@ func TestOverlayMatchesContainerdApplier(t *testing.T) {
 	)
 	var mnts []string
 	for _, layer := range [][]byte{upper, lower} {
-		l, _ := layerOf(t, layer, lfs.Options{NoPrefetch: true, NoBackground: true})
+		l, _ := layerOf(t, layer, fetch.Options{NoPrefetch: true, NoBackground: true})
 		mnt, _ := mount(t, l)
 		mnts = append(mnts, mnt)
 	}

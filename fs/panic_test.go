@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
@@ -44,7 +44,7 @@ func decodeBug(raw []byte, i int) byte { return raw[i] }
 // process and another mounted layer serving.
 func TestPanicContained(t *testing.T) {
 	tarball := testtar.Synthetic(1 << 20)
-	other, _ := layerOf(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true})
+	other, _ := layerOf(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true})
 	otherMnt, _ := mount(t, other)
 	otherFiles := []string{"usr/bin/tool", "big", "many/file-007", "etc/hostname"}
 
@@ -57,7 +57,7 @@ func TestPanicContained(t *testing.T) {
 	}
 	for i, tc := range []struct {
 		name string
-		opts lfs.Options
+		opts fetch.Options
 		// bug is the file whose first chunk the decoder panics on ("":
 		// none); onAccess, the file whose access panics in the read's
 		// FUSE request
@@ -68,13 +68,13 @@ func TestPanicContained(t *testing.T) {
 		frame   string // in the panic's Frame
 		value   string // in its Value
 	}{
-		{name: "reader's fetch", opts: lfs.Options{NoPrefetch: true, NoBackground: true},
+		{name: "reader's fetch", opts: fetch.Options{NoPrefetch: true, NoBackground: true},
 			bug: "usr/bin/tool", read: "usr/bin/tool", readErr: true, frame: "decodeBug", value: "index out of range"},
-		{name: "read-around of a neighbour", opts: lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: 1 << 20},
+		{name: "read-around of a neighbour", opts: fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: 1 << 20},
 			bug: "many/file-001", read: "many/file-000", frame: "decodeBug", value: "index out of range"},
-		{name: "background fetch", opts: lfs.Options{NoPrefetch: true, BackgroundQuiet: -1},
+		{name: "background fetch", opts: fetch.Options{NoPrefetch: true, BackgroundQuiet: -1},
 			bug: "big", frame: "decodeBug", value: "index out of range"},
-		{name: "FUSE request", opts: lfs.Options{NoPrefetch: true, NoBackground: true},
+		{name: "FUSE request", opts: fetch.Options{NoPrefetch: true, NoBackground: true},
 			onAccess: "etc/hostname", read: "etc/hostname", readErr: true, frame: "TestPanicContained", value: "access bug"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,7 +91,7 @@ func TestPanicContained(t *testing.T) {
 			opts.Decoder = dec
 			opts.OnError = func(err error) {
 				errs.Add(1)
-				if errors.Is(err, lfs.ErrPanic) {
+				if errors.Is(err, fetch.ErrPanic) {
 					select {
 					case panicked <- err:
 					default:
@@ -103,7 +103,7 @@ func TestPanicContained(t *testing.T) {
 					panic("access bug")
 				}
 			}
-			l, _, x := layerIndexed(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b })
+			l, _, x := layerIndexed(t, tarball, opts, func(b *memBlob) fetch.BlobReader { return b })
 			if tc.bug != "" {
 				dec.at.Store(chunkAt(x, tc.bug))
 			}
@@ -125,8 +125,8 @@ func TestPanicContained(t *testing.T) {
 			case <-time.After(time.Minute):
 				t.Fatalf("no panic reported to OnError; layer errors: %d", errs.Load())
 			}
-			var pe *lfs.PanicError
-			if !errors.As(l.Bad(), &pe) || !errors.Is(l.Bad(), lfs.ErrPanic) {
+			var pe *fetch.PanicError
+			if !errors.As(l.Bad(), &pe) || !errors.Is(l.Bad(), fetch.ErrPanic) {
 				t.Fatalf("Bad() = %v, want a PanicError", l.Bad())
 			}
 			if reported.Error() != pe.Error() || pe.Layer != opts.Name {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +21,7 @@ func TestPassthroughUnderOverlay(t *testing.T) {
 	requireFUSE(t)
 	bb := testenv.ReadFile(t, "/bin/busybox", "Debian busybox-static")
 	tb := tarWith(t, map[string][]byte{"bin/busybox": bb})
-	l, _ := layerOf(t, tb, lfs.Options{NoPrefetch: true, NoBackground: true})
+	l, _ := layerOf(t, tb, fetch.Options{NoPrefetch: true, NoBackground: true})
 	mnt, m := mount(t, l)
 	// a long-lived open from before the file was complete (a running
 	// program), then opens after it is: the kernel must not see a

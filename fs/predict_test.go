@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 )
 
 // elfImage is a little-endian x86-64 ELF file of size bytes (random
@@ -202,8 +202,8 @@ func TestPredictLoader(t *testing.T) {
 		{name: "off: one miss after another", noPredict: true, wantLater: 7, wantPresent: 8, wantRequests: 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, blob := layerOver(t, tarball, lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: tc.noPredict},
-				func(b *memBlob) lfs.BlobReader {
+			l, blob := layerOver(t, tarball, fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: tc.noPredict},
+				func(b *memBlob) fetch.BlobReader {
 					if tc.multi {
 						return multiBlob{b}
 					}
@@ -249,7 +249,7 @@ func TestPredictLoader(t *testing.T) {
 // multiBlob is a memBlob that reads several ranges in one request.
 type multiBlob struct{ *memBlob }
 
-func (b multiBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]byte, error) {
+func (b multiBlob) ReadMultiRange(ctx context.Context, ranges []fetch.Range) ([][]byte, error) {
 	b.requests.Add(1)
 	out := make([][]byte, len(ranges))
 	for i, r := range ranges {
@@ -314,7 +314,7 @@ func TestReadAroundKeepsToDirectory(t *testing.T) {
 		{name: "its third", reads: []string{"a/m00", "a/m06", "a/m17"}, readAround: 12 << 10, wantPresent: 6 + 11 + 21},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, _ := layerOf(t, buf.Bytes(), lfs.Options{NoPrefetch: true, NoBackground: true, ReadAround: tc.readAround}, estargz.WithChunkSize(64<<10))
+			l, _ := layerOf(t, buf.Bytes(), fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: tc.readAround}, estargz.WithChunkSize(64<<10))
 			mnt, _ := mount(t, l)
 			for _, name := range tc.reads {
 				if _, err := os.ReadFile(filepath.Join(mnt, name)); err != nil {

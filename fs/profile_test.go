@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
@@ -27,22 +27,22 @@ func TestChunkAccessAndPrefetchChunks(t *testing.T) {
 		files = append(files, [2]string{fmt.Sprintf("f%02d", i), strings.Repeat(fmt.Sprintf("file %d\n", i), 3000)})
 	}
 	tarball := testtar.Files(files)
-	newLayer := func(opts lfs.Options) (*lfs.Layer, *memBlob, *index.Index) {
+	newLayer := func(opts fetch.Options) (*fetch.Layer, *memBlob, *index.Index) {
 		opts.NoPrefetch, opts.NoBackground = true, true
-		return layerIndexed(t, tarball, opts, func(b *memBlob) lfs.BlobReader { return b }, estargz.WithChunkSize(8<<10))
+		return layerIndexed(t, tarball, opts, func(b *memBlob) fetch.BlobReader { return b }, estargz.WithChunkSize(8<<10))
 	}
 	var (
 		mu  sync.Mutex
-		got []lfs.ChunkRef
+		got []fetch.ChunkRef
 	)
-	l, _, x := newLayer(lfs.Options{OnChunkAccess: func(ino index.Ino, chunk int) {
+	l, _, x := newLayer(fetch.Options{OnChunkAccess: func(ino index.Ino, chunk int) {
 		mu.Lock()
-		got = append(got, lfs.ChunkRef{Ino: ino, Chunk: chunk})
+		got = append(got, fetch.ChunkRef{Ino: ino, Chunk: chunk})
 		mu.Unlock()
 	}})
 	mnt, _ := mount(t, l)
 	order := []string{"f07", "f02", "f07", "f11"}
-	var want []lfs.ChunkRef
+	var want []fetch.ChunkRef
 	seen := map[string]bool{}
 	for _, name := range order {
 		if _, err := os.ReadFile(filepath.Join(mnt, name)); err != nil {
@@ -54,7 +54,7 @@ func TestChunkAccessAndPrefetchChunks(t *testing.T) {
 		seen[name] = true
 		ino, _ := x.LookupPath(name)
 		for i := range x.NumChunks(ino) {
-			want = append(want, lfs.ChunkRef{Ino: ino, Chunk: i})
+			want = append(want, fetch.ChunkRef{Ino: ino, Chunk: i})
 		}
 	}
 	mu.Lock()
@@ -63,7 +63,7 @@ func TestChunkAccessAndPrefetchChunks(t *testing.T) {
 	}
 	mu.Unlock()
 
-	l2, blob2, _ := newLayer(lfs.Options{})
+	l2, blob2, _ := newLayer(fetch.Options{})
 	<-l2.PrefetchChunks(want)
 	if n := blob2.requests.Load(); n != 1 {
 		t.Fatalf("PrefetchChunks of %d chunks made %d requests, want 1", len(want), n)

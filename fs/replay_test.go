@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 )
 
@@ -39,7 +39,7 @@ func (b slowBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
 	return b.memBlob.ReadRange(ctx, off, n)
 }
 
-func (b slowBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]byte, error) {
+func (b slowBlob) ReadMultiRange(ctx context.Context, ranges []fetch.Range) ([][]byte, error) {
 	time.Sleep(b.rtt)
 	return multiBlob{b.memBlob}.ReadMultiRange(ctx, ranges)
 }
@@ -103,7 +103,7 @@ func TestReplayPythonStart(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		workload    string
-		opts        lfs.Options
+		opts        fetch.Options
 		maxRequests int64
 		maxBytes    int64
 		maxMisses   int64
@@ -132,7 +132,7 @@ func TestReplayPythonStart(t *testing.T) {
 			opts.ContentDir = t.TempDir()
 			opts.OnReadLatency = func(time.Duration) { waits.Add(1) }
 			blob := &memBlob{data: data}
-			l, err := lfs.NewLayer(x, slowBlob{blob, 5 * time.Millisecond}, opts)
+			l, err := fetch.NewLayer(x, slowBlob{blob, 5 * time.Millisecond}, opts)
 			if err != nil {
 				t.Fatal(err)
 			}

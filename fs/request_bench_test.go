@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +21,7 @@ func BenchmarkFuseRequest(b *testing.B) {
 	requireFUSE(b)
 	data := make([]byte, 8<<20)
 	rand.Read(data)
-	l, _ := layerOf(b, testtar.Files([][2]string{{"big", string(data)}}), lfs.Options{NoBackground: true, NoPrefetch: true})
+	l, _ := layerOf(b, testtar.Files([][2]string{{"big", string(data)}}), fetch.Options{NoBackground: true, NoPrefetch: true})
 	mnt, _ := mount(b, l)
 	p := filepath.Join(mnt, "big")
 	keep, err := os.Open(p) // cached mode: later opens are not passthrough

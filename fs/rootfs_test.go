@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 )
@@ -22,7 +22,7 @@ func TestMountDebianRootfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, blob := layerOf(t, tarball, lfs.Options{Name: "debian", NoPrefetch: true, NoBackground: true}, estargz.WithPrioritizedFiles([]string{"bin/sh"}))
+	l, blob := layerOf(t, tarball, fetch.Options{Name: "debian", NoPrefetch: true, NoBackground: true}, estargz.WithPrioritizedFiles([]string{"bin/sh"}))
 	mnt, _ := mount(t, l)
 	compareMount(t, mnt, src)
 	st := l.Stats()

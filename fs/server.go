@@ -50,9 +50,10 @@ var ErrNotResumable = errors.New("fs: session not resumable")
 
 // mountOptions are the options of a mount of l. A request whose handler
 // panics fails with EIO and marks l bad (go-fuse recovers the panic).
-func mountOptions(l *Layer) *fuse.MountOptions {
+func mountOptions(l Layer) *fuse.MountOptions {
 	return &fuse.MountOptions{
-		PanicHandler:  l.panicStatus,
+		// the request fails with EIO, and the layer is marked bad
+		PanicHandler:  func(r any) fuse.Status { l.Poison(r); return fuse.EIO },
 		Name:          "lazysnap",
 		FsName:        "lazysnap",
 		MaxWrite:      maxWrite,
@@ -81,7 +82,7 @@ type server struct {
 	init []byte // the kernel's INIT request
 	rep  []byte // our reply to it
 	caps uint64 // the negotiated capabilities
-	// onOp is Options.OnOp
+	// onOp is the layer's OnOp (fetch.Options.OnOp)
 	onOp func(op string, took time.Duration, errno syscall.Errno)
 
 	bufs      sync.Pool

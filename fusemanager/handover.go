@@ -20,7 +20,7 @@ import (
 // (remote.FS.Adopt), a stopping one (SIGTERM) leaves them mounted for it,
 // and a killed one leaves them too: running containers' reads wait for the
 // successor, to which the kernel resends what the dead one had read and
-// not answered (fs.Layer.Adopt).
+// not answered (fs.Adopt).
 
 // The handover's files in the manager's root directory.
 const (

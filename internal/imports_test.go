@@ -25,14 +25,15 @@ func allowedImports() map[string][]string {
 		"credprovider":        {},
 		"config":              {"fetcher", "internal/logging", "internal/tomlconfig"},
 		"cri":                 {"fetcher"},
-		"fs":                  {"index", "layer"},
+		"fs":                  {"fs/fetch", "index"},
+		"fs/fetch":            {"index", "layer"},
 		"snapshotter":         {"internal/descriptor"},
 		"profile":             {"fetcher"},
-		"remote":              {"estargz", "index", "layer", "fetcher", "fs", "profile", "snapshotter", "soci", "soci/lazy", "zstdchunked"},
+		"remote":              {"estargz", "index", "layer", "fetcher", "fs", "fs/fetch", "profile", "snapshotter", "soci", "soci/lazy", "zstdchunked"},
 		"soci":                {"layer", "soci/internal/fb", "zran"},
 		"soci/lazy":           {"layer", "soci", "zran"},
 		"soci/internal/fb":    {},
-		"ops":                 {"fetcher", "fs", "remote", "snapshotter"},
+		"ops":                 {"fetcher", "fs/fetch", "remote", "snapshotter"},
 		"fusemanager":         {"fetcher", "internal/sockets", "ops", "remote", "snapshotter"},
 		"pull":                {"ops", "snapshotter"},
 		"convert":             {"estargz", "internal/descriptor", "soci", "zstdchunked"},
@@ -119,6 +120,7 @@ func TestFormatBoundary(t *testing.T) {
 		{"layer", nil}, // nothing at all
 		{"index", formats},
 		{"fs", formats},
+		{"fs/fetch", formats},
 	} {
 		t.Run(tc.pkg, func(t *testing.T) {
 			ok := allowed[tc.pkg]

@@ -12,8 +12,8 @@
 // from them; Metrics turns them into metrics when scraped (nothing is
 // counted twice, and metrics add nothing to the hot paths), apart from the
 // histograms the components feed through hooks as things happen: read
-// latency (ObserveRead, fs.Options.OnReadLatency), FUSE operations and
-// their errors (ObserveFUSE, fs.Options.OnOp), registry requests
+// latency (ObserveRead, fetch.Options.OnReadLatency), FUSE operations and
+// their errors (ObserveFUSE, fetch.Options.OnOp), registry requests
 // (RegistryTransport, a RoundTripper for fetcher.Config.WrapTransport) and
 // mounts (ObserveMount, snapshotter.WithOnMount).
 //

@@ -61,7 +61,7 @@ func (m *Metrics) ObserveMount(took time.Duration, lazy bool) {
 	m.lat.mount.WithLabelValues(result).Observe(took.Seconds())
 }
 
-// ObserveFUSE is the filesystem's fs.Options.OnOp.
+// ObserveFUSE is the filesystem's fetch.Options.OnOp.
 func (m *Metrics) ObserveFUSE(op string, took time.Duration, errno syscall.Errno) {
 	m.lat.fuse.WithLabelValues(op).Observe(took.Seconds())
 	if errno != 0 {

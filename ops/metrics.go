@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/remote"
@@ -60,12 +60,12 @@ func NewMetrics(daemon, version string) *Metrics {
 	return m
 }
 
-// ObserveRead is the filesystem's fs.Options.OnReadLatency.
+// ObserveRead is the filesystem's fetch.Options.OnReadLatency.
 func (m *Metrics) ObserveRead(d time.Duration) { m.readLatency.Observe(d.Seconds()) }
 
 // Register adds the components' counters, read at scrape time from src,
 // and the histograms their hooks feed: where src has the layers, read
-// latency and FUSE operations (fs.Options.OnReadLatency and OnOp: the
+// latency and FUSE operations (fetch.Options.OnReadLatency and OnOp: the
 // process serves the mounts); where it has the registries, request
 // latency (fetcher.Config.WrapTransport); where it has the snapshotter,
 // mount latency (snapshotter.WithOnMount).
@@ -282,8 +282,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 // layerTotals merges the layers by digest: a blob mounted at several
 // mountpoints (the same layer under different parents) is one series, its
 // counters summed and its done flags true only when true for every mount.
-func layerTotals(layers []remote.LayerInfo) map[digest.Digest]lfs.Stats {
-	out := make(map[digest.Digest]lfs.Stats, len(layers))
+func layerTotals(layers []remote.LayerInfo) map[digest.Digest]fetch.Stats {
+	out := make(map[digest.Digest]fetch.Stats, len(layers))
 	for _, l := range layers {
 		t, ok := out[l.Digest]
 		if !ok {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/remote"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
@@ -22,19 +22,19 @@ func hexDigest(c byte) string { return "sha256:" + strings.Repeat(string(c), 64)
 func TestFillLayer(t *testing.T) {
 	for _, tc := range []struct {
 		name                   string
-		st                     lfs.Stats
+		st                     fetch.Stats
 		noPrefetch, background bool
 		state                  string
 		pct                    float64
 	}{
-		{"prefetching", lfs.Stats{Chunks: 10, ChunksPresent: 1}, false, true, StatePrefetching, 10},
-		{"background", lfs.Stats{Chunks: 10, ChunksPresent: 5, PrefetchDone: true}, false, true, StateBackground, 50},
-		{"on demand only", lfs.Stats{Chunks: 3, ChunksPresent: 1, PrefetchDone: true}, false, false, StateLazy, 33.3},
-		{"prefetch off", lfs.Stats{Chunks: 10, ChunksPresent: 0}, true, false, StateLazy, 0},
-		{"complete", lfs.Stats{Chunks: 4, ChunksPresent: 4, PrefetchDone: true, BackgroundDone: true}, false, true, StateComplete, 100},
-		{"no chunks at all", lfs.Stats{PrefetchDone: true}, false, true, StateComplete, 100},
-		{"one chunk short is not 100%", lfs.Stats{Chunks: 10000, ChunksPresent: 9999, PrefetchDone: true}, false, false, StateLazy, 99.9},
-		{"one chunk is not 0%", lfs.Stats{Chunks: 10000, ChunksPresent: 1, PrefetchDone: true}, false, false, StateLazy, 0.1},
+		{"prefetching", fetch.Stats{Chunks: 10, ChunksPresent: 1}, false, true, StatePrefetching, 10},
+		{"background", fetch.Stats{Chunks: 10, ChunksPresent: 5, PrefetchDone: true}, false, true, StateBackground, 50},
+		{"on demand only", fetch.Stats{Chunks: 3, ChunksPresent: 1, PrefetchDone: true}, false, false, StateLazy, 33.3},
+		{"prefetch off", fetch.Stats{Chunks: 10, ChunksPresent: 0}, true, false, StateLazy, 0},
+		{"complete", fetch.Stats{Chunks: 4, ChunksPresent: 4, PrefetchDone: true, BackgroundDone: true}, false, true, StateComplete, 100},
+		{"no chunks at all", fetch.Stats{PrefetchDone: true}, false, true, StateComplete, 100},
+		{"one chunk short is not 100%", fetch.Stats{Chunks: 10000, ChunksPresent: 9999, PrefetchDone: true}, false, false, StateLazy, 99.9},
+		{"one chunk is not 0%", fetch.Stats{Chunks: 10000, ChunksPresent: 1, PrefetchDone: true}, false, false, StateLazy, 0.1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ls Layer
@@ -97,9 +97,9 @@ func TestStatsCollector(t *testing.T) {
 		},
 		Layers: func() []remote.LayerInfo {
 			return []remote.LayerInfo{
-				{Mountpoint: "/m1", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 4, FetchedBytes: 400, Requests: 2, FuseReads: 9, Errors: 1, PrefetchDone: true}},
-				{Mountpoint: "/m2", Digest: dA, Stats: lfs.Stats{Chunks: 10, ChunksPresent: 10, FetchedBytes: 1000, Requests: 3, PassthroughOpens: 2, PrefetchDone: true, BackgroundDone: true}},
-				{Mountpoint: "/m3", Digest: dB, Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1, PrefetchDone: true, BackgroundDone: true}},
+				{Mountpoint: "/m1", Digest: dA, Stats: fetch.Stats{Chunks: 10, ChunksPresent: 4, FetchedBytes: 400, Requests: 2, FuseReads: 9, Errors: 1, PrefetchDone: true}},
+				{Mountpoint: "/m2", Digest: dA, Stats: fetch.Stats{Chunks: 10, ChunksPresent: 10, FetchedBytes: 1000, Requests: 3, PassthroughOpens: 2, PrefetchDone: true, BackgroundDone: true}},
+				{Mountpoint: "/m3", Digest: dB, Stats: fetch.Stats{Chunks: 1, ChunksPresent: 1, PrefetchDone: true, BackgroundDone: true}},
 			}
 		},
 		Snapshotter: func() snapshotter.Stats {
@@ -231,7 +231,7 @@ func TestStatusFallbacks(t *testing.T) {
 		{Ref: "reg.example/app:1", Digest: hexDigest('a'), Reason: snapshotter.ReasonMountError, Err: "registry down"},
 		{Ref: "reg.example/other:1", Digest: "md5:d41d8cd98f00b204e9800998ecf8427e", Reason: snapshotter.ReasonInvalidLabels, Err: "bad digest"},
 	}
-	mls := []remote.LayerInfo{{Mountpoint: "/mnt/b", Digest: digest.Digest(hexDigest('b')), Ref: "reg.example/app:1", Stats: lfs.Stats{Chunks: 1, ChunksPresent: 1}}}
+	mls := []remote.LayerInfo{{Mountpoint: "/mnt/b", Digest: digest.Digest(hexDigest('b')), Ref: "reg.example/app:1", Stats: fetch.Stats{Chunks: 1, ChunksPresent: 1}}}
 	rep := (&Server{FS: tfs, Src: Sources{
 		Layers:    func() []remote.LayerInfo { return mls },
 		Fallbacks: func() []snapshotter.Fallback { return fbs },

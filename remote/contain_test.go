@@ -14,7 +14,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
@@ -37,7 +37,7 @@ func TestPanicMarksLayerBad(t *testing.T) {
 	}
 	t.Cleanup(func() { f.Close() })
 	var panicked atomic.Bool
-	rfs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: lfs.Options{NoPrefetch: true, NoBackground: true,
+	rfs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: fetch.Options{NoPrefetch: true, NoBackground: true,
 		// the first read that waits for a fetch panics on its way out
 		OnReadLatency: func(time.Duration) {
 			if panicked.CompareAndSwap(false, true) {
@@ -115,7 +115,7 @@ func TestPanicInMountFallsBack(t *testing.T) {
 	rfs := New(panicSource{blobPanics: layers[1].Digest}, Options{Root: t.TempDir()})
 	for i, want := range []string{"panic: read bug at remote.panicBlob.", "panic: blob bug at remote.panicSource.Blob"} {
 		err := rfs.Mount(context.Background(), t.TempDir(), layerLabels("reg.example/app:1", layers, i))
-		if !errors.Is(err, snapshotter.ReasonNotLazy) || !errors.Is(err, lfs.ErrPanic) || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, snapshotter.ReasonNotLazy) || !errors.Is(err, fetch.ErrPanic) || !strings.Contains(err.Error(), want) {
 			t.Errorf("Mount of layer %d: %v, want not lazy: %q", i, err, want)
 		}
 	}

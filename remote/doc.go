@@ -56,7 +56,7 @@
 // a path or chunk not in the index) is ignored with the reason in
 // LayerInfo.ProfileState.
 //
-// Layers lists the mounted layers with their fs.Stats, for status and
+// Layers lists the mounted layers with their fetch.Stats, for status and
 // metrics.
 //
 // Verified layers (Options.VerifyBlob): each chunk is verified against the
@@ -65,7 +65,7 @@
 // registry may serve a blob whose files match the index and whose whole
 // differs from what the layer's digest names, and which an ordinary pull
 // (verified against that digest) would refuse. So once a layer is complete
-// (fs.Layer.Complete: every chunk present), the blob is read in order, from
+// (fetch.Layer.Complete: every chunk present), the blob is read in order, from
 // the fetcher's chunk cache where it holds the ranges and from the registry
 // for the gaps (fetcher.Blob.CopyTo: memory holds one range, whatever the
 // blob's size), and hashed against the digest; a format's own check of the
@@ -109,11 +109,11 @@
 // process. Handover gives its MountState (mountpoint, labels, the FUSE
 // session) and a duplicate of its /dev/fuse descriptor; Adopt, in the
 // other process, opens the layer as Mount does and serves the live mount
-// (fs.Layer.Adopt); Detach stops serving every mount and leaves them
+// (fs.Adopt); Detach stops serving every mount and leaves them
 // mounted.
 //
 // Panics: a panic while a mounted layer is decoded or served (a bug met
-// on its bytes) is contained by fs to that layer (fs.ErrPanic): the read
+// on its bytes) is contained by fs and fs/fetch to that layer (fetch.ErrPanic): the read
 // fails with EIO, and the layer is marked bad as a failed check of it
 // against its index is (that index of the blob; "bad: panic: V at F" in
 // LayerInfo.Verification, with verification off too, and in BadLayers),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -29,10 +30,10 @@ type Options struct {
 	Root string
 	// Layer are the options of every mounted layer; Name, ContentDir and
 	// OnError are set per layer.
-	Layer lfs.Options
+	Layer fetch.Options
 	// OnError, if set, receives every failed read of a mounted layer
 	// (the reader sees EIO), with the layer's blob digest, and the panic
-	// that made a layer bad (an *lfs.PanicError, with its stack).
+	// that made a layer bad (an *fetch.PanicError, with its stack).
 	OnError func(layer digest.Digest, err error)
 	// OnMount, if set, is called once a layer is mounted.
 	OnMount func(LayerInfo)
@@ -116,7 +117,7 @@ type mountedLayer struct {
 	image  *imageProfile     // its image's, held (holdImage); nil without Options.Profiles
 	format string
 	seq    int
-	layer  *lfs.Layer
+	layer  *fetch.Layer
 	mount  *lfs.Mount
 	mem    int64 // reserved in Options.IndexMemory
 	prof   *layerProfile
@@ -136,7 +137,7 @@ type LayerInfo struct {
 	// Seq orders the Mounts (containerd mounts an image's layers bottom
 	// up); it restarts with the process.
 	Seq   int
-	Stats lfs.Stats
+	Stats fetch.Stats
 	// Verification is where the check of the complete layer against its
 	// blob digest stands (Options.VerifyBlob; empty without):
 	// "pending" (chunks still missing), "verifying", "verified",
@@ -211,20 +212,20 @@ func (r *FS) Close() error {
 // Mount mounts the layer named by labels at mountpoint. Errors wrap a
 // snapshotter.Reason so that the snapshotter counts fallbacks by cause.
 func (r *FS) Mount(ctx context.Context, mountpoint string, labels map[string]string) error {
-	return r.mount(ctx, mountpoint, labels, func(l *lfs.Layer) (*lfs.Mount, error) {
+	return r.mount(ctx, mountpoint, labels, func(l *fetch.Layer) (*lfs.Mount, error) {
 		if r.opts.Handover == "" {
-			return l.Mount(mountpoint)
+			return lfs.MountLayer(l, mountpoint)
 		}
 		if err := os.MkdirAll(r.opts.Handover, 0o700); err != nil {
 			return nil, err
 		}
-		return l.MountShared(mountpoint, openTablePath(r.opts.Handover, mountpoint))
+		return lfs.MountShared(l, mountpoint, openTablePath(r.opts.Handover, mountpoint))
 	})
 }
 
 // mount prepares the layer named by labels and serves it at mountpoint
 // with attach.
-func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]string, attach func(*lfs.Layer) (*lfs.Mount, error)) (err error) {
+func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]string, attach func(*fetch.Layer) (*lfs.Mount, error)) (err error) {
 	src, err := snapshotter.ParseLayerSource(labels)
 	if err != nil {
 		return err
@@ -316,7 +317,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	opts.OnError = func(err error) {
 		msg := err.Error()
 		lastErr.Store(&msg)
-		if errors.Is(err, lfs.ErrPanic) {
+		if errors.Is(err, fetch.ErrPanic) {
 			r.ver.markIndexBad(key, err.Error())
 		}
 		if errors.Is(err, layer.ErrMismatch) {
@@ -330,7 +331,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	if prof != nil && prof.rec != nil {
 		opts.OnChunkAccess = func(ino index.Ino, chunk int) { prof.rec.Add(uint32(ino), chunk) }
 	}
-	l, err := lfs.NewLayer(idx, b, opts)
+	l, err := fetch.NewLayer(idx, b, opts)
 	if err != nil {
 		return err
 	}

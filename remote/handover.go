@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 )
 
 // MountState is what another process needs, with a duplicate of its
@@ -52,8 +53,8 @@ func (r *FS) Handover(mountpoint string) (MountState, *os.File, error) {
 // layer is opened anew (index, content directory, prefetch) as Mount
 // does, and the kernel resends what the other process left unanswered.
 func (r *FS) Adopt(ctx context.Context, st MountState, fd *os.File) error {
-	return r.mount(ctx, st.Mountpoint, st.Labels, func(l *lfs.Layer) (*lfs.Mount, error) {
-		return l.Adopt(st.Mountpoint, fd, st.Session)
+	return r.mount(ctx, st.Mountpoint, st.Labels, func(l *fetch.Layer) (*lfs.Mount, error) {
+		return lfs.Adopt(l, st.Mountpoint, fd, st.Session)
 	})
 }
 

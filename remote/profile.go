@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/profile"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -51,7 +51,7 @@ type imageProfile struct {
 // layerProfile is a layer's part in its image's profile.
 type layerProfile struct {
 	state  func() string
-	chunks []lfs.ChunkRef
+	chunks []fetch.ChunkRef
 	rec    *profile.RecLayer
 	done   <-chan struct{} // closed when the profile's prefetch has ended
 }
@@ -208,7 +208,7 @@ func (r *FS) layerProfile(img *imageProfile, src snapshotter.LayerSource, indexD
 		if c.Index >= idx.NumChunks(ino) {
 			return &layerProfile{state: fixed(fmt.Sprintf("ignored: chunk %d of %s is past the index", c.Index, c.Path))}
 		}
-		lp.chunks = append(lp.chunks, lfs.ChunkRef{Ino: ino, Chunk: c.Index})
+		lp.chunks = append(lp.chunks, fetch.ChunkRef{Ino: ino, Chunk: c.Index})
 	}
 	if len(lp.chunks) == 0 {
 		closed := make(chan struct{})

@@ -14,7 +14,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testtar"
@@ -73,7 +73,7 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 	reg, hosts := startRegistry(t)
 	labels, manifest := pushFilesImage(t, reg, "profile/app")
 	ctx := context.Background()
-	newFS := func(t *testing.T, fetch, publish bool) (*FS, *profile.Store) {
+	newFS := func(t *testing.T, fetchProfile, publish bool) (*FS, *profile.Store) {
 		f, err := fetcher.New(fetcher.Config{HostsDir: hosts, CacheDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
@@ -83,8 +83,8 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 		store := profile.NewStore(filepath.Join(root, "profiles"))
 		rfs := New(NewRegistrySource(f), Options{
 			Root:  root,
-			Layer: lfs.Options{NoPrefetch: true, NoBackground: true},
-			Profiles: &ProfileOptions{Store: store, Registry: f, Fetch: fetch, Publish: publish,
+			Layer: fetch.Options{NoPrefetch: true, NoBackground: true},
+			Profiles: &ProfileOptions{Store: store, Registry: f, Fetch: fetchProfile, Publish: publish,
 				Limits:  profile.Limits{Quiet: 1 << 40, Total: 1 << 40}, // FlushProfiles ends it
 				OnError: func(key string, err error) { t.Errorf("profile %s: %v", key, err) }},
 		})

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -112,7 +112,7 @@ func TestSociMount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: lfs.Options{NoBackground: true, NoPrefetch: true}})
+		fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: fetch.Options{NoBackground: true, NoPrefetch: true}})
 		mp, err := mount(t, fs, img.Ref, img.Layers[0].Digest)
 		if err != nil {
 			t.Fatal(err)

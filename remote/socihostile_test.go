@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -148,7 +148,7 @@ func TestSociHostileZtoc(t *testing.T) {
 				t.Fatal(err)
 			}
 			root := t.TempDir()
-			fs := New(NewRegistrySource(f), Options{Root: root, Layer: lfs.Options{NoBackground: true}})
+			fs := New(NewRegistrySource(f), Options{Root: root, Layer: fetch.Options{NoBackground: true}})
 			mp := t.TempDir()
 			if err := fs.Mount(ctx, mp, sociLabels(img.Ref, img.Layers[0].Digest)); err != nil {
 				t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -215,7 +215,7 @@ func (t *tailBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte
 // ReadMultiRange reads several ranges: those before the tail with one
 // multi-range request (fetcher.Blob.ReadRanges), the others as ReadRange
 // does.
-func (t *tailBlob) ReadMultiRange(ctx context.Context, ranges []lfs.Range) ([][]byte, error) {
+func (t *tailBlob) ReadMultiRange(ctx context.Context, ranges []fetch.Range) ([][]byte, error) {
 	out := make([][]byte, len(ranges))
 	var far []fetcher.Range
 	var at []int

@@ -11,7 +11,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -192,12 +192,12 @@ func TestTailBlobMultiRange(t *testing.T) {
 	size := int64(len(blob))
 	for _, tc := range []struct {
 		name         string
-		ranges       []lfs.Range
+		ranges       []fetch.Range
 		wantRequests int64
 	}{
-		{name: "three far apart: one request", ranges: []lfs.Range{{Off: 100, Len: 50}, {Off: size / 3, Len: 700}, {Off: size / 2, Len: 3000}}, wantRequests: 1},
-		{name: "one in the tail: none", ranges: []lfs.Range{{Off: size - 100, Len: 60}}, wantRequests: 0},
-		{name: "both", ranges: []lfs.Range{{Off: 5000, Len: 80}, {Off: size - 30, Len: 30}}, wantRequests: 1},
+		{name: "three far apart: one request", ranges: []fetch.Range{{Off: 100, Len: 50}, {Off: size / 3, Len: 700}, {Off: size / 2, Len: 3000}}, wantRequests: 1},
+		{name: "one in the tail: none", ranges: []fetch.Range{{Off: size - 100, Len: 60}}, wantRequests: 0},
+		{name: "both", ranges: []fetch.Range{{Off: 5000, Len: 80}, {Off: size - 30, Len: 30}}, wantRequests: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := requests()

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
@@ -205,7 +205,7 @@ const (
 // it waits for that one's outcome). A verification that could not read
 // the blob is retried with a backoff. It returns when done or ctx ends
 // (Unmount).
-func (v *verifier) watch(ctx context.Context, k layerKey, l *lfs.Layer, b Blob, dec lfs.Decoder) {
+func (v *verifier) watch(ctx context.Context, k layerKey, l *fetch.Layer, b Blob, dec fetch.Decoder) {
 	v.mu.Lock()
 	if v.state[k] == "" {
 		v.state[k] = VerifyPending
@@ -237,7 +237,7 @@ func (v *verifier) watch(ctx context.Context, k layerKey, l *lfs.Layer, b Blob, 
 
 // verifyOnce verifies k unless it is decided; it reports whether to try
 // again (the blob could not be read).
-func (v *verifier) verifyOnce(ctx context.Context, k layerKey, b Blob, dec lfs.Decoder) (again bool) {
+func (v *verifier) verifyOnce(ctx context.Context, k layerKey, b Blob, dec fetch.Decoder) (again bool) {
 	for {
 		v.mu.Lock()
 		s, run := v.state[k], v.runs[k]
@@ -273,7 +273,7 @@ func isBad(state string) bool { return strings.HasPrefix(state, verifyBadPrefix)
 
 // verify reads the blob and returns k's new state, marking it bad or
 // verified on disk.
-func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decoder) string {
+func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec fetch.Decoder) string {
 	select {
 	case v.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -312,7 +312,7 @@ func (v *verifier) verify(ctx context.Context, k layerKey, b Blob, dec lfs.Decod
 // check), or the error that kept it from being read. A digest that does
 // not match is confirmed from the registry alone, with the cached ranges
 // dropped (they may be what is wrong), before the blob is called bad.
-func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec lfs.Decoder) (reason string, blobBad bool, err error) {
+func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec fetch.Decoder) (reason string, blobBad bool, err error) {
 	if !k.blob.Algorithm().Available() {
 		return "", false, fmt.Errorf("digest algorithm %s is not available", k.blob.Algorithm())
 	}
@@ -321,7 +321,7 @@ func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec lfs.Decode
 		return "", false, err
 	}
 	if got != k.blob {
-		if inv, ok := b.(lfs.Invalidator); ok {
+		if inv, ok := b.(fetch.Invalidator); ok {
 			inv.Invalidate(0, b.Size())
 		}
 		if got, chkErr, err = v.pass(ctx, k.blob, b, dec, false); err != nil {
@@ -331,7 +331,7 @@ func (v *verifier) check(ctx context.Context, k layerKey, b Blob, dec lfs.Decode
 	switch {
 	case got != k.blob:
 		return fmt.Sprintf("the registry serves a blob whose digest is %s, not %s (the files served from it matched the index %s)", got, k.blob, k.index), true, nil
-	case errors.Is(chkErr, lfs.ErrPanic):
+	case errors.Is(chkErr, fetch.ErrPanic):
 		return chkErr.Error(), false, nil
 	case chkErr != nil:
 		return fmt.Sprintf("the layer does not match its index %s: %v", k.index, chkErr), false, nil
@@ -350,7 +350,7 @@ var _ blobCopier = (*tailBlob)(nil)
 // pass reads the blob once, in order, into the digest and dec's
 // BlobChecker, if it has one, and returns the digest and the check's
 // error.
-func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs.Decoder, cached bool) (digest.Digest, error, error) {
+func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec fetch.Decoder, cached bool) (digest.Digest, error, error) {
 	dg := want.Algorithm().Digester()
 	var (
 		w       io.Writer = dg.Hash()
@@ -391,7 +391,7 @@ func (v *verifier) pass(ctx context.Context, want digest.Digest, b Blob, dec lfs
 }
 
 // checkBlob runs chk over blob, a panic of it contained (then the
-// error is an lfs.PanicError).
+// error is an fetch.PanicError).
 func checkBlob(ctx context.Context, blob digest.Digest, chk BlobChecker, r io.Reader) (err error) {
 	defer contain(blob.String(), nil, &err)
 	return chk.CheckBlob(ctx, r)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/snapshotter"
@@ -122,7 +122,7 @@ func TestVerifyBlob(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
-		return New(NewRegistrySource(f), Options{Root: root, VerifyBlob: true, Layer: lfs.Options{BackgroundQuiet: -1}}), f
+		return New(NewRegistrySource(f), Options{Root: root, VerifyBlob: true, Layer: fetch.Options{BackgroundQuiet: -1}}), f
 	}
 	mount := func(t *testing.T, rfs *FS, d ocispec.Descriptor, ref string) (string, error) {
 		mp := t.TempDir()

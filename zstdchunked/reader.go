@@ -117,14 +117,14 @@ func region(sr *io.SectionReader, tail []byte, off, end int64) io.Reader {
 	return io.MultiReader(head, bytes.NewReader(tail[:end-tailOff]))
 }
 
-// Decoder decodes and verifies chunks (it is an fs.Decoder). Its zstd
+// Decoder decodes and verifies chunks (it is a fetch.Decoder). Its zstd
 // decoders are streaming ones, synchronous (no goroutines), pooled. The
 // zero value is ready for use, and safe for concurrent use.
 type Decoder struct {
 	pool sync.Pool // *zstd.Decoder
 }
 
-// Decode implements fs.Decoder: it decodes chunk c from raw (see
+// Decode implements fetch.Decoder: it decodes chunk c from raw (see
 // decodeChunk) with a pooled decoder.
 func (d *Decoder) Decode(dst []byte, c *estargz.Chunk, raw []byte) ([]byte, error) {
 	zr, _ := d.pool.Get().(*zstd.Decoder)

@@ -13,7 +13,7 @@ import (
 	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/credprovider"
 	"github.com/lazysnap/lazysnap/fetcher"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/ops"
@@ -77,7 +77,7 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 		Profiles:   profiles,
 		Root:       cfg.Root,
 		VerifyBlob: cfg.Fetch.VerifyBlob,
-		Layer: lfs.Options{
+		Layer: fetch.Options{
 			NoPrefetch: cfg.Fetch.NoPrefetch, NoBackground: cfg.Fetch.NoBackground,
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
 			FetchTimeout: cfg.Fetch.Timeout.D(), OnReadLatency: met.ObserveRead, OnOp: met.ObserveFUSE,
@@ -86,7 +86,7 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 		},
 		OnError: func(layer digest.Digest, err error) {
 			log.Error("layer read failed", "layer", layer, "error", err)
-			if pe := (*lfs.PanicError)(nil); errors.As(err, &pe) {
+			if pe := (*fetch.PanicError)(nil); errors.As(err, &pe) {
 				log.Debug("layer panic stack", "layer", layer, "stack", pe.Stack)
 			}
 		},

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	lfs "github.com/lazysnap/lazysnap/fs"
+	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/fusemanager"
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
@@ -69,7 +69,7 @@ func TestPanicStatusThroughManager(t *testing.T) {
 		layers = append(layers, ocispec.Descriptor{Digest: d, Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: res.TOCDigest.String()}})
 	}
 	var panicked atomic.Bool
-	m := newTestManagerWith(t, src, remote.Options{Layer: lfs.Options{NoPrefetch: true, NoBackground: true,
+	m := newTestManagerWith(t, src, remote.Options{Layer: fetch.Options{NoPrefetch: true, NoBackground: true,
 		// the first read that waits for a fetch panics on its way out
 		OnReadLatency: func(time.Duration) {
 			if panicked.CompareAndSwap(false, true) {

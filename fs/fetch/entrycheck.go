@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/layer"
@@ -26,20 +25,20 @@ import (
 // the index disagreeing with the layer, and the inode is refused (EIO).
 type EntryVerifier = layer.EntryVerifier
 
-// verifyEntry verifies ino through the Decoder, if it is an
+// VerifyEntry verifies ino through the Decoder, if it is an
 // EntryVerifier, once: a verified inode is remembered, and so is one the
 // layer contradicts (refused reports that, for the caller to have the
 // kernel drop the attributes it holds of it).
-func (l *Layer) verifyEntry(ctx context.Context, ino index.Ino) (refused bool, err error) {
+func (l *Layer) VerifyEntry(ctx context.Context, ino index.Ino) (refused bool, err error) {
 	v, ok := l.opts.Decoder.(EntryVerifier)
 	if !ok || bitSet(l.checked, ino) {
 		return false, nil
 	}
 	if err := v.VerifyEntry(ctx, ino, layerBlob{l}); err != nil {
 		if ctx.Err() != nil {
-			return false, &interrupted{ctx.Err()}
+			return false, &Interrupted{ctx.Err()}
 		}
-		var fe *fetchError
+		var fe *BlobError
 		refused = !errors.As(err, &fe)
 		if refused {
 			setBit(l.refused, ino)
@@ -50,9 +49,13 @@ func (l *Layer) verifyEntry(ctx context.Context, ino index.Ino) (refused bool, e
 	return false, nil
 }
 
-// entryRefused reports whether the layer contradicted what its index says
+// EntryRefused reports whether the layer contradicted what its index says
 // of ino: it is served no more, not even its attributes.
-func (l *Layer) entryRefused(ino index.Ino) bool { return bitSet(l.refused, ino) }
+func (l *Layer) EntryRefused(ino index.Ino) bool { return bitSet(l.refused, ino) }
+
+// EntryVerified reports whether VerifyEntry has verified ino (what a
+// server asks before it gives a device node's attributes unasked).
+func (l *Layer) EntryVerified(ino index.Ino) bool { return bitSet(l.checked, ino) }
 
 func bitSet(bits []atomic.Uint64, i index.Ino) bool {
 	return int(i/64) < len(bits) && bits[i/64].Load()&(1<<(i%64)) != 0
@@ -139,11 +142,4 @@ func (c *recentRaw) drop(off, n int64) {
 			c.r[i] = rawRange{}
 		}
 	}
-}
-
-// isDevice reports whether mode is a device node's (what a lookup
-// verifies before it returns the node: a whiteout is one too).
-func isDevice(mode uint32) bool {
-	t := mode & syscall.S_IFMT
-	return t == syscall.S_IFCHR || t == syscall.S_IFBLK
 }

@@ -1,13 +1,11 @@
-package fs
+package fetch
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -393,8 +391,8 @@ func (l *Layer) markPresent(id int) {
 	}
 }
 
-// filePresent reports whether every chunk of ino is present.
-func (l *Layer) filePresent(ino index.Ino) bool {
+// FilePresent reports whether every chunk of ino is present.
+func (l *Layer) FilePresent(ino index.Ino) bool {
 	for i := range l.idx.NumChunks(ino) {
 		if !l.isPresent(l.idx.ChunkID(ino, i)) {
 			return false
@@ -495,15 +493,15 @@ func (l *Layer) settled(w *want) bool {
 	return w.c.closed
 }
 
-// ensure makes chunks [from, to] of ino present, fetching what is missing
+// Ensure makes chunks [from, to] of ino present, fetching what is missing
 // (with read-around, for a small file). The fetch runs detached from ctx;
 // if ctx ends first, ensure returns its error and the fetch goes on for
 // whoever else waits. A bad layer fails at once, with its PanicError.
-func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
+func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	if err := l.Bad(); err != nil {
 		return err
 	}
-	l.noteAccess(ino, from, to)
+	l.NoteAccess(ino, from, to)
 	ids := make([]int, 0, to-from+1)
 	for i := from; i <= to; i++ {
 		ids = append(ids, l.idx.ChunkID(ino, i))
@@ -546,7 +544,7 @@ func (l *Layer) ensure(ctx context.Context, ino index.Ino, from, to int) error {
 				return w.c.err
 			}
 		case <-ctx.Done():
-			return &interrupted{ctx.Err()}
+			return &Interrupted{ctx.Err()}
 		}
 	}
 	return nil
@@ -579,9 +577,9 @@ func (l *Layer) steal(wait []want) []want {
 	return out
 }
 
-// readAhead starts fetching up to ReadAhead chunks of ino from chunk i, one
+// ReadAhead starts fetching up to ReadAhead chunks of ino from chunk i, one
 // request each so that they travel in parallel.
-func (l *Layer) readAhead(ino index.Ino, i int) {
+func (l *Layer) ReadAhead(ino index.Ino, i int) {
 	end := min(i+l.opts.ReadAhead, l.idx.NumChunks(ino))
 	for ; i < end; i++ {
 		select {
@@ -688,7 +686,7 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
 	if next < len(ws) {
-		err = l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
+		err = l.fail(&BlobError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
 	}
 	for ; next < len(ws); next++ {
 		l.complete(&ws[next], err)
@@ -702,7 +700,7 @@ func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 	l.requests.Add(1)
 	b, err := l.blob.ReadRange(ctx, off, n)
 	if err != nil {
-		return nil, l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
+		return nil, l.fail(&BlobError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
 	}
 	if int64(len(b)) != n {
 		return nil, l.fail(fmt.Errorf("fs: layer %s: blob range %d+%d: got %d bytes", l.opts.Name, off, n, len(b)))
@@ -717,94 +715,4 @@ func (l *Layer) fail(err error) error {
 		l.opts.OnError(err)
 	}
 	return err
-}
-
-// store verifies one chunk from its compressed bytes (refetching it once if
-// they are wrong and refetch is set) and writes it into the file's content.
-func (l *Layer) store(ctx context.Context, id int, c *layer.Chunk, raw []byte, refetch bool) error {
-	if err := l.Bad(); err != nil {
-		return err // nothing more of a bad layer is decoded
-	}
-	data, err := l.opts.Decoder.Decode(nil, c, raw)
-	if err != nil {
-		l.recent.drop(c.Offset, c.CompressedSize())
-		if inv, ok := l.blob.(Invalidator); ok {
-			inv.Invalidate(c.Offset, c.CompressedSize())
-		}
-		if !refetch {
-			return l.fail(fmt.Errorf("fs: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
-		}
-		raw, err = l.read(ctx, c.Offset, c.CompressedSize())
-		if err != nil {
-			return err
-		}
-		if data, err = l.opts.Decoder.Decode(nil, c, raw); err != nil {
-			return l.fail(fmt.Errorf("fs: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
-		}
-	}
-	if err := l.writeAt(l.owner[id], data, c.FileOffset); err != nil {
-		return l.fail(fmt.Errorf("fs: layer %s: storing chunk: %w", l.opts.Name, err))
-	}
-	l.markPresent(id)
-	return nil
-}
-
-// writeAt writes verified bytes into ino's content file: through the
-// file readers hold open when there is one, else through a descriptor of
-// its own, closed after, so that a layer whose background fetch stores
-// 100k files does not hold 100k descriptors (the process ran out of them).
-func (l *Layer) writeAt(ino index.Ino, data []byte, off int64) error {
-	l.mu.Lock()
-	f, cached := l.files[ino]
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if !cached {
-		var err error
-		if f, err = l.openContent(ino); err != nil {
-			return err
-		}
-		defer f.Close()
-	}
-	_, err := f.WriteAt(data, off)
-	return err
-}
-
-func (l *Layer) contentPath(ino index.Ino) string {
-	return filepath.Join(l.opts.ContentDir, strconv.FormatUint(uint64(ino), 10))
-}
-
-// file returns ino's content file for readers, creating it at its full
-// (sparse) size, and keeps it open until Close.
-func (l *Layer) file(ino index.Ino) (*os.File, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, ErrClosed
-	}
-	if f, ok := l.files[ino]; ok {
-		return f, nil
-	}
-	f, err := l.openContent(ino)
-	if err != nil {
-		return nil, err
-	}
-	l.files[ino] = f
-	return f, nil
-}
-
-// openContent opens ino's content file, creating it at its full (sparse)
-// size.
-func (l *Layer) openContent(ino index.Ino) (*os.File, error) {
-	f, err := os.OpenFile(l.contentPath(ino), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("fs: content file: %w", err)
-	}
-	if err := f.Truncate(l.idx.Attr(ino).Size); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("fs: content file: %w", err)
-	}
-	return f, nil
 }

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"sort"
@@ -20,9 +20,9 @@ type ChunkRef struct {
 // 100 Mbit/s about 20 ms, the round trip a second request would cost.
 const maxPrefetchGap = 256 << 10
 
-// noteAccess calls Options.OnChunkAccess once for each chunk of [from, to]
+// NoteAccess calls Options.OnChunkAccess once for each chunk of [from, to]
 // of ino that no reader has needed before.
-func (l *Layer) noteAccess(ino index.Ino, from, to int) {
+func (l *Layer) NoteAccess(ino index.Ino, from, to int) {
 	if l.accessed == nil {
 		return
 	}

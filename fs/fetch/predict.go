@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"context"
@@ -71,7 +71,7 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 		return nil
 	}
 	if hdr, err := (presentReader{l, ino}).read(0, min(l.idx.Attr(ino).Size, 64)); err == nil && isPyc(hdr) {
-		if !l.filePresent(ino) {
+		if !l.FilePresent(ino) {
 			return nil // looked at again when its last chunk is stored
 		}
 		p.mu.Lock()
@@ -187,7 +187,7 @@ func (l *Layer) ldCache() ldCache {
 		return nil
 	}
 	size := l.idx.Attr(ino).Size
-	if size > maxDynstr || !l.filePresent(ino) {
+	if size > maxDynstr || !l.FilePresent(ino) {
 		return nil
 	}
 	b, err := presentReader{l, ino}.read(0, size)
@@ -370,7 +370,7 @@ func (l *Layer) fetchMulti(runs [][]want) {
 		}
 	}
 	if err != nil {
-		err = l.fail(&fetchError{fmt.Errorf("fs: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})
+		err = l.fail(&BlobError{fmt.Errorf("fs: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})
 		for _, ws := range runs {
 			for k := range ws {
 				l.complete(&ws[k], err)

@@ -1,16 +1,13 @@
-package fs
+package fetch
 
 import (
 	"bytes"
 	"context"
-	"io"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
-	"github.com/lazysnap/lazysnap/index"
-	"github.com/lazysnap/lazysnap/internal/testtar"
 )
 
 // slowBlob serves a blob from memory after a delay.
@@ -27,23 +24,10 @@ func (b *slowBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) 
 // TestOnReadLatency: a read that waits for a fetch reports how long it
 // waited, once; a read of chunks already present reports nothing.
 func TestOnReadLatency(t *testing.T) {
-	tarball := testtar.Synthetic(1 << 20)
-	var out bytes.Buffer
-	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := estargz.Open(io.NewSectionReader(bytes.NewReader(out.Bytes()), 0, int64(out.Len())), estargz.WithTOCDigest(res.TOCDigest))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := index.Build(r.TOC().Entries, r.TOC().LayerInfo())
-	if err != nil {
-		t.Fatal(err)
-	}
+	x, data := syntheticLayer(t)
 	const delay = 30 * time.Millisecond
 	var calls, total atomic.Int64
-	l, err := NewLayer(x, &slowBlob{data: out.Bytes(), delay: delay}, Options{
+	l, err := NewLayer(x, &slowBlob{data: data, delay: delay}, Options{
 		ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: estargz.Decoder{},
 		OnReadLatency: func(d time.Duration) { calls.Add(1); total.Add(int64(d)) },
 	})
@@ -55,7 +39,7 @@ func TestOnReadLatency(t *testing.T) {
 	if !ok {
 		t.Fatal("no big file in the synthetic layer")
 	}
-	if err := l.ensure(context.Background(), ino, 0, 0); err != nil {
+	if err := l.Ensure(context.Background(), ino, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n := calls.Load(); n != 1 {
@@ -64,7 +48,7 @@ func TestOnReadLatency(t *testing.T) {
 	if d := time.Duration(total.Load()); d < delay {
 		t.Fatalf("cold read reported %v, want at least the fetch's %v", d, delay)
 	}
-	if err := l.ensure(context.Background(), ino, 0, 0); err != nil {
+	if err := l.Ensure(context.Background(), ino, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if n := calls.Load(); n != 1 {

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"bytes"
@@ -54,7 +54,7 @@ func (r presentReader) read(off, n int64) ([]byte, error) {
 	if len(missing) > 0 {
 		return nil, &missingErr{missing}
 	}
-	f, err := r.l.file(r.ino)
+	f, err := r.l.File(r.ino)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"errors"
@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-
-	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // ErrPanic: decoding or serving a layer panicked. The layer is bad: its
@@ -86,10 +84,12 @@ func (l *Layer) Bad() error {
 	return nil
 }
 
-// poison marks the layer bad for r, a value recover returned (the first
+// Poison marks the layer bad for r, a value recover returned (the first
 // panic is the one kept and reported), stops its background work and
 // fetches, and returns the error. Called from the deferred function that
-// recovered.
+// recovered (a FUSE server's PanicHandler, for the panics of its requests).
+func (l *Layer) Poison(r any) error { return l.poison(r) }
+
 func (l *Layer) poison(r any) *PanicError {
 	e := Recovered(l.opts.Name, r)
 	if l.bad.CompareAndSwap(nil, e) {
@@ -116,12 +116,4 @@ func (l *Layer) contain(ws []want) {
 			l.complete(&ws[i], e)
 		}
 	}
-}
-
-// panicStatus is the FUSE server's PanicHandler (go-fuse recovers the
-// panics of request handlers and calls it there): the request fails with
-// EIO, and the layer is marked bad.
-func (l *Layer) panicStatus(r any) fuse.Status {
-	l.poison(r)
-	return fuse.EIO
 }

@@ -1,0 +1,69 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/estargz"
+)
+
+// gateBlob serves a blob once its gate is opened, counting requests.
+type gateBlob struct {
+	data     []byte
+	gate     chan struct{}
+	requests chan struct{}
+}
+
+func (b *gateBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	b.requests <- struct{}{}
+	select {
+	case <-b.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return bytes.Clone(b.data[off : off+n]), nil
+}
+
+// TestCancelledReaderDoesNotCancelOthers: a reader interrupted while its
+// chunk is being fetched gets EINTR; the fetch goes on, and a second reader
+// waiting for the same chunk gets the data from that one fetch.
+func TestCancelledReaderDoesNotCancelOthers(t *testing.T) {
+	x, data := syntheticLayer(t)
+	blob := &gateBlob{data: data, gate: make(chan struct{}), requests: make(chan struct{}, 10)}
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: estargz.Decoder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ino, _ := x.LookupPath("big")
+
+	ctx1, cancel := context.WithCancel(context.Background())
+	first := make(chan error)
+	go func() { first <- l.Ensure(ctx1, ino, 0, 0) }()
+	<-blob.requests // the fetch is in flight
+	second := make(chan error)
+	go func() { second <- l.Ensure(context.Background(), ino, 0, 0) }()
+	cancel()
+	var intr *Interrupted
+	if err := <-first; !errors.As(err, &intr) {
+		t.Fatalf("cancelled reader: %v, want an Interrupted (EINTR)", err)
+	}
+	close(blob.gate)
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("second reader: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second reader never finished")
+	}
+	if n := len(blob.requests); n != 0 {
+		t.Fatalf("%d more requests: the cancelled reader's fetch was not shared", n)
+	}
+	if !l.isPresent(x.ChunkID(ino, 0)) {
+		t.Fatal("chunk not present after the shared fetch")
+	}
+}
