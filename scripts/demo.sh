@@ -58,7 +58,7 @@ leftover() {
 		pid=${f#/proc/}
 		pid=${pid%/cmdline}
 		[ "$pid" = "$$" ] && continue
-		mapfile -d '' args <"$f" 2>/dev/null || continue
+		mapfile -d '' args 2>/dev/null <"$f" || continue  # stderr first: the process may be gone
 		[[ "${args[*]}" == *"$work"* ]] && echo "$pid ${args[*]}"
 	done
 }
