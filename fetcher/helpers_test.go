@@ -3,10 +3,12 @@ package fetcher
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -169,4 +171,22 @@ func goReadRange(ctx context.Context, b *Blob, off, n int64) <-chan readResult {
 		done <- readResult{d, err}
 	}()
 	return done
+}
+
+// cutHalfwayAt is a fakeRegistry hook: the blob request numbered k sends
+// half of the range asked and then resets the connection.
+func cutHalfwayAt(t testing.TB, data []byte, k int) func(int, http.ResponseWriter, *http.Request) bool {
+	return func(n int, w http.ResponseWriter, r *http.Request) bool {
+		if n != k {
+			return false
+		}
+		a, e := parseRange(t, r.Header.Get("Range"))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, e-1, len(data)))
+		w.Header().Set("Content-Length", strconv.FormatInt(e-a, 10))
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(data[a : a+(e-a)/2])
+		w.(http.Flusher).Flush()
+		resetConn(w)
+		return true
+	}
 }

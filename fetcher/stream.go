@@ -36,9 +36,10 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 	b.f.misses.Add(1)
 	ctx = b.scoped(ctx)
 	buf := make([]byte, 0, n)
-	deliver := func(p []byte) {
+	deliver := func(p []byte) error {
 		buf = append(buf, p...)
 		fn(buf)
+		return nil
 	}
 	received := func() int64 { return int64(len(buf)) }
 	err := b.onHosts(ctx, "get", r.String(), received, func(actx context.Context, hi int) error {
@@ -54,7 +55,8 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 
 // streamOnce is one GET of r whose body goes to deliver as it is read;
 // bytes read before a failure are delivered too (their place is known).
-func (b *Blob) streamOnce(ctx context.Context, hi int, r Range, deliver func([]byte)) error {
+// An error of deliver ends the attempt with that error (not retried).
+func (b *Blob) streamOnce(ctx context.Context, hi int, r Range, deliver func([]byte) error) error {
 	resp, err := b.send(ctx, hi, http.MethodGet, r.String())
 	if err != nil {
 		return err
@@ -92,7 +94,9 @@ func (b *Blob) streamOnce(ctx context.Context, hi int, r Range, deliver func([]b
 	for left := r.Len; left > 0; {
 		m, err := io.ReadFull(resp.Body, p[:min(int64(len(p)), left)])
 		if m > 0 {
-			deliver(p[:m])
+			if derr := deliver(p[:m]); derr != nil {
+				return derr
+			}
 			left -= int64(m)
 		}
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"testing"
 )
 
@@ -15,19 +14,7 @@ import (
 func TestStreamRange(t *testing.T) {
 	data := randBytes(70, 1<<20)
 	const off, n = 1000, 600 << 10
-	cutHalfway := func(k int, w http.ResponseWriter, r *http.Request) bool {
-		if k > 1 {
-			return false
-		}
-		a, e := parseRange(t, r.Header.Get("Range"))
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, e-1, len(data)))
-		w.Header().Set("Content-Length", strconv.FormatInt(e-a, 10))
-		w.WriteHeader(http.StatusPartialContent)
-		_, _ = w.Write(data[a : a+(e-a)/2])
-		w.(http.Flusher).Flush()
-		resetConn(w)
-		return true
-	}
+	cutHalfway := cutHalfwayAt(t, data, 1)
 	ignoreRange := func(k int, w http.ResponseWriter, r *http.Request) bool {
 		r.Header.Del("Range")
 		return false

@@ -21,6 +21,12 @@ type BuildOptions struct {
 	SpanSize int64
 	// BuildTool is recorded in the zTOC ("lazysnap").
 	BuildTool string
+	// Tee, if set, receives the whole uncompressed stream, in order, as
+	// it is inflated: the tar and whatever follows it (padding, later
+	// gzip members). An entry the zTOC cannot describe does not cut it
+	// short: the stream is still read to its end before Build returns
+	// the error. A write error of Tee ends Build with that error.
+	Tee io.Writer
 }
 
 // Build reads a gzip tar layer from r once and returns its zTOC:
@@ -41,7 +47,19 @@ func Build(r io.Reader, opts BuildOptions) (*Ztoc, error) {
 	if err != nil {
 		return nil, buildErr(err)
 	}
-	pr := &progress{ix: ix, sp: sp, span: opts.SpanSize}
+	pr := &progress{ix: ix, sp: sp, span: opts.SpanSize, tee: opts.Tee}
+	// fail ends Build with err once the stream (for Tee) is read through
+	fail := func(err error) (*Ztoc, error) {
+		if opts.Tee != nil && pr.teeErr == nil {
+			if _, rerr := io.Copy(io.Discard, pr); rerr != nil {
+				err = rerr
+			}
+		}
+		if pr.teeErr != nil {
+			return nil, pr.teeErr
+		}
+		return nil, buildErr(err)
+	}
 	z := &Ztoc{Version: Version, BuildTool: opts.BuildTool, Algorithm: AlgorithmGzip}
 	tr := tar.NewReader(pr)
 	for {
@@ -50,7 +68,7 @@ func Build(r io.Reader, opts BuildOptions) (*Ztoc, error) {
 			break
 		}
 		if err != nil {
-			return nil, buildErr(err)
+			return fail(err)
 		}
 		f := File{Name: h.Name, Offset: pr.n, Size: h.Size, Linkname: h.Linkname, Mode: h.Mode,
 			UID: uint32(h.Uid), GID: uint32(h.Gid), Uname: h.Uname, Gname: h.Gname, ModTime: h.ModTime,
@@ -71,14 +89,14 @@ func Build(r io.Reader, opts BuildOptions) (*Ztoc, error) {
 		case tar.TypeFifo:
 			f.Type = TypeFifo
 		default:
-			return nil, fmt.Errorf("%w: tar entry %q of type %q", ErrUnsupported, h.Name, h.Typeflag)
+			return fail(fmt.Errorf("%w: tar entry %q of type %q", ErrUnsupported, h.Name, h.Typeflag))
 		}
 		z.Files = append(z.Files, f)
 	}
 	z.UncompressedSize = pr.n
 	// the rest of the stream (tar padding, gzip trailer, later members)
 	if _, err := io.Copy(io.Discard, pr); err != nil {
-		return nil, buildErr(err)
+		return fail(err)
 	}
 	z.CompressedSize = ix.CompressedSize()
 	cps := ix.Checkpoints()
@@ -112,11 +130,22 @@ type progress struct {
 	n      int64 // uncompressed bytes read
 	seen   int   // checkpoints hashed up to
 	lastCP int64 // Out of the last checkpoint seen
+	tee    io.Writer
+	teeErr error // tee's failure, which ends the stream
 }
 
 func (p *progress) Read(b []byte) (int, error) {
+	if p.teeErr != nil {
+		return 0, p.teeErr
+	}
 	n, err := p.ix.Read(b)
 	p.n += int64(n)
+	if p.tee != nil && n > 0 {
+		if _, werr := p.tee.Write(b[:n]); werr != nil {
+			p.teeErr = werr
+			return n, werr
+		}
+	}
 	// a checkpoint can only have been added after more than span bytes
 	if p.seen == 0 || p.n-p.lastCP > p.span {
 		p.hashUpTo(p.ix.Checkpoints())

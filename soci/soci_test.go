@@ -273,3 +273,52 @@ func TestBuildMultiMember(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildTee: Tee receives the whole uncompressed stream, the same with
+// or without an entry the zTOC cannot describe (then Build fails after
+// the stream's end), and a failing Tee ends Build with its error.
+func TestBuildTee(t *testing.T) {
+	gunzip := func(b []byte) []byte {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	good := makeLayer(t, sampleFiles())
+	odd := makeLayer(t, append(sampleFiles()[:5], testFile{name: "x/sparse", typ: '9'}, testFile{name: "x/after", typ: tar.TypeReg, data: []byte("after")}))
+	for _, tc := range []struct {
+		name    string
+		blob    []byte
+		wantErr error
+	}{
+		{"indexable", good, nil},
+		{"an entry SOCI cannot describe", odd, soci.ErrUnsupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tee bytes.Buffer
+			_, err := soci.Build(bytes.NewReader(tc.blob), soci.BuildOptions{SpanSize: 64 << 10, Tee: &tee})
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("Build: %v, want %v", err, tc.wantErr)
+			}
+			if !bytes.Equal(tee.Bytes(), gunzip(tc.blob)) {
+				t.Fatalf("Tee got %d bytes, the stream has %d", tee.Len(), len(gunzip(tc.blob)))
+			}
+		})
+	}
+	t.Run("Tee fails", func(t *testing.T) {
+		werr := errors.New("disk full")
+		_, err := soci.Build(bytes.NewReader(good), soci.BuildOptions{Tee: failingWriter{werr}})
+		if !errors.Is(err, werr) {
+			t.Fatalf("Build: %v, want the Tee's error", err)
+		}
+	})
+}
+
+type failingWriter struct{ err error }
+
+func (f failingWriter) Write([]byte) (int, error) { return 0, f.err }
