@@ -52,6 +52,18 @@
 //     snapshot's mounts are returned so that containerd unpacks the layer
 //     the ordinary way. Fallback is per layer: one image may mix remote and
 //     unpacked layers.
+//  5. except when the FileSystem is a Puller and the Mount error wrapped
+//     ReasonNotLazy (the layer is in no lazy format): then the Puller
+//     pulls the layer itself into the active snapshot's fs dir (at line
+//     rate: downloaded, inflated and unpacked at once, checked against
+//     its digest), the diff ID it reports is checked against the target
+//     chain ID (with the parent's name), and the snapshot is committed
+//     under the target name as an ordinary snapshot (no LabelRemote;
+//     containerd sees what its own unpack would have left) and Prepare
+//     returns errdefs.ErrAlreadyExists, so containerd never fetches the
+//     blob. A failed pull removes the snapshot and Prepare returns the
+//     error (containerd's pull fails with it; Fallbacks lists it under
+//     ReasonPullFailed). WithoutPull turns this off.
 //
 // FileSystem.Mount receives every label of the snapshot. The ones that
 // matter are the image reference (LabelCRIImageRef or LabelStargzReference),

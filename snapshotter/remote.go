@@ -85,6 +85,10 @@ const (
 type Stats struct {
 	// RemoteMounts counts Prepares answered with a remote snapshot.
 	RemoteMounts uint64
+	// Pulls counts layers that were not lazy and that the Puller pulled
+	// (Fallbacks counts them under ReasonPullFailed when that failed);
+	// PulledBytes is their compressed bytes.
+	Pulls, PulledBytes uint64
 	// Fallbacks counts Prepares with the target label that returned an
 	// ordinary active snapshot, by Reason.
 	Fallbacks map[Reason]uint64
@@ -166,7 +170,7 @@ func reasonOf(mctx context.Context, err error) Reason {
 // for an ordinary unpack (the fallback, already logged and counted), and
 // done=true with the error Prepare must return otherwise: ErrAlreadyExists
 // on success.
-func (s *Snapshotter) prepareRemote(ctx context.Context, snap storage.Snapshot, key, target string, labels map[string]string) (bool, error) {
+func (s *Snapshotter) prepareRemote(ctx context.Context, snap storage.Snapshot, key, parent, target string, labels map[string]string) (bool, error) {
 	lg := log.G(ctx).WithFields(log.Fields{"key": key, "target": target})
 	ref, dg := sourceOf(labels)
 	fallback := func(r Reason, err error) (bool, error) {
@@ -209,7 +213,11 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, snap storage.Snapshot, 
 			s.removeQuietly(ctx, key)
 			return true, fmt.Errorf("prepare %q: %w", key, ctx.Err())
 		}
-		return fallback(reasonOf(mctx, err), err)
+		r := reasonOf(mctx, err)
+		if p := s.puller(); p != nil && r == ReasonNotLazy {
+			return s.pullLayer(ctx, p, snap, key, parent, target, labels, err)
+		}
+		return fallback(r, err)
 	}
 
 	clabels := maps.Clone(labels)

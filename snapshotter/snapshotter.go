@@ -27,6 +27,7 @@ type config struct {
 	unmountOnClose bool
 	concurrency    int
 	onMount        func(took time.Duration, lazy bool)
+	noPull         bool
 }
 
 // WithOnMount sets a function called after each FileSystem.Mount that
@@ -231,7 +232,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 		return nil, err
 	}
 	if target != "" {
-		if done, err := s.prepareRemote(ctx, snap, key, target, base.Labels); done {
+		if done, err := s.prepareRemote(ctx, snap, key, parent, target, base.Labels); done {
 			return nil, err
 		}
 	}
