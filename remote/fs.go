@@ -53,6 +53,9 @@ type Options struct {
 	// Handover, if set, is the directory of the mounts' open tables,
 	// which lets another process adopt the mounts (Handover, Adopt).
 	Handover string
+	// Pull configures the line-rate pulls of layers that are not lazy
+	// (Pull).
+	Pull PullOptions
 }
 
 // FS mounts layers lazily: the snapshotter's FileSystem (also a
@@ -90,6 +93,9 @@ type FS struct {
 	warm     *warmer                  // reads ahead the layers above one being mounted
 	images   map[string]*imageProfile // by profile key, while a layer of the image is mounted or mounting
 	ver      *verifier
+
+	pulls     pullLog       // line-rate pulls
+	pullSlots chan struct{} // one per pull running: Options.Pull.Concurrency
 }
 
 var (
@@ -155,7 +161,9 @@ type LayerInfo struct {
 
 // New returns an FS reading layers from src. Close stops what it starts.
 func New(src Source, opts Options) *FS {
-	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, ver: newVerifier(opts.Root)}
+	opts.Pull = opts.Pull.withDefaults()
+	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, ver: newVerifier(opts.Root),
+		pullSlots: make(chan struct{}, opts.Pull.Concurrency)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.warm = newWarmer(src, r.spawn)
 	return r
@@ -261,7 +269,9 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		r.warm.startOwn(src) // in parallel with the manifest's round trips
 	}
 	desc, err := r.descriptor(ctx, src)
+	var localZtoc []byte // the zTOC a line-rate pull of the layer left
 	if err == nil {
+		desc, localZtoc = r.localZtoc(desc)
 		claims, err = pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory)
 	}
 	if err != nil {
@@ -289,9 +299,15 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 			return fmt.Errorf("layer %s: %w", dg, err)
 		}
 	}
+	if tb, ok := b.(*tailBlob); ok && localZtoc != nil {
+		tb.setArtifact(claims[0].d, localZtoc)
+	}
 	idx, dec, format, err := openIndex(ctx, b, claims)
 	if tb, ok := b.(*tailBlob); ok {
 		tb.trimTail(mountTailSize) // Open has read the index
+	}
+	if localZtoc != nil {
+		format += " (local zTOC)"
 	}
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", dg, fallbackReason(err))

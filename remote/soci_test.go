@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fs/fetch"
-	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
@@ -31,13 +29,7 @@ func sociLabels(ref string, layer digest.Digest) map[string]string {
 // the right bytes for the others; a layer without a zTOC falls back with
 // the reason.
 func TestSociMount(t *testing.T) {
-	testenv.NeedFUSE(t)
-	r, hosts := startRegistry(t)
-	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
+	r, f := startFUSERegistry(t)
 	ctx := context.Background()
 	blob, files := testtar.SociLayer(1)
 	var mu sync.Mutex

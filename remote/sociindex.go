@@ -211,6 +211,9 @@ func (s fetcherSource) fetchBlob(ctx context.Context, ref string, desc ocispec.D
 
 // Artifact implements layer.ArtifactBlob: the zTOC the layer's descriptor names.
 func (t *tailBlob) Artifact(ctx context.Context, d digest.Digest) ([]byte, error) {
+	if raw, ok := t.localArtifact(d); ok {
+		return raw, nil
+	}
 	ann := t.Descriptor().Annotations
 	if ann[lazy.AnnotationZtocDigest] != d.String() {
 		return nil, fmt.Errorf("layer %s names no blob %s", t.Descriptor().Digest, d)

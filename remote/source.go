@@ -173,6 +173,10 @@ type tailBlob struct {
 
 	mu   sync.Mutex
 	tail []byte // nil once invalidated
+	// local is the zTOC a line-rate pull left (setArtifact), named by
+	// localDigest: Artifact answers it instead of fetching
+	local       []byte
+	localDigest digest.Digest
 }
 
 // Tail returns the blob's last bytes read at open (nil once dropped).

@@ -12,6 +12,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fs/fetch"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -215,4 +216,18 @@ func TestTailBlobMultiRange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startFUSERegistry skips without /dev/fuse, else starts a registry and a
+// fetcher reaching it (closed by the test's cleanup).
+func startFUSERegistry(t *testing.T) (*registry.Registry, *fetcher.Fetcher) {
+	t.Helper()
+	testenv.NeedFUSE(t)
+	r, hosts := startRegistry(t)
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return r, f
 }

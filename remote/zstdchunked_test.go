@@ -29,13 +29,7 @@ import (
 // pass the zstd:chunked annotations: Mount reads the manifest), and every
 // file reads back as the source tar has it.
 func TestZstdChunkedMount(t *testing.T) {
-	testenv.NeedFUSE(t)
-	r, hosts := startRegistry(t)
-	f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
+	r, f := startFUSERegistry(t)
 	tarball := testtar.Synthetic(3 << 20)
 	src, err := testtar.Read(tarball)
 	if err != nil {

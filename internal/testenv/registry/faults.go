@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,14 @@ type Faults struct {
 	// RedirectTTL, when positive, also expires a location this long after
 	// it was issued.
 	RedirectTTL time.Duration
+	// ResetAtOffset, when positive, resets every blob GET when its body
+	// reaches that offset of the blob (a range starting at or past it is
+	// reset before its header): a registry that breaks at the same place
+	// whenever it is asked, so that resuming makes no progress.
+	ResetAtOffset int64
+	// CorruptOffsets are blob offsets whose byte every blob GET flips on
+	// its way to the client: a registry whose storage went bad.
+	CorruptOffsets []int64
 }
 
 // SetFaults switches the fault modes for requests that arrive from now
@@ -143,6 +152,19 @@ func (p *WANProxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Re
 		}
 		ww.resetAfter, ww.conn = f.ResetAfter, conn
 	}
+	if r.Method == http.MethodGet && (f.ResetAtOffset > 0 || len(f.CorruptOffsets) > 0) {
+		start := rangeStart(r.Header.Get("Range"))
+		ww.pos, ww.corrupt = start, f.CorruptOffsets
+		if f.ResetAtOffset > 0 {
+			conn, _ := r.Context().Value(connKey{}).(net.Conn)
+			if start >= f.ResetAtOffset {
+				fs.resets.Add(1)
+				resetConn(conn)
+				return
+			}
+			ww.resetAfter, ww.conn = f.ResetAtOffset-start, conn
+		}
+	}
 	if !storage && f.RedirectUses > 0 && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		p.redirect(w, r, f)
 		return
@@ -184,6 +206,21 @@ func (w *stallWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter)
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// rangeStart is the first offset a single "bytes=a-b" range asks for (0
+// for none, or one it does not read).
+func rangeStart(h string) int64 {
+	v, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return 0
+	}
+	a, _, _ := strings.Cut(v, "-")
+	n, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
 
 // isBlobRequest reports whether r is a GET or HEAD of a blob by digest
 // (not an upload).

@@ -390,6 +390,10 @@ type wanWriter struct {
 	resetAfter, sent int64
 	conn             net.Conn
 	due              time.Time // when the bytes of the last throttle were due
+	// pos is the blob offset of the next body byte, and corrupt the blob
+	// offsets whose bytes are flipped (Faults.CorruptOffsets)
+	pos     int64
+	corrupt []int64
 }
 
 func (w *wanWriter) Write(b []byte) (int, error) {
@@ -402,13 +406,21 @@ func (w *wanWriter) Write(b []byte) (int, error) {
 				return written, errInjectedReset
 			}
 		}
+		chunk := b[:n]
+		for _, c := range w.corrupt {
+			if c >= w.pos && c < w.pos+int64(n) {
+				chunk = append([]byte(nil), chunk...)
+				chunk[c-w.pos] ^= 0xff
+			}
+		}
 		w.due = w.p.throttle(n, w.due)
 		// Count before writing so a client that has the bytes sees them
 		// counted; take back what was not written.
 		w.p.bytes.Add(int64(n))
-		m, err := w.ResponseWriter.Write(b[:n])
+		m, err := w.ResponseWriter.Write(chunk)
 		written += m
 		w.sent += int64(m)
+		w.pos += int64(m)
 		w.p.bytes.Add(int64(m - n))
 		if err != nil {
 			return written, err
