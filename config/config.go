@@ -94,6 +94,15 @@ type Config struct {
 	// Log is the daemon's log level and format (--log-level and
 	// --log-format override it); containerd's log.G records obey it too.
 	Log logging.Config `toml:"log"`
+	// Pull: layers that are not lazy, pulled by lazysnap at line rate
+	// (remote.PullOptions) instead of by containerd.
+	Pull struct {
+		LineRate    bool  `toml:"line_rate"`   // off: containerd pulls them
+		Connections int   `toml:"connections"` // range requests per layer at once, when they pay
+		PartBytes   int64 `toml:"part_bytes"`  // bytes of one
+		Concurrency int   `toml:"concurrency"` // layers at once
+		Index       bool  `toml:"index"`       // keep each gzip layer's zTOC: its next mount is lazy
+	} `toml:"pull"`
 	// Index caps what a layer's in-memory index may take; a layer past a
 	// cap is pulled the ordinary way (reason not-lazy).
 	Index struct {
@@ -134,6 +143,7 @@ func Default() Config {
 	c.CRI.ContainerdCRIAddress = "/run/containerd/containerd.sock"
 	c.Profile.Record, c.Profile.Fetch = true, true
 	c.Fetch.VerifyBlob = true
+	c.Pull.LineRate, c.Pull.Index = true, true
 	return c
 }
 

@@ -91,6 +91,10 @@ func TestLoad(t *testing.T) {
 		{"blob verification off", "[fetch]\n  verify_blob = false\n", func(c Config) bool { return !c.Fetch.VerifyBlob }, ""},
 		{"SOCI v1 indexes off by default", "", func(c Config) bool { return !c.Soci.AllowV1Indexes }, ""},
 		{"SOCI v1 indexes allowed", "[soci]\n  allow_v1_indexes = true\n", func(c Config) bool { return c.Soci.AllowV1Indexes }, ""},
+		{"line-rate pulls by default", "", func(c Config) bool { return c.Pull.LineRate && c.Pull.Index }, ""},
+		{"line-rate pulls off", "[pull]\n  line_rate = false\n  connections = 1\n", func(c Config) bool {
+			return !c.Pull.LineRate && c.Pull.Connections == 1
+		}, ""},
 		{"profiles by default", "", func(c Config) bool { return c.Profile.Record && c.Profile.Fetch && !c.Profile.Publish }, ""},
 		{"fetch policy", "[fetch]\n  background_quiet = \"1s\"\n  read_around_bytes = 0\n[profile]\n  publish = true\n  quiet = \"3s\"\n", func(c Config) bool {
 			return c.Fetch.BackgroundQuiet.D().Seconds() == 1 && c.Profile.Publish && c.Profile.Quiet.D().Seconds() == 3

@@ -36,6 +36,13 @@ type Request struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 }
 
+// PullRequest is the body of POST /pull: snapshotter.Puller's arguments.
+type PullRequest struct {
+	Dir     string            `json:"dir"`
+	Parents []string          `json:"parents,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
 // Error is the body of a failed call. Reason, when set, is the
 // snapshotter.Reason the error wraps, so that serve counts the fallback
 // under the same reason as in-process.
@@ -182,6 +189,7 @@ var (
 	_ snapshotter.FileSystem = (*FS)(nil)
 	_ snapshotter.Usager     = (*FS)(nil)
 	_ snapshotter.Cleaner    = (*FS)(nil)
+	_ snapshotter.Puller     = (*FS)(nil)
 )
 
 func (m *FS) call(ctx context.Context, path string, req any, out any) error {
@@ -253,6 +261,14 @@ func (m *FS) Usage(ctx context.Context, mountpoint string) (snapshots.Usage, err
 	return u, err
 }
 
+// Pull has the manager pull a layer that is not lazy into dir (POST
+// /pull): the manager holds the registry connections and credentials.
+func (m *FS) Pull(ctx context.Context, dir string, parents []string, labels map[string]string) (snapshotter.PullResult, error) {
+	var res snapshotter.PullResult
+	err := m.call(ctx, "/pull", PullRequest{Dir: dir, Parents: parents, Labels: labels}, &res)
+	return res, err
+}
+
 // SetPullAuth hands the manager the auth of a CRI pull of image
 // (POST /pullauth), starting a manager when none listens, and returns its
 // generation, for RevertPullAuth.
@@ -288,6 +304,7 @@ type Service struct {
 		snapshotter.FileSystem
 		snapshotter.Usager
 		snapshotter.Cleaner
+		snapshotter.Puller
 	}
 	// PullAuths keeps CRI pulls' auths (POST /pullauth); nil refuses them.
 	PullAuths *fetcher.PullAuths
@@ -343,6 +360,19 @@ func Handler(svc Service) http.Handler {
 		}
 		return u, nil
 	}))
+	mux.HandleFunc("POST /pull", func(w http.ResponseWriter, r *http.Request) {
+		var req PullRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Dir == "" {
+			writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("bad pull request: %v", err)})
+			return
+		}
+		res, err := svc.FS.Pull(r.Context(), req.Dir, req.Parents, req.Labels)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, Error{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	mux.HandleFunc("POST /cleanup", func(w http.ResponseWriter, r *http.Request) {
 		if err := svc.FS.Cleanup(r.Context()); err != nil {
 			writeJSON(w, http.StatusInternalServerError, Error{Error: err.Error()})

@@ -112,6 +112,7 @@ type Sources struct {
 	Verify         func() remote.VerifyStats           // remote.FS.VerifyStats
 	BadLayers      func() []remote.BadLayer            // remote.FS.BadLayers
 	PullAuths      func() []string                     // fetcher.PullAuths.Repositories
+	Pulls          func() []remote.PullInfo            // remote.FS.Pulls: layers pulled at line rate
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -149,6 +150,8 @@ var (
 	descBadLayers     = desc("lazysnap_bad_layers", "Layers marked bad by verification (a blob, or one index of it; kept across restarts): new mounts of them fall back.")
 
 	descRemoteMounts    = desc("lazysnap_snapshotter_remote_mounts_total", "Layers prepared as lazy (remote) snapshots.")
+	descLineRatePulls   = desc("lazysnap_snapshotter_line_rate_pulls_total", "Layers that were not lazy, pulled by lazysnap at line rate (failures: fallbacks_total{reason=\"pull-failed\"}).")
+	descLineRateBytes   = desc("lazysnap_snapshotter_line_rate_pulled_bytes_total", "Compressed bytes of the layers pulled at line rate.")
 	descFallbacks       = desc("lazysnap_snapshotter_fallbacks_total", "Layers pulled the ordinary way instead of lazily, by reason.", "reason")
 	descRestored        = desc("lazysnap_snapshotter_restored_total", "Lazy layers mounted again (or found healthy) at start.")
 	descRestoreFailures = desc("lazysnap_snapshotter_restore_failures_total", "Lazy layers that could not be mounted again at start.")
@@ -161,7 +164,7 @@ var (
 var knownReasons = []snapshotter.Reason{
 	snapshotter.ReasonMissingLabels, snapshotter.ReasonInvalidLabels, snapshotter.ReasonNotLazy,
 	snapshotter.ReasonVerification, snapshotter.ReasonTimeout, snapshotter.ReasonMountError,
-	snapshotter.ReasonCommitError,
+	snapshotter.ReasonCommitError, snapshotter.ReasonPullFailed,
 }
 
 // statsCollector turns the components' counters into metrics at scrape time.
@@ -192,7 +195,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		descs = append(descs, descBadLayers)
 	}
 	if c.src.Snapshotter != nil {
-		descs = append(descs, descRemoteMounts, descFallbacks, descRestored, descRestoreFailures, descRemounts, descUnavailable)
+		descs = append(descs, descRemoteMounts, descLineRatePulls, descLineRateBytes, descFallbacks, descRestored, descRestoreFailures, descRemounts, descUnavailable)
 	}
 	for _, d := range descs {
 		ch <- d
@@ -262,6 +265,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Snapshotter != nil {
 		s := c.src.Snapshotter()
 		counter(descRemoteMounts, float64(s.RemoteMounts))
+		counter(descLineRatePulls, float64(s.Pulls))
+		counter(descLineRateBytes, float64(s.PulledBytes))
 		reasons := maps.Clone(s.Fallbacks)
 		if reasons == nil {
 			reasons = map[snapshotter.Reason]uint64{}

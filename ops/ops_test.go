@@ -160,6 +160,7 @@ lazysnap_snapshotter_fallbacks_total{reason="invalid-labels"} 0
 lazysnap_snapshotter_fallbacks_total{reason="missing-labels"} 0
 lazysnap_snapshotter_fallbacks_total{reason="mount-error"} 0
 lazysnap_snapshotter_fallbacks_total{reason="not-lazy"} 2
+lazysnap_snapshotter_fallbacks_total{reason="pull-failed"} 0
 lazysnap_snapshotter_fallbacks_total{reason="timeout"} 0
 lazysnap_snapshotter_fallbacks_total{reason="verification"} 0
 # HELP lazysnap_snapshotter_unavailable_layers Lazy snapshots not mounted now.

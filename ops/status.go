@@ -51,6 +51,16 @@ const (
 	StateLazy        = "lazy"        // fetching on demand only (background fetch off)
 	StateComplete    = "complete"    // every chunk present
 	StateFallback    = "fallback"    // the last mount failed: pulled the ordinary way
+	StatePulling     = "pulling"     // not lazy: lazysnap is pulling it at line rate
+	StatePulled      = "pulled"      // not lazy: pulled by lazysnap at line rate
+)
+
+// Layer paths: how a layer reached this node.
+const (
+	PathLazy       = "lazy"       // mounted lazily (Format says which format)
+	PathLineRate   = "line-rate"  // not lazy: pulled by lazysnap at line rate
+	PathContainerd = "containerd" // not lazy: pulled by containerd
+	PathFailed     = "failed"     // not lazy: lazysnap's pull failed (Error says why)
 )
 
 type Layer struct {
@@ -70,6 +80,15 @@ type Layer struct {
 	PrefetchDone     bool    `json:"prefetch_done"`
 	BackgroundDone   bool    `json:"background_done"`
 	FallbackReason   string  `json:"fallback_reason,omitempty"`
+	// Path is how the layer reached the node: PathLazy, PathLineRate,
+	// PathContainerd or PathFailed.
+	Path string `json:"path"`
+	// NotLazy is why a layer pulled at line rate could not be lazy.
+	NotLazy string `json:"not_lazy,omitempty"`
+	// PullSeconds is how long its line-rate pull took (0 while it runs);
+	// Ztoc whether that pull kept the layer's zTOC ("kept", or why not).
+	PullSeconds float64 `json:"pull_seconds,omitempty"`
+	Ztoc        string  `json:"ztoc,omitempty"`
 	// Error is why a layer fell back, or a mounted layer's last failed read.
 	Error string `json:"error,omitempty"`
 	// Verification is where the check of the complete layer against its
@@ -125,6 +144,8 @@ type Registry struct {
 
 type SnapshotterStatus struct {
 	RemoteMounts    uint64            `json:"remote_mounts"`
+	LineRatePulls   uint64            `json:"line_rate_pulls"`
+	LineRateBytes   uint64            `json:"line_rate_pulled_bytes"`
 	Fallbacks       map[string]uint64 `json:"fallbacks"`
 	Restored        uint64            `json:"restored"`
 	RestoreFailures uint64            `json:"restore_failures"`
@@ -150,7 +171,7 @@ func (s *Server) Report(ctx context.Context) Report {
 		mls = s.Src.Layers()
 	}
 	for _, m := range mls {
-		ls := Layer{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, Format: m.Format, Error: m.LastError, ref: m.Ref, seq: m.Seq}
+		ls := Layer{Digest: m.Digest.String(), Mountpoint: m.Mountpoint, Format: m.Format, Error: m.LastError, Path: PathLazy, ref: m.Ref, seq: m.Seq}
 		fillLayer(&ls, m, s.NoPrefetch, s.Background)
 		if u, err := s.FS.Usage(ctx, m.Mountpoint); err == nil {
 			ls.CacheBytes = u.Size
@@ -158,6 +179,9 @@ func (s *Server) Report(ctx context.Context) Report {
 		layers = append(layers, ls)
 	}
 	rep := Report{Version: s.Version, Time: time.Now().UTC(), Images: groupImages(layers)}
+	if s.Src.Pulls != nil {
+		rep.Images = WithPulls(rep.Images, s.Src.Pulls(), mls)
+	}
 	if s.Src.Fallbacks != nil {
 		rep.Images = WithFallbacks(rep.Images, s.Src.Fallbacks())
 	}
@@ -195,7 +219,7 @@ func (s *Server) Report(ctx context.Context) Report {
 }
 
 func SnapshotterStatusOf(st snapshotter.Stats) *SnapshotterStatus {
-	ss := &SnapshotterStatus{RemoteMounts: st.RemoteMounts, Fallbacks: map[string]uint64{},
+	ss := &SnapshotterStatus{RemoteMounts: st.RemoteMounts, LineRatePulls: st.Pulls, LineRateBytes: st.PulledBytes, Fallbacks: map[string]uint64{},
 		Restored: st.Restored, RestoreFailures: st.RestoreFailures, Remounts: st.Remounts, Unavailable: st.Unavailable}
 	for r, n := range st.Fallbacks {
 		ss.Fallbacks[string(r)] = n
@@ -269,8 +293,48 @@ func WithFallbacks(images []Image, fbs []snapshotter.Fallback) []Image {
 			at[f.Ref] = i
 			images = append(images, Image{Ref: f.Ref})
 		}
+		path := PathContainerd
+		if f.Reason == snapshotter.ReasonPullFailed {
+			path = PathFailed
+		}
 		images[i].Layers = append(images[i].Layers, Layer{Digest: f.Digest, State: StateFallback,
-			FallbackReason: string(f.Reason), Error: f.Err})
+			FallbackReason: string(f.Reason), Error: f.Err, Path: path})
+	}
+	return images
+}
+
+// WithPulls adds the layers pulled at line rate, in flight or done, each
+// after the layers of its image; a failed pull is left to the
+// snapshotter's fallbacks (WithFallbacks), and a pulled layer that is
+// mounted lazily now (through the zTOC its pull kept) to its mount.
+func WithPulls(images []Image, pulls []remote.PullInfo, mounted []remote.LayerInfo) []Image {
+	at := map[string]int{}
+	for i, img := range images {
+		at[img.Ref] = i
+	}
+	lazy := map[string]bool{}
+	for _, m := range mounted {
+		lazy[m.Digest.String()] = true
+	}
+	for _, p := range pulls {
+		if p.Err != "" || lazy[p.Digest.String()] {
+			continue
+		}
+		i, ok := at[p.Ref]
+		if !ok {
+			i = len(images)
+			at[p.Ref] = i
+			images = append(images, Image{Ref: p.Ref})
+		}
+		l := Layer{Digest: p.Digest.String(), State: StatePulled, Path: PathLineRate, FallbackReason: string(snapshotter.ReasonNotLazy),
+			NotLazy: p.NotLazy, FetchedBytes: p.Fetched, PullSeconds: p.Duration.Seconds(), Ztoc: p.Ztoc, FetchedPercent: 100}
+		if p.Duration == 0 {
+			l.State = StatePulling
+			if p.Size > 0 {
+				l.FetchedPercent = math.Floor(1000*float64(p.Fetched)/float64(p.Size)) / 10
+			}
+		}
+		images[i].Layers = append(images[i].Layers, l)
 	}
 	return images
 }

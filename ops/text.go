@@ -27,7 +27,21 @@ func WriteText(w io.Writer, rep Report) error {
 				fmt.Fprintf(tw, "%s\t%s\t-\t-\t%s (%s)\t-\n", ref, ShortDigest(l.Digest), l.State, l.FallbackReason)
 				continue
 			}
+			if l.Path == PathLineRate {
+				state := l.State + " at line rate"
+				if l.PullSeconds > 0 {
+					state += fmt.Sprintf(" in %.1fs", l.PullSeconds)
+				}
+				if l.Ztoc != "" {
+					state += ", zTOC " + l.Ztoc
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%s\t%s (not lazy)\t-\n", ref, ShortDigest(l.Digest), l.FetchedPercent, HumanBytes(l.FetchedBytes), state)
+				continue
+			}
 			state := l.State
+			if l.Format != "" {
+				state = l.Format + ", " + state
+			}
 			if l.Verification != "" {
 				state += ", " + l.Verification
 			}
@@ -46,6 +60,9 @@ func WriteText(w io.Writer, rep Report) error {
 	}
 	for _, img := range rep.Images {
 		for _, l := range img.Layers {
+			if l.NotLazy != "" {
+				fmt.Fprintf(w, "layer %s: not lazy: %s\n", ShortDigest(l.Digest), l.NotLazy)
+			}
 			if l.State != StateFallback && l.Error != "" {
 				fmt.Fprintf(w, "layer %s (%s): last error: %s\n", ShortDigest(l.Digest), l.Format, l.Error)
 			}
@@ -93,8 +110,8 @@ func WriteText(w io.Writer, rep Report) error {
 		}
 	}
 	if sn := rep.Snapshotter; sn != nil {
-		fmt.Fprintf(w, "snapshotter: %d lazy mounts, %d restored, %d restore failures, %d remounts, %d unavailable\n",
-			sn.RemoteMounts, sn.Restored, sn.RestoreFailures, sn.Remounts, sn.Unavailable)
+		fmt.Fprintf(w, "snapshotter: %d lazy mounts, %d line-rate pulls (%s), %d restored, %d restore failures, %d remounts, %d unavailable\n",
+			sn.RemoteMounts, sn.LineRatePulls, HumanBytes(int64(sn.LineRateBytes)), sn.Restored, sn.RestoreFailures, sn.Remounts, sn.Unavailable)
 		fb := map[string]int64{}
 		for k, v := range sn.Fallbacks {
 			fb[k] = int64(v)

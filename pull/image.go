@@ -42,15 +42,21 @@ type Result struct {
 	DiffIDs []digest.Digest
 	// Layers are the final states, one per DiffID: Digest and Size are
 	// the manifest's (zero where it listed fewer layers), State is Lazy
-	// for a remote snapshot and Unpacked otherwise.
+	// for a remote snapshot, LineRate for a layer the snapshotter pulled
+	// itself and Unpacked otherwise.
 	Layers []Layer
 }
 
+// LineRateLayers is the number of layers the snapshotter pulled itself.
+func (r Result) LineRateLayers() int { return r.count(LineRate) }
+
 // LazyLayers is the number of layers mounted as remote snapshots.
-func (r Result) LazyLayers() int {
+func (r Result) LazyLayers() int { return r.count(Lazy) }
+
+func (r Result) count(s State) int {
 	n := 0
 	for _, l := range r.Layers {
-		if l.State == Lazy {
+		if l.State == s {
 			n++
 		}
 	}

@@ -196,6 +196,10 @@ func WriteSummary(w io.Writer, res Result, quiet bool) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintf(w, "pulled %s in %s: %d of %d layers lazy\n", res.Image.Name(), res.Took.Round(time.Millisecond), res.LazyLayers(), len(res.Layers))
+	lr := ""
+	if n := res.LineRateLayers(); n > 0 {
+		lr = fmt.Sprintf(", %d pulled at line rate", n)
+	}
+	_, err := fmt.Fprintf(w, "pulled %s in %s: %d of %d layers lazy%s\n", res.Image.Name(), res.Took.Round(time.Millisecond), res.LazyLayers(), len(res.Layers), lr)
 	return err
 }

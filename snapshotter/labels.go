@@ -31,6 +31,11 @@ const (
 	LabelRemote = "containerd.io/snapshot/remote"
 	// RemoteValue is the value of LabelRemote.
 	RemoteValue = "remote snapshot"
+
+	// LabelLineRate marks a committed (ordinary) snapshot that the
+	// snapshotter's Puller pulled itself, its value "true": a layer that
+	// was not lazy and that containerd never fetched.
+	LabelLineRate = "containerd.io/snapshot/lazysnap.line-rate"
 )
 
 // Labels that `ctr-remote image rpull` (Stargz Snapshotter's

@@ -83,7 +83,9 @@ func (s *Snapshotter) pullLayer(ctx context.Context, p Puller, snap storage.Snap
 	}
 	if err == nil {
 		err = s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
-			_, err := storage.CommitActive(ctx, key, target, usage, snapshots.WithLabels(maps.Clone(labels)))
+			cl := maps.Clone(labels)
+			cl[LabelLineRate] = "true"
+			_, err := storage.CommitActive(ctx, key, target, usage, snapshots.WithLabels(cl))
 			return err
 		})
 		if errdefs.IsAlreadyExists(err) {
@@ -105,7 +107,7 @@ func (s *Snapshotter) pullLayer(ctx context.Context, p Puller, snap storage.Snap
 	}
 	s.count(func(st *Stats) { st.Pulls++; st.PulledBytes += uint64(res.Bytes) })
 	s.fallbacks.mounted(ref, dg)
-	lg.WithFields(log.Fields{"bytes": res.Bytes, "seconds": time.Since(start).Seconds(), "diff_id": res.DiffID}).
+	lg.WithFields(log.Fields{"bytes": res.Bytes, "seconds": time.Since(start).Seconds(), "diff_id": res.DiffID, "reason": string(ReasonNotLazy), "not_lazy": why.Error()}).
 		Info("lazysnap: layer pulled at line rate")
 	return true, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 }

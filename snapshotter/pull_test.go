@@ -111,7 +111,7 @@ func TestPullNotLazy(t *testing.T) {
 				t.Fatalf("Prepare of layer 2: %v, want AlreadyExists", err)
 			}
 			info, err := sn.Stat(ctx, chain2)
-			if err != nil || info.Kind != snapshots.KindCommitted || info.Parent != chain1 || info.Labels[snapshotter.LabelRemote] != "" {
+			if err != nil || info.Kind != snapshots.KindCommitted || info.Parent != chain1 || info.Labels[snapshotter.LabelRemote] != "" || info.Labels[snapshotter.LabelLineRate] != "true" {
 				t.Fatalf("Stat(chain2) = %+v, %v; want an ordinary committed snapshot over chain1", info, err)
 			}
 			if u, err := sn.Usage(ctx, chain2); err != nil || u.Size == 0 {

@@ -93,12 +93,14 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 		MaxEntries:  cfg.Index.MaxEntries,
 		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
 		Handover:    handoverDir,
+		Pull: remote.PullOptions{Connections: cfg.Pull.Connections, PartSize: cfg.Pull.PartBytes,
+			Concurrency: cfg.Pull.Concurrency, NoIndex: !cfg.Pull.Index},
 		OnMount: func(l remote.LayerInfo) {
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
 	})
 	src := ops.Sources{Registries: f.Stats, RegistryErrors: f.ErrorStats, Cache: f.CacheUsage, Layers: rfs.Layers,
-		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers, PullAuths: pullAuths.Repositories}
+		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers, PullAuths: pullAuths.Repositories, Pulls: rfs.Pulls}
 	if err := met.Register(src); err != nil {
 		f.Close()
 		return nil, err
@@ -130,6 +132,7 @@ func (l *layerService) handler(root string) http.Handler {
 		snapshotter.FileSystem
 		snapshotter.Usager
 		snapshotter.Cleaner
+		snapshotter.Puller
 	} = l.fs
 	if l.hfs != nil {
 		fs = l.hfs

@@ -164,7 +164,11 @@ if none answers; see lazysnap fuse-manager -h) and serves /status and
 		defer ls.Close()
 		fsys, auths = ls.fs, cri.LocalAuths(ls.pullAuths)
 	}
-	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys, snapshotter.WithOnMount(met.ObserveMount))
+	snOpts := []snapshotter.Opt{snapshotter.WithOnMount(met.ObserveMount)}
+	if !cfg.Pull.LineRate {
+		snOpts = append(snOpts, snapshotter.WithoutPull())
+	}
+	sn, err := snapshotter.New(ctx, filepath.Join(cfg.Root, "snapshotter"), fsys, snOpts...)
 	if err != nil {
 		return err
 	}

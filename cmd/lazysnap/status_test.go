@@ -66,7 +66,7 @@ registry errors: not_found 1, unavailable 2
 verification: 1 verified, 2 bad, 0 errors; 2.0 MiB from the cache, 1.0 KiB fetched
 BAD LAYER sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd (since 2026-12-06T20:00:00Z; new mounts fall back): digest differs
 BAD LAYER sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee with index sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff (since 2026-12-06T21:00:00Z; new mounts fall back): file list differs
-snapshotter: 2 lazy mounts, 0 restored, 0 restore failures, 0 remounts, 0 unavailable
+snapshotter: 2 lazy mounts, 0 line-rate pulls (0 B), 0 restored, 0 restore failures, 0 remounts, 0 unavailable
 fallbacks: not-lazy 1
 `
 
@@ -422,7 +422,8 @@ func testServeOps(t *testing.T, manager bool) {
 // lazysnap (the binary), runs a container that reads a little of the lazy
 // one, then checks that `lazysnap status` and /metrics report what
 // happened: the lazy layers partly fetched, bytes and requests to the
-// registry, read waits, cache misses, the plain image's fallback reason.
+// registry, read waits, cache misses, the plain image's layers pulled at
+// line rate with the reason they were not lazy.
 func TestStatusEndToEnd(t *testing.T) {
 	s := startStack(t, "[fetch]\n  no_background = true\n")
 	gzipDir, esgzDir := buildImages(t)
@@ -487,11 +488,12 @@ func TestStatusEndToEnd(t *testing.T) {
 		t.Fatalf("status does not list the gzip image %s's 2 layers:\n%s", plainRef, out)
 	}
 	for _, l := range plain.Layers {
-		if l.State != ops.StateFallback || l.FallbackReason != string(snapshotter.ReasonNotLazy) || l.Error == "" {
-			t.Errorf("gzip image layer: %+v, want a not-lazy fallback", l)
+		if l.State != ops.StatePulled || l.Path != ops.PathLineRate || l.FallbackReason != string(snapshotter.ReasonNotLazy) ||
+			!strings.Contains(l.NotLazy, "no lazily loadable format") || l.Ztoc != "kept" || l.FetchedBytes <= 0 || l.PullSeconds <= 0 {
+			t.Errorf("gzip image layer: %+v, want one not lazy, pulled at line rate, its zTOC kept", l)
 		}
 	}
-	if rep.Snapshotter == nil || rep.Snapshotter.RemoteMounts != 2 || rep.Snapshotter.Fallbacks["not-lazy"] != 2 {
+	if rep.Snapshotter == nil || rep.Snapshotter.RemoteMounts != 2 || rep.Snapshotter.LineRatePulls != 2 || rep.Snapshotter.Fallbacks["not-lazy"] != 0 {
 		t.Errorf("snapshotter status: %+v", rep.Snapshotter)
 	}
 
@@ -503,7 +505,7 @@ func TestStatusEndToEnd(t *testing.T) {
 	t.Logf("lazysnap status:\n%s", out)
 	for _, want := range []string{
 		ref + "  " + ops.ShortDigest(dataLayer) + "  " + fmt.Sprintf("%.1f%%", data.FetchedPercent),
-		plainRef, "fallback (not-lazy)", "fallbacks: not-lazy 2",
+		plainRef, "pulled at line rate in ", "(not lazy)", "not lazy: not-lazy: layer ",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("lazysnap status lacks %q", want)
@@ -536,7 +538,8 @@ func TestStatusEndToEnd(t *testing.T) {
 	for series, want := range map[string]float64{
 		"lazysnap_layers_mounted":                                 2,
 		"lazysnap_snapshotter_remote_mounts_total":                2,
-		`lazysnap_snapshotter_fallbacks_total{reason="not-lazy"}`: 2,
+		`lazysnap_snapshotter_fallbacks_total{reason="not-lazy"}`: 0,
+		"lazysnap_snapshotter_line_rate_pulls_total":              2,
 	} {
 		if samples[series] != want {
 			t.Errorf("%s = %v, want %v", series, samples[series], want)
