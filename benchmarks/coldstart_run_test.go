@@ -122,7 +122,10 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	if err != nil {
 		return r, fmt.Errorf("pull %s: %v\n%s%s", ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
 	}
-	if m.kind == "lazysnap" && !strings.Contains(string(out), fmt.Sprintf("%d of %d layers lazy", v.layers, v.layers)) {
+	switch want := fmt.Sprintf("0 of %d layers lazy, %d pulled at line rate", v.layers, v.layers); {
+	case m.lineRate && !strings.Contains(string(out), want):
+		return r, fmt.Errorf("not every layer was pulled at line rate (want %q):\n%s%s", want, out, d.keepLog(b.cfg.logDir, t.Name()))
+	case m.kind == "lazysnap" && !m.lineRate && !strings.Contains(string(out), fmt.Sprintf("%d of %d layers lazy", v.layers, v.layers)):
 		return r, fmt.Errorf("not every layer was mounted lazily:\n%s%s", out, d.keepLog(b.cfg.logDir, t.Name()))
 	}
 

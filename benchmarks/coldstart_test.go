@@ -269,6 +269,9 @@ type mode struct {
 	// "lazysnap" (lazysnap index) or by "soci" (soci-snapshotter's library,
 	// as soci convert does, through the soci-peer oracle)
 	soci string
+	// lineRate: the unmodified gzip image with no index (overlayfs's),
+	// which lazysnap pulls itself at line rate (issue 24)
+	lineRate bool
 }
 
 // secondary reports whether m is not a system in its default
@@ -287,6 +290,7 @@ func allModes() []mode {
 		{name: "prioritized", title: "lazysnap, default configuration, eStargz with the recorded files first", kind: "lazysnap", prioritized: true},
 		{name: "peer", title: "peer, default configuration, eStargz with the recorded files first", kind: "peer", prioritized: true},
 		{name: "learned", title: "lazysnap default, unprofiled image, profile learned by a previous node and fetched from the registry", kind: "lazysnap", learned: true},
+		{name: "linerate", title: "lazysnap, default configuration, unmodified gzip with no index: pulled at line rate", kind: "lazysnap", lineRate: true},
 		{name: "soci", title: "lazysnap, default configuration, unmodified gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap"},
 		{name: "soci-peer", title: "lazysnap, default configuration, unmodified gzip with a SOCI index built by soci v0.16.1", kind: "lazysnap", soci: "soci"},
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},

@@ -72,7 +72,7 @@ func TestColdStartReport(t *testing.T) {
 	for _, want := range []string{"| hello | lazy |", "| hello | peer-lazy |", "| hello | lazy-nobg |",
 		"hello total ≤ 1.2 s (unprofiled eStargz)", "imports total ≤ 2.0 s", "hello total ≤ 0.9 s (recorded profile)",
 		"hello total ≤ 1.2 ×", "hash total ≤ 1.05 × 512 MiB", "≤ 1.5 × needed", "≤ 1.05 × with background fetch off (prioritized-nobg)",
-		"bytes fetched ≤ needed (walk)", "![total time"} {
+		"bytes fetched ≤ needed (walk)", "hello total ≤ 1.15 × link time of the", "hash total ≤ 1.10 × link time of the", "![total time"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -80,8 +80,12 @@ func TestColdStartReport(t *testing.T) {
 	if i, j := strings.Index(md, "| hello | peer |"), strings.Index(md, "| hello | lazy-nobg |"); i < 0 || j < i {
 		t.Errorf("the default-configuration rows do not come first:\n%s", md)
 	}
-	// the peer is not held to lazysnap's goals
+	// the peer is not held to lazysnap's goals, nor the line-rate pull
+	// to a lazy start's
 	for _, g := range r.goals {
+		if g.Mode == "linerate" && !strings.Contains(g.Name, "link time of the") {
+			t.Errorf("goal %q checked on mode linerate", g.Name)
+		}
 		if strings.HasPrefix(g.Mode, "peer") || g.Mode == "overlayfs" {
 			t.Errorf("goal %q checked on mode %s", g.Name, g.Mode)
 		}
@@ -132,7 +136,7 @@ func TestSelectModes(t *testing.T) {
 	if _, err := selectModes("peer-lazy", false); err == nil {
 		t.Error("peer-lazy accepted without a peer")
 	}
-	if got, want := defaultModes(false), "overlayfs,lazy,zstd,prioritized,learned,lazy-nobg,prioritized-nobg"; got != want {
+	if got, want := defaultModes(false), "overlayfs,lazy,zstd,prioritized,learned,linerate,lazy-nobg,prioritized-nobg"; got != want {
 		t.Errorf("defaultModes(false) = %s, want %s", got, want)
 	}
 	for _, m := range allModes() {
