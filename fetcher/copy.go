@@ -62,15 +62,17 @@ func (b *Blob) Copy(ctx context.Context, off, n int64, w io.Writer) error {
 }
 
 // ParallelCopy writes the whole blob to w in order, fetching it in parts
-// of part bytes over up to conns concurrent range requests (each a Copy
-// into memory), and writing each part once those before it are written:
-// memory holds at most conns parts. With conns <= 1, or a blob of at most
-// two parts, it is one Copy of the whole blob (one stream). It serves
-// pulling a whole layer at the link's rate where one connection does not
-// fill it (a high bandwidth-delay product, per-connection throttling).
+// of part bytes over up to conns concurrent range requests (each a Copy):
+// the first part not yet written goes to w while it arrives, the parts
+// after it are held in memory until their turn, so memory holds at most
+// conns parts and w receives bytes from the first response on. With
+// conns <= 1, or a blob of at most two parts, it is one Copy of the whole
+// blob (one stream). It serves pulling a whole layer at the link's rate
+// where one connection does not fill it (a high bandwidth-delay product,
+// per-connection throttling).
 func (b *Blob) ParallelCopy(ctx context.Context, w io.Writer, conns int, part int64) error {
 	if part <= 0 {
-		part = 8 << 20
+		part = 4 << 20
 	}
 	if conns <= 1 || b.size <= 2*part {
 		return b.Copy(ctx, 0, b.size, w)
@@ -82,14 +84,9 @@ func (b *Blob) ParallelCopy(ctx context.Context, w io.Writer, conns int, part in
 	defer wg.Wait()
 	defer cancel()
 	nparts := int((b.size + part - 1) / part)
-	type result struct {
-		buf  []byte
-		err  error
-		done chan struct{}
-	}
-	results := make([]*result, nparts)
-	for i := range results {
-		results[i] = &result{done: make(chan struct{})}
+	parts := make([]*partBuf, nparts)
+	for i := range parts {
+		parts[i] = &partBuf{more: make(chan struct{}, 1)}
 	}
 	slots := make(chan struct{}, conns) // parts fetched or held, not yet written
 	wg.Add(1)
@@ -99,48 +96,90 @@ func (b *Blob) ParallelCopy(ctx context.Context, w io.Writer, conns int, part in
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
-				for _, r := range results[i:] {
-					r.err = ctx.Err()
-					close(r.done)
+				for _, p := range parts[i:] {
+					p.finish(ctx.Err())
 				}
 				return
 			}
 			off := int64(i) * part
 			n := min(part, b.size-off)
-			res := results[i]
+			p := parts[i]
+			p.mu.Lock()
+			p.buf = make([]byte, 0, n)
+			p.mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				buf := &fixedBuffer{b: make([]byte, 0, n)}
-				res.err = b.Copy(ctx, off, n, buf)
-				res.buf = buf.b
-				close(res.done)
+				p.finish(b.Copy(ctx, off, n, p))
 			}()
 		}
 	}()
-	for _, res := range results {
-		select {
-		case <-res.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if res.err != nil {
-			return res.err
-		}
-		_, err := w.Write(res.buf)
-		res.buf = nil
-		<-slots
-		if err != nil {
+	for _, p := range parts {
+		if err := p.writeTo(ctx, w); err != nil {
 			return err
 		}
+		<-slots
 	}
 	return nil
 }
 
-// fixedBuffer appends to a slice whose capacity is what it expects.
-type fixedBuffer struct{ b []byte }
+// partBuf is one part of a ParallelCopy: its bytes so far, written by its
+// Copy and read by the consumer while they come.
+type partBuf struct {
+	mu   sync.Mutex
+	buf  []byte // capacity: the part's size, so that it is never moved
+	done bool
+	err  error
+	more chan struct{} // a token when bytes came or the part ended
+}
 
-func (f *fixedBuffer) Write(p []byte) (int, error) {
-	f.b = append(f.b, p...)
-	return len(p), nil
+func (p *partBuf) signal() {
+	select {
+	case p.more <- struct{}{}:
+	default:
+	}
+}
+
+func (p *partBuf) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	p.buf = append(p.buf, b...)
+	p.mu.Unlock()
+	p.signal()
+	return len(b), nil
+}
+
+func (p *partBuf) finish(err error) {
+	p.mu.Lock()
+	p.done, p.err = true, err
+	p.mu.Unlock()
+	p.signal()
+}
+
+// writeTo writes the part to w while it arrives, until it is complete;
+// the part's error, or w's, ends it.
+func (p *partBuf) writeTo(ctx context.Context, w io.Writer) error {
+	off := 0
+	for {
+		p.mu.Lock()
+		avail, done, err := p.buf[off:len(p.buf)], p.done, p.err
+		p.mu.Unlock()
+		if len(avail) > 0 {
+			if _, werr := w.Write(avail); werr != nil {
+				return werr
+			}
+			off += len(avail)
+			continue
+		}
+		if done {
+			p.mu.Lock()
+			p.buf = nil // written: the memory goes
+			p.mu.Unlock()
+			return err
+		}
+		select {
+		case <-p.more:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

@@ -95,7 +95,8 @@ type FS struct {
 	ver      *verifier
 
 	pulls     pullLog       // line-rate pulls
-	pullSlots chan struct{} // one per pull running: Options.Pull.Concurrency
+	pullSlots chan struct{} // one per pull or spool running: Options.Pull.Concurrency
+	spools    *spooler      // blobs downloaded ahead of their Pull
 }
 
 var (
@@ -163,7 +164,7 @@ type LayerInfo struct {
 func New(src Source, opts Options) *FS {
 	opts.Pull = opts.Pull.withDefaults()
 	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, ver: newVerifier(opts.Root),
-		pullSlots: make(chan struct{}, opts.Pull.Concurrency)}
+		pullSlots: make(chan struct{}, opts.Pull.Concurrency), spools: newSpooler(opts.Root)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.warm = newWarmer(src, r.spawn)
 	return r
@@ -199,9 +200,11 @@ func (r *FS) leave() { r.wg.Done() }
 // Close stops the FS: Mounts from now on fail with ErrClosed, those in
 // progress are cancelled, the layers still mounted stop being served as
 // Detach leaves them (Unmount them first to unmount them), the recordings
-// of prefetch profiles end and are stored (not published), and every
-// background read (read ahead, profile lookups, verification) is
-// cancelled. It returns once every goroutine the FS started has ended.
+// of prefetch profiles end and are stored (not published), every
+// background read (read ahead, profile lookups, verification) and every
+// line-rate pull is cancelled, and the blobs downloaded ahead of their
+// pulls are removed. It returns once every goroutine the FS started has
+// ended.
 func (r *FS) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -212,8 +215,9 @@ func (r *FS) Close() error {
 	r.mu.Unlock()
 	r.cancel()
 	r.Detach()
-	r.wg.Wait() // Mounts in progress, profile lookups, read ahead, recordings ending
+	r.wg.Wait() // Mounts and pulls in progress, profile lookups, read ahead, recordings ending
 	r.warm.close()
+	r.spools.close()
 	return nil
 }
 
@@ -480,7 +484,7 @@ func (r *FS) Cleanup(ctx context.Context) error {
 	dir := filepath.Join(r.opts.Root, "content")
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return r.spools.cleanup()
 	}
 	if err != nil {
 		return err
@@ -516,6 +520,9 @@ func (r *FS) Cleanup(ctx context.Context) error {
 		if err := os.RemoveAll(t); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := r.spools.cleanup(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

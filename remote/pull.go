@@ -29,7 +29,7 @@ type PullOptions struct {
 	// Connections is how many range requests one layer's blob is fetched
 	// over at once (default 4); 1 fetches it as one stream.
 	Connections int
-	// PartSize is the bytes of one such request (default 8 MiB); a blob
+	// PartSize is the bytes of one such request (default 4 MiB); a blob
 	// of at most two parts is one stream.
 	PartSize int64
 	// Concurrency is how many layers are pulled at once (default 3);
@@ -46,7 +46,7 @@ func (o PullOptions) withDefaults() PullOptions {
 		o.Connections = 4
 	}
 	if o.PartSize <= 0 {
-		o.PartSize = 8 << 20
+		o.PartSize = 4 << 20
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 3
@@ -57,17 +57,33 @@ func (o PullOptions) withDefaults() PullOptions {
 // blobPuller is a Source that fetches a whole blob in order
 // (fetcherSource: fetcher.Blob.ParallelCopy).
 type blobPuller interface {
-	// PullBlob returns a function that writes the blob desc, in order, to
-	// w, and the blob's size.
-	PullBlob(ctx context.Context, ref string, desc ocispec.Descriptor, conns int, part int64) (func(ctx context.Context, w io.Writer) error, int64, error)
+	// PullBlob opens the blob desc for writing out whole.
+	PullBlob(ctx context.Context, ref string, desc ocispec.Descriptor, conns int, part int64) (wholeBlob, error)
 }
 
-func (s fetcherSource) PullBlob(ctx context.Context, ref string, desc ocispec.Descriptor, conns int, part int64) (func(ctx context.Context, w io.Writer) error, int64, error) {
+// wholeBlob is a blob written out in order: all of it (over conns range
+// requests), or what follows an offset (one stream).
+type wholeBlob struct {
+	size int64
+	all  func(ctx context.Context, w io.Writer) error
+	from func(ctx context.Context, off int64, w io.Writer) error
+}
+
+func (s fetcherSource) PullBlob(ctx context.Context, ref string, desc ocispec.Descriptor, conns int, part int64) (wholeBlob, error) {
 	b, err := s.f.Blob(ctx, ref, desc)
 	if err != nil {
-		return nil, 0, err
+		return wholeBlob{}, err
 	}
-	return func(ctx context.Context, w io.Writer) error { return b.ParallelCopy(ctx, w, conns, part) }, b.Size(), nil
+	return wholeBlob{
+		size: b.Size(),
+		all:  func(ctx context.Context, w io.Writer) error { return b.ParallelCopy(ctx, w, conns, part) },
+		from: func(ctx context.Context, off int64, w io.Writer) error {
+			if off >= b.Size() {
+				return nil
+			}
+			return b.Copy(ctx, off, b.Size()-off, w)
+		},
+	}, nil
 }
 
 // PullInfo is one layer pulled at line rate (or being pulled).
@@ -86,6 +102,9 @@ type PullInfo struct {
 	// Ztoc says whether the pass left a local zTOC of the layer, or why
 	// not ("" while it runs).
 	Ztoc string
+	// Spooled: the blob was downloaded ahead, while a layer below was
+	// pulled.
+	Spooled bool
 }
 
 // pullLog keeps the pulls in flight and the latest done, by layer digest.
@@ -182,18 +201,29 @@ func (r *FS) Pull(ctx context.Context, dir string, parents []string, labels map[
 	if _, perr := pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory); perr != nil {
 		notLazy = perr.Error()
 	}
-	opts := r.opts.Pull.withDefaults()
-	select {
-	case r.pullSlots <- struct{}{}:
-	case <-ctx.Done():
-		return snapshotter.PullResult{}, ctx.Err()
+	opts := r.opts.Pull
+	// a spool already downloading the blob holds a slot of the budget
+	sp := r.spools.take(src.Digest)
+	if sp != nil {
+		defer r.spools.done(src.Digest, sp)
+	} else {
+		select {
+		case r.pullSlots <- struct{}{}:
+		case <-ctx.Done():
+			return snapshotter.PullResult{}, ctx.Err()
+		}
+		defer func() { <-r.pullSlots }()
 	}
-	defer func() { <-r.pullSlots }()
-	e := r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now()})
-	copyBlob, size, err := bp.PullBlob(ctx, src.Ref, desc, opts.Connections, opts.PartSize)
+	r.spoolAhead(ctx, bp, src)
+	e := r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now(), Spooled: sp != nil})
+	wb, err := bp.PullBlob(ctx, src.Ref, desc, opts.Connections, opts.PartSize)
 	if err != nil {
 		r.pulls.finish(e, err, "")
 		return snapshotter.PullResult{}, fmt.Errorf("layer %s: %w", src.Digest, err)
+	}
+	size, copyBlob := wb.size, wb.all
+	if sp != nil {
+		copyBlob = func(ctx context.Context, w io.Writer) error { return sp.copyTo(ctx, w, wb.from) }
 	}
 	desc.Size = size
 	r.pulls.mu.Lock()

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -85,6 +87,53 @@ func TestPullThenLazy(t *testing.T) {
 	if err := fs2.Mount(ctx, t.TempDir(), sociLabels(img.Ref, layer)); err == nil {
 		t.Fatal("a truncated local zTOC mounted")
 	}
+
+	// an image of three layers: the Pull of the first downloads the
+	// two above ahead (they are not lazy either), and theirs unpack from
+	// those spools
+	var blobs [][]byte
+	var tars [][]byte
+	for i := range 3 {
+		tb := testtar.Files([][2]string{{fmt.Sprintf("layer%d", i), strings.Repeat(fmt.Sprint(i), 300<<10)}})
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write(tb)
+		zw.Close()
+		tars, blobs = append(tars, tb), append(blobs, b.Bytes())
+	}
+	img3, err := r.PushImage(ctx, "pull/three", "v1", blobs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs3 := New(NewRegistrySource(f), Options{Root: t.TempDir()})
+	var all []string
+	for _, l := range img3.Layers {
+		all = append(all, l.Digest.String())
+	}
+	for i, l := range img3.Layers {
+		labels := sociLabels(img3.Ref, l.Digest)
+		labels[snapshotter.LabelCRIImageLayers] = strings.Join(all[i:], ",")
+		d := t.TempDir()
+		res, err := fs3.Pull(ctx, d, nil, labels)
+		if err != nil || res.DiffID != digest.FromBytes(tars[i]) {
+			t.Fatalf("pull of layer %d: %v, %+v", i, err, res)
+		}
+		if got, err := os.ReadFile(filepath.Join(d, fmt.Sprintf("layer%d", i))); err != nil || len(got) != 300<<10 {
+			t.Fatalf("layer %d's file: %v", i, err)
+		}
+		if i == 0 && (!fs3.spools.has(img3.Layers[1].Digest) || !fs3.spools.has(img3.Layers[2].Digest)) {
+			t.Fatal("the layers above the first were not spooled")
+		}
+	}
+	for _, p := range fs3.Pulls() {
+		if want := p.Digest != img3.Layers[0].Digest; p.Spooled != want {
+			t.Errorf("pull of %s: spooled %v, want %v", p.Digest, p.Spooled, want)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(fs3.opts.Root, spoolDir)); len(ents) != 0 {
+		t.Errorf("spools left after their pulls: %v", ents)
+	}
+	fs3.Close()
 
 	// a layer the image does not list is not pulled
 	_, err = fs.Pull(ctx, t.TempDir(), nil, sociLabels(img.Ref, digest.FromString("not this blob")))
