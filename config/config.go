@@ -102,6 +102,11 @@ type Config struct {
 		PartBytes   int64 `toml:"part_bytes"`  // bytes of one
 		Concurrency int   `toml:"concurrency"` // layers at once
 		Index       bool  `toml:"index"`       // keep each gzip layer's zTOC: its next mount is lazy
+		// ContentStore also writes each blob into containerd's content
+		// store at ContainerdAddress (containerd 1.7 and later: 1.6 does
+		// not name the namespace to proxy snapshotters)
+		ContentStore      bool   `toml:"content_store"`
+		ContainerdAddress string `toml:"containerd_address"`
 	} `toml:"pull"`
 	// Index caps what a layer's in-memory index may take; a layer past a
 	// cap is pulled the ordinary way (reason not-lazy).
@@ -144,6 +149,7 @@ func Default() Config {
 	c.Profile.Record, c.Profile.Fetch = true, true
 	c.Fetch.VerifyBlob = true
 	c.Pull.LineRate, c.Pull.Index = true, true
+	c.Pull.ContainerdAddress = "/run/containerd/containerd.sock"
 	return c
 }
 

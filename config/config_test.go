@@ -93,7 +93,7 @@ func TestLoad(t *testing.T) {
 		{"SOCI v1 indexes allowed", "[soci]\n  allow_v1_indexes = true\n", func(c Config) bool { return c.Soci.AllowV1Indexes }, ""},
 		{"line-rate pulls by default", "", func(c Config) bool { return c.Pull.LineRate && c.Pull.Index }, ""},
 		{"line-rate pulls off", "[pull]\n  line_rate = false\n  connections = 1\n", func(c Config) bool {
-			return !c.Pull.LineRate && c.Pull.Connections == 1
+			return !c.Pull.LineRate && c.Pull.Connections == 1 && !c.Pull.ContentStore && c.Pull.ContainerdAddress == "/run/containerd/containerd.sock"
 		}, ""},
 		{"profiles by default", "", func(c Config) bool { return c.Profile.Record && c.Profile.Fetch && !c.Profile.Publish }, ""},
 		{"fetch policy", "[fetch]\n  background_quiet = \"1s\"\n  read_around_bytes = 0\n[profile]\n  publish = true\n  quiet = \"3s\"\n", func(c Config) bool {

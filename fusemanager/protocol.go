@@ -22,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/internal/sockets"
 	"github.com/lazysnap/lazysnap/ops"
@@ -35,6 +36,10 @@ type Request struct {
 	Mountpoint string            `json:"mountpoint"`
 	Labels     map[string]string `json:"labels,omitempty"`
 }
+
+// namespaceHeader carries the containerd namespace of serve's call (as
+// containerd named it to the snapshotter) to the manager.
+const namespaceHeader = "Containerd-Namespace"
 
 // PullRequest is the body of POST /pull: snapshotter.Puller's arguments.
 type PullRequest struct {
@@ -123,6 +128,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	req, err := http.NewRequestWithContext(ctx, method, "http://fuse-manager"+path, body)
 	if err != nil {
 		return err
+	}
+	if ns, ok := namespaces.Namespace(ctx); ok && ns != "" {
+		req.Header.Set(namespaceHeader, ns) // containerd's, for the manager's calls to it
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -366,7 +374,11 @@ func Handler(svc Service) http.Handler {
 			writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("bad pull request: %v", err)})
 			return
 		}
-		res, err := svc.FS.Pull(r.Context(), req.Dir, req.Parents, req.Labels)
+		ctx := r.Context()
+		if ns := r.Header.Get(namespaceHeader); ns != "" {
+			ctx = namespaces.WithNamespace(ctx, ns)
+		}
+		res, err := svc.FS.Pull(ctx, req.Dir, req.Parents, req.Labels)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, Error{Error: err.Error()})
 			return

@@ -39,6 +39,21 @@ type PullOptions struct {
 	// default it is kept, so that a later Mount of the layer on this node
 	// is lazy).
 	NoIndex bool
+	// Sink, if set, opens a copy of each pulled blob elsewhere
+	// (containerd's content store), written while the blob arrives and
+	// committed once it is verified. ctx is the Pull's (it carries
+	// containerd's namespace when containerd said it). Its failure does
+	// not fail the pull: PullInfo.Stored says why.
+	Sink func(ctx context.Context, ref string, desc ocispec.Descriptor) (BlobSink, error)
+}
+
+// BlobSink is one copy of a blob being written (PullOptions.Sink).
+type BlobSink interface {
+	io.Writer
+	// Commit keeps what was written as the blob (it checks the digest);
+	// Abort drops it. One of the two is called once.
+	Commit(ctx context.Context) error
+	Abort()
 }
 
 func (o PullOptions) withDefaults() PullOptions {
@@ -105,6 +120,9 @@ type PullInfo struct {
 	// Spooled: the blob was downloaded ahead, while a layer below was
 	// pulled.
 	Spooled bool
+	// Stored says whether the blob was also stored by PullOptions.Sink
+	// ("stored", or why not); empty without a Sink.
+	Stored string
 }
 
 // pullLog keeps the pulls in flight and the latest done, by layer digest.
@@ -149,6 +167,12 @@ func (l *pullLog) finish(e *pullEntry, err error, ztoc string) {
 	if err != nil {
 		e.info.Err = err.Error()
 	}
+}
+
+func (l *pullLog) stored(e *pullEntry, s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e.info.Stored = s
 }
 
 func (l *pullLog) list() []PullInfo {
@@ -229,7 +253,32 @@ func (r *FS) Pull(ctx context.Context, dir string, parents []string, labels map[
 	r.pulls.mu.Lock()
 	e.info.Size = size
 	r.pulls.mu.Unlock()
-	res, err := unpack.Unpack(ctx, dir, desc, copyBlob, unpack.Options{Parents: parents, Index: !opts.NoIndex, Fetched: e.fetched})
+	uopts := unpack.Options{Parents: parents, Index: !opts.NoIndex, Fetched: e.fetched}
+	var sink BlobSink
+	if opts.Sink != nil {
+		var serr error
+		if sink, serr = opts.Sink(ctx, src.Ref, desc); serr != nil {
+			r.pulls.stored(e, "not stored: "+serr.Error())
+		} else {
+			uopts.Blob = sink
+		}
+	}
+	res, err := unpack.Unpack(ctx, dir, desc, copyBlob, uopts)
+	if sink != nil {
+		switch {
+		case err != nil:
+			sink.Abort()
+		case res.BlobErr != nil:
+			sink.Abort()
+			r.pulls.stored(e, "not stored: "+res.BlobErr.Error())
+		default:
+			if cerr := sink.Commit(context.WithoutCancel(ctx)); cerr != nil {
+				r.pulls.stored(e, "not stored: "+cerr.Error())
+			} else {
+				r.pulls.stored(e, "stored")
+			}
+		}
+	}
 	if err != nil {
 		r.pulls.finish(e, err, "")
 		return snapshotter.PullResult{}, fmt.Errorf("layer %s: %w", src.Digest, err)

@@ -261,7 +261,7 @@ func (s *spooler) cleanup() error {
 
 // pickable reports whether desc is of a lazy format.
 func pickable(desc ocispec.Descriptor, maxEntries int, mem *index.Budget) bool {
-	_, _, err := pickFormat(desc, maxEntries, mem)
+	_, err := pickFormat(desc, maxEntries, mem)
 	return err == nil
 }
 

@@ -36,6 +36,11 @@ type Options struct {
 	SpanSize int64
 	// Fetched, if set, counts the compressed bytes received so far.
 	Fetched *atomic.Int64
+	// Blob, if set, receives the compressed blob as it arrives (a copy
+	// kept elsewhere: containerd's content store). Its failure does not
+	// fail the unpack: it is no longer written to, and Result.BlobErr
+	// says why.
+	Blob io.Writer
 }
 
 // Result is what Unpack learnt of the layer.
@@ -48,6 +53,8 @@ type Result struct {
 	// IndexErr saying why when it could not be built.
 	Ztoc     *soci.Ztoc
 	IndexErr error
+	// BlobErr is Options.Blob's failure, nil if none.
+	BlobErr error
 }
 
 // Unpack applies the layer desc to dir: fetch writes the blob, in order,
@@ -74,9 +81,17 @@ func Unpack(ctx context.Context, dir string, desc ocispec.Descriptor, fetch func
 	pr2, pw2 := io.Pipe()
 	blobHash := desc.Digest.Algorithm().Hash()
 	var fetched int64
+	var side *sideWriter
+	if opts.Blob != nil {
+		side = &sideWriter{w: opts.Blob}
+	}
 	fetchDone := make(chan error, 1)
 	go func() {
-		w := &hashCounter{h: blobHash, n: &fetched, also: opts.Fetched, w: pw1}
+		var sink io.Writer = pw1
+		if side != nil {
+			sink = io.MultiWriter(side, pw1)
+		}
+		w := &hashCounter{h: blobHash, n: &fetched, also: opts.Fetched, w: sink}
 		err := fetch(ctx, w)
 		if err != nil {
 			pw1.CloseWithError(&fetchError{err})
@@ -144,6 +159,9 @@ func Unpack(ctx context.Context, dir string, desc ocispec.Descriptor, fetch func
 	pr1.CloseWithError(errStopped) // a fetch still writing ends
 	aerr := <-applyDone
 	ferr := <-fetchDone
+	if side != nil {
+		res.BlobErr = side.err
+	}
 
 	var ae *applyError
 	switch {
@@ -188,6 +206,22 @@ func streamBroken(err error) bool {
 	)
 	return errors.Is(err, zran.ErrFormat) || errors.Is(err, zran.ErrChecksum) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.As(err, &ae) || errors.As(err, &fe) || errors.Is(err, errStopped)
+}
+
+// sideWriter passes writes on until its writer fails, and then keeps the
+// error and takes every write without passing it on.
+type sideWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *sideWriter) Write(p []byte) (int, error) {
+	if s.err == nil {
+		if _, err := s.w.Write(p); err != nil {
+			s.err = err
+		}
+	}
+	return len(p), nil
 }
 
 // errStopped ends a fetch whose bytes are no longer read.

@@ -95,7 +95,8 @@ func TestUnpack(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			res, err := unpack.Unpack(context.Background(), dir, tc.desc, serve(tc.blob, tc.failAt), unpack.Options{Index: tc.index, SpanSize: 64 << 10})
+			var copied bytes.Buffer
+			res, err := unpack.Unpack(context.Background(), dir, tc.desc, serve(tc.blob, tc.failAt), unpack.Options{Index: tc.index, SpanSize: 64 << 10, Blob: &copied})
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("Unpack: %v, want %v", err, tc.wantErr)
@@ -107,6 +108,9 @@ func TestUnpack(t *testing.T) {
 			}
 			if res.DiffID != diffID || res.Uncompressed < int64(len(tarb))-1024 {
 				t.Fatalf("diff ID %s (%d bytes), want %s", res.DiffID, res.Uncompressed, diffID)
+			}
+			if !bytes.Equal(copied.Bytes(), tc.blob) || res.BlobErr != nil {
+				t.Errorf("Options.Blob got %d bytes (%v), want the blob's %d", copied.Len(), res.BlobErr, len(tc.blob))
 			}
 			if (res.Ztoc != nil) != tc.wantIndex {
 				t.Fatalf("zTOC %v (%v), want one: %v", res.Ztoc != nil, res.IndexErr, tc.wantIndex)
@@ -153,6 +157,22 @@ func checkTree(t *testing.T, dir string, tarb []byte) {
 		t.Errorf("only %d regular files checked", n)
 	}
 }
+
+// TestUnpackBlobFails: a failing Options.Blob does not fail the unpack;
+// Result.BlobErr says why.
+func TestUnpackBlobFails(t *testing.T) {
+	gz := gzipped(t, testtar.Synthetic(1<<20))
+	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(gz), Size: int64(len(gz))}
+	werr := errors.New("content store gone")
+	res, err := unpack.Unpack(context.Background(), t.TempDir(), d, serve(gz, -1), unpack.Options{Blob: failWriter{werr}})
+	if err != nil || !errors.Is(res.BlobErr, werr) {
+		t.Fatalf("Unpack: %v, BlobErr %v; want success and the writer's error", err, res.BlobErr)
+	}
+}
+
+type failWriter struct{ err error }
+
+func (f failWriter) Write([]byte) (int, error) { return 0, f.err }
 
 // TestUnpackFullDisk: a disk that fills up fails the unpack with ENOSPC.
 func TestUnpackFullDisk(t *testing.T) {

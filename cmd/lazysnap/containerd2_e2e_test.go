@@ -22,6 +22,18 @@ import (
 )
 
 func TestPullThroughContainerd(t *testing.T) {
+	// containerd's own download and unpack of the gzip images is what the
+	// progress shows: layers that are not lazy are left to it
+	// (TestLineRatePull covers lazysnap pulling them)
+	eachContainerd(t, "[fetch]\n  no_background = true\n[pull]\n  line_rate = false\n", func(t *testing.T, s *stack, _ int) {
+		testPullProgress(t, s)
+	})
+}
+
+// eachContainerd runs fn, in a subtest, on a stack (startStack with
+// extraConfig) of each containerd the machine has: Debian's 1.6 always,
+// and a 2.x build when LAZYSNAP_CONTAINERD2_DIR names one.
+func eachContainerd(t *testing.T, extraConfig string, fn func(t *testing.T, s *stack, major int)) {
 	for _, tc := range []struct {
 		name   string
 		binDir func(testing.TB) string // the containerd build; nil: Debian's
@@ -38,14 +50,11 @@ func TestPullThroughContainerd(t *testing.T) {
 			// startStack starts containerd with fixed options: choose the
 			// build through the testenv's default
 			t.Setenv(ctrdenv.BinDirEnv, dir)
-			// containerd's own download and unpack of the gzip images is
-			// what the progress shows: layers that are not lazy are left
-			// to it (TestLineRatePull covers lazysnap pulling them)
-			s := startStack(t, "[fetch]\n  no_background = true\n[pull]\n  line_rate = false\n")
+			s := startStack(t, extraConfig)
 			if got := s.ctrd.Major(); got != tc.major {
 				t.Fatalf("containerd major version %d, want %d", got, tc.major)
 			}
-			testPullProgress(t, s)
+			fn(t, s, tc.major)
 		})
 	}
 }

@@ -32,7 +32,8 @@ type layerService struct {
 	fetcher   *fetcher.Fetcher
 	pullAuths *fetcher.PullAuths // CRI pulls' auths (cri.listen_address)
 	fs        *remote.FS
-	root      string // content directories live under root/content
+	closeSink func() error // the content store connection ([pull] content_store), nil without
+	root      string       // content directories live under root/content
 	met       *ops.Metrics
 	status    *ops.Server
 	hfs       *fusemanager.HandoverFS // the fuse manager's: fs with the mounts held for its successor
@@ -73,6 +74,15 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 			Limits:  profile.Limits{Quiet: cfg.Profile.Quiet.D(), Total: cfg.Profile.MaxDuration.D(), MaxChunks: cfg.Profile.MaxChunks},
 			OnError: func(key string, err error) { log.Warn("prefetch profile", "image", key, "error", err) }}
 	}
+	var closeSink func() error
+	pullOpts := remote.PullOptions{Connections: cfg.Pull.Connections, PartSize: cfg.Pull.PartBytes,
+		Concurrency: cfg.Pull.Concurrency, NoIndex: !cfg.Pull.Index}
+	if cfg.Pull.ContentStore {
+		if pullOpts.Sink, closeSink, err = contentSink(cfg.Pull.ContainerdAddress); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	rfs := remote.New(remote.NewRegistrySource(f, remote.WithSociV1(cfg.Soci.AllowV1Indexes)), remote.Options{
 		Profiles:   profiles,
 		Root:       cfg.Root,
@@ -93,8 +103,7 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 		MaxEntries:  cfg.Index.MaxEntries,
 		IndexMemory: index.NewBudget(cfg.Index.MaxMemoryBytes),
 		Handover:    handoverDir,
-		Pull: remote.PullOptions{Connections: cfg.Pull.Connections, PartSize: cfg.Pull.PartBytes,
-			Concurrency: cfg.Pull.Concurrency, NoIndex: !cfg.Pull.Index},
+		Pull:        pullOpts,
 		OnMount: func(l remote.LayerInfo) {
 			log.Info("layer mounted lazily", "layer", l.Digest, "ref", l.Ref, "format", l.Format, "mountpoint", l.Mountpoint)
 		},
@@ -103,9 +112,12 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 		Verify: rfs.VerifyStats, BadLayers: rfs.BadLayers, PullAuths: pullAuths.Repositories, Pulls: rfs.Pulls}
 	if err := met.Register(src); err != nil {
 		f.Close()
+		if closeSink != nil {
+			closeSink()
+		}
 		return nil, err
 	}
-	return &layerService{fetcher: f, pullAuths: pullAuths, fs: rfs, root: cfg.Root, met: met,
+	return &layerService{fetcher: f, pullAuths: pullAuths, fs: rfs, root: cfg.Root, met: met, closeSink: closeSink,
 		status: &ops.Server{FS: rfs, Src: src, Version: version, NoPrefetch: cfg.Fetch.NoPrefetch, Background: !cfg.Fetch.NoBackground}}, nil
 }
 
@@ -122,9 +134,16 @@ func (l *layerService) unmountAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close stops the FS's goroutines and releases the fetcher; mounts are
-// left as they are (remote.FS.Close detaches those still served).
-func (l *layerService) Close() error { return errors.Join(l.fs.Close(), l.fetcher.Close()) }
+// Close stops the FS's goroutines, releases the fetcher and the content
+// store connection; mounts are left as they are (remote.FS.Close detaches
+// those still served).
+func (l *layerService) Close() error {
+	err := errors.Join(l.fs.Close(), l.fetcher.Close())
+	if l.closeSink != nil {
+		err = errors.Join(err, l.closeSink())
+	}
+	return err
+}
 
 // handler serves the manager protocol for l.
 func (l *layerService) handler(root string) http.Handler {

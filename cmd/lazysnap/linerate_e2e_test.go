@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"testing"
 
-	ctrdenv "github.com/lazysnap/lazysnap/internal/testenv/containerd"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/ops"
@@ -87,27 +86,7 @@ func layerOf(rep ops.Report, ref, dg string) (ops.Layer, bool) {
 // blobs) and runs; removed and pulled again, its layers mount lazily
 // through the zTOCs the first pull kept.
 func TestLineRatePull(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		binDir func(testing.TB) string // the containerd build; nil: Debian's
-		major  int
-	}{
-		{"debian containerd 1.6", nil, 1},
-		{"containerd 2", ctrdenv.Containerd2Dir, 2},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := ""
-			if tc.binDir != nil {
-				dir = tc.binDir(t)
-			}
-			t.Setenv(ctrdenv.BinDirEnv, dir)
-			s := startStack(t, "")
-			if got := s.ctrd.Major(); got != tc.major {
-				t.Fatalf("containerd major version %d, want %d", got, tc.major)
-			}
-			testLineRatePull(t, s)
-		})
-	}
+	eachContainerd(t, "", func(t *testing.T, s *stack, _ int) { testLineRatePull(t, s) })
 }
 
 func testLineRatePull(t *testing.T, s *stack) {
@@ -226,4 +205,49 @@ func TestLineRatePullFails(t *testing.T) {
 			fmt.Fprintln(os.Stderr) // keep the pull's output apart in -v logs
 		})
 	}
+}
+
+// TestLineRateContentStore: with [pull] content_store, the blobs lazysnap
+// pulls are in containerd 2's content store too (ctr images export then
+// works); containerd 1.6 does not name the namespace to a proxy
+// snapshotter, and status says the blobs were not stored and why.
+func TestLineRateContentStore(t *testing.T) {
+	eachContainerd(t, "", func(t *testing.T, s *stack, major int) {
+		stored := major >= 2
+		// containerd's address is known once it runs: serve and its
+		// manager again, with the content store configured
+		s.stopLazysnap(t)
+		s.stopManager(t, syscall.SIGTERM)
+		cfgPath := filepath.Join(s.dir, "lazysnap.toml")
+		cfg, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg = append(cfg, fmt.Sprintf("[pull]\n  content_store = true\n  containerd_address = %q\n", s.ctrd.Address())...)
+		if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s.startLazysnap(t)
+
+		ref, m := s.pushGzip(t, "content store")
+		if out := s.pull(t, ref); !strings.Contains(out, "2 pulled at line rate") {
+			t.Fatalf("pull: %s", out)
+		}
+		rep := s.status(t)
+		for _, l := range m.Layers {
+			sl, _ := layerOf(rep, ref, l.Digest.String())
+			if got := s.hasContent(t, l.Digest.String()); got != stored {
+				t.Errorf("layer %s in containerd's content store: %v, want %v (status: %q)", l.Digest, got, stored, sl.Stored)
+			}
+			if stored && sl.Stored != "stored" || !stored && !strings.Contains(sl.Stored, "namespace") {
+				t.Errorf("status of layer %s: stored %q", l.Digest, sl.Stored)
+			}
+		}
+		if stored {
+			s.ctr(t, "images", "export", filepath.Join(t.TempDir(), "image.tar"), ref)
+		}
+		if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "cs1", "/bin/cat", "/data/small"); got != "hello from a lazy layer\n" {
+			t.Fatalf("container printed %q", got)
+		}
+	})
 }
