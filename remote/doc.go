@@ -105,6 +105,24 @@
 // registry lookup happens once per image, within the first Mount
 // (ProfileOptions.LookupTimeout).
 //
+// Line-rate pulls (Pull, snapshotter.Puller): a layer Mount found in no
+// lazy format is pulled whole instead (package unpack): its blob fetched
+// over Options.Pull.Connections range requests when they pay
+// (fetcher.Blob.ParallelCopy), inflated and applied to the snapshot's
+// directory while it arrives, checked against the layer digest. At most
+// Options.Pull.Concurrency pulls run at once, counting the spools: when a
+// pull starts, the layers its labels list above it that are not lazy
+// either are downloaded ahead into Root/spool (spool.go) while slots are
+// free, and their own Pulls unpack from the file as it grows (a spool no
+// Pull takes within warmTTL is removed; Close ends them all). The zTOC
+// the pass builds of a gzip layer is kept as Root/ztoc/<algorithm>-<hex
+// of the layer digest>: a later Mount of that layer uses it before any
+// SOCI index of the image (format "soci (local zTOC)"). It is trusted as
+// an index the image names is: it was built from bytes checked against
+// the layer digest, and its spans are verified when read as always.
+// Options.Pull.Sink, if set, gets a copy of each blob (containerd's
+// content store). Pulls lists the pulls, in flight and done.
+//
 // Handover: with Options.Handover, a mount can be served by another
 // process. Handover gives its MountState (mountpoint, labels, the FUSE
 // session) and a duplicate of its /dev/fuse descriptor; Adopt, in the
