@@ -184,11 +184,13 @@ func TestLineRatePullFails(t *testing.T) {
 			if err == nil || !strings.Contains(out, "lazysnap pulled layer "+m.Layers[1].Digest.String()) || !strings.Contains(out, tc.want) {
 				t.Fatalf("pull: %v\n%s\nwant it to fail saying %q", err, out, tc.want)
 			}
-			// the busybox layer is committed; nothing of the data layer is
-			// left, committed or active
+			// nothing of the data layer is left, committed or active; the
+			// busybox layer's committed snapshot may be (containerd's
+			// garbage collection removes it once the failed pull's lease
+			// is gone)
 			kinds := tc.s.snapshotKinds(t)
-			if len(kinds) != 1 {
-				t.Errorf("snapshots after the failed pull: %v, want only the first layer's", kinds)
+			if len(kinds) > 1 {
+				t.Errorf("snapshots after the failed pull: %v, want at most the first layer's", kinds)
 			}
 			for name, kind := range kinds {
 				if kind != "Committed" {
