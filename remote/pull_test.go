@@ -121,8 +121,28 @@ func TestPullThenLazy(t *testing.T) {
 		if got, err := os.ReadFile(filepath.Join(d, fmt.Sprintf("layer%d", i))); err != nil || len(got) != 300<<10 {
 			t.Fatalf("layer %d's file: %v", i, err)
 		}
-		if i == 0 && (!fs3.spools.has(img3.Layers[1].Digest) || !fs3.spools.has(img3.Layers[2].Digest)) {
-			t.Fatal("the layers above the first were not spooled")
+		if i == 0 {
+			if !fs3.spools.has(img3.Layers[1].Digest) || !fs3.spools.has(img3.Layers[2].Digest) {
+				t.Fatal("the layers above the first were not spooled")
+			}
+			// downloaded, not taken yet: the budget is free again
+			for _, l := range img3.Layers[1:] {
+				fs3.spools.mu.Lock()
+				sp := fs3.spools.m[l.Digest]
+				fs3.spools.mu.Unlock()
+				sp.mu.Lock()
+				more, done := sp.more, sp.done
+				sp.mu.Unlock()
+				for !done {
+					<-more
+					sp.mu.Lock()
+					more, done = sp.more, sp.done
+					sp.mu.Unlock()
+				}
+			}
+			if n := len(fs3.pullSlots); n != 0 {
+				t.Fatalf("%d slots of the pull budget held by finished downloads", n)
+			}
 		}
 	}
 	for _, p := range fs3.Pulls() {

@@ -66,7 +66,7 @@ func (s *spooler) has(dg digest.Digest) bool {
 	return ok
 }
 
-// start spools blob dg of size bytes with copyBlob, holding release until
+// start spools blob dg of size bytes with copyBlob, calling release when
 // the download ends. It returns false (and calls release) when dg is
 // spooled already or the spooler is closed.
 func (s *spooler) start(dg digest.Digest, size int64, copyBlob func(ctx context.Context, w io.Writer) error, release func()) bool {
@@ -86,8 +86,8 @@ func (s *spooler) start(dg digest.Digest, size int64, copyBlob func(ctx context.
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer release()
 		err := sp.download(ctx, copyBlob)
+		release() // the budget is of downloads
 		sp.finish(err)
 		// not taken in time: dropped
 		t := time.NewTimer(warmTTL)
