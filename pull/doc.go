@@ -25,8 +25,12 @@
 // snapshotter's Stat of each layer's chain ID. A Layer's State goes
 // Waiting → Downloading → Unpacking → Unpacked for an ordinary layer, and
 // Waiting → Lazy for a remote snapshot (its snapshot carries
-// snapshotter.LabelRemote). Unpacked and Lazy are final: once seen they
-// are not asked again.
+// snapshotter.LabelRemote), and Waiting → LineRate for a layer the
+// snapshotter pulled itself (snapshotter.LabelLineRate). containerd shows
+// nothing of such a layer while the snapshotter pulls it: a caller that
+// learns it elsewhere (lazysnap's status) may show it as PullingLineRate.
+// Unpacked, Lazy and LineRate are final: once seen they are not asked
+// again.
 //
 // A Renderer shows the Tracker's snapshots as they come (Options.Progress):
 // on a terminal a block of one line per layer redrawn in place, cut to the

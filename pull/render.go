@@ -30,8 +30,11 @@ func percent(done, total int64) int {
 // FormatLayer is layer i's line in the progress display.
 func FormatLayer(i int, l Layer) string {
 	head := fmt.Sprintf("layer %d %s %10s  ", i, ops.ShortDigest(l.Digest.String()), ops.HumanBytes(l.Size))
-	if l.State == Downloading {
+	switch {
+	case l.State == Downloading:
 		return head + fmt.Sprintf("downloading %s / %s (%d%%)", ops.HumanBytes(l.Done), ops.HumanBytes(l.Size), percent(l.Done, l.Size))
+	case l.State == PullingLineRate && l.Done > 0:
+		return head + fmt.Sprintf("%s %s / %s (%d%%)", l.State, ops.HumanBytes(l.Done), ops.HumanBytes(l.Size), percent(l.Done, l.Size))
 	}
 	return head + l.State.String()
 }
@@ -72,7 +75,7 @@ func plainEvent(prev, cur Layer) bool {
 	if prev.State != cur.State {
 		return true
 	}
-	return cur.State == Downloading && percent(cur.Done, cur.Size)/25 > percent(prev.Done, prev.Size)/25
+	return (cur.State == Downloading || cur.State == PullingLineRate) && percent(cur.Done, cur.Size)/25 > percent(prev.Done, prev.Size)/25
 }
 
 func (r *plainRenderer) Finish() error { return nil }

@@ -34,6 +34,11 @@ func TestFormatLayer(t *testing.T) {
 		{"unpacking", Layer{Digest: testDigestA, Size: 2048, State: Unpacking}, "layer 0 " + short + "    2.0 KiB  downloaded, unpacking"},
 		{"unpacked", Layer{Digest: testDigestA, Size: 2048, State: Unpacked}, "layer 0 " + short + "    2.0 KiB  unpacked"},
 		{"lazy", Layer{Digest: testDigestA, Size: 1 << 30, State: Lazy}, "layer 0 " + short + "    1.0 GiB  lazy (remote snapshot)"},
+		{"pulling at line rate, bytes unknown", Layer{Digest: testDigestA, Size: 8 << 20, State: PullingLineRate},
+			"layer 0 " + short + "    8.0 MiB  not lazy, pulling at line rate"},
+		{"pulling at line rate", Layer{Digest: testDigestA, Size: 8 << 20, State: PullingLineRate, Done: 2 << 20},
+			"layer 0 " + short + "    8.0 MiB  not lazy, pulling at line rate 2.0 MiB / 8.0 MiB (25%)"},
+		{"pulled at line rate", Layer{Digest: testDigestA, Size: 8 << 20, State: LineRate}, "layer 0 " + short + "    8.0 MiB  not lazy, pulled at line rate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := FormatLayer(0, tc.layer); got != tc.want {

@@ -15,7 +15,7 @@ const (
 	Unpacking                    // the blob is here, the snapshot not yet
 	Unpacked                     // an ordinary snapshot: downloaded and applied
 	Lazy                         // a remote snapshot: mounted by the snapshotter, fetched on demand
-	PullingLineRate              // not lazy: the snapshotter is pulling it itself
+	PullingLineRate              // not lazy: the snapshotter is pulling it itself (containerd's API does not show it: lazysnap pull learns it from lazysnap status)
 	LineRate                     // not lazy: pulled by the snapshotter at line rate (an ordinary snapshot)
 )
 

@@ -3,7 +3,6 @@ package pull
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"sync"
 
@@ -104,8 +103,6 @@ func (t *Tracker) Poll(ctx context.Context, cs content.Store, sn snapshots.Snaps
 		}
 		if info, err := sn.Stat(ctx, chain[i].String()); err == nil {
 			state[i] = snapshotState(info)
-		} else if pullingLineRate(ctx, sn, chain[i]) {
-			state[i] = PullingLineRate
 		}
 	}
 	statuses, _ := cs.ListStatuses(ctx)
@@ -117,10 +114,7 @@ func (t *Tracker) Poll(ctx context.Context, cs content.Store, sn snapshots.Snaps
 	for i, l := range layers {
 		out[i] = Layer{Digest: l.Digest, Size: l.Size, State: state[i]}
 		if !state[i].Final() {
-			st, done := fetchState(l, t.fetching, statuses)
-			if st != Waiting || state[i] != PullingLineRate {
-				out[i].State, out[i].Done = st, done
-			}
+			out[i].State, out[i].Done = fetchState(l, t.fetching, statuses)
 		}
 	}
 	return out
@@ -135,18 +129,6 @@ func snapshotState(info snapshots.Info) State {
 		return LineRate
 	}
 	return Unpacked
-}
-
-// pullingLineRate reports whether an active snapshot aims at chain
-// without containerd fetching its blob: the snapshotter pulling the layer
-// itself (its Prepare has not returned).
-func pullingLineRate(ctx context.Context, sn snapshots.Snapshotter, chain digest.Digest) bool {
-	found := false
-	_ = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		found = found || info.Kind == snapshots.KindActive
-		return nil
-	}, fmt.Sprintf(`labels.%q==%q`, snapshotter.LabelTargetSnapshotRef, chain.String()))
-	return found
 }
 
 // fetchState is a layer's state before its snapshot exists.

@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
@@ -40,7 +42,8 @@ func (s *stack) pushGzip(t *testing.T, variant string) (string, ocispec.Manifest
 // tryPull runs `lazysnap pull ref` and returns its output and error.
 func (s *stack) tryPull(t *testing.T, ref string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, "--progress", "plain", ref)
+	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, "--progress", "plain",
+		"--status", filepath.Join(s.dir, statusSocketName), ref)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -91,8 +94,12 @@ func TestLineRatePull(t *testing.T) {
 
 func testLineRatePull(t *testing.T, s *stack) {
 	ref, m := s.pushGzip(t, "line rate")
+	// each blob request held a while: the pull shows the bytes arriving
+	s.wan.SetFaults(registry.Faults{Delay: 700 * time.Millisecond})
 	out, err := s.tryPull(t, ref)
-	if err != nil || !strings.Contains(out, "0 of 2 layers lazy, 2 pulled at line rate") || !strings.Contains(out, "not lazy, pulled at line rate") {
+	s.wan.SetFaults(registry.Faults{})
+	if err != nil || !strings.Contains(out, "0 of 2 layers lazy, 2 pulled at line rate") || !strings.Contains(out, "not lazy, pulled at line rate") ||
+		!regexp.MustCompile(`layer 1 .*not lazy, pulling at line rate [0-9.]+ [KM]i?B / [0-9.]+ MiB \([0-9]+%\)`).MatchString(out) {
 		t.Fatalf("pull: %v\n%s", err, out)
 	}
 	if got := s.ctr(t, "run", "--rm", "--snapshotter", "lazysnap", ref, "lr1", "/bin/sh", "-c", "cat /data/small; sha256sum /data/big | head -c 64"); got != "hello from a lazy layer\n"+sha256Of(t, busyboxLayers(t, "line rate")[1], "data/big") {

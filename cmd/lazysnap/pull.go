@@ -26,6 +26,8 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	reg := addRegistryFlags(fs)
 	quiet := fs.Bool("quiet", false, "print only the final line")
 	progress := fs.String("progress", "auto", "progress display: auto (tty on a terminal, else plain), tty (redrawn in place) or plain (a line per event)")
+	cfgPath := configFlag(fs, "lazysnap serve's TOML configuration file (to find its status socket)")
+	status := fs.String("status", "", "lazysnap's status endpoint, for the progress of the layers it pulls itself: a unix socket path or an http:// URL (default: the configured one, if it exists; \"-\": none)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: lazysnap pull [flags] REF\n\nPulls REF through containerd so that lazysnap mounts its eStargz and\nzstd:chunked layers, and gzip layers with a SOCI index, lazily; other layers\nare pulled as usual. Shows each layer's progress while pulling, then a summary.\n\nflags:")
 		fs.PrintDefaults()
@@ -56,7 +58,9 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	opts := pull.Options{Snapshotter: *sn, Resolver: reg.resolver(ctx), Interval: pull.DefaultInterval}
 	var rerr error // the display's first error; the pull goes on regardless
 	if render != nil {
+		lr := &lineRateProgress{target: statusTarget(fs, *status, *cfgPath)}
 		opts.Progress = func(layers []pull.Layer) error {
+			lr.fill(ctx, layers)
 			if err := render.Update(layers); err != nil {
 				rerr = fmt.Errorf("progress display: %w", err)
 			}
@@ -73,6 +77,26 @@ func runPull(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return pull.WriteSummary(stdout, res, *quiet)
+}
+
+// statusTarget is the status endpoint --status names, else the one the
+// configuration names when its socket exists ("" for none).
+func statusTarget(fs *flag.FlagSet, flagValue, cfgPath string) string {
+	switch flagValue {
+	case "-":
+		return ""
+	case "":
+	default:
+		return flagValue
+	}
+	cfg, err := config.Load(configPath(fs, cfgPath))
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(cfg.StatusSocket()); err != nil {
+		return ""
+	}
+	return cfg.StatusSocket()
 }
 
 // registryFlags are the registry access flags of pull and convert, with
