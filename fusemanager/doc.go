@@ -18,7 +18,7 @@
 //	POST /check     Request -> 204, or Error
 //	POST /unmount   Request -> 204, or Error
 //	POST /usage     Request -> snapshots.Usage, or Error
-//	POST /pull      PullRequest -> snapshotter.PullResult, or Error
+//	POST /pull      snapshotter.PullRequest -> snapshotter.PullResult, or Error
 //	POST /cleanup   -> 204, or Error
 //	POST /pullauth  PullAuthRequest -> PullAuthResponse, or Error
 //	POST /pullauth/revert  PullAuthRevert -> 204, or Error

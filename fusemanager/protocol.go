@@ -41,13 +41,6 @@ type Request struct {
 // containerd named it to the snapshotter) to the manager.
 const namespaceHeader = "Containerd-Namespace"
 
-// PullRequest is the body of POST /pull: snapshotter.Puller's arguments.
-type PullRequest struct {
-	Dir     string            `json:"dir"`
-	Parents []string          `json:"parents,omitempty"`
-	Labels  map[string]string `json:"labels,omitempty"`
-}
-
 // Error is the body of a failed call. Reason, when set, is the
 // snapshotter.Reason the error wraps, so that serve counts the fallback
 // under the same reason as in-process.
@@ -271,9 +264,9 @@ func (m *FS) Usage(ctx context.Context, mountpoint string) (snapshots.Usage, err
 
 // Pull has the manager pull a layer that is not lazy into dir (POST
 // /pull): the manager holds the registry connections and credentials.
-func (m *FS) Pull(ctx context.Context, dir string, parents []string, labels map[string]string) (snapshotter.PullResult, error) {
+func (m *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter.PullResult, error) {
 	var res snapshotter.PullResult
-	err := m.call(ctx, "/pull", PullRequest{Dir: dir, Parents: parents, Labels: labels}, &res)
+	err := m.call(ctx, "/pull", req, &res)
 	return res, err
 }
 
@@ -369,7 +362,7 @@ func Handler(svc Service) http.Handler {
 		return u, nil
 	}))
 	mux.HandleFunc("POST /pull", func(w http.ResponseWriter, r *http.Request) {
-		var req PullRequest
+		var req snapshotter.PullRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Dir == "" {
 			writeJSON(w, http.StatusBadRequest, Error{Error: fmt.Sprintf("bad pull request: %v", err)})
 			return
@@ -378,7 +371,7 @@ func Handler(svc Service) http.Handler {
 		if ns := r.Header.Get(namespaceHeader); ns != "" {
 			ctx = namespaces.WithNamespace(ctx, ns)
 		}
-		res, err := svc.FS.Pull(ctx, req.Dir, req.Parents, req.Labels)
+		res, err := svc.FS.Pull(ctx, req)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, Error{Error: err.Error()})
 			return

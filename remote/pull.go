@@ -199,8 +199,8 @@ var _ snapshotter.Puller = (*FS)(nil)
 // requests at once), inflated and applied to dir while it arrives, and
 // checked against its digest; a gzip layer's zTOC, built on the way, is
 // kept under Root/ztoc, so that the next Mount of the layer is lazy.
-func (r *FS) Pull(ctx context.Context, dir string, parents []string, labels map[string]string) (snapshotter.PullResult, error) {
-	src, err := snapshotter.ParseLayerSource(labels)
+func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter.PullResult, error) {
+	src, err := snapshotter.ParseLayerSource(req.Labels)
 	if err != nil {
 		return snapshotter.PullResult{}, err
 	}
@@ -221,8 +221,8 @@ func (r *FS) Pull(ctx context.Context, dir string, parents []string, labels map[
 		return snapshotter.PullResult{}, err
 	}
 	desc = withoutOwnAnnotations(desc)
-	notLazy := ""
-	if _, perr := pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory); perr != nil {
+	notLazy := req.NotLazy
+	if _, perr := pickFormat(desc, r.opts.MaxEntries, r.opts.IndexMemory); perr != nil && notLazy == "" {
 		notLazy = perr.Error()
 	}
 	opts := r.opts.Pull
@@ -253,7 +253,7 @@ func (r *FS) Pull(ctx context.Context, dir string, parents []string, labels map[
 	r.pulls.mu.Lock()
 	e.info.Size = size
 	r.pulls.mu.Unlock()
-	uopts := unpack.Options{Parents: parents, Index: !opts.NoIndex, Fetched: e.fetched}
+	uopts := unpack.Options{Parents: req.Parents, Index: !opts.NoIndex, Fetched: e.fetched}
 	var sink BlobSink
 	if opts.Sink != nil {
 		var serr error
@@ -263,7 +263,7 @@ func (r *FS) Pull(ctx context.Context, dir string, parents []string, labels map[
 			uopts.Blob = sink
 		}
 	}
-	res, err := unpack.Unpack(ctx, dir, desc, copyBlob, uopts)
+	res, err := unpack.Unpack(ctx, req.Dir, desc, copyBlob, uopts)
 	if sink != nil {
 		switch {
 		case err != nil:

@@ -42,7 +42,7 @@ func TestPullThenLazy(t *testing.T) {
 		t.Fatalf("Mount of an unindexed layer: %v, want not lazy", err)
 	}
 	dir := t.TempDir()
-	res, err := fs.Pull(ctx, dir, nil, sociLabels(img.Ref, layer))
+	res, err := fs.Pull(ctx, snapshotter.PullRequest{Dir: dir, Labels: sociLabels(img.Ref, layer)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestPullThenLazy(t *testing.T) {
 		labels := sociLabels(img3.Ref, l.Digest)
 		labels[snapshotter.LabelCRIImageLayers] = strings.Join(all[i:], ",")
 		d := t.TempDir()
-		res, err := fs3.Pull(ctx, d, nil, labels)
+		res, err := fs3.Pull(ctx, snapshotter.PullRequest{Dir: d, Labels: labels})
 		if err != nil || res.DiffID != digest.FromBytes(tars[i]) {
 			t.Fatalf("pull of layer %d: %v, %+v", i, err, res)
 		}
@@ -156,7 +156,7 @@ func TestPullThenLazy(t *testing.T) {
 	fs3.Close()
 
 	// a layer the image does not list is not pulled
-	_, err = fs.Pull(ctx, t.TempDir(), nil, sociLabels(img.Ref, digest.FromString("not this blob")))
+	_, err = fs.Pull(ctx, snapshotter.PullRequest{Dir: t.TempDir(), Labels: sociLabels(img.Ref, digest.FromString("not this blob"))})
 	if err == nil || !strings.Contains(err.Error(), "is not in") {
 		t.Fatalf("pull of a layer not in the image: %v", err)
 	}

@@ -17,14 +17,26 @@ import (
 
 // Puller is an optional interface of a FileSystem: Pull fetches a layer
 // that Mount found not lazily loadable (its error wrapped ReasonNotLazy)
-// and unpacks it into dir, the active snapshot's empty fs directory, as
-// containerd's applier would (overlayfs whiteouts; parents are the lower
-// dirs, nearest first, for the attributes of implied directories). It
-// must check the blob against the layer digest the labels name before it
-// returns nil, and return the layer's diff ID. On error dir may hold part
+// and unpacks it into the request's Dir, the active snapshot's empty fs
+// directory, as containerd's applier would (overlayfs whiteouts). It must
+// check the blob against the layer digest the labels name before it
+// returns nil, and return the layer's diff ID. On error Dir may hold part
 // of the layer; the snapshotter removes it.
 type Puller interface {
-	Pull(ctx context.Context, dir string, parents []string, labels map[string]string) (PullResult, error)
+	Pull(ctx context.Context, req PullRequest) (PullResult, error)
+}
+
+// PullRequest is what a Pull is asked.
+type PullRequest struct {
+	// Dir is where the layer's files go.
+	Dir string `json:"dir"`
+	// Parents are the lower dirs, nearest first, for the attributes of
+	// the directories the layer implies.
+	Parents []string `json:"parents,omitempty"`
+	// Labels are the snapshot's, as Mount got them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// NotLazy is why Mount found the layer not lazy (its error).
+	NotLazy string `json:"not_lazy,omitempty"`
 }
 
 // PullResult is what a Pull learnt of the layer.
@@ -71,7 +83,7 @@ func (s *Snapshotter) pullLayer(ctx context.Context, p Puller, snap storage.Snap
 		parents[i] = s.fsPath(id)
 	}
 	start := time.Now()
-	res, err := p.Pull(ctx, s.fsPath(snap.ID), parents, maps.Clone(labels))
+	res, err := p.Pull(ctx, PullRequest{Dir: s.fsPath(snap.ID), Parents: parents, Labels: maps.Clone(labels), NotLazy: why.Error()})
 	if err == nil {
 		err = checkChain(parent, target, res.DiffID)
 	}

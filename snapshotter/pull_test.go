@@ -24,14 +24,16 @@ type pullFS struct {
 	diffID  map[string]digest.Digest // layer digest → diff ID Pull reports
 	pullErr error
 	pulls   []string // dirs pulled into
+	notLazy []string // why each was not lazy, as Pull was told
 }
 
-func (p *pullFS) Pull(ctx context.Context, dir string, parents []string, labels map[string]string) (snapshotter.PullResult, error) {
-	src, err := snapshotter.ParseLayerSource(labels)
+func (p *pullFS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter.PullResult, error) {
+	dir := req.Dir
+	src, err := snapshotter.ParseLayerSource(req.Labels)
 	if err != nil {
 		return snapshotter.PullResult{}, err
 	}
-	p.pulls = append(p.pulls, dir)
+	p.pulls, p.notLazy = append(p.pulls, dir), append(p.notLazy, req.NotLazy)
 	if err := os.WriteFile(filepath.Join(dir, "pulled"), []byte(src.Digest.String()), 0o644); err != nil {
 		return snapshotter.PullResult{}, err
 	}
@@ -124,6 +126,9 @@ func TestPullNotLazy(t *testing.T) {
 			root := mountAt(t, cms)
 			if got := readFile(t, filepath.Join(root, "pulled")); got != d2 {
 				t.Errorf("pulled file = %q, want layer 2's", got)
+			}
+			if len(fs.notLazy) != 2 || !strings.Contains(fs.notLazy[1], "no TOC") {
+				t.Errorf("Pull was told %q, want why Mount found the layer not lazy", fs.notLazy)
 			}
 			if st := sn.Stats(); st.Pulls != 2 || st.PulledBytes != 2000 || len(st.Fallbacks) != 0 || len(sn.Fallbacks()) != 0 {
 				t.Errorf("Stats = %+v, fallbacks %+v; want 2 pulls and no fallback", st, sn.Fallbacks())

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/config"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/ops"
@@ -43,7 +44,7 @@ func (s *stack) pushGzip(t *testing.T, variant string) (string, ocispec.Manifest
 func (s *stack) tryPull(t *testing.T, ref string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, "--progress", "plain",
-		"--status", filepath.Join(s.dir, statusSocketName), ref)
+		"--status", filepath.Join(s.dir, config.StatusSocketName), ref)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
