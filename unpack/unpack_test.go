@@ -1,6 +1,7 @@
 package unpack_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -155,6 +156,19 @@ func checkTree(t *testing.T, dir string, tarb []byte) {
 	}
 	if n < 200 {
 		t.Errorf("only %d regular files checked", n)
+	}
+}
+
+// TestUnpackEmptyLayer: a layer of no entries (a tar's end alone, as
+// image builders write for steps that change no file) unpacks, indexed.
+func TestUnpackEmptyLayer(t *testing.T) {
+	var b bytes.Buffer
+	tar.NewWriter(&b).Close()
+	gz := gzipped(t, b.Bytes())
+	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(gz), Size: int64(len(gz))}
+	res, err := unpack.Unpack(context.Background(), t.TempDir(), d, serve(gz, -1), unpack.Options{Index: true})
+	if err != nil || res.DiffID != digest.FromBytes(b.Bytes()) || res.Ztoc == nil {
+		t.Fatalf("Unpack: %v, diff ID %s, zTOC %v (%v)", err, res.DiffID, res.Ztoc != nil, res.IndexErr)
 	}
 }
 
