@@ -115,6 +115,10 @@ func testLineRatePull(t *testing.T, s *stack) {
 		if !ok || sl.Path != ops.PathLineRate || sl.State != ops.StatePulled || sl.FetchedBytes != l.Size || sl.Ztoc != "kept" || !strings.Contains(sl.NotLazy, "no lazily loadable format") {
 			t.Errorf("status of layer %s: %+v, want pulled at line rate, all %d bytes, zTOC kept", l.Digest, sl, l.Size)
 		}
+		// the data layer was downloaded while the busybox layer was pulled
+		if want := l.Digest == m.Layers[1].Digest; sl.Ahead != want {
+			t.Errorf("layer %s downloaded ahead: %v, want %v", l.Digest, sl.Ahead, want)
+		}
 	}
 	if rep.Snapshotter == nil || rep.Snapshotter.LineRatePulls != 2 {
 		t.Errorf("snapshotter status %+v, want 2 line-rate pulls", rep.Snapshotter)
