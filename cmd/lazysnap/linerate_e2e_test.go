@@ -43,7 +43,7 @@ func (s *stack) pushGzip(t *testing.T, variant string) (string, ocispec.Manifest
 // tryPull runs `lazysnap pull ref` and returns its output and error.
 func (s *stack) tryPull(t *testing.T, ref string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", "lazysnap-test", "--hosts-dir", s.hosts, "--progress", "plain",
+	cmd := exec.Command(s.bin, "pull", "--address", s.ctrd.Address(), "--namespace", s.ctrd.Namespace(), "--hosts-dir", s.hosts, "--progress", "plain",
 		"--status", filepath.Join(s.dir, config.StatusSocketName), ref)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
