@@ -216,9 +216,11 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 	if !ok {
 		return snapshotter.PullResult{}, fmt.Errorf("layer %s: %w", src.Digest, errNoPuller)
 	}
-	desc, err := r.descriptor(ctx, src)
+	// the manifest's descriptor: labels that name a lazy format's index
+	// give no media type, which the unpack needs
+	desc, err := r.src.Layer(ctx, src.Ref, src.Digest)
 	if err != nil {
-		return snapshotter.PullResult{}, err
+		return snapshotter.PullResult{}, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
 	}
 	desc = withoutOwnAnnotations(desc)
 	notLazy := req.NotLazy
