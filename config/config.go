@@ -118,6 +118,15 @@ type Config struct {
 		// AllowV1Indexes uses SOCI v1 indexes, which come from the
 		// manifest's referrers (remote.WithSociV1); off by default.
 		AllowV1Indexes bool `toml:"allow_v1_indexes"`
+		// PublishRepository, if set ("registry.example/lazysnap-indexes"),
+		// receives a v1 SOCI index of each image whose gzip layers a
+		// line-rate pull indexed (remote.PublishOptions); off when empty.
+		PublishRepository string `toml:"publish_repository"`
+		// TrustedRepositories are repositories whose v1 SOCI indexes of an
+		// image are used even without AllowV1Indexes
+		// (remote.WithTrustedSociRepositories): whoever can push to one
+		// chooses what lazy mounts serve until each layer is checked.
+		TrustedRepositories []string `toml:"trusted_repositories"`
 	} `toml:"soci"`
 }
 

@@ -92,6 +92,9 @@ type Layer struct {
 	// Stored says whether that pull also stored the blob in containerd's
 	// content store ("stored", or why not; [pull] content_store).
 	Stored string `json:"stored,omitempty"`
+	// Published says where that pull's zTOC was published as a SOCI
+	// index for other nodes ([soci] publish_repository), or why not.
+	Published string `json:"published,omitempty"`
 	// Ahead: the blob was downloaded ahead, while a layer below it was
 	// pulled.
 	Ahead bool `json:"downloaded_ahead,omitempty"`
@@ -333,7 +336,7 @@ func WithPulls(images []Image, pulls []remote.PullInfo, mounted []remote.LayerIn
 			images = append(images, Image{Ref: p.Ref})
 		}
 		l := Layer{Digest: p.Digest.String(), State: StatePulled, Path: PathLineRate, FallbackReason: string(snapshotter.ReasonNotLazy),
-			NotLazy: p.NotLazy, FetchedBytes: p.Fetched, PullSeconds: p.Duration.Seconds(), Ztoc: p.Ztoc, Stored: p.Stored, Ahead: p.Spooled, FetchedPercent: 100}
+			NotLazy: p.NotLazy, FetchedBytes: p.Fetched, PullSeconds: p.Duration.Seconds(), Ztoc: p.Ztoc, Stored: p.Stored, Published: p.Published, Ahead: p.Spooled, FetchedPercent: 100}
 		if p.Duration == 0 {
 			l.State = StatePulling
 			if p.Size > 0 {

@@ -38,6 +38,9 @@ func WriteText(w io.Writer, rep Report) error {
 				if l.Stored != "" {
 					state += ", content store: " + l.Stored
 				}
+				if l.Published != "" {
+					state += ", " + l.Published
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%s\t%s (not lazy)\t-\n", ref, ShortDigest(l.Digest), l.FetchedPercent, HumanBytes(l.FetchedBytes), state)
 				continue
 			}

@@ -98,40 +98,63 @@ func Publish(ctx context.Context, reg Registry, ref string, p *Profile, now time
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	md := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: MediaType, Digest: digest.FromBytes(mb), Size: int64(len(mb)), Annotations: m.Annotations}
-	for _, c := range []struct {
-		d    ocispec.Descriptor
-		data []byte
-	}{{cfg, emptyJSON}, {layer, blob}, {md, mb}} {
-		d := c.d
-		d.Data, d.Annotations, d.ArtifactType = nil, nil, ""
-		if err := reg.Push(ctx, repo+"@"+d.Digest.String(), d, c.data); err != nil {
-			return nil, fmt.Errorf("profile: pushing %s: %w", d.Digest, err)
-		}
-	}
-	out := &Published{Manifest: md}
-	if _, err := reg.Referrers(ctx, repo, subject.Digest, MediaType); err == nil {
-		return out, nil // the registry indexes the subject itself
-	} else if !isNotFound(err) {
-		return nil, fmt.Errorf("profile: referrers of %s: %w", subject.Digest, err)
-	}
-	idx, err := tagSchemaIndex(ctx, reg, repo, subject.Digest)
+	tagSchema, err := PushReferrer(ctx, reg, repo, subject.Digest, []Content{{cfg, emptyJSON}, {layer, blob}}, md, mb)
 	if err != nil {
 		return nil, err
+	}
+	return &Published{Manifest: md, TagSchema: tagSchema}, nil
+}
+
+// Content is a blob to push, with its descriptor.
+type Content struct {
+	Desc ocispec.Descriptor
+	Data []byte
+}
+
+// PushReferrer pushes blobs, then the artifact manifest mb (md describes
+// it, with the artifactType and annotations its referrers list shows), to
+// repo (registry host and repository), and makes the manifest findable as
+// a referrer of subject there: through the registry's referrers API when
+// it has one, else by adding md to the referrers tag schema index (tag
+// sha256-<hex>; a manifest it lists already is not added again). It
+// reports whether the tag schema was updated. The subject need not be in
+// repo. Callers that push referrers of one subject concurrently must
+// serialize them: the tag schema index is read, extended and written.
+func PushReferrer(ctx context.Context, reg Registry, repo string, subject digest.Digest, blobs []Content, md ocispec.Descriptor, mb []byte) (tagSchema bool, err error) {
+	for _, c := range append(blobs, Content{md, mb}) {
+		d := c.Desc
+		d.Data, d.Annotations, d.ArtifactType = nil, nil, ""
+		if err := reg.Push(ctx, repo+"@"+d.Digest.String(), d, c.Data); err != nil {
+			return false, fmt.Errorf("profile: pushing %s: %w", d.Digest, err)
+		}
+	}
+	if _, err := reg.Referrers(ctx, repo, subject, md.ArtifactType); err == nil {
+		return false, nil // the registry indexes the subject itself
+	} else if !isNotFound(err) {
+		return false, fmt.Errorf("profile: referrers of %s: %w", subject, err)
+	}
+	idx, err := tagSchemaIndex(ctx, reg, repo, subject)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range idx.Manifests {
+		if d.Digest == md.Digest {
+			return true, nil
+		}
 	}
 	idx.Manifests = append(idx.Manifests, md)
 	ib, err := json.Marshal(idx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return false, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if len(ib) > MaxManifest {
-		return nil, fmt.Errorf("%w: referrers index of %d bytes", ErrTooLarge, len(ib))
+		return false, fmt.Errorf("%w: referrers index of %d bytes", ErrTooLarge, len(ib))
 	}
 	id := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(ib), Size: int64(len(ib))}
-	if err := reg.Push(ctx, repo+":"+tagSchemaTag(subject.Digest), id, ib); err != nil {
-		return nil, fmt.Errorf("profile: pushing the referrers tag %s: %w", tagSchemaTag(subject.Digest), err)
+	if err := reg.Push(ctx, repo+":"+tagSchemaTag(subject), id, ib); err != nil {
+		return false, fmt.Errorf("profile: pushing the referrers tag %s: %w", tagSchemaTag(subject), err)
 	}
-	out.TagSchema = true
-	return out, nil
+	return true, nil
 }
 
 // isNotFound reports a registry's 404 (no such tag, no referrers API).

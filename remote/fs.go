@@ -56,6 +56,10 @@ type Options struct {
 	// Pull configures the line-rate pulls of layers that are not lazy
 	// (Pull).
 	Pull PullOptions
+	// Publish, if set, pushes the zTOCs those pulls keep as SOCI indexes
+	// for other nodes (PublishOptions); failures show in PullInfo.Published
+	// and never fail a pull.
+	Publish *PublishOptions
 }
 
 // FS mounts layers lazily: the snapshotter's FileSystem (also a
@@ -97,6 +101,7 @@ type FS struct {
 	pulls     pullLog       // line-rate pulls
 	pullSlots chan struct{} // one per pull or spool running: Options.Pull.Concurrency
 	spools    *spooler      // blobs downloaded ahead of their Pull
+	pubMu     sync.Mutex    // serializes the pushes of Options.Publish
 }
 
 var (

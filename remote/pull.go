@@ -123,6 +123,10 @@ type PullInfo struct {
 	// Stored says whether the blob was also stored by PullOptions.Sink
 	// ("stored", or why not); empty without a Sink.
 	Stored string
+	// Published says where the SOCI index with the layer's zTOC was
+	// pushed (Options.Publish: "publishing", "published in SOCI index
+	// DIGEST to REPOSITORY", or "not published: ERROR"); empty without.
+	Published string
 }
 
 // pullLog keeps the pulls in flight and the latest done, by layer digest.
@@ -173,6 +177,12 @@ func (l *pullLog) stored(e *pullEntry, s string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e.info.Stored = s
+}
+
+func (l *pullLog) published(e *pullEntry, s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e.info.Published = s
 }
 
 func (l *pullLog) list() []PullInfo {
@@ -292,6 +302,9 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 			ztoc = "not kept: " + werr.Error()
 		} else {
 			ztoc = "kept"
+			if r.opts.Publish != nil {
+				defer r.publishAfter(e, src.Ref) // after finish: the pull is done
+			}
 		}
 	case res.IndexErr != nil:
 		ztoc = "not built: " + res.IndexErr.Error()
@@ -397,7 +410,7 @@ func withoutOwnAnnotations(desc ocispec.Descriptor) ocispec.Descriptor {
 	ann := map[string]string{}
 	for k, v := range desc.Annotations {
 		switch k {
-		case lazy.AnnotationZtocDigest, lazy.AnnotationZtocSize, annZtocLocal:
+		case lazy.AnnotationZtocDigest, lazy.AnnotationZtocSize, annZtocLocal, annZtocRepo:
 		default:
 			ann[k] = v
 		}

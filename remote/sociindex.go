@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/containerd/containerd/v2/pkg/reference"
@@ -20,6 +22,11 @@ import (
 // annSociNone, on a layer descriptor without lazy.AnnotationZtocDigest, says why the
 // image's SOCI index gives it no zTOC (for the fallback's reason).
 const annSociNone = "dev.lazysnap.soci.none"
+
+// annZtocRepo, on a layer descriptor, is the repository its zTOC is
+// fetched from when that is not the image's: a trusted repository
+// (WithTrustedSociRepositories). Only withZtoc sets it.
+const annZtocRepo = "dev.lazysnap.soci.ztoc-repository"
 
 // sociCache holds what Layer learnt of an image manifest's SOCI index,
 // by the manifest's digest, and the manifests and indexes Layer read, by
@@ -55,8 +62,9 @@ func (c *sociCache) putDoc(d digest.Digest, b []byte) {
 }
 
 type sociLookup struct {
-	idx *soci.IndexManifest // nil: none
-	why string              // why there is none
+	idx  *soci.IndexManifest // nil: none
+	why  string              // why there is none
+	repo string              // where a v1 index and its zTOCs were found ("": ref's repository)
 }
 
 const sociCacheMax = 256
@@ -82,6 +90,7 @@ func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Des
 	for k, v := range l.Annotations {
 		out.Annotations[k] = v
 	}
+	delete(out.Annotations, annZtocRepo)
 	if lk.idx == nil {
 		out.Annotations[annSociNone] = lk.why
 		return out
@@ -93,6 +102,9 @@ func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Des
 	}
 	out.Annotations[lazy.AnnotationZtocDigest] = z.Digest.String()
 	out.Annotations[lazy.AnnotationZtocSize] = strconv.FormatInt(z.Size, 10)
+	if lk.repo != "" {
+		out.Annotations[annZtocRepo] = lk.repo
+	}
 	return out
 }
 
@@ -133,31 +145,12 @@ func (s fetcherSource) findSociIndex(ctx context.Context, ref string, man ocispe
 			}
 		}
 	} else {
-		b, err := s.f.Referrers(ctx, ref, man.Digest, soci.ArtifactTypeV1)
-		if errors.Is(err, fetcher.ErrNotFound) {
-			// no referrers API: the referrers tag schema (tag sha256-<hex>)
-			b, err = s.tagSchemaIndex(ctx, ref, man.Digest)
+		from, why, cache := "", "", false
+		if desc, from, why, cache = s.findV1Index(ctx, ref, man.Digest); desc.Digest == "" {
+			return sociLookup{why: why}, cache
 		}
-		if errors.Is(err, fetcher.ErrNotFound) {
-			return sociLookup{why: "the image has no SOCI index"}, true
-		}
-		if err != nil {
-			return sociLookup{why: fmt.Sprintf("SOCI index lookup: %v", err)}, false
-		}
-		var refs ocispec.Index
-		if err := json.Unmarshal(b, &refs); err != nil {
-			return sociLookup{why: fmt.Sprintf("referrers of %s: %v", man.Digest, err)}, true
-		}
-		for _, m := range refs.Manifests { // the last listed: the newest, as the registry orders them
-			if m.ArtifactType == soci.ArtifactTypeV1 {
-				desc = m
-			}
-		}
-		if desc.Digest == "" {
-			return sociLookup{why: "the image has no SOCI index"}, true
-		}
-		if !s.sociV1 {
-			return sociLookup{why: fmt.Sprintf("the image's only SOCI index, %s, is a v1 index among the manifest's referrers, which anyone who can push to the repository can add; v1 indexes are off ([soci] allow_v1_indexes)", desc.Digest)}, true
+		if from != "" {
+			lk.repo, ref = from, from+"@"+man.Digest.String()
 		}
 	}
 	b, err := s.fetchBlob(ctx, ref, desc, soci.MaxIndexManifest)
@@ -171,7 +164,81 @@ func (s fetcherSource) findSociIndex(ctx context.Context, ref string, man ocispe
 	if idx.Version() == 1 && (idx.Subject == nil || idx.Subject.Digest != man.Digest) {
 		return sociLookup{why: fmt.Sprintf("SOCI index %s is not of manifest %s", desc.Digest, man.Digest)}, true
 	}
-	return sociLookup{idx: idx}, true
+	lk.idx = idx
+	return lk, true
+}
+
+// findV1Index finds the newest v1 SOCI index of the image manifest man of
+// ref among the referrers of man in each trusted repository (in order),
+// then in ref's own, where it is used only with WithSociV1 (or when that
+// repository is trusted). from is the trusted repository it was found in
+// ("" for ref's own; its zTOCs are there too); without one, why says why and cache whether that
+// may be remembered.
+func (s fetcherSource) findV1Index(ctx context.Context, ref string, man digest.Digest) (desc ocispec.Descriptor, from, why string, cache bool) {
+	spec, err := reference.Parse(ref)
+	if err != nil {
+		return desc, "", fmt.Sprintf("SOCI index lookup: %v", err), true
+	}
+	own := spec.Locator
+	cache = true
+	var failed []string
+	for _, repo := range s.trusted {
+		if repo == own {
+			continue
+		}
+		d, err := s.v1Referrer(ctx, repo, man)
+		if err != nil {
+			failed, cache = append(failed, fmt.Sprintf("%s: %v", repo, err)), false
+		} else if d.Digest != "" {
+			return d, repo, "", true
+		}
+	}
+	d, err := s.v1Referrer(ctx, own, man)
+	switch {
+	case err != nil:
+		failed, cache = append(failed, fmt.Sprintf("%s: %v", own, err)), false
+	case d.Digest != "" && (s.sociV1 || slices.Contains(s.trusted, own)):
+		return d, "", "", true
+	case d.Digest != "":
+		why = fmt.Sprintf("the image's only SOCI index, %s, is a v1 index among the manifest's referrers, which anyone who can push to the repository can add; v1 indexes are off ([soci] allow_v1_indexes) and %s is not a trusted repository ([soci] trusted_repositories)", d.Digest, own)
+	}
+	switch {
+	case len(failed) > 0 && why == "":
+		why = "SOCI index lookup: " + strings.Join(failed, "; ")
+	case len(failed) > 0:
+		why += "; SOCI index lookup: " + strings.Join(failed, "; ")
+	case why == "":
+		why = "the image has no SOCI index"
+	}
+	return ocispec.Descriptor{}, "", why, cache
+}
+
+// v1Referrer returns the newest v1 SOCI index among the referrers of
+// subject in repo (the referrers API, else its tag schema), the zero
+// descriptor if there is none.
+func (s fetcherSource) v1Referrer(ctx context.Context, repo string, subject digest.Digest) (ocispec.Descriptor, error) {
+	b, err := s.f.Referrers(ctx, repo, subject, soci.ArtifactTypeV1)
+	if errors.Is(err, fetcher.ErrNotFound) {
+		// no referrers API: the referrers tag schema (tag sha256-<hex>)
+		b, err = s.tagSchemaIndex(ctx, repo+"@"+subject.String(), subject)
+	}
+	if errors.Is(err, fetcher.ErrNotFound) {
+		return ocispec.Descriptor{}, nil
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var refs ocispec.Index
+	if err := json.Unmarshal(b, &refs); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("referrers of %s: %w", subject, err)
+	}
+	var desc ocispec.Descriptor
+	for _, m := range refs.Manifests { // the last listed: the newest, as the registry orders them
+		if m.ArtifactType == soci.ArtifactTypeV1 {
+			desc = m
+		}
+	}
+	return desc, nil
 }
 
 // tagSchemaIndex reads the referrers tag schema's index of subject in
@@ -222,5 +289,9 @@ func (t *tailBlob) Artifact(ctx context.Context, d digest.Digest) ([]byte, error
 	if err != nil || size <= 0 {
 		return nil, fmt.Errorf("zTOC %s: size %q", d, ann[lazy.AnnotationZtocSize])
 	}
-	return fetcherSource{f: t.f}.fetchBlob(ctx, t.ref, ocispec.Descriptor{MediaType: soci.ZtocMediaType, Digest: d, Size: size}, soci.MaxZtocSize)
+	ref := t.ref
+	if repo := ann[annZtocRepo]; repo != "" {
+		ref = repo + "@" + d.String()
+	}
+	return fetcherSource{f: t.f}.fetchBlob(ctx, ref, ocispec.Descriptor{MediaType: soci.ZtocMediaType, Digest: d, Size: size}, soci.MaxZtocSize)
 }

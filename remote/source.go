@@ -37,6 +37,9 @@ type fetcherSource struct {
 	// sociV1 lets SOCI v1 indexes (found among the manifest's referrers)
 	// be used: see WithSociV1
 	sociV1 bool
+	// trusted are the repositories whose v1 SOCI indexes are used
+	// whatever sociV1 says: see WithTrustedSociRepositories
+	trusted []string
 }
 
 // SourceOption configures NewRegistrySource.
@@ -51,6 +54,19 @@ type SourceOption func(*fetcherSource)
 // mounts of the image fail (EIO) where an ordinary pull would work. Off,
 // a layer whose image has only a v1 index falls back, with that reason.
 func WithSociV1(allow bool) SourceOption { return func(s *fetcherSource) { s.sociV1 = allow } }
+
+// WithTrustedSociRepositories names repositories (registry host and
+// path, as "registry.example/lazysnap-indexes") that the cluster's nodes
+// publish SOCI indexes to (FS's Options.Publish) and trust: the v1 index
+// of an image manifest found among its referrers in one of them (the
+// referrers API or its tag schema, asked for the manifest's digest) is
+// used even without WithSociV1, before one in the image's own
+// repository. Whoever can push to such a repository chooses what lazy
+// mounts of the image serve until each layer is complete and checked
+// against its digest (Options.VerifyBlob).
+func WithTrustedSociRepositories(repos ...string) SourceOption {
+	return func(s *fetcherSource) { s.trusted = append(s.trusted, repos...) }
+}
 
 var _ Source = fetcherSource{}
 
@@ -321,12 +337,41 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 	if l, ok := s.m.get(ref, dg); ok {
 		return l, nil
 	}
-	_, desc, err := s.f.Resolve(ctx, ref)
+	im, err := s.manifest(ctx, ref)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	var siblings []ocispec.Descriptor // of desc, in the index that listed it
-	for range 4 {                     // an index of indexes is allowed, but not forever
+	// the cached layers carry what withZtoc found, so that a later Mount
+	// of a sibling layer need not look again
+	layers := make([]ocispec.Descriptor, len(im.layers))
+	for i, l := range im.layers {
+		layers[i] = s.withZtoc(ctx, ref, im.desc, im.annotations, im.siblings, l)
+	}
+	s.m.put(ref, layers)
+	for _, l := range layers {
+		if l.Digest == dg {
+			return l, nil
+		}
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
+}
+
+// imageManifest is the image manifest ref names for this platform.
+type imageManifest struct {
+	desc        ocispec.Descriptor
+	annotations map[string]string
+	siblings    []ocispec.Descriptor // of desc, in the index that listed it
+	layers      []ocispec.Descriptor // as the manifest gives them
+}
+
+// manifest resolves ref, picking this platform's manifest from an index.
+func (s fetcherSource) manifest(ctx context.Context, ref string) (imageManifest, error) {
+	_, desc, err := s.f.Resolve(ctx, ref)
+	if err != nil {
+		return imageManifest{}, err
+	}
+	var siblings []ocispec.Descriptor
+	for range 4 { // an index of indexes is allowed, but not forever
 		var doc struct {
 			MediaType   string               `json:"mediaType"`
 			Manifests   []ocispec.Descriptor `json:"manifests"`
@@ -334,27 +379,15 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 			Annotations map[string]string    `json:"annotations"`
 		}
 		if err := s.fetchJSON(ctx, ref, desc, &doc); err != nil {
-			return ocispec.Descriptor{}, err
+			return imageManifest{}, err
 		}
 		if len(doc.Manifests) == 0 {
-			// the cached layers carry what withZtoc found, so that a
-			// later Mount of a sibling layer need not look again
-			layers := make([]ocispec.Descriptor, len(doc.Layers))
-			for i, l := range doc.Layers {
-				layers[i] = s.withZtoc(ctx, ref, desc, doc.Annotations, siblings, l)
-			}
-			s.m.put(ref, layers)
-			for _, l := range layers {
-				if l.Digest == dg {
-					return l, nil
-				}
-			}
-			return ocispec.Descriptor{}, fmt.Errorf("layer %s is not in %s", dg, ref)
+			return imageManifest{desc: desc, annotations: doc.Annotations, siblings: siblings, layers: doc.Layers}, nil
 		}
 		siblings = doc.Manifests
 		desc = pickPlatform(doc.Manifests)
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("%s: nested indexes too deep", ref)
+	return imageManifest{}, fmt.Errorf("%s: nested indexes too deep", ref)
 }
 
 func pickPlatform(ms []ocispec.Descriptor) ocispec.Descriptor {

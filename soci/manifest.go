@@ -89,6 +89,16 @@ func NewIndexManifest(ztocs []Descriptor, buildTool string) *IndexManifest {
 	}
 }
 
+// NewIndexManifestV1 returns a v1 SOCI index manifest of the zTOCs given
+// (as NewIndexManifest's) whose subject is the image manifest: it is
+// found among the image manifest's referrers.
+func NewIndexManifestV1(ztocs []Descriptor, subject Descriptor, buildTool string) *IndexManifest {
+	m := NewIndexManifest(ztocs, buildTool)
+	m.Config.MediaType = ArtifactTypeV1
+	m.Subject = &subject
+	return m
+}
+
 // ZtocDescriptor returns the descriptor of the zTOC of layer in the image,
 // with the span size it names.
 func ZtocDescriptor(ztoc []byte, layer Descriptor, spanSize int64) Descriptor {

@@ -83,7 +83,12 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 			return nil, err
 		}
 	}
-	rfs := remote.New(remote.NewRegistrySource(f, remote.WithSociV1(cfg.Soci.AllowV1Indexes)), remote.Options{
+	var publish *remote.PublishOptions
+	if cfg.Soci.PublishRepository != "" {
+		publish = &remote.PublishOptions{Repository: cfg.Soci.PublishRepository, Registry: f}
+	}
+	rfs := remote.New(remote.NewRegistrySource(f, remote.WithSociV1(cfg.Soci.AllowV1Indexes), remote.WithTrustedSociRepositories(cfg.Soci.TrustedRepositories...)), remote.Options{
+		Publish:    publish,
 		Profiles:   profiles,
 		Root:       cfg.Root,
 		VerifyBlob: cfg.Fetch.VerifyBlob,
