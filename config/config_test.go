@@ -91,6 +91,12 @@ func TestLoad(t *testing.T) {
 		{"blob verification off", "[fetch]\n  verify_blob = false\n", func(c Config) bool { return !c.Fetch.VerifyBlob }, ""},
 		{"SOCI v1 indexes off by default", "", func(c Config) bool { return !c.Soci.AllowV1Indexes }, ""},
 		{"SOCI v1 indexes allowed", "[soci]\n  allow_v1_indexes = true\n", func(c Config) bool { return c.Soci.AllowV1Indexes }, ""},
+		{"SOCI publishing off and nothing trusted by default", "", func(c Config) bool {
+			return c.Soci.PublishRepository == "" && len(c.Soci.TrustedRepositories) == 0
+		}, ""},
+		{"SOCI publishing and trusted repositories", "[soci]\n  publish_repository = \"r.example/idx\"\n  trusted_repositories = [\"r.example/idx\", \"r.example/b\"]\n", func(c Config) bool {
+			return c.Soci.PublishRepository == "r.example/idx" && len(c.Soci.TrustedRepositories) == 2 && !c.Soci.AllowV1Indexes
+		}, ""},
 		{"line-rate pulls by default", "", func(c Config) bool { return c.Pull.LineRate && c.Pull.Index }, ""},
 		{"line-rate pulls off", "[pull]\n  line_rate = false\n  connections = 1\n", func(c Config) bool {
 			return !c.Pull.LineRate && c.Pull.Connections == 1 && !c.Pull.ContentStore && c.Pull.ContainerdAddress == "/run/containerd/containerd.sock"

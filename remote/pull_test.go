@@ -24,11 +24,7 @@ func TestPullThenLazy(t *testing.T) {
 	r, f := startFUSERegistry(t)
 	ctx := context.Background()
 	tarb := testtar.Synthetic(3 << 20)
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(tarb)
-	zw.Close()
-	blob := buf.Bytes()
+	blob := gzipped(tarb)
 	img, err := r.PushImage(ctx, "pull/plain", "v1", blob)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,135 @@
+package remote
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/snapshotter"
+)
+
+// TestPublishThenTrusted: a node that pulled a gzip layer at line rate
+// with Options.Publish pushes its zTOC as a v1 SOCI index of the image to
+// the publish repository (another repository than the image's); a second
+// node that trusts that repository mounts the layer lazily through it
+// (format soci), without WithSociV1; nodes that trust nothing, or another
+// repository, do not, and neither does WithSociV1 alone (the index is not
+// among the referrers in the image's own repository).
+func TestPublishThenTrusted(t *testing.T) {
+	r, f := startFUSERegistry(t)
+	ctx := context.Background()
+	tarb := testtar.Synthetic(1 << 20)
+	img, err := r.PushImage(ctx, "publish/plain", "v1", gzipped(tarb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := img.Layers[0].Digest
+	repo := r.Host + "/cluster/indexes"
+
+	a := New(NewRegistrySource(f), Options{Root: t.TempDir(), Publish: &PublishOptions{Repository: repo, Registry: f}})
+	if _, err := a.Pull(ctx, snapshotter.PullRequest{Dir: t.TempDir(), Labels: sociLabels(img.Ref, layer)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ps := a.Pulls()
+	for deadline := time.Now().Add(30 * time.Second); len(ps) == 1 && ps[0].Published == "publishing" && time.Now().Before(deadline); ps = a.Pulls() {
+		time.Sleep(10 * time.Millisecond) // the push runs in the background
+	}
+	if len(ps) != 1 || !strings.HasPrefix(ps[0].Published, "published in SOCI index sha256:") || !strings.HasSuffix(ps[0].Published, " to "+repo) {
+		t.Fatalf("Pulls = %+v, want the layer published to %s", ps, repo)
+	}
+
+	for _, tc := range []struct {
+		name string
+		opts []SourceOption
+		want string // "" = lazy, else in the not-lazy reason
+	}{
+		{"trusted publish repository", []SourceOption{WithTrustedSociRepositories(r.Host+"/other", repo)}, ""},
+		{"nothing trusted", nil, "no SOCI index"},
+		{"another repository trusted", []SourceOption{WithTrustedSociRepositories(r.Host + "/other")}, "no SOCI index"},
+		{"v1 indexes allowed, nothing trusted", []SourceOption{WithSociV1(true)}, "no SOCI index"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := New(NewRegistrySource(f, tc.opts...), Options{Root: t.TempDir()})
+			t.Cleanup(func() { fs.Close() })
+			mp := t.TempDir()
+			err := fs.Mount(ctx, mp, sociLabels(img.Ref, layer))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Mount: %v, want not lazy with %q", err, tc.want)
+				}
+				return
+			}
+			wantSociMount(t, fs, mp, err)
+			ents, _ := testtar.Read(tarb)
+			for _, name := range []string{"big", "usr/bin/tool"} {
+				if got, err := os.ReadFile(filepath.Join(mp, name)); err != nil || !bytes.Equal(got, ents[name].Content) {
+					t.Fatalf("lazy %s: %v", name, err)
+				}
+			}
+		})
+	}
+}
+
+// TestTrustedOwnRepository: a v1 index among the referrers in the
+// image's own repository is used without WithSociV1 when that repository
+// is trusted, and refused, naming both keys, when it is not.
+func TestTrustedOwnRepository(t *testing.T) {
+	r, f := startFUSERegistry(t)
+	ctx := context.Background()
+	blob, _ := testtar.SociLayer(1)
+	img, err := r.Pusher().PushSociImageV1(ctx, r.Host, "trusted/v1", "v1", 64<<10, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		trusted string
+		want    string // "" = lazy
+	}{
+		{"own repository trusted", r.Host + "/trusted/v1", ""},
+		{"another trusted", r.Host + "/other", "trusted_repositories"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := New(NewRegistrySource(f, WithTrustedSociRepositories(tc.trusted)), Options{Root: t.TempDir()})
+			t.Cleanup(func() { fs.Close() })
+			mp := t.TempDir()
+			err := fs.Mount(ctx, mp, sociLabels(img.Ref, img.Layers[0].Digest))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "allow_v1_indexes") {
+					t.Fatalf("Mount: %v, want not lazy naming %q and allow_v1_indexes", err, tc.want)
+				}
+				return
+			}
+			wantSociMount(t, fs, mp, err)
+		})
+	}
+}
+
+// wantSociMount fails t unless the Mount at mp (which returned err) is
+// lazy, the FS's one layer, of format soci; it unmounts it at cleanup.
+func wantSociMount(t *testing.T, fs *FS, mp string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	t.Cleanup(func() { fs.Unmount(context.Background(), mp) })
+	if ls := fs.Layers(); len(ls) != 1 || ls[0].Format != "soci" {
+		t.Fatalf("layers %+v, want one of format soci", ls)
+	}
+}
+
+// gzipped is b compressed with gzip.
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
