@@ -123,6 +123,17 @@
 // Options.Pull.Sink, if set, gets a copy of each blob (containerd's
 // content store). Pulls lists the pulls, in flight and done.
 //
+// Learned indexes (publish.go): with Options.Publish, a Pull that kept a
+// zTOC has a goroutine of the FS push a v1 SOCI index of the image (the
+// local zTOCs of its layers, subject the image manifest) to the publish
+// repository with profile.PushReferrer; the pushes are serialized by
+// FS.pubMu, Close cancels them, and PullInfo.Published says how each
+// went. A Source with WithTrustedSociRepositories looks for v1 indexes
+// among the manifest's referrers in those repositories first and uses
+// them without WithSociV1, fetching their zTOCs from there (annZtocRepo):
+// whoever can push to a trusted repository chooses what lazy mounts
+// serve until each layer is complete and checked against its digest.
+//
 // Handover: with Options.Handover, a mount can be served by another
 // process. Handover gives its MountState (mountpoint, labels, the FUSE
 // session) and a duplicate of its /dev/fuse descriptor; Adopt, in the
