@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/lazysnap/lazysnap/profile"
 	"github.com/lazysnap/lazysnap/soci"
@@ -100,11 +101,15 @@ func (r *FS) publish(ctx context.Context, ref string) (digest.Digest, error) {
 		return "", fmt.Errorf("image %s: no local zTOC of its layers", ref)
 	}
 	subject := soci.Descriptor{MediaType: im.desc.MediaType, Digest: im.desc.Digest, Size: im.desc.Size}
-	mb, err := json.Marshal(soci.NewIndexManifestV1(ztocs, subject, publishBuildTool))
+	idx := soci.NewIndexManifestV1(ztocs, subject, publishBuildTool)
+	// dated: the referrers API lists an image's indexes in no set order,
+	// and the newest lists the most layers (v1Referrer)
+	idx.Annotations[ocispec.AnnotationCreated] = time.Now().UTC().Format(time.RFC3339Nano)
+	mb, err := json.Marshal(idx)
 	if err != nil {
 		return "", err
 	}
-	md := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: soci.ArtifactTypeV1, Digest: digest.FromBytes(mb), Size: int64(len(mb))}
+	md := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: soci.ArtifactTypeV1, Digest: digest.FromBytes(mb), Size: int64(len(mb)), Annotations: idx.Annotations}
 	if _, err := profile.PushReferrer(ctx, o.Registry, o.Repository, im.desc.Digest, blobs, md, mb); err != nil {
 		return "", err
 	}

@@ -12,6 +12,9 @@ import (
 
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
+	"github.com/lazysnap/lazysnap/soci"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestPublishThenTrusted: a node that pulled a gzip layer at line rate
@@ -132,4 +135,32 @@ func gzipped(b []byte) []byte {
 	zw.Write(b)
 	zw.Close()
 	return buf.Bytes()
+}
+
+// TestNewestV1: the index a lookup uses among an image's referrers.
+func TestNewestV1(t *testing.T) {
+	v1 := func(d, created string) ocispec.Descriptor {
+		m := ocispec.Descriptor{ArtifactType: soci.ArtifactTypeV1, Digest: digest.Digest(d)}
+		if created != "" {
+			m.Annotations = map[string]string{ocispec.AnnotationCreated: created}
+		}
+		return m
+	}
+	other := ocispec.Descriptor{ArtifactType: "application/vnd.example", Digest: "sha256:other"}
+	for _, tc := range []struct {
+		name string
+		refs []ocispec.Descriptor
+		want digest.Digest
+	}{
+		{"none", []ocispec.Descriptor{other}, ""},
+		{"undated: the last listed", []ocispec.Descriptor{v1("sha256:a", ""), v1("sha256:b", ""), other}, "sha256:b"},
+		{"dated: the newest, listed first", []ocispec.Descriptor{v1("sha256:new", "2026-12-07T22:00:00.12Z"), v1("sha256:old", "2026-12-07T22:00:00.1Z")}, "sha256:new"},
+		{"dated beats undated", []ocispec.Descriptor{v1("sha256:dated", "2026-12-07T22:00:00Z"), v1("sha256:undated", "")}, "sha256:dated"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := newestV1(tc.refs).Digest; got != tc.want {
+				t.Fatalf("newestV1 = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/reference"
 	"github.com/lazysnap/lazysnap/fetcher"
@@ -232,13 +233,28 @@ func (s fetcherSource) v1Referrer(ctx context.Context, repo string, subject dige
 	if err := json.Unmarshal(b, &refs); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("referrers of %s: %w", subject, err)
 	}
-	var desc ocispec.Descriptor
-	for _, m := range refs.Manifests { // the last listed: the newest, as the registry orders them
-		if m.ArtifactType == soci.ArtifactTypeV1 {
-			desc = m
+	return newestV1(refs.Manifests), nil
+}
+
+// newestV1 is the newest v1 SOCI index among referrers: by its created
+// annotation (the indexes an FS publishes have one; the referrers API
+// lists them in no set order), else the last listed (the tag schema
+// appends); the zero descriptor if there is none.
+func newestV1(referrers []ocispec.Descriptor) ocispec.Descriptor {
+	var (
+		desc ocispec.Descriptor
+		at   time.Time
+	)
+	for _, m := range referrers {
+		if m.ArtifactType != soci.ArtifactTypeV1 {
+			continue
+		}
+		t, _ := time.Parse(time.RFC3339Nano, m.Annotations[ocispec.AnnotationCreated])
+		if desc.Digest == "" || !t.Before(at) {
+			desc, at = m, t
 		}
 	}
-	return desc, nil
+	return desc
 }
 
 // tagSchemaIndex reads the referrers tag schema's index of subject in
