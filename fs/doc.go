@@ -35,13 +35,15 @@
 // one twice is harmless read-only).
 //
 // Entry checks: an inode is verified (Layer.VerifyEntry; a no-op unless
-// the format's Decoder is an EntryVerifier, SOCI's) before it is opened,
-// its link read, its xattrs listed or read, and, for a device node,
+// the format's Decoder is an EntryVerifier, SOCI's) before a file is
+// opened, its link read, its xattrs listed or read, and, for a device node,
 // before a lookup returns it (READDIRPLUS leaves an unverified device's
 // attributes out, so that the kernel looks it up); an inode the layer
 // contradicts is refused from then on, its attributes too (GETATTR is
 // EIO, and the kernel is told to drop what it caches of it,
-// FUSE_NOTIFY_INVAL_INODE).
+// FUSE_NOTIFY_INVAL_INODE). A directory is listed unchecked: a listing
+// is the index's names, which no header vouches for (the complete
+// layer's check does).
 //
 // Observability: the layer's OnOp (fetch.Options.OnOp) reports every
 // FUSE request a mount answers (its OpName, time, errno).

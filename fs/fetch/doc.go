@@ -63,7 +63,10 @@
 // checks an inode once, reading through the layer (its requests, and a
 // cache of the last ranges, which the file's first read then uses); a
 // verified inode is remembered (EntryVerified), and so is one the layer
-// contradicts (EntryRefused). When to check is the server's.
+// contradicts (EntryRefused). When to check is the server's. A check
+// runs in a goroutine of the layer's, on its lifetime: the request that
+// started it may be interrupted (EINTR) and the check goes on, for the
+// restarted request to wait for.
 //
 // Observability: Options.OnReadLatency reports every read that waited
 // for a fetch; Layer.Stats holds the counters (the server adds its reads

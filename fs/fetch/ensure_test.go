@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/index"
 )
 
 // gateBlob serves a blob once its gate is opened, counting requests.
@@ -65,5 +66,61 @@ func TestCancelledReaderDoesNotCancelOthers(t *testing.T) {
 	}
 	if !l.isPresent(x.ChunkID(ino, 0)) {
 		t.Fatal("chunk not present after the shared fetch")
+	}
+}
+
+// rangeVerifier is an EntryVerifier over the eStargz decoder whose check
+// of an inode reads the blob's first 4 KiB.
+type rangeVerifier struct{ estargz.Decoder }
+
+func (rangeVerifier) VerifyEntry(ctx context.Context, ino index.Ino, blob BlobReader) error {
+	_, err := blob.ReadRange(ctx, 0, 4096)
+	return err
+}
+
+// TestInterruptedEntryCheckGoesOn: a request interrupted while its inode's
+// entry check fetches gets EINTR, and the check goes on: the restarted
+// request waits for that one fetch instead of starting another (a Go
+// caller's preemption signals restarted a check that was cancelled with
+// each interrupt, for minutes).
+func TestInterruptedEntryCheckGoesOn(t *testing.T) {
+	x, data := syntheticLayer(t)
+	blob := &gateBlob{data: data, gate: make(chan struct{}), requests: make(chan struct{}, 10)}
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: rangeVerifier{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ino, _ := x.LookupPath("big")
+
+	for i := range 3 { // interrupted three times, as a restarting syscall is
+		ctx, cancel := context.WithCancel(context.Background())
+		first := make(chan error)
+		go func() { _, err := l.VerifyEntry(ctx, ino); first <- err }()
+		if i == 0 {
+			<-blob.requests // the check's fetch is in flight
+		}
+		cancel()
+		var intr *Interrupted
+		if err := <-first; !errors.As(err, &intr) {
+			t.Fatalf("interrupted request %d: %v, want an Interrupted (EINTR)", i, err)
+		}
+	}
+	second := make(chan error)
+	go func() { _, err := l.VerifyEntry(context.Background(), ino); second <- err }()
+	close(blob.gate)
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("restarted request: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("restarted request never finished")
+	}
+	if n := len(blob.requests); n != 0 {
+		t.Fatalf("%d more requests: the interrupted check was started again", n)
+	}
+	if !l.EntryVerified(ino) {
+		t.Fatal("inode not verified after the check")
 	}
 }

@@ -14,7 +14,7 @@ import (
 // EntryVerifier is a Decoder of a format whose index says more of a file
 // than its chunks vouch for (layer.EntryVerifier: SOCI's). The layer
 // calls VerifyEntry before it serves an inode beyond what stat shows:
-// before an open (of a file or a directory), a readlink, a getxattr or
+// before a file is opened, a readlink, a getxattr or
 // listxattr, and before a lookup returns a device node; the inode is
 // served only if it returns nil. blob reads the layer's compressed ranges
 // (it counts them as the layer's requests; it is an Invalidator when the
@@ -29,17 +29,81 @@ type EntryVerifier = layer.EntryVerifier
 // EntryVerifier, once: a verified inode is remembered, and so is one the
 // layer contradicts (refused reports that, for the caller to have the
 // kernel drop the attributes it holds of it).
+//
+// The check runs on the layer's lifetime, not ctx: a request interrupted
+// while its check fetches returns (an Interrupted error, EINTR) and leaves
+// the check running, and the restarted request, or any other for the
+// inode, waits for that one check. A Go process's syscalls are
+// interrupted by its runtime's preemption signals every few milliseconds;
+// a check cancelled with them was started again by each restart and never
+// ended (runc resolving a container's root, for minutes).
 func (l *Layer) VerifyEntry(ctx context.Context, ino index.Ino) (refused bool, err error) {
 	v, ok := l.opts.Decoder.(EntryVerifier)
 	if !ok || bitSet(l.checked, ino) {
 		return false, nil
 	}
+	c, err := l.entryCheck(v, ino)
+	if err != nil {
+		return false, err
+	}
+	select {
+	case <-c.done:
+		return c.refused, c.err
+	case <-ctx.Done():
+		return false, &Interrupted{ctx.Err()}
+	}
+}
+
+// entryCall is one inode's check, running or done.
+type entryCall struct {
+	done    chan struct{}
+	refused bool
+	err     error
+}
+
+// entryCheck returns ino's check in flight, or starts it in a goroutine of
+// the layer's.
+func (l *Layer) entryCheck(v EntryVerifier, ino index.Ino) (*entryCall, error) {
+	l.mu.Lock()
+	if c, ok := l.checking[ino]; ok {
+		l.mu.Unlock()
+		return c, nil
+	}
+	c := &entryCall{done: make(chan struct{})}
+	if l.checking == nil {
+		l.checking = map[index.Ino]*entryCall{}
+	}
+	l.checking[ino] = c
+	l.mu.Unlock()
+	finish := func() {
+		l.mu.Lock()
+		delete(l.checking, ino)
+		l.mu.Unlock()
+		close(c.done)
+	}
+	if !l.spawn(func() {
+		defer finish()
+		defer func() {
+			if r := recover(); r != nil {
+				c.err = l.poison(r)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.FetchTimeout)
+		defer cancel()
+		c.refused, c.err = l.runEntryCheck(ctx, v, ino)
+	}) {
+		c.err = l.fail(&BlobError{fmt.Errorf("fs: layer %s: inode %d: %w", l.opts.Name, ino, ErrClosed)})
+		finish()
+	}
+	return c, nil
+}
+
+// runEntryCheck is one check of ino, remembered as checked or refused
+// unless it decided nothing (a fetch failed, or the layer closed).
+func (l *Layer) runEntryCheck(ctx context.Context, v EntryVerifier, ino index.Ino) (refused bool, err error) {
 	if err := v.VerifyEntry(ctx, ino, layerBlob{l}); err != nil {
-		if ctx.Err() != nil {
-			return false, &Interrupted{ctx.Err()}
-		}
 		var fe *BlobError
-		refused = !errors.As(err, &fe)
+		refused = !errors.As(err, &fe) && ctx.Err() == nil
 		if refused {
 			setBit(l.refused, ino)
 		}

@@ -199,8 +199,9 @@ type Layer struct {
 	mu       sync.Mutex
 	inflight map[int]*call
 	files    map[index.Ino]*os.File
-	dirMiss  map[index.Ino]uint // cold misses of small files per directory (read-around)
-	closed   bool               // Close has begun: no new fetch, no new content file
+	dirMiss  map[index.Ino]uint       // cold misses of small files per directory (read-around)
+	checking map[index.Ino]*entryCall // entry checks in flight (entrycheck.go)
+	closed   bool                     // Close has begun: no new fetch, no new content file
 
 	ctx      context.Context // the layer's lifetime: background work and fetches
 	cancel   context.CancelFunc
