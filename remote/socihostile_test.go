@@ -133,8 +133,15 @@ func TestSociHostileZtoc(t *testing.T) {
 			z.Files = slices.Delete(z.Files, i, i+1)
 		}, use: func(mp string) error { _, err := os.Open(filepath.Join(mp, "bin/noted")); return err },
 			reason: `the layer has an entry "bin/capped"`, stat: "bin/noted"},
+		// a listing is the index's names, which no header vouches for: it
+		// is served unchecked (fs's OpenDir), the directory's xattrs are not
 		{name: "directory mode", tamper: func(z *soci.Ztoc) { zfile(z, "etc/").Mode = 0o777 },
-			use:    func(mp string) error { _, err := os.ReadDir(filepath.Join(mp, "etc")); return err },
+			use: func(mp string) error {
+				if _, err := os.ReadDir(filepath.Join(mp, "etc")); err != nil {
+					return errors.Join(err, errors.New("a listing is not checked"))
+				}
+				return listxattr(filepath.Join(mp, "etc"))
+			},
 			reason: `"etc/": mode 755 in the layer, the zTOC says 777`, stat: "etc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
