@@ -11,8 +11,16 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// DefaultSpanSize is the uncompressed span size SOCI uses by default.
-const DefaultSpanSize = 4 << 20
+// DefaultSpanSize is the uncompressed span size lazysnap indexes with by
+// default: 1 MiB, a quarter of soci-snapshotter's 4 MiB. A span is what
+// one read of a file fetches, verifies and inflates whole (its digest
+// covers all its compressed bytes), while each span adds a 32 KiB window
+// to the zTOC fetched at mount. On the benchmark's Python image (81.7 MB
+// gzip), 1 MiB spans took `python3 -c 'print("hello")'` from 6.4 s to
+// 3.35 s (20 ms RTT, 100 Mbit/s): a 6.6 MB zTOC instead of 2.8 MB, and
+// 14 MB of spans instead of 30 MB; half as large again, the windows
+// cost what the smaller spans save.
+const DefaultSpanSize = 1 << 20
 
 // BuildOptions configures Build.
 type BuildOptions struct {
