@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,5 +124,59 @@ func TestInterruptedEntryCheckGoesOn(t *testing.T) {
 	}
 	if !l.EntryVerified(ino) {
 		t.Fatal("inode not verified after the check")
+	}
+}
+
+// prefixVerifier is an EntryVerifier whose check of an inode reads the
+// first 100 compressed bytes of its first chunk.
+type prefixVerifier struct {
+	estargz.Decoder
+	x *index.Index
+}
+
+func (v prefixVerifier) VerifyEntry(ctx context.Context, ino index.Ino, blob BlobReader) error {
+	c := v.x.Chunk(ino, 0)
+	_, err := blob.ReadRange(ctx, c.Offset, 100)
+	return err
+}
+
+// rangesBlob serves a blob, recording each range read.
+type rangesBlob struct {
+	data   []byte
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+func (b *rangesBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
+	b.mu.Lock()
+	b.ranges = append(b.ranges, [2]int64{off, n})
+	b.mu.Unlock()
+	return bytes.Clone(b.data[off : off+n]), nil
+}
+
+// TestReadAfterPrefixCheck: the start of a range an entry check read is
+// not fetched again by the read that follows: only the rest is.
+func TestReadAfterPrefixCheck(t *testing.T) {
+	x, data := syntheticLayer(t)
+	blob := &rangesBlob{data: data}
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: prefixVerifier{x: x}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ino, _ := x.LookupPath("big")
+	if _, err := l.VerifyEntry(t.Context(), ino); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ensure(t.Context(), ino, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := x.Chunk(ino, 0)
+	want := [][2]int64{{c.Offset, 100}, {c.Offset + 100, c.CompressedSize() - 100}}
+	if !slices.Equal(blob.ranges, want) {
+		t.Fatalf("ranges read %v, want %v", blob.ranges, want)
+	}
+	if !l.isPresent(x.ChunkID(ino, 0)) {
+		t.Fatal("chunk not present")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -166,10 +167,12 @@ func (b layerBlob) Invalidate(off, n int64) {
 // recentRaw keeps the last compressed ranges entry checks read: an open
 // checks the span holding the file's header, and its first read then
 // fetches that span's chunks, which are served from here instead of
-// another request.
+// another request; a check that read only the start of a span (a
+// symlink's header, say) leaves that start here, and a read of the span
+// fetches only the rest.
 type recentRaw struct {
 	mu   sync.Mutex
-	r    [2]rawRange
+	r    [4]rawRange
 	next int
 }
 
@@ -188,6 +191,27 @@ func (c *recentRaw) get(off, n int64) []byte {
 		}
 	}
 	return nil
+}
+
+// head returns the start of [off, off+n) that kept ranges hold, joined
+// (a copy; nil if none holds off).
+func (c *recentRaw) head(off, n int64) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []byte
+	for at := off; at < off+n; {
+		i := slices.IndexFunc(c.r[:], func(r rawRange) bool {
+			return r.b != nil && r.off <= at && at < r.off+int64(len(r.b))
+		})
+		if i < 0 {
+			break
+		}
+		r := c.r[i]
+		part := r.b[at-r.off : min(int64(len(r.b)), off+n-r.off)]
+		out = append(out, part...)
+		at += int64(len(part))
+	}
+	return out
 }
 
 func (c *recentRaw) put(off int64, b []byte) {

@@ -620,7 +620,7 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 		hi = max(hi, w.chunk.End)
 	}
 	sp.pos.Store(lo)
-	if rs, ok := l.blob.(RangeStreamer); ok && len(ws) > 1 && l.recent.get(lo, hi-lo) == nil {
+	if rs, ok := l.blob.(RangeStreamer); ok && len(ws) > 1 && l.recent.head(lo, 1) == nil {
 		l.streamSpan(ctx, rs, sp, ws, lo, hi)
 		return
 	}
@@ -697,6 +697,14 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 	if b := l.recent.get(off, n); b != nil {
 		return b, nil
+	}
+	if head := l.recent.head(off, n); len(head) > 0 {
+		// an entry check read the start: the rest
+		rest, err := l.read(ctx, off+int64(len(head)), n-int64(len(head)))
+		if err != nil {
+			return nil, err
+		}
+		return append(head, rest...), nil
 	}
 	l.requests.Add(1)
 	b, err := l.blob.ReadRange(ctx, off, n)

@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
-	"github.com/opencontainers/go-digest"
 )
 
 // What a zTOC entry is to the inode it is bound to (entKind).
@@ -97,25 +94,40 @@ func (b *entryBinding) memoryBytes() int {
 	return len(b.entIno)*5 + len(b.inoFirst)*4 + len(b.inoEnts)*4
 }
 
-// spanCheck is one span's header check, running or done.
+// spanCheck is the header checks of the entries whose header ends in one
+// span: they are checked in tar order, as far as an entry asked about
+// needs, by one caller at a time.
 type spanCheck struct {
-	done chan struct{}
-	err  error
-	keep bool // err is the span's verdict, not a failure to fetch it
+	lock chan struct{} // held by the caller checking (1-buffered)
+	next int           // the span's entries before next are verified
+	err  error         // the verdict of the entries from next on, if any: sticky
 }
 
 // VerifyEntry implements layer.EntryVerifier: every zTOC entry bound to ino
-// is checked against the layer's tar header for it. A span's headers are
-// checked together, once: every entry whose header ends in the span is
-// parsed from the span's inflated bytes (the span before too, for a
-// header that starts there) and compared with what the index serves.
+// is checked against the layer's tar header for it, and so is every entry
+// whose header lies between it and the last checked in its span (a
+// span's entries are checked in tar order, each once).
+//
+// The header is read from the layer's bytes inflated from the span's
+// checkpoint as far as the header ends, from as few of the span's
+// compressed bytes as that takes, unless the entry is a file whose
+// content starts in the same span (whose first read needs the whole span
+// anyway). Those bytes cannot be checked against the span digest, which
+// covers the whole span; the check does not need it. Its verdict only
+// decides whether the zTOC's word is served: bytes the registry got wrong
+// make a match no likelier (the zTOC's word is served, as with the right
+// bytes) and a mismatch is tried again on the whole span, verified
+// against its digest, before it is the verdict. A zTOC that lies has its
+// span digests lie with it, so they vouch for nothing against it: what
+// does is the layer's own bytes, which only the layer digest confirms,
+// when the layer is complete (CheckBlob).
 func (d *sociDecoder) VerifyEntry(ctx context.Context, ino layer.Ino, blob layer.BlobReader) error {
 	b := &d.bind
 	if d.trusted.Load() || b.idx == nil || int(ino) >= len(b.inoFirst)-1 {
 		return nil
 	}
 	for _, e := range b.inoEnts[b.inoFirst[ino]:b.inoFirst[ino+1]] {
-		if err := d.checkSpan(ctx, d.z.SpanAt(d.heads[e].off-1), blob); err != nil {
+		if err := d.checkUpTo(ctx, int(e), blob); err != nil {
 			return err
 		}
 	}
@@ -126,66 +138,113 @@ func (d *sociDecoder) VerifyEntry(ctx context.Context, ino layer.Ino, blob layer
 // zTOC (CheckBlob, with the blob digest).
 func (d *sociDecoder) Trust() { d.trusted.Store(true) }
 
-// checkSpan checks the headers that end in span k, once.
-func (d *sociDecoder) checkSpan(ctx context.Context, k int, blob layer.BlobReader) error {
+// spanState returns span k's checks, made on first use.
+func (d *sociDecoder) spanState(k int) *spanCheck {
+	d.vmu.Lock()
+	defer d.vmu.Unlock()
+	c, ok := d.vspans[k]
+	if !ok {
+		os, _ := d.z.SpanOut(k)
+		first, _ := d.headsEndingIn(os, os)
+		c = &spanCheck{lock: make(chan struct{}, 1), next: first}
+		d.vspans[k] = c
+	}
+	return c
+}
+
+// checkUpTo checks entry e's header, and those before it in its span not
+// checked yet. An error wrapping layer.ErrMismatch is the verdict; any
+// other decides nothing (the next call tries again).
+func (d *sociDecoder) checkUpTo(ctx context.Context, e int, blob layer.BlobReader) error {
+	k := d.z.SpanAt(d.heads[e].off - 1)
+	c := d.spanState(k)
+	select {
+	case c.lock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.lock }()
+	if e < c.next {
+		return nil
+	}
+	if c.err != nil {
+		return c.err
+	}
+	first := c.next
+	if err := d.checkRegionSizes(first, e+1); err != nil {
+		c.err = err
+		return err
+	}
+	// a file whose content starts in this span has it read whole next
+	os, oe := d.z.SpanOut(k)
+	h := d.heads[e]
+	whole := h.typ == '0' && h.end > h.off && h.off < oe
 	for {
-		d.vmu.Lock()
-		c, ok := d.vspans[k]
-		if !ok {
-			c = &spanCheck{done: make(chan struct{})}
-			d.vspans[k] = c
-			d.vmu.Unlock()
-			c.err, c.keep = d.runSpanCheck(ctx, k, blob)
-			if !c.keep {
-				d.vmu.Lock()
-				delete(d.vspans, k)
-				d.vmu.Unlock()
-			}
-			close(c.done)
+		data, base, all, err := d.headerBytes(ctx, k, d.headerStart(first), h.off, whole, blob)
+		if err != nil {
+			return err
+		}
+		last := e + 1
+		if all {
+			_, last = d.headsEndingIn(os, oe) // all of the span's: its bytes are here
+		}
+		i, err := d.checkFrom(first, last, data, base)
+		if err != nil && !all {
+			whole = true // not the verdict until the span's verified bytes say it
+			continue
+		}
+		c.next = i
+		if err != nil {
+			c.err = fmt.Errorf("%w: span %d: %w", layer.ErrMismatch, k, err)
 			return c.err
 		}
-		d.vmu.Unlock()
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if c.keep {
-			return c.err
-		}
-		// the other caller could not fetch it: try here
+		return nil
 	}
 }
 
-// runSpanCheck returns span k's verdict (keep) or why it could not be
-// reached.
-func (d *sociDecoder) runSpanCheck(ctx context.Context, k int, blob layer.BlobReader) (err error, keep bool) {
-	os, oe := d.z.SpanOut(k)
-	first, last := d.headsEndingIn(os, oe)
-	if first >= last {
-		return nil, true
-	}
-	lo := d.headerStart(first)
-	if err := d.checkRegionSizes(first, last); err != nil {
-		return err, true
-	}
-	var data []byte
-	base := int64(-1)
-	for j := d.z.SpanAt(lo); j <= k; j++ {
+// headerBytes returns the layer's uncompressed bytes from lo to at least
+// hi (hi in span k, lo in it or before), starting at tar offset base:
+// the spans before k whole, and of span k the whole span (all: verified
+// against its digest) if whole or if that is what it takes, else a
+// prefix.
+func (d *sociDecoder) headerBytes(ctx context.Context, k int, lo, hi int64, whole bool, blob layer.BlobReader) (data []byte, base int64, all bool, err error) {
+	j := d.z.SpanAt(lo)
+	base, _ = d.z.SpanOut(j)
+	for ; j < k; j++ {
 		b, err := d.spanBytes(ctx, j, blob)
 		if err != nil {
-			return err, errors.Is(err, layer.ErrMismatch)
-		}
-		if base < 0 {
-			base, _ = d.z.SpanOut(j)
-		}
-		if j == k && data == nil {
-			data = b // the common case: no copy
-			continue
+			return nil, 0, false, err
 		}
 		data = append(data, b...)
 	}
-	return d.checkRegions(k, first, last, data, base), true
+	os, _ := d.z.SpanOut(k)
+	var b []byte
+	if whole {
+		b, err = d.spanBytes(ctx, k, blob)
+		all = true
+	} else {
+		b, all, err = d.spanPrefix(ctx, k, hi-os, blob)
+	}
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if data == nil {
+		return b, base, all, nil // the common case: no copy
+	}
+	return append(data, b...), base, all, nil
+}
+
+// checkFrom checks the headers of entries first to last, whose bytes
+// data holds from tar offset base on, in order, and returns the first
+// entry that did not pass (last if all did) and why.
+func (d *sociDecoder) checkFrom(first, last int, data []byte, base int64) (int, error) {
+	for i := first; i < last; i++ {
+		region := data[d.headerStart(i)-base : d.heads[i].off-base]
+		if err := d.checkRegion(i, region); err != nil {
+			return i, err
+		}
+	}
+	return last, nil
 }
 
 // checkRegionSizes refuses entries first to last whose header blocks
@@ -199,48 +258,39 @@ func (d *sociDecoder) checkRegionSizes(first, last int) error {
 	return nil
 }
 
-// checkRegions checks the headers of entries first to last, whose bytes
-// data holds from tar offset base on: span k's verdict.
-func (d *sociDecoder) checkRegions(k, first, last int, data []byte, base int64) error {
-	for i := first; i < last; i++ {
-		region := data[d.headerStart(i)-base : d.heads[i].off-base]
-		if err := d.checkRegion(i, region); err != nil {
-			return fmt.Errorf("%w: span %d: %w", layer.ErrMismatch, k, err)
-		}
-	}
-	return nil
-}
-
-// precheck gives span k its verdict from its inflated bytes when the
-// headers that end in it lie wholly in it (most spans), so that a span
-// inflated to be read is not fetched and inflated again when a file whose
-// header it holds is opened. A few tar headers parsed per span inflated.
+// precheck checks, from span k's verified inflated bytes, the headers
+// that end in it and have not been checked, when they lie wholly in it
+// (and no caller is checking the span), so that a span inflated to be
+// read is not fetched and inflated again when a file whose header it
+// holds is opened. A few tar headers parsed per span inflated.
 func (d *sociDecoder) precheck(k int, data []byte) {
 	if d.bind.idx == nil || d.trusted.Load() {
 		return
 	}
-	d.vmu.Lock()
-	_, done := d.vspans[k]
-	d.vmu.Unlock()
-	if done {
-		return // checked, or being checked
-	}
 	os, oe := d.z.SpanOut(k)
-	first, last := d.headsEndingIn(os, oe)
-	if first >= last || d.headerStart(first) < os || int64(len(data)) != oe-os {
+	if int64(len(data)) != oe-os {
 		return
 	}
-	err := d.checkRegionSizes(first, last)
-	if err == nil {
-		err = d.checkRegions(k, first, last, data, os)
+	c := d.spanState(k)
+	select {
+	case c.lock <- struct{}{}:
+	default:
+		return // being checked
 	}
-	c := &spanCheck{done: make(chan struct{}), err: err, keep: true}
-	close(c.done)
-	d.vmu.Lock()
-	if _, ok := d.vspans[k]; !ok {
-		d.vspans[k] = c
+	defer func() { <-c.lock }()
+	_, last := d.headsEndingIn(os, oe)
+	if c.err != nil || c.next >= last || d.headerStart(c.next) < os {
+		return
 	}
-	d.vmu.Unlock()
+	if err := d.checkRegionSizes(c.next, last); err != nil {
+		c.err = err
+		return
+	}
+	i, err := d.checkFrom(c.next, last, data, os)
+	c.next = i
+	if err != nil {
+		c.err = fmt.Errorf("%w: span %d: %w", layer.ErrMismatch, k, err)
+	}
 }
 
 // headsEndingIn returns the entries whose header ends in (os, oe]: the
@@ -268,33 +318,6 @@ func (d *sociDecoder) headerStart(i int) int64 {
 		return 0
 	}
 	return (d.heads[i-1].end + 511) &^ 511
-}
-
-// spanBytes returns span j inflated, from the cache or fetched through
-// blob (the cached range dropped and fetched again once if it fails its
-// digest: that decides nothing). An error wrapping layer.ErrMismatch is
-// the zTOC's (inflate's).
-func (d *sociDecoder) spanBytes(ctx context.Context, j int, blob layer.BlobReader) ([]byte, error) {
-	if b := d.cachedSpan(j); b != nil {
-		return b, nil
-	}
-	s, e := d.z.SpanRange(j)
-	for try := 0; ; try++ {
-		raw, err := blob.ReadRange(ctx, s, e-s)
-		if err != nil {
-			return nil, err
-		}
-		sum := sha256.Sum256(raw)
-		got := digest.NewDigestFromBytes(digest.SHA256, sum[:])
-		if got == d.z.SpanDigests[j] {
-			return d.span(j, raw)
-		}
-		inv, ok := blob.(layer.Invalidator)
-		if !ok || try > 0 {
-			return nil, fmt.Errorf("%w: span %d (%d+%d): digest %s, the zTOC says %s", soci.ErrVerify, j, s, e-s, got, d.z.SpanDigests[j])
-		}
-		inv.Invalidate(s, e-s)
-	}
 }
 
 // cachedSpan returns span j's inflated bytes if the decoder holds them.

@@ -143,8 +143,8 @@ func (noBudget) Release(int64)       {}
 
 // MemoryBytes implements layer.MemorySized: what the decoder holds, counted from what it has rather
 // than from what the zTOC claims: each span's start, checkpoint, window
-// and digest, the entries' header facts, and the span cache at its
-// fullest, the sociSpanCache largest spans by their real sizes (the span
+// and digest, the entries' header facts, the prefixes entry checks hold
+// at their largest, and the span cache at its fullest, the sociSpanCache largest spans by their real sizes (the span
 // size in the checkpoint blob is the builder's target, unchecked).
 func (d *sociDecoder) MemoryBytes() int {
 	n := len(d.z.SpanDigests) * int(unsafe.Sizeof(soci.Checkpoint{})+unsafe.Sizeof(digest.Digest("")))
@@ -162,6 +162,16 @@ func (d *sociDecoder) MemoryBytes() int {
 	slices.Sort(sizes)
 	for _, s := range sizes[max(len(sizes)-sociSpanCache, 0):] {
 		n += int(s) + int(unsafe.Sizeof(spanData{}))
+	}
+	// the compressed prefixes entry checks hold, at most the largest
+	// spans' (prefix.go)
+	for i := range sizes {
+		s, e := d.z.SpanRange(i)
+		sizes[i] = e - s
+	}
+	slices.Sort(sizes)
+	for _, s := range sizes[max(len(sizes)-prefixHeld, 0):] {
+		n += int(s) + int(unsafe.Sizeof(rawPrefix{}))
 	}
 	return n + d.bind.memoryBytes()
 }
@@ -323,8 +333,9 @@ type sociDecoder struct {
 	z     *soci.Ztoc
 	heads []entryHead // the zTOC's entries, in tar order
 
-	mu    sync.Mutex
-	spans []*spanData // most recently used last
+	mu       sync.Mutex
+	spans    []*spanData // most recently used last
+	prefixes []rawPrefix // compressed span prefixes entry checks fetched (prefix.go), most recent last
 
 	entryState // VerifyEntry's (entry.go)
 }
