@@ -47,6 +47,10 @@ var errMultiRangeUnsupported = errors.New("fetcher: multi-range not supported by
 // range usefully, so the caller finds the size first.
 var errSuffixUnsupported = errors.New("fetcher: suffix range not supported by server")
 
+// errHeadNoSize is internal: a HEAD did not give the blob size, so the
+// caller asks with a ranged GET.
+var errHeadNoSize = errors.New("fetcher: HEAD gave no blob size")
+
 // RequestError describes a failed registry operation. It wraps a sentinel
 // (Kind) and the last underlying cause (Err).
 type RequestError struct {
