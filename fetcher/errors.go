@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (test
@@ -183,16 +182,8 @@ func statusError(status int) *attemptError {
 		return attemptErr(ErrUnauthorized, status, nil)
 	case status == 416:
 		return attemptErr(ErrRangeNotSatisfied, status, nil)
-	case status == 408 || status == 429 || status >= 500:
+	case transientStatus(status):
 		return attemptErr(ErrUnavailable, status, nil)
 	}
 	return attemptErr(ErrBadResponse, status, nil)
 }
-
-// MirrorRest is how long a mirror that was unreachable or timed out is
-// passed over for the next host (the registry itself) before it is tried
-// again.
-const MirrorRest = 30 * time.Second
-
-// errMirrorResting fails an operation on a mirror passed over (MirrorRest).
-var errMirrorResting = errors.New("mirror passed over: it failed less than 30s ago")

@@ -28,7 +28,7 @@ import (
 // its requests) and a consumer's sink failure (sinkError) end it at once, as does a failure
 // of a request that cannot be replayed. A mirror (a host before the last)
 // that is unreachable or times out is not retried (failFast) and is passed
-// over for MirrorRest; each mirror's failures that send a request on
+// over for mirrorRest; each mirror's failures that send a request on
 // count in its HostStats.MirrorFallbacks.
 type mirrorTransport struct {
 	f     *Fetcher
@@ -126,11 +126,19 @@ func isProxy(host, refHost string) bool {
 // resting reports whether a mirror that failed is still passed over.
 func (s *hostState) resting() bool { return time.Now().UnixNano() < s.restUntil.Load() }
 
-// rest passes a mirror that failed over for MirrorRest.
-func (s *hostState) rest() { s.restUntil.Store(time.Now().Add(MirrorRest).UnixNano()) }
+// rest passes a mirror that failed over for mirrorRest.
+func (s *hostState) rest() { s.restUntil.Store(time.Now().Add(mirrorRest).UnixNano()) }
 
 // registryURL is the URL of path (under /v2/) in the registry of refHost
 // as mirrorTransport takes it.
 func registryURL(refHost, p string) string {
 	return (&url.URL{Scheme: "https", Host: refHost, Path: path.Join("/v2", p)}).String()
 }
+
+// mirrorRest is how long a mirror that was unreachable or timed out is
+// passed over for the next host (the registry itself) before it is tried
+// again.
+const mirrorRest = 30 * time.Second
+
+// errMirrorResting fails an operation on a mirror passed over (mirrorRest).
+var errMirrorResting = errors.New("mirror passed over: it failed less than 30s ago")
