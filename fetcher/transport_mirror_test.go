@@ -1,12 +1,16 @@
 package fetcher
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +187,78 @@ func TestMirrorTransportContext(t *testing.T) {
 	}
 	if n := len(reg.requests()); n != 0 {
 		t.Errorf("registry asked %d times after the caller gave up", n)
+	}
+}
+
+// hostCreds is a CredentialSource with one credential per host.
+type hostCreds map[string]credential
+
+func (c hostCreds) Credentials(_ context.Context, _, host string, _ bool) (string, string, bool, error) {
+	cr, ok := c[host]
+	return cr.user, cr.secret, ok, nil
+}
+
+// TestBlobMirrorHosts: a Blob's reads go to the pull hosts of hosts.toml
+// in order, each with its own credentials only (a mirror never sees the
+// registry's, nor the registry the mirror's), and a host without the pull
+// capability is not asked for blobs.
+func TestBlobMirrorHosts(t *testing.T) {
+	data := randBytes(42, 64<<10)
+	for _, tc := range []struct {
+		name         string
+		capabilities string
+		mirrorHas    bool // the mirror serves the blob (else 404)
+		wantMirror   bool // the mirror is asked for the blob
+		wantRegistry bool
+	}{
+		{name: "mirror serves", capabilities: `["pull", "resolve"]`, mirrorHas: true, wantMirror: true},
+		{name: "mirror lacks the blob", capabilities: `["pull", "resolve"]`, wantMirror: true, wantRegistry: true},
+		{name: "resolve-only mirror not asked", capabilities: `["resolve"]`, mirrorHas: true, wantRegistry: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mcred, rcred := credential{"m", "mirror-secret"}, credential{"r", "registry-secret"}
+			mirror := newFakeRegistry(t, data, nil)
+			reg := newFakeRegistry(t, data, nil)
+			basicGate(reg, rcred)
+			basicGate(mirror, mcred)
+			if !tc.mirrorHas {
+				gate := mirror.hook
+				mirror.hook = func(n int, w http.ResponseWriter, r *http.Request) bool {
+					if gate(n, w, r) {
+						return true
+					}
+					http.NotFound(w, r)
+					return true
+				}
+			}
+			dir := t.TempDir()
+			must(t, os.MkdirAll(filepath.Join(dir, reg.host()), 0o755))
+			must(t, os.WriteFile(filepath.Join(dir, reg.host(), "hosts.toml"), []byte(fmt.Sprintf(
+				"server = %q\n\n[host.%q]\n  capabilities = %s\n", reg.URL, mirror.URL, tc.capabilities)), 0o644))
+			f := newTestFetcher(t, Config{HostsDir: dir, Credentials: []CredentialSource{hostCreds{reg.host(): rcred, mirror.host(): mcred}}})
+			b := mustBlob(t, f, reg.ref(), reg.desc())
+			got, err := b.ReadRange(context.Background(), 100, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data[100:1100]) {
+				t.Fatal("wrong bytes")
+			}
+			for _, s := range []struct {
+				name string
+				srv  *fakeRegistry
+				want bool
+				own  credential
+			}{{"mirror", mirror, tc.wantMirror, mcred}, {"registry", reg, tc.wantRegistry, rcred}} {
+				if asked := s.srv.blobRequests() > 0; asked != s.want {
+					t.Errorf("%s asked for the blob: %v, want %v", s.name, asked, s.want)
+				}
+				for _, r := range s.srv.requests() {
+					if r.Auth != "" && r.Auth != "Basic "+basicAuth(s.own.user, s.own.secret) {
+						t.Errorf("%s got credentials %q, not its own", s.name, r.Auth)
+					}
+				}
+			}
+		})
 	}
 }
