@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -33,8 +34,9 @@ type Blob struct {
 	repo    string
 	desc    ocispec.Descriptor
 	size    int64
-	hosts   []docker.RegistryHost
-	tr      []http.RoundTripper // per host index: newBlobTransport
+	hosts   []docker.RegistryHost // pull hosts, mirrors first
+	url     string                // in the registry of ref: mirrorTransport routes it
+	tr      http.RoundTripper     // newBlobTransport
 }
 
 // Blob returns a handle for the blob desc in the repository of ref (a
@@ -87,12 +89,13 @@ func (f *Fetcher) newBlob(ref string, desc ocispec.Descriptor) (*Blob, error) {
 	for _, h := range all {
 		if h.Capabilities.Has(docker.HostCapabilityPull) {
 			b.hosts = append(b.hosts, h)
-			b.tr = append(b.tr, newBlobTransport(h))
 		}
 	}
 	if len(b.hosts) == 0 {
 		return nil, fmt.Errorf("%w: no pull hosts configured for %s", ErrInvalid, refHost)
 	}
+	b.url = registryURL(refHost, path.Join(repo, "blobs", desc.Digest.String()))
+	b.tr = f.newBlobTransport(b.hosts)
 	return b, nil
 }
 

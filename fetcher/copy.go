@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -39,27 +40,15 @@ func (b *Blob) Copy(ctx context.Context, off, n int64, w io.Writer) error {
 		}
 		return nil
 	}
-	var firstErr error
-	for hi := range b.hosts {
-		received := func() int64 { return got }
-		err := b.retrying(ctx, hi, "get", r.String(), received, func(actx context.Context) error {
-			return b.streamOnce(actx, hi, Range{Off: off + got, Len: n - got}, deliver)
-		})
-		if err == nil {
-			return nil
-		}
-		var se *sinkError
-		if errors.As(err, &se) {
-			return se.err
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
+	received := func() int64 { return got }
+	err := b.do(ctx, http.MethodGet, r.String(), &consumer{received: received, read: func(resp *http.Response) error {
+		return b.readStream(resp, Range{Off: off + got, Len: n - got}, deliver)
+	}})
+	var se *sinkError
+	if errors.As(err, &se) {
+		return se.err
 	}
-	return firstErr
+	return err
 }
 
 // ParallelCopy writes the whole blob to w in order, over several

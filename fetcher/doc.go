@@ -43,7 +43,7 @@
 // (400/401/403/404/410) is re-resolved through the registry transparently.
 // A mirror (a host before the last) that is unreachable or times out is
 // not retried: the read moves on to the next host, and the mirror is passed
-// over for MirrorRest before it is tried again.
+// over for mirrorRest before it is tried again.
 // BlobWithTail opens a blob whose size the descriptor does not give with
 // one suffix-range request ("bytes=-n"), which returns the size and the
 // blob's last bytes (an eStargz footer and TOC) at once, instead of a HEAD
@@ -57,15 +57,32 @@
 //
 // # Transports
 //
-// A Blob's requests go through a stack of http.RoundTrippers per host
+// A Blob's requests go through a stack of http.RoundTrippers
 // (newBlobTransport, transport.go), each one concern in its own file,
 // outermost first:
 //
+//   - mirrorTransport (transport_mirror.go): the blob's pull hosts in the
+//     order of hosts.toml, mirrors first, each at its own address, API
+//     path and headers (a mirror with containerd's "ns" parameter), each
+//     through its own stack below (its own authorizer, so credentials and
+//     tokens stay scoped to their host). A host's failure sends the
+//     request on; the first host's error is returned when all fail. A
+//     mirror that is unreachable or times out gets one attempt and is
+//     passed over for mirrorRest.
+//   - retryTransport (transport_retry.go): the attempts on one host: the
+//     host's slot and the attempt's bounds (startAttempt), transient
+//     failures retried with backoff (Retry-After honoured up to
+//     maxRetryAfter) for replayable requests (GET, HEAD, PUT with a body
+//     req.GetBody gives again). An operation reads its responses as a
+//     consumer carried by the request (withConsumer), inside the attempt,
+//     so that a short body or a wrong Content-Range is retried like a
+//     reset; a stream's consumer reports what it received, and the next
+//     attempt asks for the rest of its Range.
 //   - locationTransport (transport_location.go): the redirect target
 //     (pre-signed storage URL) a successful request was sent to is
 //     remembered and used directly; one that has expired is forgotten and
-//     the request goes to the registry again. Outermost, because it must
-//     see where the whole redirect chain ended.
+//     the request goes to the registry again. Above the redirects,
+//     because it must see where the whole redirect chain ended.
 //   - redirectTransport: follows redirects (at most 10), so that every
 //     hop goes through the layers below.
 //   - stallTransport (transport_stall.go): the attempt's watchdog, from
@@ -83,14 +100,11 @@
 //     authorizes on its own; WrapTransport sits under the limiter, so the
 //     time it measures excludes the wait for a slot.
 //
-// Retries and mirror fallback are not RoundTrippers: an attempt includes
-// reading and checking the body (a short body or a wrong Content-Range is
-// retried; a stream resumes after the bytes it has), which a RoundTripper
-// does not see. Fetcher.attempts (retry.go) runs one operation's attempts
-// on one host (slot, attempt bounds, backoff, error kinds, resting a
-// mirror that is down); Blob.retrying (mirror.go) runs them on one of the
-// blob's hosts, counting a mirror's fallbacks, and Blob.onHosts on the
-// pull hosts in order, mirrors first.
+// Each operation (a range read, a stream, a size, a tail) is one request
+// through this stack, Blob.do, with its consumer. Resolve, Fetch and Push
+// go through containerd's resolver, which walks the hosts itself and
+// reads what it asks for: Fetcher.retry (retry.go) retries such a call as
+// a whole, with the same policy (retryable, backoff).
 //
 // Cache: ranges are cached per (blob digest, offset, length), on disk under
 // Config.CacheDir as <alg>/<hex[:2]>/<hex>/<off>-<len>, so entries are
@@ -122,7 +136,8 @@
 // returned. Transient failures (connection errors and resets, short
 // bodies, timeouts and stalls, 5xx, 408, 429, responses not matching the
 // request) are retried Config.Retries times per host with exponential
-// backoff and jitter, then the next configured host is tried. A response whose status,
+// backoff and jitter (or the server's Retry-After, when longer, up to
+// 10s), then the next configured host is tried. A response whose status,
 // Content-Range, length or blob size does not match the request is never
 // used. Bytes with correct framing but wrong content cannot be recognised
 // here: the caller's content check catches them (Invalidate and read

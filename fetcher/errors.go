@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them (test
@@ -46,6 +45,10 @@ var errMultiRangeUnsupported = errors.New("fetcher: multi-range not supported by
 // errSuffixUnsupported is internal: the server did not answer a suffix
 // range usefully, so the caller finds the size first.
 var errSuffixUnsupported = errors.New("fetcher: suffix range not supported by server")
+
+// errHeadNoSize is internal: a HEAD did not give the blob size, so the
+// caller asks with a ranged GET.
+var errHeadNoSize = errors.New("fetcher: HEAD gave no blob size")
 
 // RequestError describes a failed registry operation. It wraps a sentinel
 // (Kind) and the last underlying cause (Err).
@@ -179,16 +182,8 @@ func statusError(status int) *attemptError {
 		return attemptErr(ErrUnauthorized, status, nil)
 	case status == 416:
 		return attemptErr(ErrRangeNotSatisfied, status, nil)
-	case status == 408 || status == 429 || status >= 500:
+	case transientStatus(status):
 		return attemptErr(ErrUnavailable, status, nil)
 	}
 	return attemptErr(ErrBadResponse, status, nil)
 }
-
-// MirrorRest is how long a mirror that was unreachable or timed out is
-// passed over for the next host (the registry itself) before it is tried
-// again.
-const MirrorRest = 30 * time.Second
-
-// errMirrorResting fails an operation on a mirror passed over (MirrorRest).
-var errMirrorResting = errors.New("mirror passed over: it failed less than 30s ago")

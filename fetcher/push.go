@@ -17,8 +17,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// MaxReferrers caps the image index Referrers reads.
-const MaxReferrers = 4 << 20
+// maxReferrers caps the image index Referrers reads.
+const maxReferrers = 4 << 20
 
 // Push uploads data, the content desc names, to the repository of ref: a
 // blob, or a manifest or index (by desc's media type), which is tagged
@@ -68,7 +68,7 @@ func mapPushErr(err error) error {
 // Referrers reads the distribution-spec referrers API of the repository
 // of ref for subject (GET /v2/<name>/referrers/<digest>, filtered by
 // artifactType when it is set; the registry may ignore the filter) and
-// returns the image index it answers, unparsed, at most MaxReferrers
+// returns the image index it answers, unparsed, at most maxReferrers
 // bytes. A registry without the API answers 404: ErrNotFound, upon which
 // callers use the referrers tag schema (tag sha256-<hex>) instead.
 func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Digest, artifactType string) ([]byte, error) {
@@ -95,20 +95,18 @@ func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Dige
 		if len(q) > 0 {
 			u += "?" + q.Encode()
 		}
-		var body []byte
-		release, err := f.retry(ctx, func(ctx context.Context) error {
-			var err error
-			body, err = f.getIndex(withRef(ctx, ref), h, u)
-			return err
-		})
+		body, err := f.getIndex(withRef(ctx, ref), h, u)
 		if err == nil {
-			release()
 			return body, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		errs = append(errs, f.countError(opError("referrers "+ref, h.Host, subject.String(), err)))
+		var re *RequestError
+		if errors.As(err, &re) { // counted by retryTransport
+			re.Op, re.Digest = "referrers "+ref, subject.String()
+		}
+		errs = append(errs, err)
 		if errors.Is(err, ErrNotFound) {
 			break // the registry's answer, not a host's failure
 		}
@@ -120,30 +118,37 @@ func (f *Fetcher) Referrers(ctx context.Context, ref string, subject digest.Dige
 }
 
 // getIndex GETs an image index from host h, answering auth challenges
-// (authorizedClient).
+// (authorizedClient) and following redirects, with retries
+// (retryTransport).
 func (f *Fetcher) getIndex(ctx context.Context, h docker.RegistryHost, u string) ([]byte, error) {
+	var b []byte
+	ctx = withConsumer(ctx, &consumer{read: func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK {
+			return statusError(resp.StatusCode)
+		}
+		var err error
+		b, err = io.ReadAll(io.LimitReader(resp.Body, maxReferrers+1))
+		if err != nil {
+			return classifyTransport(err)
+		}
+		if len(b) > maxReferrers {
+			return badResponse(resp.StatusCode, "referrers index over %d bytes", maxReferrers)
+		}
+		return nil
+	}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, attemptErr(ErrInvalid, 0, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	for k, v := range h.Header {
 		req.Header[k] = append([]string(nil), v...)
 	}
 	req.Header.Set("Accept", ocispec.MediaTypeImageIndex)
-	resp, err := authorizedClient(h).Do(req)
+	rt := &retryTransport{next: &redirectTransport{client: authorizedClient(h)}, f: f}
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		return nil, classifyTransport(err)
+		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, statusError(resp.StatusCode)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxReferrers+1))
-	if err != nil {
-		return nil, classifyTransport(err)
-	}
-	if len(b) > MaxReferrers {
-		return nil, badResponse(resp.StatusCode, "referrers index over %d bytes", MaxReferrers)
-	}
+	resp.Body.Close()
 	return b, nil
 }

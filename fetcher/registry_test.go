@@ -311,7 +311,7 @@ func TestRegistryStoppedMidRead(t *testing.T) {
 // TestHungMirror: a mirror that accepts connections and never answers costs
 // one request timeout, once: the read falls back to the upstream after a
 // single attempt on the mirror (no retries there), and the reads after it
-// pass the mirror over (MirrorRest) instead of each waiting a timeout.
+// pass the mirror over (mirrorRest) instead of each waiting a timeout.
 func TestHungMirror(t *testing.T) {
 	up := registry.Start(t, registry.Options{})
 	layer := randBytes(54, 1<<20)

@@ -9,13 +9,9 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/containerd/containerd/v2/core/remotes/docker"
 )
 
 // maxDrain is how much of an unwanted 200 body tail is read so that the
@@ -32,15 +28,15 @@ func (b *Blob) fetch(ctx context.Context, spans []Range) ([][]byte, error) {
 		return b.fetchEach(ctx, spans)
 	}
 	var res [][]byte
-	last := 0 // the host of the last attempt
-	err := b.onHosts(ctx, "get", rangeHeader(spans), nil, func(actx context.Context, hi int) error {
-		last = hi
+	err := b.do(ctx, http.MethodGet, rangeHeader(spans), &consumer{read: func(resp *http.Response) error {
 		var err error
-		res, err = b.getRanges(actx, hi, spans)
+		res, err = b.readRanges(resp, spans)
+		if errors.Is(err, errMultiRangeUnsupported) {
+			b.f.host(routedHost(resp.Request.Context())).noMultiRange.Store(true)
+		}
 		return err
-	})
+	}})
 	if errors.Is(err, errMultiRangeUnsupported) {
-		b.f.host(b.hosts[last].Host).noMultiRange.Store(true)
 		return b.fetchEach(ctx, spans)
 	}
 	if err != nil {
@@ -75,53 +71,27 @@ func (b *Blob) fetchEach(ctx context.Context, spans []Range) ([][]byte, error) {
 	return out, nil
 }
 
-// blobURL is the registry URL of the blob on host h, with containerd's
-// "ns" parameter when h is a mirror.
-func (b *Blob) blobURL(h docker.RegistryHost) string {
-	u := h.Scheme + "://" + h.Host + path.Join("/", h.Path, b.repo, "blobs", b.desc.Digest.String())
-	if isProxy(h.Host, b.refHost) {
-		u += "?" + url.Values{"ns": {b.refHost}}.Encode()
-	}
-	return u
-}
-
-// isProxy mirrors containerd's RegistryHost.isProxy.
-func isProxy(host, refHost string) bool {
-	return host != refHost && (refHost != "docker.io" || host != "registry-1.docker.io")
-}
-
-// send performs one request for the blob on host hi, through the host's
-// transport (newBlobTransport: remembered redirect target, redirects,
-// watchdog, auth). The caller checks the status and closes the body.
-func (b *Blob) send(ctx context.Context, hi int, method, rng string) (*http.Response, error) {
-	h := b.hosts[hi]
-	req, err := http.NewRequestWithContext(ctx, method, b.blobURL(h), nil)
+// do sends one request for the blob (method, Range rng) through the
+// blob's transport (newBlobTransport: hosts in order, retries, redirects,
+// watchdog, auth), c reading each attempt's response.
+func (b *Blob) do(ctx context.Context, method, rng string, c *consumer) error {
+	req, err := http.NewRequestWithContext(withConsumer(ctx, c), method, b.url, nil)
 	if err != nil {
-		return nil, attemptErr(ErrInvalid, 0, err)
-	}
-	for k, v := range h.Header {
-		req.Header[k] = append([]string(nil), v...)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if rng != "" {
 		req.Header.Set("Range", rng)
 	}
 	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := b.tr[hi].RoundTrip(req)
+	resp, err := b.tr.RoundTrip(req)
 	if err != nil {
-		return nil, classifyTransport(err)
+		return err
 	}
-	return resp, nil
+	return resp.Body.Close()
 }
 
-// getRanges does one GET of spans and checks and parses the answer.
-func (b *Blob) getRanges(ctx context.Context, hi int, spans []Range) ([][]byte, error) {
-	resp, err := b.send(ctx, hi, http.MethodGet, rangeHeader(spans))
-	if err != nil {
-		return nil, err
-	}
-	// Consume the rest (e.g. a multipart closing boundary) so the
-	// connection can be reused.
-	defer drainClose(resp)
+// readRanges checks and parses the answer to a GET of spans.
+func (b *Blob) readRanges(resp *http.Response, spans []Range) ([][]byte, error) {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
@@ -139,10 +109,8 @@ func (b *Blob) getRanges(ctx context.Context, hi int, spans []Range) ([][]byte, 
 		if len(spans) > 1 {
 			return nil, errMultiRangeUnsupported
 		}
-		drainClose(resp)
 		return nil, attemptErr(ErrRangeNotSatisfied, resp.StatusCode, fmt.Errorf("blob size %d", b.size))
 	}
-	drainClose(resp)
 	return nil, statusError(resp.StatusCode)
 }
 
@@ -337,11 +305,11 @@ func rangeHeader(spans []Range) string {
 func (b *Blob) readSuffix(ctx context.Context, n int64) ([]byte, error) {
 	rng := fmt.Sprintf("bytes=-%d", n)
 	var tail []byte
-	err := b.onHosts(ctx, "get", rng, nil, func(actx context.Context, hi int) error {
+	err := b.do(ctx, http.MethodGet, rng, &consumer{read: func(resp *http.Response) error {
 		var err error
-		tail, err = b.getSuffix(actx, hi, rng, n)
+		tail, err = b.readSuffixResponse(resp, rng, n)
 		return err
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
@@ -351,12 +319,7 @@ func (b *Blob) readSuffix(ctx context.Context, n int64) ([]byte, error) {
 	return tail, nil
 }
 
-func (b *Blob) getSuffix(ctx context.Context, hi int, rng string, n int64) ([]byte, error) {
-	resp, err := b.send(ctx, hi, http.MethodGet, rng)
-	if err != nil {
-		return nil, err
-	}
-	defer drainClose(resp)
+func (b *Blob) readSuffixResponse(resp *http.Response, rng string, n int64) ([]byte, error) {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		cr, total, err := parseContentRange(resp.Header.Get("Content-Range"))
@@ -395,35 +358,31 @@ func (b *Blob) getSuffix(ctx context.Context, hi int, rng string, n int64) ([]by
 // when HEAD is refused or carries no length.
 func (b *Blob) stat(ctx context.Context) (int64, error) {
 	var size int64
-	err := b.onHosts(ctx, "head", "", nil, func(actx context.Context, hi int) error {
-		resp, err := b.send(actx, hi, http.MethodHead, "")
-		if err != nil {
-			return err
-		}
-		drainClose(resp)
+	err := b.do(ctx, http.MethodHead, "", &consumer{read: func(resp *http.Response) error {
 		switch {
 		case resp.StatusCode == http.StatusOK && resp.ContentLength > 0:
 			size = resp.ContentLength
 			return nil
 		case resp.StatusCode == http.StatusNotFound, resp.StatusCode == http.StatusUnauthorized,
-			resp.StatusCode == http.StatusForbidden, resp.StatusCode >= 500, resp.StatusCode == 429:
+			resp.StatusCode == http.StatusForbidden:
 			return statusError(resp.StatusCode)
 		}
-		size, err = b.statByGet(actx, hi)
-		return err
-	})
+		return fmt.Errorf("%w: status %d, Content-Length %d", errHeadNoSize, resp.StatusCode, resp.ContentLength)
+	}})
+	if errors.Is(err, errHeadNoSize) {
+		err = b.do(ctx, http.MethodGet, "bytes=0-0", &consumer{read: func(resp *http.Response) error {
+			var err error
+			size, err = statByGet(resp)
+			return err
+		}})
+	}
 	if err != nil {
 		return 0, err
 	}
 	return size, nil
 }
 
-func (b *Blob) statByGet(ctx context.Context, hi int) (int64, error) {
-	resp, err := b.send(ctx, hi, http.MethodGet, "bytes=0-0")
-	if err != nil {
-		return 0, err
-	}
-	defer drainClose(resp)
+func statByGet(resp *http.Response) (int64, error) {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		_, total, err := parseContentRange(resp.Header.Get("Content-Range"))

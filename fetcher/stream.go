@@ -42,10 +42,10 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 		return nil
 	}
 	received := func() int64 { return int64(len(buf)) }
-	err := b.onHosts(ctx, "get", r.String(), received, func(actx context.Context, hi int) error {
+	err := b.do(ctx, http.MethodGet, r.String(), &consumer{received: received, read: func(resp *http.Response) error {
 		got := int64(len(buf))
-		return b.streamOnce(actx, hi, Range{Off: off + got, Len: n - got}, deliver)
-	})
+		return b.readStream(resp, Range{Off: off + got, Len: n - got}, deliver)
+	}})
 	if err != nil {
 		return err
 	}
@@ -53,15 +53,11 @@ func (b *Blob) StreamRange(ctx context.Context, off, n int64, fn func(p []byte))
 	return nil
 }
 
-// streamOnce is one GET of r whose body goes to deliver as it is read;
-// bytes read before a failure are delivered too (their place is known).
-// An error of deliver ends the attempt with that error (not retried).
-func (b *Blob) streamOnce(ctx context.Context, hi int, r Range, deliver func([]byte) error) error {
-	resp, err := b.send(ctx, hi, http.MethodGet, r.String())
-	if err != nil {
-		return err
-	}
-	defer drainClose(resp)
+// readStream reads the answer to a GET of r, handing its body to deliver
+// as it is read; bytes read before a failure are delivered too (their
+// place is known). An error of deliver ends the attempt with that error
+// (not retried).
+func (b *Blob) readStream(resp *http.Response, r Range, deliver func([]byte) error) error {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		cr, err := b.contentRange(resp.Header.Get("Content-Range"))

@@ -6,7 +6,21 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 )
 
-// newBlobTransport composes the transport of one blob on host h, outermost
+// newBlobTransport is the transport of one blob on hosts, the blob's pull
+// hosts in order (transport.go's stack per host, outermost first):
+//
+//	mirrorTransport    each host in order; a mirror that is down rested
+//	retryTransport     attempts: slot, bounds, consumer, backoff
+//	hostTransport      the rest, below
+func (f *Fetcher) newBlobTransport(hosts []docker.RegistryHost) http.RoundTripper {
+	m := &mirrorTransport{f: f, hosts: hosts}
+	for _, h := range hosts {
+		m.next = append(m.next, &retryTransport{next: hostTransport(h), f: f})
+	}
+	return m
+}
+
+// hostTransport composes the transport of one blob on host h, outermost
 // first (doc.go, Transports, says why in this order):
 //
 //	locationTransport  remembered redirect target; an expired one re-resolved
@@ -14,7 +28,7 @@ import (
 //	stallTransport     the attempt's watchdog: headers wait, body stall
 //	authTransport      credentials; 401 challenge -> authorizer -> resend
 //	h.Client.Transport meteredTransport, Config.WrapTransport, containerd's
-func newBlobTransport(h docker.RegistryHost) http.RoundTripper {
+func hostTransport(h docker.RegistryHost) http.RoundTripper {
 	client := authorizedClient(h)
 	client.Transport = &stallTransport{next: client.Transport}
 	client.CheckRedirect = stopAfterRedirects
@@ -40,6 +54,8 @@ func authorizedClient(h docker.RegistryHost) *http.Client {
 
 // Compile-time interface checks.
 var (
+	_ http.RoundTripper = (*mirrorTransport)(nil)
+	_ http.RoundTripper = (*retryTransport)(nil)
 	_ http.RoundTripper = (*locationTransport)(nil)
 	_ http.RoundTripper = (*redirectTransport)(nil)
 	_ http.RoundTripper = (*stallTransport)(nil)

@@ -291,7 +291,7 @@ func TestBlobTransportExpired401(t *testing.T) {
 	registry, rn := countingServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, fmt.Sprintf("%s/blob?sig=%d", storage.URL, sigs.Add(1)), http.StatusTemporaryRedirect)
 	})
-	rt := newBlobTransport(docker.RegistryHost{
+	rt := hostTransport(docker.RegistryHost{
 		Client:     registry.Client(),
 		Authorizer: newChainAuthorizer(credChain{&rotatingSource{}}, registry.Client(), nil),
 	})
