@@ -1,8 +1,10 @@
 // Package testformat is the conformance suite every layer format runs
 // (layer.Format), in the manner of containerd's snapshot testsuite: a
-// format's test gives Run the format and a way to write a tar as a layer
-// of it, and Run checks what the mount relies on of every format. It is
-// for tests only.
+// format's test gives Run the format and its writer (layer.Writer), and
+// Run checks what the mount relies on of every format. RunWriter checks
+// what every writer promises (convert's), RunReference what a format
+// reads of the blobs the reference eStargz library writes. It is for
+// tests only.
 package testformat
 
 import (
@@ -39,8 +41,11 @@ type Layer struct {
 type Case struct {
 	// Format is the format, as remote lists it.
 	Format layer.Format
-	// Make writes tarball as a layer of the format.
-	Make func(t testing.TB, tarball []byte) Layer
+	// Writer writes the suite's tar as a layer of the format (with 64
+	// KiB chunks); IndexAnnotation is an InputBlob writer's, as
+	// WriterCase's.
+	Writer          layer.Writer
+	IndexAnnotation string
 }
 
 // tailSize is the tail a layer.TailBlob holds, as remote's Source reads.
@@ -53,7 +58,7 @@ func Run(t *testing.T, c Case) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := c.Make(t, tarball)
+	l := write(t, c.Writer, c.IndexAnnotation, tarball, layer.WriteOptions{ChunkSize: 64 << 10})
 	d, ok, err := c.Format.IndexDigest(l.Desc)
 	if err != nil || !ok {
 		t.Fatalf("%s: IndexDigest(%v): %s, %v, %v: the format does not claim its own layer", c.Format.Name(), l.Desc.Annotations, d, ok, err)
