@@ -3,7 +3,10 @@ package convert
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -55,7 +58,37 @@ func TestWritersRoundTrip(t *testing.T) {
 			testformat.RunWriter(t, c)
 		})
 	}
-	if _, err := writerNamed(FormatSOCI, layer.InputTar); err == nil {
-		t.Error("Image would write SOCI, which indexes blobs")
+}
+
+// TestUnknownFormat: Image writes only the formats whose writers read a
+// layer's tar, IndexImage only those that read its blob; any other name
+// is ErrFormat, before anything is read.
+func TestUnknownFormat(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, tc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"Image soci", func() error {
+			_, err := Image(t.Context(), missing, missing+"-out", Options{Format: FormatSOCI})
+			return err
+		}},
+		{"Image zstd", func() error {
+			_, err := Image(t.Context(), missing, missing+"-out", Options{Format: "zstd"})
+			return err
+		}},
+		{"IndexImage estargz", func() error {
+			_, err := IndexImage(t.Context(), missing, missing+"-out", IndexOptions{Format: FormatEStargz})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.run(); !errors.Is(err, ErrFormat) {
+				t.Fatalf("error %v, want ErrFormat", err)
+			}
+		})
+	}
+	if got := Formats(layer.InputTar); !slices.Equal(got, []string{FormatEStargz, FormatZstdChunked}) {
+		t.Errorf("Formats(InputTar) = %q", got)
 	}
 }
