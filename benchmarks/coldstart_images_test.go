@@ -32,6 +32,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/zstdchunked"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -480,7 +481,7 @@ func neededBytes(layout string, files []string) (needs, error) {
 				continue
 			}
 			claimed[name] = true
-			if e.Type == estargz.TypeHardlink {
+			if e.Type == layer.TypeHardlink {
 				if e = entries[e.LinkName]; e == nil {
 					continue
 				}

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -10,13 +11,11 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/klauspost/compress/zstd"
-	"github.com/lazysnap/lazysnap/estargz"
-	"github.com/lazysnap/lazysnap/zstdchunked"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -31,19 +30,14 @@ const (
 	maxJSONBlob        = 16 << 20
 )
 
-// Layer formats Convert writes (Options.Format).
-const (
-	FormatEStargz     = "estargz"
-	FormatZstdChunked = "zstd:chunked"
-)
-
 // Options configures a conversion.
 type Options struct {
 	// Format is the layer format written: FormatEStargz (the default) or
-	// FormatZstdChunked.
+	// FormatZstdChunked (Formats(layer.InputTar) lists them).
 	Format string
-	// ChunkSize and CompressionLevel are passed to estargz.Convert (zero:
-	// its defaults); for zstd:chunked the level is zstd's (1 to 22).
+	// ChunkSize and CompressionLevel are the format's (layer.WriteOptions;
+	// zero: its defaults): gzip's level for eStargz (1 to 9), zstd's for
+	// zstd:chunked (1 to 22).
 	ChunkSize        int64
 	CompressionLevel int
 	// Prioritized files are placed first in every layer that has them.
@@ -71,8 +65,8 @@ type Options struct {
 // LayerReport describes one converted layer.
 type LayerReport struct {
 	From, To   ocispec.Descriptor
-	Result     *estargz.Result // nil if the layer was kept as it was
-	KeptReason string          // why a layer was not converted
+	Result     *layer.Written // nil if the layer was kept as it was
+	KeptReason string         // why a layer was not converted
 }
 
 // Report describes a conversion.
@@ -93,8 +87,9 @@ type Report struct {
 // gets the new blobs and then its index.json; after a failure dst is as it
 // was (absent if it was).
 func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) {
-	if opts.Format != "" && opts.Format != FormatEStargz && opts.Format != FormatZstdChunked {
-		return nil, fmt.Errorf("convert: unknown layer format %q (want %s or %s)", opts.Format, FormatEStargz, FormatZstdChunked)
+	w, err := writerNamed(cmp.Or(opts.Format, FormatEStargz), layer.InputTar)
+	if err != nil {
+		return nil, err
 	}
 	srcDir, cleanup, err := openSource(src, opts.TempDir)
 	if err != nil {
@@ -117,7 +112,7 @@ func Image(ctx context.Context, src, dst string, opts Options) (*Report, error) 
 	if opts.TempDir == "" {
 		opts.TempDir = stage
 	}
-	c := &converter{ctx: ctx, src: layout{srcDir}, dst: layout{stage}, existing: existing, opts: opts, report: &Report{}, done: map[digest.Digest]convertedLayer{}}
+	c := &converter{ctx: ctx, w: w, src: layout{srcDir}, dst: layout{stage}, existing: existing, opts: opts, report: &Report{}, done: map[digest.Digest]convertedLayer{}}
 	idx, err := c.src.readIndex()
 	if err != nil {
 		return nil, err
@@ -211,8 +206,9 @@ func openSource(src, tempDir string) (dir string, cleanup func(), err error) {
 
 type converter struct {
 	ctx      context.Context
-	src, dst layout  // dst: the staging directory
-	existing *layout // the destination directory, if it exists already
+	w        layer.Writer // Options.Format's
+	src, dst layout       // dst: the staging directory
+	existing *layout      // the destination directory, if it exists already
 	opts     Options
 	report   *Report
 	done     map[digest.Digest]convertedLayer // by source digest
@@ -353,12 +349,8 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 		c.record(LayerReport{From: l, To: l, KeptReason: reason})
 		return l, diffID, c.copyBlob(l.Digest)
 	}
-	zstdChunked := c.opts.Format == FormatZstdChunked
-	if _, ok := l.Annotations[estargz.TOCJSONDigestAnnotation]; ok && !zstdChunked {
-		return keep("already eStargz")
-	}
-	if _, ok, _ := zstdchunked.ManifestDigest(l.Annotations); ok && zstdChunked && l.MediaType == ocispec.MediaTypeImageLayerZstd {
-		return keep("already zstd:chunked")
+	if why := c.w.Skip(l); why != "" {
+		return keep(why)
 	}
 	var decompress func(io.Reader) (io.ReadCloser, error)
 	switch l.MediaType {
@@ -394,45 +386,26 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 	if err != nil {
 		return l, "", err
 	}
-	blobFile, err := os.CreateTemp(c.opts.TempDir, ".estargz-")
+	blobFile, err := os.CreateTemp(c.opts.TempDir, ".layer-blob-")
 	if err != nil {
 		return l, "", err
 	}
 	defer os.Remove(blobFile.Name())
-	var eopts []estargz.ConvertOption
-	if c.opts.ChunkSize > 0 {
-		eopts = append(eopts, estargz.WithChunkSize(c.opts.ChunkSize))
-	}
-	if c.opts.CompressionLevel > 0 && !zstdChunked {
-		eopts = append(eopts, estargz.WithCompressionLevel(c.opts.CompressionLevel))
-	}
-	if len(c.opts.Prioritized) > 0 {
-		eopts = append(eopts, estargz.WithPrioritizedFiles(c.opts.Prioritized))
-	}
-	var res *estargz.Result
-	mediaType := ocispec.MediaTypeImageLayerGzip
-	if zstdChunked {
-		level := zstdchunked.DefaultLevel
-		if c.opts.CompressionLevel > 0 {
-			level = zstd.EncoderLevelFromZstd(c.opts.CompressionLevel)
-		}
-		mediaType = ocispec.MediaTypeImageLayerZstd
-		res, err = zstdchunked.Convert(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), level, eopts...)
-	} else {
-		res, err = estargz.Convert(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), eopts...)
-	}
+	wopts := layer.WriteOptions{ChunkSize: c.opts.ChunkSize, Level: c.opts.CompressionLevel, Prioritized: c.opts.Prioritized}
+	res, err := c.w.Write(c.ctx, blobFile, io.NewSectionReader(tarFile, 0, st.Size()), l, wopts)
 	if cerr := blobFile.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return l, "", err
 	}
-	if err := c.dst.adoptBlob(blobFile.Name(), res.Digest); err != nil {
+	if err := c.dst.adoptBlob(blobFile.Name(), res.Desc.Digest); err != nil {
 		return l, "", err
 	}
-	nd := ocispec.Descriptor{MediaType: mediaType, Digest: res.Digest, Size: res.Size, Annotations: maps.Clone(res.Annotations)}
-	if !zstdChunked {
-		nd.Annotations[estargz.UncompressedSizeAnnotation] = strconv.FormatInt(res.UncompressedSize, 10)
+	nd := res.Desc
+	nd.Annotations = maps.Clone(nd.Annotations)
+	if nd.Annotations == nil {
+		nd.Annotations = map[string]string{}
 	}
 	for k, v := range l.Annotations {
 		if _, ok := nd.Annotations[k]; !ok && !stale(k) {
@@ -442,18 +415,6 @@ func (c *converter) convertLayer(l ocispec.Descriptor, diffID digest.Digest) (oc
 	c.done[l.Digest] = convertedLayer{nd, res.DiffID}
 	c.record(LayerReport{From: l, To: nd, Result: res})
 	return nd, res.DiffID, nil
-}
-
-// stale: an annotation of the source layer's format that does not
-// describe the converted layer.
-func stale(k string) bool {
-	switch k {
-	case estargz.TOCJSONDigestAnnotation, estargz.UncompressedSizeAnnotation,
-		zstdchunked.ManifestChecksumAnnotation, zstdchunked.ManifestPositionAnnotation, zstdchunked.TarSplitPositionAnnotation,
-		zstdchunked.LegacyManifestChecksumAnnotation, zstdchunked.LegacyManifestPositionAnnotation:
-		return true
-	}
-	return false
 }
 
 type convertedLayer struct {

@@ -1,7 +1,20 @@
-// Package convert converts whole container images to eStargz: every tar
-// layer becomes an eStargz blob, the manifest records each layer's TOC digest
-// and uncompressed size as annotations, and the config's diff_ids follow the
-// new layers.
+// Package convert converts whole container images to eStargz (or
+// zstd:chunked): every tar layer becomes a blob of the format, the
+// manifest records the annotations that locate and vouch for each layer's
+// index, and the config's diff_ids follow the new layers. IndexImage
+// instead gives an image's gzip layers SOCI zTOCs, the layers unchanged.
+//
+// # Writers
+//
+// A layer is written by its format's layer.Writer (estargz.Writer,
+// zstdchunked.Writer, soci.Writer), chosen by name from writers, the one
+// list of them (Formats names them): Image uses the writers that read a
+// layer's tar (Options.Format), IndexImage those that read its blob
+// (IndexOptions.Format). A layer a writer skips (already of its format;
+// not a gzip layer, for SOCI) is kept as it is, with the writer's reason.
+// A converted layer drops the source's annotations that any writer
+// writes. A blob an indexing writer read is checked against its digest
+// (ErrLayout).
 //
 // # Locations
 //
@@ -29,8 +42,9 @@
 //
 // # Errors
 //
-// Errors name the blob or layer that failed and wrap estargz's sentinels
-// where the layer itself is bad. Every descriptor is checked where it
+// Errors name the blob or layer that failed and wrap the format's
+// sentinels where the layer itself is bad. A format no writer of the list
+// writes is ErrFormat. Every descriptor is checked where it
 // enters (index.json entries, index children, configs, layers, a
 // registry's resolved root and children): a missing or malformed digest,
 // an algorithm other than sha256, sha384 or sha512, a negative size or a
@@ -59,6 +73,7 @@
 // # Concurrency
 //
 // Layers convert one after another; each conversion uses every CPU through
-// estargz.Convert. Registry transfers run up to four blobs at once;
+// its writer (estargz.Convert); IndexImage indexes IndexOptions.Parallel
+// layers at once. Registry transfers run up to four blobs at once;
 // Options.Transfer is called one call at a time.
 package convert

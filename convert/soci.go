@@ -1,7 +1,8 @@
 package convert
 
 import (
-	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -18,7 +20,10 @@ import (
 
 // IndexOptions configures IndexImage and IndexAt.
 type IndexOptions struct {
-	// SpanSize is the zTOCs' span size (soci.DefaultSpanSize).
+	// Format is the index format written: FormatSOCI (the default; the
+	// only one of Formats(layer.InputBlob)).
+	Format string
+	// SpanSize is the zTOCs' span size (0: soci.DefaultSpanSize).
 	SpanSize int64
 	// MinLayerSize: smaller layers get no zTOC (they are pulled).
 	MinLayerSize int64
@@ -65,8 +70,9 @@ type IndexReport struct {
 // index holding both (the root of index.json's entry, which keeps its
 // annotations). Layer blobs are read, never changed.
 func IndexImage(ctx context.Context, src, dst string, opts IndexOptions) (*IndexReport, error) {
-	if opts.SpanSize <= 0 {
-		opts.SpanSize = soci.DefaultSpanSize
+	w, err := writerNamed(cmp.Or(opts.Format, FormatSOCI), layer.InputBlob)
+	if err != nil {
+		return nil, err
 	}
 	if opts.Parallel <= 0 {
 		opts.Parallel = 2
@@ -74,7 +80,7 @@ func IndexImage(ctx context.Context, src, dst string, opts IndexOptions) (*Index
 	if opts.BuildTool == "" {
 		opts.BuildTool = "lazysnap"
 	}
-	x := &indexer{ctx: ctx, src: layout{src}, dst: layout{dst}, opts: opts, rep: &IndexReport{}, ztocs: map[digest.Digest]*IndexLayerReport{}}
+	x := &indexer{ctx: ctx, w: w, src: layout{src}, dst: layout{dst}, opts: opts, rep: &IndexReport{}, ztocs: map[digest.Digest]*IndexLayerReport{}}
 	idx, err := x.src.readIndex()
 	if err != nil {
 		return nil, err
@@ -105,6 +111,7 @@ func IndexImage(ctx context.Context, src, dst string, opts IndexOptions) (*Index
 
 type indexer struct {
 	ctx      context.Context
+	w        layer.Writer // IndexOptions.Format's
 	src, dst layout
 	opts     IndexOptions
 	rep      *IndexReport
@@ -335,11 +342,11 @@ func (x *indexer) layer(l ocispec.Descriptor) (_ *IndexLayerReport, err error) {
 		}
 		x.mu.Unlock()
 	}()
-	switch {
-	case l.MediaType != ocispec.MediaTypeImageLayerGzip && l.MediaType != dockerLayerGzip:
-		r.Skipped = "not a gzip layer (" + l.MediaType + ")"
+	if why := x.w.Skip(l); why != "" {
+		r.Skipped = why
 		return r, nil
-	case l.Size < x.opts.MinLayerSize:
+	}
+	if l.Size < x.opts.MinLayerSize {
 		r.Skipped = fmt.Sprintf("%d bytes, under the minimum of %d", l.Size, x.opts.MinLayerSize)
 		return r, nil
 	}
@@ -348,24 +355,23 @@ func (x *indexer) layer(l ocispec.Descriptor) (_ *IndexLayerReport, err error) {
 		return r, fmt.Errorf("%w: %v", ErrLayout, err)
 	}
 	defer f.Close()
-	h := digest.SHA256.Digester()
-	z, err := soci.Build(bufio.NewReaderSize(teeHash{f, h}, 1<<20), soci.BuildOptions{SpanSize: x.opts.SpanSize, BuildTool: x.opts.BuildTool})
+	var buf bytes.Buffer
+	h := &hashedReaderAt{r: f, h: l.Digest.Algorithm().Digester()}
+	wopts := layer.WriteOptions{ChunkSize: x.opts.SpanSize, BuildTool: x.opts.BuildTool}
+	res, err := x.w.Write(x.ctx, &buf, io.NewSectionReader(h, 0, l.Size), l, wopts)
 	if err != nil {
 		return r, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	if _, err := io.Copy(io.Discard, teeHash{f, h}); err != nil { // anything after the gzip stream
-		return r, err
-	}
-	if h.Digest() != l.Digest || z.CompressedSize != l.Size {
+	if ok, err := h.matches(l.Digest, l.Size); err != nil {
+		return r, fmt.Errorf("%w: layer %s: %v", ErrLayout, l.Digest, err)
+	} else if !ok {
 		return r, fmt.Errorf("%w: layer %s does not match its digest", ErrLayout, l.Digest)
 	}
-	zb := soci.Marshal(z)
-	sd := soci.ZtocDescriptor(zb, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest}, x.opts.SpanSize)
-	if _, err := x.dst.writeBlob(sd.MediaType, zb); err != nil {
+	if _, err := x.dst.writeBlob(res.Desc.MediaType, buf.Bytes()); err != nil {
 		return r, err
 	}
-	r.Ztoc = &ocispec.Descriptor{MediaType: sd.MediaType, Digest: sd.Digest, Size: sd.Size, Annotations: sd.Annotations}
-	r.Files, r.Spans = len(z.Files), len(z.SpanDigests)
+	r.Ztoc = &res.Desc
+	r.Files, r.Spans = res.Files, res.Chunks
 	return r, nil
 }
 
@@ -378,16 +384,33 @@ func (x *indexer) platform(cfg ocispec.Descriptor) *ocispec.Platform {
 	return configPlatform(b)
 }
 
-// teeHash hashes what is read through it.
-type teeHash struct {
-	r io.Reader
+// hashedReaderAt hashes what is read through it while the reads follow
+// one another from the start (an InputBlob writer's, layer.Writer).
+type hashedReaderAt struct {
+	r io.ReaderAt
 	h digest.Digester
+	n int64 // bytes hashed, from 0
 }
 
-func (t teeHash) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	t.h.Hash().Write(p[:n])
+func (t *hashedReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := t.r.ReadAt(p, off)
+	if off <= t.n && off+int64(n) > t.n {
+		t.h.Hash().Write(p[t.n-off : n])
+		t.n = off + int64(n)
+	}
 	return n, err
+}
+
+// matches hashes the rest of the size bytes, from where the reads in
+// order stopped, and says whether they are d.
+func (t *hashedReaderAt) matches(d digest.Digest, size int64) (bool, error) {
+	if _, err := io.Copy(io.Discard, io.NewSectionReader(t, t.n, size-t.n)); err != nil {
+		return false, err
+	}
+	if t.n != size {
+		return false, nil
+	}
+	return t.h.Digest() == d, nil
 }
 
 // IndexAt indexes the image at src (IndexImage) into dst, either of which

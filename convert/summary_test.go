@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/convert"
-	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -21,7 +21,7 @@ import (
 func TestWriteSummary(t *testing.T) {
 	pull := &convert.PullReport{Ref: "r.example/a:1", Blobs: 4, Bytes: 400}
 	push := &convert.PushReport{Ref: "r.example/a:2@sha256:x", Uploaded: 2, UploadedBytes: 90, Existing: 3}
-	converted := convert.LayerReport{From: ocispec.Descriptor{Size: 100}, To: ocispec.Descriptor{Size: 120}, Result: &estargz.Result{}}
+	converted := convert.LayerReport{From: ocispec.Descriptor{Size: 100}, To: ocispec.Descriptor{Size: 120}, Result: &layer.Written{}}
 	kept := convert.LayerReport{From: ocispec.Descriptor{Size: 7}, To: ocispec.Descriptor{Size: 7}, KeptReason: "foreign"}
 	ztoc := &ocispec.Descriptor{Size: 30}
 	root := ocispec.Descriptor{Digest: digest.FromString("index")}

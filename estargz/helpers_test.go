@@ -11,6 +11,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -44,9 +45,9 @@ func gunzipAll(t testing.TB, blob []byte) []byte {
 }
 
 var typeOf = map[byte]string{
-	tar.TypeReg: estargz.TypeReg, tar.TypeDir: estargz.TypeDir, tar.TypeSymlink: estargz.TypeSymlink,
-	tar.TypeLink: estargz.TypeHardlink, tar.TypeChar: estargz.TypeChar, tar.TypeBlock: estargz.TypeBlock,
-	tar.TypeFifo: estargz.TypeFifo,
+	tar.TypeReg: layer.TypeReg, tar.TypeDir: layer.TypeDir, tar.TypeSymlink: layer.TypeSymlink,
+	tar.TypeLink: layer.TypeHardlink, tar.TypeChar: layer.TypeChar, tar.TypeBlock: layer.TypeBlock,
+	tar.TypeFifo: layer.TypeFifo,
 }
 
 // compareWithSource checks every source entry's metadata and content
@@ -109,7 +110,7 @@ func compareWithSource(t *testing.T, r *estargz.Reader, src map[string]*testtar.
 		if !bytes.Equal(got, content) {
 			t.Errorf("%q: content differs (%d bytes, want %d)", name, len(got), len(content))
 		}
-		if e.Type == estargz.TypeReg && e.Digest != "" && e.Digest != digest.FromBytes(content).String() {
+		if e.Type == layer.TypeReg && e.Digest != "" && e.Digest != digest.FromBytes(content).String() {
 			t.Errorf("%q: file digest %s does not match content", name, e.Digest)
 		}
 	}

@@ -2,6 +2,7 @@ package estargz
 
 import (
 	"fmt"
+	"github.com/lazysnap/lazysnap/layer"
 	"hash/maphash"
 	"slices"
 	"strings"
@@ -22,26 +23,26 @@ const (
 
 func kindOf(typ string) uint8 {
 	switch typ {
-	case TypeDir:
+	case layer.TypeDir:
 		return kindDir
-	case TypeReg:
+	case layer.TypeReg:
 		return kindReg
-	case TypeSymlink:
+	case layer.TypeSymlink:
 		return kindSymlink
-	case TypeHardlink:
+	case layer.TypeHardlink:
 		return kindHardlink
-	case TypeChar:
+	case layer.TypeChar:
 		return kindChar
-	case TypeBlock:
+	case layer.TypeBlock:
 		return kindBlock
-	case TypeFifo:
+	case layer.TypeFifo:
 		return kindFifo
 	}
 	return 0
 }
 
 func kindName(k uint8) string {
-	return [...]string{"?", TypeDir, TypeReg, TypeSymlink, TypeHardlink, TypeChar, TypeBlock, TypeFifo}[k&^kindImplicit]
+	return [...]string{"?", layer.TypeDir, layer.TypeReg, layer.TypeSymlink, layer.TypeHardlink, layer.TypeChar, layer.TypeBlock, layer.TypeFifo}[k&^kindImplicit]
 }
 
 // nameTable maps the entries of a TOC being decoded by (parent, base name)

@@ -475,12 +475,12 @@ func (r *Reader) OpenFile(name string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.Type == TypeHardlink {
+	if e.Type == layer.TypeHardlink {
 		if e, err = r.Lookup(e.LinkName); err != nil {
 			return nil, err
 		}
 	}
-	if e.Type != TypeReg {
+	if e.Type != layer.TypeReg {
 		return nil, fmt.Errorf("%w: %q is a %s, not a regular file", ErrFormat, name, e.Type)
 	}
 	return &File{r: r, e: e}, nil

@@ -2,17 +2,9 @@ package estargz
 
 import "github.com/lazysnap/lazysnap/layer"
 
-// Entry types as they appear in the TOC's "type" field.
-const (
-	TypeDir      = layer.TypeDir
-	TypeReg      = layer.TypeReg
-	TypeSymlink  = layer.TypeSymlink
-	TypeHardlink = layer.TypeHardlink
-	TypeChar     = layer.TypeChar
-	TypeBlock    = layer.TypeBlock
-	TypeFifo     = layer.TypeFifo
-	TypeChunk    = "chunk" // second and later chunks of a "reg" file
-)
+// TypeChunk is the TOC's "type" of the second and later chunks of a
+// "reg" file; its other types are layer's (layer.TypeReg, ...).
+const TypeChunk = "chunk"
 
 // jsonTOC is the TOC exactly as serialized in stargz.index.json.
 type jsonTOC struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/lazysnap/lazysnap/layer"
 	"io"
 	"math/bits"
 	"strings"
@@ -213,16 +214,16 @@ func (d *tocDecoder) typeValue() (string, error) {
 		return "", err
 	}
 	switch string(d.scratch) {
-	case TypeReg:
-		return TypeReg, nil
-	case TypeDir:
-		return TypeDir, nil
+	case layer.TypeReg:
+		return layer.TypeReg, nil
+	case layer.TypeDir:
+		return layer.TypeDir, nil
 	case TypeChunk:
 		return TypeChunk, nil
-	case TypeSymlink:
-		return TypeSymlink, nil
-	case TypeHardlink:
-		return TypeHardlink, nil
+	case layer.TypeSymlink:
+		return layer.TypeSymlink, nil
+	case layer.TypeHardlink:
+		return layer.TypeHardlink, nil
 	}
 	return string(d.scratch), nil
 }

@@ -122,7 +122,7 @@ func (b *tocBuilder) reserve(off, size int64, maxEntries int) {
 
 // start gives the sink the root.
 func (b *tocBuilder) start() error {
-	return b.sink.Entry(0, -1, -1, "", &Entry{Name: "", Type: TypeDir, Mode: 0o755, Implicit: true})
+	return b.sink.Entry(0, -1, -1, "", &Entry{Name: "", Type: layer.TypeDir, Mode: 0o755, Implicit: true})
 }
 
 // finish checks the chunks once every entry has been added and gives the
@@ -165,8 +165,8 @@ func (b *tocBuilder) add(je *jsonEntry) error {
 	b.fillOwnerNames(e)
 	link := -1
 	switch je.Type {
-	case TypeDir, TypeSymlink, TypeChar, TypeBlock, TypeFifo:
-	case TypeHardlink:
+	case layer.TypeDir, layer.TypeSymlink, layer.TypeChar, layer.TypeBlock, layer.TypeFifo:
+	case layer.TypeHardlink:
 		target, err := cleanName(je.LinkName)
 		if err != nil {
 			return fmt.Errorf("hardlink target: %w", err)
@@ -185,13 +185,13 @@ func (b *tocBuilder) add(je *jsonEntry) error {
 			return fmt.Errorf("%w: hardlink to %q, a %s", ErrFormat, je.LinkName, kindName(k))
 		}
 		e.LinkName, link = target, int(ti)
-	case TypeReg:
+	case layer.TypeReg:
 		e.Size = je.Size
 	default:
 		return fmt.Errorf("%w: unknown entry type %q", ErrFormat, je.Type)
 	}
 	if name == "" {
-		if e.Type != TypeDir {
+		if e.Type != layer.TypeDir {
 			return fmt.Errorf("%w: the root is a %s", ErrFormat, e.Type)
 		}
 		return b.replaceImplicit(0, -1, "", e)
@@ -214,7 +214,7 @@ func (b *tocBuilder) add(je *jsonEntry) error {
 	if link >= 0 {
 		b.names.links[id] = uint32(link)
 	}
-	if e.Type == TypeReg && e.Size > 0 {
+	if e.Type == layer.TypeReg && e.Size > 0 {
 		b.file, b.cur = *e, &b.file
 		b.file.Chunks = b.file.Chunks[:0]
 		b.curID, b.curBase, b.curNext = id, base, 0
@@ -227,7 +227,7 @@ func (b *tocBuilder) add(je *jsonEntry) error {
 // entries inside it; any other entry of a name already given is a
 // duplicate.
 func (b *tocBuilder) replaceImplicit(id uint32, parent int, base string, e *Entry) error {
-	if b.names.kind[id] != kindDir|kindImplicit || e.Type != TypeDir {
+	if b.names.kind[id] != kindDir|kindImplicit || e.Type != layer.TypeDir {
 		return fmt.Errorf("%w: duplicate entry %q", ErrFormat, e.Name)
 	}
 	b.names.kind[id] = kindDir
@@ -258,7 +258,7 @@ func (b *tocBuilder) addParents(dir string) (uint32, error) {
 			if next, err = t.add(id, el, kindDir|kindImplicit); err != nil {
 				return 0, err
 			}
-			if err := b.sink.Entry(int(next), int(id), -1, el, &Entry{Name: dir[:j], Type: TypeDir, Mode: 0o755, Implicit: true}); err != nil {
+			if err := b.sink.Entry(int(next), int(id), -1, el, &Entry{Name: dir[:j], Type: layer.TypeDir, Mode: 0o755, Implicit: true}); err != nil {
 				return 0, err
 			}
 		case t.kind[next]&^kindImplicit != kindDir:
@@ -330,7 +330,7 @@ func (b *tocBuilder) addChunk(je *jsonEntry) error {
 		return fmt.Errorf("%w: chunk offset %d (inner %d) outside the blob's data [0, %d)", ErrFormat, je.Offset, je.InnerOffset, b.tocOffset)
 	}
 	cd := je.ChunkDigest
-	if cd == "" && je.Type == TypeReg && size == f.Size {
+	if cd == "" && je.Type == layer.TypeReg && size == f.Size {
 		cd = je.Digest // a file in one chunk: its digest is the chunk's (zstd:chunked)
 	}
 	if !isSHA256(cd) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -475,19 +476,19 @@ func (w *writer) addFile(h *tar.Header, content io.Reader) error {
 	}
 	switch h.Typeflag {
 	case tar.TypeReg:
-		ent.Type, ent.Size = TypeReg, h.Size
+		ent.Type, ent.Size = layer.TypeReg, h.Size
 	case tar.TypeDir:
-		ent.Type = TypeDir
+		ent.Type = layer.TypeDir
 	case tar.TypeSymlink:
-		ent.Type = TypeSymlink
+		ent.Type = layer.TypeSymlink
 	case tar.TypeLink:
-		ent.Type = TypeHardlink
+		ent.Type = layer.TypeHardlink
 	case tar.TypeChar:
-		ent.Type = TypeChar
+		ent.Type = layer.TypeChar
 	case tar.TypeBlock:
-		ent.Type = TypeBlock
+		ent.Type = layer.TypeBlock
 	case tar.TypeFifo:
-		ent.Type = TypeFifo
+		ent.Type = layer.TypeFifo
 	default:
 		return fmt.Errorf("%w: %q: unsupported entry type %q", ErrFormat, h.Name, h.Typeflag)
 	}
@@ -495,7 +496,7 @@ func (w *writer) addFile(h *tar.Header, content io.Reader) error {
 		return fmt.Errorf("estargz: %q: writing tar header: %w", h.Name, err)
 	}
 	w.toc = append(w.toc, ent)
-	if ent.Type != TypeReg {
+	if ent.Type != layer.TypeReg {
 		return nil
 	}
 	if h.Size == 0 {

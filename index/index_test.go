@@ -14,6 +14,7 @@ import (
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/index"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -148,22 +149,22 @@ func pathBase(p string) string {
 // one-chunk files, the shape of a large image layer.
 func syntheticTOC(n int) *estargz.TOC {
 	toc := &estargz.TOC{Version: 1, Offset: 1 << 40, Entries: make([]estargz.Entry, 0, n+1)}
-	toc.Entries = append(toc.Entries, estargz.Entry{Type: estargz.TypeDir, Mode: 0o755})
+	toc.Entries = append(toc.Entries, estargz.Entry{Type: layer.TypeDir, Mode: 0o755})
 	mt := time.Unix(1700000000, 0)
 	off := int64(512)
 	for i := 0; len(toc.Entries) < n; i++ {
 		dir := fmt.Sprintf("usr/share/pkg-%04d", i)
-		toc.Entries = append(toc.Entries, estargz.Entry{Name: dir, Type: estargz.TypeDir, Mode: 0o755, ModTime: mt})
+		toc.Entries = append(toc.Entries, estargz.Entry{Name: dir, Type: layer.TypeDir, Mode: 0o755, ModTime: mt})
 		for j := 0; j < 99 && len(toc.Entries) < n; j++ {
 			d := digest.FromString(fmt.Sprint(i, j))
 			toc.Entries = append(toc.Entries, estargz.Entry{
-				Name: fmt.Sprintf("%s/file-%02d.txt", dir, j), Type: estargz.TypeReg, Mode: 0o644, Size: 1000, ModTime: mt,
+				Name: fmt.Sprintf("%s/file-%02d.txt", dir, j), Type: layer.TypeReg, Mode: 0o644, Size: 1000, ModTime: mt,
 				Chunks: []estargz.Chunk{{Offset: off, End: off + 600, Size: 1000, Digest: d}},
 			})
 			off += 600
 		}
 	}
-	toc.Entries = append([]estargz.Entry{toc.Entries[0], {Name: "usr", Type: estargz.TypeDir}, {Name: "usr/share", Type: estargz.TypeDir}}, toc.Entries[1:]...)
+	toc.Entries = append([]estargz.Entry{toc.Entries[0], {Name: "usr", Type: layer.TypeDir}, {Name: "usr/share", Type: layer.TypeDir}}, toc.Entries[1:]...)
 	return toc
 }
 

@@ -37,7 +37,7 @@ func allowedImports() map[string][]string {
 		"ops":                 {"fetcher", "fs/fetch", "remote", "snapshotter"},
 		"fusemanager":         {"fetcher", "internal/sockets", "ops", "remote", "snapshotter"},
 		"pull":                {"ops", "snapshotter"},
-		"convert":             {"estargz", "internal/descriptor", "soci", "zstdchunked"},
+		"convert":             {"estargz", "internal/descriptor", "layer", "soci", "zstdchunked"},
 		"convert/record":      {"convert"},
 		"internal/descriptor": {},
 		"internal/logging":    {},

@@ -1,11 +1,8 @@
 package remote
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,48 +15,24 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/profile"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // pushFilesImage pushes a one-layer eStargz image of 20 small files, in
 // chunks of 8 KiB, and returns its labels for the layer's Mount.
 func pushFilesImage(t *testing.T, r *registry.Registry, repo string) (labels map[string]string, manifest digest.Digest) {
 	t.Helper()
-	ctx := context.Background()
 	var files [][2]string
 	for i := range 20 {
 		files = append(files, [2]string{fmt.Sprintf("f%02d", i), strings.Repeat(fmt.Sprintf("file %d\n", i), 3000)})
 	}
-	tarb := testtar.Files(files)
-	var blob bytes.Buffer
-	res, err := estargz.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarb), 0, int64(len(tarb))), estargz.WithChunkSize(8<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := r.Pusher()
-	d, err := p.PushBlob(ctx, repo, blob.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.MediaType = ocispec.MediaTypeImageLayerGzip
-	d.Annotations = map[string]string{estargz.TOCJSONDigestAnnotation: res.TOCDigest.String()}
-	cfg, err := p.PushBlob(ctx, repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MediaType = ocispec.MediaTypeImageConfig
-	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{d}})
-	md, err := p.PushManifest(ctx, repo, "v1", ocispec.MediaTypeImageManifest, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	labels = layerLabels(r.Ref(repo, "v1"), []ocispec.Descriptor{d}, 0)
-	labels[snapshotter.LabelCRIManifestDigest] = md.Digest.String()
-	return labels, md.Digest
+	ref, layers, manifest := pushLayers(t, r, repo, write(t, estargz.Writer{}, testtar.Files(files), layer.WriteOptions{ChunkSize: 8 << 10}))
+	labels = layerLabels(ref, layers, 0)
+	labels[snapshotter.LabelCRIManifestDigest] = manifest.String()
+	return labels, manifest
 }
 
 // TestProfileRecordAndPrefetch: a first start records which chunks were

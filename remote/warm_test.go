@@ -19,6 +19,7 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -30,33 +31,61 @@ import (
 // convert writes them.
 func pushLazyImage(t testing.TB, r *registry.Registry, repo string, n int) (ref string, layers []ocispec.Descriptor) {
 	t.Helper()
+	var ls []written
+	for i := range n {
+		tarb := testtar.Files([][2]string{{fmt.Sprintf("layer%d", i), strings.Repeat(fmt.Sprintf("content of layer %d\n", i), 100)}})
+		ls = append(ls, write(t, estargz.Writer{}, tarb, layer.WriteOptions{}))
+	}
+	ref, layers, _ = pushLayers(t, r, repo, ls...)
+	return ref, layers
+}
+
+// written is a layer as a format's writer wrote it.
+type written struct {
+	blob   []byte
+	desc   ocispec.Descriptor // the layer's media type and annotations
+	diffID digest.Digest
+}
+
+// write writes tarball as w does with opts.
+func write(t testing.TB, w layer.Writer, tarball []byte, opts layer.WriteOptions) written {
+	t.Helper()
+	var blob bytes.Buffer
+	res, err := w.Write(context.Background(), &blob, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), ocispec.Descriptor{}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return written{blob.Bytes(), res.Desc, res.DiffID}
+}
+
+// pushLayers pushes repo:v1, a linux/amd64 image of ls, and returns its
+// reference, its layers and its manifest's digest.
+func pushLayers(t testing.TB, r *registry.Registry, repo string, ls ...written) (string, []ocispec.Descriptor, digest.Digest) {
+	t.Helper()
 	ctx := context.Background()
 	p := r.Pusher()
-	for i := range n {
-		var blob bytes.Buffer
-		tarb := testtar.Files([][2]string{{fmt.Sprintf("layer%d", i), strings.Repeat(fmt.Sprintf("content of layer %d\n", i), 100)}})
-		res, err := estargz.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarb), 0, int64(len(tarb))))
+	var layers []ocispec.Descriptor
+	var diffIDs []digest.Digest
+	for _, l := range ls {
+		d, err := p.PushBlob(ctx, repo, l.blob)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := p.PushBlob(ctx, repo, blob.Bytes())
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.MediaType = ocispec.MediaTypeImageLayerGzip
-		d.Annotations = map[string]string{estargz.TOCJSONDigestAnnotation: res.TOCDigest.String()}
-		layers = append(layers, d)
+		d.MediaType, d.Annotations = l.desc.MediaType, l.desc.Annotations
+		layers, diffIDs = append(layers, d), append(diffIDs, l.diffID)
 	}
-	cfg, err := p.PushBlob(ctx, repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`))
+	cb, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{Architecture: "amd64", OS: "linux"}, RootFS: ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}})
+	cfg, err := p.PushBlob(ctx, repo, cb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.MediaType = ocispec.MediaTypeImageConfig
 	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: layers})
-	if _, err := p.PushManifest(ctx, repo, "v1", ocispec.MediaTypeImageManifest, m); err != nil {
+	md, err := p.PushManifest(ctx, repo, "v1", ocispec.MediaTypeImageManifest, m)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return r.Ref(repo, "v1"), layers
+	return r.Ref(repo, "v1"), layers, md.Digest
 }
 
 // bigBlob is the blob of img's one layer, as the registry serves it.

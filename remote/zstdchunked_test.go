@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +16,9 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/zstdchunked"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -102,38 +101,8 @@ func compareTree(t *testing.T, dir string, src map[string]*testtar.Entry) {
 // converter writes zstd:chunked.
 func pushZstdChunked(t *testing.T, r *registry.Registry, repo string, tarball []byte) (string, []ocispec.Descriptor) {
 	t.Helper()
-	return pushZstdChunkedAnnotated(t, r, repo, tarball, true)
-}
-
-// pushZstdChunkedAnnotated is pushZstdChunked, the layer's annotations
-// left out unless annotate.
-func pushZstdChunkedAnnotated(t *testing.T, r *registry.Registry, repo string, tarball []byte, annotate bool) (string, []ocispec.Descriptor) {
-	t.Helper()
-	ctx := context.Background()
-	var blob bytes.Buffer
-	res, err := zstdchunked.Convert(ctx, &blob, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), zstdchunked.DefaultLevel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := r.Pusher()
-	d, err := p.PushBlob(ctx, repo, blob.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.MediaType = ocispec.MediaTypeImageLayerZstd
-	if annotate {
-		d.Annotations = res.Annotations
-	}
-	cfg, err := p.PushBlob(ctx, repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["`+res.DiffID.String()+`"]}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MediaType = ocispec.MediaTypeImageConfig
-	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{d}})
-	if _, err := p.PushManifest(ctx, repo, "v1", ocispec.MediaTypeImageManifest, m); err != nil {
-		t.Fatal(err)
-	}
-	return r.Ref(repo, "v1"), []ocispec.Descriptor{d}
+	ref, layers, _ := pushLayers(t, r, repo, write(t, zstdchunked.Writer{}, tarball, layer.WriteOptions{}))
+	return ref, layers
 }
 
 // skopeoZstdChunked has skopeo convert a one-layer OCI layout of tarball
@@ -179,7 +148,9 @@ func TestNotLazyForgetsReadAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	ref, layers := pushZstdChunkedAnnotated(t, r, "zc/plain", testtar.Files([][2]string{{"a", "b"}}), false)
+	l := write(t, zstdchunked.Writer{}, testtar.Files([][2]string{{"a", "b"}}), layer.WriteOptions{})
+	l.desc.Annotations = nil
+	ref, layers, _ := pushLayers(t, r, "zc/plain", l)
 	fs := New(NewRegistrySource(f), Options{Root: t.TempDir()})
 	err = fs.Mount(context.Background(), t.TempDir(), map[string]string{
 		snapshotter.LabelCRIImageRef:    ref,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/zran"
 	"github.com/opencontainers/go-digest"
 )
@@ -83,19 +84,19 @@ func Build(r io.Reader, opts BuildOptions) (*Ztoc, error) {
 			DevMajor: h.Devmajor, DevMinor: h.Devminor, PAX: h.PAXRecords}
 		switch h.Typeflag {
 		case tar.TypeReg:
-			f.Type = TypeReg
+			f.Type = layer.TypeReg
 		case tar.TypeDir:
-			f.Type = TypeDir
+			f.Type = layer.TypeDir
 		case tar.TypeSymlink:
-			f.Type = TypeSymlink
+			f.Type = layer.TypeSymlink
 		case tar.TypeLink:
-			f.Type = TypeHardlink
+			f.Type = layer.TypeHardlink
 		case tar.TypeChar:
-			f.Type = TypeChar
+			f.Type = layer.TypeChar
 		case tar.TypeBlock:
-			f.Type = TypeBlock
+			f.Type = layer.TypeBlock
 		case tar.TypeFifo:
-			f.Type = TypeFifo
+			f.Type = layer.TypeFifo
 		default:
 			return fail(fmt.Errorf("%w: tar entry %q of type %q", ErrUnsupported, h.Name, h.Typeflag))
 		}

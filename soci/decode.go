@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci/internal/fb"
 	"github.com/opencontainers/go-digest"
 )
@@ -146,24 +147,13 @@ func (d *decoder) copied(s []byte, what string, i int) error {
 	return err
 }
 
-// fileType returns the Type constant t names, without allocating ("" if
+// fileType returns the layer.Type constant t names, without allocating ("" if
 // none).
 func fileType(t []byte) string {
-	switch string(t) {
-	case TypeDir:
-		return TypeDir
-	case TypeReg:
-		return TypeReg
-	case TypeSymlink:
-		return TypeSymlink
-	case TypeHardlink:
-		return TypeHardlink
-	case TypeChar:
-		return TypeChar
-	case TypeBlock:
-		return TypeBlock
-	case TypeFifo:
-		return TypeFifo
+	for _, k := range [...]string{layer.TypeDir, layer.TypeReg, layer.TypeSymlink, layer.TypeHardlink, layer.TypeChar, layer.TypeBlock, layer.TypeFifo} {
+		if string(t) == k {
+			return k
+		}
 	}
 	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	flatbuffers "github.com/google/flatbuffers/go"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/lazysnap/lazysnap/soci/internal/fb"
 	"github.com/opencontainers/go-digest"
@@ -85,7 +86,7 @@ func (c craft) bytes() []byte {
 		}
 		var name, link, pax flatbuffers.UOffsetT
 		if c.minimal {
-			typ := bl.CreateString(soci.TypeDir)
+			typ := bl.CreateString(layer.TypeDir)
 			if c.emptyPAX {
 				fb.XattrStart(bl)
 				pax = vector(fb.FileMetadataStartXattrsVector, []flatbuffers.UOffsetT{fb.XattrEnd(bl)})
@@ -111,7 +112,7 @@ func (c craft) bytes() []byte {
 		default:
 			name = bl.CreateString(fmt.Sprint(c.name, i))
 		}
-		typ := bl.CreateString(soci.TypeDir)
+		typ := bl.CreateString(layer.TypeDir)
 		if c.link {
 			link = shared(&sharedLink, func() flatbuffers.UOffsetT { return bl.CreateString(c.long) })
 		}
@@ -269,10 +270,10 @@ func largeZtoc(t testing.TB) []byte {
 	off := int64(0)
 	mt := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	for i := range n {
-		f := soci.File{Name: fmt.Sprintf("usr/lib/python3/dist-packages/pkg%03d/module_%05d.py", i/1000, i), Type: soci.TypeReg,
+		f := soci.File{Name: fmt.Sprintf("usr/lib/python3/dist-packages/pkg%03d/module_%05d.py", i/1000, i), Type: layer.TypeReg,
 			Size: int64(i % 700), Mode: 0o644, Uname: "root", Gname: "root", ModTime: mt}
 		if i%1000 == 0 {
-			f = soci.File{Name: fmt.Sprintf("usr/lib/python3/dist-packages/pkg%03d/", i/1000), Type: soci.TypeDir, Mode: 0o755, ModTime: mt}
+			f = soci.File{Name: fmt.Sprintf("usr/lib/python3/dist-packages/pkg%03d/", i/1000), Type: layer.TypeDir, Mode: 0o755, ModTime: mt}
 		}
 		if i%100 == 7 {
 			f.PAX = map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}

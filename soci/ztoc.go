@@ -23,17 +23,6 @@ const (
 	AlgorithmUncompressed = "uncompressed"
 )
 
-// File types of a zTOC entry: SOCI's names are layer's (and estargz's).
-const (
-	TypeDir      = layer.TypeDir
-	TypeReg      = layer.TypeReg
-	TypeSymlink  = layer.TypeSymlink
-	TypeHardlink = layer.TypeHardlink
-	TypeChar     = layer.TypeChar
-	TypeBlock    = layer.TypeBlock
-	TypeFifo     = layer.TypeFifo
-)
-
 // Limits applied by Unmarshal (a zTOC is registry data).
 const (
 	// MaxZtocSize caps a serialized zTOC.
@@ -68,7 +57,7 @@ type Ztoc struct {
 // File is one tar entry of the layer.
 type File struct {
 	Name     string // as in the tar (Clean gives the clean name)
-	Type     string // a Type* constant
+	Type     string // layer.TypeReg, layer.TypeDir, ... (SOCI's names are layer's)
 	Offset   int64  // of the content in the tar stream
 	Size     int64
 	Linkname string
@@ -166,15 +155,15 @@ func (z *Ztoc) Validate() error {
 			return fmt.Errorf("%w: entry %q: link name of %d bytes", ErrInvalid, f.Name, len(f.Linkname))
 		}
 		switch f.Type {
-		case TypeReg:
-		case TypeDir, TypeSymlink, TypeHardlink, TypeChar, TypeBlock, TypeFifo:
+		case layer.TypeReg:
+		case layer.TypeDir, layer.TypeSymlink, layer.TypeHardlink, layer.TypeChar, layer.TypeBlock, layer.TypeFifo:
 			if f.Size != 0 {
 				return fmt.Errorf("%w: %s %q of size %d", ErrInvalid, f.Type, f.Name, f.Size)
 			}
 		default:
 			return fmt.Errorf("%w: entry %q of type %q", ErrInvalid, f.Name, f.Type)
 		}
-		if f.Type == TypeHardlink {
+		if f.Type == layer.TypeHardlink {
 			if err := checkName(f.Linkname); err != nil {
 				return fmt.Errorf("hardlink %q: %w", f.Name, err)
 			}

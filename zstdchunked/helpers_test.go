@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 )
@@ -85,7 +86,7 @@ func checkContents(t *testing.T, blob []byte, c *collector, src map[string]*test
 		if s.Header.Typeflag != tar.TypeReg {
 			continue
 		}
-		if e.Type != estargz.TypeReg || e.Size != int64(len(s.Content)) {
+		if e.Type != layer.TypeReg || e.Size != int64(len(s.Content)) {
 			t.Errorf("%q: %s of %d bytes, want reg of %d", name, e.Type, e.Size, len(s.Content))
 			continue
 		}

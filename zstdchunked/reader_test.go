@@ -4,70 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/lazysnap/lazysnap/estargz"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/zstdchunked"
 	"github.com/opencontainers/go-digest"
 )
-
-// TestRoundTrip: what Convert writes decodes, verifies and reads back as the
-// source tar, chunk by chunk from each chunk's range alone, and the whole
-// blob decompresses to the tar stream its DiffID names.
-func TestRoundTrip(t *testing.T) {
-	tarball := testtar.Synthetic(3 << 20)
-	src, err := testtar.Read(tarball)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		opts []estargz.ConvertOption
-	}{
-		{"defaults", nil},
-		{"small chunks", []estargz.ConvertOption{estargz.WithChunkSize(64 << 10)}},
-		{"prioritized", []estargz.ConvertOption{estargz.WithPrioritizedFiles([]string{"etc/hostname", "big"})}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			blob, res := convert(t, tarball, tc.opts...)
-			if d, ok, err := zstdchunked.ManifestDigest(res.Annotations); err != nil || !ok || d != res.TOCDigest {
-				t.Fatalf("annotations %v: digest %s %v %v, want %s", res.Annotations, d, ok, err, res.TOCDigest)
-			}
-			for _, k := range []string{zstdchunked.ManifestPositionAnnotation, zstdchunked.LegacyManifestPositionAnnotation} {
-				p, err := zstdchunked.ParsePosition(res.Annotations[k])
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := digest.SHA256.FromBytes(blob[p.Offset : p.Offset+p.Size]); got != res.TOCDigest {
-					t.Errorf("%s %v locates bytes of digest %s", k, p, got)
-				}
-			}
-			c, f, err := decode(blob, res.TOCDigest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !f.Legacy {
-				t.Errorf("footer %+v: want the legacy layout", f)
-			}
-			checkContents(t, blob, c, src)
-			zr, err := zstd.NewReader(bytes.NewReader(blob))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer zr.Close()
-			raw, err := io.ReadAll(zr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if digest.SHA256.FromBytes(raw) != res.DiffID || int64(len(raw)) != res.UncompressedSize {
-				t.Errorf("blob decompresses to %d bytes of %s, want %d of %s", len(raw), digest.SHA256.FromBytes(raw), res.UncompressedSize, res.DiffID)
-			}
-		})
-	}
-}
 
 // TestContainersLayout: blobs laid out as containers-storage writes them,
 // in the current layout (tar-split, 64-byte footer) and the legacy one,

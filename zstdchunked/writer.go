@@ -8,7 +8,9 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // DefaultLevel is the zstd level Convert compresses at: klauspost's
@@ -73,4 +75,46 @@ func Convert(ctx context.Context, dst io.Writer, src *io.SectionReader, level zs
 	}
 	defer c.enc.Close()
 	return estargz.Convert(ctx, dst, src, append(opts, estargz.WithCompression(c), estargz.WithEndOffsets())...)
+}
+
+// Writer writes zstd:chunked layers (layer.Writer): a layer's tar
+// converted by Convert into a zstd blob, annotated with its manifest's
+// checksum and position (both layouts' names).
+type Writer struct{}
+
+var _ layer.Writer = Writer{}
+
+// Name implements layer.Writer.
+func (Writer) Name() string { return Format{}.Name() }
+
+// Input implements layer.Writer: the layer's tar.
+func (Writer) Input() layer.Input { return layer.InputTar }
+
+// Skip implements layer.Writer: a zstd layer with a manifest checksum
+// annotation is zstd:chunked already.
+func (Writer) Skip(desc ocispec.Descriptor) string {
+	if _, ok, _ := ManifestDigest(desc.Annotations); ok && desc.MediaType == ocispec.MediaTypeImageLayerZstd {
+		return "already zstd:chunked"
+	}
+	return ""
+}
+
+// Annotations implements layer.Writer.
+func (Writer) Annotations() []string {
+	return []string{ManifestChecksumAnnotation, ManifestPositionAnnotation, TarSplitPositionAnnotation,
+		LegacyManifestChecksumAnnotation, LegacyManifestPositionAnnotation}
+}
+
+// Write implements layer.Writer: Convert, with opts' chunk size,
+// prioritized files and zstd level (DefaultLevel if 0).
+func (Writer) Write(ctx context.Context, dst io.Writer, src *io.SectionReader, _ ocispec.Descriptor, opts layer.WriteOptions) (*layer.Written, error) {
+	level := DefaultLevel
+	if opts.Level > 0 {
+		level = zstd.EncoderLevelFromZstd(opts.Level)
+	}
+	res, err := Convert(ctx, dst, src, level, estargz.WriteConvertOptions(opts)...)
+	if err != nil {
+		return nil, err
+	}
+	return res.Written(ocispec.MediaTypeImageLayerZstd), nil
 }

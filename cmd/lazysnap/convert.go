@@ -13,6 +13,7 @@ import (
 	"github.com/lazysnap/lazysnap/convert"
 	"github.com/lazysnap/lazysnap/convert/record"
 	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/layer"
 )
 
 const convertUsage = `usage: lazysnap convert [flags] SRC DST
@@ -41,7 +42,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	chunk := fs.Int64("chunk-size", estargz.DefaultChunkSize, "largest chunk of a file fetched and verified as a unit, in bytes")
-	format := fs.String("format", convert.FormatEStargz, "layer format written: "+convert.FormatEStargz+" or "+convert.FormatZstdChunked)
+	format := fs.String("format", convert.FormatEStargz, "layer format written: "+strings.Join(convert.Formats(layer.InputTar), " or "))
 	level := fs.Int("level", 0, fmt.Sprintf("compression level: gzip 1 (fastest) to 9 (smallest), default %d; zstd 1 to 22, default 3", estargz.DefaultCompressionLevel))
 	prio := fs.String("prioritized-files", "", "file listing paths (one per line) to place first in every layer, for prefetch")
 	rec := fs.Bool("record", false, "run the command after -- chrooted in SRC's unpacked image (as root), and place the files it opens first\n(after any -prioritized-files); the list is written to -record-list")
@@ -97,11 +98,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	if *prio != "" {
-		names, err := convert.ReadPrioritized(*prio)
-		if err != nil {
+		if opts.Prioritized, err = convert.ReadPrioritized(*prio); err != nil {
 			return err
 		}
-		opts.Prioritized = names
 	}
 	start := time.Now()
 	var pulled *convert.PullReport
@@ -139,7 +138,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return
 		}
 		log.InfoContext(ctx, "layer converted", "from", l.From.Digest, "to", l.To.Digest,
-			"size", l.Result.Size, "toc", l.Result.TOCDigest)
+			"size", l.Result.Desc.Size, "toc", l.Result.TOCDigest)
 		if len(l.Result.MissingPrioritized) > 0 {
 			log.DebugContext(ctx, "prioritized files not in layer", "digest", l.To.Digest, "count", len(l.Result.MissingPrioritized))
 		}

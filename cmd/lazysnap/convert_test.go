@@ -14,6 +14,7 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/internal/testtar"
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -44,11 +45,11 @@ func TestConvertRecord(t *testing.T) {
 	bb := testenv.ReadFile(t, "/bin/busybox", "Debian busybox-static")
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	layer := testtar.Files([][2]string{
+	tarball := testtar.Files([][2]string{
 		{"bin/busybox", string(bb)}, {"data/unread", "not opened\n"}, {"data/one", "one\n"},
 		{"etc/passwd", "root:x:0:0::/root:/bin/sh\n"}, {"etc/other", "x\n"},
 	})
-	if _, err := testimage.Layout(src, "lazysnap.test/record:1", layer); err != nil {
+	if _, err := testimage.Layout(src, "lazysnap.test/record:1", tarball); err != nil {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(tmp, "dst")
@@ -87,7 +88,7 @@ func TestConvertRecord(t *testing.T) {
 	}
 	var names []string
 	for _, e := range r.TOC().Entries {
-		if e.Type == estargz.TypeReg {
+		if e.Type == layer.TypeReg {
 			names = append(names, e.Name)
 		}
 	}

@@ -83,8 +83,7 @@
 // else (a verification failure, a fetch's own timeout, the layer closed:
 // ErrClosed) is a failure. The package does not log; Options.OnError
 // receives every fetch error with the layer and range it concerns, for
-// the caller to log and count. (Error texts keep their "fs:" prefix, as
-// before the package was split out of fs.)
+// the caller to log and count. Error texts start with "fetch:".
 //
 // A panic while a layer's bytes are decoded (a bug, met on some layer's
 // bytes) is contained to that layer: every goroutine of the layer

@@ -20,7 +20,7 @@ import (
 
 // errMissing: a region of a file is not present yet; the chunks it needs
 // are in missingErr.
-var errMissing = errors.New("fs: chunks not present")
+var errMissing = errors.New("fetch: chunks not present")
 
 // missingErr names the chunks (indexes in the file) a read needs.
 type missingErr struct{ chunks []int }
@@ -39,7 +39,7 @@ type presentReader struct {
 func (r presentReader) read(off, n int64) ([]byte, error) {
 	size := r.l.idx.Attr(r.ino).Size
 	if off < 0 || n < 0 || off+n > size {
-		return nil, errors.New("fs: ELF region outside the file")
+		return nil, errors.New("fetch: ELF region outside the file")
 	}
 	if n == 0 {
 		return nil, nil
@@ -95,14 +95,14 @@ const (
 func parseELF(read func(off, n int64) ([]byte, error), size int64) (elfInfo, error) {
 	var info elfInfo
 	if size < elfHdr64Len {
-		return info, errors.New("fs: not ELF")
+		return info, errors.New("fetch: not ELF")
 	}
 	hdr, err := read(0, elfHdr64Len)
 	if err != nil {
 		return info, err
 	}
 	if !bytes.Equal(hdr[:4], []byte(elf.ELFMAG)) {
-		return info, errors.New("fs: not ELF")
+		return info, errors.New("fetch: not ELF")
 	}
 	info.class = elf.Class(hdr[elf.EI_CLASS])
 	var bo binary.ByteOrder
@@ -112,7 +112,7 @@ func parseELF(read func(off, n int64) ([]byte, error), size int64) (elfInfo, err
 	case elf.ELFDATA2MSB:
 		bo = binary.BigEndian
 	default:
-		return info, errors.New("fs: ELF byte order")
+		return info, errors.New("fetch: ELF byte order")
 	}
 	info.machine = elf.Machine(bo.Uint16(hdr[18:]))
 	var phoff, phentsize, phnum, wantEnt int64
@@ -122,10 +122,10 @@ func parseELF(read func(off, n int64) ([]byte, error), size int64) (elfInfo, err
 	case elf.ELFCLASS32:
 		phoff, phentsize, phnum, wantEnt = int64(bo.Uint32(hdr[28:])), int64(bo.Uint16(hdr[42:])), int64(bo.Uint16(hdr[44:])), 32
 	default:
-		return info, errors.New("fs: ELF class")
+		return info, errors.New("fetch: ELF class")
 	}
 	if phnum == 0 || phnum > maxPhnum || phentsize < wantEnt || phoff <= 0 || phoff+phnum*phentsize > size {
-		return info, errors.New("fs: ELF program headers")
+		return info, errors.New("fetch: ELF program headers")
 	}
 	ph, err := read(phoff, phnum*phentsize)
 	if err != nil {
@@ -162,7 +162,7 @@ func parseELF(read func(off, n int64) ([]byte, error), size int64) (elfInfo, err
 		return info, nil
 	}
 	if dyn.filesz <= 0 || dyn.filesz > maxDynamic || dyn.off < 0 || dyn.off+dyn.filesz > size {
-		return info, errors.New("fs: ELF dynamic section")
+		return info, errors.New("fetch: ELF dynamic section")
 	}
 	d, err := read(dyn.off, dyn.filesz)
 	if err != nil {
@@ -211,7 +211,7 @@ func parseELF(read func(off, n int64) ([]byte, error), size int64) (elfInfo, err
 		}
 	}
 	if stroff < 0 || strsz <= 0 || strsz > maxDynstr || stroff+strsz > size {
-		return info, errors.New("fs: ELF string table")
+		return info, errors.New("fetch: ELF string table")
 	}
 	strs, err := read(stroff, strsz)
 	if err != nil {

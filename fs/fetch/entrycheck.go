@@ -108,7 +108,7 @@ func (l *Layer) runEntryCheck(ctx context.Context, v EntryVerifier, ino index.In
 		if refused {
 			setBit(l.refused, ino)
 		}
-		return refused, l.fail(fmt.Errorf("fs: layer %s: inode %d: %w", l.opts.Name, ino, err))
+		return refused, l.fail(fmt.Errorf("fetch: layer %s: inode %d: %w", l.opts.Name, ino, err))
 	}
 	setBit(l.checked, ino)
 	return false, nil

@@ -13,5 +13,5 @@ func (e *BlobError) Unwrap() error { return e.Err }
 // that ended anywhere else (a fetch's, the layer's) is a failure.
 type Interrupted struct{ Err error }
 
-func (e *Interrupted) Error() string { return "fs: read interrupted: " + e.Err.Error() }
+func (e *Interrupted) Error() string { return "fetch: read interrupted: " + e.Err.Error() }
 func (e *Interrupted) Unwrap() error { return e.Err }

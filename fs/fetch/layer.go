@@ -231,10 +231,10 @@ type Layer struct {
 // fetch, and Close when done.
 func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 	if opts.ContentDir == "" {
-		return nil, errors.New("fs: no content directory")
+		return nil, errors.New("fetch: no content directory")
 	}
 	if err := os.MkdirAll(opts.ContentDir, 0o700); err != nil {
-		return nil, fmt.Errorf("fs: %w", err)
+		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	if opts.BackgroundConcurrency <= 0 {
 		opts.BackgroundConcurrency = 2
@@ -261,7 +261,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		opts.ReadAroundFileMax = 64 << 10
 	}
 	if opts.Decoder == nil {
-		return nil, errors.New("fs: no decoder")
+		return nil, errors.New("fetch: no decoder")
 	}
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
@@ -477,7 +477,7 @@ func (l *Layer) complete(w *want, err error) {
 }
 
 // ErrClosed: the layer was closed (unmounted) while a read waited.
-var ErrClosed = errors.New("fs: layer closed")
+var ErrClosed = errors.New("fetch: layer closed")
 
 // failClosed completes the calls of ws, which no fetch will serve: the
 // layer is closed.
@@ -687,7 +687,7 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
 	if next < len(ws) {
-		err = l.fail(&BlobError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
+		err = l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
 	}
 	for ; next < len(ws); next++ {
 		l.complete(&ws[next], err)
@@ -709,10 +709,10 @@ func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 	l.requests.Add(1)
 	b, err := l.blob.ReadRange(ctx, off, n)
 	if err != nil {
-		return nil, l.fail(&BlobError{fmt.Errorf("fs: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
+		return nil, l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
 	}
 	if int64(len(b)) != n {
-		return nil, l.fail(fmt.Errorf("fs: layer %s: blob range %d+%d: got %d bytes", l.opts.Name, off, n, len(b)))
+		return nil, l.fail(fmt.Errorf("fetch: layer %s: blob range %d+%d: got %d bytes", l.opts.Name, off, n, len(b)))
 	}
 	l.fetched.Add(n)
 	return b, nil

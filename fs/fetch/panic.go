@@ -11,7 +11,7 @@ import (
 // ErrPanic: decoding or serving a layer panicked. The layer is bad: its
 // reads fail (EIO) from then on, its background work stops, and the
 // other layers keep serving.
-var ErrPanic = errors.New("fs: panic")
+var ErrPanic = errors.New("fetch: panic")
 
 // PanicError is a panic recovered while a layer's bytes were decoded or
 // served: a bug (of lazysnap, met by these bytes), contained to the one

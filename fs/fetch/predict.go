@@ -370,7 +370,7 @@ func (l *Layer) fetchMulti(runs [][]want) {
 		}
 	}
 	if err != nil {
-		err = l.fail(&BlobError{fmt.Errorf("fs: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})
+		err = l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})
 		for _, ws := range runs {
 			for k := range ws {
 				l.complete(&ws[k], err)

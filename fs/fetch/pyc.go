@@ -22,7 +22,7 @@ type pyImport struct {
 	from []string
 }
 
-var errPyc = errors.New("fs: not a pyc file this reader knows")
+var errPyc = errors.New("fetch: not a pyc file this reader knows")
 
 // CPython's bytecode magic numbers (the first two bytes of a .pyc, little
 // endian): 3.8 begins at 3400, 3.11 at 3450 (its code objects lose

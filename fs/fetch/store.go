@@ -26,18 +26,18 @@ func (l *Layer) store(ctx context.Context, id int, c *layer.Chunk, raw []byte, r
 			inv.Invalidate(c.Offset, c.CompressedSize())
 		}
 		if !refetch {
-			return l.fail(fmt.Errorf("fs: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
+			return l.fail(fmt.Errorf("fetch: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
 		}
 		raw, err = l.read(ctx, c.Offset, c.CompressedSize())
 		if err != nil {
 			return err
 		}
 		if data, err = l.opts.Decoder.Decode(nil, c, raw); err != nil {
-			return l.fail(fmt.Errorf("fs: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
+			return l.fail(fmt.Errorf("fetch: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
 		}
 	}
 	if err := l.writeAt(l.owner[id], data, c.FileOffset); err != nil {
-		return l.fail(fmt.Errorf("fs: layer %s: storing chunk: %w", l.opts.Name, err))
+		return l.fail(fmt.Errorf("fetch: layer %s: storing chunk: %w", l.opts.Name, err))
 	}
 	l.markPresent(id)
 	return nil
@@ -96,11 +96,11 @@ func (l *Layer) File(ino index.Ino) (*os.File, error) {
 func (l *Layer) openContent(ino index.Ino) (*os.File, error) {
 	f, err := os.OpenFile(l.ContentPath(ino), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("fs: content file: %w", err)
+		return nil, fmt.Errorf("fetch: content file: %w", err)
 	}
 	if err := f.Truncate(l.idx.Attr(ino).Size); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("fs: content file: %w", err)
+		return nil, fmt.Errorf("fetch: content file: %w", err)
 	}
 	return f, nil
 }

@@ -1,8 +1,10 @@
 // Package testformat is the conformance suite every layer format runs
 // (layer.Format), in the manner of containerd's snapshot testsuite: a
-// format's test gives Run the format and a way to write a tar as a layer
-// of it, and Run checks what the mount relies on of every format. It is
-// for tests only.
+// format's test gives Run the format and its writer (layer.Writer), and
+// Run checks what the mount relies on of every format. RunWriter checks
+// what every writer promises (convert's), RunReference what a format
+// reads of the blobs the reference eStargz library writes. It is for
+// tests only.
 package testformat
 
 import (
@@ -39,8 +41,11 @@ type Layer struct {
 type Case struct {
 	// Format is the format, as remote lists it.
 	Format layer.Format
-	// Make writes tarball as a layer of the format.
-	Make func(t testing.TB, tarball []byte) Layer
+	// Writer writes the suite's tar as a layer of the format (with 64
+	// KiB chunks); IndexAnnotation is an InputBlob writer's, as
+	// WriterCase's.
+	Writer          layer.Writer
+	IndexAnnotation string
 }
 
 // tailSize is the tail a layer.TailBlob holds, as remote's Source reads.
@@ -53,7 +58,7 @@ func Run(t *testing.T, c Case) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := c.Make(t, tarball)
+	l := write(t, c.Writer, c.IndexAnnotation, tarball, layer.WriteOptions{ChunkSize: 64 << 10})
 	d, ok, err := c.Format.IndexDigest(l.Desc)
 	if err != nil || !ok {
 		t.Fatalf("%s: IndexDigest(%v): %s, %v, %v: the format does not claim its own layer", c.Format.Name(), l.Desc.Annotations, d, ok, err)
@@ -66,12 +71,7 @@ func Run(t *testing.T, c Case) {
 		}
 	})
 
-	t.Run("reads the tar", func(t *testing.T) {
-		for _, tail := range []bool{false, true} {
-			x, dec := open(t, c.Format, newBlob(l, tail), d)
-			compare(t, x, dec, l.Blob, src)
-		}
-	})
+	t.Run("reads the tar", func(t *testing.T) { ReadBack(t, c.Format, l, tarball) })
 
 	t.Run("refuses another index digest", func(t *testing.T) {
 		other := digest.FromString("not the index")
@@ -127,6 +127,25 @@ func Run(t *testing.T, c Case) {
 		x, dec := open(t, c.Format, b, d)
 		compare(t, x, dec, l.Blob, src)
 	})
+}
+
+// ReadBack checks that f reads l, with and without its tail, as the
+// tar it was written from: every entry, and every file's content decoded
+// chunk by chunk.
+func ReadBack(t *testing.T, f layer.Format, l Layer, tarball []byte) {
+	t.Helper()
+	src, err := testtar.Read(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok, err := f.IndexDigest(l.Desc)
+	if err != nil || !ok {
+		t.Fatalf("%s: IndexDigest(%v): %s, %v, %v: the format does not claim the layer", f.Name(), l.Desc.Annotations, d, ok, err)
+	}
+	for _, tail := range []bool{false, true} {
+		x, dec := open(t, f, newBlob(l, tail), d)
+		compare(t, x, dec, l.Blob, src)
+	}
 }
 
 // tryOpen opens b with f, building the index as remote does.

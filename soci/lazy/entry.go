@@ -52,7 +52,7 @@ func bindEntries(z *soci.Ztoc, idx layer.Index) entryBinding {
 			continue
 		}
 		seen[name] = true
-		kind, target := entryTarget(name, f.Type == soci.TypeHardlink)
+		kind, target := entryTarget(name, f.Type == layer.TypeHardlink)
 		ino, ok := idx.LookupPath(target)
 		if !ok {
 			continue

@@ -181,7 +181,7 @@ func TestSociVerifyEntries(t *testing.T) {
 			var forged string
 			idx, dec = reopen(func(z *soci.Ztoc) {
 				for i := len(z.Files) - 1; i >= 0; i-- {
-					if f := &z.Files[i]; f.Type == soci.TypeReg && f.Size > 0 {
+					if f := &z.Files[i]; f.Type == layer.TypeReg && f.Size > 0 {
 						f.Mode ^= 0o4000
 						forged = f.Name
 						return

@@ -234,7 +234,7 @@ func sociEntries(z *soci.Ztoc) ([]layer.Entry, error) {
 				e.Xattrs[x] = []byte(v)
 			}
 		}
-		if f.Type == soci.TypeHardlink {
+		if f.Type == layer.TypeHardlink {
 			if e.LinkName, err = soci.Clean(f.Linkname); err != nil {
 				return nil, err
 			}
@@ -242,7 +242,7 @@ func sociEntries(z *soci.Ztoc) ([]layer.Entry, error) {
 				return nil, fmt.Errorf("%w: hardlink %q to %q, which comes later or not at all", soci.ErrInvalid, name, e.LinkName)
 			}
 		}
-		if f.Type == soci.TypeReg && f.Size > 0 {
+		if f.Type == layer.TypeReg && f.Size > 0 {
 			if e.Chunks, err = fileChunks(z, f); err != nil {
 				return nil, err
 			}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lazysnap/lazysnap/layer"
 	"github.com/lazysnap/lazysnap/soci"
 )
 
@@ -34,8 +35,8 @@ func newEntryHead(f *soci.File) entryHead {
 	if _, ok := f.PAX["path"]; !ok && len(f.Name) <= 100 {
 		h.name = strings.TrimSuffix(strings.TrimPrefix(f.Name, "./"), "/")
 	}
-	h.typ = map[string]byte{soci.TypeReg: '0', soci.TypeDir: '5', soci.TypeSymlink: '2', soci.TypeHardlink: '1',
-		soci.TypeChar: '3', soci.TypeBlock: '4', soci.TypeFifo: '6'}[f.Type]
+	h.typ = map[string]byte{layer.TypeReg: '0', layer.TypeDir: '5', layer.TypeSymlink: '2', layer.TypeHardlink: '1',
+		layer.TypeChar: '3', layer.TypeBlock: '4', layer.TypeFifo: '6'}[f.Type]
 	return h
 }
 

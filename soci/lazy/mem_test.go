@@ -80,7 +80,7 @@ func TestSociImpliedDirectories(t *testing.T) {
 			Checkpoints: soci.Checkpoints{SpanSize: 1 << 20, List: []soci.Checkpoint{{In: 10, Window: make([]byte, soci.WindowSize)}}},
 			SpanDigests: []digest.Digest{digest.FromString("span")}}
 		for i := range n {
-			z.Files = append(z.Files, soci.File{Name: name(i), Type: soci.TypeDir, Offset: 512 * int64(i+1)})
+			z.Files = append(z.Files, soci.File{Name: name(i), Type: layer.TypeDir, Offset: 512 * int64(i+1)})
 		}
 		zb := soci.Marshal(z)
 		z, err := soci.Unmarshal(zb, 0)
