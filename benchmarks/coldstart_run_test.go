@@ -399,13 +399,15 @@ func startDaemon(t *testing.T, dir, sock, bin string, args ...string) *daemon {
 		}
 		select {
 		case <-d.exited:
+			tail := d.logTail() // before stop removes the log
 			d.stop()
-			t.Fatalf("%s exited during start-up%s", bin, d.logTail())
+			t.Fatalf("%s exited during start-up%s", bin, tail)
 		default:
 		}
 		if time.Now().After(deadline) {
+			tail := d.logTail()
 			d.stop()
-			t.Fatalf("%s did not create %s in 30s%s", bin, sock, d.logTail())
+			t.Fatalf("%s did not create %s in 30s%s", bin, sock, tail)
 		}
 	}
 	return d
