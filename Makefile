@@ -93,15 +93,19 @@ bench-peer: build rootfs
 		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
 
 # Cold starts of the unmodified gzip images with SOCI indexes (built by
-# lazysnap index and by soci's library) beside overlayfs and eStargz.
+# lazysnap index and by soci's library) beside overlayfs and eStargz, and
+# soci-snapshotter itself (soci-peer serve): lazily on its own index
+# (soci-snap) and in its parallel pull mode on the image with no index
+# (soci-snap-parallel, beside lazysnap's line-rate pull).
 bench-soci: build rootfs soci-peer
 	LAZYSNAP_ROOTFS_TAR=$(ROOTFS_TAR) LAZYSNAP_BENCH=1 LAZYSNAP_SOCI_PEER=$(SOCI_PEER_BIN) \
-		LAZYSNAP_BENCH_MODES=overlayfs,lazy,soci,soci-peer,lazy-nobg,soci-nobg \
+		LAZYSNAP_BENCH_MODES=overlayfs,lazy,soci,soci-peer,soci-snap,linerate,soci-snap-parallel,lazy-nobg,soci-nobg \
 		$(GO) test ./benchmarks -run '^TestColdStart$$' -v -count=1 -timeout 90m
 
-# The SOCI oracle (benchmarks/peer/soci: awslabs/soci-snapshotter's library,
-# cgo with Debian's zlib1g-dev; a module of its own). Tests build it when
-# LAZYSNAP_SOCI_PEER does not name one.
+# The SOCI oracle and peer (benchmarks/peer/soci: awslabs/soci-snapshotter's
+# library, cgo with Debian's zlib1g-dev; a module of its own; its serve
+# subcommand is soci-snapshotter as a proxy snapshotter). Tests build it
+# when LAZYSNAP_SOCI_PEER does not name one.
 SOCI_PEER_BIN ?= /var/tmp/lazysnap-peer/soci-peer
 soci-peer:
 	cd benchmarks/peer/soci && $(GO) build -o $(SOCI_PEER_BIN) .

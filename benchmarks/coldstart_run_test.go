@@ -79,19 +79,34 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 			return r, err
 		}
 	}
+	if m.kind == "soci-snapshotter" {
+		ref = sociSnapRef(ref, b.reg.Host, b.wan.Host)
+	}
 	var d *daemon
-	var extra, snapshotter string
+	var extra, snapshotter, sociDir string
+	proxy := func(sock string) string {
+		return fmt.Sprintf("[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", snapshotter, sock)
+	}
 	switch m.kind {
 	case "lazysnap":
 		d, snapshotter = b.startLazysnap(t, m, ""), "lazysnap"
 	case "peer":
 		d, snapshotter = b.startPeer(t, m), "peer"
+	case "soci-snapshotter":
+		// started once containerd is up (its content store client);
+		// containerd dials the proxy plugin on first use
+		sociDir, snapshotter = shortDir(t, "lzsoci-"), sociSnapshotter
+		t.Cleanup(func() { os.RemoveAll(sociDir) }) // if containerd fails to start
+		extra = proxy(sociSnapSocket(sociDir))
 	}
 	if d != nil {
-		extra = fmt.Sprintf("[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", snapshotter, d.sock)
+		extra = proxy(d.sock)
 		t.Cleanup(d.stop) // if containerd fails to start
 	}
 	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: extra, LogLevel: "warn"})
+	if sociDir != "" {
+		d = b.startSociSnap(t, m, sociDir, ctrd.Address())
+	}
 	if d != nil {
 		t.Cleanup(d.stop) // before containerd's cleanup
 	}
@@ -127,6 +142,13 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 		return r, fmt.Errorf("not every layer was pulled at line rate (want %q):\n%s%s", want, out, d.keepLog(b.cfg.logDir, t.Name()))
 	case m.kind == "lazysnap" && !m.lineRate && !strings.Contains(string(out), fmt.Sprintf("%d of %d layers lazy", v.layers, v.layers)):
 		return r, fmt.Errorf("not every layer was mounted lazily:\n%s%s", out, d.keepLog(b.cfg.logDir, t.Name()))
+	}
+	if m.kind == "soci-snapshotter" {
+		logb, _ := os.ReadFile(d.log)
+		if err := checkSociSnapPull(m, v.layers, string(out), string(logb)); err != nil {
+			return r, fmt.Errorf("%w%s", err, d.keepLog(b.cfg.logDir, t.Name()))
+		}
+		d.keepLog(b.cfg.logDir, t.Name()) // what it did, beside the WAN's log
 	}
 
 	args := []string{"run", "--rm"}
@@ -377,13 +399,15 @@ func startDaemon(t *testing.T, dir, sock, bin string, args ...string) *daemon {
 		}
 		select {
 		case <-d.exited:
+			tail := d.logTail() // before stop removes the log
 			d.stop()
-			t.Fatalf("%s exited during start-up%s", bin, d.logTail())
+			t.Fatalf("%s exited during start-up%s", bin, tail)
 		default:
 		}
 		if time.Now().After(deadline) {
+			tail := d.logTail()
 			d.stop()
-			t.Fatalf("%s did not create %s in 30s%s", bin, sock, d.logTail())
+			t.Fatalf("%s did not create %s in 30s%s", bin, sock, tail)
 		}
 	}
 	return d

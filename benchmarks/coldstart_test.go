@@ -164,12 +164,12 @@ func rootfsDir() string {
 }
 
 // defaultModes is LAZYSNAP_BENCH_MODES's default: every mode (the peer's
-// only with a peer) but the SOCI ones (make bench-soci), whose soci-peer
-// oracle is a build of its own.
+// only with a peer) but the SOCI ones and soci-snapshotter's (make
+// bench-soci), whose soci-peer binary is a build of its own.
 func defaultModes(peer bool) string {
 	var names []string
 	for _, m := range allModes() {
-		if (m.kind != "peer" || peer) && m.soci == "" {
+		if (m.kind != "peer" || peer) && m.soci == "" && m.sociSnap == "" {
 			names = append(names, m.name)
 		}
 	}
@@ -246,7 +246,7 @@ func allWorkloads() []workload {
 type mode struct {
 	name  string
 	title string
-	kind  string // "overlayfs", "lazysnap" or "peer"
+	kind  string // "overlayfs", "lazysnap", "peer" or "soci-snapshotter"
 	// prioritized: the image is converted with the workload's files first
 	// (recorded with convert/record); otherwise the plain eStargz conversion
 	prioritized bool
@@ -272,7 +272,19 @@ type mode struct {
 	// lineRate: the unmodified gzip image with no index (overlayfs's),
 	// which lazysnap pulls itself at line rate (issue 24)
 	lineRate bool
+	// sociSnap: soci-snapshotter itself (kind "soci-snapshotter", served
+	// by soci-peer serve) in one of its pull modes: sociLazy, its default
+	// (lazy loading with a SOCI v2 index: the image soci = "soci" names),
+	// or sociParallel (parallel_pull_unpack with discard_unpacked_layers,
+	// on the gzip image with no index)
+	sociSnap string
 }
+
+// soci-snapshotter's pull modes in the harness (mode.sociSnap).
+const (
+	sociLazy     = "lazy"
+	sociParallel = "parallel"
+)
 
 // secondary reports whether m is not a system in its default
 // configuration: its columns come after the default ones.
@@ -293,6 +305,8 @@ func allModes() []mode {
 		{name: "linerate", title: "lazysnap, default configuration, unmodified gzip with no index: pulled at line rate", kind: "lazysnap", lineRate: true},
 		{name: "soci", title: "lazysnap, default configuration, unmodified gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap"},
 		{name: "soci-peer", title: "lazysnap, default configuration, unmodified gzip with a SOCI index built by soci v0.16.1", kind: "lazysnap", soci: "soci"},
+		{name: "soci-snap", title: "soci-snapshotter v0.16.1, default configuration, unmodified gzip with its own SOCI v2 index", kind: "soci-snapshotter", soci: "soci", sociSnap: sociLazy},
+		{name: "soci-snap-parallel", title: "soci-snapshotter v0.16.1, parallel pull and unpack (discard_unpacked_layers), unmodified gzip with no index", kind: "soci-snapshotter", sociSnap: sociParallel},
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
 		{name: "soci-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap", noBackground: true, of: "soci"},
@@ -328,6 +342,11 @@ func TestColdStart(t *testing.T) {
 	// the server field of a hosts.toml and would go to the registry itself
 	wanEP := registry.Endpoint{URL: b.wan.URL}
 	if _, err := registry.WriteHostsConfig(b.hosts, b.reg.Host, wanEP, wanEP); err != nil {
+		t.Fatal(err)
+	}
+	// soci-snapshotter's parallel pull goes to the host its image
+	// reference names, whatever its mirrors: its modes name the WAN
+	if _, err := registry.WriteHostsConfig(b.hosts, b.wan.Host, wanEP); err != nil {
 		t.Fatal(err)
 	}
 	b.images.push(t, b.reg)

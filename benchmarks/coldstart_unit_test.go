@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lazysnap/lazysnap/internal/testenv/registry"
+	"github.com/pelletier/go-toml/v2"
 )
 
 // TestWANLogSummary: the report's reading of the WAN's request log.
@@ -183,6 +184,147 @@ func TestMissedBy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := missedBy(tc.ratio); got != tc.want {
 				t.Errorf("missedBy(%v) = %q, want %q", tc.ratio, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSociSnapModes: soci-snapshotter's modes are opt-in (make bench-soci),
+// and each runs on the image its pull mode needs: soci-snap on the gzip
+// image with soci's own v2 index, soci-snap-parallel on the gzip image
+// with no index (linerate's).
+func TestSociSnapModes(t *testing.T) {
+	w := allWorkloads()[0]
+	for _, tc := range []struct {
+		mode, tag, sociSnap string
+	}{
+		{"soci-snap", "soci-peer", sociLazy},
+		{"soci-snap-parallel", "gzip", sociParallel},
+		{"soci-peer", "soci-peer", ""},
+		{"linerate", "gzip", ""},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			ms, err := selectModes(tc.mode, false)
+			if err != nil || len(ms) != 1 {
+				t.Fatalf("selectModes(%s) = %v, %v", tc.mode, ms, err)
+			}
+			m := ms[0]
+			if got := tagFor(benchConfig{}, w, m); got != tc.tag {
+				t.Errorf("tagFor = %s, want %s", got, tc.tag)
+			}
+			if m.sociSnap != tc.sociSnap {
+				t.Errorf("sociSnap = %q, want %q", m.sociSnap, tc.sociSnap)
+			}
+			if wantKind := map[bool]string{true: "soci-snapshotter", false: "lazysnap"}[tc.sociSnap != ""]; m.kind != wantKind {
+				t.Errorf("kind = %s, want %s", m.kind, wantKind)
+			}
+			if m.sociSnap != "" && slices.Contains(strings.Split(defaultModes(true), ","), m.name) {
+				t.Errorf("%s is among the default modes; soci-snapshotter's are opt-in", m.name)
+			}
+		})
+	}
+}
+
+// TestSociSnapConfig: the config.toml soci-peer serve gets, read back as
+// soci-snapshotter reads its keys.
+func TestSociSnapConfig(t *testing.T) {
+	type sociConfig struct {
+		Resolver struct {
+			Host map[string]struct {
+				Mirrors []struct {
+					Host     string `toml:"host"`
+					Insecure bool   `toml:"insecure"`
+				} `toml:"mirrors"`
+			} `toml:"host"`
+		} `toml:"resolver"`
+		ContentStore struct {
+			Type              string `toml:"type"`
+			ContainerdAddress string `toml:"containerd_address"`
+		} `toml:"content_store"`
+		PullModes struct {
+			Parallel struct {
+				Enable  bool `toml:"enable"`
+				Discard bool `toml:"discard_unpacked_layers"`
+			} `toml:"parallel_pull_unpack"`
+		} `toml:"pull_modes"`
+	}
+	const host, mirror, ctrd = "127.0.0.1:5001", "http://127.0.0.1:5001", "/tmp/lsctrd-1/c.sock"
+	for _, tc := range []struct {
+		name, sociSnap string
+		parallel       bool
+		wantErr        bool
+	}{
+		{name: "default configuration", sociSnap: sociLazy},
+		{name: "parallel pull and unpack", sociSnap: sociParallel, parallel: true},
+		{name: "unknown pull mode", sociSnap: "bogus", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := sociSnapConfig(tc.sociSnap, host, mirror, ctrd)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("no error; config:\n%s", s)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c sociConfig
+			d := toml.NewDecoder(strings.NewReader(s))
+			d.DisallowUnknownFields()
+			if err := d.Decode(&c); err != nil {
+				t.Fatalf("%v\n%s", err, s)
+			}
+			ms := c.Resolver.Host[host].Mirrors
+			if len(ms) != 1 || ms[0].Host != mirror || !ms[0].Insecure {
+				t.Errorf("mirrors of %s = %+v, want %s (with its scheme), insecure", host, ms, mirror)
+			}
+			if c.ContentStore.ContainerdAddress != ctrd || c.ContentStore.Type != "" {
+				t.Errorf("content_store = %+v, want soci's default type on %s", c.ContentStore, ctrd)
+			}
+			if p := c.PullModes.Parallel; p.Enable != tc.parallel || p.Discard != tc.parallel {
+				t.Errorf("parallel_pull_unpack = %+v, want enable and discard_unpacked_layers %v", p, tc.parallel)
+			}
+		})
+	}
+}
+
+func TestSociSnapRef(t *testing.T) {
+	for _, tc := range []struct{ name, ref, want string }{
+		{"the registry's host", "127.0.0.1:5000/bench/python:gzip", "127.0.0.1:6000/bench/python:gzip"},
+		{"another host's prefix", "127.0.0.1:50000/bench/python:gzip", "127.0.0.1:50000/bench/python:gzip"},
+		{"another host", "example.com/bench/python:gzip", "example.com/bench/python:gzip"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := sociSnapRef(tc.ref, "127.0.0.1:5000", "127.0.0.1:6000"); got != tc.want {
+				t.Errorf("sociSnapRef = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckSociSnapPull: a soci-snapshotter run counts only if soci took
+// every layer the way its mode says.
+func TestCheckSociSnapPull(t *testing.T) {
+	lazy, parallel := mode{name: "soci-snap", sociSnap: sociLazy}, mode{name: "soci-snap-parallel", sociSnap: sociParallel}
+	line := `{"level":"info","msg":"` + sociParallelLog + `"}` + "\n"
+	for _, tc := range []struct {
+		name      string
+		m         mode
+		layers    int
+		pull, log string
+		ok        bool
+	}{
+		{"lazy, every layer", lazy, 1, "pulled x in 1s: 1 of 1 layers lazy\n", "", true},
+		{"lazy, fell back to containerd", lazy, 1, "pulled x in 1s: 0 of 1 layers lazy\n", "", false},
+		{"lazy, one of two", lazy, 2, "pulled x in 1s: 1 of 2 layers lazy\n", "", false},
+		{"parallel, every layer", parallel, 2, "0 of 2 layers lazy", line + line, true},
+		{"parallel, containerd pulled", parallel, 1, "0 of 1 layers lazy", "", false},
+		{"parallel, one of two", parallel, 2, "0 of 2 layers lazy", line, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := checkSociSnapPull(tc.m, tc.layers, tc.pull, tc.log); (err == nil) != tc.ok {
+				t.Errorf("checkSociSnapPull = %v, want ok %v", err, tc.ok)
 			}
 		})
 	}

@@ -12,6 +12,11 @@
 //	soci-peer extract ZTOC BLOB       extract every regular file with soci's
 //	                                  ztoc package: a JSON object a line with
 //	                                  its name and the sha256 of its bytes
+//	soci-peer serve [--address SOCK] [--root DIR] [--config TOML] [--log-level L]
+//	                                  run soci-snapshotter itself (its service,
+//	                                  fs and snapshot packages) as a containerd
+//	                                  proxy snapshotter on SOCK, configured by
+//	                                  soci's own TOML format (serve.go)
 //
 // Build: cd benchmarks/peer/soci && go build -o soci-peer . (needs
 // Debian's zlib1g-dev: soci links libz.a).
@@ -45,8 +50,11 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "serve" {
+		return serve(args[1:])
+	}
 	if len(args) < 2 {
-		return fmt.Errorf("usage: soci-peer convert LAYOUT [SPAN] | ls ZTOC | extract ZTOC BLOB")
+		return fmt.Errorf("usage: soci-peer convert LAYOUT [SPAN] | build BLOB SPAN OUT | ls ZTOC | extract ZTOC BLOB | serve [FLAGS]")
 	}
 	switch args[0] {
 	case "convert":

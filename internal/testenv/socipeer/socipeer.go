@@ -1,7 +1,9 @@
-// Package socipeer gives tests the SOCI oracle: the soci-peer command
-// (benchmarks/peer/soci), built from awslabs/soci-snapshotter's own library
-// in a module of its own. Tests use it to build SOCI indexes exactly as
-// `soci convert` does and to read zTOCs with soci's ztoc package.
+// Package socipeer gives tests the SOCI oracle and peer: the soci-peer
+// command (benchmarks/peer/soci), built from awslabs/soci-snapshotter's own
+// library in a module of its own. Tests use it to build SOCI indexes
+// exactly as `soci convert` does, to read zTOCs with soci's ztoc package,
+// and (soci-peer serve) to run soci-snapshotter itself as a containerd
+// proxy snapshotter.
 package socipeer
 
 import (
