@@ -2,6 +2,8 @@ package fs
 
 import (
 	"os"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -135,18 +137,40 @@ func (fs *rawFS) xattrs(ino index.Ino) (map[string][]byte, bool) {
 	return fs.idx.Xattrs(ino), fs.idx.Attr(ino).Opaque
 }
 
+// overlayXattr reports whether name is overlayfs's own metadata
+// (trusted.overlay.*, or user.overlay.* for mounts with userxattr). A
+// layer's own are never served: overlayfs reads them of its lower layers
+// for opaque directories, redirects, metacopy files and origins, and an
+// image's content does not get to steer it. An image marks a directory
+// opaque with a .wh..wh..opq entry, which the index turns into the opaque
+// xattr; that is the one served. So the getxattr calls overlayfs makes on
+// every lower file and directory it looks up (metacopy, origin) need no
+// entry check: their answer is not the index's word.
+func overlayXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+}
+
 func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	ino, ok := fs.ino(h.NodeId)
 	if !ok {
 		return 0, fuse.ENOENT
 	}
+	if fs.l.EntryRefused(ino) {
+		return 0, fuse.EIO
+	}
+	_, opaque := fs.xattrs(ino)
+	if overlayXattr(attr) && (!opaque || !slices.Contains(opaqueXattrs[:], attr)) {
+		// (an absent opaque mark is an entry the index lacks, which no
+		// header vouches for: the complete layer's check does)
+		return 0, fuse.ENOATTR
+	}
 	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
 		return 0, st
 	}
-	xs, opaque := fs.xattrs(ino)
+	xs, _ := fs.xattrs(ino)
 	v, ok := xs[attr]
-	if opaque && (attr == opaqueXattrs[0] || attr == opaqueXattrs[1]) {
-		v, ok = []byte("y"), true
+	if overlayXattr(attr) {
+		v, ok = []byte("y"), true // the opaque mark, checked with its directory
 	}
 	if !ok {
 		return 0, fuse.ENOATTR
@@ -168,7 +192,9 @@ func (fs *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 	xs, opaque := fs.xattrs(ino)
 	var list []byte
 	for k := range xs {
-		list = append(append(list, k...), 0)
+		if !overlayXattr(k) {
+			list = append(append(list, k...), 0)
+		}
 	}
 	if opaque {
 		for _, o := range opaqueXattrs {
