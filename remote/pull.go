@@ -238,6 +238,16 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		notLazy = perr.Error()
 	}
 	opts := r.opts.Pull
+	var (
+		e    *pullEntry
+		kept bool // e kept a zTOC
+	)
+	if r.opts.Publish != nil {
+		// runs after finish: the pull is done
+		end := r.publishBegin(src.Ref)
+		top := len(src.Layers) > 0 && src.Layers[len(src.Layers)-1] == src.Digest
+		defer func() { end(e, kept, top) }()
+	}
 	// a spool already downloading the blob holds a slot of the budget
 	sp := r.spools.take(src.Digest)
 	if sp != nil {
@@ -251,7 +261,7 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		defer func() { <-r.pullSlots }()
 	}
 	r.spoolAhead(ctx, bp, src)
-	e := r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now(), Spooled: sp != nil})
+	e = r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now(), Spooled: sp != nil})
 	wb, err := bp.PullBlob(ctx, src.Ref, desc, opts.Connections, opts.PartSize)
 	if err != nil {
 		r.pulls.finish(e, err, "")
@@ -301,10 +311,7 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		if werr := r.saveZtoc(src.Digest, res.Ztoc); werr != nil {
 			ztoc = "not kept: " + werr.Error()
 		} else {
-			ztoc = "kept"
-			if r.opts.Publish != nil {
-				defer r.publishAfter(e, src.Ref) // after finish: the pull is done
-			}
+			ztoc, kept = "kept", true
 		}
 	case res.IndexErr != nil:
 		ztoc = "not built: " + res.IndexErr.Error()
