@@ -74,6 +74,10 @@ func (o PullOptions) withDefaults() PullOptions {
 type blobPuller interface {
 	// PullBlob opens the blob desc for writing out whole.
 	PullBlob(ctx context.Context, ref string, desc ocispec.Descriptor, conns int, part int64) (wholeBlob, error)
+	// plainLayer is Source.Layer without the SOCI index lookup: the
+	// Mount before the Pull looked already, and a Pull needs only the
+	// manifest's media type and size.
+	plainLayer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error)
 }
 
 // wholeBlob is a blob written out in order: all of it (over conns range
@@ -228,7 +232,7 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 	}
 	// the manifest's descriptor: labels that name a lazy format's index
 	// give no media type, which the unpack needs
-	desc, err := r.src.Layer(ctx, src.Ref, src.Digest)
+	desc, err := bp.plainLayer(ctx, src.Ref, src.Digest)
 	if err != nil {
 		return snapshotter.PullResult{}, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
 	}
