@@ -220,7 +220,11 @@ func (r *FS) publish(ctx context.Context, ref string) (digest.Digest, error) {
 		if err != nil {
 			return "", err
 		}
-		z := soci.ZtocDescriptor(raw, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size}, soci.DefaultSpanSize)
+		zt, err := soci.Unmarshal(raw, 0)
+		if err != nil {
+			continue // not one a Mount would use either
+		}
+		z := soci.ZtocDescriptor(raw, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size}, zt.Checkpoints.SpanSize)
 		ztocs = append(ztocs, z)
 		blobs = append(blobs, profile.Content{Desc: ocispec.Descriptor{MediaType: z.MediaType, Digest: z.Digest, Size: z.Size}, Data: raw})
 	}

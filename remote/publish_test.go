@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -240,5 +241,52 @@ func TestPublishOncePerPull(t *testing.T) {
 		if _, err := idx.Ztoc(l.Digest); err != nil {
 			t.Errorf("the index has no zTOC of layer %s: %v", l.Digest, err)
 		}
+	}
+}
+
+// TestPublishSpanSize: the published index gives each zTOC the span size
+// it was built with (a local zTOC of another span size than the default:
+// one kept before the default changed), and leaves out a local zTOC that
+// does not parse.
+func TestPublishSpanSize(t *testing.T) {
+	r, f := startFUSERegistry(t)
+	ctx := context.Background()
+	blobs := [][]byte{gzipped(testtar.Synthetic(1 << 20)), gzipped(testtar.Synthetic(512 << 10))}
+	img, err := r.PushImage(ctx, "publish/span", "v1", blobs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := r.Host + "/cluster/indexes"
+	a := New(NewRegistrySource(f), Options{Root: t.TempDir(), Publish: &PublishOptions{Repository: repo, Registry: f}})
+	t.Cleanup(func() { a.Close() })
+	const span = 256 << 10
+	z, err := soci.Build(bytes.NewReader(blobs[0]), soci.BuildOptions{SpanSize: span})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.saveZtoc(img.Layers[0].Digest, z); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(a.ztocPath(img.Layers[1].Digest), []byte("not a zTOC"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := a.publish(ctx, img.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, md, err := f.Resolve(ctx, repo+"@"+d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := (fetcherSource{f: f}).fetchBlob(ctx, repo+"@"+d.String(), md, soci.MaxIndexManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := soci.ParseIndexManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Layers) != 1 || idx.Layers[0].Annotations[soci.AnnotationSpanSize] != strconv.Itoa(span) || idx.Layers[0].Annotations[soci.AnnotationLayerDigest] != img.Layers[0].Digest.String() {
+		t.Fatalf("index layers %+v, want the first layer's zTOC alone, span size %d", idx.Layers, span)
 	}
 }
