@@ -70,7 +70,7 @@ type imageSet struct {
 // tagFor is the image tag a mode uses for a workload.
 func tagFor(cfg benchConfig, w workload, m mode) string {
 	switch {
-	case m.kind == "overlayfs" || m.lineRate || m.sociSnap == sociParallel:
+	case m.kind == "overlayfs" || m.lineRate || m.sociSnap == sociParallel || m.soci == sociLearned:
 		return "gzip"
 	case m.prioritized:
 		return "prio-" + w.name

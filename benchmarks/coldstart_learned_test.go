@@ -76,17 +76,11 @@ func (b *bench) learnProfile(t *testing.T, w workload, v *imageVariant, run int)
 // firstNode is the unmeasured cold start that learns and publishes the
 // profile.
 func (b *bench) firstNode(t *testing.T, w workload, v *imageVariant, ref, repo string, md ocispec.Descriptor) error {
-	d := b.startLazysnap(t, mode{name: "learned-first", kind: "lazysnap"}, "[profile]\n  publish = true\n")
-	t.Cleanup(d.stop)
-	extra := fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", d.sock)
-	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: extra, LogLevel: "warn"})
-	t.Cleanup(d.stop) // before containerd's cleanup
 	ctx, cancel := context.WithTimeout(context.Background(), 2*runTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
-		"--snapshotter", "lazysnap", "--hosts-dir", b.hosts, ref).CombinedOutput()
+	d, ctrd, _, err := b.nodePull(ctx, t, "learned-first", "[profile]\n  publish = true\n", ref)
 	if err != nil {
-		return fmt.Errorf("pull %s: %v\n%s%s", ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
+		return err
 	}
 	args := append([]string{"--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
 		"run", "--rm", "--snapshotter", "lazysnap", ref, "first-" + w.name}, w.argv...)
@@ -127,6 +121,24 @@ func (b *bench) firstNode(t *testing.T, w workload, v *imageVariant, ref, repo s
 		}
 	}
 	return nil
+}
+
+// nodePull starts an unmeasured node (a lazysnap named name, in the
+// default configuration plus extra, and a containerd using it; both stop
+// at t's cleanup) and pulls ref there with lazysnap pull, whose output it
+// returns.
+func (b *bench) nodePull(ctx context.Context, t *testing.T, name, extra, ref string) (*daemon, *ctrdenv.Containerd, string, error) {
+	d := b.startLazysnap(t, mode{name: name, kind: "lazysnap"}, extra)
+	t.Cleanup(d.stop)
+	plugin := fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", d.sock)
+	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: plugin, LogLevel: "warn"})
+	t.Cleanup(d.stop) // before containerd's cleanup
+	out, err := exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
+		"--snapshotter", "lazysnap", "--hosts-dir", b.hosts, ref).CombinedOutput()
+	if err != nil {
+		return d, ctrd, string(out), fmt.Errorf("pull %s: %v\n%s%s", ref, err, out, d.keepLog(b.cfg.logDir, t.Name()))
+	}
+	return d, ctrd, string(out), nil
 }
 
 // referrers is the number of manifests in repo's index tagged tag (0, nil

@@ -82,6 +82,15 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	if m.kind == "soci-snapshotter" {
 		ref = sociSnapRef(ref, b.reg.Host, b.wan.Host)
 	}
+	var lazysnapExtra string
+	if m.soci == sociLearned {
+		// the first node of the cluster, unmeasured: the SOCI index of
+		// its line-rate pull is in the registry before this node starts
+		var err error
+		if ref, lazysnapExtra, err = b.learnIndex(t, w, v, run); err != nil {
+			return r, err
+		}
+	}
 	var d *daemon
 	var extra, snapshotter, sociDir string
 	proxy := func(sock string) string {
@@ -89,7 +98,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	}
 	switch m.kind {
 	case "lazysnap":
-		d, snapshotter = b.startLazysnap(t, m, ""), "lazysnap"
+		d, snapshotter = b.startLazysnap(t, m, lazysnapExtra), "lazysnap"
 	case "peer":
 		d, snapshotter = b.startPeer(t, m), "peer"
 	case "soci-snapshotter":
@@ -174,6 +183,9 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 		r.Layers = layers
 		for _, l := range layers {
 			t.Logf("layer %s", layerLine(l))
+		}
+		if bad := notSoci(layers); m.soci == sociLearned && bad != "" {
+			return r, fmt.Errorf("not every layer of %s mounted through the learned SOCI index (status error %v): %s%s", ref, err, bad, d.keepLog(b.cfg.logDir, t.Name()))
 		}
 		if m.learned && !slices.ContainsFunc(layers, func(l map[string]any) bool {
 			s, _ := l["profile"].(string)

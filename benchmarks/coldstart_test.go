@@ -267,7 +267,9 @@ type mode struct {
 	learned bool
 	// soci: the unmodified gzip image with a SOCI v2 index built by
 	// "lazysnap" (lazysnap index) or by "soci" (soci-snapshotter's library,
-	// as soci convert does, through the soci-peer oracle)
+	// as soci convert does, through the soci-peer oracle), or with none
+	// but the v1 index a previous node's line-rate pull published
+	// (sociLearned)
 	soci string
 	// lineRate: the unmodified gzip image with no index (overlayfs's),
 	// which lazysnap pulls itself at line rate (issue 24)
@@ -304,6 +306,7 @@ func allModes() []mode {
 		{name: "learned", title: "lazysnap default, unprofiled image, profile learned by a previous node and fetched from the registry", kind: "lazysnap", learned: true},
 		{name: "linerate", title: "lazysnap, default configuration, unmodified gzip with no index: pulled at line rate", kind: "lazysnap", lineRate: true},
 		{name: "soci", title: "lazysnap, default configuration, unmodified gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap"},
+		{name: "soci-learned", title: "lazysnap default, unmodified gzip with no index, SOCI index learned by a previous node's line-rate pull (trusted repository)", kind: "lazysnap", soci: sociLearned},
 		{name: "soci-peer", title: "lazysnap, default configuration, unmodified gzip with a SOCI index built by soci v0.16.1", kind: "lazysnap", soci: "soci"},
 		{name: "soci-snap", title: "soci-snapshotter v0.16.1, default configuration, unmodified gzip with its own SOCI v2 index", kind: "soci-snapshotter", soci: "soci", sociSnap: sociLazy},
 		{name: "soci-snap-parallel", title: "soci-snapshotter v0.16.1, parallel pull and unpack (discard_unpacked_layers), unmodified gzip with no index", kind: "soci-snapshotter", sociSnap: sociParallel},

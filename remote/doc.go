@@ -123,12 +123,13 @@
 // Options.Pull.Sink, if set, gets a copy of each blob (containerd's
 // content store). Pulls lists the pulls, in flight and done.
 //
-// Learned indexes (publish.go): with Options.Publish, a Pull that kept a
-// zTOC has a goroutine of the FS push a v1 SOCI index of the image (the
-// local zTOCs of its layers, subject the image manifest) to the publish
-// repository with profile.PushReferrer; the pushes are serialized by
-// FS.pubMu, Close cancels them, and PullInfo.Published says how each
-// went. A Source with WithTrustedSociRepositories looks for v1 indexes
+// Learned indexes (publish.go): with Options.Publish, once a pull of an
+// image whose Pulls kept zTOCs is over (publisher: its top layer done and
+// no Pull of it running, or none for PublishOptions.Quiet), a goroutine
+// of the FS pushes one v1 SOCI index of the image (the local zTOCs of its
+// layers, subject the image manifest) to the publish repository with
+// profile.PushReferrer; the pushes are serialized by FS.pubMu, Close
+// cancels them, and PullInfo.Published says how each went. A Source with WithTrustedSociRepositories looks for v1 indexes
 // among the manifest's referrers in those repositories first and uses
 // them without WithSociV1, fetching their zTOCs from there (annZtocRepo):
 // whoever can push to a trusted repository chooses what lazy mounts

@@ -102,6 +102,7 @@ type FS struct {
 	pullSlots chan struct{} // one per pull or spool running: Options.Pull.Concurrency
 	spools    *spooler      // blobs downloaded ahead of their Pull
 	pubMu     sync.Mutex    // serializes the pushes of Options.Publish
+	pub       publisher     // batches them: one per pull of an image
 }
 
 var (

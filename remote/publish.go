@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/lazysnap/lazysnap/profile"
@@ -15,10 +16,10 @@ import (
 )
 
 // PublishOptions make the zTOCs that line-rate pulls keep known to other
-// nodes: after a Pull kept a layer's zTOC, the FS pushes, in the
-// background, a v1 SOCI index of the image (subject: the image manifest;
-// layers: the local zTOCs of every layer of it pulled so far, with the
-// zTOC blobs) to Repository, where nodes that trust that repository
+// nodes: once a pull of an image that kept a layer's zTOC is over
+// (publisher), the FS pushes, in the background, one v1 SOCI index of the
+// image (subject: the image manifest; layers: the local zTOCs of its
+// layers, with the zTOC blobs) to Repository, where nodes that trust that repository
 // (WithTrustedSociRepositories) find it among the manifest's referrers and
 // mount the image lazily. Whoever can push to Repository chooses what the
 // lazy mounts of those nodes serve until each layer is complete and
@@ -30,6 +31,10 @@ type PublishOptions struct {
 	Repository string
 	// Registry pushes (the fetcher).
 	Registry profile.Registry
+	// Quiet ends an image's pull when the labels do not say which layer
+	// is its top one: none of its layers pulled for this long (default
+	// 3s). See publisher.
+	Quiet time.Duration
 }
 
 // publishBuildTool names lazysnap in the indexes it publishes.
@@ -45,24 +50,146 @@ type manifestSource interface {
 // cannot resolve manifests.
 var errNoManifests = errors.New("remote: the source cannot resolve image manifests")
 
-// publishAfter pushes, in a goroutine of the FS's, the SOCI index of the
-// image ref names after the pull e kept a zTOC; e's Published says how it
-// went. The FS's pushes are serialized: each reads and extends the
-// repository's referrers tag schema index, and each includes every zTOC
-// present when it runs, so the last one of an image lists them all.
-func (r *FS) publishAfter(e *pullEntry, ref string) {
-	r.pulls.published(e, "publishing")
-	if !r.spawn(func(ctx context.Context) {
+// defaultPublishQuiet is PublishOptions.Quiet's default.
+const defaultPublishQuiet = 3 * time.Second
+
+// publisher batches the pushes of Options.Publish: one SOCI index per
+// pull of an image, not one per layer. containerd prepares an image's
+// layers one after another, so an image's pull is over when its top
+// layer (the last its labels list) is done and no Pull of it runs, or,
+// when the labels do not say which layer is the top (or the top was not
+// pulled: lazy, or present already), when none of its layers has been
+// pulled for PublishOptions.Quiet.
+type publisher struct {
+	mu sync.Mutex
+	m  map[string]*imagePublish // by image reference
+}
+
+// imagePublish is one image's pull, as far as publishing goes.
+type imagePublish struct {
+	inflight int          // its Pulls running
+	kept     []*pullEntry // its Pulls that kept a zTOC, not pushed yet
+	top      bool         // its top layer's Pull is done
+	gen      int          // counts begin and end: a quiet period is one without either
+	waiting  bool         // a goroutine waits to push (publishWait)
+	kick     chan struct{}
+}
+
+// publishBegin records that a Pull of ref's image started; the returned
+// function records its end: e kept a zTOC (kept), of the image's top
+// layer (top).
+func (r *FS) publishBegin(ref string) (end func(e *pullEntry, kept, top bool)) {
+	p := &r.pub
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[string]*imagePublish{}
+	}
+	ip := p.m[ref]
+	if ip == nil {
+		ip = &imagePublish{kick: make(chan struct{}, 1)}
+		p.m[ref] = ip
+	}
+	ip.inflight++
+	ip.gen++
+	p.mu.Unlock()
+	ip.poke()
+	return func(e *pullEntry, kept, top bool) {
+		if kept {
+			r.pulls.published(e, "publishing")
+		}
+		p.mu.Lock()
+		ip.inflight--
+		ip.gen++
+		ip.top = ip.top || top
+		if kept {
+			ip.kept = append(ip.kept, e)
+		}
+		wait := len(ip.kept) > 0 && !ip.waiting
+		ip.waiting = ip.waiting || wait
+		if ip.inflight == 0 && !ip.waiting && p.m[ref] == ip {
+			delete(p.m, ref) // nothing to push
+		}
+		p.mu.Unlock()
+		if !wait {
+			ip.poke()
+			return
+		}
+		if !r.spawn(func(ctx context.Context) { r.publishWait(ctx, ref, ip) }) {
+			p.mu.Lock()
+			es := ip.kept
+			ip.kept = nil
+			p.mu.Unlock()
+			for _, e := range es {
+				r.pulls.published(e, "not published: "+ErrClosed.Error())
+			}
+		}
+	}
+}
+
+// poke wakes ip's publishWait, if any.
+func (ip *imagePublish) poke() {
+	select {
+	case ip.kick <- struct{}{}:
+	default:
+	}
+}
+
+// publishWait waits until the pull of ref's image is over (publisher),
+// then pushes its SOCI index once and says so in the status of each Pull
+// of it that kept a zTOC. The pushes of the FS are serialized: each
+// reads and extends the repository's referrers tag schema index.
+func (r *FS) publishWait(ctx context.Context, ref string, ip *imagePublish) {
+	p := &r.pub
+	quiet := r.opts.Publish.Quiet
+	if quiet <= 0 {
+		quiet = defaultPublishQuiet
+	}
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		done := ip.inflight == 0 && ip.top
+		idle, gen := ip.inflight == 0, ip.gen
+		p.mu.Unlock()
+		if done {
+			break
+		}
+		t.Reset(quiet)
+		select {
+		case <-ip.kick:
+			continue
+		case <-ctx.Done():
+		case <-t.C:
+			p.mu.Lock()
+			done = idle && ip.inflight == 0 && ip.gen == gen
+			p.mu.Unlock()
+			if !done {
+				continue
+			}
+		}
+		break
+	}
+	p.mu.Lock()
+	es := ip.kept
+	ip.kept, ip.waiting, ip.top = nil, false, false
+	if ip.inflight == 0 && p.m[ref] == ip {
+		delete(p.m, ref)
+	}
+	p.mu.Unlock()
+	status := func() string {
+		if ctx.Err() != nil {
+			return "not published: " + ErrClosed.Error()
+		}
 		r.pubMu.Lock()
 		defer r.pubMu.Unlock()
 		idx, err := r.publish(ctx, ref)
 		if err != nil {
-			r.pulls.published(e, "not published: "+err.Error())
-			return
+			return "not published: " + err.Error()
 		}
-		r.pulls.published(e, fmt.Sprintf("published in SOCI index %s to %s", idx, r.opts.Publish.Repository))
-	}) {
-		r.pulls.published(e, "not published: "+ErrClosed.Error())
+		return fmt.Sprintf("published in SOCI index %s to %s", idx, r.opts.Publish.Repository)
+	}()
+	for _, e := range es {
+		r.pulls.published(e, status)
 	}
 }
 
@@ -93,7 +220,11 @@ func (r *FS) publish(ctx context.Context, ref string) (digest.Digest, error) {
 		if err != nil {
 			return "", err
 		}
-		z := soci.ZtocDescriptor(raw, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size}, soci.DefaultSpanSize)
+		zt, err := soci.Unmarshal(raw, 0)
+		if err != nil {
+			continue // not one a Mount would use either
+		}
+		z := soci.ZtocDescriptor(raw, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size}, zt.Checkpoints.SpanSize)
 		ztocs = append(ztocs, z)
 		blobs = append(blobs, profile.Content{Desc: ocispec.Descriptor{MediaType: z.MediaType, Digest: z.Digest, Size: z.Size}, Data: raw})
 	}

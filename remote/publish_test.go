@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
@@ -162,5 +167,126 @@ func TestNewestV1(t *testing.T) {
 				t.Fatalf("newestV1 = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPublishOncePerPull: a pull of a three-layer gzip image, its layers
+// pulled at line rate one after another as containerd prepares them
+// (each one's labels listing it and the layers above), pushes one SOCI
+// index, listing every layer, once the top layer is done (the quiet
+// period, an hour here, never ends it): not one per layer.
+func TestPublishOncePerPull(t *testing.T) {
+	r, f := startFUSERegistry(t)
+	ctx := context.Background()
+	img, err := r.PushImage(ctx, "publish/three", "v1", gzipped(testtar.Synthetic(256<<10)), gzipped(testtar.Synthetic(128<<10)), gzipped(testtar.Synthetic(64<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := r.Host + "/cluster/indexes"
+	a := New(NewRegistrySource(f), Options{Root: t.TempDir(), Publish: &PublishOptions{Repository: repo, Registry: f, Quiet: time.Hour}})
+	t.Cleanup(func() { a.Close() })
+	referrers := func() []ocispec.Descriptor {
+		t.Helper()
+		b, err := (fetcherSource{f: f}).tagSchemaIndex(ctx, repo+"@"+img.Manifest.Digest.String(), img.Manifest.Digest)
+		if errors.Is(err, fetcher.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idx ocispec.Index
+		if err := json.Unmarshal(b, &idx); err != nil {
+			t.Fatal(err)
+		}
+		return idx.Manifests
+	}
+	for i := range img.Layers {
+		if _, err := a.Pull(ctx, snapshotter.PullRequest{Dir: t.TempDir(), Labels: layerLabels(img.Ref, img.Layers, i)}); err != nil {
+			t.Fatal(err)
+		}
+		if i < len(img.Layers)-1 {
+			if refs := referrers(); len(refs) != 0 {
+				t.Fatalf("after layer %d of %d: referrers %+v, want none before the top layer", i+1, len(img.Layers), refs)
+			}
+		}
+	}
+	ps := a.Pulls()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); ps = a.Pulls() {
+		if !slices.ContainsFunc(ps, func(p PullInfo) bool { return p.Published == "publishing" }) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // the push runs in the background
+	}
+	var published []string
+	for _, p := range ps {
+		published = append(published, p.Published)
+	}
+	refs := referrers()
+	if len(refs) != 1 || refs[0].ArtifactType != soci.ArtifactTypeV1 {
+		t.Fatalf("referrers %+v, want one SOCI v1 index", refs)
+	}
+	want := "published in SOCI index " + refs[0].Digest.String() + " to " + repo
+	if len(published) != 3 || slices.ContainsFunc(published, func(s string) bool { return s != want }) {
+		t.Fatalf("Published %q, want each %q", published, want)
+	}
+	b, err := (fetcherSource{f: f}).fetchBlob(ctx, repo+"@"+refs[0].Digest.String(), refs[0], soci.MaxIndexManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := soci.ParseIndexManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range img.Layers {
+		if _, err := idx.Ztoc(l.Digest); err != nil {
+			t.Errorf("the index has no zTOC of layer %s: %v", l.Digest, err)
+		}
+	}
+}
+
+// TestPublishSpanSize: the published index gives each zTOC the span size
+// it was built with (a local zTOC of another span size than the default:
+// one kept before the default changed), and leaves out a local zTOC that
+// does not parse.
+func TestPublishSpanSize(t *testing.T) {
+	r, f := startFUSERegistry(t)
+	ctx := context.Background()
+	blobs := [][]byte{gzipped(testtar.Synthetic(1 << 20)), gzipped(testtar.Synthetic(512 << 10))}
+	img, err := r.PushImage(ctx, "publish/span", "v1", blobs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := r.Host + "/cluster/indexes"
+	a := New(NewRegistrySource(f), Options{Root: t.TempDir(), Publish: &PublishOptions{Repository: repo, Registry: f}})
+	t.Cleanup(func() { a.Close() })
+	const span = 256 << 10
+	z, err := soci.Build(bytes.NewReader(blobs[0]), soci.BuildOptions{SpanSize: span})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.saveZtoc(img.Layers[0].Digest, z); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(a.ztocPath(img.Layers[1].Digest), []byte("not a zTOC"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := a.publish(ctx, img.Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, md, err := f.Resolve(ctx, repo+"@"+d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := (fetcherSource{f: f}).fetchBlob(ctx, repo+"@"+d.String(), md, soci.MaxIndexManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := soci.ParseIndexManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Layers) != 1 || idx.Layers[0].Annotations[soci.AnnotationSpanSize] != strconv.Itoa(span) || idx.Layers[0].Annotations[soci.AnnotationLayerDigest] != img.Layers[0].Digest.String() {
+		t.Fatalf("index layers %+v, want the first layer's zTOC alone, span size %d", idx.Layers, span)
 	}
 }

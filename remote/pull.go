@@ -74,6 +74,10 @@ func (o PullOptions) withDefaults() PullOptions {
 type blobPuller interface {
 	// PullBlob opens the blob desc for writing out whole.
 	PullBlob(ctx context.Context, ref string, desc ocispec.Descriptor, conns int, part int64) (wholeBlob, error)
+	// plainLayer is Source.Layer without the SOCI index lookup: the
+	// Mount before the Pull looked already, and a Pull needs only the
+	// manifest's media type and size.
+	plainLayer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error)
 }
 
 // wholeBlob is a blob written out in order: all of it (over conns range
@@ -228,7 +232,7 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 	}
 	// the manifest's descriptor: labels that name a lazy format's index
 	// give no media type, which the unpack needs
-	desc, err := r.src.Layer(ctx, src.Ref, src.Digest)
+	desc, err := bp.plainLayer(ctx, src.Ref, src.Digest)
 	if err != nil {
 		return snapshotter.PullResult{}, fmt.Errorf("layer %s of %s: %w", src.Digest, src.Ref, err)
 	}
@@ -238,6 +242,16 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		notLazy = perr.Error()
 	}
 	opts := r.opts.Pull
+	var (
+		e    *pullEntry
+		kept bool // e kept a zTOC
+	)
+	if r.opts.Publish != nil {
+		// runs after finish: the pull is done
+		end := r.publishBegin(src.Ref)
+		top := len(src.Layers) > 0 && src.Layers[len(src.Layers)-1] == src.Digest
+		defer func() { end(e, kept, top) }()
+	}
 	// a spool already downloading the blob holds a slot of the budget
 	sp := r.spools.take(src.Digest)
 	if sp != nil {
@@ -251,7 +265,7 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		defer func() { <-r.pullSlots }()
 	}
 	r.spoolAhead(ctx, bp, src)
-	e := r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now(), Spooled: sp != nil})
+	e = r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now(), Spooled: sp != nil})
 	wb, err := bp.PullBlob(ctx, src.Ref, desc, opts.Connections, opts.PartSize)
 	if err != nil {
 		r.pulls.finish(e, err, "")
@@ -301,10 +315,7 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		if werr := r.saveZtoc(src.Digest, res.Ztoc); werr != nil {
 			ztoc = "not kept: " + werr.Error()
 		} else {
-			ztoc = "kept"
-			if r.opts.Publish != nil {
-				defer r.publishAfter(e, src.Ref) // after finish: the pull is done
-			}
+			ztoc, kept = "kept", true
 		}
 	case res.IndexErr != nil:
 		ztoc = "not built: " + res.IndexErr.Error()

@@ -102,13 +102,8 @@ func TestPullThenLazy(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs3 := New(NewRegistrySource(f), Options{Root: t.TempDir()})
-	var all []string
-	for _, l := range img3.Layers {
-		all = append(all, l.Digest.String())
-	}
-	for i, l := range img3.Layers {
-		labels := sociLabels(img3.Ref, l.Digest)
-		labels[snapshotter.LabelCRIImageLayers] = strings.Join(all[i:], ",")
+	for i := range img3.Layers {
+		labels := layerLabels(img3.Ref, img3.Layers, i)
 		d := t.TempDir()
 		res, err := fs3.Pull(ctx, snapshotter.PullRequest{Dir: d, Labels: labels})
 		if err != nil || res.DiffID != digest.FromBytes(tars[i]) {

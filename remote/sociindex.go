@@ -32,13 +32,23 @@ const annZtocRepo = "dev.lazysnap.soci.ztoc-repository"
 // sociCache holds what Layer learnt of an image manifest's SOCI index,
 // by the manifest's digest, and the manifests and indexes Layer read, by
 // digest (content-addressed, so never stale): every layer of an image
-// would read the same ones again, a round trip each. It is bounded by
-// dropping everything when full.
+// would read the same ones again, a round trip each. What the manifest's
+// referrers said (a v1 index, or none: a negative entry) is kept for
+// sociReferrersTTL, the Mounts of one pull of the image, since a node may
+// publish an index later; an index the manifest names is kept until the
+// cache is full. A lookup that failed (the registry unavailable) is not
+// kept. It is bounded by dropping everything when full.
 type sociCache struct {
 	mu   sync.Mutex
 	m    map[digest.Digest]sociLookup
 	docs map[digest.Digest][]byte
+	now  func() time.Time // time.Now; tests turn it
 }
+
+// sociReferrersTTL bounds how long what an image manifest's referrers
+// said about its SOCI index is believed (containerd prepares an image's
+// layers within seconds; a line-rate Pull looks nothing up).
+const sociReferrersTTL = time.Minute
 
 // doc returns the cached document d, nil if none.
 func (c *sociCache) doc(d digest.Digest) []byte {
@@ -66,12 +76,15 @@ type sociLookup struct {
 	idx  *soci.IndexManifest // nil: none
 	why  string              // why there is none
 	repo string              // where a v1 index and its zTOCs were found ("": ref's repository)
+	// expires is when the cached lookup is forgotten (zero: when the
+	// cache is full)
+	expires time.Time
 }
 
 const sociCacheMax = 256
 
 func newSociCache() *sociCache {
-	return &sociCache{m: map[digest.Digest]sociLookup{}, docs: map[digest.Digest][]byte{}}
+	return &sociCache{m: map[digest.Digest]sociLookup{}, docs: map[digest.Digest][]byte{}, now: time.Now}
 }
 
 // withZtoc returns layer l of the image manifest man, annotated with the
@@ -109,25 +122,50 @@ func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Des
 	return out
 }
 
+// sociIndex is findSociIndex's answer for the image manifest man, cached
+// (sociCache).
 func (s fetcherSource) sociIndex(ctx context.Context, ref string, man ocispec.Descriptor, ann map[string]string, siblings []ocispec.Descriptor) sociLookup {
-	if s.soci != nil {
-		s.soci.mu.Lock()
-		lk, ok := s.soci.m[man.Digest]
-		s.soci.mu.Unlock()
-		if ok {
-			return lk
-		}
+	if lk, ok := s.soci.lookup(man.Digest); ok {
+		return lk
 	}
 	lk, cache := s.findSociIndex(ctx, ref, man, ann, siblings)
-	if s.soci != nil && cache {
-		s.soci.mu.Lock()
-		if len(s.soci.m) >= sociCacheMax {
-			clear(s.soci.m)
-		}
-		s.soci.m[man.Digest] = lk
-		s.soci.mu.Unlock()
+	if cache {
+		_, named := ann[soci.AnnotationIndexDigest]
+		s.soci.put(man.Digest, lk, !named)
 	}
 	return lk
+}
+
+// lookup returns the cached lookup of manifest m, unless it expired.
+func (c *sociCache) lookup(m digest.Digest) (sociLookup, bool) {
+	if c == nil {
+		return sociLookup{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lk, ok := c.m[m]
+	if ok && !lk.expires.IsZero() && !c.now().Before(lk.expires) {
+		delete(c.m, m)
+		return sociLookup{}, false
+	}
+	return lk, ok
+}
+
+// put caches the lookup of manifest m; one from the referrers expires
+// after sociReferrersTTL.
+func (c *sociCache) put(m digest.Digest, lk sociLookup, referrers bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if referrers {
+		lk.expires = c.now().Add(sociReferrersTTL)
+	}
+	if len(c.m) >= sociCacheMax {
+		clear(c.m)
+	}
+	c.m[m] = lk
 }
 
 // findSociIndex looks the index up; cache is false when the lookup failed

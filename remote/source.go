@@ -334,6 +334,18 @@ func (t *tailBlob) trimTail(n int) {
 // Layer resolves ref (picking this platform's manifest from an index) and
 // returns the descriptor of layer dg with its annotations.
 func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
+	return s.layer(ctx, ref, dg, true)
+}
+
+// plainLayer returns the descriptor of layer dg as the manifest ref names
+// gives it, without looking up a SOCI index (Layer's, if it has it
+// still): what a line-rate Pull needs (blobPuller).
+func (s fetcherSource) plainLayer(ctx context.Context, ref string, dg digest.Digest) (ocispec.Descriptor, error) {
+	return s.layer(ctx, ref, dg, false)
+}
+
+// layer is Layer, or without the SOCI index lookup unless withSoci.
+func (s fetcherSource) layer(ctx context.Context, ref string, dg digest.Digest, withSoci bool) (ocispec.Descriptor, error) {
 	if l, ok := s.m.get(ref, dg); ok {
 		return l, nil
 	}
@@ -341,13 +353,16 @@ func (s fetcherSource) Layer(ctx context.Context, ref string, dg digest.Digest) 
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	// the cached layers carry what withZtoc found, so that a later Mount
-	// of a sibling layer need not look again
-	layers := make([]ocispec.Descriptor, len(im.layers))
-	for i, l := range im.layers {
-		layers[i] = s.withZtoc(ctx, ref, im.desc, im.annotations, im.siblings, l)
+	layers := im.layers
+	if withSoci {
+		// the cached layers carry what withZtoc found, so that a later
+		// Mount of a sibling layer need not look again
+		layers = make([]ocispec.Descriptor, len(im.layers))
+		for i, l := range im.layers {
+			layers[i] = s.withZtoc(ctx, ref, im.desc, im.annotations, im.siblings, l)
+		}
+		s.m.put(ref, layers)
 	}
-	s.m.put(ref, layers)
 	for _, l := range layers {
 		if l.Digest == dg {
 			return l, nil

@@ -105,19 +105,22 @@ func bigBlob(t *testing.T, r *registry.Registry, img registry.Image) []byte {
 }
 
 // layerLabels are the labels containerd's CRI plugin gives layer i of
-// layers: its digest and TOC digest, and the digests of it and the layers
+// layers: its digest and TOC digest (an eStargz layer's), and the digests of it and the layers
 // above it.
 func layerLabels(ref string, layers []ocispec.Descriptor, i int) map[string]string {
 	var above []string
 	for _, l := range layers[i:] {
 		above = append(above, l.Digest.String())
 	}
-	return map[string]string{
+	labels := map[string]string{
 		snapshotter.LabelCRIImageRef:    ref,
 		snapshotter.LabelCRILayerDigest: layers[i].Digest.String(),
 		snapshotter.LabelCRIImageLayers: strings.Join(above, ","),
-		snapshotter.LabelTOCDigest:      layers[i].Annotations[estargz.TOCJSONDigestAnnotation],
 	}
+	if toc, ok := layers[i].Annotations[estargz.TOCJSONDigestAnnotation]; ok {
+		labels[snapshotter.LabelTOCDigest] = toc
+	}
+	return labels
 }
 
 // TestWarmNeighbours: mounting an image's first layer reads the tails and
