@@ -7,6 +7,12 @@
 // ctr-remote (stargz-snapshotter) clients against that daemon. Nothing here
 // touches the host's own containerd.
 //
+// Ctr captures the output of a container it runs in the foreground (`ctr
+// run`, `ctr tasks exec`) through a file on a bind mount rather than ctr's
+// stdio, which loses the output of commands that exit quickly (capture.go
+// says why and how); the command must be an absolute path. Ctr is safe for
+// concurrent use.
+//
 // Options.BinDir runs another containerd build instead, such as a
 // containerd 2.x that scripts/containerd2.sh builds into the directory
 // Containerd2Dir returns; the config is written in the version the daemon
@@ -23,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +115,10 @@ type Containerd struct {
 	cmd        *exec.Cmd
 	exited     chan struct{} // closed when cmd.Wait returns
 	waitErr    error         // cmd.Wait's result, valid once exited is closed
+	capture    *capture      // see capture.go
+	// ctrOutput, if set, wraps the writer of ctr's output (tests of
+	// this package: a slow reader)
+	ctrOutput func(io.Writer) io.Writer
 }
 
 // alwaysDisabled returns the plugins a test daemon never needs: CRI wants
@@ -186,6 +197,10 @@ func Start(t testing.TB, opts Options) *Containerd {
 		t.Fatal(err)
 	}
 	c.dir = dir
+	if c.capture, err = newCapture(); err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
 	c.namespace = namespacePrefix + filepath.Base(dir)
 	c.configPath = filepath.Join(dir, "config.toml")
 	c.logPath = filepath.Join(dir, "containerd.log")
@@ -193,8 +208,10 @@ func Start(t testing.TB, opts Options) *Containerd {
 	// Registered first so it runs last, after the daemon is stopped.
 	t.Cleanup(func() {
 		c.unmountAll(t)
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("containerd testenv: removing %s: %v", dir, err)
+		for _, d := range []string{dir, c.capture.dir} {
+			if err := os.RemoveAll(d); err != nil {
+				t.Logf("containerd testenv: removing %s: %v", d, err)
+			}
 		}
 	})
 
@@ -456,10 +473,14 @@ func (c *Containerd) Dir() string { return c.dir }
 func (c *Containerd) Namespace() string { return c.namespace }
 
 // Ctr runs `ctr --address ADDR --namespace NAMESPACE args...` and
-// returns its combined output.
+// returns its combined output. Of `ctr run` and `ctr tasks exec` in the
+// foreground, it returns the command's combined output, captured through
+// a file, then ctr's own: ctr loses output of commands that exit quickly
+// (see capture.go). The command must then be an absolute path; the
+// container gets two bind mounts under /dev.
 func (c *Containerd) Ctr(t testing.TB, args ...string) ([]byte, error) {
 	t.Helper()
-	return c.run(t, c.ctr, args)
+	return c.ctrCaptured(t, args)
 }
 
 // CtrRemote runs ctr-remote like Ctr. It skips the test (see testenv.Unavailable)
@@ -479,7 +500,14 @@ func (c *Containerd) run(t testing.TB, bin string, args []string) ([]byte, error
 	// ctr 2.x warns of every deprecation the daemon reports (cgroup v1
 	// here) on each run, into the output tests compare
 	cmd.Env = append(os.Environ(), "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1")
-	out, err := cmd.CombinedOutput()
+	var buf bytes.Buffer
+	var w io.Writer = &buf
+	if c.ctrOutput != nil {
+		w = c.ctrOutput(w)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	err := cmd.Run()
+	out := buf.Bytes()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%s %s: timed out after %v: %w", filepath.Base(bin), strings.Join(args, " "), c.cmdTimeout, err)
 	} else if err != nil {
