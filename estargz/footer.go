@@ -14,6 +14,15 @@ const (
 	// layers[].annotations) that records the sha256 of the uncompressed TOC JSON.
 	TOCJSONDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest"
 
+	// TailSizeAnnotation is the layer annotation that records how many
+	// bytes of the blob's end hold the TOC and the footer (the compressed
+	// TOC member's offset to the blob's end), so that a reader fetches them
+	// in one request rather than the footer first. lazysnap convert writes
+	// it; it is a hint only (the TOC is verified against its digest, and a
+	// tail too short is read on as without it). Its prefix makes
+	// containerd pass it to snapshotters as a label.
+	TailSizeAnnotation = "containerd.io/snapshot/lazysnap/tail-size"
+
 	// UncompressedSizeAnnotation records the uncompressed size of the layer.
 	UncompressedSizeAnnotation = "io.containers.estargz.uncompressed-size"
 

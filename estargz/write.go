@@ -34,7 +34,7 @@ func (Writer) Skip(desc ocispec.Descriptor) string {
 
 // Annotations implements layer.Writer.
 func (Writer) Annotations() []string {
-	return []string{TOCJSONDigestAnnotation, UncompressedSizeAnnotation}
+	return []string{TOCJSONDigestAnnotation, TailSizeAnnotation, UncompressedSizeAnnotation}
 }
 
 // Write implements layer.Writer: Convert, with opts' chunk size, gzip

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -141,7 +142,7 @@ func (g *gzipCompression) End(off int64, toc, trailer []byte) (*Ending, error) {
 	blob.Write(Footer(off))
 	d := digest.SHA256.FromBytes(toc)
 	return &Ending{Raw: raw.Bytes(), Blob: blob.Bytes(), TOCDigest: d,
-		Annotations: map[string]string{TOCJSONDigestAnnotation: d.String()}}, nil
+		Annotations: map[string]string{TOCJSONDigestAnnotation: d.String(), TailSizeAnnotation: strconv.Itoa(blob.Len())}}, nil
 }
 
 // Result describes a blob written by Convert.

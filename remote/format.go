@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/lazysnap/lazysnap/estargz"
@@ -149,6 +150,9 @@ func descriptorFromLabels(src snapshotter.LayerSource) (ocispec.Descriptor, bool
 	}
 	d := ocispec.Descriptor{MediaType: unknownMediaType, Digest: src.Digest,
 		Annotations: map[string]string{snapshotter.LabelTOCDigest: src.TOCDigest.String()}}
+	if src.TailSize > 0 {
+		d.Annotations[snapshotter.LabelTailSize] = strconv.FormatInt(src.TailSize, 10)
+	}
 	_, err := pickFormat(d, 0, nil)
 	return d, err == nil
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fs/fetch"
 	"github.com/lazysnap/lazysnap/layer"
+	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -146,6 +148,23 @@ func (c *manifestCache) put(ref string, layers []ocispec.Descriptor) {
 // the tail instead of being fetched again.
 const mountTailSize = 64 << 10
 
+// maxTailHint bounds the tail a layer's tail-size annotation makes the
+// first request read: the annotation is not verified, and a larger index
+// is read as without it (the footer first).
+const maxTailHint = 16 << 20
+
+// tailSize is how much of the blob's end its opening request reads: what
+// the layer's tail-size annotation (snapshotter.LabelTailSize) says holds
+// its index and footer, when it does and that is no more than
+// maxTailHint, else mountTailSize.
+func tailSize(desc ocispec.Descriptor) int64 {
+	n, err := strconv.ParseInt(desc.Annotations[snapshotter.LabelTailSize], 10, 64)
+	if err != nil || n <= 0 || n > maxTailHint {
+		return mountTailSize
+	}
+	return n
+}
+
 // Blob opens the blob and reads its tail in the same request (which also
 // tells the size, when the labels did not), unless the blob's format
 // keeps its index elsewhere (is no layer.Tailer).
@@ -157,7 +176,7 @@ func (s fetcherSource) Blob(ctx context.Context, ref string, desc ocispec.Descri
 		}
 		return &tailBlob{Blob: b, off: b.Size(), f: s.f, ref: ref}, nil
 	}
-	b, tail, err := s.f.BlobWithTail(ctx, ref, desc, mountTailSize)
+	b, tail, err := s.f.BlobWithTail(ctx, ref, desc, tailSize(desc))
 	if err != nil {
 		return nil, err
 	}

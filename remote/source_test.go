@@ -59,24 +59,40 @@ func pushSmallFiles(t *testing.T, r *registry.Registry, hosts string, n int) (re
 
 // TestOpenLayerRequests: opening a layer (size unknown, as containerd's
 // labels leave it) costs one request when its TOC fits the tail read, two
-// when it does not, against the real registry; and reads of chunks in the
-// tail are served from it, verified.
+// when it does not, against the real registry, but one when the layer's
+// tail-size annotation (lazysnap convert's) says how large the tail with
+// the TOC is; and reads of chunks in the tail are served from it,
+// verified.
 func TestOpenLayerRequests(t *testing.T) {
 	r, hosts := startRegistry(t)
+	exact := func(blob []byte) int64 { // the TOC's and footer's bytes
+		off, _, err := estargz.ParseFooter(blob[len(blob)-estargz.FooterSize:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(len(blob)) - off
+	}
 	for _, tc := range []struct {
 		name      string
 		files     int
+		tailSize  func(blob []byte) int64 // the annotation's value; nil: none
 		wantOpen  int64
 		tailReads bool // the last file's chunk lies in the tail
 	}{
 		{name: "small TOC", files: 20, wantOpen: 1, tailReads: true},
 		{name: "TOC larger than the tail", files: 5000, wantOpen: 2},
+		{name: "TOC larger than the tail, tail size annotated", files: 5000, tailSize: exact, wantOpen: 1},
+		{name: "tail size annotated too small", files: 5000, tailSize: func([]byte) int64 { return 100 }, wantOpen: 2},
+		{name: "tail size annotated past the cap", files: 5000, tailSize: func([]byte) int64 { return maxTailHint + 1 }, wantOpen: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img, blob, toc, f := pushSmallFiles(t, r, hosts, tc.files)
 			requests := func() int64 { return f.Stats()[r.Host].Requests }
 			desc := img.Layers[0]
 			desc.Size = 0
+			if tc.tailSize != nil {
+				desc.Annotations = map[string]string{estargz.TailSizeAnnotation: fmt.Sprint(tc.tailSize(blob))}
+			}
 			b, er, err := openLayer(NewRegistrySource(f), img.Ref, desc, toc)
 			if err != nil {
 				t.Fatal(err)

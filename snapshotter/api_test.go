@@ -326,8 +326,9 @@ func TestParseLayerSource(t *testing.T) {
 				snapshotter.LabelStargzPrefetch:    "10485760",
 				snapshotter.LabelRemoteURLs:        "",
 				snapshotter.LabelTOCDigest:         toc,
+				snapshotter.LabelTailSize:          "411426",
 			},
-			want: fmt.Sprintf("reg/app:1 %s toc=%s layers=[%s %s] prefetch=10485760 chain=sha256:chain", d1, toc, d1, d2),
+			want: fmt.Sprintf("reg/app:1 %s toc=%s tail=411426 layers=[%s %s] prefetch=10485760 chain=sha256:chain", d1, toc, d1, d2),
 		},
 		{
 			name: "CRI plugin",
@@ -366,6 +367,7 @@ func TestParseLayerSource(t *testing.T) {
 		{name: "CRI layer digest with a path", labels: map[string]string{snapshotter.LabelCRIImageRef: "r", snapshotter.LabelCRILayerDigest: "sha256:../../x"}, wantErr: snapshotter.ReasonInvalidLabels},
 		{name: "bad layers", labels: map[string]string{snapshotter.LabelStargzReference: "r", snapshotter.LabelStargzDigest: d1, snapshotter.LabelStargzLayers: d1 + ",x"}, wantErr: snapshotter.ReasonInvalidLabels},
 		{name: "bad prefetch", labels: map[string]string{snapshotter.LabelStargzReference: "r", snapshotter.LabelStargzDigest: d1, snapshotter.LabelStargzPrefetch: "-5"}, wantErr: snapshotter.ReasonInvalidLabels},
+		{name: "bad tail size", labels: map[string]string{snapshotter.LabelStargzReference: "r", snapshotter.LabelStargzDigest: d1, snapshotter.LabelTailSize: "0"}, wantErr: snapshotter.ReasonInvalidLabels},
 		{name: "bad skipverify", labels: map[string]string{snapshotter.LabelStargzReference: "r", snapshotter.LabelStargzDigest: d1, snapshotter.LabelStargzSkipVerify: "maybe"}, wantErr: snapshotter.ReasonInvalidLabels},
 	}
 	for _, tt := range tests {
@@ -391,6 +393,9 @@ func describe(s snapshotter.LayerSource) string {
 	parts := []string{s.Ref, s.Digest.String()}
 	if s.TOCDigest != "" {
 		parts = append(parts, "toc="+s.TOCDigest.String())
+	}
+	if s.TailSize != 0 {
+		parts = append(parts, fmt.Sprintf("tail=%d", s.TailSize))
 	}
 	if s.Manifest != "" {
 		parts = append(parts, "manifest="+s.Manifest.String())

@@ -86,6 +86,12 @@ const (
 // FileSystem should check the TOC against it when it is present.
 const LabelTOCDigest = "containerd.io/snapshot/stargz/toc.digest"
 
+// LabelTailSize is the layer annotation (lazysnap convert's) giving how
+// many bytes of the blob's end hold its index and footer, so that the
+// Mount reads them in one request. A hint: the index is verified as
+// always. (estargz.TailSizeAnnotation.)
+const LabelTailSize = "containerd.io/snapshot/lazysnap/tail-size"
+
 // LayerSource is what a snapshot's labels say about where its layer lives.
 type LayerSource struct {
 	// Ref is the image reference (CRI or Stargz label).
@@ -94,6 +100,8 @@ type LayerSource struct {
 	Digest digest.Digest
 	// TOCDigest is the eStargz TOC digest; empty when not labelled.
 	TOCDigest digest.Digest
+	// TailSize is LabelTailSize's value; 0 when not labelled.
+	TailSize int64
 	// Manifest is the manifest digest; empty unless the CRI labels carry it.
 	Manifest digest.Digest
 	// Layers lists this layer and the ones above it (for prefetching
@@ -133,6 +141,13 @@ func ParseLayerSource(labels map[string]string) (LayerSource, error) {
 		if src.TOCDigest, err = parseDigest(LabelTOCDigest, v); err != nil {
 			return LayerSource{}, err
 		}
+	}
+	if v, ok := labels[LabelTailSize]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return LayerSource{}, fmt.Errorf("label %s=%q: not a size: %w", LabelTailSize, v, labelError(ReasonInvalidLabels))
+		}
+		src.TailSize = n
 	}
 	if v, ok := labels[LabelCRIManifestDigest]; ok && layersKey == LabelCRIImageLayers {
 		if src.Manifest, err = parseDigest(LabelCRIManifestDigest, v); err != nil {
