@@ -158,6 +158,25 @@ func loaderTar(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
+// loaderReads are what exec and the loader read of loaderTar's program,
+// in order: path, offset, length.
+var loaderReads = []struct {
+	path    string
+	off, n  int64
+	comment string
+}{
+	{"usr/bin/prog", 0, 4096, "exec: the headers"},
+	// the interpreter, by the link's target: an absolute link in the
+	// mount leads out of it
+	{"usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0, 4096, "exec: the interpreter"},
+	{"usr/bin/prog", 900 << 10, 4096, "the loader: the program's dynamic section"},
+	{"etc/ld.so.cache", 0, 4096, "the loader: its cache"},
+	{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 0, 4096, "through ld.so.cache"},
+	{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 500 << 10, 4096, "libfoo's dynamic section"},
+	{"usr/lib/x86_64-linux-gnu/libbar.so.2", 0, 4096, "a default directory"},
+	{"usr/lib/libbaz.so", 0, 4096, "libfoo's library"},
+}
+
 // TestPredictLoader replays what exec and the dynamic loader read of a
 // program (its first page, then the interpreter, ld.so.cache, the
 // program's dynamic section and each library in turn) against a layer,
@@ -167,23 +186,7 @@ func loaderTar(t *testing.T) []byte {
 // fetched.
 func TestPredictLoader(t *testing.T) {
 	tarball := loaderTar(t)
-	// what exec and the loader read, in order: path, offset, length
-	reads := []struct {
-		path    string
-		off, n  int64
-		comment string
-	}{
-		{"usr/bin/prog", 0, 4096, "exec: the headers"},
-		// the interpreter, by the link's target: an absolute link in the
-		// mount leads out of it
-		{"usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0, 4096, "exec: the interpreter"},
-		{"usr/bin/prog", 900 << 10, 4096, "the loader: the program's dynamic section"},
-		{"etc/ld.so.cache", 0, 4096, "the loader: its cache"},
-		{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 0, 4096, "through ld.so.cache"},
-		{"usr/lib/x86_64-linux-gnu/libfoo.so.1", 500 << 10, 4096, "libfoo's dynamic section"},
-		{"usr/lib/x86_64-linux-gnu/libbar.so.2", 0, 4096, "a default directory"},
-		{"usr/lib/libbaz.so", 0, 4096, "libfoo's library"},
-	}
+	reads := loaderReads
 	for _, tc := range []struct {
 		name          string
 		noPredict     bool

@@ -96,6 +96,7 @@ type FS struct {
 	mounting map[layerKey]int         // Mounts in progress: Cleanup spares their content
 	warm     *warmer                  // reads ahead the layers above one being mounted
 	images   map[string]*imageProfile // by profile key, while a layer of the image is mounted or mounting
+	starts   map[string]*imageStart   // by manifest digest (else reference), for startTTL
 	ver      *verifier
 
 	pulls     pullLog       // line-rate pulls
@@ -169,7 +170,7 @@ type LayerInfo struct {
 // New returns an FS reading layers from src. Close stops what it starts.
 func New(src Source, opts Options) *FS {
 	opts.Pull = opts.Pull.withDefaults()
-	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, ver: newVerifier(opts.Root),
+	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, starts: map[string]*imageStart{}, ver: newVerifier(opts.Root),
 		pullSlots: make(chan struct{}, opts.Pull.Concurrency), spools: newSpooler(opts.Root)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.warm = newWarmer(src, r.spawn)
@@ -293,6 +294,10 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	if src.TOCDigest == "" { // the manifest said the layer is lazy: so are its neighbours, likely
 		r.warm.startAll(src, r.busy)
 	}
+	var start *imageStart
+	if claims[0].f.Name() != "soci" { // a SOCI layer predicts nothing (below)
+		start = r.startOf(src) // its lookup overlaps the blob's open
+	}
 	indexDigest = claims[0].d
 	key := layerKey{blob: dg, index: indexDigest}
 	if bl, bad := r.ver.badMark(key); bad {
@@ -365,6 +370,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		prof.done = l.PrefetchChunks(prof.chunks) // learned first, then the prioritized files
 	}
 	l.Start() // prefetch need not wait for the FUSE mount
+	r.predictStart(start, l)
 	m, err := attach(l)
 	if err != nil {
 		l.Close()

@@ -396,6 +396,7 @@ type imageManifest struct {
 	annotations map[string]string
 	siblings    []ocispec.Descriptor // of desc, in the index that listed it
 	layers      []ocispec.Descriptor // as the manifest gives them
+	config      ocispec.Descriptor
 }
 
 // manifest resolves ref, picking this platform's manifest from an index.
@@ -410,13 +411,14 @@ func (s fetcherSource) manifest(ctx context.Context, ref string) (imageManifest,
 			MediaType   string               `json:"mediaType"`
 			Manifests   []ocispec.Descriptor `json:"manifests"`
 			Layers      []ocispec.Descriptor `json:"layers"`
+			Config      ocispec.Descriptor   `json:"config"`
 			Annotations map[string]string    `json:"annotations"`
 		}
 		if err := s.fetchJSON(ctx, ref, desc, &doc); err != nil {
 			return imageManifest{}, err
 		}
 		if len(doc.Manifests) == 0 {
-			return imageManifest{desc: desc, annotations: doc.Annotations, siblings: siblings, layers: doc.Layers}, nil
+			return imageManifest{desc: desc, annotations: doc.Annotations, siblings: siblings, layers: doc.Layers, config: doc.Config}, nil
 		}
 		siblings = doc.Manifests
 		desc = pickPlatform(doc.Manifests)
