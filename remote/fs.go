@@ -273,7 +273,8 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}()
 	if img != nil {
 		// the image's profile lookup (a registry round trip or two the
-		// first time) overlaps the blob's open; layerProfile waits for it
+		// first time) overlaps the blob's open; a layer mounted before it
+		// ends is pending until it does (layerProfile)
 		r.spawn(func(context.Context) { r.lookup(img, src) })
 	}
 	if src.TOCDigest == "" && !r.busy(dg) {
@@ -359,15 +360,15 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 		}
 	}
 	prof := r.layerProfile(img, src, indexDigest, idx)
-	if prof != nil && prof.rec != nil {
-		opts.OnChunkAccess = func(ino index.Ino, chunk int) { prof.rec.Add(uint32(ino), chunk) }
+	if prof != nil {
+		opts.OnChunkAccess = prof.access
 	}
 	l, err := fetch.NewLayer(idx, b, opts)
 	if err != nil {
 		return err
 	}
-	if prof != nil && len(prof.chunks) > 0 {
-		prof.done = l.PrefetchChunks(prof.chunks) // learned first, then the prioritized files
+	if prof != nil {
+		r.startProfile(prof, l, img, src, indexDigest, idx) // learned first, then the prioritized files
 	}
 	l.Start() // prefetch need not wait for the FUSE mount
 	r.predictStart(start, l)
@@ -406,7 +407,7 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 func (r *FS) info(mountpoint string, ml *mountedLayer) LayerInfo {
 	li := LayerInfo{Mountpoint: mountpoint, Digest: ml.key.blob, Ref: ml.ref, Format: ml.format, Seq: ml.seq, Stats: ml.layer.Stats()}
 	if ml.prof != nil {
-		li.ProfileState = ml.prof.state()
+		li.ProfileState = ml.prof.State()
 	}
 	if s := r.ver.stateOf(ml.key); ml.stopVerify != nil || isBad(s) {
 		li.Verification = s // bad also without Options.VerifyBlob: a panic

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lazysnap/lazysnap/fs/fetch"
@@ -46,14 +47,107 @@ type imageProfile struct {
 	from   string // "local" or "registry"
 	reason string // why no profile is used, when p is nil and one was found
 	rec    *profile.Recorder
+	looked atomic.Bool // the lookup has ended
 }
 
-// layerProfile is a layer's part in its image's profile.
+// layerProfile is a layer's part in its image's profile. A Mount whose
+// index is open before its image's profile lookup has ended does not wait
+// for it (a registry's referrers and tag schema are a few round trips):
+// the layer is pending, the chunks its readers access meanwhile are kept,
+// and once the lookup ends (startProfile) they go to the recording, or
+// the profile's chunks are prefetched.
 type layerProfile struct {
-	state  func() string
-	chunks []fetch.ChunkRef
-	rec    *profile.RecLayer
-	done   <-chan struct{} // closed when the profile's prefetch has ended
+	mu      sync.Mutex
+	state   func() string
+	chunks  []fetch.ChunkRef
+	rec     *profile.RecLayer
+	pending bool
+	early   []chunkAccess // accessed while pending, at most maxEarlyAccesses
+	// done is closed when the profile's prefetch has ended, at once when
+	// there is none (startProfile)
+	done chan struct{}
+}
+
+// chunkAccess is a reader's first access to a chunk.
+type chunkAccess struct {
+	ino   index.Ino
+	chunk int
+}
+
+// maxEarlyAccesses bounds the accesses a pending layer keeps.
+const maxEarlyAccesses = 1 << 16
+
+// State is what the profile does for the layer (LayerInfo.ProfileState).
+func (lp *layerProfile) State() string {
+	lp.mu.Lock()
+	state := lp.state
+	lp.mu.Unlock()
+	return state()
+}
+
+// access is the layer's fetch.Options.OnChunkAccess: the recording's, or
+// kept while the layer is pending.
+func (lp *layerProfile) access(ino index.Ino, chunk int) {
+	lp.mu.Lock()
+	if lp.pending {
+		if len(lp.early) < maxEarlyAccesses {
+			lp.early = append(lp.early, chunkAccess{ino, chunk})
+		}
+		lp.mu.Unlock()
+		return
+	}
+	rec := lp.rec
+	lp.mu.Unlock()
+	if rec != nil {
+		rec.Add(uint32(ino), chunk)
+	}
+}
+
+// settle ends a pending layer with what the lookup decided (d): the
+// accesses kept go to its recording, in order.
+func (lp *layerProfile) settle(d *layerProfile) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.state, lp.chunks, lp.rec, lp.pending = d.state, d.chunks, d.rec, false
+	if lp.rec != nil {
+		for _, a := range lp.early {
+			lp.rec.Add(uint32(a.ino), a.chunk)
+		}
+	}
+	lp.early = nil
+}
+
+// startProfile starts the layer's part in its image's profile on l, once
+// the lookup has ended for a pending layer: the profile's chunks are
+// prefetched (PrefetchChunks is called at once for a layer not pending,
+// before the layer's own prefetch starts, so that the learned chunks come
+// first), and done closed when that has ended.
+func (r *FS) startProfile(lp *layerProfile, l *fetch.Layer, img *imageProfile, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) {
+	lp.mu.Lock()
+	pending, chunks := lp.pending, lp.chunks
+	lp.mu.Unlock()
+	var prefetched <-chan struct{}
+	if !pending && len(chunks) > 0 {
+		prefetched = l.PrefetchChunks(chunks)
+	}
+	if !r.spawn(func(ctx context.Context) {
+		defer close(lp.done)
+		if pending {
+			r.lookup(img, src)
+			lp.settle(r.decideProfile(img, src, indexDigest, idx, lp.done))
+			if len(lp.chunks) > 0 {
+				prefetched = l.PrefetchChunks(lp.chunks)
+			}
+		}
+		if prefetched != nil {
+			select {
+			case <-prefetched:
+			case <-ctx.Done():
+			}
+		}
+	}) {
+		close(lp.done)
+	}
 }
 
 func (r *FS) profileErr(key string, err error) {
@@ -115,6 +209,7 @@ func (r *FS) lookup(img *imageProfile, src snapshotter.LayerSource) {
 	o := r.opts.Profiles
 	key := img.key
 	img.once.Do(func() {
+		defer img.looked.Store(true)
 		p, err := o.Store.Get(key)
 		img.from = "local"
 		if errors.Is(err, profile.ErrNotFound) && o.Fetch && o.Registry != nil && src.Manifest != "" {
@@ -170,13 +265,33 @@ func (r *FS) saveProfile(p *profile.Profile) {
 	}
 }
 
-// layerProfile decides what the profile does for the layer being mounted:
-// the chunks to prefetch (every one checked against idx), or a recording.
+// layerProfile returns the layer's part in its image's profile, pending
+// when the image's lookup has not ended (startProfile settles it), else
+// decided (decideProfile).
 func (r *FS) layerProfile(img *imageProfile, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index) *layerProfile {
 	if img == nil {
 		return nil
 	}
+	done := make(chan struct{})
+	if !img.looked.Load() {
+		return &layerProfile{pending: true, state: func() string { return "looking up" }, done: done}
+	}
+	return r.decideProfile(img, src, indexDigest, idx, done)
+}
+
+// decideProfile decides what the profile does for the layer being
+// mounted, once the lookup has ended: the chunks to prefetch (every one
+// checked against idx), or a recording; done is the layer's
+// layerProfile.done.
+func (r *FS) decideProfile(img *imageProfile, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index, done chan struct{}) *layerProfile {
 	r.lookup(img, src)
+	lp := r.decided(img, src, indexDigest, idx, done)
+	lp.done = done
+	return lp
+}
+
+// decided is decideProfile's decision, done aside.
+func (r *FS) decided(img *imageProfile, src snapshotter.LayerSource, indexDigest digest.Digest, idx *index.Index, done <-chan struct{}) *layerProfile {
 	fixed := func(s string) func() string { return func() string { return s } }
 	if img.rec != nil {
 		rl := img.rec.Layer(src.Digest, indexDigest, namer(idx))
@@ -210,15 +325,10 @@ func (r *FS) layerProfile(img *imageProfile, src snapshotter.LayerSource, indexD
 		}
 		lp.chunks = append(lp.chunks, fetch.ChunkRef{Ino: ino, Chunk: c.Index})
 	}
-	if len(lp.chunks) == 0 {
-		closed := make(chan struct{})
-		close(closed)
-		lp.done = closed
-	}
 	from := img.from
 	lp.state = func() string {
 		select {
-		case <-lp.done:
+		case <-done:
 			return "prefetched from " + from
 		default:
 			return "prefetching from " + from

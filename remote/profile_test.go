@@ -35,6 +35,31 @@ func pushFilesImage(t *testing.T, r *registry.Registry, repo string) (labels map
 	return labels, manifest
 }
 
+// newProfileFS is an FS learning profiles, over a fetcher reaching the
+// registries of hosts (the profile registry too, through wrap if not
+// nil); its recordings end with FlushProfiles.
+func newProfileFS(t *testing.T, hosts string, wrap func(profile.Registry) profile.Registry, fetchProfile, publish bool) (*FS, *profile.Store) {
+	f, err := fetcher.New(fetcher.Config{HostsDir: hosts, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var reg profile.Registry = f
+	if wrap != nil {
+		reg = wrap(f)
+	}
+	root := t.TempDir()
+	store := profile.NewStore(filepath.Join(root, "profiles"))
+	rfs := New(NewRegistrySource(f), Options{
+		Root:  root,
+		Layer: fetch.Options{NoPrefetch: true, NoBackground: true},
+		Profiles: &ProfileOptions{Store: store, Registry: reg, Fetch: fetchProfile, Publish: publish,
+			Limits:  profile.Limits{Quiet: 1 << 40, Total: 1 << 40}, // FlushProfiles ends it
+			OnError: func(key string, err error) { t.Errorf("profile %s: %v", key, err) }},
+	})
+	return rfs, store
+}
+
 // TestProfileRecordAndPrefetch: a first start records which chunks were
 // read, in order, stores the profile and publishes it (the registry has no
 // referrers API: the tag schema); a second FS, with a fresh root and
@@ -47,21 +72,7 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 	labels, manifest := pushFilesImage(t, reg, "profile/app")
 	ctx := context.Background()
 	newFS := func(t *testing.T, fetchProfile, publish bool) (*FS, *profile.Store) {
-		f, err := fetcher.New(fetcher.Config{HostsDir: hosts, CacheDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		root := t.TempDir()
-		store := profile.NewStore(filepath.Join(root, "profiles"))
-		rfs := New(NewRegistrySource(f), Options{
-			Root:  root,
-			Layer: fetch.Options{NoPrefetch: true, NoBackground: true},
-			Profiles: &ProfileOptions{Store: store, Registry: f, Fetch: fetchProfile, Publish: publish,
-				Limits:  profile.Limits{Quiet: 1 << 40, Total: 1 << 40}, // FlushProfiles ends it
-				OnError: func(key string, err error) { t.Errorf("profile %s: %v", key, err) }},
-		})
-		return rfs, store
+		return newProfileFS(t, hosts, nil, fetchProfile, publish)
 	}
 	mount := func(t *testing.T, rfs *FS) (string, *mountedLayer) {
 		mp := t.TempDir()
@@ -69,7 +80,9 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { rfs.Unmount(ctx, mp) })
-		return mp, rfs.mounted[mp]
+		ml := rfs.mounted[mp]
+		<-ml.prof.done // the lookup ended (and the profile's prefetch)
+		return mp, ml
 	}
 	state := func(rfs *FS) string { return rfs.Layers()[0].ProfileState }
 	order := []string{"f07", "f02", "f11"}
@@ -105,7 +118,6 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 	t.Run("prefetched from registry", func(t *testing.T) {
 		second, _ := newFS(t, true, false)
 		mp, ml := mount(t, second)
-		<-ml.prof.done
 		st := ml.layer.Stats()
 		if st.Requests > 2 || st.ChunksPresent != len(want) || st.FuseReads != 0 {
 			t.Fatalf("at mount: %d requests, %d chunks present, %d reads; want ≤ 2 requests for the %d profiled chunks, before any read", st.Requests, st.ChunksPresent, st.FuseReads, len(want))
@@ -163,5 +175,68 @@ func TestProfileRecordAndPrefetch(t *testing.T) {
 				t.Fatalf("an ignored profile fetched: %+v", st)
 			}
 		})
+	}
+}
+
+// gatedRegistry is a profile registry whose referrers lookups wait for
+// gate to be closed.
+type gatedRegistry struct {
+	profile.Registry
+	gate chan struct{}
+}
+
+func (g gatedRegistry) Referrers(ctx context.Context, ref string, subject digest.Digest, artifactType string) ([]byte, error) {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Registry.Referrers(ctx, ref, subject, artifactType)
+}
+
+// TestMountDoesNotWaitForProfileLookup: a Mount whose image's profile
+// lookup has not ended returns without waiting for it (the layer's
+// profile state is "looking up"); the chunks its readers access meanwhile
+// are recorded, in order, once the lookup has found no profile.
+func TestMountDoesNotWaitForProfileLookup(t *testing.T) {
+	testenv.NeedFUSE(t)
+	reg, hosts := startRegistry(t)
+	labels, manifest := pushFilesImage(t, reg, "profile/pending")
+	ctx := context.Background()
+	gate := make(chan struct{})
+	rfs, store := newProfileFS(t, hosts, func(r profile.Registry) profile.Registry { return gatedRegistry{r, gate} }, true, false)
+	t.Cleanup(func() { rfs.Close() })
+	mp := t.TempDir()
+	if err := rfs.Mount(ctx, mp, labels); err != nil { // the lookup waits at the gate
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rfs.Unmount(ctx, mp) })
+	if s := rfs.Layers()[0].ProfileState; s != "looking up" {
+		t.Fatalf("mounted while the lookup waits: profile state %q, want looking up", s)
+	}
+	order := []string{"f05", "f01"}
+	for _, name := range order {
+		if _, err := os.ReadFile(filepath.Join(mp, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(gate)
+	<-rfs.mounted[mp].prof.done
+	if s := rfs.Layers()[0].ProfileState; s != "recording" {
+		t.Fatalf("after the lookup: profile state %q, want recording", s)
+	}
+	rfs.FlushProfiles()
+	p, err := store.Get(manifest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []profile.Chunk
+	for _, name := range order {
+		for i := range 3 {
+			want = append(want, profile.Chunk{Path: name, Index: i})
+		}
+	}
+	if len(p.Layers) != 1 || !slices.Equal(p.Layers[0].ChunkList(), want) {
+		t.Fatalf("recorded %+v, want chunks %v", p.Layers, want)
 	}
 }
