@@ -116,13 +116,7 @@ func ldSoCache(libs [][2]string) []byte {
 func loaderTar(t *testing.T) []byte {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(7, 8))
-	random := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.IntN(256))
-		}
-		return b
-	}
+	random := func(n int) []byte { return randomBytes(rng, n) }
 	const libdir = "usr/lib/x86_64-linux-gnu/"
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -271,13 +265,7 @@ func (b multiBlob) ReadMultiRange(ctx context.Context, ranges []fetch.Range) ([]
 // misses read around more.
 func TestReadAroundKeepsToDirectory(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	random := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.IntN(256))
-		}
-		return b
-	}
+	random := func(n int) []byte { return randomBytes(rng, n) }
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	add := func(name string) {

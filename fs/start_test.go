@@ -1,6 +1,9 @@
 package fs_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,4 +71,86 @@ func TestPredictStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pythonTar is a layer with a CPython 3.11 interpreter (a dynamically
+// linked executable of two chunks), the files its start reads (pyStart)
+// and files beside them it does not.
+func pythonTar(t *testing.T, interpName string) []byte {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(11, 12))
+	random := func(n int) []byte { return randomBytes(rng, n) }
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"etc/", "lib64/", "usr/", "usr/bin/", "usr/lib/", "usr/lib/x86_64-linux-gnu/", "usr/lib/locale/", "usr/lib/locale/C.utf8/",
+		"usr/lib/python3.11/", "usr/lib/python3.11/__pycache__/", "usr/lib/python3.11/encodings/", "usr/lib/python3.11/encodings/__pycache__/",
+		"usr/share/", "usr/share/zoneinfo/", "usr/share/zoneinfo/Etc/"} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755})
+	}
+	file := func(name string, mode int64, data []byte) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))})
+		tw.Write(data)
+	}
+	file("usr/bin/"+interpName, 0o755, elfImage(rng, 300<<10, "/lib64/ld-linux-x86-64.so.2", 280<<10))
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "lib64/ld-linux-x86-64.so.2", Linkname: "../usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", Mode: 0o777})
+	file("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", 0o755, elfImage(rng, 30<<10, "", 0x800))
+	file("usr/lib/locale/C.utf8/LC_CTYPE", 0o644, random(40<<10))
+	file("usr/lib/locale/C.utf8/LC_COLLATE", 0o644, random(40<<10)) // not read
+	file("usr/share/zoneinfo/Etc/UTC", 0o644, random(200))
+	file("usr/share/zoneinfo/Etc/GMT", 0o644, random(200)) // not read
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/localtime", Linkname: "/usr/share/zoneinfo/Etc/UTC", Mode: 0o777})
+	for _, m := range []string{"__init__", "aliases", "utf_8", "cp1252"} { // cp1252: not read
+		file("usr/lib/python3.11/encodings/__pycache__/"+m+".cpython-311.pyc", 0o644, random(8<<10))
+	}
+	for _, m := range []string{"sitecustomize", "site", "argparse"} { // site: frozen in 3.11
+		file("usr/lib/python3.11/__pycache__/"+m+".cpython-311.pyc", 0o644, random(8<<10))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// TestPredictPythonStart: the exec of an interpreter named python3.11
+// (its first chunk read) brings, besides the interpreter whole and its
+// loader, the files CPython's start reads (the UTF-8 locale, the local
+// time zone through /etc/localtime, the encodings package, its aliases
+// and UTF-8 codec, sitecustomize), not the files beside them (nor site,
+// frozen in 3.11); an executable of another name brings only itself and
+// its loader.
+func TestPredictPythonStart(t *testing.T) {
+	for _, tc := range []struct {
+		name, interp string
+		wantPresent  int
+	}{
+		// 2 chunks of the interpreter, the loader, LC_CTYPE, Etc/UTC, 3
+		// encodings modules, sitecustomize
+		{name: "python3.11", interp: "python3.11", wantPresent: 2 + 1 + 1 + 1 + 3 + 1},
+		{name: "another program", interp: "pythonic", wantPresent: 2 + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := layerOf(t, pythonTar(t, tc.interp), fetch.Options{NoPrefetch: true, NoBackground: true, ReadAround: -1}, estargz.WithChunkSize(256<<10))
+			mnt, _ := mount(t, l)
+			f, err := os.Open(filepath.Join(mnt, "usr/bin", tc.interp))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.ReadAt(make([]byte, 4096), 0)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "predicted fetches done", func() bool { st := l.Stats(); return st.InFlight == 0 && st.Predicting == 0 })
+			if st := l.Stats(); st.ChunksPresent != tc.wantPresent {
+				t.Errorf("%d chunks present, want %d", st.ChunksPresent, tc.wantPresent)
+			}
+		})
+	}
+}
+
+// randomBytes is n bytes of rng.
+func randomBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.IntN(256))
+	}
+	return b
 }

@@ -41,8 +41,13 @@
 // ld.so.cache, run path and default directories, as the loader finds
 // them); an executable's first chunk brings the file whole. A compiled
 // Python module (.pyc, CPython 3.8-3.12) names the modules its body
-// imports (IMPORT_NAME/IMPORT_FROM), found as the path finder would. Each
-// predicted file, once it arrives or is read, is looked at in turn.
+// imports (IMPORT_NAME/IMPORT_FROM), found as the path finder would. An
+// interpreter named pythonX.Y names the files CPython reads at every start
+// (pystart.go: the UTF-8 locale, the time zone, the encodings package,
+// sitecustomize). Each predicted file, once it arrives or is read, is
+// looked at in turn. PredictStart does the same, before any read, for the
+// program a caller says the container runs first (remote: the image's
+// entrypoint or command).
 // Predicted chunks of several files come in one multi-range request where
 // the BlobReader can (MultiRangeReader); at most two predicted fetches are
 // in flight, and what is predicted meanwhile comes in one request after.

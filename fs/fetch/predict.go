@@ -104,6 +104,7 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 		if d, ok := l.resolvePath(ldCachePath); ok {
 			deps = append(deps, d)
 		}
+		deps = append(deps, l.pyStart(ino, &info)...) // an interpreter's start
 	}
 	if len(info.needed) > 0 {
 		cache := l.ldCache()
