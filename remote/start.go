@@ -20,7 +20,8 @@ import (
 // what it says is read next (fetch.Layer.PredictStart: an ELF's
 // interpreter, ld.so.cache and libraries) before the container asks, over
 // a link that is idle while containerd finishes the pull and starts the
-// container. It is a guess: a container started with another command
+// container; so is the user database (/etc/passwd and /etc/group), which
+// the runtime reads before the program starts. The program is a guess: a container started with another command
 // still needs the loader and the C library, mostly, and pays for the
 // program alone otherwise. Prediction off (fetch.Options.NoPredict) turns
 // it off too.
@@ -114,6 +115,10 @@ func (r *FS) predictStart(s *imageStart, l *fetch.Layer) {
 			l.PredictStart(s.paths)
 		}
 	})
+	// the user database, which the runtime reads to set the container's
+	// user and groups before it starts the program (containerd's
+	// WithUser and WithAdditionalGIDs), whatever the configuration says
+	l.PredictFiles([]string{"/etc/passwd", "/etc/group"})
 }
 
 // startPaths returns where the program a container of cfg runs first may

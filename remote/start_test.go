@@ -49,8 +49,9 @@ func TestStartPaths(t *testing.T) {
 
 // TestMountPredictsStart: a Mount reads the image's configuration and
 // fetches the program it names (an executable of several chunks, whole)
-// before anything reads the layer; nothing else of the layer is fetched;
-// an image whose command the layer lacks, or with none, fetches nothing;
+// and the user database before anything reads the layer; nothing else of
+// the layer is fetched; an image whose command the layer lacks, or with
+// none, fetches the user database alone;
 // prediction off reads no configuration.
 func TestMountPredictsStart(t *testing.T) {
 	testenv.NeedFUSE(t)
@@ -59,13 +60,14 @@ func TestMountPredictsStart(t *testing.T) {
 	prog := bytes.Repeat([]byte("a program of several chunks\n"), 3000) // 84 KB: 3 chunks of 32 KiB
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
-	for _, d := range []string{"usr/", "usr/bin/"} {
+	for _, d := range []string{"etc/", "usr/", "usr/bin/"} {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755})
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{"usr/bin/app", prog}, {"usr/bin/other", bytes.Repeat([]byte("another\n"), 5000)}} {
+	}{{"etc/group", []byte("root:x:0:\n")}, {"etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n")}, {"etc/shadow", []byte("root:*::0:::::\n")},
+		{"usr/bin/app", prog}, {"usr/bin/other", bytes.Repeat([]byte("another\n"), 5000)}} {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o755, Size: int64(len(f.data))})
 		tw.Write(f.data)
 	}
@@ -90,10 +92,11 @@ func TestMountPredictsStart(t *testing.T) {
 		noPredict   bool
 		wantPresent int // chunks present once the Mount's prediction is done, before any read
 	}{
-		{name: "command on the PATH", cfg: ocispec.ImageConfig{Env: []string{"PATH=/usr/local/bin:/bin"}, Cmd: []string{"app"}}, wantPresent: 3},
-		{name: "entrypoint", cfg: ocispec.ImageConfig{Entrypoint: []string{"/usr/bin/app"}, Cmd: []string{"/usr/bin/other"}}, wantPresent: 3},
-		{name: "not in the layer", cfg: ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}},
-		{name: "no command", cfg: ocispec.ImageConfig{}},
+		// the program's 3 chunks, /etc/passwd and /etc/group (not /etc/shadow)
+		{name: "command on the PATH", cfg: ocispec.ImageConfig{Env: []string{"PATH=/usr/local/bin:/bin"}, Cmd: []string{"app"}}, wantPresent: 3 + 2},
+		{name: "entrypoint", cfg: ocispec.ImageConfig{Entrypoint: []string{"/usr/bin/app"}, Cmd: []string{"/usr/bin/other"}}, wantPresent: 3 + 2},
+		{name: "not in the layer", cfg: ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, wantPresent: 2},
+		{name: "no command", cfg: ocispec.ImageConfig{}, wantPresent: 2},
 		{name: "prediction off", cfg: ocispec.ImageConfig{Cmd: []string{"/usr/bin/app"}}, noPredict: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,6 +31,24 @@ func (l *Layer) PredictStart(paths []string) string {
 	return ""
 }
 
+// PredictFiles fetches, before any reader asks, each of paths the layer
+// holds as a regular file (its first chunk, all of a small one) and what
+// it says is read next, as PredictStart does; it returns how many it
+// found (none with prediction off).
+func (l *Layer) PredictFiles(paths []string) int {
+	if l.opts.NoPredict {
+		return 0
+	}
+	var inos []index.Ino
+	for _, p := range paths {
+		if ino, ok := l.resolvePath(p); ok {
+			inos = append(inos, ino)
+		}
+	}
+	l.fetchPredicted(l.followFiles(inos, 0), nil)
+	return len(inos)
+}
+
 // startIDs returns the chunks PredictStart fetches of ino: those it
 // lacks of the file as an exec of it reads it (an executable's chunks up
 // to maxExecutable, a small file's all, else its first), or, once its
