@@ -9,8 +9,14 @@
 // annotates it), picks the layer's Format from its descriptor (pickFormat
 // is the only code that knows every format), opens the blob (one request
 // for its tail, which holds the eStargz footer and, for small layers, the
-// whole TOC), reads and verifies the index against its digest, and mounts
-// an fs.Layer at the mountpoint. The layer's chunks are fetched when read,
+// whole TOC; the whole TOC of any size when the layer's tail-size
+// annotation, lazysnap convert's, says how much that is), reads and
+// verifies the index against its digest, and mounts an fs.Layer at the
+// mountpoint. The first Mount of an image also reads the image's
+// configuration, while it reads the TOC, and each of its lazy layers then
+// fetches the program the entrypoint or command names, with what that
+// says is read next (its libraries), and the user database, before the
+// container asks (start.go). The layer's chunks are fetched when read,
 // verified against the index, and stored in sparse content files under
 // Options.Root/content, in a directory named by the blob digest together
 // with the index digest: what the Mount verified (see FS for why the blob
@@ -51,7 +57,10 @@
 // on another node that fetches the profile from the registry (the image
 // manifest's referrers), prefetches them before anything reads them. The
 // lookup starts at the top of the image's first Mount and overlaps the
-// blob's open. A profile only steers fetching: each chunk is verified as
+// blob's open; a Mount does not wait for it: a layer mounted before it
+// ends keeps the chunks its readers access and, once it ends, records
+// them or prefetches the profile (ProfileState "looking up" meanwhile).
+// A profile only steers fetching: each chunk is verified as
 // always, and one that does not fit the layer (another image, a stale TOC,
 // a path or chunk not in the index) is ignored with the reason in
 // LayerInfo.ProfileState.
