@@ -200,7 +200,6 @@ type Layer struct {
 	inflight map[int]*call
 	files    map[index.Ino]*os.File
 	dirMiss  map[index.Ino]uint       // cold misses of small files per directory (read-around)
-	swept    map[index.Ino]bool       // directories swept (sweep)
 	checking map[index.Ino]*entryCall // entry checks in flight (entrycheck.go)
 	closed   bool                     // Close has begun: no new fetch, no new content file
 
@@ -533,7 +532,6 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		if !l.spawn(func() { l.fetchSpan(sp, ws) }) {
 			l.failClosed(ws)
 		}
-		l.sweep(ino)
 	}
 	if stolen := l.steal(wait); len(stolen) > 0 {
 		if !l.spawn(func() { l.fetchSpan(&span{}, stolen) }) {

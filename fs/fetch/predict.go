@@ -118,10 +118,9 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 	return append(ids, l.followFiles(deps, depth)...)
 }
 
-// followFiles returns the chunks to fetch of files read next: each whole,
-// up to maxExecutable of it (what is predicted is read whole: a module,
-// a locale, a library the loader maps), and for one present already (read
-// before, or read around), what it says is read after it.
+// followFiles returns the chunks to fetch of files read next: the first
+// chunk of each (all of a small file's), and for one present already
+// (read before, or read around), what it says is read after it.
 func (l *Layer) followFiles(files []index.Ino, depth int) []int {
 	var ids []int
 	for _, d := range files {
@@ -132,9 +131,10 @@ func (l *Layer) followFiles(files []index.Ino, depth int) []int {
 		first := l.idx.ChunkID(d, 0)
 		if !l.isPresent(first) {
 			ids = append(ids, first)
-			start := l.idx.Chunk(d, 0).Offset
-			for i := 1; i < n && l.idx.Chunk(d, i).End-start <= maxExecutable; i++ {
-				ids = append(ids, l.idx.ChunkID(d, i))
+			if l.small(d) {
+				for i := 1; i < n; i++ {
+					ids = append(ids, l.idx.ChunkID(d, i))
+				}
 			}
 			continue
 		}
@@ -218,12 +218,6 @@ type Range struct{ Off, Len int64 }
 // runs, so the request is as large as one span of the fetcher (4 MiB);
 // larger runs get a streamed request of their own.
 const maxMultiRange = 4 << 20
-
-// maxMultiRun bounds the compressed bytes of one run of predicted chunks
-// that joins a multi-range request: a larger one is streamed in a request
-// of its own, so that the small files beside it (whose own predictions
-// wait for them) are not held back until it has come.
-const maxMultiRun = 512 << 10
 
 // maxPredictInflight bounds the predicted fetches (fetchPredicted calls)
 // in flight: the predictions made while they are are queued and fetched
@@ -337,7 +331,7 @@ func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup, after <-chan struc
 		}
 		l.predicted.Add(int64(len(mine)))
 		l.predictedBytes.Add(size)
-		if multi && size <= maxMultiRun && smallBytes+size <= maxMultiRange {
+		if multi && size <= maxMultiRange && smallBytes+size <= maxMultiRange {
 			small = append(small, mine)
 			smallBytes += size
 			continue

@@ -1,7 +1,6 @@
 package fetch
 
 import (
-	"sort"
 	"sync"
 
 	"github.com/lazysnap/lazysnap/index"
@@ -175,77 +174,4 @@ func (l *Layer) claimShared(mine []want, sp *span) []want {
 		}
 	}
 	return out
-}
-
-// A directory whose small files miss again and again is a package being
-// imported, module after module: on its sweepMisses-th cold miss, the
-// rest of its small files come at once, in a request of their own beside
-// the reader's (which it does not delay), as one stream over their blob
-// range (maxSweep at most, gaps of present chunks included when they are
-// at most half of it). What they say is read next is not followed: only
-// what is read of them is.
-const (
-	sweepMisses = 2
-	maxSweep    = 4 << 20
-)
-
-// sweep fetches the small files of ino's directory that are neither
-// present nor in flight, once per directory, when its cold misses have
-// reached sweepMisses (dirMisses, counted by claimAround).
-func (l *Layer) sweep(ino index.Ino) {
-	if l.opts.ReadAround < 0 || l.opts.NoPredict || !l.small(ino) {
-		return
-	}
-	dir := l.parentOf(ino)
-	l.mu.Lock()
-	if l.dirMiss[dir] < sweepMisses || l.swept[dir] {
-		l.mu.Unlock()
-		return
-	}
-	if l.swept == nil {
-		l.swept = map[index.Ino]bool{}
-	}
-	l.swept[dir] = true
-	l.mu.Unlock()
-	var ids []int
-	l.idx.ReadDir(dir, func(name string, child index.Ino) bool {
-		if child != dir && name != "." && name != ".." && l.idx.IsRegular(child) && l.small(child) {
-			for i := range l.idx.NumChunks(child) {
-				ids = append(ids, l.idx.ChunkID(child, i))
-			}
-		}
-		return true
-	})
-	sort.Slice(ids, func(i, j int) bool { return l.chunkOf(ids[i]).Offset < l.chunkOf(ids[j]).Offset })
-	sp := &span{}
-	var cand []int
-	var lo, hi, size int64
-	l.mu.Lock()
-	for _, id := range ids {
-		if _, ok := l.inflight[id]; ok || l.isPresent(id) {
-			continue
-		}
-		c := l.chunkOf(id)
-		if len(cand) == 0 {
-			lo = c.Offset
-		}
-		if c.End-lo > maxSweep {
-			break
-		}
-		cand = append(cand, id)
-		hi, size = c.End, size+c.CompressedSize()
-	}
-	if len(cand) == 0 || size*2 < hi-lo { // mostly bytes present already: not worth one stream
-		l.mu.Unlock()
-		return
-	}
-	ws := make([]want, len(cand))
-	for k, id := range cand {
-		ws[k] = l.claimLocked(id, sp)
-		ws[k].around = true
-	}
-	l.mu.Unlock()
-	if !l.spawn(func() { l.fetchSpan(sp, ws) }) {
-		l.failClosed(ws)
-	}
 }
