@@ -158,7 +158,7 @@ func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	if fs.l.EntryRefused(ino) {
 		return 0, fuse.EIO
 	}
-	_, opaque := fs.xattrs(ino)
+	xs, opaque := fs.xattrs(ino)
 	if overlayXattr(attr) && (!opaque || !slices.Contains(opaqueXattrs[:], attr)) {
 		// (an absent opaque mark is an entry the index lacks, which no
 		// header vouches for: the complete layer's check does)
@@ -167,7 +167,6 @@ func (fs *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	if st := fs.verify(cancel, h.Caller, ino); st != fuse.OK {
 		return 0, st
 	}
-	xs, _ := fs.xattrs(ino)
 	v, ok := xs[attr]
 	if overlayXattr(attr) {
 		v, ok = []byte("y"), true // the opaque mark, checked with its directory

@@ -43,10 +43,7 @@ func (l *Layer) VerifyEntry(ctx context.Context, ino index.Ino) (refused bool, e
 	if !ok || bitSet(l.checked, ino) {
 		return false, nil
 	}
-	c, err := l.entryCheck(v, ino)
-	if err != nil {
-		return false, err
-	}
+	c := l.entryCheck(v, ino)
 	select {
 	case <-c.done:
 		return c.refused, c.err
@@ -64,11 +61,11 @@ type entryCall struct {
 
 // entryCheck returns ino's check in flight, or starts it in a goroutine of
 // the layer's.
-func (l *Layer) entryCheck(v EntryVerifier, ino index.Ino) (*entryCall, error) {
+func (l *Layer) entryCheck(v EntryVerifier, ino index.Ino) *entryCall {
 	l.mu.Lock()
 	if c, ok := l.checking[ino]; ok {
 		l.mu.Unlock()
-		return c, nil
+		return c
 	}
 	c := &entryCall{done: make(chan struct{})}
 	if l.checking == nil {
@@ -93,10 +90,10 @@ func (l *Layer) entryCheck(v EntryVerifier, ino index.Ino) (*entryCall, error) {
 		defer cancel()
 		c.refused, c.err = l.runEntryCheck(ctx, v, ino)
 	}) {
-		c.err = l.fail(&BlobError{fmt.Errorf("fs: layer %s: inode %d: %w", l.opts.Name, ino, ErrClosed)})
+		c.err = l.fail(&BlobError{fmt.Errorf("fetch: layer %s: inode %d: %w", l.opts.Name, ino, ErrClosed)})
 		finish()
 	}
-	return c, nil
+	return c
 }
 
 // runEntryCheck is one check of ino, remembered as checked or refused
