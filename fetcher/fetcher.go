@@ -135,6 +135,7 @@ func (f *Fetcher) registryHosts(host string) ([]docker.RegistryHost, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: hosts configuration for %s: %w", ErrInvalid, host, err)
 	}
+	hs = uniqueHosts(hs)
 	for i := range hs {
 		hs[i].Authorizer = newChainAuthorizer(f.creds, hs[i].Client, hs[i].Header)
 	}
@@ -145,6 +146,26 @@ func (f *Fetcher) registryHosts(host string) ([]docker.RegistryHost, error) {
 	}
 	f.hosts[host] = hs
 	return hs, nil
+}
+
+// uniqueHosts drops the hosts that repeat an earlier one's endpoint
+// (scheme, host and path), adding their capabilities to it: a hosts.toml
+// that names one endpoint as mirror and as server (which containerd 1.6's
+// ctr, ignoring server, needs) would otherwise have every request that
+// fails there, a referrers or tag lookup's 404 included, sent to it again.
+func uniqueHosts(hs []docker.RegistryHost) []docker.RegistryHost {
+	out := hs[:0:0]
+	at := map[string]int{}
+	for _, h := range hs {
+		key := h.Scheme + "://" + h.Host + h.Path
+		if i, ok := at[key]; ok {
+			out[i].Capabilities |= h.Capabilities
+			continue
+		}
+		at[key] = len(out)
+		out = append(out, h)
+	}
+	return out
 }
 
 func (f *Fetcher) host(h string) *hostState {

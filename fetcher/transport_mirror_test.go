@@ -262,3 +262,27 @@ func TestBlobMirrorHosts(t *testing.T) {
 		})
 	}
 }
+
+// TestMirrorSameAsServer: a hosts.toml naming one endpoint as mirror and as
+// server (as containerd 1.6's ctr needs) asks it once for what it lacks,
+// not once per entry.
+func TestMirrorSameAsServer(t *testing.T) {
+	data := randBytes(43, 16<<10)
+	reg := newFakeRegistry(t, data, nil)
+	reg.hook = func(n int, w http.ResponseWriter, r *http.Request) bool {
+		http.NotFound(w, r)
+		return true
+	}
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, reg.host()), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, reg.host(), "hosts.toml"), []byte(fmt.Sprintf(
+		"server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", reg.URL, reg.URL)), 0o644))
+	f := newTestFetcher(t, Config{HostsDir: dir})
+	b := mustBlob(t, f, reg.ref(), reg.desc())
+	if _, err := b.ReadRange(context.Background(), 100, 1000); err == nil {
+		t.Fatal("read of a blob the registry lacks succeeded")
+	}
+	if n := reg.blobRequests(); n != 1 {
+		t.Errorf("the registry was asked for the blob %d times, want 1", n)
+	}
+}
