@@ -342,9 +342,6 @@ func (r *FS) mount(ctx context.Context, mountpoint string, labels map[string]str
 	}()
 	opts := r.opts.Layer
 	opts.Name, opts.Decoder, opts.ContentDir = dg.String(), dec, filepath.Join(r.opts.Root, "content", key.contentName(), "files")
-	if format == "soci" {
-		opts.NoPredict = true // a SOCI chunk is a span of many files: the span's reads are its own policy
-	}
 	lastErr := new(atomic.Pointer[string])
 	opts.OnError = func(err error) {
 		msg := err.Error()

@@ -99,8 +99,10 @@ func TestSociMount(t *testing.T) {
 		}
 	})
 
-	t.Run("one read stores its span", func(t *testing.T) {
-		img, err := r.Pusher().PushSociImage(ctx, r.Host, "soci/span", "v1", 64<<10, nil, blob)
+	// mountQuiet pushes the layer to repo and mounts it with neither
+	// prefetch nor background fetch
+	mountQuiet := func(t *testing.T, repo string) (*FS, string) {
+		img, err := r.Pusher().PushSociImage(ctx, r.Host, repo, "v1", 64<<10, nil, blob)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,6 +111,11 @@ func TestSociMount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		return fs, mp
+	}
+
+	t.Run("one read stores its span", func(t *testing.T) {
+		fs, mp := mountQuiet(t, "soci/span")
 		if got, err := os.ReadFile(filepath.Join(mp, "usr/lib/small05")); err != nil || string(got) != files["usr/lib/small05"] {
 			t.Fatalf("usr/lib/small05: %v", err)
 		}
@@ -121,6 +128,36 @@ func TestSociMount(t *testing.T) {
 		if st.Requests != 1 || st.ChunksPresent < 5 || st.ReadAroundChunks != int64(st.ChunksPresent-1) || st.ReadAroundBytes != 0 {
 			t.Fatalf("after one small file: %d requests, %d chunks present, %d read around in %d bytes; want 1 request storing the span's other files at no byte cost",
 				st.Requests, st.ChunksPresent, st.ReadAroundChunks, st.ReadAroundBytes)
+		}
+	})
+
+	t.Run("an executable comes whole", func(t *testing.T) {
+		fs, mp := mountQuiet(t, "soci/exec")
+		settled := func() fetch.Stats {
+			st := fs.Layers()[0].Stats
+			for deadline := time.Now().Add(30 * time.Second); (st.InFlight > 0 || st.Predicting > 0) && time.Now().Before(deadline); st = fs.Layers()[0].Stats {
+				time.Sleep(10 * time.Millisecond)
+			}
+			return st
+		}
+		exe, err := os.Open(filepath.Join(mp, "usr/bin/big")) // 400 KiB, mode 0755: several spans
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer exe.Close()
+		if _, err := exe.ReadAt(make([]byte, 4096), 0); err != nil {
+			t.Fatal(err)
+		}
+		before := settled().Requests
+		got := make([]byte, 4096)
+		if _, err := exe.ReadAt(got, 350<<10); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != files["usr/bin/big"][350<<10:350<<10+4096] {
+			t.Fatal("wrong bytes")
+		}
+		if n := settled().Requests - before; n != 0 {
+			t.Fatalf("a read near the end made %d requests after the first read of the start; want none (exec maps a program whole)", n)
 		}
 	})
 

@@ -39,7 +39,10 @@
 // is woken, instead of one cold miss after another. An ELF file names its
 // interpreter and its libraries (DT_NEEDED, found through the layer's
 // ld.so.cache, run path and default directories, as the loader finds
-// them); an executable's first chunk brings the file whole. A compiled
+// them), each fetched whole up to maxLibrary (the loader maps it; a SOCI
+// library of a few spans read a span at a time is a round trip a span);
+// an executable's first read, of a chunk fetched or already present (a
+// SOCI span another file's read stored), brings the file whole. A compiled
 // Python module (.pyc, CPython 3.8-3.12) names the modules its body
 // imports (IMPORT_NAME/IMPORT_FROM), found as the path finder would. An
 // interpreter named pythonX.Y names the files CPython reads at every start
@@ -68,7 +71,12 @@
 // checks an inode once, reading through the layer (its requests, and a
 // cache of the last ranges, which the file's first read then uses); a
 // verified inode is remembered (EntryVerified), and so is one the layer
-// contradicts (EntryRefused). When to check is the server's. A check
+// contradicts (EntryRefused). Every blob read of the layer (a reader's, a
+// prediction's multi-range, a check's) is known while in flight, and a
+// read of a range one of them covers waits for its bytes instead of
+// fetching them again: a check of a header in a span a prediction is
+// fetching costs no request. A request waiting for a check holds
+// background fetch back as a reader does. When to check is the server's. A check
 // runs in a goroutine of the layer's, on its lifetime: the request that
 // started it may be interrupted (EINTR) and the check goes on, for the
 // restarted request to wait for.

@@ -180,3 +180,39 @@ func TestReadAfterPrefixCheck(t *testing.T) {
 		t.Fatal("chunk not present")
 	}
 }
+
+// TestCheckWaitsForReadInFlight: an entry check whose range a reader's
+// fetch is reading waits for those bytes instead of fetching them again
+// (a SOCI span a prediction fetches while the loader opens a file in it).
+func TestCheckWaitsForReadInFlight(t *testing.T) {
+	x, data := syntheticLayer(t)
+	blob := &gateBlob{data: data, gate: make(chan struct{}), requests: make(chan struct{}, 10)}
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, NoPredict: true, Decoder: prefixVerifier{x: x}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ino, _ := x.LookupPath("big")
+	read := make(chan error, 1)
+	go func() { read <- l.Ensure(context.Background(), ino, 0, 0) }()
+	<-blob.requests // the reader's fetch is in flight
+	check := make(chan error, 1)
+	go func() { _, err := l.VerifyEntry(context.Background(), ino); check <- err }()
+	for deadline := time.Now().Add(10 * time.Second); l.flights.waiting() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the check never waited for the read in flight (%d more requests)", len(blob.requests))
+		}
+	}
+	close(blob.gate)
+	for _, c := range []chan error{read, check} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(blob.requests); n != 0 {
+		t.Fatalf("%d more requests, want none", n)
+	}
+	if !l.EntryVerified(ino) || !l.isPresent(x.ChunkID(ino, 0)) {
+		t.Fatal("not verified and present")
+	}
+}

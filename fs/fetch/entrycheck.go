@@ -47,6 +47,13 @@ func (l *Layer) VerifyEntry(ctx context.Context, ino index.Ino) (refused bool, e
 	select {
 	case <-c.done:
 		return c.refused, c.err
+	default:
+	}
+	l.waiting()
+	defer l.waited()
+	select {
+	case <-c.done:
+		return c.refused, c.err
 	case <-ctx.Done():
 		return false, &Interrupted{ctx.Err()}
 	}

@@ -193,6 +193,7 @@ type Layer struct {
 	checked  []atomic.Uint64 // inodes an EntryVerifier Decoder verified (nil for other Decoders)
 	refused  []atomic.Uint64 // inodes it found the layer contradicts
 	recent   recentRaw       // what entry checks read last
+	flights  rawFlights      // the blob reads in flight
 	nPresent atomic.Int64
 	whole    chan struct{} // closed once every chunk is present
 
@@ -510,17 +511,13 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	sp := &span{predict: true}
 	mine, wait := l.claim(ids, sp)
 	if len(wait) == 0 {
-		if from == 0 { // read around or prefetched: what it says comes next may not be
-			l.predictAfter(ino, nil)
+		if from == 0 { // read around, prefetched or a span's: what it says comes next may not be
+			l.fetchPredicted(append(l.executableRest(ino), l.predictIDs(ino, 0)...), nil)
 		}
 		return nil
 	}
-	l.onDemand.Add(1)
-	defer func() {
-		l.lastOnDemand.Store(l.opts.Clock.Now().UnixNano())
-		l.onDemand.Add(-1)
-		l.wake()
-	}()
+	l.waiting()
+	defer l.waited()
 	if l.opts.OnReadLatency != nil {
 		start := time.Now()
 		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
@@ -549,6 +546,18 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		}
 	}
 	return nil
+}
+
+// waiting counts a reader (or an entry check a request waits for) as
+// waiting for the link, which holds background fetch back until it has
+// waited (and BackgroundQuiet after).
+func (l *Layer) waiting() { l.onDemand.Add(1) }
+
+// waited ends waiting.
+func (l *Layer) waited() {
+	l.lastOnDemand.Store(l.opts.Clock.Now().UnixNano())
+	l.onDemand.Add(-1)
+	l.wake()
 }
 
 // steal takes a second ownership of the chunks among wait that a
@@ -706,8 +715,19 @@ func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 		}
 		return append(head, rest...), nil
 	}
+	if f := l.flights.covering(off, n); f != nil {
+		b, ok, err := f.wait(ctx, off, n)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return b, nil
+		}
+	}
 	l.requests.Add(1)
+	f := l.flights.start(off, n)
 	b, err := l.blob.ReadRange(ctx, off, n)
+	l.flights.finish(f, b, err)
 	if err != nil {
 		return nil, l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
 	}

@@ -98,24 +98,58 @@ func (l *Layer) predictIDs(ino index.Ino, depth int) []int {
 	}
 	var deps []index.Ino
 	if info.interp != "" {
-		if d, ok := l.resolvePath(info.interp); ok {
-			deps = append(deps, d)
-		}
 		if d, ok := l.resolvePath(ldCachePath); ok {
 			deps = append(deps, d)
 		}
 		deps = append(deps, l.pyStart(ino, &info)...) // an interpreter's start
 	}
+	var libs []index.Ino // the interpreter and the libraries: mapped whole
 	if len(info.needed) > 0 {
 		cache := l.ldCache()
 		for _, name := range info.needed {
 			if d, ok := l.findLibrary(&info, name, cache); ok {
-				deps = append(deps, d)
+				libs = append(libs, d)
 			}
 		}
 	}
-	deps = slices.DeleteFunc(deps, func(d index.Ino) bool { return d == ino })
-	return append(ids, l.followFiles(deps, depth)...)
+	if info.interp != "" {
+		if d, ok := l.resolvePath(info.interp); ok {
+			libs = append(libs, d)
+		}
+	}
+	deps = slices.DeleteFunc(append(deps, libs...), func(d index.Ino) bool { return d == ino })
+	ids = append(ids, l.followFiles(deps, depth)...)
+	for _, d := range libs {
+		if d != ino {
+			ids = append(ids, l.restIDs(d, maxLibrary)...)
+		}
+	}
+	return ids
+}
+
+// maxLibrary bounds the compressed bytes of a library (or interpreter)
+// that prediction fetches whole. The loader maps a library and touches
+// pages all over it (relocations, the code it runs); in a format whose
+// chunks are spans (SOCI), a library of a few spans read a chunk at a
+// time is a round trip a span. A larger library's first chunk only is
+// predicted (a large library's pages are mostly never touched).
+const maxLibrary = 4 << 20
+
+// restIDs returns the chunks of ino after its first that are not present,
+// when all of its chunks lie within max compressed bytes of its first;
+// none otherwise.
+func (l *Layer) restIDs(ino index.Ino, max int64) []int {
+	n := l.idx.NumChunks(ino)
+	if n < 2 || l.idx.Chunk(ino, n-1).End-l.idx.Chunk(ino, 0).Offset > max {
+		return nil
+	}
+	var ids []int
+	for i := 1; i < n; i++ {
+		if id := l.idx.ChunkID(ino, i); !l.isPresent(id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // followFiles returns the chunks to fetch of files read next: the first
@@ -153,8 +187,23 @@ const maxExecutable = 16 << 20
 // its dynamic section, usually in a later chunk, right after, so they
 // come in the same request, streamed after the reader's chunk.
 func (l *Layer) wholeExecutable(ino index.Ino, mine []want, sp *span) []want {
+	if len(mine) == 0 || mine[0].id != l.idx.ChunkID(ino, 0) {
+		return nil
+	}
+	more, _ := l.claim(l.executableRest(ino), sp)
+	for _, w := range more {
+		l.predicted.Add(1)
+		l.predictedBytes.Add(w.chunk.CompressedSize())
+	}
+	return more
+}
+
+// executableRest returns the chunks of ino after its first, up to
+// maxExecutable compressed bytes from it, when ino is an executable file
+// of several chunks (none otherwise, or with prediction off).
+func (l *Layer) executableRest(ino index.Ino) []int {
 	n := l.idx.NumChunks(ino)
-	if l.opts.NoPredict || n < 2 || l.idx.Attr(ino).Mode&0o111 == 0 || len(mine) == 0 || mine[0].id != l.idx.ChunkID(ino, 0) {
+	if l.opts.NoPredict || n < 2 || l.idx.Attr(ino).Mode&0o111 == 0 {
 		return nil
 	}
 	first := l.idx.Chunk(ino, 0).Offset
@@ -162,12 +211,7 @@ func (l *Layer) wholeExecutable(ino index.Ino, mine []want, sp *span) []want {
 	for i := 1; i < n && l.idx.Chunk(ino, i).End-first <= maxExecutable; i++ {
 		ids = append(ids, l.idx.ChunkID(ino, i))
 	}
-	more, _ := l.claim(ids, sp)
-	for _, w := range more {
-		l.predicted.Add(1)
-		l.predictedBytes.Add(w.chunk.CompressedSize())
-	}
-	return more
+	return ids
 }
 
 // ldCache returns the layer's parsed ld.so.cache once it is present (nil
@@ -316,8 +360,8 @@ func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup, after <-chan struc
 	_, multi := l.blob.(MultiRangeReader)
 	for len(ids) > 0 {
 		n := 1
-		for n < len(ids) && l.chunkOf(ids[n]).Offset == l.chunkOf(ids[n-1]).End {
-			n++
+		for n < len(ids) && (l.chunkOf(ids[n]).Offset == l.chunkOf(ids[n-1]).End || l.chunkOf(ids[n]).Offset == l.chunkOf(ids[n-1]).Offset) {
+			n++ // the next chunk in the blob, or another of the same range (a SOCI span's)
 		}
 		sp := &span{predict: true}
 		mine, _ := l.claim(ids[:n], sp)
@@ -361,6 +405,10 @@ func (l *Layer) fetchMulti(runs [][]want) {
 		total += hi - lo
 	}
 	l.requests.Add(1)
+	fs := make([]*rawFlight, len(ranges))
+	for i, r := range ranges {
+		fs[i] = l.flights.start(r.Off, r.Len)
+	}
 	out, err := l.blob.(MultiRangeReader).ReadMultiRange(ctx, ranges)
 	if err == nil && len(out) != len(ranges) {
 		err = fmt.Errorf("%d ranges read, %d asked for", len(out), len(ranges))
@@ -369,6 +417,14 @@ func (l *Layer) fetchMulti(runs [][]want) {
 		if err == nil && int64(len(out[i])) != ranges[i].Len {
 			err = fmt.Errorf("range %d+%d: got %d bytes", ranges[i].Off, ranges[i].Len, len(out[i]))
 		}
+	}
+	for i, f := range fs {
+		if err != nil {
+			l.flights.finish(f, nil, err)
+			continue
+		}
+		l.flights.finish(f, out[i], nil)
+		l.recent.put(ranges[i].Off, out[i]) // for the entry checks of the files in it, which follow
 	}
 	if err != nil {
 		err = l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})
