@@ -216,3 +216,62 @@ func TestCheckWaitsForReadInFlight(t *testing.T) {
 		t.Fatal("not verified and present")
 	}
 }
+
+// gateStreamBlob streams a range's first half at once and the rest once
+// its gate is opened.
+type gateStreamBlob struct{ gateBlob }
+
+func (b *gateStreamBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte)) error {
+	b.requests <- struct{}{}
+	buf := make([]byte, 0, n)
+	buf = append(buf, b.data[off:off+n/2]...)
+	fn(buf)
+	select {
+	case <-b.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	fn(append(buf, b.data[off+n/2:off+n]...))
+	return nil
+}
+
+// TestCheckServedFromStream: an entry check of a range a reader's stream
+// has already brought is answered from it before the stream ends, with
+// no request of its own.
+func TestCheckServedFromStream(t *testing.T) {
+	x, data := syntheticLayer(t, estargz.WithChunkSize(256<<10))
+	blob := &gateStreamBlob{gateBlob{data: data, gate: make(chan struct{}), requests: make(chan struct{}, 10)}}
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, NoPredict: true, Decoder: prefixVerifier{x: x}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ino, _ := x.LookupPath("big")
+	if x.NumChunks(ino) < 2 {
+		t.Fatal("big has one chunk; the test streams two")
+	}
+	read := make(chan error, 1)
+	go func() { read <- l.Ensure(context.Background(), ino, 0, 1) }()
+	<-blob.requests // the stream has brought its first half
+	check := make(chan error, 1)
+	go func() { _, err := l.VerifyEntry(context.Background(), ino); check <- err }()
+	select {
+	case err := <-check:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(blob.gate)
+		t.Fatalf("the check waited for the rest of the stream (%d requests of its own)", len(blob.requests))
+	}
+	if n := len(blob.requests); n != 0 {
+		t.Fatalf("the check made %d requests, want none", n)
+	}
+	close(blob.gate)
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if !l.EntryVerified(ino) || !l.isPresent(x.ChunkID(ino, 1)) {
+		t.Fatal("not verified and present")
+	}
+}

@@ -9,29 +9,44 @@ import (
 // rawFlights are the blob reads in flight, so that a read of a range one
 // of them covers waits for its bytes instead of fetching them again: an
 // entry check of a SOCI span that a prediction or another reader is
-// fetching, or a reader's chunk in a predicted multi-range request.
+// fetching, or a reader's chunk in a predicted multi-range request. A
+// streamed read hands a waiter its range as soon as those bytes have
+// arrived.
 type rawFlights struct {
 	mu   sync.Mutex
 	list []*rawFlight
 }
 
-// rawFlight is one blob range being read; b and err are set when done is
-// closed.
+// rawFlight is one blob range being read: the bytes received so far from
+// its start (all of them, or an error, once done is closed).
 type rawFlight struct {
 	off, n  int64
 	done    chan struct{}
-	b       []byte
-	err     error
 	waiters atomic.Int32 // reads waiting for it
+
+	mu   sync.Mutex
+	b    []byte
+	more chan struct{} // closed when b grows
+	err  error
 }
 
 // start registers a read of [off, off+n).
 func (r *rawFlights) start(off, n int64) *rawFlight {
-	f := &rawFlight{off: off, n: n, done: make(chan struct{})}
+	f := &rawFlight{off: off, n: n, done: make(chan struct{}), more: make(chan struct{})}
 	r.mu.Lock()
 	r.list = append(r.list, f)
 	r.mu.Unlock()
 	return f
+}
+
+// progress records the bytes of f received so far (from its start; the
+// slice is not modified later, only copied from).
+func (f *rawFlight) progress(b []byte) {
+	f.mu.Lock()
+	f.b = b
+	close(f.more)
+	f.more = make(chan struct{})
+	f.mu.Unlock()
 }
 
 // finish ends f with its bytes or error, waking whoever waits for it.
@@ -45,7 +60,12 @@ func (r *rawFlights) finish(f *rawFlight, b []byte, err error) {
 		}
 	}
 	r.mu.Unlock()
-	f.b, f.err = b, err
+	f.mu.Lock()
+	if err == nil {
+		f.b = b
+	}
+	f.err = err
+	f.mu.Unlock()
 	close(f.done)
 }
 
@@ -72,19 +92,34 @@ func (r *rawFlights) covering(off, n int64) *rawFlight {
 	return nil
 }
 
-// wait returns [off, off+n) of f's bytes (shared: read only) once f is
-// done, ok false if f failed (the caller reads the range itself) or ctx
-// ended first (then err says so).
+// wait returns a copy of [off, off+n) once f has received it, ok false if
+// f ended without it (the caller reads the range itself), or ctx's error
+// if it ended first.
 func (f *rawFlight) wait(ctx context.Context, off, n int64) (b []byte, ok bool, err error) {
 	f.waiters.Add(1)
 	defer f.waiters.Add(-1)
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
+	end := off - f.off + n
+	for {
+		f.mu.Lock()
+		got, more, ferr := f.b, f.more, f.err
+		f.mu.Unlock()
+		if int64(len(got)) >= end {
+			return append([]byte(nil), got[off-f.off:end]...), true, nil
+		}
+		select {
+		case <-f.done:
+			if ferr != nil {
+				return nil, false, nil
+			}
+			f.mu.Lock()
+			got = f.b
+			f.mu.Unlock()
+			if int64(len(got)) < end {
+				return nil, false, nil
+			}
+		case <-more:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 	}
-	if f.err != nil || int64(len(f.b)) != f.n {
-		return nil, false, nil
-	}
-	return f.b[off-f.off : off-f.off+n : off-f.off+n], true, nil
 }

@@ -12,12 +12,13 @@ import (
 )
 
 // syntheticLayer converts a synthetic 1 MiB tar to eStargz and returns
-// its index and blob bytes, for a layer over a test BlobReader.
-func syntheticLayer(t *testing.T) (*index.Index, []byte) {
+// its index and blob bytes (with opts), for a layer over a test
+// BlobReader.
+func syntheticLayer(t *testing.T, opts ...estargz.ConvertOption) (*index.Index, []byte) {
 	t.Helper()
 	tarball := testtar.Synthetic(1 << 20)
 	var out bytes.Buffer
-	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))))
+	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -633,7 +633,7 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 		l.streamSpan(ctx, rs, sp, ws, lo, hi)
 		return
 	}
-	raw, err := l.read(ctx, lo, hi-lo)
+	raw, err := l.readShared(ctx, lo, hi-lo, !sp.background)
 	sp.pos.Store(hi)
 	if sp.background {
 		l.bgRelease(hi - lo)
@@ -673,7 +673,19 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 	l.requests.Add(1)
 	ended := make(chan struct{}) // predictions made at the stream's last bytes wait for its connection
 	defer close(ended)
+	// a reader's or a prediction's stream is waited for by reads it
+	// covers; a background one is not (a reader fetches its chunk itself
+	// when the stream is far from it: steal)
+	var f *rawFlight
+	if !sp.background {
+		f = l.flights.start(lo, hi-lo)
+	}
+	var last []byte
 	err := rs.StreamRange(ctx, lo, hi-lo, func(buf []byte) {
+		last = buf
+		if f != nil {
+			f.progress(buf)
+		}
 		if sp.background {
 			l.bgRelease(int64(len(buf)) - got)
 		}
@@ -688,6 +700,9 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 			l.complete(w, l.storeLook(ctx, sp, w, buf[w.chunk.Offset-lo:w.chunk.End-lo], after))
 		}
 	})
+	if f != nil {
+		l.flights.finish(f, last, err)
+	}
 	if sp.background {
 		l.bgRelease(hi - lo - got)
 	}
@@ -704,12 +719,20 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 }
 
 func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
+	return l.readShared(ctx, off, n, true)
+}
+
+// readShared reads [off, off+n) of the blob: from the ranges entry checks
+// kept, from a read in flight that covers it, or with a request, which
+// reads it covers wait for when shared (not a background span's: a reader
+// whose chunk a background span holds fetches it itself, steal).
+func (l *Layer) readShared(ctx context.Context, off, n int64, shared bool) ([]byte, error) {
 	if b := l.recent.get(off, n); b != nil {
 		return b, nil
 	}
 	if head := l.recent.head(off, n); len(head) > 0 {
 		// an entry check read the start: the rest
-		rest, err := l.read(ctx, off+int64(len(head)), n-int64(len(head)))
+		rest, err := l.readShared(ctx, off+int64(len(head)), n-int64(len(head)), shared)
 		if err != nil {
 			return nil, err
 		}
@@ -725,9 +748,14 @@ func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 		}
 	}
 	l.requests.Add(1)
-	f := l.flights.start(off, n)
+	var f *rawFlight
+	if shared {
+		f = l.flights.start(off, n)
+	}
 	b, err := l.blob.ReadRange(ctx, off, n)
-	l.flights.finish(f, b, err)
+	if f != nil {
+		l.flights.finish(f, b, err)
+	}
 	if err != nil {
 		return nil, l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
 	}
