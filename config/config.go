@@ -76,6 +76,7 @@ type Config struct {
 		// fetch.Options: background fetch yields the link to on-demand reads
 		BackgroundQuiet    tomlconfig.Duration `toml:"background_quiet"`
 		BackgroundInflight int64               `toml:"background_inflight_bytes"`
+		NoPreempt          bool                `toml:"no_preempt"`
 		ReadAround         int64               `toml:"read_around_bytes"`
 		NoPredict          bool                `toml:"no_predict"`
 		// VerifyBlob checks each complete layer against its blob digest

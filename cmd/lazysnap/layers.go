@@ -97,7 +97,7 @@ func newLayerService(cfg config.Config, handoverDir string, met *ops.Metrics, lo
 			BackgroundConcurrency: cfg.Fetch.BackgroundConcurrency, ReadAhead: cfg.Fetch.ReadAhead,
 			FetchTimeout: cfg.Fetch.Timeout.D(), OnReadLatency: met.ObserveRead, OnOp: met.ObserveFUSE,
 			BackgroundQuiet: cfg.Fetch.BackgroundQuiet.D(), BackgroundInflight: cfg.Fetch.BackgroundInflight, ReadAround: cfg.Fetch.ReadAround,
-			NoPredict: cfg.Fetch.NoPredict,
+			NoPredict: cfg.Fetch.NoPredict, NoPreempt: cfg.Fetch.NoPreempt,
 		},
 		OnError: func(layer digest.Digest, err error) {
 			log.Error("layer read failed", "layer", layer, "error", err)

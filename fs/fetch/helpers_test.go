@@ -16,7 +16,13 @@ import (
 // BlobReader.
 func syntheticLayer(t *testing.T, opts ...estargz.ConvertOption) (*index.Index, []byte) {
 	t.Helper()
-	tarball := testtar.Synthetic(1 << 20)
+	return indexedLayer(t, testtar.Synthetic(1<<20))
+}
+
+// indexedLayer converts a tar to eStargz and returns its index and blob
+// bytes.
+func indexedLayer(t *testing.T, tarball []byte, opts ...estargz.ConvertOption) (*index.Index, []byte) {
+	t.Helper()
 	var out bytes.Buffer
 	res, err := estargz.Convert(context.Background(), &out, io.NewSectionReader(bytes.NewReader(tarball), 0, int64(len(tarball))), opts...)
 	if err != nil {

@@ -111,6 +111,12 @@ type Options struct {
 	ReadAhead int
 	// FetchTimeout bounds one fetch, however many readers wait for it (2m).
 	FetchTimeout time.Duration
+	// NoPreempt keeps background requests in flight when a reader has to
+	// wait. By default a reader that waits stops the background spans no
+	// reader waits on (nor holding a chunk of its file, which a sequential
+	// reader reads next): their chunks not yet received are released and
+	// fetched again once the mount is quiet (preempt.go).
+	NoPreempt bool
 	// Clock measures BackgroundQuiet (the real clock).
 	Clock Clock
 	// OnError, if set, receives every fetch error.
@@ -162,6 +168,7 @@ type Stats struct {
 	PredictedChunks       int64 // chunks fetched because the image said they are read next (NoPredict)
 	PredictedBytes        int64 // their compressed bytes
 	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
+	Preempted             int64 // background chunks released, not yet received, when a reader waited (NoPreempt)
 	Waiting               int   // readers waiting for chunks now
 	InFlight              int   // chunks being fetched now
 	Predicting            int   // predicted fetches in flight, or queued (one for the queue)
@@ -173,12 +180,13 @@ type Stats struct {
 // succeeds with the first owner that stores it, and fails only when every
 // owner has failed. Guarded by Layer.mu.
 type call struct {
-	done   chan struct{}
-	err    error
-	span   *span // the fetch that claimed it
-	owners int
-	closed bool
-	stolen bool
+	done    chan struct{}
+	err     error
+	span    *span // the fetch that claimed it
+	owners  int
+	waiters int // readers waiting for it (claimAs): preempt spares its span
+	closed  bool
+	stolen  bool
 }
 
 // Layer is one layer's filesystem state.
@@ -217,10 +225,11 @@ type Layer struct {
 	lastOnDemand atomic.Int64 // Clock nanoseconds when the last on-demand wait ended
 	sigMu        sync.Mutex
 	sig          chan struct{}
-	bgInflight   int64 // guarded by sigMu
+	bgInflight   int64              // guarded by sigMu
+	bgSpans      map[*span]struct{} // background spans in flight, to preempt; guarded by mu
 
 	fetched, requests, fuseReads, passthrough, errs atomic.Int64
-	aroundChunks, aroundBytes, steals               atomic.Int64
+	aroundChunks, aroundBytes, steals, preempted    atomic.Int64
 	predicted, predictedBytes, misses               atomic.Int64
 	pred                                            predictor
 	parents                                         parents
@@ -282,6 +291,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		checked:  newInodeBits(opts.Decoder, idx.Len()),
 		refused:  newInodeBits(opts.Decoder, idx.Len()),
 		inflight: map[int]*call{},
+		bgSpans:  map[*span]struct{}{},
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),
 		sig:      make(chan struct{}),
@@ -312,8 +322,15 @@ func (l *Layer) Start() {
 			l.fetchAll(l.idx.PrefetchEnd, false)
 		}
 		l.prefetchDone.Store(true)
-		if !l.opts.NoBackground {
+		// a pass again while readers preempted some of the last pass's
+		for !l.opts.NoBackground && l.ctx.Err() == nil {
+			before := l.preempted.Load()
 			l.fetchAll(l.idx.DataEnd, true)
+			if l.preempted.Load() == before {
+				break
+			}
+		}
+		if !l.opts.NoBackground {
 			l.backgroundDone.Store(l.nPresent.Load() == int64(len(l.owner)))
 		}
 	}()
@@ -370,7 +387,8 @@ func (l *Layer) Stats() Stats {
 		PassthroughOpens: l.passthrough.Load(), PrefetchDone: l.prefetchDone.Load(),
 		BackgroundDone: l.backgroundDone.Load(), Errors: l.errs.Load(),
 		ReadAroundChunks: l.aroundChunks.Load(), ReadAroundBytes: l.aroundBytes.Load(), Steals: l.steals.Load(),
-		Misses: l.misses.Load(), PredictedChunks: l.predicted.Load(), PredictedBytes: l.predictedBytes.Load(),
+		Preempted: l.preempted.Load(),
+		Misses:    l.misses.Load(), PredictedChunks: l.predicted.Load(), PredictedBytes: l.predictedBytes.Load(),
 		Waiting: int(l.onDemand.Load()), Predicting: l.predicting(),
 	}
 }
@@ -422,6 +440,13 @@ type span struct {
 	background bool
 	predict    bool         // a reader's or a prediction's: its chunks, once stored, tell what is read next (predictAfter)
 	pos        atomic.Int64 // blob offset up to which bytes have arrived
+
+	// a background span's preemption (preempt.go)
+	ws        []want                  // its chunks (set once, under Layer.mu)
+	streamed  bool                    // its chunks arrive one by one
+	stop      context.CancelCauseFunc // ends its request
+	preempted atomic.Bool             // its chunks past cut were released
+	cut       atomic.Int64            // it stops once its bytes reach this offset
 }
 
 func (l *Layer) chunkOf(id int) layer.Chunk {
@@ -439,21 +464,7 @@ func (l *Layer) claimLocked(id int, sp *span) want {
 // claim registers a call for every id that is neither present nor being
 // fetched, and returns those (to fetch, by sp) and every call to wait for.
 func (l *Layer) claim(ids []int, sp *span) (mine, wait []want) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, id := range ids {
-		if l.isPresent(id) {
-			continue
-		}
-		if c, ok := l.inflight[id]; ok {
-			wait = append(wait, want{id: id, c: c})
-			continue
-		}
-		w := l.claimLocked(id, sp)
-		mine = append(mine, w)
-		wait = append(wait, w)
-	}
-	return mine, wait
+	return l.claimAs(ids, sp, false)
 }
 
 // complete reports one owner's result for w's call: the first success
@@ -509,7 +520,8 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		ids = append(ids, l.idx.ChunkID(ino, i))
 	}
 	sp := &span{predict: true}
-	mine, wait := l.claim(ids, sp)
+	mine, wait := l.claimAs(ids, sp, true)
+	defer l.unwait(wait)
 	if len(wait) == 0 {
 		if from == 0 { // read around, prefetched or a span's: what it says comes next may not be
 			l.fetchPredicted(append(l.executableRest(ino), l.predictIDs(ino, 0)...), nil)
@@ -522,6 +534,7 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		start := time.Now()
 		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
 	}
+	l.preempt(ino)
 	if len(mine) > 0 {
 		l.misses.Add(1)
 		ws := append(mine, l.claimAround(ino, mine, sp)...)
@@ -629,7 +642,15 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 		hi = max(hi, w.chunk.End)
 	}
 	sp.pos.Store(lo)
-	if rs, ok := l.blob.(RangeStreamer); ok && len(ws) > 1 && l.recent.head(lo, 1) == nil {
+	rs, streamed := l.blob.(RangeStreamer)
+	streamed = streamed && len(ws) > 1 && l.recent.head(lo, 1) == nil
+	if sp.background {
+		var stop context.CancelCauseFunc
+		ctx, stop = context.WithCancelCause(ctx)
+		defer stop(nil)
+		defer l.registerBackground(sp, ws, streamed, stop)()
+	}
+	if streamed {
 		l.streamSpan(ctx, rs, sp, ws, lo, hi)
 		return
 	}
@@ -699,6 +720,9 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 			}
 			l.complete(w, l.storeLook(ctx, sp, w, buf[w.chunk.Offset-lo:w.chunk.End-lo], after))
 		}
+		if sp.background {
+			sp.stopAtCut()
+		}
 	})
 	if f != nil {
 		l.flights.finish(f, last, err)
@@ -710,7 +734,7 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 	if err == nil && next < len(ws) {
 		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
-	if next < len(ws) {
+	if next < len(ws) && !l.allSettled(ws[next:]) { // not all released by preempt
 		err = l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading blob range %d+%d: %w", l.opts.Name, lo, hi-lo, err)})
 	}
 	for ; next < len(ws); next++ {
@@ -755,6 +779,9 @@ func (l *Layer) readShared(ctx context.Context, off, n int64, shared bool) ([]by
 	b, err := l.blob.ReadRange(ctx, off, n)
 	if f != nil {
 		l.flights.finish(f, b, err)
+	}
+	if err != nil && preemptedCtx(ctx) {
+		return nil, errPreempted
 	}
 	if err != nil {
 		return nil, l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading blob range %d+%d: %w", l.opts.Name, off, n, err)})
