@@ -347,7 +347,7 @@ func (r *report) checkGoals() []goal {
 	// background fetch must not slow a start down: each default mode
 	// against the same start with it off
 	for _, off := range r.medians {
-		if !off.mode.secondary() {
+		if !off.mode.noBackground {
 			continue
 		}
 		on := r.find(off.Workload, off.mode.of)

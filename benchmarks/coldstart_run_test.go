@@ -282,8 +282,14 @@ func (b *bench) startLazysnap(t *testing.T, m mode, extra string) *daemon {
 	// every other setting is lazysnap's default
 	cfg := fmt.Sprintf("root = %q\naddress = %q\n[fuse_manager]\n  enable = false\n[registry]\n  hosts_dir = %q\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "lazysnap.sock"), b.hosts)
+	if m.noBackground || m.fetch != "" {
+		cfg += "[fetch]\n"
+	}
 	if m.noBackground {
-		cfg += "[fetch]\n  no_background = true\n"
+		cfg += "  no_background = true\n"
+	}
+	if m.fetch != "" {
+		cfg += "  " + m.fetch + "\n"
 	}
 	cfg += extra
 	cfgPath := filepath.Join(dir, "lazysnap.toml")

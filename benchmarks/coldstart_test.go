@@ -169,7 +169,7 @@ func rootfsDir() string {
 func defaultModes(peer bool) string {
 	var names []string
 	for _, m := range allModes() {
-		if (m.kind != "peer" || peer) && m.soci == "" && m.sociSnap == "" {
+		if (m.kind != "peer" || peer) && m.soci == "" && m.sociSnap == "" && m.fetch == "" {
 			names = append(names, m.name)
 		}
 	}
@@ -254,6 +254,10 @@ type mode struct {
 	// fetched are what the start needs. Off (the default configuration of
 	// each system) in the headline modes.
 	noBackground bool
+	// fetch: lines appended to lazysnap's [fetch] section, a variant of
+	// the configuration to measure against the default in the same run
+	// (not in LAZYSNAP_BENCH_MODES's default)
+	fetch string
 	// of is the default-configuration mode a secondary mode varies
 	of string
 	// zstd: the unprofiled image converted to zstd:chunked instead of
@@ -313,6 +317,8 @@ func allModes() []mode {
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
 		{name: "soci-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap", noBackground: true, of: "soci"},
+		{name: "lazy-nopreempt", title: "lazysnap, background requests not stopped for readers (no_preempt), unprofiled eStargz", kind: "lazysnap", fetch: "no_preempt = true", of: "lazy"},
+		{name: "soci-peer-nopreempt", title: "lazysnap, background requests not stopped for readers (no_preempt), gzip with a SOCI index built by soci", kind: "lazysnap", soci: "soci", fetch: "no_preempt = true", of: "soci-peer"},
 	}
 }
 
