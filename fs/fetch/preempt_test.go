@@ -123,9 +123,11 @@ func TestPreemptBackground(t *testing.T) {
 		read       string  // the file and chunk the reader reads
 		chunk      int
 		waiter     bool // another reader waits on the span's chunk 2 (of big1)
+		check      bool // the reader waits for an entry check of the file, not its chunk
 		wantCut    int  // chunks of the span kept (received or finished); -1: not stopped
 	}{
 		{name: "a miss elsewhere stops the span", streamWait: 1 << 20, read: "big2", wantCut: 0},
+		{name: "an entry check's read stops the span", streamWait: 1 << 20, read: "big2", check: true, wantCut: 0},
 		{name: "the chunk under way is finished when near", streamWait: 1 << 20, sent: 1.5, read: "big2", wantCut: 2},
 		{name: "the chunk under way is dropped when far", streamWait: 1 << 10, sent: 1.5, read: "big2", wantCut: 1},
 		{name: "a reader waits on the span: not stopped", streamWait: 1 << 20, read: "big2", waiter: true, wantCut: -1},
@@ -134,11 +136,15 @@ func TestPreemptBackground(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x, data := twoFiles(t)
+			var dec Decoder = estargz.Decoder{}
+			if tc.check {
+				dec = prefixVerifier{x: x}
+			}
 			blob := &heldBlob{data: data, started: make(chan *heldStream, 64)}
 			var errs []error
 			var errMu sync.Mutex
 			l, err := NewLayer(x, blob, Options{
-				ContentDir: t.TempDir(), Decoder: estargz.Decoder{}, NoPrefetch: true, NoPredict: true, ReadAround: -1,
+				ContentDir: t.TempDir(), Decoder: dec, NoPrefetch: true, NoPredict: true, ReadAround: -1,
 				BackgroundQuiet: -1, BackgroundSpanSize: 256 << 10, BackgroundInflight: 256 << 10,
 				StreamWait: tc.streamWait, NoPreempt: tc.noPreempt,
 				OnError: func(err error) { errMu.Lock(); errs = append(errs, err); errMu.Unlock() },
@@ -169,7 +175,14 @@ func TestPreemptBackground(t *testing.T) {
 			}
 			ino, _ := x.LookupPath(tc.read)
 			read := make(chan error, 1)
-			go func() { read <- l.Ensure(context.Background(), ino, tc.chunk, tc.chunk) }()
+			go func() {
+				if tc.check {
+					_, err := l.VerifyEntry(context.Background(), ino)
+					read <- err
+					return
+				}
+				read <- l.Ensure(context.Background(), ino, tc.chunk, tc.chunk)
+			}()
 			if err := within(t, read, "the read"); err != nil {
 				t.Fatal(err)
 			}
