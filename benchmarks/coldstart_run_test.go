@@ -132,7 +132,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	case m.kind == "peer" && b.cfg.peer.pull == "rpull":
 		pull = exec.CommandContext(ctx, "ctr-remote", ctr("images", "rpull", "--snapshotter", snapshotter, "--hosts-dir", b.hosts, ref)...)
 	default:
-		pull = exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
+		pull = exec.CommandContext(ctx, b.binFor(m), "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
 			"--snapshotter", snapshotter, "--hosts-dir", b.hosts, ref)
 	}
 	if left := b.wan.Reset(); left > 0 {
@@ -296,7 +296,7 @@ func (b *bench) startLazysnap(t *testing.T, m mode, extra string) *daemon {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startDaemon(t, dir, filepath.Join(dir, "lazysnap.sock"), b.bin, "serve", "--config", cfgPath)
+	return startDaemon(t, dir, filepath.Join(dir, "lazysnap.sock"), b.binFor(m), "serve", "--config", cfgPath)
 }
 
 // lazysnapLayers is the per-layer status of the lazysnap serve d, from

@@ -43,6 +43,7 @@ const (
 	envPeerConf   = "LAZYSNAP_BENCH_PEER_CONFIG"
 	envPeerPull   = "LAZYSNAP_BENCH_PEER_PULL" // "rpull" (ctr-remote, default) or "lazysnap"
 	envLogDir     = "LAZYSNAP_BENCH_LOGDIR"    // if set, every run's registry requests are written there
+	envBaseBin    = "LAZYSNAP_BENCH_BASE_BIN"  // a lazysnap binary built from another commit: what the -base modes run
 )
 
 // removedEnv are settings of earlier versions of the harness that the
@@ -67,6 +68,7 @@ type benchConfig struct {
 	bigBytes   int64
 	smallFiles int
 	logDir     string
+	baseBin    string
 	peer       peerConfig
 }
 
@@ -136,6 +138,10 @@ func loadConfig(t *testing.T) benchConfig {
 		t.Fatalf("%s: %v", envModes, err)
 	}
 	c.modes = modes
+	c.baseBin = os.Getenv(envBaseBin)
+	if c.baseBin == "" && slices.ContainsFunc(modes, func(m mode) bool { return m.base }) {
+		t.Fatalf("the -base modes need %s (a lazysnap binary built from the commit to compare with)", envBaseBin)
+	}
 	c.pythonTar = os.Getenv(envPythonTar)
 	c.torchTar = os.Getenv(envTorchTar)
 	// torch is opt-in while its rootfs is not built (mkimages.sh torch,
@@ -169,7 +175,7 @@ func rootfsDir() string {
 func defaultModes(peer bool) string {
 	var names []string
 	for _, m := range allModes() {
-		if (m.kind != "peer" || peer) && m.soci == "" && m.sociSnap == "" && m.fetch == "" {
+		if (m.kind != "peer" || peer) && m.soci == "" && m.sociSnap == "" && m.fetch == "" && !m.base {
 			names = append(names, m.name)
 		}
 	}
@@ -258,6 +264,10 @@ type mode struct {
 	// the configuration to measure against the default in the same run
 	// (not in LAZYSNAP_BENCH_MODES's default)
 	fetch string
+	// base: lazysnap is LAZYSNAP_BENCH_BASE_BIN, a build of another
+	// commit (the one before a change), in the same round-robin as this
+	// one's (not in LAZYSNAP_BENCH_MODES's default)
+	base bool
 	// of is the default-configuration mode a secondary mode varies
 	of string
 	// zstd: the unprofiled image converted to zstd:chunked instead of
@@ -317,9 +327,19 @@ func allModes() []mode {
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
 		{name: "soci-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap", noBackground: true, of: "soci"},
+		{name: "lazy-base", title: "lazysnap built from another commit (LAZYSNAP_BENCH_BASE_BIN), unprofiled eStargz", kind: "lazysnap", base: true, of: "lazy"},
+		{name: "soci-peer-base", title: "lazysnap built from another commit (LAZYSNAP_BENCH_BASE_BIN), gzip with a SOCI index built by soci", kind: "lazysnap", soci: "soci", base: true, of: "soci-peer"},
 		{name: "lazy-nopreempt", title: "lazysnap, background requests not stopped for readers (no_preempt), unprofiled eStargz", kind: "lazysnap", fetch: "no_preempt = true", of: "lazy"},
 		{name: "soci-peer-nopreempt", title: "lazysnap, background requests not stopped for readers (no_preempt), gzip with a SOCI index built by soci", kind: "lazysnap", soci: "soci", fetch: "no_preempt = true", of: "soci-peer"},
 	}
+}
+
+// binFor is the lazysnap binary mode m runs.
+func (b *bench) binFor(m mode) string {
+	if m.base {
+		return b.cfg.baseBin
+	}
+	return b.bin
 }
 
 // bench is what every run shares: the binary, the registry and its WAN.
