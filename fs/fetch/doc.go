@@ -29,7 +29,13 @@
 // in flight, issuing a span only when no reader is waiting and none has
 // waited for BackgroundQuiet. A reader whose chunk a background span holds
 // is served when the chunk's bytes arrive, or fetches it itself when the
-// stream is more than StreamWait bytes from it. A cold read of a small file
+// stream is more than StreamWait bytes from it. A reader (or an entry
+// check a request waits for) preempts the background spans in flight that
+// no reader waits on and that hold none of its file's chunks nor its
+// bytes (NoPreempt: off): their chunks not yet received are released,
+// not failed, and fetched again by a later pass of the background once the
+// mount is quiet; a chunk under way within StreamWait of its end is
+// finished first. A cold read of a small file
 // brings its small neighbours in blob order in the same request, those of
 // its directory and whatever lies between them (ReadAround), more for a
 // directory's later misses.
