@@ -29,7 +29,9 @@ type Options struct {
 	// Root holds the layers' verified file contents, under Root/content.
 	Root string
 	// Layer are the options of every mounted layer; Name, ContentDir and
-	// OnError are set per layer.
+	// OnError are set per layer. A nil Link is set to one the FS's
+	// layers share: each one's background fetch yields to the readers of
+	// all.
 	Layer fetch.Options
 	// OnError, if set, receives every failed read of a mounted layer
 	// (the reader sees EIO), with the layer's blob digest, and the panic
@@ -170,6 +172,9 @@ type LayerInfo struct {
 // New returns an FS reading layers from src. Close stops what it starts.
 func New(src Source, opts Options) *FS {
 	opts.Pull = opts.Pull.withDefaults()
+	if opts.Layer.Link == nil { // the FS's layers share its link to registries
+		opts.Layer.Link = fetch.NewLink()
+	}
 	r := &FS{src: src, opts: opts, mounted: map[string]*mountedLayer{}, mounting: map[layerKey]int{}, images: map[string]*imageProfile{}, starts: map[string]*imageStart{}, ver: newVerifier(opts.Root),
 		pullSlots: make(chan struct{}, opts.Pull.Concurrency), spools: newSpooler(opts.Root)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())

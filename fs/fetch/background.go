@@ -6,14 +6,9 @@ import (
 	"time"
 )
 
-// wake tells the background loop that a reader has stopped waiting or
-// background bytes have arrived.
-func (l *Layer) wake() {
-	l.sigMu.Lock()
-	close(l.sig)
-	l.sig = make(chan struct{})
-	l.sigMu.Unlock()
-}
+// wake tells the background loops on the layer's link that a reader has
+// stopped waiting or background bytes have arrived.
+func (l *Layer) wake() { l.link.wake() }
 
 // bgRelease counts n background bytes as no longer in flight.
 func (l *Layer) bgRelease(n int64) {
@@ -22,24 +17,24 @@ func (l *Layer) bgRelease(n int64) {
 	}
 	l.sigMu.Lock()
 	l.bgInflight -= n
-	close(l.sig)
-	l.sig = make(chan struct{})
 	l.sigMu.Unlock()
+	l.wake()
 }
 
 // bgTurn waits until a background span of n bytes may be requested: no
-// reader waiting, the quiet period over, and the bytes in flight within
+// reader of any layer on the link waiting, the quiet period over, and the bytes in flight within
 // BackgroundInflight (or none in flight). It then counts the n bytes as in
 // flight. It reports false when the layer is closed.
 func (l *Layer) bgTurn(n int64) bool {
 	for {
+		sig := l.link.signal() // before the state it waits on
 		l.sigMu.Lock()
-		sig, inflight := l.sig, l.bgInflight
+		inflight := l.bgInflight
 		l.sigMu.Unlock()
 		if l.ctx.Err() != nil {
 			return false
 		}
-		if l.onDemand.Load() > 0 || l.profiled.Load() > 0 || inflight > 0 && inflight+n > l.opts.BackgroundInflight {
+		if l.link.waiting.Load() > 0 || l.profiled.Load() > 0 || inflight > 0 && inflight+n > l.opts.BackgroundInflight {
 			select {
 			case <-sig:
 			case <-l.ctx.Done():
@@ -47,7 +42,7 @@ func (l *Layer) bgTurn(n int64) bool {
 			continue
 		}
 		if q := l.opts.BackgroundQuiet; q > 0 {
-			since := time.Duration(l.opts.Clock.Now().UnixNano() - l.lastOnDemand.Load())
+			since := time.Duration(l.opts.Clock.Now().UnixNano() - max(l.lastOnDemand.Load(), l.link.last.Load()))
 			if since < q {
 				select {
 				case <-l.opts.Clock.After(q - since):

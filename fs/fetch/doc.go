@@ -35,7 +35,10 @@
 // bytes (NoPreempt: off): their chunks not yet received are released,
 // not failed, and fetched again by a later pass of the background once the
 // mount is quiet; a chunk under way within StreamWait of its end is
-// finished first. A cold read of a small file
+// finished first. Layers that share a Link (Options.Link: remote's FS
+// gives its layers one) yield to one another's readers and are preempted
+// by them: the background of an image's lower layer does not share the
+// link with a reader of its upper one. A cold read of a small file
 // brings its small neighbours in blob order in the same request, those of
 // its directory and whatever lies between them (ReadAround), more for a
 // directory's later misses.

@@ -117,6 +117,10 @@ type Options struct {
 	// reader reads next): their chunks not yet received are released and
 	// fetched again once the mount is quiet (preempt.go).
 	NoPreempt bool
+	// Link is shared by the layers whose background fetch yields to one
+	// another's readers (one per process: they share its network); nil:
+	// the layer's own.
+	Link *Link
 	// Clock measures BackgroundQuiet (the real clock).
 	Clock Clock
 	// OnError, if set, receives every fetch error.
@@ -219,12 +223,12 @@ type Layer struct {
 	profiled atomic.Int32 // PrefetchChunks in progress: the background waits for them too
 	sem      chan struct{}
 
-	// what the background waits on: readers, the quiet period, its bytes
-	// in flight; sig is closed and replaced whenever onDemand or bgInflight
-	// fall
-	lastOnDemand atomic.Int64 // Clock nanoseconds when the last on-demand wait ended
+	// what the background waits on: readers (of every layer on the link),
+	// the quiet period, its bytes in flight; the link's signal is closed
+	// and replaced whenever a wait ends or bgInflight falls
+	link         *Link
+	lastOnDemand atomic.Int64 // Clock nanoseconds when the layer's last on-demand wait ended (or Start)
 	sigMu        sync.Mutex
-	sig          chan struct{}
 	bgInflight   int64              // guarded by sigMu
 	bgSpans      map[*span]struct{} // background spans in flight, to preempt; guarded by mu
 
@@ -294,7 +298,7 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 		bgSpans:  map[*span]struct{}{},
 		files:    map[index.Ino]*os.File{},
 		sem:      make(chan struct{}, 8),
-		sig:      make(chan struct{}),
+		link:     opts.Link,
 		whole:    make(chan struct{}),
 		pred:     predictor{done: map[index.Ino]bool{}},
 	}
@@ -306,6 +310,10 @@ func NewLayer(idx *index.Index, blob BlobReader, opts Options) (*Layer, error) {
 			l.owner[idx.ChunkID(ino, i)] = ino
 		}
 	}
+	if l.link == nil {
+		l.link = NewLink()
+	}
+	l.link.add(l)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	return l, nil
 }
@@ -359,6 +367,7 @@ func (l *Layer) Close() error {
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
+	l.link.remove(l)
 	l.cancel()
 	l.wg.Wait()
 	l.mu.Lock()
@@ -564,12 +573,18 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 // waiting counts a reader (or an entry check a request waits for) as
 // waiting for the link, which holds background fetch back until it has
 // waited (and BackgroundQuiet after).
-func (l *Layer) waiting() { l.onDemand.Add(1) }
+func (l *Layer) waiting() {
+	l.onDemand.Add(1)
+	l.link.waiting.Add(1)
+}
 
 // waited ends waiting.
 func (l *Layer) waited() {
-	l.lastOnDemand.Store(l.opts.Clock.Now().UnixNano())
+	now := l.opts.Clock.Now().UnixNano()
+	l.lastOnDemand.Store(now)
+	l.link.last.Store(now)
 	l.onDemand.Add(-1)
+	l.link.waiting.Add(-1)
 	l.wake()
 }
 

@@ -78,38 +78,50 @@ func (l *Layer) registerBackground(sp *span, ws []want, streamed bool, stop cont
 }
 
 // preempt stops, for a reader of chunks from to to of ino, the background
-// spans in flight that hold no chunk a reader waits on, none of ino's (a
-// sequential reader's next chunks) and none whose bytes the reader's
-// chunks share (a SOCI span holds many files: the reader's request waits
-// for the span's, rawFlights), and releases the chunks they have not yet
-// received.
+// spans in flight, of this layer and of the others on its link, that hold
+// no chunk a reader waits on, none of ino's (a sequential reader's next
+// chunks) and none whose bytes the reader's chunks share (a SOCI span
+// holds many files: the reader's request waits for the span's,
+// rawFlights), and releases the chunks they have not yet received.
 func (l *Layer) preempt(ino index.Ino, from, to int) {
 	if l.opts.NoPreempt {
 		return
 	}
-	lo, hi := int64(0), int64(0)
+	spare := func(w want) bool { return l.owner[w.id] == ino }
 	if n := l.idx.NumChunks(ino); from < n {
-		lo, hi = l.idx.Chunk(ino, from).Offset, l.idx.Chunk(ino, min(to, n-1)).End
+		lo, hi := l.idx.Chunk(ino, from).Offset, l.idx.Chunk(ino, min(to, n-1)).End
+		spare = func(w want) bool { return l.owner[w.id] == ino || w.chunk.Offset < hi && lo < w.chunk.End }
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for sp := range l.bgSpans {
-		if !sp.preempted.Load() {
-			l.preemptLocked(sp, ino, lo, hi)
+	l.preemptSpans(spare)
+	for _, o := range l.link.others(l) {
+		if !o.opts.NoPreempt {
+			o.preemptSpans(func(want) bool { return false })
 		}
 	}
 }
 
-// preemptLocked stops sp unless a reader waits on one of its chunks, one
-// is ino's or lies within [lo, hi). l.mu is held.
-func (l *Layer) preemptLocked(sp *span, ino index.Ino, lo, hi int64) {
+// preemptSpans stops the layer's background spans but those holding a
+// chunk spare spares.
+func (l *Layer) preemptSpans(spare func(want) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for sp := range l.bgSpans {
+		if !sp.preempted.Load() {
+			l.preemptLocked(sp, spare)
+		}
+	}
+}
+
+// preemptLocked stops sp unless a reader waits on one of its chunks or
+// spare spares one. l.mu is held.
+func (l *Layer) preemptLocked(sp *span, spare func(want) bool) {
 	pos := sp.pos.Load()
 	var open []want
 	for _, w := range sp.ws {
 		if w.c.closed || w.chunk.End <= pos { // done, or its bytes are in and being stored
 			continue
 		}
-		if w.c.waiters > 0 || w.c.stolen || l.owner[w.id] == ino || w.chunk.Offset < hi && lo < w.chunk.End {
+		if w.c.waiters > 0 || w.c.stolen || spare(w) {
 			return
 		}
 		open = append(open, w)
