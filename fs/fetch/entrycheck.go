@@ -51,7 +51,7 @@ func (l *Layer) VerifyEntry(ctx context.Context, ino index.Ino) (refused bool, e
 	}
 	l.waiting()
 	defer l.waited()
-	l.preempt(ino, 0, 0)
+	l.preempt(ino)
 	select {
 	case <-c.done:
 		return c.refused, c.err

@@ -16,7 +16,7 @@ import (
 // BlobReader.
 func syntheticLayer(t *testing.T, opts ...estargz.ConvertOption) (*index.Index, []byte) {
 	t.Helper()
-	return indexedLayer(t, testtar.Synthetic(1<<20))
+	return indexedLayer(t, testtar.Synthetic(1<<20), opts...)
 }
 
 // indexedLayer converts a tar to eStargz and returns its index and blob

@@ -543,7 +543,7 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 		start := time.Now()
 		defer func() { l.opts.OnReadLatency(time.Since(start)) }()
 	}
-	l.preempt(ino, from, to)
+	l.preempt(ino)
 	if len(mine) > 0 {
 		l.misses.Add(1)
 		ws := append(mine, l.claimAround(ino, mine, sp)...)

@@ -77,21 +77,18 @@ func (l *Layer) registerBackground(sp *span, ws []want, streamed bool, stop cont
 	}
 }
 
-// preempt stops, for a reader of chunks from to to of ino, the background
-// spans in flight, of this layer and of the others on its link, that hold
-// no chunk a reader waits on, none of ino's (a sequential reader's next
-// chunks) and none whose bytes the reader's chunks share (a SOCI span
-// holds many files: the reader's request waits for the span's,
-// rawFlights), and releases the chunks they have not yet received.
-func (l *Layer) preempt(ino index.Ino, from, to int) {
+// preempt stops, for a reader of ino, the background spans in flight, of
+// this layer and of the others on its link, that hold no chunk a reader
+// waits on and none of ino's (a sequential reader's next chunks), and
+// releases the chunks they have not yet received. A span holding the
+// reader's bytes as another file's chunk (a SOCI span holds many files)
+// is stopped too: the reader fetches them itself, not from a background
+// read.
+func (l *Layer) preempt(ino index.Ino) {
 	if l.opts.NoPreempt {
 		return
 	}
 	spare := func(w want) bool { return l.owner[w.id] == ino }
-	if n := l.idx.NumChunks(ino); from < n {
-		lo, hi := l.idx.Chunk(ino, from).Offset, l.idx.Chunk(ino, min(to, n-1)).End
-		spare = func(w want) bool { return l.owner[w.id] == ino || w.chunk.Offset < hi && lo < w.chunk.End }
-	}
 	l.preemptSpans(spare)
 	for _, o := range l.link.others(l) {
 		if !o.opts.NoPreempt {
