@@ -31,8 +31,8 @@
 // is served when the chunk's bytes arrive, or fetches it itself when the
 // stream is more than StreamWait bytes from it. A reader (or an entry
 // check a request waits for) preempts the background spans in flight that
-// no reader waits on and that hold none of its file's chunks nor its
-// bytes (NoPreempt: off): their chunks not yet received are released,
+// no reader waits on and that hold none of its file's chunks (a
+// sequential reader's next; NoPreempt: off): their chunks not yet received are released,
 // not failed, and fetched again by a later pass of the background once the
 // mount is quiet; a chunk under way within StreamWait of its end is
 // finished first. Layers that share a Link (Options.Link: remote's FS
