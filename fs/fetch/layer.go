@@ -570,24 +570,6 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	return nil
 }
 
-// waiting counts a reader (or an entry check a request waits for) as
-// waiting for the link, which holds background fetch back until it has
-// waited (and BackgroundQuiet after).
-func (l *Layer) waiting() {
-	l.onDemand.Add(1)
-	l.link.waiting.Add(1)
-}
-
-// waited ends waiting.
-func (l *Layer) waited() {
-	now := l.opts.Clock.Now().UnixNano()
-	l.lastOnDemand.Store(now)
-	l.link.last.Store(now)
-	l.onDemand.Add(-1)
-	l.link.waiting.Add(-1)
-	l.wake()
-}
-
 // steal takes a second ownership of the chunks among wait that a
 // background span claimed but whose stream is still more than StreamWait
 // bytes before them, for the reader to fetch them itself.

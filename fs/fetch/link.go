@@ -66,3 +66,21 @@ func (k *Link) others(l *Layer) []*Layer {
 	}
 	return out
 }
+
+// waiting counts a reader (or an entry check a request waits for) as
+// waiting for the link, which holds the background fetch of every layer on
+// it back until it has waited (and BackgroundQuiet after).
+func (l *Layer) waiting() {
+	l.onDemand.Add(1)
+	l.link.waiting.Add(1)
+}
+
+// waited ends waiting.
+func (l *Layer) waited() {
+	now := l.opts.Clock.Now().UnixNano()
+	l.lastOnDemand.Store(now)
+	l.link.last.Store(now)
+	l.onDemand.Add(-1)
+	l.link.waiting.Add(-1)
+	l.wake()
+}
