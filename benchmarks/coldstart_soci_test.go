@@ -88,7 +88,8 @@ func imageOfIndex(layout string, d ocispec.Descriptor) (ocispec.Descriptor, erro
 }
 
 // pushSociParts pushes what an image index lists besides the image
-// manifest: each SOCI index manifest, its config and its zTOCs.
+// manifest: each SOCI index manifest, its config and its zTOCs (with
+// their packed copies, which lazysnap index writes).
 func pushSociParts(t *testing.T, p *registry.Pusher, repo, layout string, root ocispec.Descriptor) {
 	t.Helper()
 	ctx := context.Background()
@@ -112,7 +113,14 @@ func pushSociParts(t *testing.T, p *registry.Pusher, repo, layout string, root o
 		if err := json.Unmarshal(mb, &m); err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		parts := []ocispec.Descriptor{m.Config}
+		for _, l := range m.Layers {
+			parts = append(parts, l)
+			if pd, psize, ok := soci.Packed(l.Annotations); ok { // lazysnap index's packed zTOC
+				parts = append(parts, ocispec.Descriptor{MediaType: soci.PackedMediaType, Digest: pd, Size: psize})
+			}
+		}
+		for _, c := range parts {
 			cb, err := readBlob(layout, c)
 			if err != nil {
 				t.Fatal(err)

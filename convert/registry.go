@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lazysnap/lazysnap/soci"
 	"io"
 	"net/http"
 	"os"
@@ -294,7 +295,12 @@ func Push(ctx context.Context, dir, ref string, opts Options) (*PushReport, erro
 			if images.IsNonDistributable(d.MediaType) {
 				return nil, images.ErrSkipDesc
 			}
-			return h.Handle(ctx, d)
+			children, err := h.Handle(ctx, d)
+			if pd, psize, ok := soci.Packed(d.Annotations); ok && err == nil && d.MediaType == soci.ZtocMediaType {
+				// a zTOC's packed copy, which only its annotations name
+				children = append(children, ocispec.Descriptor{MediaType: soci.PackedMediaType, Digest: pd, Size: psize})
+			}
+			return children, err
 		})
 	}
 	if err := remotes.PushContent(ctx, cp, root, layoutProvider{src}, semaphore.NewWeighted(transferConcurrency), nil, skipForeign); err != nil {

@@ -370,6 +370,14 @@ func (x *indexer) layer(l ocispec.Descriptor) (_ *IndexLayerReport, err error) {
 	if _, err := x.dst.writeBlob(res.Desc.MediaType, buf.Bytes()); err != nil {
 		return r, err
 	}
+	// and packed, for lazysnap's mounts (soci.PackZtoc)
+	packed, err := soci.PackZtoc(buf.Bytes(), res.Desc.Annotations)
+	if err != nil {
+		return r, err
+	}
+	if _, err := x.dst.writeBlob(soci.PackedMediaType, packed); err != nil {
+		return r, err
+	}
 	r.Ztoc = &res.Desc
 	r.Files, r.Spans = res.Files, res.Chunks
 	return r, nil

@@ -78,9 +78,19 @@ func TestIndexImage(t *testing.T) {
 			if err != nil || idx.Layers[i].Digest != zd.Digest {
 				t.Fatalf("layer %d: zTOC %v (%v), not in layer order", i, zd.Digest, err)
 			}
-			z, err := soci.Unmarshal(readLayoutJSON(t, dir, ocispec.Descriptor{Digest: zd.Digest}, nil), 0)
+			zb := readLayoutJSON(t, dir, ocispec.Descriptor{Digest: zd.Digest}, nil)
+			z, err := soci.Unmarshal(zb, 0)
 			if err != nil || z.CompressedSize != l.Size || len(z.Files) != 2 {
 				t.Fatalf("layer %d: zTOC %v, %d entries", i, err, len(z.Files))
+			}
+			// and its packed copy, beside it
+			pd, psize, ok := soci.Packed(zd.Annotations)
+			if !ok {
+				t.Fatalf("layer %d: the zTOC's annotations %v name no packed copy", i, zd.Annotations)
+			}
+			packed := readLayoutJSON(t, dir, ocispec.Descriptor{Digest: pd}, nil)
+			if unpacked, err := soci.UnpackZtoc(packed, zd.Size, zd.Digest); err != nil || int64(len(packed)) != psize || !bytes.Equal(unpacked, zb) {
+				t.Fatalf("layer %d: packed zTOC of %d bytes (annotated %d): %v", i, len(packed), psize, err)
 			}
 			blob := readLayoutJSON(t, dir, l, nil)
 			if _, err := gzip.NewReader(bytes.NewReader(blob)); err != nil {

@@ -225,8 +225,13 @@ func (r *FS) publish(ctx context.Context, ref string) (digest.Digest, error) {
 			continue // not one a Mount would use either
 		}
 		z := soci.ZtocDescriptor(raw, soci.Descriptor{MediaType: l.MediaType, Digest: l.Digest, Size: l.Size}, zt.Checkpoints.SpanSize)
+		packed, err := soci.PackZtoc(raw, z.Annotations)
+		if err != nil {
+			return "", err
+		}
 		ztocs = append(ztocs, z)
-		blobs = append(blobs, profile.Content{Desc: ocispec.Descriptor{MediaType: z.MediaType, Digest: z.Digest, Size: z.Size}, Data: raw})
+		blobs = append(blobs, profile.Content{Desc: ocispec.Descriptor{MediaType: z.MediaType, Digest: z.Digest, Size: z.Size}, Data: raw},
+			profile.Content{Desc: ocispec.Descriptor{MediaType: soci.PackedMediaType, Digest: digest.FromBytes(packed), Size: int64(len(packed))}, Data: packed})
 	}
 	if len(ztocs) == 0 {
 		return "", fmt.Errorf("image %s: no local zTOC of its layers", ref)

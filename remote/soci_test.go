@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lazysnap/lazysnap/fetcher"
 	"github.com/lazysnap/lazysnap/fs/fetch"
+	"github.com/lazysnap/lazysnap/internal/testenv"
 	"github.com/lazysnap/lazysnap/internal/testtar"
 	"github.com/lazysnap/lazysnap/snapshotter"
 	"github.com/lazysnap/lazysnap/soci"
@@ -256,4 +259,67 @@ func TestSociMount(t *testing.T) {
 			t.Fatalf("Mount with a zTOC of another size: %v, want verification", err)
 		}
 	})
+}
+
+// TestSociPackedZtoc: a zTOC whose descriptor names a packed copy
+// (soci.PackZtoc) is fetched packed, fewer bytes before the mount; a
+// packed copy that is missing, or that unpacks into another zTOC, is
+// passed over for the zTOC itself, and the layer mounts and reads right
+// either way.
+func TestSociPackedZtoc(t *testing.T) {
+	testenv.NeedFUSE(t)
+	r, hosts := startRegistry(t)
+	ctx := context.Background()
+	blob, files := testtar.SociLayer(3)
+	other, _ := testtar.SociLayer(4)
+	otherZ, err := soci.Build(bytes.NewReader(other), soci.BuildOptions{SpanSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPacked, err := soci.PackZtoc(soci.Marshal(otherZ), map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		pack       func(int, []byte) []byte
+		wantPacked bool // fewer bytes than the zTOC's fetched
+	}{
+		{name: "packed", pack: func(_ int, b []byte) []byte { return b }, wantPacked: true},
+		{name: "packed copy missing", pack: func(int, []byte) []byte { return nil }},
+		{name: "packed copy of another zTOC", pack: func(int, []byte) []byte { return otherPacked }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := r.Pusher()
+			p.Pack = tc.pack
+			repo := "soci/packed-" + strings.ToLower(strings.ReplaceAll(tc.name, " ", "-"))
+			img, err := p.PushSociImage(ctx, r.Host, repo, "v1", 64<<10, nil, blob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := fetcher.New(fetcher.Config{HostsDir: hosts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			fs := New(NewRegistrySource(f), Options{Root: t.TempDir(), Layer: fetch.Options{NoBackground: true, NoPrefetch: true}})
+			mp := t.TempDir()
+			if err := fs.Mount(ctx, mp, sociLabels(img.Ref, img.Layers[0].Digest)); err != nil {
+				t.Fatal(err)
+			}
+			defer fs.Unmount(ctx, mp)
+			var mounted int64
+			for _, h := range f.Stats() {
+				mounted += h.Bytes
+			}
+			ztoc := img.Sizes[0].Size
+			if packed := mounted < ztoc; packed != tc.wantPacked {
+				t.Errorf("the mount fetched %d bytes, the zTOC is %d: packed %v, want %v", mounted, ztoc, packed, tc.wantPacked)
+			}
+			got, err := os.ReadFile(filepath.Join(mp, "usr/bin/big"))
+			if err != nil || string(got) != files["usr/bin/big"] {
+				t.Fatalf("usr/bin/big: %v", err)
+			}
+		})
+	}
 }

@@ -105,6 +105,8 @@ func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Des
 		out.Annotations[k] = v
 	}
 	delete(out.Annotations, annZtocRepo)
+	delete(out.Annotations, soci.AnnotationPackedDigest)
+	delete(out.Annotations, soci.AnnotationPackedSize)
 	if lk.idx == nil {
 		out.Annotations[annSociNone] = lk.why
 		return out
@@ -116,6 +118,10 @@ func (s fetcherSource) withZtoc(ctx context.Context, ref string, man ocispec.Des
 	}
 	out.Annotations[lazy.AnnotationZtocDigest] = z.Digest.String()
 	out.Annotations[lazy.AnnotationZtocSize] = strconv.FormatInt(z.Size, 10)
+	if pd, psize, ok := soci.Packed(z.Annotations); ok {
+		out.Annotations[soci.AnnotationPackedDigest] = pd.String()
+		out.Annotations[soci.AnnotationPackedSize] = strconv.FormatInt(psize, 10)
+	}
 	if lk.repo != "" {
 		out.Annotations[annZtocRepo] = lk.repo
 	}
@@ -347,5 +353,19 @@ func (t *tailBlob) Artifact(ctx context.Context, d digest.Digest) ([]byte, error
 	if repo := ann[annZtocRepo]; repo != "" {
 		ref = repo + "@" + d.String()
 	}
-	return fetcherSource{f: t.f}.fetchBlob(ctx, ref, ocispec.Descriptor{MediaType: soci.ZtocMediaType, Digest: d, Size: size}, soci.MaxZtocSize)
+	src := fetcherSource{f: t.f}
+	if pd, psize, ok := soci.Packed(ann); ok && psize < size {
+		// the packed zTOC, when the index names one: fewer bytes before
+		// the mount; whatever goes wrong with it, the zTOC itself
+		packed, err := src.fetchBlob(ctx, ref, ocispec.Descriptor{MediaType: soci.PackedMediaType, Digest: pd, Size: psize}, psize)
+		if err == nil {
+			if raw, err := soci.UnpackZtoc(packed, size, d); err == nil {
+				return raw, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return src.fetchBlob(ctx, ref, ocispec.Descriptor{MediaType: soci.ZtocMediaType, Digest: d, Size: size}, soci.MaxZtocSize)
 }

@@ -50,6 +50,12 @@
 // bytes are is verified where they are used (remote's SOCI decoder checks
 // each span against its digest before inflating it; ErrVerify).
 //
+// A packed zTOC (pack.go) is a zTOC compressed with zstd, stored as a
+// blob beside it and named by annotations on its descriptor
+// (AnnotationPackedDigest, AnnotationPackedSize): PackZtoc writes one,
+// UnpackZtoc reads one back into at most the zTOC's size and only if it
+// is the zTOC the digest names (ErrTooLarge, ErrVerify, ErrFormat).
+//
 // # Concurrency
 //
 // A Ztoc is immutable once built or parsed and safe for concurrent reads;

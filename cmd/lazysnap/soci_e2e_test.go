@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"github.com/lazysnap/lazysnap/internal/testenv/socipeer"
 	"github.com/lazysnap/lazysnap/internal/testimage"
 	"github.com/lazysnap/lazysnap/ops"
+	"github.com/lazysnap/lazysnap/soci"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // TestSociIndexE2E: an unmodified gzip image given a SOCI v2 index by
@@ -79,6 +83,9 @@ func TestSociIndexE2E(t *testing.T) {
 				t.Errorf("lazysnap index output lacks %q:\n%s", want, out)
 			}
 		}
+		if n := packedZtocs(t, s.reg.URL(), "soci", "1-soci"); n != 2 {
+			t.Errorf("the registry holds the packed copies of %d of the 2 zTOCs", n)
+		}
 		runsLazily(t, dst, "cat /data/small; sha256sum /data/other", "hello from a lazy layer\n"+sha256Of(t, layers[1], "data/other"))
 	})
 
@@ -133,4 +140,45 @@ func TestSociIndexE2E(t *testing.T) {
 			t.Fatalf("status error of the tampered layer: %q, want the span verification failure", reason)
 		}
 	})
+}
+
+// packedZtocs counts the zTOCs of the SOCI v2 index of repo:tag (an
+// image index) whose packed copy the registry at base holds.
+func packedZtocs(t *testing.T, base, repo, tag string) int {
+	t.Helper()
+	get := func(path, accept string, v any) int {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/v2/"+repo+path, nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if v != nil && resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode
+	}
+	var top ocispec.Index
+	if code := get("/manifests/"+tag, ocispec.MediaTypeImageIndex, &top); code != http.StatusOK {
+		t.Fatalf("%s:%s: %d", repo, tag, code)
+	}
+	n := 0
+	for _, d := range top.Manifests {
+		if d.ArtifactType != soci.ArtifactTypeV2 {
+			continue
+		}
+		var m ocispec.Manifest
+		if code := get("/manifests/"+d.Digest.String(), ocispec.MediaTypeImageManifest, &m); code != http.StatusOK {
+			t.Fatalf("SOCI index %s: %d", d.Digest, code)
+		}
+		for _, l := range m.Layers {
+			if pd, _, ok := soci.Packed(l.Annotations); ok && get("/blobs/"+pd.String(), "*/*", nil) == http.StatusOK {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -21,6 +21,11 @@ type Pusher struct {
 	BaseURL            string // "<scheme>://<host>"
 	Client             *http.Client
 	Username, Password string // basic auth, optional
+	// Pack, if set, makes the SOCI pushes pack each zTOC (soci.PackZtoc)
+	// and push the bytes it returns as the packed blob its descriptor
+	// names (return packed: the packed zTOC; nil: the descriptor names
+	// the packed zTOC, but none is pushed).
+	Pack func(layer int, packed []byte) []byte
 }
 
 // Pusher returns a Pusher for this registry with its credentials.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/lazysnap/lazysnap/soci"
 	"github.com/opencontainers/go-digest"
@@ -66,6 +67,19 @@ func (p *Pusher) pushZtocs(ctx context.Context, repo string, span int64, tamper 
 			return nil, err
 		}
 		zd := soci.ZtocDescriptor(zb, soci.Descriptor{MediaType: d.MediaType, Digest: d.Digest}, span)
+		if p.Pack != nil {
+			packed, err := soci.PackZtoc(zb, zd.Annotations)
+			if err != nil {
+				return nil, err
+			}
+			if b := p.Pack(i, packed); b != nil {
+				if _, err := p.PushBlob(ctx, repo, b); err != nil {
+					return nil, err
+				}
+				zd.Annotations[soci.AnnotationPackedDigest] = digest.FromBytes(b).String()
+				zd.Annotations[soci.AnnotationPackedSize] = strconv.Itoa(len(b))
+			}
+		}
 		ztocs = append(ztocs, zd)
 		img.Ztocs = append(img.Ztocs, z)
 		img.Sizes = append(img.Sizes, ocispec.Descriptor{MediaType: zd.MediaType, Digest: zd.Digest, Size: zd.Size})
