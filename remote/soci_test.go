@@ -117,6 +117,15 @@ func TestSociMount(t *testing.T) {
 		return fs, mp
 	}
 
+	// settled returns the stats of fs's layer once no fetch is in flight
+	settled := func(fs *FS) fetch.Stats {
+		st := fs.Layers()[0].Stats
+		for deadline := time.Now().Add(30 * time.Second); (st.InFlight > 0 || st.Predicting > 0) && time.Now().Before(deadline); st = fs.Layers()[0].Stats {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return st
+	}
+
 	t.Run("one read stores its span", func(t *testing.T) {
 		fs, mp := mountQuiet(t, "soci/span")
 		if got, err := os.ReadFile(filepath.Join(mp, "usr/lib/small05")); err != nil || string(got) != files["usr/lib/small05"] {
@@ -136,13 +145,6 @@ func TestSociMount(t *testing.T) {
 
 	t.Run("an executable comes whole", func(t *testing.T) {
 		fs, mp := mountQuiet(t, "soci/exec")
-		settled := func() fetch.Stats {
-			st := fs.Layers()[0].Stats
-			for deadline := time.Now().Add(30 * time.Second); (st.InFlight > 0 || st.Predicting > 0) && time.Now().Before(deadline); st = fs.Layers()[0].Stats {
-				time.Sleep(10 * time.Millisecond)
-			}
-			return st
-		}
 		exe, err := os.Open(filepath.Join(mp, "usr/bin/big")) // 400 KiB, mode 0755: several spans
 		if err != nil {
 			t.Fatal(err)
@@ -151,7 +153,7 @@ func TestSociMount(t *testing.T) {
 		if _, err := exe.ReadAt(make([]byte, 4096), 0); err != nil {
 			t.Fatal(err)
 		}
-		before := settled().Requests
+		before := settled(fs).Requests
 		got := make([]byte, 4096)
 		if _, err := exe.ReadAt(got, 350<<10); err != nil {
 			t.Fatal(err)
@@ -159,8 +161,35 @@ func TestSociMount(t *testing.T) {
 		if string(got) != files["usr/bin/big"][350<<10:350<<10+4096] {
 			t.Fatal("wrong bytes")
 		}
-		if n := settled().Requests - before; n != 0 {
+		if n := settled(fs).Requests - before; n != 0 {
 			t.Fatalf("a read near the end made %d requests after the first read of the start; want none (exec maps a program whole)", n)
+		}
+	})
+
+	t.Run("a predicted span stores its other files", func(t *testing.T) {
+		fs, mp := mountQuiet(t, "soci/predicted-span")
+		read := func(name string, n int) {
+			t.Helper()
+			f, err := os.Open(filepath.Join(mp, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got := make([]byte, n)
+			if _, err := f.ReadAt(got, 0); err != nil || string(got) != files[name][:n] {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+		// usr/bin/big's last span holds the start of usr/share/text, whose
+		// first read (present, an executable: the rest predicted) fetches
+		// its last span, which holds etc/conf
+		read("usr/bin/big", 4096)
+		settled(fs)
+		read("usr/share/text", 4096)
+		before := settled(fs).Requests
+		read("etc/conf", len(files["etc/conf"]))
+		if n := settled(fs).Requests - before; n != 0 {
+			t.Fatalf("etc/conf, in the last span of the predicted usr/share/text, made %d requests; want none", n)
 		}
 	})
 

@@ -547,7 +547,7 @@ func (l *Layer) Ensure(ctx context.Context, ino index.Ino, from, to int) error {
 	if len(mine) > 0 {
 		l.misses.Add(1)
 		ws := append(mine, l.claimAround(ino, mine, sp)...)
-		ws = append(ws, l.wholeExecutable(ino, mine, sp)...)
+		ws = append(ws, l.withShared(l.wholeExecutable(ino, mine, sp), sp)...)
 		if !l.spawn(func() { l.fetchSpan(sp, ws) }) {
 			l.failClosed(ws)
 		}

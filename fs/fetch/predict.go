@@ -198,6 +198,23 @@ func (l *Layer) wholeExecutable(ino index.Ino, mine []want, sp *span) []want {
 	return more
 }
 
+// withShared returns ws (claimed for sp) with the chunks that share their
+// blob ranges claimed too (claimShared: the other files of a SOCI span,
+// stored now rather than fetched again when predicted or read later), in
+// blob order.
+func (l *Layer) withShared(ws []want, sp *span) []want {
+	var shared []want
+	for _, w := range ws {
+		shared = append(shared, l.claimShared([]want{w}, sp)...)
+	}
+	if len(shared) == 0 {
+		return ws
+	}
+	ws = append(ws, shared...)
+	sort.SliceStable(ws, func(i, j int) bool { return ws[i].chunk.Offset < ws[j].chunk.Offset })
+	return ws
+}
+
 // executableRest returns the chunks of ino after its first, up to
 // maxExecutable compressed bytes from it, when ino is an executable file
 // of several chunks (none otherwise, or with prediction off).
@@ -375,6 +392,7 @@ func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup, after <-chan struc
 		}
 		l.predicted.Add(int64(len(mine)))
 		l.predictedBytes.Add(size)
+		mine = l.withShared(mine, sp)
 		if multi && size <= maxMultiRange && smallBytes+size <= maxMultiRange {
 			small = append(small, mine)
 			smallBytes += size
