@@ -131,7 +131,7 @@ func (b *bench) nodePull(ctx context.Context, t *testing.T, name, extra, ref str
 	d := b.startLazysnap(t, mode{name: name, kind: "lazysnap"}, extra)
 	t.Cleanup(d.stop)
 	plugin := fmt.Sprintf("[proxy_plugins.lazysnap]\n  type = \"snapshot\"\n  address = %q\n", d.sock)
-	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: plugin, LogLevel: "warn"})
+	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: plugin, LogLevel: "warn", Dir: b.dir})
 	t.Cleanup(d.stop) // before containerd's cleanup
 	out, err := exec.CommandContext(ctx, b.bin, "pull", "--address", ctrd.Address(), "--namespace", ctrd.Namespace(),
 		"--snapshotter", "lazysnap", "--hosts-dir", b.hosts, ref).CombinedOutput()

@@ -104,7 +104,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 	case "soci-snapshotter":
 		// started once containerd is up (its content store client);
 		// containerd dials the proxy plugin on first use
-		sociDir, snapshotter = shortDir(t, "lzsoci-"), sociSnapshotter
+		sociDir, snapshotter = b.shortDir(t, "lzsoci-"), sociSnapshotter
 		t.Cleanup(func() { os.RemoveAll(sociDir) }) // if containerd fails to start
 		extra = proxy(sociSnapSocket(sociDir))
 	}
@@ -112,7 +112,7 @@ func (b *bench) coldStart(t *testing.T, w workload, m mode, run int) (runResult,
 		extra = proxy(d.sock)
 		t.Cleanup(d.stop) // if containerd fails to start
 	}
-	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: extra, LogLevel: "warn"})
+	ctrd := ctrdenv.Start(t, ctrdenv.Options{ExtraConfig: extra, LogLevel: "warn", Dir: b.dir})
 	if sociDir != "" {
 		d = b.startSociSnap(t, m, sociDir, ctrd.Address())
 	}
@@ -275,7 +275,7 @@ type daemon struct {
 // appended to its config file.
 func (b *bench) startLazysnap(t *testing.T, m mode, extra string) *daemon {
 	t.Helper()
-	dir := shortDir(t, "lzb-")
+	dir := b.shortDir(t, "lzb-")
 	// the layers are served in serve's own process, so that the peak RSS
 	// measured is all of lazysnap's and nothing outlives a run (a fuse
 	// manager costs one local HTTP call per layer mount)
@@ -367,7 +367,7 @@ func layerLine(l map[string]any) string {
 
 func (b *bench) startPeer(t *testing.T, m mode) *daemon {
 	t.Helper()
-	dir := shortDir(t, "lzp-")
+	dir := b.shortDir(t, "lzp-")
 	vars := strings.NewReplacer(
 		"{{address}}", filepath.Join(dir, "peer.sock"),
 		"{{root}}", filepath.Join(dir, "root"),
@@ -384,9 +384,11 @@ func (b *bench) startPeer(t *testing.T, m mode) *daemon {
 	return startDaemon(t, dir, filepath.Join(dir, "peer.sock"), b.cfg.peer.bin, strings.Fields(vars.Replace(b.cfg.peer.args))...)
 }
 
-func shortDir(t *testing.T, prefix string) string {
+// shortDir makes a directory for a daemon of a run in the runs'
+// filesystem (b.dir), short enough for its sockets.
+func (b *bench) shortDir(t *testing.T, prefix string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", prefix)
+	dir, err := os.MkdirTemp(b.dir, prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

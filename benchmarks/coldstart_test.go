@@ -344,12 +344,15 @@ func (b *bench) binFor(m mode) string {
 
 // bench is what every run shares: the binary, the registry and its WAN.
 type bench struct {
-	cfg    benchConfig
-	bin    string
-	reg    *registry.Registry
-	wan    *registry.WANProxy
-	hosts  string
-	images *imageSet
+	cfg benchConfig
+	// dir is where the runs' daemons make their directories (runsFS), and
+	// disk says what filesystem it is
+	dir, disk string
+	bin       string
+	reg       *registry.Registry
+	wan       *registry.WANProxy
+	hosts     string
+	images    *imageSet
 }
 
 // TestColdStart is the harness. It runs only with LAZYSNAP_BENCH=1 (and as
@@ -362,6 +365,7 @@ func TestColdStart(t *testing.T) {
 	cfg := loadConfig(t)
 	started := time.Now()
 	b := &bench{cfg: cfg, bin: buildLazysnap(t), hosts: t.TempDir()}
+	b.dir, b.disk = runsFS(t, cfg)
 	b.images = buildImages(t, cfg)
 	t.Logf("images ready in %s", time.Since(started).Round(time.Second))
 
@@ -407,6 +411,7 @@ func TestColdStart(t *testing.T) {
 	}
 	rep := newReport(cfg, b.images, results)
 	rep.Failures = failures
+	rep.Disk = b.disk
 	rep.Elapsed = time.Since(started)
 	if err := rep.write(cfg.outDir); err != nil {
 		t.Fatal(err)

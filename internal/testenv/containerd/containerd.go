@@ -2,7 +2,7 @@
 // and builds OCI image archives that `ctr images import` accepts.
 //
 // Start writes a config.toml with its own root, state and sockets in a fresh
-// directory under /tmp, starts /usr/bin/containerd on it, and stops it and
+// directory under /tmp (or Options.Dir), starts /usr/bin/containerd on it, and stops it and
 // cleans up after the test. Ctr and CtrRemote run the Debian ctr and
 // ctr-remote (stargz-snapshotter) clients against that daemon. Nothing here
 // touches the host's own containerd.
@@ -98,6 +98,10 @@ type Options struct {
 	// Its containerd and ctr are used instead of Containerd and Ctr, and the
 	// directory comes first in the daemon's PATH so that it runs its own shim.
 	BinDir string
+	// Dir is the directory in which the daemon's own directory (root,
+	// state, sockets) is made; /tmp if empty. Its path must be short: the
+	// sockets' paths are limited to 108 bytes.
+	Dir string
 }
 
 // Containerd is a running private daemon. Its methods are safe to call from
@@ -192,7 +196,7 @@ func Start(t testing.TB, opts Options) *Containerd {
 
 	// t.TempDir is too deep for a unix socket (108 bytes) when test names
 	// are long; a short directory directly under /tmp is always fine.
-	dir, err := os.MkdirTemp("/tmp", "lsctrd-")
+	dir, err := os.MkdirTemp(orDefault(opts.Dir, "/tmp"), "lsctrd-")
 	if err != nil {
 		t.Fatal(err)
 	}
