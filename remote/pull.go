@@ -264,14 +264,28 @@ func (r *FS) Pull(ctx context.Context, req snapshotter.PullRequest) (snapshotter
 		}
 		defer func() { <-r.pullSlots }()
 	}
-	r.spoolAhead(ctx, bp, src)
+	// the layers above are downloaded after this one: the end of its
+	// download (or of its spool's) starts theirs
+	var below <-chan struct{}
+	fetchEnded := func() {}
+	if sp != nil {
+		below = sp.ended
+	} else {
+		ch := make(chan struct{})
+		below, fetchEnded = ch, sync.OnceFunc(func() { close(ch) })
+		defer fetchEnded()
+	}
+	r.spoolAhead(ctx, bp, src, below)
 	e = r.pulls.start(PullInfo{Digest: src.Digest, Ref: src.Ref, NotLazy: notLazy, Size: desc.Size, Started: time.Now(), Spooled: sp != nil})
 	wb, err := bp.PullBlob(ctx, src.Ref, desc, opts.Connections, opts.PartSize)
 	if err != nil {
 		r.pulls.finish(e, err, "")
 		return snapshotter.PullResult{}, fmt.Errorf("layer %s: %w", src.Digest, err)
 	}
-	size, copyBlob := wb.size, wb.all
+	size, copyBlob := wb.size, func(ctx context.Context, w io.Writer) error {
+		defer fetchEnded()
+		return wb.all(ctx, w)
+	}
 	if sp != nil {
 		copyBlob = func(ctx context.Context, w io.Writer) error { return sp.copyTo(ctx, w, wb.from) }
 	}

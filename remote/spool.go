@@ -24,7 +24,13 @@ import (
 // either are downloaded ahead (spooled), while a slot of the pull budget
 // (PullOptions.Concurrency) is free, into files under Root/spool; their
 // own Pull then unpacks from the file while it still grows, and removes
-// it. Nothing in a spool is trusted: the Pull that takes it checks the
+// it. The downloads go one after another, in the image's order: a spool
+// starts once the download below it (the Pull's own, or the spool below)
+// has its last byte, so that the layer containerd waits for has the whole
+// link rather than sharing it with the layers above (the walk image's
+// python layer took 8.0 s beside its 32 MB neighbour's spool, against
+// 5.3 s of link time alone, and the layer above could not be unpacked
+// before it was committed). Nothing in a spool is trusted: the Pull that takes it checks the
 // bytes against the layer digest as it checks a download. A spool no Pull
 // takes within warmTTL of its end (containerd had the snapshot already,
 // the pull was given up) is removed.
@@ -52,6 +58,8 @@ type spool struct {
 	err     error
 	taken   bool
 	more    chan struct{} // closed (and replaced) when written or done change
+	// ended is closed when the download ends, whether it failed or not
+	ended chan struct{}
 }
 
 func newSpooler(root string) *spooler {
@@ -66,27 +74,40 @@ func (s *spooler) has(dg digest.Digest) bool {
 	return ok
 }
 
-// start spools blob dg of size bytes with copyBlob, calling release when
-// the download ends. It returns false (and calls release) when dg is
-// spooled already or the spooler is closed.
-func (s *spooler) start(dg digest.Digest, size int64, copyBlob func(ctx context.Context, w io.Writer) error, release func()) bool {
+// start spools blob dg of size bytes with copyBlob once after is closed
+// (at once if it is nil), calling release when the download ends. It
+// returns the spool, or nil (and calls release) when dg is spooled already
+// or the spooler is closed.
+func (s *spooler) start(dg digest.Digest, size int64, copyBlob func(ctx context.Context, w io.Writer) error, release func(), after <-chan struct{}) *spool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[dg]; ok || s.closed || dg.Validate() != nil {
 		release()
-		return false
+		return nil
 	}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		release()
-		return false
+		return nil
+	}
+	if after == nil {
+		now := make(chan struct{})
+		close(now)
+		after = now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sp := &spool{path: filepath.Join(s.dir, dg.Algorithm().String()+"-"+dg.Encoded()), size: size, cancel: cancel, more: make(chan struct{})}
+	sp := &spool{path: filepath.Join(s.dir, dg.Algorithm().String()+"-"+dg.Encoded()), size: size, cancel: cancel,
+		more: make(chan struct{}), ended: make(chan struct{})}
 	s.m[dg] = sp
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		err := sp.download(ctx, copyBlob)
+		var err error
+		select {
+		case <-after:
+			err = sp.download(ctx, copyBlob)
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 		release() // the budget is of downloads
 		sp.finish(err)
 		// not taken in time: dropped
@@ -103,7 +124,7 @@ func (s *spooler) start(dg digest.Digest, size int64, copyBlob func(ctx context.
 			s.drop(dg, sp)
 		}
 	}()
-	return true
+	return sp
 }
 
 func (sp *spool) download(ctx context.Context, copyBlob func(ctx context.Context, w io.Writer) error) error {
@@ -143,6 +164,7 @@ func (sp *spool) finish(err error) {
 	defer sp.mu.Unlock()
 	sp.done, sp.err = true, err
 	sp.signalLocked()
+	close(sp.ended)
 }
 
 // take hands the spool of dg to its Pull (nil if there is none): the Pull
@@ -266,8 +288,10 @@ func pickable(desc ocispec.Descriptor, maxEntries int, mem *index.Budget) bool {
 }
 
 // spoolAhead starts spooling the layers src lists above its own that are
-// not lazy either, while slots of the pull budget are free.
-func (r *FS) spoolAhead(ctx context.Context, bp blobPuller, src snapshotter.LayerSource) {
+// not lazy either, while slots of the pull budget are free, one after
+// another: the first once below is closed (the end of the download of
+// src's own layer), each next one once the one before it has ended.
+func (r *FS) spoolAhead(ctx context.Context, bp blobPuller, src snapshotter.LayerSource, below <-chan struct{}) {
 	opts := r.opts.Pull
 	for _, d := range src.Layers {
 		if d == src.Digest || r.spools.has(d) || r.busy(d) {
@@ -292,6 +316,8 @@ func (r *FS) spoolAhead(ctx context.Context, bp blobPuller, src snapshotter.Laye
 			release()
 			return
 		}
-		r.spools.start(d, wb.size, wb.all, release)
+		if sp := r.spools.start(d, wb.size, wb.all, release, below); sp != nil {
+			below = sp.ended
+		}
 	}
 }
