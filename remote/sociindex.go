@@ -260,12 +260,31 @@ func (s fetcherSource) findV1Index(ctx context.Context, ref string, man digest.D
 
 // v1Referrer returns the newest v1 SOCI index among the referrers of
 // subject in repo (the referrers API, else its tag schema), the zero
-// descriptor if there is none.
+// descriptor if there is none. The tag schema is asked at once beside the
+// API (and abandoned if the API answers): a registry without the API, whose
+// answer is a 404, costs no round trip more than one with it (a layer
+// that is not lazy waits for this lookup before its line-rate pull).
 func (s fetcherSource) v1Referrer(ctx context.Context, repo string, subject digest.Digest) (ocispec.Descriptor, error) {
+	type answer struct {
+		b   []byte
+		err error
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tag := make(chan answer, 1)
+	go func() {
+		// the referrers tag schema (tag sha256-<hex>)
+		b, err := s.tagSchemaIndex(tctx, repo+"@"+subject.String(), subject)
+		tag <- answer{b, err}
+	}()
 	b, err := s.f.Referrers(ctx, repo, subject, soci.ArtifactTypeV1)
 	if errors.Is(err, fetcher.ErrNotFound) {
-		// no referrers API: the referrers tag schema (tag sha256-<hex>)
-		b, err = s.tagSchemaIndex(ctx, repo+"@"+subject.String(), subject)
+		// no referrers API
+		a := <-tag
+		b, err = a.b, a.err
+	} else {
+		cancel()
+		<-tag
 	}
 	if errors.Is(err, fetcher.ErrNotFound) {
 		return ocispec.Descriptor{}, nil

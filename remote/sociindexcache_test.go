@@ -7,6 +7,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,15 +32,8 @@ type lookupCounter struct {
 // fetcher (no retries) that reaches it through the counter.
 func startCountingRegistry(t *testing.T) (*registry.Registry, *fetcher.Fetcher, *lookupCounter) {
 	t.Helper()
-	testenv.NeedFUSE(t)
-	r := registry.Start(t, registry.Options{})
-	u, err := url.Parse(r.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &lookupCounter{}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r, f := startRegistryBehind(t, func(w http.ResponseWriter, req *http.Request, next http.Handler) {
 		if strings.Contains(req.URL.Path, "/referrers/") || strings.Contains(req.URL.Path, "/manifests/sha256-") {
 			c.requests.Add(1)
 			if c.fail.Load() {
@@ -47,8 +41,24 @@ func startCountingRegistry(t *testing.T) (*registry.Registry, *fetcher.Fetcher, 
 				return
 			}
 		}
-		rp.ServeHTTP(w, req)
-	}))
+		next.ServeHTTP(w, req)
+	})
+	return r, f, c
+}
+
+// startRegistryBehind starts a registry behind a reverse proxy whose
+// requests go through front (next forwards them), and a fetcher (no
+// retries) that reaches it through the proxy.
+func startRegistryBehind(t *testing.T, front func(w http.ResponseWriter, req *http.Request, next http.Handler)) (*registry.Registry, *fetcher.Fetcher) {
+	t.Helper()
+	testenv.NeedFUSE(t)
+	r := registry.Start(t, registry.Options{})
+	u, err := url.Parse(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { front(w, req, rp) }))
 	t.Cleanup(srv.Close)
 	hosts := t.TempDir()
 	if _, err := registry.WriteHostsConfig(hosts, r.Host, registry.Endpoint{URL: srv.URL}); err != nil {
@@ -59,7 +69,41 @@ func startCountingRegistry(t *testing.T) (*registry.Registry, *fetcher.Fetcher, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return r, f, c
+	return r, f
+}
+
+// TestSociLookupTagSchemaBesideReferrers: the referrers tag schema is
+// asked beside the referrers API, not after its 404, so that a registry
+// without the API costs the lookup (which a layer that is not lazy waits
+// for before its line-rate pull) one round trip, not two. Here the
+// referrers answer waits until the tag's request has arrived: asked one
+// after the other, the lookup would end only with its context.
+func TestSociLookupTagSchemaBesideReferrers(t *testing.T) {
+	tagAsked := make(chan struct{})
+	var once sync.Once
+	r, f := startRegistryBehind(t, func(w http.ResponseWriter, req *http.Request, next http.Handler) {
+		switch {
+		case strings.Contains(req.URL.Path, "/manifests/sha256-"):
+			once.Do(func() { close(tagAsked) })
+		case strings.Contains(req.URL.Path, "/referrers/"):
+			select {
+			case <-tagAsked:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		next.ServeHTTP(w, req)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	img, err := r.PushImage(ctx, "lookup/beside", "v1", gzipped(testtar.Synthetic(64<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk := NewRegistrySource(f).(fetcherSource).sociIndex(ctx, img.Ref, img.Manifest, nil, nil)
+	if lk.idx != nil || lk.why != "the image has no SOCI index" {
+		t.Fatalf("lookup: index %v, why %q, want no index", lk.idx != nil, lk.why)
+	}
 }
 
 // TestSociLookupOncePerPull: the SOCI index lookup of an image with none
