@@ -519,7 +519,7 @@ func (r *report) svg() string {
 		fontAttr             = `font-family="sans-serif" font-size="12"`
 		axisColor, gridColor = "#333", "#ddd"
 	)
-	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "zstd": "#edc948", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759", "learned": "#b07aa1", "soci": "#76b7b2", "soci-peer": "#ff9da7", "soci-nobg": "#9ad3cf", "linerate": "#bab0ac", "soci-snap": "#9c755f", "soci-snap-parallel": "#d4a6c8", "soci-learned": "#499894",
+	colors := map[string]string{"overlayfs": "#8c8c8c", "lazy": "#4e79a7", "zstd": "#edc948", "peer-lazy": "#f28e2b", "prioritized": "#59a14f", "peer": "#e15759", "learned": "#b07aa1", "soci": "#76b7b2", "soci-peer": "#ff9da7", "soci-nobg": "#9ad3cf", "soci-peer-nobg": "#fabfd2", "linerate": "#bab0ac", "soci-snap": "#9c755f", "soci-snap-parallel": "#d4a6c8", "soci-learned": "#499894",
 		"lazy-nobg": "#a0cbe8", "prioritized-nobg": "#8cd17d"}
 	var modes []mode
 	for _, m := range r.cfg.modes {

@@ -327,6 +327,7 @@ func allModes() []mode {
 		{name: "lazy-nobg", title: "lazysnap, background fetch off (bytes a start needs), unprofiled eStargz", kind: "lazysnap", noBackground: true, of: "lazy"},
 		{name: "prioritized-nobg", title: "lazysnap, background fetch off (bytes a start needs), recorded files first", kind: "lazysnap", prioritized: true, noBackground: true, of: "prioritized"},
 		{name: "soci-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index (lazysnap index)", kind: "lazysnap", soci: "lazysnap", noBackground: true, of: "soci"},
+		{name: "soci-peer-nobg", title: "lazysnap, background fetch off (bytes a start needs), gzip with a SOCI index built by soci v0.16.1", kind: "lazysnap", soci: "soci", noBackground: true, of: "soci-peer"},
 		{name: "lazy-base", title: "lazysnap built from another commit (LAZYSNAP_BENCH_BASE_BIN), unprofiled eStargz", kind: "lazysnap", base: true, of: "lazy"},
 		{name: "soci-peer-base", title: "lazysnap built from another commit (LAZYSNAP_BENCH_BASE_BIN), gzip with a SOCI index built by soci", kind: "lazysnap", soci: "soci", base: true, of: "soci-peer"},
 		{name: "lazy-nopreempt", title: "lazysnap, background requests not stopped for readers (no_preempt), unprofiled eStargz", kind: "lazysnap", fetch: "no_preempt = true", of: "lazy"},
