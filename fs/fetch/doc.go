@@ -78,17 +78,19 @@
 // Entry checks: a Decoder may be an EntryVerifier (SOCI's, whose index
 // carries file metadata its chunk digests do not cover). VerifyEntry
 // checks an inode once, reading through the layer (its requests, and a
-// cache of the last ranges, which the file's first read then uses); a
-// verified inode is remembered (EntryVerified), and so is one the layer
-// contradicts (EntryRefused). Every blob read of the layer (a reader's, a
-// prediction's multi-range, a check's) is known while in flight, and a
-// read of a range one of them covers waits for its bytes instead of
-// fetching them again: a check of a header in a span a prediction is
-// fetching costs no request. A request waiting for a check holds
-// background fetch back as a reader does. When to check is the server's. A check
-// runs in a goroutine of the layer's, on its lifetime: the request that
-// started it may be interrupted (EINTR) and the check goes on, for the
-// restarted request to wait for.
+// cache of the ranges checks read, held until a fetch of the chunks over
+// them uses them or later ones push them out: the file's first read, or
+// the read of a span whose start a symlink's check read, then fetches
+// only what is not held); a verified inode is remembered
+// (EntryVerified), and so is one the layer contradicts (EntryRefused).
+// Every blob read of the layer (a reader's, a prediction's multi-range, a
+// check's) is known while in flight, and a read of a range one of them
+// covers waits for its bytes instead of fetching them again: a check of a
+// header in a span a prediction is fetching costs no request. A request
+// waiting for a check holds background fetch back as a reader does. When
+// to check is the server's. A check runs in a goroutine of the layer's,
+// on its lifetime: the request that started it may be interrupted (EINTR)
+// and the check goes on, for the restarted request to wait for.
 //
 // Observability: Options.OnReadLatency reports every read that waited
 // for a fetch; Layer.Stats holds the counters (the server adds its reads

@@ -80,20 +80,29 @@ func (rangeVerifier) VerifyEntry(ctx context.Context, ino index.Ino, blob BlobRe
 	return err
 }
 
-// TestInterruptedEntryCheckGoesOn: a request interrupted while its inode's
-// entry check fetches gets EINTR, and the check goes on: the restarted
-// request waits for that one fetch instead of starting another (a Go
-// caller's preemption signals restarted a check that was cancelled with
-// each interrupt, for minutes).
-func TestInterruptedEntryCheckGoesOn(t *testing.T) {
+// gatedCheckLayer is a layer whose entry checks read the blob's first
+// 4 KiB through a gateBlob (closed with the test), and the inode of its
+// file big.
+func gatedCheckLayer(t *testing.T) (*Layer, *gateBlob, index.Ino) {
+	t.Helper()
 	x, data := syntheticLayer(t)
 	blob := &gateBlob{data: data, gate: make(chan struct{}), requests: make(chan struct{}, 10)}
 	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, Decoder: rangeVerifier{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	ino, _ := x.LookupPath("big")
+	return l, blob, ino
+}
+
+// TestInterruptedEntryCheckGoesOn: a request interrupted while its inode's
+// entry check fetches gets EINTR, and the check goes on: the restarted
+// request waits for that one fetch instead of starting another (a Go
+// caller's preemption signals restarted a check that was cancelled with
+// each interrupt, for minutes).
+func TestInterruptedEntryCheckGoesOn(t *testing.T) {
+	l, blob, ino := gatedCheckLayer(t)
 
 	for i := range 3 { // interrupted three times, as a restarting syscall is
 		ctx, cancel := context.WithCancel(context.Background())

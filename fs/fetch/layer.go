@@ -74,7 +74,8 @@ type Options struct {
 	// background bytes are in flight.
 	BackgroundInflight int64
 	// BackgroundQuiet: background requests are issued only once no reader
-	// has waited for a fetch for this long (300 ms; negative: no wait),
+	// (or request waiting for an entry check) has waited for a fetch for
+	// this long (300 ms; negative: no wait),
 	// measured from the end of the last on-demand wait, or from Start. A
 	// starting container reads in bursts a few round trips apart; the
 	// background fills the gaps after them, not the bursts.
@@ -173,7 +174,7 @@ type Stats struct {
 	PredictedBytes        int64 // their compressed bytes
 	Steals                int64 // chunks a reader fetched itself, ahead of the background span that held them
 	Preempted             int64 // background chunks released, not yet received, when a reader waited (NoPreempt)
-	Waiting               int   // readers waiting for chunks now
+	Waiting               int   // readers waiting for chunks now, and requests waiting for entry checks
 	InFlight              int   // chunks being fetched now
 	Predicting            int   // predicted fetches in flight, or queued (one for the queue)
 }
@@ -219,7 +220,7 @@ type Layer struct {
 	ctx      context.Context // the layer's lifetime: background work and fetches
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	onDemand atomic.Int32 // readers waiting for chunks
+	onDemand atomic.Int32 // readers waiting for chunks, and requests waiting for entry checks
 	profiled atomic.Int32 // PrefetchChunks in progress: the background waits for them too
 	sem      chan struct{}
 
@@ -652,6 +653,9 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 		return
 	}
 	raw, err := l.readShared(ctx, lo, hi-lo, !sp.background)
+	if err == nil {
+		l.recent.consume(lo, hi-lo) // what entry checks left there: these chunks are stored next
+	}
 	sp.pos.Store(hi)
 	if sp.background {
 		l.bgRelease(hi - lo)
@@ -728,6 +732,7 @@ func (l *Layer) streamSpan(ctx context.Context, rs RangeStreamer, sp *span, ws [
 		l.bgRelease(hi - lo - got)
 	}
 	l.fetched.Add(got)
+	l.recent.consume(lo, got)
 	if err == nil && next < len(ws) {
 		err = fmt.Errorf("stream ended after %d of %d bytes", got, hi-lo)
 	}
@@ -751,7 +756,11 @@ func (l *Layer) readShared(ctx context.Context, off, n int64, shared bool) ([]by
 	if b := l.recent.get(off, n); b != nil {
 		return b, nil
 	}
-	if head := l.recent.head(off, n); len(head) > 0 {
+	head := l.recent.head(off, n)
+	if int64(len(head)) == n {
+		return head, nil // entry checks read it in parts
+	}
+	if len(head) > 0 {
 		// an entry check read the start: the rest
 		rest, err := l.readShared(ctx, off+int64(len(head)), n-int64(len(head)), shared)
 		if err != nil {

@@ -1,0 +1,194 @@
+package fetch
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lazysnap/lazysnap/estargz"
+	"github.com/lazysnap/lazysnap/index"
+)
+
+// scriptVerifier is an EntryVerifier over the eStargz decoder whose check
+// of an inode reads what SOCI's would: a prefix of a chunk's range (the
+// start of the span up to a symlink's header), or a whole chunk's range
+// (the span of a file whose read follows).
+type scriptVerifier struct {
+	estargz.Decoder
+	reads map[index.Ino][2]int64 // off, n
+}
+
+func (v scriptVerifier) VerifyEntry(ctx context.Context, ino index.Ino, blob BlobReader) error {
+	r, ok := v.reads[ino]
+	if !ok {
+		return nil
+	}
+	_, err := blob.ReadRange(ctx, r[0], r[1])
+	return err
+}
+
+// again returns how many of the bytes rs read were read before.
+func again(rs [][2]int64) int64 {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(x, y [2]int64) int { return cmp.Compare(x[0], y[0]) })
+	var n, end int64
+	for _, r := range rs {
+		n += max(0, min(end, r[0]+r[1])-r[0])
+		end = max(end, r[0]+r[1])
+	}
+	return n
+}
+
+// TestPrefixCheckOutlivesOtherChecks: the start of a chunk's range that a
+// symlink's check read is still held when the chunk is read after the
+// checks of more files than the four ranges once kept (on soci's 4 MiB
+// spans, python3's hello fetched the span of /usr/lib64's symlink whole
+// again, 0.9 MB, after nine other checks), whether those files are read
+// (their ranges used up by the reads) or not (kept, within recentMax);
+// and what a read used is not held after it.
+func TestPrefixCheckOutlivesOtherChecks(t *testing.T) {
+	x, data := syntheticLayer(t)
+	big, _ := x.LookupPath("big")
+	bc := x.Chunk(big, 0)
+	var others []index.Ino
+	for i := range 8 {
+		ino, ok := x.LookupPath(fmt.Sprintf("many/file-%03d", i))
+		if !ok || x.NumChunks(ino) != 1 {
+			t.Fatalf("many/file-%03d: want a file of one chunk", i)
+		}
+		others = append(others, ino)
+	}
+	for _, tc := range []struct {
+		name string
+		read bool // the other files are read after their checks
+		held int64
+	}{
+		{"other files checked and read", true, 100},
+		{"other files checked, not read", false, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := scriptVerifier{reads: map[index.Ino][2]int64{big: {bc.Offset, 100}}}
+			var want int64 = bc.CompressedSize()
+			for _, ino := range others {
+				c := x.Chunk(ino, 0)
+				v.reads[ino] = [2]int64{c.Offset, c.CompressedSize()}
+				want += c.CompressedSize()
+			}
+			v.Decoder = estargz.Decoder{}
+			blob := &rangesBlob{data: data}
+			l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, ReadAround: -1, NoPredict: true, Decoder: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if _, err := l.VerifyEntry(t.Context(), big); err != nil {
+				t.Fatal(err)
+			}
+			for _, ino := range others {
+				if _, err := l.VerifyEntry(t.Context(), ino); err != nil {
+					t.Fatal(err)
+				}
+				if tc.read {
+					if err := l.Ensure(t.Context(), ino, 0, 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if tc.held >= 0 && l.recent.n != tc.held {
+				t.Errorf("%d bytes held after the other files' reads, want %d (big's prefix)", l.recent.n, tc.held)
+			}
+			if err := l.Ensure(t.Context(), big, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+			if n := again(blob.ranges); n > 0 {
+				t.Errorf("%d bytes fetched twice (ranges %v)", n, blob.ranges)
+			}
+			if got := l.Stats().FetchedBytes; got != want {
+				t.Errorf("%d bytes fetched, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestRecentRaw: what recentRaw holds after each step: a range held
+// within another is not held twice, the oldest go beyond recentMax, and a
+// fetch's range uses up the ranges within it, not one that shares its
+// first byte.
+func TestRecentRaw(t *testing.T) {
+	type step struct {
+		op     string // put, consume, drop
+		off, n int64
+	}
+	b := make([]byte, recentMax)
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		held  [][2]int64 // off, n, oldest first
+	}{
+		{"a range within one held", []step{{"put", 100, 50}, {"put", 110, 10}}, [][2]int64{{100, 50}}},
+		{"a range holding one held", []step{{"put", 110, 10}, {"put", 100, 50}}, [][2]int64{{100, 50}}},
+		{"the oldest beyond recentMax", []step{{"put", 0, recentMax / 2}, {"put", recentMax, recentMax / 2}, {"put", 2 * recentMax, 10}}, [][2]int64{{recentMax, recentMax / 2}, {2 * recentMax, 10}}},
+		{"one larger than recentMax", []step{{"put", 0, 10}, {"put", 100, recentMax}}, [][2]int64{{100, recentMax}}},
+		{"consumed within", []step{{"put", 100, 50}, {"put", 149, 20}, {"consume", 149, 100}}, [][2]int64{{100, 50}}},
+		{"dropped overlapping", []step{{"put", 100, 50}, {"put", 149, 20}, {"drop", 149, 100}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c recentRaw
+			for _, s := range tc.steps {
+				switch s.op {
+				case "put":
+					c.put(s.off, b[:s.n])
+				case "consume":
+					c.consume(s.off, s.n)
+				case "drop":
+					c.drop(s.off, s.n)
+				}
+			}
+			var got [][2]int64
+			var n int64
+			for _, r := range c.r {
+				got = append(got, [2]int64{r.off, int64(len(r.b))})
+				n += int64(len(r.b))
+			}
+			if !slices.Equal(got, tc.held) || c.n != n {
+				t.Errorf("held %v (%d bytes counted), want %v", got, c.n, tc.held)
+			}
+		})
+	}
+}
+
+// TestEntryCheckHoldsBackground: a request waiting for an entry check
+// counts as a reader waiting (Stats.Waiting), which the background yields
+// to, and its end starts the quiet period again: on soci's 4 MiB spans,
+// the background, quiet since the last read, fetched the span an open's
+// check was fetching, 3.1 MB again at the start of python3's hello.
+func TestEntryCheckHoldsBackground(t *testing.T) {
+	l, blob, ino := gatedCheckLayer(t)
+	before := l.lastOnDemand.Load()
+	done := make(chan error)
+	go func() { _, err := l.VerifyEntry(context.Background(), ino); done <- err }()
+	<-blob.requests // the check's fetch is in flight
+	for deadline := time.Now().Add(10 * time.Second); l.Stats().Waiting != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Waiting %d while a request waits for an entry check, want 1", l.Stats().Waiting)
+		}
+	}
+	close(blob.gate)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the check never finished")
+	}
+	if w := l.Stats().Waiting; w != 0 {
+		t.Errorf("Waiting %d after the check, want 0", w)
+	}
+	if l.lastOnDemand.Load() == before {
+		t.Error("the check's end did not start the quiet period again")
+	}
+}
