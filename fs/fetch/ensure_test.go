@@ -284,3 +284,46 @@ func TestCheckServedFromStream(t *testing.T) {
 		t.Fatal("not verified and present")
 	}
 }
+
+// badStreamBlob streams its blob with one byte of [bad, bad+1) flipped the
+// first time (a registry that got it wrong once); its range reads are
+// right.
+type badStreamBlob struct {
+	rangesBlob
+	bad     int64
+	flipped bool
+}
+
+func (b *badStreamBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte)) error {
+	buf, _ := b.ReadRange(ctx, off, n)
+	if !b.flipped && off <= b.bad && b.bad < off+n {
+		b.flipped = true
+		buf[b.bad-off] ^= 0xff
+	}
+	fn(buf)
+	return nil
+}
+
+// TestStreamedBadChunkFetchedAgain: a streamed chunk that fails
+// verification is fetched again from the blob, not taken from the stream
+// it came in, which is known as in flight until it ends and holds the
+// same wrong bytes (the reader got EIO; before streams handed over their
+// bytes as they came, the refetch waited for its own stream until the
+// fetch timed out).
+func TestStreamedBadChunkFetchedAgain(t *testing.T) {
+	x, data := syntheticLayer(t)
+	ino, _ := x.LookupPath("many/file-001")
+	c := x.Chunk(ino, 0)
+	blob := &badStreamBlob{rangesBlob: rangesBlob{data: data}, bad: c.Offset + c.CompressedSize()/2}
+	l, err := NewLayer(x, blob, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, NoPredict: true, FetchTimeout: 10 * time.Second, Decoder: estargz.Decoder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Ensure(t.Context(), ino, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !blob.flipped || len(blob.ranges) != 2 || blob.ranges[1] != [2]int64{c.Offset, c.CompressedSize()} {
+		t.Fatalf("ranges read %v: want a stream with read-around and the chunk again", blob.ranges)
+	}
+}

@@ -777,6 +777,15 @@ func (l *Layer) readShared(ctx context.Context, off, n int64, shared bool) ([]by
 			return b, nil
 		}
 	}
+	return l.fetchRange(ctx, off, n, shared)
+}
+
+// fetchRange reads [off, off+n) from the blob with a request, known as in
+// flight meanwhile when shared: what readShared does when nothing holds
+// the range, and what a chunk that failed verification is fetched again
+// with (from inside the stream it came in, whose flight covers it and
+// holds the same bytes: they are no second try).
+func (l *Layer) fetchRange(ctx context.Context, off, n int64, shared bool) ([]byte, error) {
 	l.requests.Add(1)
 	var f *rawFlight
 	if shared {

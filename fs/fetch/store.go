@@ -28,7 +28,7 @@ func (l *Layer) store(ctx context.Context, id int, c *layer.Chunk, raw []byte, r
 		if !refetch {
 			return l.fail(fmt.Errorf("fetch: layer %s: chunk at %d+%d: %w", l.opts.Name, c.Offset, c.CompressedSize(), err))
 		}
-		raw, err = l.read(ctx, c.Offset, c.CompressedSize())
+		raw, err = l.fetchRange(ctx, c.Offset, c.CompressedSize(), true)
 		if err != nil {
 			return err
 		}
