@@ -186,10 +186,12 @@ type recentRaw struct {
 }
 
 // recentMax is how many compressed bytes a layer's recentRaw holds at
-// most: a few spans' prefixes at soci's 4 MiB spans (about 1.7 MB
-// compressed each); whole spans a check read are used up by the read that
-// follows it.
-const recentMax = 16 << 20
+// most: a few spans at soci's 4 MiB spans (about 1.7 MB compressed each);
+// whole spans a check read are used up by the read that follows it, but
+// a prediction's ranges, kept for the checks of the files in them, are
+// not. (16 MiB fetched the same bytes for python3's imports and added
+// 8-15 MiB to the snapshotter's peak RSS; 8 MiB, 0-10 MiB in one run.)
+const recentMax = 8 << 20
 
 type rawRange struct {
 	off int64
