@@ -155,8 +155,10 @@ func newInodeBits(dec Decoder, inodes int) []atomic.Uint64 {
 type layerBlob struct{ l *Layer }
 
 func (b layerBlob) ReadRange(ctx context.Context, off, n int64) ([]byte, error) {
-	raw, err := b.l.read(ctx, off, n)
-	if err == nil {
+	raw, fetched, err := b.l.readFrom(ctx, off, n, true)
+	if err == nil && fetched {
+		// kept for the read that follows; bytes a read in flight had
+		// come with chunks that read stores
 		b.l.recent.put(off, raw)
 	}
 	return raw, err
@@ -194,8 +196,9 @@ type recentRaw struct {
 const recentMax = 8 << 20
 
 type rawRange struct {
-	off int64
-	b   []byte
+	off   int64
+	b     []byte
+	spare bool // putSpare's
 }
 
 func (r rawRange) end() int64 { return r.off + int64(len(r.b)) }
@@ -233,11 +236,22 @@ func (c *recentRaw) head(off, n int64) []byte {
 
 // put keeps b as the range at off, in place of the kept ranges it holds
 // (nothing if a kept range holds it), and drops the oldest beyond
-// recentMax bytes.
-func (c *recentRaw) put(off int64, b []byte) {
+// recentMax bytes: the oldest spare one first.
+func (c *recentRaw) put(off int64, b []byte) { c.keep(rawRange{off: off, b: b}) }
+
+// putSpare is put for bytes whose chunks are stored already (a predicted
+// multi-range's, kept for the checks of its files' headers that may
+// follow): dropped before any that a read may still need (a symlink's
+// check's prefix of a span, the span a check read for the open whose read
+// follows). (Dropped in put order, the prediction ranges of the loader's
+// libraries pushed out libz.so.1's prefix, and python3's imports fetched
+// that span whole again for libcrypto: 1.6 MB on soci's index.)
+func (c *recentRaw) putSpare(off int64, b []byte) { c.keep(rawRange{off: off, b: b, spare: true}) }
+
+func (c *recentRaw) keep(nr rawRange) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	nr := rawRange{off: off, b: b}
+	off, b := nr.off, nr.b
 	if len(b) == 0 || slices.ContainsFunc(c.r, func(r rawRange) bool { return r.off <= off && nr.end() <= r.end() }) {
 		return
 	}
@@ -245,8 +259,9 @@ func (c *recentRaw) put(off int64, b []byte) {
 	c.r = append(c.r, nr)
 	c.n += int64(len(b))
 	for c.n > recentMax && len(c.r) > 1 {
-		c.n -= int64(len(c.r[0].b))
-		c.r = slices.Delete(c.r, 0, 1)
+		i := max(0, slices.IndexFunc(c.r, func(r rawRange) bool { return r.spare }))
+		c.n -= int64(len(c.r[i].b))
+		c.r = slices.Delete(c.r, i, i+1)
 	}
 }
 

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -119,7 +120,7 @@ func TestPrefixCheckOutlivesOtherChecks(t *testing.T) {
 // first byte.
 func TestRecentRaw(t *testing.T) {
 	type step struct {
-		op     string // put, consume, drop
+		op     string // put, spare (putSpare), consume, drop
 		off, n int64
 	}
 	b := make([]byte, recentMax)
@@ -134,6 +135,8 @@ func TestRecentRaw(t *testing.T) {
 		{"one larger than recentMax", []step{{"put", 0, 10}, {"put", 100, recentMax}}, [][2]int64{{100, recentMax}}},
 		{"consumed within", []step{{"put", 100, 50}, {"put", 149, 20}, {"consume", 149, 100}}, [][2]int64{{100, 50}}},
 		{"dropped overlapping", []step{{"put", 100, 50}, {"put", 149, 20}, {"drop", 149, 100}}, nil},
+		{"a spare one first", []step{{"put", 0, 10}, {"spare", 100, recentMax / 2}, {"put", recentMax, recentMax / 2}}, [][2]int64{{0, 10}, {recentMax, recentMax / 2}}},
+		{"a spare one that does not fit", []step{{"put", 0, recentMax / 2}, {"put", recentMax, recentMax / 2}, {"spare", 2 * recentMax, 10}}, [][2]int64{{0, recentMax / 2}, {recentMax, recentMax / 2}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c recentRaw
@@ -141,6 +144,8 @@ func TestRecentRaw(t *testing.T) {
 				switch s.op {
 				case "put":
 					c.put(s.off, b[:s.n])
+				case "spare":
+					c.putSpare(s.off, b[:s.n])
 				case "consume":
 					c.consume(s.off, s.n)
 				case "drop":
@@ -190,5 +195,95 @@ func TestEntryCheckHoldsBackground(t *testing.T) {
 	}
 	if l.lastOnDemand.Load() == before {
 		t.Error("the check's end did not start the quiet period again")
+	}
+}
+
+// gateAllBlob is a gateBlob whose streams and multi-range requests, each
+// counted as a request, also wait for the gate.
+type gateAllBlob struct{ *gateBlob }
+
+func (b gateAllBlob) StreamRange(ctx context.Context, off, n int64, fn func([]byte)) error {
+	raw, err := b.ReadRange(ctx, off, n)
+	if err == nil {
+		fn(raw)
+	}
+	return err
+}
+
+func (b gateAllBlob) ReadMultiRange(ctx context.Context, ranges []Range) ([][]byte, error) {
+	b.requests <- struct{}{}
+	select {
+	case <-b.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	out := make([][]byte, len(ranges))
+	for i, r := range ranges {
+		out[i] = bytes.Clone(b.data[r.Off : r.Off+r.Len])
+	}
+	return out, nil
+}
+
+// TestFetchWaitsForCheckInFlight: a fetch of chunks whose range an entry
+// check is reading waits for the check's bytes instead of asking for
+// them again, whether it would have streamed them (a reader's, with
+// read-around) or asked for them in a prediction's multi-range request
+// (on lazysnap's 1 MiB spans, the check of a library's header fetched its
+// span and the loader's prediction of the library asked for it again a
+// few ms later: 1.5 MB in python3's imports).
+func TestFetchWaitsForCheckInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fetch func(l *Layer, x *index.Index, ino index.Ino) error
+	}{
+		{"a stream", func(l *Layer, _ *index.Index, ino index.Ino) error { return l.Ensure(context.Background(), ino, 0, 0) }},
+		{"a multi-range request", func(l *Layer, x *index.Index, ino index.Ino) error {
+			other, _ := x.LookupPath("many/file-003")
+			sp := &span{predict: true}
+			var runs [][]want
+			for _, id := range []int{x.ChunkID(ino, 0), x.ChunkID(other, 0)} {
+				mine, _ := l.claim([]int{id}, sp)
+				runs = append(runs, mine)
+			}
+			l.fetchMulti(runs)
+			for _, ws := range runs {
+				if !l.isPresent(ws[0].id) {
+					return fmt.Errorf("chunk %d not present", ws[0].id)
+				}
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x, data := syntheticLayer(t)
+			ino, _ := x.LookupPath("many/file-001")
+			gate := &gateBlob{data: data, gate: make(chan struct{}), requests: make(chan struct{}, 10)}
+			v := scriptVerifier{reads: map[index.Ino][2]int64{ino: {0, int64(len(data))}}}
+			l, err := NewLayer(x, gateAllBlob{gate}, Options{ContentDir: t.TempDir(), NoPrefetch: true, NoBackground: true, NoPredict: true, Decoder: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			check := make(chan error, 1)
+			go func() { _, err := l.VerifyEntry(context.Background(), ino); check <- err }()
+			<-gate.requests // the check's read is in flight
+			fetched := make(chan error, 1)
+			go func() { fetched <- tc.fetch(l, x, ino) }()
+			for deadline := time.Now().Add(10 * time.Second); l.flights.waiting() == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					close(gate.gate)
+					t.Fatalf("the fetch never waited for the check's read (%d more requests)", len(gate.requests))
+				}
+			}
+			close(gate.gate)
+			for _, c := range []chan error{check, fetched} {
+				if err := <-c; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(gate.requests); n != 0 {
+				t.Fatalf("%d more requests, want none", n)
+			}
+		})
 	}
 }

@@ -641,7 +641,7 @@ func (l *Layer) fetchSpan(sp *span, ws []want) {
 	}
 	sp.pos.Store(lo)
 	rs, streamed := l.blob.(RangeStreamer)
-	streamed = streamed && len(ws) > 1 && l.recent.head(lo, 1) == nil
+	streamed = streamed && len(ws) > 1 && l.recent.head(lo, 1) == nil && l.flights.covering(lo, hi-lo) == nil
 	if sp.background {
 		var stop context.CancelCauseFunc
 		ctx, stop = context.WithCancelCause(ctx)

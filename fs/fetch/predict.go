@@ -415,6 +415,28 @@ func (l *Layer) issuePredicted(ids []int, wg *sync.WaitGroup, after <-chan struc
 func (l *Layer) fetchMulti(runs [][]want) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.FetchTimeout)
 	defer cancel()
+	// a run that a read in flight covers, or that entry checks kept, is
+	// taken from there once the request is done (on lazysnap's 1 MiB
+	// spans, the check of a library's header fetched its span and the
+	// prediction of that library asked for it again)
+	var ask, held [][]want
+	for _, ws := range runs {
+		lo, hi := ws[0].chunk.Offset, ws[len(ws)-1].chunk.End
+		if l.flights.covering(lo, hi-lo) == nil && l.recent.get(lo, hi-lo) == nil {
+			ask = append(ask, ws)
+		} else {
+			held = append(held, ws)
+		}
+	}
+	runs = ask
+	defer func() {
+		for _, ws := range held {
+			l.fetchSpan(ws[0].c.span, ws)
+		}
+	}()
+	if len(runs) == 0 {
+		return
+	}
 	ranges := make([]Range, len(runs))
 	var total int64
 	for i, ws := range runs {
@@ -442,7 +464,7 @@ func (l *Layer) fetchMulti(runs [][]want) {
 			continue
 		}
 		l.flights.finish(f, out[i], nil)
-		l.recent.put(ranges[i].Off, out[i]) // for the entry checks of the files in it, which follow
+		l.recent.putSpare(ranges[i].Off, out[i]) // for the entry checks of the files in it, which follow
 	}
 	if err != nil {
 		err = l.fail(&BlobError{fmt.Errorf("fetch: layer %s: reading %d blob ranges: %w", l.opts.Name, len(ranges), err)})

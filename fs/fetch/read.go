@@ -18,31 +18,40 @@ func (l *Layer) read(ctx context.Context, off, n int64) ([]byte, error) {
 // reads it covers wait for when shared (not a background span's: a reader
 // whose chunk a background span holds fetches it itself, steal).
 func (l *Layer) readShared(ctx context.Context, off, n int64, shared bool) ([]byte, error) {
+	b, _, err := l.readFrom(ctx, off, n, shared)
+	return b, err
+}
+
+// readFrom is readShared, and reports whether it fetched any of the bytes
+// with a request of its own (not only from what checks kept or from a
+// read in flight, whose chunks that read stores).
+func (l *Layer) readFrom(ctx context.Context, off, n int64, shared bool) (b []byte, fetched bool, err error) {
 	if b := l.recent.get(off, n); b != nil {
-		return b, nil
+		return b, false, nil
 	}
 	head := l.recent.head(off, n)
 	if int64(len(head)) == n {
-		return head, nil // entry checks read it in parts
+		return head, false, nil // entry checks read it in parts
 	}
 	if len(head) > 0 {
 		// an entry check read the start: the rest
-		rest, err := l.readShared(ctx, off+int64(len(head)), n-int64(len(head)), shared)
+		rest, fetched, err := l.readFrom(ctx, off+int64(len(head)), n-int64(len(head)), shared)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return append(head, rest...), nil
+		return append(head, rest...), fetched, nil
 	}
 	if f := l.flights.covering(off, n); f != nil {
 		b, ok, err := f.wait(ctx, off, n)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if ok {
-			return b, nil
+			return b, false, nil
 		}
 	}
-	return l.fetchRange(ctx, off, n, shared)
+	b, err = l.fetchRange(ctx, off, n, shared)
+	return b, err == nil, err
 }
 
 // fetchRange reads [off, off+n) from the blob with a request, known as in
