@@ -26,7 +26,10 @@ type Faults struct {
 	// slow registry (the request's context still cancels the wait).
 	Delay time.Duration
 	// ResetEvery resets the client connection (TCP RST) of every Nth blob
-	// request, counted from SetFaults: 1 resets all, 0 none.
+	// request, counted from SetFaults: 1 resets all, 0 none. A response
+	// that ends before ResetAfter bytes passes its reset on to the next
+	// blob request, so that resets happen whatever sizes the requests
+	// have (a client that makes fewer or smaller requests still meets them).
 	ResetEvery int
 	// ResetAfter is how many response body bytes are sent (and flushed)
 	// before such a reset; 0 resets before the response header, as a
@@ -84,8 +87,12 @@ var errInjectedStall = errors.New("registry: wan proxy: injected stall ended")
 // faultState is a WANProxy's fault configuration, issued locations and
 // counters.
 type faultState struct {
-	cur      atomic.Pointer[Faults]
-	seq      atomic.Int64 // blob requests since SetFaults, for ResetEvery
+	cur atomic.Pointer[Faults]
+	seq atomic.Int64 // blob requests since SetFaults, for ResetEvery
+	// owed counts ResetEvery resets whose response ended before
+	// ResetAfter bytes: each is made on the next blob request instead, so
+	// that resets happen however the requests' sizes fall
+	owed     atomic.Int64
 	stallSeq atomic.Int64 // blob GETs since SetFaults, for StallEvery
 
 	delayed, resets, redirects, expired, stalls atomic.Int64
@@ -109,6 +116,7 @@ func (s *faultState) init(f Faults) {
 func (s *faultState) set(f Faults) {
 	s.cur.Store(&f)
 	s.seq.Store(0)
+	s.owed.Store(0)
 	s.stallSeq.Store(0)
 }
 
@@ -143,7 +151,7 @@ func (p *WANProxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Re
 	if storage && !p.redeem(w, r) {
 		return
 	}
-	if f.ResetEvery > 0 && fs.seq.Add(1)%int64(f.ResetEvery) == 0 {
+	if f.ResetEvery > 0 && (fs.seq.Add(1)%int64(f.ResetEvery) == 0 || fs.takeOwed()) {
 		conn, _ := r.Context().Value(connKey{}).(net.Conn)
 		if f.ResetAfter <= 0 {
 			fs.resets.Add(1)
@@ -151,6 +159,11 @@ func (p *WANProxy) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Re
 			return
 		}
 		ww.resetAfter, ww.conn = f.ResetAfter, conn
+		defer func() {
+			if !ww.wasReset {
+				fs.owed.Add(1) // too short to reset: the next one is
+			}
+		}()
 	}
 	if r.Method == http.MethodGet && (f.ResetAtOffset > 0 || len(f.CorruptOffsets) > 0) {
 		start := rangeStart(r.Header.Get("Range"))
@@ -287,11 +300,25 @@ func (p *WANProxy) redeem(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // reset flushes what was written and resets the connection.
+// takeOwed takes one owed reset, if any.
+func (s *faultState) takeOwed() bool {
+	for {
+		n := s.owed.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.owed.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
 func (w *wanWriter) reset() {
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 	// Let the client take in the header and the bytes sent so far, so the
 	// reset lands mid-body rather than before the response.
 	time.Sleep(20 * time.Millisecond)
+	w.wasReset = true
 	w.p.faults.resets.Add(1)
 	resetConn(w.conn)
 }

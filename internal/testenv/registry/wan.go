@@ -388,6 +388,7 @@ type wanWriter struct {
 	// resetAfter, when >= 0, resets the connection once that many body
 	// bytes are sent; sent counts them.
 	resetAfter, sent int64
+	wasReset         bool // reset() ran
 	conn             net.Conn
 	due              time.Time // when the bytes of the last throttle were due
 	// pos is the blob offset of the next body byte, and corrupt the blob
