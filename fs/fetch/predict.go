@@ -219,8 +219,17 @@ func (l *Layer) withShared(ws []want, sp *span) []want {
 // maxExecutable compressed bytes from it, when ino is an executable file
 // of several chunks (none otherwise, or with prediction off).
 func (l *Layer) executableRest(ino index.Ino) []int {
+	if l.opts.NoPredict || l.idx.Attr(ino).Mode&0o111 == 0 {
+		return nil
+	}
+	return l.afterFirst(ino)
+}
+
+// afterFirst returns the chunks of ino after its first, up to
+// maxExecutable compressed bytes from it.
+func (l *Layer) afterFirst(ino index.Ino) []int {
 	n := l.idx.NumChunks(ino)
-	if l.opts.NoPredict || n < 2 || l.idx.Attr(ino).Mode&0o111 == 0 {
+	if n < 2 {
 		return nil
 	}
 	first := l.idx.Chunk(ino, 0).Offset

@@ -61,11 +61,9 @@ func (l *Layer) startIDs(ino index.Ino) []int {
 	if l.isPresent(l.idx.ChunkID(ino, 0)) {
 		return l.predictIDs(ino, 0)
 	}
-	whole := l.small(ino) || l.idx.Attr(ino).Mode&0o111 != 0
-	first := l.idx.Chunk(ino, 0).Offset
 	ids := []int{l.idx.ChunkID(ino, 0)}
-	for i := 1; whole && i < n && l.idx.Chunk(ino, i).End-first <= maxExecutable; i++ {
-		ids = append(ids, l.idx.ChunkID(ino, i))
+	if l.small(ino) || l.idx.Attr(ino).Mode&0o111 != 0 {
+		ids = append(ids, l.afterFirst(ino)...)
 	}
 	return ids
 }
