@@ -332,3 +332,14 @@ func TestStreamedBadChunkFetchedAgain(t *testing.T) {
 		t.Fatalf("ranges read %v: want a stream with read-around and the chunk again", blob.ranges)
 	}
 }
+
+// waiting reports how many reads wait for reads in flight.
+func (r *rawFlights) waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, f := range r.list {
+		n += int(f.waiters.Load())
+	}
+	return n
+}

@@ -69,17 +69,6 @@ func (r *rawFlights) finish(f *rawFlight, b []byte, err error) {
 	close(f.done)
 }
 
-// waiting reports how many reads wait for reads in flight.
-func (r *rawFlights) waiting() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, f := range r.list {
-		n += int(f.waiters.Load())
-	}
-	return n
-}
-
 // covering returns a read in flight that covers [off, off+n), if any.
 func (r *rawFlights) covering(off, n int64) *rawFlight {
 	r.mu.Lock()
